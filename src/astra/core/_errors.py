@@ -1,0 +1,223 @@
+"""Astra's error tree: each exception class is one API error code with one HTTP status.
+
+Invariants:
+- Every concrete class has a distinct ``code`` (the wire string) and an HTTP ``status``;
+  ``AstraError.from_code(code)`` finds the class back (used by clients to re-raise).
+- ``str(err) == err.message`` and ``err.to_model()`` is the ``Error`` body the server sends.
+- Parameter errors (``InvalidParameter``, ``MissingParameter``) always name the parameter in
+  the message and set ``parameter``; market and exchange errors set ``parameter`` to
+  ``"market"`` / ``"exchange"``.
+- Venue errors (``VenueError`` and its subclasses) always carry ``venue``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ._models import Error, Exchange
+
+__all__ = [
+    "AstraError",
+    "Conflict",
+    "Forbidden",
+    "InvalidMarket",
+    "InvalidParameter",
+    "MarketNotFound",
+    "MissingParameter",
+    "NotFound",
+    "RateLimited",
+    "Unauthorized",
+    "UnknownExchange",
+    "Unprocessable",
+    "VenueError",
+    "VenueTimeout",
+    "VenueUnavailable",
+]
+
+_BY_CODE: dict[str, type[AstraError]] = {}
+
+
+class AstraError(Exception):
+    """Base of all API errors; on its own it is an internal error (500)."""
+
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "internal error"
+
+    def __init_subclass__(
+        cls, *, code: str | None = None, status: int | None = None, message: str | None = None
+    ) -> None:
+        # Lets each subclass be one line: class NotFound(AstraError, code=..., status=...).
+        super().__init_subclass__()
+        if code is not None:
+            if code in _BY_CODE:
+                raise TypeError(f"duplicate error code {code!r}")
+            cls.code = code
+            _BY_CODE[code] = cls
+        if status is not None:
+            cls.status = status
+        if message is not None:
+            cls.default_message = message
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        parameter: str | None = None,
+        venue: str | None = None,
+        venue_code: str | int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+        self.parameter = parameter
+        self.venue = venue
+        # Venues use both numeric (Binance -1121) and textual codes; the wire always says text.
+        self.venue_code = None if venue_code is None else str(venue_code)
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {k}={v!r}"
+            for k in ("parameter", "venue", "venue_code", "retry_after")
+            if (v := getattr(self, k)) is not None
+        )
+        return f"{type(self).__name__}({self.message!r}{extra})"
+
+    def to_model(self) -> Error:
+        return Error(
+            code=self.code,
+            message=self.message,
+            parameter=self.parameter,
+            venue=self.venue,
+            venue_code=self.venue_code,
+            retry_after=self.retry_after,
+        )
+
+    @staticmethod
+    def from_code(code: str) -> type[AstraError]:
+        """The class for a wire ``code``; ``AstraError`` itself for unknown codes."""
+        return _BY_CODE.get(code, AstraError)
+
+    @classmethod
+    def from_model(cls, model: Error) -> AstraError:
+        """Rebuild the exception a server sent (client side)."""
+        klass = _BY_CODE.get(model.code, AstraError)
+        # Subclass constructors take different arguments; the fields are what matter here.
+        err = klass.__new__(klass)
+        AstraError.__init__(
+            err,
+            model.message,
+            parameter=model.parameter,
+            venue=model.venue,
+            venue_code=model.venue_code,
+            retry_after=model.retry_after,
+        )
+        if klass is AstraError and model.code != AstraError.code:
+            err.code = model.code  # keep a code this version does not know
+        return err
+
+
+class InvalidParameter(AstraError, code="INVALID_PARAMETER", status=400):
+    def __init__(self, parameter: str, reason: str | None = None, **extra: Any) -> None:
+        msg = f"invalid parameter '{parameter}'" + (f": {reason}" if reason else "")
+        super().__init__(msg, parameter=parameter, **extra)
+
+
+class MissingParameter(AstraError, code="MISSING_PARAMETER", status=400):
+    def __init__(self, parameter: str, **extra: Any) -> None:
+        super().__init__(f"missing required parameter '{parameter}'", parameter=parameter, **extra)
+
+
+class InvalidMarket(AstraError, code="INVALID_MARKET", status=400):
+    """A malformed market symbol. ``position`` is the 1-based ``-``-separated part at fault."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        market: str | None = None,
+        position: int | None = None,
+        parameter: str | None = "market",
+        **extra: Any,
+    ) -> None:
+        super().__init__(message, parameter=parameter, **extra)
+        self.market = market
+        self.position = position
+
+
+class MarketNotFound(AstraError, code="MARKET_NOT_FOUND", status=404):
+    """A well-formed market symbol that names no known market."""
+
+    def __init__(self, market: str, message: str | None = None, **extra: Any) -> None:
+        extra.setdefault("parameter", "market")
+        super().__init__(message or f"market '{market}' not found", **extra)
+        self.market = market
+
+
+class UnknownExchange(AstraError, code="UNKNOWN_EXCHANGE", status=400):
+    def __init__(self, exchange: str, message: str | None = None, **extra: Any) -> None:
+        extra.setdefault("parameter", "exchange")
+        known = ", ".join(Exchange)
+        super().__init__(
+            message or f"unknown exchange '{exchange}': expected one of {known}", **extra
+        )
+        self.exchange = exchange
+
+
+class Unauthorized(
+    AstraError, code="UNAUTHORIZED", status=401, message="missing or invalid API key"
+):
+    pass
+
+
+class Forbidden(AstraError, code="FORBIDDEN", status=403, message="forbidden"):
+    pass
+
+
+class NotFound(AstraError, code="NOT_FOUND", status=404, message="not found"):
+    pass
+
+
+class Conflict(AstraError, code="CONFLICT", status=409, message="conflict"):
+    pass
+
+
+class Unprocessable(AstraError, code="UNPROCESSABLE", status=422, message="unprocessable request"):
+    pass
+
+
+class RateLimited(AstraError, code="RATE_LIMITED", status=429, message="rate limit exceeded"):
+    """``retry_after`` (seconds) also belongs in the HTTP ``Retry-After`` header."""
+
+
+class VenueError(
+    AstraError, code="VENUE_ERROR", status=502, message="venue {venue} rejected the request"
+):
+    """The venue answered with an error; ``venue_code`` is its own code when it gave one.
+
+    The default message names the venue (``default_message`` is a template on ``{venue}``).
+    """
+
+    def __init__(
+        self,
+        venue: str,
+        message: str | None = None,
+        *,
+        venue_code: str | int | None = None,
+        **extra: Any,
+    ) -> None:
+        venue = str(venue)
+        message = message or self.default_message.format(venue=venue)
+        super().__init__(message, venue=venue, venue_code=venue_code, **extra)
+
+
+# Subclasses of VenueError so `except VenueError` covers every venue-side failure.
+class VenueUnavailable(
+    VenueError, code="VENUE_UNAVAILABLE", status=503, message="venue {venue} is unavailable"
+):
+    pass
+
+
+class VenueTimeout(VenueError, code="VENUE_TIMEOUT", status=504, message="venue {venue} timed out"):
+    pass

@@ -1,0 +1,169 @@
+"""msgspec models of Astra's public schema (REST bodies and WebSocket messages).
+
+Invariants:
+- Python attributes are snake_case; the JSON names are exactly the seed's camelCase
+  (``base_asset`` <-> ``"baseAsset"``, ``update_id`` <-> ``"updateId"``), via ``rename="camel"``.
+- Optional fields default to ``None`` and are omitted from the JSON when ``None``
+  (``omit_defaults=True``), so ``msgspec.json.encode(MarketMetadata(...))`` gives the seed's
+  sample byte for byte. Required fields never have defaults: an empty ``bids`` list is still
+  sent as ``"bids":[]``.
+- Enums are ``StrEnum``: a member *is* its wire string (``Side.BUY == "BUY"``), and msgspec
+  encodes and decodes them by value.
+- Prices and quantities are f64 on the wire, as in the seed; timestamps are integer
+  milliseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "AssetType",
+    "BookUpdate",
+    "DataType",
+    "Error",
+    "Exchange",
+    "Level",
+    "MarketMetadata",
+    "OptionType",
+    "OrderBook",
+    "Side",
+    "Trade",
+    "TradesMessage",
+]
+
+
+class Exchange(StrEnum):
+    """Trading venues: the seed's six, plus ``ASTER`` and the built-in simulator ``SIM``."""
+
+    BINANCE = "BINANCE"
+    COINBASE = "COINBASE"
+    OKX = "OKX"
+    HUOBI = "HUOBI"  # HTX; the API keeps the seed's code
+    KUCOIN = "KUCOIN"
+    KRAKEN = "KRAKEN"
+    ASTER = "ASTER"
+    SIM = "SIM"
+
+
+class AssetType(StrEnum):
+    SPOT = "SPOT"
+    PERP = "PERP"  # perpetual futures
+    FUT = "FUT"  # expiring futures
+    OPT = "OPT"  # options
+
+
+class OptionType(StrEnum):
+    CALL = "C"
+    PUT = "P"
+
+
+class Side(StrEnum):
+    """Taker side of a trade."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class DataType(StrEnum):
+    """What a WebSocket subscription streams."""
+
+    ORDERBOOK = "ORDERBOOK"
+    TRADE = "TRADE"
+
+
+# Levels and trades are created by the million on the feed path: frozen (hashable, immutable)
+# and gc=False (they hold only floats/strings, so they can never be part of a cycle).
+class Level(msgspec.Struct, frozen=True, gc=False):
+    """One aggregated price level (the seed's Bid/Ask): ``{"price": .., "quantity": ..}``.
+
+    In a ``BookUpdate`` a quantity of 0 deletes the level.
+    """
+
+    price: float
+    quantity: float
+
+
+class MarketMetadata(
+    msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", frozen=True, gc=False
+):
+    """One market as returned by ``GET /markets``.
+
+    ``symbol`` keeps the venue's asset names (``KRAKEN-SPOT-XBT-USD``); ``base_asset``,
+    ``quote_asset`` and ``margin_asset`` are normalized AbstractTokens (``BTC``).
+    """
+
+    symbol: str
+    asset_type: AssetType
+    base_asset: str
+    quote_asset: str
+    margin_asset: str | None = None
+    tick_size: float | None = None
+    lot_size: float | None = None
+    min_quantity: float | None = None
+    min_notional: float | None = None
+    contract_size: float | None = None  # units of base_asset (or quote for inverse) per contract
+    expiry: str | None = None  # YYMMDD, as in the symbol
+    strike: float | None = None
+    option_type: OptionType | None = None
+    status: str | None = None  # venue trading status normalized by the venue package, e.g. TRADING
+    exchange_symbol: str | None = None  # the venue's own instrument id, e.g. "BTCUSD_PERP"
+
+
+class OrderBook(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """L2 snapshot returned by ``GET /orderbook``: bids descending, asks ascending.
+
+    ``market``, ``update_id`` and ``timestamp`` are optional only so that the seed's bare
+    ``{"bids": [...], "asks": [...]}`` response still decodes; the gateway always sets them.
+    """
+
+    market: str | None = None
+    bids: list[Level]
+    asks: list[Level]
+    update_id: int | None = None
+    timestamp: int | None = None
+
+
+class BookUpdate(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """WebSocket ORDERBOOK message: first a full ``snapshot``, then ``update`` deltas.
+
+    ``update_id`` is the venue's sequence id: larger means later, per market.
+    ``timestamp`` is the venue's event time when it sends one.
+    """
+
+    type: Literal["snapshot", "update"]
+    market: str
+    update_id: int
+    bids: list[Level]
+    asks: list[Level]
+    timestamp: int | None = None
+
+
+class Trade(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", gc=False):
+    """One public trade: ``side`` is the taker's side, ``time`` in epoch milliseconds."""
+
+    price: float
+    quantity: float
+    side: Side
+    time: int
+    trade_id: str | None = None  # the venue's trade id when it has one (dedup after reconnect)
+
+
+class TradesMessage(msgspec.Struct, kw_only=True):
+    """WebSocket TRADE message: the trades since the previous message."""
+
+    trades: list[Trade]
+
+
+class Error(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """Error body: ``{"code": "INVALID_MARKET", "message": "..."}`` plus optional context."""
+
+    code: str
+    message: str
+    parameter: str | None = None  # the request parameter at fault
+    venue: str | None = None  # the venue that rejected or failed the request
+    venue_code: str | None = None  # the venue's own error code, as text
+    retry_after: float | None = None  # seconds; also sent as a Retry-After header on HTTP

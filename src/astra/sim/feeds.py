@@ -1,0 +1,393 @@
+"""Market-data streams of one simulated venue side (spot or perpetual).
+
+``StreamHub`` maps stream names to subscribers; ``Feeds`` listens to every market's state and
+publishes the documented payloads: diff depth (``@depth``, ``@depth@100ms``...), partial
+depth, trades, aggregate trades, book tickers, klines, tickers and mark prices.
+
+Integrity rule (the one clients rely on to keep a local book): for each diff stream,
+consecutive events satisfy ``U == previous u + 1`` and ``pu == previous u``; an event holds the
+absolute quantity, at ``u``, of every level that changed in ``[U, u]`` ("0" when the level is
+gone). Accumulators run whether or not anyone subscribes, so a new subscriber joins a chain
+that has never skipped. A REST snapshot's ``lastUpdateId`` is the engine's update id at the
+moment it was taken, on the same event loop, so ``U <= lastUpdateId + 1 <= u`` bridges exactly.
+
+Each payload is encoded once per publish; combined-stream subscribers share one wrapped
+frame. Payloads are built only for streams somebody listens to.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+import msgspec
+
+from astra.venues.aster import schemas as wire
+
+from .engine import BUY, SELL
+from .flow import STEP_MS
+from .markets import format_fixed
+from .state import (
+    KLINE_INTERVALS,
+    AggRecord,
+    MarketState,
+    TradeRecord,
+    bucket_close,
+    bucket_open,
+    now_ms,
+)
+
+__all__ = [
+    "Feeds",
+    "StreamHub",
+    "Subscriber",
+    "cadences_for",
+    "kline_of",
+    "parse_stream",
+    "ticker_stats",
+]
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Subscriber(Protocol):
+    combined: bool
+
+    def deliver(self, frame: bytes) -> None: ...
+
+
+class StreamHub:
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscriber]] = {}
+
+    def active(self, name: str) -> bool:
+        return name in self._subs
+
+    def subscribe(self, sub: Subscriber, name: str) -> None:
+        self._subs.setdefault(name, set()).add(sub)
+
+    def unsubscribe(self, sub: Subscriber, name: str) -> None:
+        subs = self._subs.get(name)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[name]
+
+    def publish(self, name: str, payload: bytes) -> None:
+        subs = self._subs.get(name)
+        if not subs:
+            return
+        wrapped = None
+        for sub in tuple(subs):
+            if sub.combined:
+                if wrapped is None:
+                    wrapped = b'{"stream":"%s","data":%s}' % (name.encode(), payload)
+                sub.deliver(wrapped)
+            else:
+                sub.deliver(payload)
+
+
+def cadences_for(kind: str) -> dict[str, int]:
+    """Suffix of a depth stream -> its cadence in ms, as each side's docs list them."""
+    if kind == "perp":
+        return {"": 250, "@500ms": 500, "@100ms": 100}
+    return {"": 1000, "@100ms": 100}
+
+
+_STREAM = re.compile(
+    r"(?P<sym>[a-z0-9]+)@(?P<ch>depth(?P<levels>5|10|20)?(?P<speed>@\d+ms)?|trade|aggTrade|"
+    r"bookTicker|miniTicker|ticker|kline_(?P<iv>\w+)|markPrice(?P<mps>@1s)?)"
+)
+_GLOBAL = {"spot": {"!miniTicker@arr", "!ticker@arr", "!bookTicker"},
+           "perp": {"!miniTicker@arr", "!ticker@arr", "!bookTicker", "!markPrice@arr",
+                    "!markPrice@arr@1s"}}
+
+
+def parse_stream(name: str, kind: str, markets: dict[str, MarketState]) -> str | None:
+    """Why ``name`` is not a stream of this side, or None when it is valid."""
+    if name.startswith("!"):
+        return None if name in _GLOBAL[kind] else f"unknown stream '{name}'"
+    m = _STREAM.fullmatch(name)
+    if m is None:
+        return f"unknown stream '{name}'"
+    if m["sym"] not in markets:
+        return f"unknown symbol '{m['sym']}' in stream '{name}'"
+    if m["ch"].startswith("depth") and (m["speed"] or "") not in cadences_for(kind):
+        return f"unknown update speed in stream '{name}'"
+    if m["iv"] is not None and m["iv"] not in KLINE_INTERVALS:
+        return f"unknown kline interval in stream '{name}'"
+    if m["ch"].startswith("markPrice") and kind != "perp":
+        return f"unknown stream '{name}'"
+    return None
+
+
+class _DiffChain:
+    """Accumulates changed levels of one market for one diff cadence."""
+
+    __slots__ = ("first", "last_u", "name", "period", "touched")
+
+    def __init__(self, name: str, period: int, update_id: int) -> None:
+        self.name = name
+        self.period = period  # in steps
+        self.first: int | None = None
+        self.last_u = update_id
+        self.touched: set[tuple[int, int]] = set()
+
+
+class Feeds:
+    """Publishes every stream of one side. ``tick`` is called once per ``STEP_MS``."""
+
+    def __init__(self, kind: str, states: list[MarketState], hub: StreamHub) -> None:
+        self.kind = kind
+        self.hub = hub
+        self.states = {s.market.stream_id: s for s in states}
+        self._ticks = 0
+        self._chains: dict[str, list[_DiffChain]] = {}
+        self._partial_u: dict[str, int] = {}
+        self._top: dict[str, tuple] = {}
+        self.index_price: dict[str, float] = {}
+        for sid, state in self.states.items():
+            state.listener = self
+            self._chains[sid] = [
+                _DiffChain(f"{sid}@depth{suffix}", period // STEP_MS, state.engine.update_id)
+                for suffix, period in cadences_for(kind).items()
+            ]
+
+    # -- StateListener ---------------------------------------------------------------------
+    def on_book(self, state: MarketState) -> None:
+        sid = state.market.stream_id
+        touched = state.engine.touched
+        uid = state.engine.update_id
+        for chain in self._chains[sid]:
+            if chain.first is None:
+                chain.first = uid
+            chain.touched |= touched
+        self._book_ticker(state)
+
+    def on_trades(self, state: MarketState, trades: list[TradeRecord],
+                  aggs: list[AggRecord]) -> None:
+        sid = state.market.stream_id
+        fmt_p, fmt_q, symbol = state.market.format_price, state.market.format_qty, state.market.symbol
+        now = now_ms()
+        name = f"{sid}@trade"
+        if self.hub.active(name):
+            for t in trades:
+                self.hub.publish(name, _encode(wire.Trade(
+                    e="trade", E=now, s=symbol, t=t.id, p=fmt_p(t.price), q=fmt_q(t.qty),
+                    T=t.time, m=t.buyer_maker)))
+        name = f"{sid}@aggTrade"
+        if self.hub.active(name):
+            spot_m = True if self.kind == "spot" else msgspec.UNSET
+            for a in aggs:
+                self.hub.publish(name, _encode(wire.AggTrade(
+                    e="aggTrade", E=now, s=symbol, a=a.id, p=fmt_p(a.price), q=fmt_q(a.qty),
+                    f=a.first, l=a.last, T=a.time, m=a.buyer_maker, M=spot_m)))
+
+    # -- clock ------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Flush the streams whose period ends on this step."""
+        self._ticks += 1
+        t = self._ticks
+        for sid, state in self.states.items():
+            for chain in self._chains[sid]:
+                if t % chain.period == 0:
+                    self._flush_diff(state, chain)
+            for suffix, period in cadences_for(self.kind).items():
+                if t % (period // STEP_MS) == 0:
+                    for levels in (5, 10, 20):
+                        self._partial(state, f"{sid}@depth{levels}{suffix}", levels)
+            kline_period = 250 if self.kind == "perp" else 2000
+            if t % (kline_period // STEP_MS) == 0:
+                for iv in KLINE_INTERVALS:
+                    self._kline(state, iv)
+            if self.kind == "perp":
+                if t % (1000 // STEP_MS) == 0:
+                    self._mark_price(state, f"{sid}@markPrice@1s")
+                if t % (3000 // STEP_MS) == 0:
+                    self._mark_price(state, f"{sid}@markPrice")
+        if t % (1000 // STEP_MS) == 0:
+            self._tickers()
+        if self.kind == "perp":
+            if t % (1000 // STEP_MS) == 0:
+                self._mark_price_all("!markPrice@arr@1s")
+            if t % (3000 // STEP_MS) == 0:
+                self._mark_price_all("!markPrice@arr")
+
+    def _levels(self, state: MarketState, side: int, prices: list[int]) -> list[tuple[str, str]]:
+        fmt_p, fmt_q = state.market.format_price, state.market.format_qty
+        qty = state.engine.levels[side]
+        return [(fmt_p(p), fmt_q(qty.get(p, 0))) for p in prices]
+
+    def _flush_diff(self, state: MarketState, chain: _DiffChain) -> None:
+        if chain.first is None:
+            return
+        u = state.engine.update_id
+        if self.hub.active(chain.name):
+            bids = sorted((p for s, p in chain.touched if s == BUY), reverse=True)
+            asks = sorted(p for s, p in chain.touched if s == SELL)
+            self.hub.publish(chain.name, _encode(wire.DepthUpdate(
+                e="depthUpdate", E=now_ms(), T=state.last_change_ms, s=state.market.symbol,
+                U=chain.first, u=u, pu=chain.last_u,
+                b=self._levels(state, BUY, bids), a=self._levels(state, SELL, asks))))
+        chain.last_u = u
+        chain.first = None
+        chain.touched = set()
+
+    def _partial(self, state: MarketState, name: str, levels: int) -> None:
+        if not self.hub.active(name):
+            return
+        u = state.engine.update_id
+        pu = self._partial_u.get(name, u)
+        self._partial_u[name] = u
+        bids, asks = state.engine.depth(levels)
+        fmt_p, fmt_q = state.market.format_price, state.market.format_qty
+        b = [(fmt_p(p), fmt_q(q)) for p, q in bids]
+        a = [(fmt_p(p), fmt_q(q)) for p, q in asks]
+        common = dict(e="depthUpdate", E=now_ms(), T=state.last_change_ms,
+                      s=state.market.symbol, U=pu + 1, u=u, pu=pu)
+        if self.kind == "spot":
+            msg = wire.SpotPartialDepth(**common, bids=b, asks=a)
+        else:
+            msg = wire.DepthUpdate(**common, b=b, a=a)
+        self.hub.publish(name, _encode(msg))
+
+    def book_ticker(self, state: MarketState) -> wire.BookTicker | None:
+        engine = state.engine
+        bid, ask = engine.best_bid(), engine.best_ask()
+        if bid is None or ask is None:
+            return None
+        fmt_p, fmt_q = state.market.format_price, state.market.format_qty
+        msg = wire.BookTicker(u=engine.update_id, s=state.market.symbol, b=fmt_p(bid),
+                              B=fmt_q(engine.levels[BUY][bid]), a=fmt_p(ask),
+                              A=fmt_q(engine.levels[SELL][ask]))
+        if self.kind == "perp":
+            msg.e, msg.E, msg.T = "bookTicker", now_ms(), state.last_change_ms
+        return msg
+
+    def _book_ticker(self, state: MarketState) -> None:
+        sid = state.market.stream_id
+        name = f"{sid}@bookTicker"
+        if not (self.hub.active(name) or self.hub.active("!bookTicker")):
+            return
+        engine = state.engine
+        bid, ask = engine.best_bid(), engine.best_ask()
+        top = (bid, ask, engine.level_qty(BUY, bid or 0), engine.level_qty(SELL, ask or 0))
+        if self._top.get(sid) == top:
+            return
+        self._top[sid] = top
+        msg = self.book_ticker(state)
+        if msg is not None:
+            payload = _encode(msg)
+            self.hub.publish(name, payload)
+            self.hub.publish("!bookTicker", payload)
+
+    def _kline(self, state: MarketState, interval: str) -> None:
+        name = f"{state.market.stream_id}@kline_{interval}"
+        if not self.hub.active(name):
+            return
+        now = now_ms()
+        self.hub.publish(name, _encode(wire.KlineEvent(
+            e="kline", E=now, s=state.market.symbol, k=kline_of(state, interval, now))))
+
+    def _tickers(self) -> None:
+        minis, fulls = [], []
+        want_minis, want_fulls = self.hub.active("!miniTicker@arr"), self.hub.active("!ticker@arr")
+        for sid, state in self.states.items():
+            mini_name, full_name = f"{sid}@miniTicker", f"{sid}@ticker"
+            if want_minis or self.hub.active(mini_name):
+                mini = mini_ticker(state)
+                minis.append(mini)
+                self.hub.publish(mini_name, _encode(mini))
+            if want_fulls or self.hub.active(full_name):
+                full = ticker_24hr(state)
+                fulls.append(full)
+                self.hub.publish(full_name, _encode(full))
+        if want_minis:
+            self.hub.publish("!miniTicker@arr", _encode(minis))
+        if want_fulls:
+            self.hub.publish("!ticker@arr", _encode(fulls))
+
+    def mark_price(self, state: MarketState) -> wire.MarkPriceUpdate:
+        market = state.market
+        engine = state.engine
+        index = self.index_price.get(market.stream_id, market.start_price)
+        bid, ask = engine.best_bid(), engine.best_ask()
+        unit = 10**market.price_dp
+        mark = (bid + ask) / 2 / unit if bid is not None and ask is not None else index
+        premium = (mark - index) / index
+        rate = max(-0.003, min(0.003, premium)) + 0.0001
+        eight_h = 8 * 3600 * 1000
+        now = now_ms()
+        return wire.MarkPriceUpdate(
+            e="markPriceUpdate", E=now, s=market.symbol, p=f"{mark:.8f}", i=f"{index:.8f}",
+            P=f"{index:.8f}", r=f"{rate:.8f}", T=now - now % eight_h + eight_h)
+
+    def _mark_price(self, state: MarketState, name: str) -> None:
+        if self.hub.active(name):
+            self.hub.publish(name, _encode(self.mark_price(state)))
+
+    def _mark_price_all(self, name: str) -> None:
+        if self.hub.active(name):
+            self.hub.publish(name, _encode([self.mark_price(s) for s in self.states.values()]))
+
+
+def kline_of(state: MarketState, interval: str, now: int) -> wire.Kline:
+    """The candle of ``interval`` containing ``now`` (flat at the last price if no trade)."""
+    market = state.market
+    open_time = bucket_open(interval, now)
+    candles = state.klines(interval, start=open_time, limit=1)
+    fmt_p, fmt_q = market.format_price, market.format_qty
+    qdp = market.price_dp + market.qty_dp
+    if candles:
+        c = candles[0]
+        return wire.Kline(
+            t=c.open_time, T=bucket_close(interval, c.open_time), s=market.symbol, i=interval,
+            f=c.first_id, L=c.last_id, o=fmt_p(c.open), c=fmt_p(c.close), h=fmt_p(c.high),
+            l=fmt_p(c.low), v=fmt_q(c.volume), n=c.trades, x=False,
+            q=format_fixed(c.quote, qdp), V=fmt_q(c.taker_buy),
+            Q=format_fixed(c.taker_buy_quote, qdp))
+    last = state.last_trade()
+    price = fmt_p(last.price if last else 0)
+    return wire.Kline(t=open_time, T=bucket_close(interval, open_time), s=market.symbol,
+                      i=interval, f=-1, L=-1, o=price, c=price, h=price, l=price, v="0", n=0,
+                      x=False, q="0", V="0", Q="0")
+
+
+def ticker_stats(state: MarketState) -> dict:
+    """Rolling 24h figures shared by the tickers (REST and WebSocket)."""
+    market = state.market
+    fmt_p, fmt_q = market.format_price, market.format_qty
+    qdp = market.price_dp + market.qty_dp
+    w = state.window()
+    last = state.last_trade()
+    now = now_ms()
+    if w is None or last is None:
+        zero_p = fmt_p(last.price if last else 0)
+        return dict(open=zero_p, high=zero_p, low=zero_p, last=zero_p, last_qty=fmt_q(0),
+                    volume=fmt_q(0), quote="0", change=fmt_p(0), change_pct="0.000",
+                    wavg=zero_p, open_time=now - 86_400_000, close_time=now, first=-1,
+                    last_id=-1, count=0)
+    change = last.price - w.open
+    unit = 10**market.price_dp
+    wavg = (w.quote / w.volume / unit) if w.volume else 0.0
+    return dict(
+        open=fmt_p(w.open), high=fmt_p(w.high), low=fmt_p(w.low), last=fmt_p(last.price),
+        last_qty=fmt_q(last.qty), volume=fmt_q(w.volume), quote=format_fixed(w.quote, qdp),
+        change=fmt_p(change), change_pct=f"{100 * change / w.open:.3f}" if w.open else "0.000",
+        wavg=f"{wavg:.{market.price_dp}f}", open_time=w.open_time, close_time=now,
+        first=w.first_id, last_id=w.last_id, count=w.trades)
+
+
+def mini_ticker(state: MarketState) -> wire.MiniTicker:
+    s = ticker_stats(state)
+    return wire.MiniTicker(e="24hrMiniTicker", E=now_ms(), s=state.market.symbol, c=s["last"],
+                           o=s["open"], h=s["high"], l=s["low"], v=s["volume"], q=s["quote"])
+
+
+def ticker_24hr(state: MarketState) -> wire.Ticker24hr:
+    s = ticker_stats(state)
+    return wire.Ticker24hr(
+        e="24hrTicker", E=now_ms(), s=state.market.symbol, p=s["change"], P=s["change_pct"],
+        w=s["wavg"], c=s["last"], Q=s["last_qty"], o=s["open"], h=s["high"], l=s["low"],
+        v=s["volume"], q=s["quote"], O=s["open_time"], C=s["close_time"], F=s["first"],
+        L=s["last_id"], n=s["count"])

@@ -1,0 +1,197 @@
+"""Aster wire messages as msgspec Structs, named after the venue's own docs.
+
+Field names are the venue's (single letters included) so a Struct encodes to, and decodes
+from, exactly the documented payload. The simulator encodes these; the Aster feed handler
+decodes them. Where the spot and futures docs differ, the difference is kept visible:
+spot partial depth carries ``bids``/``asks`` while futures partial depth and every diff
+depth carry ``b``/``a`` (ccxt parses ``b``/``a`` for both; the docs win).
+
+Prices and quantities are decimal strings, as on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+__all__ = [
+    "AggTrade",
+    "BookTicker",
+    "DepthSnapshot",
+    "DepthUpdate",
+    "Kline",
+    "KlineEvent",
+    "MarkPriceUpdate",
+    "MiniTicker",
+    "SpotPartialDepth",
+    "Ticker24hr",
+    "Trade",
+]
+
+PriceLevel = tuple[str, str]
+
+
+class DepthUpdate(msgspec.Struct, gc=False):
+    """``<symbol>@depth[@100ms]`` diff, and futures ``<symbol>@depth<N>`` partial depth.
+
+    ``U``/``u`` are the first and last update ids in the event; ``pu`` is the previous
+    event's ``u``. Quantities are absolute; ``"0"`` removes the level.
+    """
+
+    e: Literal["depthUpdate"]
+    E: int
+    T: int
+    s: str
+    U: int
+    u: int
+    pu: int
+    b: list[PriceLevel]
+    a: list[PriceLevel]
+
+
+class SpotPartialDepth(msgspec.Struct, gc=False):
+    """Spot ``<symbol>@depth<5|10|20>[@100ms]``: the top levels, keyed ``bids``/``asks``."""
+
+    e: Literal["depthUpdate"]
+    E: int
+    T: int
+    s: str
+    U: int
+    u: int
+    pu: int
+    bids: list[PriceLevel]
+    asks: list[PriceLevel]
+
+
+class DepthSnapshot(msgspec.Struct, gc=False):
+    """``GET /api/v1/depth`` and ``GET /fapi/v1/depth`` response."""
+
+    lastUpdateId: int
+    E: int
+    T: int
+    bids: list[PriceLevel]
+    asks: list[PriceLevel]
+
+
+class AggTrade(msgspec.Struct, gc=False):
+    """``<symbol>@aggTrade``: fills of one taker order at one price. ``m``: buyer is maker."""
+
+    e: Literal["aggTrade"]
+    E: int
+    s: str
+    a: int
+    p: str
+    q: str
+    f: int
+    l: int  # noqa: E741 - the venue's field name
+    T: int
+    m: bool
+    M: bool | UnsetType = UNSET  # spot only ("ignore")
+
+
+class Trade(msgspec.Struct, gc=False):
+    """``<symbol>@trade``: one match between one taker and one maker."""
+
+    e: Literal["trade"]
+    E: int
+    s: str
+    t: int
+    p: str
+    q: str
+    T: int
+    m: bool
+
+
+class BookTicker(msgspec.Struct, gc=False, omit_defaults=True):
+    """``<symbol>@bookTicker``. Futures add ``e``, ``E`` and ``T``; spot sends neither."""
+
+    u: int
+    s: str
+    b: str
+    B: str
+    a: str
+    A: str
+    e: Literal["bookTicker"] | UnsetType = UNSET
+    E: int | UnsetType = UNSET
+    T: int | UnsetType = UNSET
+
+
+class Kline(msgspec.Struct, gc=False):
+    t: int
+    T: int
+    s: str
+    i: str
+    f: int
+    L: int
+    o: str
+    c: str
+    h: str
+    l: str  # noqa: E741 - the venue's field name
+    v: str
+    n: int
+    x: bool
+    q: str
+    V: str
+    Q: str
+    B: str = "0"
+
+
+class KlineEvent(msgspec.Struct, gc=False):
+    """``<symbol>@kline_<interval>``: the current candle."""
+
+    e: Literal["kline"]
+    E: int
+    s: str
+    k: Kline
+
+
+class MiniTicker(msgspec.Struct, gc=False):
+    """``<symbol>@miniTicker`` and the elements of ``!miniTicker@arr``."""
+
+    e: Literal["24hrMiniTicker"]
+    E: int
+    s: str
+    c: str
+    o: str
+    h: str
+    l: str  # noqa: E741 - the venue's field name
+    v: str
+    q: str
+
+
+class Ticker24hr(msgspec.Struct, gc=False):
+    """``<symbol>@ticker`` and the elements of ``!ticker@arr``."""
+
+    e: Literal["24hrTicker"]
+    E: int
+    s: str
+    p: str
+    P: str
+    w: str
+    c: str
+    Q: str
+    o: str
+    h: str
+    l: str  # noqa: E741 - the venue's field name
+    v: str
+    q: str
+    O: int  # noqa: E741 - the venue's field name
+    C: int
+    F: int
+    L: int
+    n: int
+
+
+class MarkPriceUpdate(msgspec.Struct, gc=False):
+    """Futures ``<symbol>@markPrice[@1s]`` and the elements of ``!markPrice@arr``."""
+
+    e: Literal["markPriceUpdate"]
+    E: int
+    s: str
+    p: str
+    i: str
+    P: str
+    r: str
+    T: int
