@@ -21,6 +21,12 @@ def fixture_path(*parts: str) -> Path:
 
 
 @pytest.fixture
+def shared_fixture():
+    """``shared_fixture("aster", "spot-exchangeInfo.json")`` -> Path, or skip when absent."""
+    return fixture_path
+
+
+@pytest.fixture
 async def sim():
     """A running simulator (seed 1) on 127.0.0.1 with an ephemeral port."""
     async with SimServer(SimExchange(seed=1)) as server:
