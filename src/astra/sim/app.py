@@ -43,8 +43,12 @@ class VenueSide:
 class SimExchange:
     """An Aster-compatible venue. ``step()`` advances it by one step, without the clock."""
 
-    def __init__(self, seed: int = 0, markets: Iterable[SimMarket] = DEFAULT_MARKETS,
-                 ws_limits: dict[str, WsLimits] | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        markets: Iterable[SimMarket] = DEFAULT_MARKETS,
+        ws_limits: dict[str, WsLimits] | None = None,
+    ) -> None:
         self.seed = seed
         self.sides: dict[str, VenueSide] = {}
         for kind in ("spot", "perp"):
@@ -52,8 +56,12 @@ class SimExchange:
             hub = StreamHub()
             flows = [SyntheticFlow(s, seed) for s in states.values()]
             side = VenueSide(kind, states, flows, hub, Feeds(kind, list(states.values()), hub))
-            side.ws = WsSide(kind, hub, {s.market.stream_id: s for s in states.values()},
-                             (ws_limits or {}).get(kind))
+            side.ws = WsSide(
+                kind,
+                hub,
+                {s.market.stream_id: s for s in states.values()},
+                (ws_limits or {}).get(kind),
+            )
             self.sides[kind] = side
         for side in self.sides.values():
             for flow in side.flows:
@@ -93,11 +101,13 @@ class SimExchange:
         for kind, side in self.sides.items():
             app.add_routes(rest_routes(kind, side.states, side.feeds))
             base = "/fstream" if kind == "perp" else "/sstream"
-            app.add_routes([
-                web.get(f"{base}/ws", side.ws.handle_raw),
-                web.get(f"{base}/ws/{{streams:.*}}", side.ws.handle_raw),
-                web.get(f"{base}/stream", side.ws.handle_combined),
-            ])
+            app.add_routes(
+                [
+                    web.get(f"{base}/ws", side.ws.handle_raw),
+                    web.get(f"{base}/ws/{{streams:.*}}", side.ws.handle_raw),
+                    web.get(f"{base}/stream", side.ws.handle_combined),
+                ]
+            )
         app.cleanup_ctx.append(self._clock)
         app.on_shutdown.append(self._on_shutdown)
         return app

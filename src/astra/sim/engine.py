@@ -71,7 +71,9 @@ class MatchingEngine:
         prices = self._prices[SELL]
         return prices[0] if prices else None
 
-    def depth(self, limit: int | None = None) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    def depth(
+        self, limit: int | None = None
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Aggregated levels: bids best (highest) first, asks best (lowest) first."""
         bid_qty, ask_qty = self.levels
         bid_prices = self._prices[BUY]
@@ -146,13 +148,13 @@ class MatchingEngine:
             qty = self.levels[SELL]
             prices = self._prices[SELL]
             for p in prices:
-                if limit and p > order.price or total >= order.qty:
+                if (limit and p > order.price) or total >= order.qty:
                     break
                 total += qty[p]
         else:
             qty = self.levels[BUY]
             for p in reversed(self._prices[BUY]):
-                if limit and p < order.price or total >= order.qty:
+                if (limit and p < order.price) or total >= order.qty:
                     break
                 total += qty[p]
         return total

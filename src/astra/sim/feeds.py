@@ -98,9 +98,16 @@ _STREAM = re.compile(
     r"(?P<sym>[a-z0-9]+)@(?P<ch>depth(?P<levels>5|10|20)?(?P<speed>@\d+ms)?|trade|aggTrade|"
     r"bookTicker|miniTicker|ticker|kline_(?P<iv>\w+)|markPrice(?P<mps>@1s)?)"
 )
-_GLOBAL = {"spot": {"!miniTicker@arr", "!ticker@arr", "!bookTicker"},
-           "perp": {"!miniTicker@arr", "!ticker@arr", "!bookTicker", "!markPrice@arr",
-                    "!markPrice@arr@1s"}}
+_GLOBAL = {
+    "spot": {"!miniTicker@arr", "!ticker@arr", "!bookTicker"},
+    "perp": {
+        "!miniTicker@arr",
+        "!ticker@arr",
+        "!bookTicker",
+        "!markPrice@arr",
+        "!markPrice@arr@1s",
+    },
+}
 
 
 def parse_stream(name: str, kind: str, markets: dict[str, MarketState]) -> str | None:
@@ -164,24 +171,56 @@ class Feeds:
             chain.touched |= touched
         self._book_ticker(state)
 
-    def on_trades(self, state: MarketState, trades: list[TradeRecord],
-                  aggs: list[AggRecord]) -> None:
+    def on_trades(
+        self, state: MarketState, trades: list[TradeRecord], aggs: list[AggRecord]
+    ) -> None:
         sid = state.market.stream_id
-        fmt_p, fmt_q, symbol = state.market.format_price, state.market.format_qty, state.market.symbol
+        fmt_p, fmt_q, symbol = (
+            state.market.format_price,
+            state.market.format_qty,
+            state.market.symbol,
+        )
         now = now_ms()
         name = f"{sid}@trade"
         if self.hub.active(name):
             for t in trades:
-                self.hub.publish(name, _encode(wire.Trade(
-                    e="trade", E=now, s=symbol, t=t.id, p=fmt_p(t.price), q=fmt_q(t.qty),
-                    T=t.time, m=t.buyer_maker)))
+                self.hub.publish(
+                    name,
+                    _encode(
+                        wire.Trade(
+                            e="trade",
+                            E=now,
+                            s=symbol,
+                            t=t.id,
+                            p=fmt_p(t.price),
+                            q=fmt_q(t.qty),
+                            T=t.time,
+                            m=t.buyer_maker,
+                        )
+                    ),
+                )
         name = f"{sid}@aggTrade"
         if self.hub.active(name):
             spot_m = True if self.kind == "spot" else msgspec.UNSET
             for a in aggs:
-                self.hub.publish(name, _encode(wire.AggTrade(
-                    e="aggTrade", E=now, s=symbol, a=a.id, p=fmt_p(a.price), q=fmt_q(a.qty),
-                    f=a.first, l=a.last, T=a.time, m=a.buyer_maker, M=spot_m)))
+                self.hub.publish(
+                    name,
+                    _encode(
+                        wire.AggTrade(
+                            e="aggTrade",
+                            E=now,
+                            s=symbol,
+                            a=a.id,
+                            p=fmt_p(a.price),
+                            q=fmt_q(a.qty),
+                            f=a.first,
+                            l=a.last,
+                            T=a.time,
+                            m=a.buyer_maker,
+                            M=spot_m,
+                        )
+                    ),
+                )
 
     # -- clock ------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -225,10 +264,22 @@ class Feeds:
         if self.hub.active(chain.name):
             bids = sorted((p for s, p in chain.touched if s == BUY), reverse=True)
             asks = sorted(p for s, p in chain.touched if s == SELL)
-            self.hub.publish(chain.name, _encode(wire.DepthUpdate(
-                e="depthUpdate", E=now_ms(), T=state.last_change_ms, s=state.market.symbol,
-                U=chain.first, u=u, pu=chain.last_u,
-                b=self._levels(state, BUY, bids), a=self._levels(state, SELL, asks))))
+            self.hub.publish(
+                chain.name,
+                _encode(
+                    wire.DepthUpdate(
+                        e="depthUpdate",
+                        E=now_ms(),
+                        T=state.last_change_ms,
+                        s=state.market.symbol,
+                        U=chain.first,
+                        u=u,
+                        pu=chain.last_u,
+                        b=self._levels(state, BUY, bids),
+                        a=self._levels(state, SELL, asks),
+                    )
+                ),
+            )
         chain.last_u = u
         chain.first = None
         chain.touched = set()
@@ -243,8 +294,15 @@ class Feeds:
         fmt_p, fmt_q = state.market.format_price, state.market.format_qty
         b = [(fmt_p(p), fmt_q(q)) for p, q in bids]
         a = [(fmt_p(p), fmt_q(q)) for p, q in asks]
-        common = dict(e="depthUpdate", E=now_ms(), T=state.last_change_ms,
-                      s=state.market.symbol, U=pu + 1, u=u, pu=pu)
+        common = dict(
+            e="depthUpdate",
+            E=now_ms(),
+            T=state.last_change_ms,
+            s=state.market.symbol,
+            U=pu + 1,
+            u=u,
+            pu=pu,
+        )
         if self.kind == "spot":
             msg = wire.SpotPartialDepth(**common, bids=b, asks=a)
         else:
@@ -257,9 +315,14 @@ class Feeds:
         if bid is None or ask is None:
             return None
         fmt_p, fmt_q = state.market.format_price, state.market.format_qty
-        msg = wire.BookTicker(u=engine.update_id, s=state.market.symbol, b=fmt_p(bid),
-                              B=fmt_q(engine.levels[BUY][bid]), a=fmt_p(ask),
-                              A=fmt_q(engine.levels[SELL][ask]))
+        msg = wire.BookTicker(
+            u=engine.update_id,
+            s=state.market.symbol,
+            b=fmt_p(bid),
+            B=fmt_q(engine.levels[BUY][bid]),
+            a=fmt_p(ask),
+            A=fmt_q(engine.levels[SELL][ask]),
+        )
         if self.kind == "perp":
             msg.e, msg.E, msg.T = "bookTicker", now_ms(), state.last_change_ms
         return msg
@@ -286,8 +349,14 @@ class Feeds:
         if not self.hub.active(name):
             return
         now = now_ms()
-        self.hub.publish(name, _encode(wire.KlineEvent(
-            e="kline", E=now, s=state.market.symbol, k=kline_of(state, interval, now))))
+        self.hub.publish(
+            name,
+            _encode(
+                wire.KlineEvent(
+                    e="kline", E=now, s=state.market.symbol, k=kline_of(state, interval, now)
+                )
+            ),
+        )
 
     def _tickers(self) -> None:
         minis, fulls = [], []
@@ -319,8 +388,15 @@ class Feeds:
         eight_h = 8 * 3600 * 1000
         now = now_ms()
         return wire.MarkPriceUpdate(
-            e="markPriceUpdate", E=now, s=market.symbol, p=f"{mark:.8f}", i=f"{index:.8f}",
-            P=f"{index:.8f}", r=f"{rate:.8f}", T=now - now % eight_h + eight_h)
+            e="markPriceUpdate",
+            E=now,
+            s=market.symbol,
+            p=f"{mark:.8f}",
+            i=f"{index:.8f}",
+            P=f"{index:.8f}",
+            r=f"{rate:.8f}",
+            T=now - now % eight_h + eight_h,
+        )
 
     def _mark_price(self, state: MarketState, name: str) -> None:
         if self.hub.active(name):
@@ -341,16 +417,43 @@ def kline_of(state: MarketState, interval: str, now: int) -> wire.Kline:
     if candles:
         c = candles[0]
         return wire.Kline(
-            t=c.open_time, T=bucket_close(interval, c.open_time), s=market.symbol, i=interval,
-            f=c.first_id, L=c.last_id, o=fmt_p(c.open), c=fmt_p(c.close), h=fmt_p(c.high),
-            l=fmt_p(c.low), v=fmt_q(c.volume), n=c.trades, x=False,
-            q=format_fixed(c.quote, qdp), V=fmt_q(c.taker_buy),
-            Q=format_fixed(c.taker_buy_quote, qdp))
+            t=c.open_time,
+            T=bucket_close(interval, c.open_time),
+            s=market.symbol,
+            i=interval,
+            f=c.first_id,
+            L=c.last_id,
+            o=fmt_p(c.open),
+            c=fmt_p(c.close),
+            h=fmt_p(c.high),
+            l=fmt_p(c.low),
+            v=fmt_q(c.volume),
+            n=c.trades,
+            x=False,
+            q=format_fixed(c.quote, qdp),
+            V=fmt_q(c.taker_buy),
+            Q=format_fixed(c.taker_buy_quote, qdp),
+        )
     last = state.last_trade()
     price = fmt_p(last.price if last else 0)
-    return wire.Kline(t=open_time, T=bucket_close(interval, open_time), s=market.symbol,
-                      i=interval, f=-1, L=-1, o=price, c=price, h=price, l=price, v="0", n=0,
-                      x=False, q="0", V="0", Q="0")
+    return wire.Kline(
+        t=open_time,
+        T=bucket_close(interval, open_time),
+        s=market.symbol,
+        i=interval,
+        f=-1,
+        L=-1,
+        o=price,
+        c=price,
+        h=price,
+        l=price,
+        v="0",
+        n=0,
+        x=False,
+        q="0",
+        V="0",
+        Q="0",
+    )
 
 
 def ticker_stats(state: MarketState) -> dict:
@@ -363,31 +466,79 @@ def ticker_stats(state: MarketState) -> dict:
     now = now_ms()
     if w is None or last is None:
         zero_p = fmt_p(last.price if last else 0)
-        return dict(open=zero_p, high=zero_p, low=zero_p, last=zero_p, last_qty=fmt_q(0),
-                    volume=fmt_q(0), quote="0", change=fmt_p(0), change_pct="0.000",
-                    wavg=zero_p, open_time=now - 86_400_000, close_time=now, first=-1,
-                    last_id=-1, count=0)
+        return dict(
+            open=zero_p,
+            high=zero_p,
+            low=zero_p,
+            last=zero_p,
+            last_qty=fmt_q(0),
+            volume=fmt_q(0),
+            quote="0",
+            change=fmt_p(0),
+            change_pct="0.000",
+            wavg=zero_p,
+            open_time=now - 86_400_000,
+            close_time=now,
+            first=-1,
+            last_id=-1,
+            count=0,
+        )
     change = last.price - w.open
     unit = 10**market.price_dp
     wavg = (w.quote / w.volume / unit) if w.volume else 0.0
     return dict(
-        open=fmt_p(w.open), high=fmt_p(w.high), low=fmt_p(w.low), last=fmt_p(last.price),
-        last_qty=fmt_q(last.qty), volume=fmt_q(w.volume), quote=format_fixed(w.quote, qdp),
-        change=fmt_p(change), change_pct=f"{100 * change / w.open:.3f}" if w.open else "0.000",
-        wavg=f"{wavg:.{market.price_dp}f}", open_time=w.open_time, close_time=now,
-        first=w.first_id, last_id=w.last_id, count=w.trades)
+        open=fmt_p(w.open),
+        high=fmt_p(w.high),
+        low=fmt_p(w.low),
+        last=fmt_p(last.price),
+        last_qty=fmt_q(last.qty),
+        volume=fmt_q(w.volume),
+        quote=format_fixed(w.quote, qdp),
+        change=fmt_p(change),
+        change_pct=f"{100 * change / w.open:.3f}" if w.open else "0.000",
+        wavg=f"{wavg:.{market.price_dp}f}",
+        open_time=w.open_time,
+        close_time=now,
+        first=w.first_id,
+        last_id=w.last_id,
+        count=w.trades,
+    )
 
 
 def mini_ticker(state: MarketState) -> wire.MiniTicker:
     s = ticker_stats(state)
-    return wire.MiniTicker(e="24hrMiniTicker", E=now_ms(), s=state.market.symbol, c=s["last"],
-                           o=s["open"], h=s["high"], l=s["low"], v=s["volume"], q=s["quote"])
+    return wire.MiniTicker(
+        e="24hrMiniTicker",
+        E=now_ms(),
+        s=state.market.symbol,
+        c=s["last"],
+        o=s["open"],
+        h=s["high"],
+        l=s["low"],
+        v=s["volume"],
+        q=s["quote"],
+    )
 
 
 def ticker_24hr(state: MarketState) -> wire.Ticker24hr:
     s = ticker_stats(state)
     return wire.Ticker24hr(
-        e="24hrTicker", E=now_ms(), s=state.market.symbol, p=s["change"], P=s["change_pct"],
-        w=s["wavg"], c=s["last"], Q=s["last_qty"], o=s["open"], h=s["high"], l=s["low"],
-        v=s["volume"], q=s["quote"], O=s["open_time"], C=s["close_time"], F=s["first"],
-        L=s["last_id"], n=s["count"])
+        e="24hrTicker",
+        E=now_ms(),
+        s=state.market.symbol,
+        p=s["change"],
+        P=s["change_pct"],
+        w=s["wavg"],
+        c=s["last"],
+        Q=s["last_qty"],
+        o=s["open"],
+        h=s["high"],
+        l=s["low"],
+        v=s["volume"],
+        q=s["quote"],
+        O=s["open_time"],
+        C=s["close_time"],
+        F=s["first"],
+        L=s["last_id"],
+        n=s["count"],
+    )

@@ -45,26 +45,46 @@ async def error_middleware(request: web.Request, handler: Callable) -> web.Strea
     try:
         return await handler(request)
     except SimApiError as exc:
-        return web.Response(body=_encode({"code": exc.code, "msg": exc.msg}), status=exc.status,
-                            content_type="application/json")
+        return web.Response(
+            body=_encode({"code": exc.code, "msg": exc.msg}),
+            status=exc.status,
+            content_type="application/json",
+        )
     except web.HTTPNotFound:
-        return web.Response(body=_encode({"code": -1020, "msg": "This operation is not "
-                                          f"supported: {request.method} {request.path}"}),
-                            status=404, content_type="application/json")
+        return web.Response(
+            body=_encode(
+                {
+                    "code": -1020,
+                    "msg": f"This operation is not supported: {request.method} {request.path}",
+                }
+            ),
+            status=404,
+            content_type="application/json",
+        )
     except web.HTTPMethodNotAllowed:
-        return web.Response(body=_encode({"code": -1020, "msg": "This operation is not "
-                                          f"supported: {request.method} {request.path}"}),
-                            status=405, content_type="application/json")
+        return web.Response(
+            body=_encode(
+                {
+                    "code": -1020,
+                    "msg": f"This operation is not supported: {request.method} {request.path}",
+                }
+            ),
+            status=405,
+            content_type="application/json",
+        )
 
 
-def _int_param(request: web.Request, name: str, default: int | None = None, *,
-               maximum: int | None = None) -> int | None:
+def _int_param(
+    request: web.Request, name: str, default: int | None = None, *, maximum: int | None = None
+) -> int | None:
     text = request.query.get(name)
     if text is None or text == "":
         return default
     if not text.isdigit() or len(text) > 20:
-        raise SimApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range "
-                                 "is '^[0-9]{1,20}$'.")
+        raise SimApiError(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+        )
     value = int(text)
     if maximum is not None and not 0 < value <= maximum:
         raise SimApiError(-1130, f"Data sent for parameter '{name}' is not valid.")
@@ -84,8 +104,9 @@ class _Side:
         if not symbol:
             if not required:
                 return None
-            raise SimApiError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, "
-                                     "or malformed.")
+            raise SimApiError(
+                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+            )
         state = self.states.get(symbol)
         if state is None:
             raise SimApiError(-1121, "Invalid symbol.")
@@ -108,26 +129,34 @@ class _Side:
         if self.kind == "perp":
             info["futuresType"] = "U_MARGINED"
             info["rateLimits"] = [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": 2400},
-                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": 1200},
-                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
-                 "limit": 300}]
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": 2400,
+                },
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+            ]
         else:
             info["rateLimits"] = [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": 6000},
-                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": 6000},
-                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
-                 "limit": 1000}]
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": 6000,
+                },
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 1000},
+            ]
         info["exchangeFilters"] = []
-        assets = dict.fromkeys(a for s in self.states.values()
-                               for a in (s.market.quote, s.market.base))
+        assets = dict.fromkeys(
+            a for s in self.states.values() for a in (s.market.quote, s.market.base)
+        )
         if self.kind == "perp":
-            info["assets"] = [{"asset": a, "marginAvailable": True, "autoAssetExchange": "0"}
-                              for a in assets]
+            info["assets"] = [
+                {"asset": a, "marginAvailable": True, "autoAssetExchange": "0"} for a in assets
+            ]
         else:
             info["assets"] = [{"asset": a} for a in assets]
         info["symbols"] = [s.market.exchange_info_symbol() for s in self.states.values()]
@@ -140,10 +169,15 @@ class _Side:
             raise SimApiError(-4021, f"{limit} is not a valid depth limit.")
         bids, asks = state.engine.depth(limit)
         fmt_p, fmt_q = state.market.format_price, state.market.format_qty
-        return _json(wire.DepthSnapshot(
-            lastUpdateId=state.engine.update_id, E=now_ms(), T=state.last_change_ms,
-            bids=[(fmt_p(p), fmt_q(q)) for p, q in bids],
-            asks=[(fmt_p(p), fmt_q(q)) for p, q in asks]))
+        return _json(
+            wire.DepthSnapshot(
+                lastUpdateId=state.engine.update_id,
+                E=now_ms(),
+                T=state.last_change_ms,
+                bids=[(fmt_p(p), fmt_q(q)) for p, q in bids],
+                asks=[(fmt_p(p), fmt_q(q)) for p, q in asks],
+            )
+        )
 
     def _trade_rows(self, state: MarketState, records: list) -> list[dict]:
         m = state.market
@@ -152,13 +186,27 @@ class _Side:
         for t in records:
             quote = format_fixed(t.price * t.qty, qdp)
             if self.kind == "perp":
-                rows.append({"id": t.id, "price": m.format_price(t.price),
-                             "qty": m.format_qty(t.qty), "quoteQty": quote, "time": t.time,
-                             "isBuyerMaker": t.buyer_maker})
+                rows.append(
+                    {
+                        "id": t.id,
+                        "price": m.format_price(t.price),
+                        "qty": m.format_qty(t.qty),
+                        "quoteQty": quote,
+                        "time": t.time,
+                        "isBuyerMaker": t.buyer_maker,
+                    }
+                )
             else:
-                rows.append({"id": t.id, "price": m.format_price(t.price), "qty": quote,
-                             "baseQty": m.format_qty(t.qty), "time": t.time,
-                             "isBuyerMaker": t.buyer_maker})
+                rows.append(
+                    {
+                        "id": t.id,
+                        "price": m.format_price(t.price),
+                        "qty": quote,
+                        "baseQty": m.format_qty(t.qty),
+                        "time": t.time,
+                        "isBuyerMaker": t.buyer_maker,
+                    }
+                )
         return rows
 
     async def trades(self, request: web.Request) -> web.Response:
@@ -192,21 +240,36 @@ class _Side:
         if from_id is not None:
             rows = [a for a in rows if a.id >= from_id][:limit]
         elif start is not None or end is not None:
-            rows = [a for a in rows if (start is None or a.time >= start)
-                    and (end is None or a.time <= end)][:limit]
+            rows = [
+                a
+                for a in rows
+                if (start is None or a.time >= start) and (end is None or a.time <= end)
+            ][:limit]
         else:
             rows = rows[-limit:]
         m = state.market
-        return _json([{"a": a.id, "p": m.format_price(a.price), "q": m.format_qty(a.qty),
-                       "f": a.first, "l": a.last, "T": a.time, "m": a.buyer_maker}
-                      for a in rows])
+        return _json(
+            [
+                {
+                    "a": a.id,
+                    "p": m.format_price(a.price),
+                    "q": m.format_qty(a.qty),
+                    "f": a.first,
+                    "l": a.last,
+                    "T": a.time,
+                    "m": a.buyer_maker,
+                }
+                for a in rows
+            ]
+        )
 
     async def klines(self, request: web.Request) -> web.Response:
         state = self._state(request)
         interval = request.query.get("interval")
         if not interval:
-            raise SimApiError(-1102, "Mandatory parameter 'interval' was not sent, was "
-                                     "empty/null, or malformed.")
+            raise SimApiError(
+                -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed."
+            )
         if interval not in KLINE_INTERVALS:
             raise SimApiError(-1120, "Invalid interval.")
         limit = _int_param(request, "limit", 500, maximum=1500)
@@ -217,10 +280,19 @@ class _Side:
         qdp = m.price_dp + m.qty_dp
         rows = []
         for c in state.klines(interval, start, end, limit):
-            row = [c.open_time, m.format_price(c.open), m.format_price(c.high),
-                   m.format_price(c.low), m.format_price(c.close), m.format_qty(c.volume),
-                   bucket_close(interval, c.open_time), format_fixed(c.quote, qdp), c.trades,
-                   m.format_qty(c.taker_buy), format_fixed(c.taker_buy_quote, qdp)]
+            row = [
+                c.open_time,
+                m.format_price(c.open),
+                m.format_price(c.high),
+                m.format_price(c.low),
+                m.format_price(c.close),
+                m.format_qty(c.volume),
+                bucket_close(interval, c.open_time),
+                format_fixed(c.quote, qdp),
+                c.trades,
+                m.format_qty(c.taker_buy),
+                format_fixed(c.taker_buy_quote, qdp),
+            ]
             if self.kind == "perp":
                 row.append("0")  # the futures docs' trailing "Ignore" field
             rows.append(row)
@@ -229,16 +301,34 @@ class _Side:
     def _ticker(self, state: MarketState) -> dict:
         s = ticker_stats(state)
         book = self.feeds.book_ticker(state)
-        row = {"symbol": state.market.symbol, "priceChange": s["change"],
-               "priceChangePercent": s["change_pct"], "weightedAvgPrice": s["wavg"],
-               "prevClosePrice": s["open"], "lastPrice": s["last"], "lastQty": s["last_qty"]}
+        row = {
+            "symbol": state.market.symbol,
+            "priceChange": s["change"],
+            "priceChangePercent": s["change_pct"],
+            "weightedAvgPrice": s["wavg"],
+            "prevClosePrice": s["open"],
+            "lastPrice": s["last"],
+            "lastQty": s["last_qty"],
+        }
         if self.kind == "spot":
-            row.update(bidPrice=book.b if book else "0", bidQty=book.B if book else "0",
-                       askPrice=book.a if book else "0", askQty=book.A if book else "0")
-        row.update(openPrice=s["open"], highPrice=s["high"], lowPrice=s["low"],
-                   volume=s["volume"], quoteVolume=s["quote"], openTime=s["open_time"],
-                   closeTime=s["close_time"], firstId=s["first"], lastId=s["last_id"],
-                   count=s["count"])
+            row.update(
+                bidPrice=book.b if book else "0",
+                bidQty=book.B if book else "0",
+                askPrice=book.a if book else "0",
+                askQty=book.A if book else "0",
+            )
+        row.update(
+            openPrice=s["open"],
+            highPrice=s["high"],
+            lowPrice=s["low"],
+            volume=s["volume"],
+            quoteVolume=s["quote"],
+            openTime=s["open_time"],
+            closeTime=s["close_time"],
+            firstId=s["first"],
+            lastId=s["last_id"],
+            count=s["count"],
+        )
         if self.kind == "spot":
             row.update(baseAsset=state.market.base, quoteAsset=state.market.quote)
         return row
@@ -249,26 +339,43 @@ class _Side:
     async def ticker_price(self, request: web.Request) -> web.Response:
         def price(state: MarketState) -> dict:
             last = state.last_trade()
-            return {"symbol": state.market.symbol,
-                    "price": state.market.format_price(last.price if last else 0),
-                    "time": last.time if last else now_ms()}
+            return {
+                "symbol": state.market.symbol,
+                "price": state.market.format_price(last.price if last else 0),
+                "time": last.time if last else now_ms(),
+            }
+
         return self._each(request, price)
 
     async def book_ticker(self, request: web.Request) -> web.Response:
         def top(state: MarketState) -> dict:
             t = self.feeds.book_ticker(state)
             zero_p, zero_q = state.market.format_price(0), state.market.format_qty(0)
-            return {"symbol": state.market.symbol, "bidPrice": t.b if t else zero_p,
-                    "bidQty": t.B if t else zero_q, "askPrice": t.a if t else zero_p,
-                    "askQty": t.A if t else zero_q, "time": state.last_change_ms}
+            return {
+                "symbol": state.market.symbol,
+                "bidPrice": t.b if t else zero_p,
+                "bidQty": t.B if t else zero_q,
+                "askPrice": t.a if t else zero_p,
+                "askQty": t.A if t else zero_q,
+                "time": state.last_change_ms,
+            }
+
         return self._each(request, top)
 
     async def premium_index(self, request: web.Request) -> web.Response:
         def index(state: MarketState) -> dict:
             mp = self.feeds.mark_price(state)
-            return {"symbol": mp.s, "markPrice": mp.p, "indexPrice": mp.i,
-                    "estimatedSettlePrice": mp.P, "lastFundingRate": mp.r,
-                    "nextFundingTime": mp.T, "interestRate": "0.00010000", "time": mp.E}
+            return {
+                "symbol": mp.s,
+                "markPrice": mp.p,
+                "indexPrice": mp.i,
+                "estimatedSettlePrice": mp.P,
+                "lastFundingRate": mp.r,
+                "nextFundingTime": mp.T,
+                "interestRate": "0.00010000",
+                "time": mp.E,
+            }
+
         return self._each(request, index)
 
 
@@ -276,12 +383,22 @@ def rest_routes(kind: str, states: dict[str, MarketState], feeds: Feeds) -> list
     side = _Side(kind, states, feeds)
     root = "/fapi" if kind == "perp" else "/api"
     endpoints: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
-        "ping": side.ping, "time": side.time, "exchangeInfo": side.exchange_info,
-        "depth": side.depth, "trades": side.trades, "historicalTrades": side.historical_trades,
-        "aggTrades": side.agg_trades, "klines": side.klines, "ticker/24hr": side.ticker_24hr,
-        "ticker/price": side.ticker_price, "ticker/bookTicker": side.book_ticker,
+        "ping": side.ping,
+        "time": side.time,
+        "exchangeInfo": side.exchange_info,
+        "depth": side.depth,
+        "trades": side.trades,
+        "historicalTrades": side.historical_trades,
+        "aggTrades": side.agg_trades,
+        "klines": side.klines,
+        "ticker/24hr": side.ticker_24hr,
+        "ticker/price": side.ticker_price,
+        "ticker/bookTicker": side.book_ticker,
     }
     if kind == "perp":
         endpoints["premiumIndex"] = side.premium_index
-    return [web.get(f"{root}/{version}/{path}", handler)
-            for version in ("v1", "v3") for path, handler in endpoints.items()]
+    return [
+        web.get(f"{root}/{version}/{path}", handler)
+        for version in ("v1", "v3")
+        for path, handler in endpoints.items()
+    ]

@@ -17,8 +17,9 @@ __all__ = ["SimServer", "serve_sim"]
 class SimServer:
     """Serve a ``SimExchange`` on ``host:port`` (port 0 picks a free one) until closed."""
 
-    def __init__(self, exchange: SimExchange | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, exchange: SimExchange | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.exchange = exchange or SimExchange()
         self.host = host
         self.port = port
@@ -30,12 +31,17 @@ class SimServer:
 
     def urls(self) -> dict[str, str]:
         http, ws = self.base_url, f"ws://{self.host}:{self.port}"
-        return {"spot REST": f"{http}/api", "perp REST": f"{http}/fapi",
-                "spot WebSocket": f"{ws}/sstream", "perp WebSocket": f"{ws}/fstream"}
+        return {
+            "spot REST": f"{http}/api",
+            "perp REST": f"{http}/fapi",
+            "spot WebSocket": f"{ws}/sstream",
+            "perp WebSocket": f"{ws}/fstream",
+        }
 
     async def start(self) -> SimServer:
-        self._runner = web.AppRunner(self.exchange.app(), shutdown_timeout=2.0,
-                                     handle_signals=False)
+        self._runner = web.AppRunner(
+            self.exchange.app(), shutdown_timeout=2.0, handle_signals=False
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()

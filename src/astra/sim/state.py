@@ -26,8 +26,21 @@ __all__ = ["AggRecord", "Candle", "MarketState", "StateListener", "TradeRecord",
 
 MINUTE = 60_000
 _INTERVALS = {
-    "1m": 1, "3m": 3, "5m": 5, "15m": 15, "30m": 30, "1h": 60, "2h": 120, "4h": 240,
-    "6h": 360, "8h": 480, "12h": 720, "1d": 1440, "3d": 4320, "1w": 10080, "1M": 0,
+    "1m": 1,
+    "3m": 3,
+    "5m": 5,
+    "15m": 15,
+    "30m": 30,
+    "1h": 60,
+    "2h": 120,
+    "4h": 240,
+    "6h": 360,
+    "8h": 480,
+    "12h": 720,
+    "1d": 1440,
+    "3d": 4320,
+    "1w": 10080,
+    "1M": 0,
 }
 KLINE_INTERVALS = tuple(_INTERVALS)
 _MONDAY_OFFSET = 4 * 1440 * MINUTE  # 1970-01-01 was a Thursday; weekly candles open on Monday
@@ -72,8 +85,9 @@ class TradeRecord:
 class AggRecord:
     __slots__ = ("buyer_maker", "first", "id", "last", "price", "qty", "time")
 
-    def __init__(self, id: int, price: int, qty: int, first: int, last: int, time: int,
-                 buyer_maker: bool) -> None:
+    def __init__(
+        self, id: int, price: int, qty: int, first: int, last: int, time: int, buyer_maker: bool
+    ) -> None:
         self.id = id
         self.price = price
         self.qty = qty
@@ -84,8 +98,20 @@ class AggRecord:
 
 
 class Candle:
-    __slots__ = ("close", "first_id", "high", "last_id", "low", "open", "open_time", "quote",
-                 "taker_buy", "taker_buy_quote", "trades", "volume")
+    __slots__ = (
+        "close",
+        "first_id",
+        "high",
+        "last_id",
+        "low",
+        "open",
+        "open_time",
+        "quote",
+        "taker_buy",
+        "taker_buy_quote",
+        "trades",
+        "volume",
+    )
 
     def __init__(self, open_time: int, price: int, trade_id: int) -> None:
         self.open_time = open_time
@@ -120,15 +146,17 @@ class Candle:
 
 class StateListener(Protocol):
     def on_book(self, state: MarketState) -> None: ...
-    def on_trades(self, state: MarketState, trades: list[TradeRecord],
-                  aggs: list[AggRecord]) -> None: ...
+    def on_trades(
+        self, state: MarketState, trades: list[TradeRecord], aggs: list[AggRecord]
+    ) -> None: ...
 
 
 class MarketState:
     """A market's engine and public history. ``history`` bounds the kept trades."""
 
-    def __init__(self, market: SimMarket, *, history: int = 20_000,
-                 candle_history: int = 2 * 10080) -> None:
+    def __init__(
+        self, market: SimMarket, *, history: int = 20_000, candle_history: int = 2 * 10080
+    ) -> None:
         self.market = market
         self.engine = MatchingEngine()
         self.trades: deque[TradeRecord] = deque(maxlen=history)
@@ -145,14 +173,28 @@ class MarketState:
         self._next_order_id += 1
         return oid
 
-    def place(self, owner: int, side: int, qty: int, price: int | None = None, *,
-              post_only: bool = False, ioc: bool = False, fok: bool = False,
-              order_id: int | None = None) -> tuple[Order, list[Fill]]:
+    def place(
+        self,
+        owner: int,
+        side: int,
+        qty: int,
+        price: int | None = None,
+        *,
+        post_only: bool = False,
+        ioc: bool = False,
+        fok: bool = False,
+        order_id: int | None = None,
+    ) -> tuple[Order, list[Fill]]:
         """Submit a limit order (``price`` given) or a market order (``price`` None)."""
         order = Order(order_id or self.next_order_id(), owner, side, price or 0, qty)
         before = self.engine.update_id
-        fills = self.engine.submit(order, limit=price is not None, post_only=post_only,
-                                   rest=not (ioc or fok), all_or_none=fok)
+        fills = self.engine.submit(
+            order,
+            limit=price is not None,
+            post_only=post_only,
+            rest=not (ioc or fok),
+            all_or_none=fok,
+        )
         if fills:
             self._record(fills)
         if self.engine.update_id != before:
@@ -181,14 +223,16 @@ class MarketState:
             rec = TradeRecord(self._next_trade_id, fill.price, fill.qty, ts, buyer_maker)
             self._next_trade_id += 1
             trades.append(rec)
-            self._candle(ts, fill.price, rec.id).add(fill.price, fill.qty, rec.id,
-                                                     fill.taker_side == BUY)
+            self._candle(ts, fill.price, rec.id).add(
+                fill.price, fill.qty, rec.id, fill.taker_side == BUY
+            )
             if agg is not None and agg.price == fill.price:
                 agg.qty += fill.qty
                 agg.last = rec.id
             else:
-                agg = AggRecord(self._next_agg_id, fill.price, fill.qty, rec.id, rec.id, ts,
-                                buyer_maker)
+                agg = AggRecord(
+                    self._next_agg_id, fill.price, fill.qty, rec.id, rec.id, ts, buyer_maker
+                )
                 self._next_agg_id += 1
                 aggs.append(agg)
         self.trades.extend(trades)
@@ -208,8 +252,9 @@ class MarketState:
     def last_trade(self) -> TradeRecord | None:
         return self.trades[-1] if self.trades else None
 
-    def klines(self, interval: str, start: int | None = None, end: int | None = None,
-               limit: int = 500) -> list[Candle]:
+    def klines(
+        self, interval: str, start: int | None = None, end: int | None = None, limit: int = 500
+    ) -> list[Candle]:
         """Candles of ``interval`` built from the 1m record (most recent ``limit`` if no
         start is given; candles without trades are not produced)."""
         out: list[Candle] = []

@@ -51,8 +51,13 @@ class WsLimits:
 class _Connection:
     """One client socket: its subscriptions and its bounded outgoing queue."""
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
-                 combined: bool, max_queue: int) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None,
+        combined: bool,
+        max_queue: int,
+    ) -> None:
         self.ws = ws
         self._transport = transport
         self.combined = combined
@@ -109,8 +114,13 @@ class _Connection:
 class WsSide:
     """WebSocket endpoints of one side (spot or perpetual) over its stream hub."""
 
-    def __init__(self, kind: str, hub: StreamHub, markets: dict[str, MarketState],
-                 limits: WsLimits | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        hub: StreamHub,
+        markets: dict[str, MarketState],
+        limits: WsLimits | None = None,
+    ) -> None:
         self.kind = kind
         self.hub = hub
         self.markets = markets  # by lowercase stream id
@@ -131,17 +141,23 @@ class WsSide:
         names = request.query.get("streams", "")
         return await self._serve(request, [s for s in names.split("/") if s], combined=True)
 
-    async def _serve(self, request: web.Request, streams: list[str],
-                     combined: bool) -> web.StreamResponse:
+    async def _serve(
+        self, request: web.Request, streams: list[str], combined: bool
+    ) -> web.StreamResponse:
         for name in streams:
             problem = parse_stream(name, self.kind, self.markets)
             if problem is not None:
-                return web.json_response({"code": -1121, "msg": f"Invalid request: {problem}"},
-                                         status=400)
+                return web.json_response(
+                    {"code": -1121, "msg": f"Invalid request: {problem}"}, status=400
+                )
         if len(streams) > self.limits.max_streams:
             return web.json_response(
-                {"code": 2, "msg": f"Invalid request: too many streams "
-                                   f"(max {self.limits.max_streams})"}, status=400)
+                {
+                    "code": 2,
+                    "msg": f"Invalid request: too many streams (max {self.limits.max_streams})",
+                },
+                status=400,
+            )
         ws = web.WebSocketResponse(heartbeat=self.limits.ping_interval, max_msg_size=65536)
         await ws.prepare(request)
         conn = _Connection(ws, request.transport, combined, self.limits.max_queue)
@@ -149,7 +165,8 @@ class WsSide:
         self._subscribe(conn, streams)
         writer = asyncio.create_task(conn.writer())
         lifetime = asyncio.get_running_loop().call_later(
-            self.limits.max_lifetime, conn.close, WSCloseCode.GOING_AWAY, "connection lifetime")
+            self.limits.max_lifetime, conn.close, WSCloseCode.GOING_AWAY, "connection lifetime"
+        )
         try:
             async for msg in ws:
                 if writer.done():
@@ -159,8 +176,9 @@ class WsSide:
                 if conn.over_rate(self.limits.messages_per_second):
                     conn.close(WSCloseCode.POLICY_VIOLATION, "too many messages per second")
                     break
-                data = msg.data if msg.type == WSMsgType.TEXT else msg.data.decode("utf-8",
-                                                                                   "replace")
+                data = (
+                    msg.data if msg.type == WSMsgType.TEXT else msg.data.decode("utf-8", "replace")
+                )
                 reply = self._control(conn, data)
                 if reply is not None:
                     conn.deliver(_encode(reply))
@@ -188,8 +206,10 @@ class WsSide:
         try:
             req = json.loads(text)
         except json.JSONDecodeError as exc:
-            return {"code": 3,
-                    "msg": f"Invalid JSON: expected value at line {exc.lineno} column {exc.colno}"}
+            return {
+                "code": 3,
+                "msg": f"Invalid JSON: expected value at line {exc.lineno} column {exc.colno}",
+            }
         if not isinstance(req, dict):
             return {"code": 2, "msg": "Invalid request: expected a JSON object"}
         rid = req.get("id")
@@ -197,14 +217,19 @@ class WsSide:
             return {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer"}
         method = req.get("method")
         if method is None:
-            return {"code": 2, "msg": f"Invalid request: missing field `method` at line 1 "
-                                      f"column {len(text)}"}
+            return {
+                "code": 2,
+                "msg": f"Invalid request: missing field `method` at line 1 column {len(text)}",
+            }
         if method not in _METHODS:
             column = text.find(json.dumps(method)) + len(json.dumps(method))
-            return {"code": 2, "msg": f"Invalid request: unknown variant `{method}`, expected one "
-                                      "of `SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, "
-                                      f"`SET_PROPERTY`, `GET_PROPERTY` at line 1 column {column}",
-                    "id": rid}
+            return {
+                "code": 2,
+                "msg": f"Invalid request: unknown variant `{method}`, expected one "
+                "of `SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, "
+                f"`SET_PROPERTY`, `GET_PROPERTY` at line 1 column {column}",
+                "id": rid,
+            }
         params = req.get("params", [])
         if not isinstance(params, list):
             return {"code": 2, "msg": "Invalid request: params must be an array", "id": rid}
@@ -213,8 +238,7 @@ class WsSide:
         if method == "LIST_SUBSCRIPTIONS":
             return {"result": list(conn.streams), "id": rid}
         if not params or not isinstance(params[0], str):
-            return {"code": 2, "msg": "Invalid request: property name must be a string",
-                    "id": rid}
+            return {"code": 2, "msg": "Invalid request: property name must be a string", "id": rid}
         if params[0] != "combined":
             return {"code": 0, "msg": "Unknown property", "id": rid}
         if method == "GET_PROPERTY":
@@ -231,8 +255,11 @@ class WsSide:
     def _subscription(self, conn: _Connection, method: str, params: list, rid: int | None) -> dict:
         for name in params:
             if not isinstance(name, str):
-                return {"code": 2, "msg": "Invalid request: stream name must be a string",
-                        "id": rid}
+                return {
+                    "code": 2,
+                    "msg": "Invalid request: stream name must be a string",
+                    "id": rid,
+                }
             problem = parse_stream(name, self.kind, self.markets)
             if problem is not None:
                 return {"code": 2, "msg": f"Invalid request: {problem}", "id": rid}
@@ -244,7 +271,10 @@ class WsSide:
             return {"result": None, "id": rid}
         new = [n for n in dict.fromkeys(params) if n not in conn.streams]
         if len(conn.streams) + len(new) > self.limits.max_streams:
-            return {"code": 2, "msg": f"Invalid request: too many streams "
-                                      f"(max {self.limits.max_streams})", "id": rid}
+            return {
+                "code": 2,
+                "msg": f"Invalid request: too many streams (max {self.limits.max_streams})",
+                "id": rid,
+            }
         self._subscribe(conn, new)
         return {"result": None, "id": rid}
