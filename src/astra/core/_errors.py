@@ -132,6 +132,10 @@ class MissingParameter(AstraError, code="MISSING_PARAMETER", status=400):
 class InvalidMarket(AstraError, code="INVALID_MARKET", status=400):
     """A malformed market symbol. ``position`` is the 1-based ``-``-separated part at fault."""
 
+    # Class-level defaults so instances rebuilt by from_model() still have the attributes.
+    market: str | None = None
+    position: int | None = None
+
     def __init__(
         self,
         message: str,
@@ -149,6 +153,8 @@ class InvalidMarket(AstraError, code="INVALID_MARKET", status=400):
 class MarketNotFound(AstraError, code="MARKET_NOT_FOUND", status=404):
     """A well-formed market symbol that names no known market."""
 
+    market: str | None = None
+
     def __init__(self, market: str, message: str | None = None, **extra: Any) -> None:
         extra.setdefault("parameter", "market")
         super().__init__(message or f"market '{market}' not found", **extra)
@@ -156,6 +162,8 @@ class MarketNotFound(AstraError, code="MARKET_NOT_FOUND", status=404):
 
 
 class UnknownExchange(AstraError, code="UNKNOWN_EXCHANGE", status=400):
+    exchange: str | None = None
+
     def __init__(self, exchange: str, message: str | None = None, **extra: Any) -> None:
         extra.setdefault("parameter", "exchange")
         known = ", ".join(Exchange)

@@ -153,7 +153,9 @@ class MarketSymbol(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         kind = self.asset_type
         is_option = kind is _OPT
         if (self.expiry is None) == (is_option or kind is _FUT):
-            raise _invalid(f"{kind} markets {'take no' if self.expiry else 'need an'} expiry")
+            raise _invalid(
+                f"{kind} markets {'need an' if self.expiry is None else 'take no'} expiry"
+            )
         if (self.strike is None or self.option_type is None) == is_option:
             what = "need a strike and option_type" if is_option else "take no strike/option_type"
             raise _invalid(f"{kind} markets {what}")

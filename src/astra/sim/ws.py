@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class WsLimits:
     ping_interval: float
     max_lifetime: float = 24 * 3600.0
     max_queue: int = 2000  # frames waiting for one slow client before it is dropped
+    send_buffer: int = 256 * 1024  # kernel send buffer per socket: bounds hidden backlog
 
     @classmethod
     def for_kind(cls, kind: str) -> WsLimits:
@@ -160,6 +162,11 @@ class WsSide:
             )
         ws = web.WebSocketResponse(heartbeat=self.limits.ping_interval, max_msg_size=65536)
         await ws.prepare(request)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            # Without a cap the kernel autotunes to megabytes, hiding a stalled reader for
+            # a long time; a bounded buffer lets the queue limit detect it promptly.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.send_buffer)
         conn = _Connection(ws, request.transport, combined, self.limits.max_queue)
         self.connections.add(conn)
         self._subscribe(conn, streams)
