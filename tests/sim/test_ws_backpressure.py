@@ -13,7 +13,8 @@ import aiohttp
 from astra.sim import SimExchange, SimServer, WsLimits
 
 STREAMS = "/".join(
-    f"{s}@{c}" for s in ("btcusdt", "ethusdt", "solusdt")
+    f"{s}@{c}"
+    for s in ("btcusdt", "ethusdt", "solusdt")
     for c in ("depth@100ms", "depth20@100ms", "aggTrade", "trade", "bookTicker")
 )
 
@@ -39,16 +40,18 @@ async def _stalled_client(port: int) -> tuple[asyncio.StreamReader, asyncio.Stre
 
 
 async def test_slow_client_is_dropped_and_fast_client_keeps_flowing():
-    limits = WsLimits(max_streams=1024, messages_per_second=5, ping_interval=180.0,
-                      max_queue=50)
+    limits = WsLimits(max_streams=1024, messages_per_second=5, ping_interval=180.0, max_queue=50)
     async with SimServer(SimExchange(seed=2, ws_limits={"spot": limits})) as sim:
         side = sim.exchange.sides["spot"]
         _, stalled = await _stalled_client(sim.port)
         url = f"ws://127.0.0.1:{sim.port}/sstream/stream?streams={STREAMS}"
         received = 0
         last_u = None
-        async with aiohttp.ClientSession() as session, session.ws_connect(url) as fast, \
-                asyncio.timeout(60):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(url) as fast,
+            asyncio.timeout(60),
+        ):
             assert len(side.ws.connections) == 2
             while len(side.ws.connections) > 1:  # until the stalled one is gone
                 msg = json.loads((await fast.receive(timeout=5)).data)

@@ -252,15 +252,26 @@ class MarketState:
     def last_trade(self) -> TradeRecord | None:
         return self.trades[-1] if self.trades else None
 
+    def _recent(self, since: int) -> list[Candle]:
+        """1m candles opening at or after ``since``, oldest first (walks from the newest, so
+        the cost is proportional to what is returned, not to the whole record)."""
+        out = []
+        for c in reversed(self.candles):
+            if c.open_time < since:
+                break
+            out.append(c)
+        out.reverse()
+        return out
+
     def klines(
         self, interval: str, start: int | None = None, end: int | None = None, limit: int = 500
     ) -> list[Candle]:
-        """Candles of ``interval`` built from the 1m record (most recent ``limit`` if no
-        start is given; candles without trades are not produced)."""
+        """Candles of ``interval`` built from the 1m record: the first ``limit`` from
+        ``start``, or the most recent ``limit`` when no start is given. Periods without
+        trades produce no candle."""
+        source = self.candles if start is None else self._recent(bucket_open(interval, start))
         out: list[Candle] = []
-        for c in self.candles:
-            if start is not None and c.open_time < bucket_open(interval, start):
-                continue
+        for c in source:
             if end is not None and c.open_time > end:
                 break
             open_time = bucket_open(interval, c.open_time)
@@ -274,11 +285,8 @@ class MarketState:
 
     def window(self, span_ms: int = 1440 * MINUTE) -> Candle | None:
         """One candle merging the record over the last ``span_ms`` (the 24h ticker's view)."""
-        since = now_ms() - span_ms
         merged: Candle | None = None
-        for c in self.candles:
-            if c.open_time + MINUTE <= since or c.trades == 0:
-                continue
+        for c in self._recent(now_ms() - span_ms - MINUTE + 1):
             if merged is None:
                 merged = Candle(c.open_time, c.open, c.first_id)
             merged.merge(c)
