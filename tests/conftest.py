@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,33 @@ def fixture_path(*parts: str) -> Path:
     return path
 
 
+class SimBooks:
+    """The simulator engine's whole book at each published ``u`` of one diff stream, as
+    floats (what the gateway's clients see), captured in-process on the simulator's hub."""
+
+    combined = False
+
+    def __init__(self, sim: SimServer, kind: str, symbol: str) -> None:
+        side = sim.exchange.sides[kind]
+        self.state = side.states[symbol]
+        self.books: dict[int, dict] = {}
+        side.hub.subscribe(self, f"{symbol.lower()}@depth@100ms")
+
+    def deliver(self, frame: bytes) -> None:
+        bids, asks = self.state.engine.depth()
+        pu, qu = 10**self.state.market.price_dp, 10**self.state.market.qty_dp
+        self.books[json.loads(frame)["u"]] = {
+            "bids": {p / pu: q / qu for p, q in bids},
+            "asks": {p / pu: q / qu for p, q in asks},
+        }
+
+
+@pytest.fixture
+def sim_books():
+    """``sim_books(sim, kind, symbol)``: the simulator's book at each diff event, in-process."""
+    return SimBooks
+
+
 @pytest.fixture
 def shared_fixture():
     """``shared_fixture("aster", "spot-exchangeInfo.json")`` -> Path, or skip when absent."""
@@ -31,3 +59,23 @@ async def sim():
     """A running simulator (seed 1) on 127.0.0.1 with an ephemeral port."""
     async with SimServer(SimExchange(seed=1)) as server:
         yield server
+
+
+@pytest.fixture
+def key_store(tmp_path):
+    """An API key store on a real SQLite file in the test's temporary directory."""
+    from astra.store import ApiKeyStore, open_database
+
+    return ApiKeyStore(open_database(data_dir=tmp_path / "data"))
+
+
+@pytest.fixture
+async def gateway(sim, key_store):
+    """The gateway serving SIM from the ``sim`` fixture; yields (gateway, api token)."""
+    from astra.server.gateway import Gateway, venues_from_config
+
+    token = key_store.create("tests").token
+    async with Gateway(
+        venues_from_config({}, sim.base_url), key_store, port=0, metrics_port=0, linger=1.0
+    ) as gw:
+        yield gw, token

@@ -24,7 +24,7 @@ def test_trades_and_aggregates_follow_the_taker():
     state.place(1, SELL, 3, 100_00)
     state.place(1, SELL, 2, 100_00)
     state.place(1, SELL, 4, 101_00)
-    order, fills = state.place(2, BUY, 8)  # market buy sweeps 100.00 x2 orders, then 101.00
+    _, fills = state.place(2, BUY, 8)  # market buy sweeps 100.00 x2 orders, then 101.00
     assert [(f.price, f.qty) for f in fills] == [(100_00, 3), (100_00, 2), (101_00, 3)]
     assert [(t.id, t.price, t.qty, t.buyer_maker) for t in state.trades] == [
         (1, 100_00, 3, False),

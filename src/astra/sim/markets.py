@@ -18,6 +18,8 @@ from decimal import Decimal, InvalidOperation
 
 __all__ = ["DEFAULT_MARKETS", "SimMarket", "format_fixed"]
 
+MAX_NOTIONAL = "9000000"  # spot, as the live venue lists it
+
 
 def format_fixed(value: int, dp: int) -> str:
     """Format an integer count of ``10**-dp`` units as a fixed-point decimal string."""
@@ -184,7 +186,9 @@ class SimMarket:
                 market_lot,
                 max_orders,
                 {"minNotional": str(self.min_notional), "filterType": "MIN_NOTIONAL"},
+                {"maxNotional": MAX_NOTIONAL, "filterType": "MAX_NOTIONAL"},
                 {
+                    "maxNotional": MAX_NOTIONAL,
                     "minNotional": str(self.min_notional),
                     "avgPriceMins": 5,
                     "applyMinToMarket": True,

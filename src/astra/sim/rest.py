@@ -74,6 +74,9 @@ async def error_middleware(request: web.Request, handler: Callable) -> web.Strea
         )
 
 
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31: later timestamps are not times
+
+
 def _int_param(
     request: web.Request, name: str, default: int | None = None, *, maximum: int | None = None
 ) -> int | None:
@@ -86,6 +89,8 @@ def _int_param(
             f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
         )
     value = int(text)
+    if name.endswith("Time"):
+        maximum = MAX_TIME_MS
     if maximum is not None and not 0 < value <= maximum:
         raise SimApiError(-1130, f"Data sent for parameter '{name}' is not valid.")
     return value

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from astra.net import BoundedSender
+
 from .feeds import StreamHub, parse_stream
 from .state import MarketState
 
@@ -50,8 +52,8 @@ class WsLimits:
         return cls(max_streams=1024, messages_per_second=5, ping_interval=180.0)
 
 
-class _Connection:
-    """One client socket: its subscriptions and its bounded outgoing queue."""
+class _Connection(BoundedSender):
+    """One client socket: its subscriptions, combined flag and message rate."""
 
     def __init__(
         self,
@@ -60,36 +62,10 @@ class _Connection:
         combined: bool,
         max_queue: int,
     ) -> None:
-        self.ws = ws
-        self._transport = transport
+        super().__init__(ws, transport, max_queue)
         self.combined = combined
         self.streams: list[str] = []
-        self._queue: deque[bytes] = deque()
-        self._ready = asyncio.Event()
-        self._max_queue = max_queue
-        self.close_reason: tuple[int, str] | None = None
         self._arrivals: deque[float] = deque()
-
-    def deliver(self, frame: bytes) -> None:
-        if self.close_reason is not None:
-            return
-        if len(self._queue) >= self._max_queue:
-            self.close(WSCloseCode.TRY_AGAIN_LATER, "slow consumer: send queue overflow")
-            return
-        self._queue.append(frame)
-        self._ready.set()
-
-    def close(self, code: int, reason: str) -> None:
-        if self.close_reason is None:
-            self.close_reason = (code, reason)
-            self._queue.clear()
-            self._ready.set()
-            # A client that stopped reading never completes the close handshake: abort it.
-            asyncio.get_running_loop().call_later(2.0, self._abort)
-
-    def _abort(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.abort()
 
     def over_rate(self, limit: int) -> bool:
         now = time.monotonic()
@@ -98,19 +74,6 @@ class _Connection:
         while arrivals and now - arrivals[0] >= 1.0:
             arrivals.popleft()
         return len(arrivals) > limit
-
-    async def writer(self) -> None:
-        ws = self.ws
-        queue = self._queue
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while queue and self.close_reason is None:
-                await ws.send_frame(queue.popleft(), WSMsgType.TEXT)
-            if self.close_reason is not None:
-                code, reason = self.close_reason
-                await ws.close(code=code, message=reason.encode())
-                return
 
 
 class WsSide:

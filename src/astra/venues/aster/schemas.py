@@ -16,6 +16,9 @@ from typing import Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from astra.core import Side
+from astra.core import Trade as Trade_
+
 __all__ = [
     "AggTrade",
     "BookTicker",
@@ -33,22 +36,30 @@ __all__ = [
 PriceLevel = tuple[str, str]
 
 
-class DepthUpdate(msgspec.Struct, gc=False):
+class DepthUpdate(msgspec.Struct, kw_only=True, gc=False):
     """``<symbol>@depth[@100ms]`` diff, and futures ``<symbol>@depth<N>`` partial depth.
 
     ``U``/``u`` are the first and last update ids in the event; ``pu`` is the previous
-    event's ``u``. Quantities are absolute; ``"0"`` removes the level.
+    event's ``u``. Quantities are absolute; ``"0"`` removes the level. Binance spot, whose
+    streams share this shape, sends neither ``T`` nor ``pu``.
     """
 
     e: Literal["depthUpdate"]
     E: int
-    T: int
+    T: int | UnsetType = UNSET
     s: str
     U: int
     u: int
-    pu: int
+    pu: int | UnsetType = UNSET
     b: list[PriceLevel]
     a: list[PriceLevel]
+
+    def to_changes(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """Bid and ask changes as (price, quantity) floats; quantity 0 deletes the level."""
+        return (
+            [(float(p), float(q)) for p, q in self.b],
+            [(float(p), float(q)) for p, q in self.a],
+        )
 
 
 class SpotPartialDepth(msgspec.Struct, gc=False):
@@ -65,12 +76,12 @@ class SpotPartialDepth(msgspec.Struct, gc=False):
     asks: list[PriceLevel]
 
 
-class DepthSnapshot(msgspec.Struct, gc=False):
-    """``GET /api/v1/depth`` and ``GET /fapi/v1/depth`` response."""
+class DepthSnapshot(msgspec.Struct, kw_only=True, gc=False):
+    """``GET /api/v1/depth`` and ``GET /fapi/v1/depth`` response (Binance spot: no E/T)."""
 
     lastUpdateId: int
-    E: int
-    T: int
+    E: int | UnsetType = UNSET
+    T: int | UnsetType = UNSET
     bids: list[PriceLevel]
     asks: list[PriceLevel]
 
@@ -89,6 +100,16 @@ class AggTrade(msgspec.Struct, gc=False):
     T: int
     m: bool
     M: bool | UnsetType = UNSET  # spot only ("ignore")
+
+    def to_trade(self) -> Trade_:
+        """Our model: the taker sold when the buyer was the maker."""
+        return Trade_(
+            price=float(self.p),
+            quantity=float(self.q),
+            side=Side.SELL if self.m else Side.BUY,
+            time=self.T,
+            trade_id=str(self.a),
+        )
 
 
 class Trade(msgspec.Struct, gc=False):

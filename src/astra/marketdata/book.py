@@ -1,0 +1,87 @@
+"""The gateway's local L2 book of one market.
+
+Invariants:
+- Each side is a plain dict ``price -> quantity`` (floats, as the public schema); a level
+  exists only with a positive quantity: applying quantity 0 deletes it, and deleting a level
+  that is not there is not an error (venues do send such deletes).
+- ``update_id`` is the venue sequence id of the last change applied; ``timestamp`` the
+  venue's event time (ms) of that change.
+- The sorted view (bids descending, asks ascending) is built on the first read after a
+  change and cached until the next change: readers between two updates share one sort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["L2Book"]
+
+LevelPairs = list[tuple[float, float]]
+
+
+class L2Book:
+    __slots__ = ("_asks_view", "_bids_view", "asks", "bids", "market", "timestamp", "update_id")
+
+    def __init__(self, market: str) -> None:
+        self.market = market
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self.update_id = 0
+        self.timestamp = 0
+        self._bids_view: LevelPairs | None = None
+        self._asks_view: LevelPairs | None = None
+
+    def reset(
+        self,
+        bids: Iterable[tuple[float, float]],
+        asks: Iterable[tuple[float, float]],
+        update_id: int,
+        timestamp: int,
+    ) -> None:
+        """Replace the whole book with a snapshot."""
+        self.bids = {p: q for p, q in bids if q > 0}
+        self.asks = {p: q for p, q in asks if q > 0}
+        self.update_id = update_id
+        self.timestamp = timestamp
+        self._bids_view = self._asks_view = None
+
+    def apply(self, bids: LevelPairs, asks: LevelPairs, update_id: int, timestamp: int) -> None:
+        """Apply absolute level quantities (0 deletes)."""
+        if bids:
+            side = self.bids
+            for p, q in bids:
+                if q > 0:
+                    side[p] = q
+                else:
+                    side.pop(p, None)
+            self._bids_view = None
+        if asks:
+            side = self.asks
+            for p, q in asks:
+                if q > 0:
+                    side[p] = q
+                else:
+                    side.pop(p, None)
+            self._asks_view = None
+        self.update_id = update_id
+        self.timestamp = timestamp
+
+    def sorted_bids(self) -> LevelPairs:
+        view = self._bids_view
+        if view is None:
+            bids = self.bids
+            view = self._bids_view = [(p, bids[p]) for p in sorted(bids, reverse=True)]
+        return view
+
+    def sorted_asks(self) -> LevelPairs:
+        view = self._asks_view
+        if view is None:
+            asks = self.asks
+            view = self._asks_view = [(p, asks[p]) for p in sorted(asks)]
+        return view
+
+    def top(self, depth: int | None = None) -> tuple[LevelPairs, LevelPairs]:
+        bids, asks = self.sorted_bids(), self.sorted_asks()
+        if depth is None:
+            return bids, asks
+        return bids[:depth], asks[:depth]

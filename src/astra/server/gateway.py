@@ -1,0 +1,170 @@
+"""Running the gateway: venues from configuration, the simulator as a child process when
+no venue is configured, the API and metrics servers, and a clean shutdown.
+
+Configuration (``--config F``, TOML)::
+
+    [venues.SIM]              # the built-in simulator
+    url = "http://127.0.0.1:7070"   # a running `astra sim`; omit it to start one as a child
+    seed = 0
+    [venues.ASTER]            # the live venue (public data needs no exchange keys)
+    spot_rest = "https://sapi.asterdex.com/api"   # every URL is optional and overridable
+    perp_rest = "https://fapi.asterdex.com/fapi"
+    spot_ws = "wss://sstream.asterdex.com"
+    perp_ws = "wss://fstream.asterdex.com"
+
+With no configuration the gateway serves ``SIM`` from a simulator child on loopback.
+Invariant: the child never outlives the gateway (terminated, then killed, on shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+from aiohttp import web
+
+from astra.marketdata.engine import MarketDataEngine
+from astra.store import ApiKeyStore
+from astra.venues.aster import AsterUrls, AsterVenue
+from astra.venues.base import Venue
+
+from .app import Metrics, build_app, build_metrics_app
+from .auth import auth_middleware
+
+__all__ = ["Gateway", "SimChild", "load_config", "venues_from_config"]
+
+_URL_KEYS = {f.name for f in dataclasses.fields(AsterUrls)}
+
+
+def load_config(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+class SimChild:
+    """``astra sim`` as a child process on loopback; ``url`` once started."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+
+    START_TIMEOUT = 20.0
+
+    async def start(self) -> str:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "astra",
+            "sim",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--seed",
+            str(self.seed),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(self.START_TIMEOUT):
+            line = await self.proc.stdout.readline()
+        match = re.search(rb"listening on (http://\S+)", line)
+        if match is None:
+            await self.stop()
+            raise RuntimeError(f"simulator did not start: {line[:200]!r}")
+        self.url = match[1].decode()
+        # Keep draining its stdout so the child never blocks on a full pipe.
+        self._drain = asyncio.create_task(self.proc.stdout.read())
+        return self.url
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def venues_from_config(config: dict, sim_url: str | None) -> dict[str, Venue]:
+    """Venue objects by code. ``sim_url`` serves SIM when the config gives no URL for it."""
+    venues: dict[str, Venue] = {}
+    for code, options in (config.get("venues") or {}).items():
+        code = code.upper()
+        options = dict(options or {})
+        if code == "SIM":
+            url = options.get("url") or sim_url
+            if not url:
+                raise ValueError("venue SIM needs a url (or let astra serve start one)")
+            venues[code] = AsterVenue("SIM", AsterUrls.for_simulator(url))
+        elif code == "ASTER":
+            unknown = set(options) - _URL_KEYS
+            if unknown:
+                raise ValueError(f"venue ASTER: unknown options {sorted(unknown)}")
+            venues[code] = AsterVenue("ASTER", AsterUrls(**options))
+        else:
+            raise ValueError(f"venue {code} is not available in this version")
+    if not venues and sim_url:
+        venues["SIM"] = AsterVenue("SIM", AsterUrls.for_simulator(sim_url))
+    return venues
+
+
+class Gateway:
+    """The API server and the metrics server over one market-data engine."""
+
+    def __init__(
+        self,
+        venues: dict[str, Venue],
+        keys: ApiKeyStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        metrics_port: int = 9090,
+        linger: float = 30.0,
+    ) -> None:
+        self.engine = MarketDataEngine(venues, linger=linger)
+        self.metrics = Metrics(self.engine)
+        self.keys = keys
+        self.host, self.port, self.metrics_port = host, port, metrics_port
+        self._runners: list[web.AppRunner] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        # No access log: a key passed as ?apiKey= would land in it.
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self.host, port, reuse_address=True)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> Gateway:
+        app = build_app(self.engine, self.metrics, auth=auth_middleware(self.keys))
+        self.port = await self._serve(app, self.port)
+        self.metrics_port = await self._serve(build_metrics_app(self.metrics), self.metrics_port)
+        return self
+
+    async def close(self) -> None:
+        for runner in reversed(self._runners):
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+        self._runners.clear()
+        await self.engine.close()
+
+    async def __aenter__(self) -> Gateway:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

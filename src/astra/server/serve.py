@@ -1,0 +1,100 @@
+"""``astra serve``: keys, venues (the simulator child by default), gateway, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from astra.store import ApiKeyStore, open_database
+
+from .gateway import Gateway, SimChild, load_config, venues_from_config
+
+__all__ = ["add_serve_parser", "serve"]
+
+API_KEY_ENV = "ASTRA_API_KEY"
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run the gateway (on the simulator by default)")
+    p.add_argument(
+        "--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)"
+    )
+    p.add_argument("--port", type=int, default=None, help="API port (default 8080)")
+    p.add_argument("--metrics-port", type=int, default=None, help="metrics port (default 9090)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data directory (default $ASTRA_DATA_DIR or ~/.astra)",
+    )
+    p.add_argument("--database-url", default=None, help="SQLAlchemy URL instead of SQLite")
+    p.add_argument("--config", type=Path, default=None, help="TOML file naming venues")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulator's order flow")
+
+
+def _api_key(keys: ApiKeyStore) -> None:
+    token = os.environ.get(API_KEY_ENV, "").strip()
+    if token:
+        keys.register(token)  # ValueError explains a malformed key without echoing it
+        print(f"API key from ${API_KEY_ENV} registered")
+    elif keys.active_count() == 0:
+        issued = keys.create("first start")
+        print("No API key existed; created one. It is shown once, keep it:")
+        print(f"  x-astra-api-key: Bearer {issued.token}")
+
+
+async def serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    keys = ApiKeyStore(open_database(args.database_url, args.data_dir))
+    try:
+        _api_key(keys)
+    except ValueError as exc:
+        print(f"astra serve: {exc}", file=sys.stderr)
+        return 2
+    venues_config = config.get("venues") or {}
+    wants_child = not venues_config or (
+        "SIM" in {k.upper() for k in venues_config}
+        and not (venues_config.get("SIM") or {}).get("url")
+    )
+    child = SimChild(args.seed) if wants_child else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        sim_url = await child.start() if child else None
+        venues = venues_from_config(config, sim_url)
+        gateway = Gateway(
+            venues,
+            keys,
+            host=args.host or config.get("host", "127.0.0.1"),
+            port=args.port if args.port is not None else config.get("port", 8080),
+            metrics_port=args.metrics_port
+            if args.metrics_port is not None
+            else config.get("metrics_port", 9090),
+        )
+        async with gateway:
+            print(
+                f"Astra gateway listening on {gateway.base_url} "
+                f"(metrics on port {gateway.metrics_port}); venues: {', '.join(venues)}"
+            )
+            if child:
+                print(f"  simulator (SIM) running at {sim_url}")
+            print(
+                f"  try: curl -H 'x-astra-api-key: Bearer <key>' "
+                f"'{gateway.base_url}/orderbook?market={next(iter(venues))}-SPOT-BTC-USDT'",
+                flush=True,
+            )
+            await stop.wait()
+            print("shutting down", flush=True)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"astra serve: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if child:
+            await child.stop()
+    return 0

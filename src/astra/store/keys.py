@@ -1,0 +1,310 @@
+"""Astra API keys: issue, register, list, revoke and verify (SQLAlchemy Core, no ORM).
+
+A key is the token ``<key_id>.<secret>``: ``key_id`` is 12 characters from an unambiguous
+alphabet (no ``0/o``, ``1/l/i``), public and safe to log; ``secret`` is 32 to 128 characters of
+``[A-Za-z0-9_-]``, the ``secrets.token_urlsafe`` alphabet (``create`` makes 43, 256 bits).
+
+Invariants:
+- No secret is ever written to disk or logs, nor appears in a ``repr`` or an error message:
+  the ``api_keys`` table keeps ``sha256$<salt>$<digest>``, ``SHA-256(salt || token)``, and
+  ``IssuedKey`` (the only object that holds a secret, returned once by ``create``) hides it.
+- ``verify`` compares digests with ``hmac.compare_digest`` (constant time).
+- A revocation written by any process (e.g. the CLI beside a running server) takes effect in
+  every ``ApiKeyStore`` within its ``cache_ttl``; revocation is final (``register`` never
+  revives a revoked key).
+
+Why one salted SHA-256 and not bcrypt/scrypt/argon2: slow KDFs exist to make guessing
+low-entropy passwords expensive. These secrets are uniformly random with at least 192 bits
+(32 characters x 6 bits), so even a stolen table cannot be brute-forced at any hash speed,
+while ``verify`` runs on every HTTP request and must cost microseconds (one SHA-256 is ~1 us;
+an HMAC costs 4x that here for no gain, as only preimage resistance matters). The 16-byte
+random salt per key and hashing the whole token (key id included) rule out precomputed
+tables and moving a digest from one key id to another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from ._db import METADATA
+
+__all__ = [
+    "API_KEYS",
+    "KEY_ID_ALPHABET",
+    "KEY_ID_LENGTH",
+    "MAX_TOKEN_LENGTH",
+    "ApiKeyStore",
+    "IssuedKey",
+    "KeyInfo",
+    "parse_token",
+]
+
+KEY_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+KEY_ID_LENGTH = 12  # of the ids this store issues
+# Keys issued elsewhere (ASTRA_API_KEY, e.g. the seed's "kadjfasfl.KjUB...") may have other
+# id lengths and shorter secrets; any such key is accepted within these bounds.
+KEY_ID_MIN, KEY_ID_MAX = 4, 64
+SECRET_MIN, SECRET_MAX = 24, 128
+MAX_TOKEN_LENGTH = KEY_ID_MAX + 1 + SECRET_MAX
+MAX_LABEL_LENGTH = 200
+_SECRET_MIN_DISTINCT = 12  # a random 32-char secret has ~25; "passwordpassword..." has 7
+_SCHEME = "sha256"
+_TOKEN_RE = re.compile(rf"([A-Za-z0-9_-]{{{KEY_ID_MIN},{KEY_ID_MAX}}})\.([A-Za-z0-9_-]+)")
+_FORMAT = (
+    f"expected '<key_id>.<secret>': a key id of {KEY_ID_MIN} to {KEY_ID_MAX} characters, "
+    f"a dot, and a secret of {SECRET_MIN} to {SECRET_MAX} characters, both from [A-Za-z0-9_-]"
+)
+_MAX_CACHED = 10_000  # bounds the memory an attacker can make verify() use with random ids
+
+API_KEYS = sa.Table(
+    "api_keys",
+    METADATA,
+    sa.Column("key_id", sa.String(KEY_ID_MAX), primary_key=True),
+    sa.Column("label", sa.String(MAX_LABEL_LENGTH), nullable=False, server_default=""),
+    sa.Column("secret_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),  # ms since the epoch
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),  # ms since the epoch
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What may be shown about a key: never its secret nor its hash. Times in epoch ms."""
+
+    key_id: str
+    label: str
+    created_at: int
+    revoked_at: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class IssuedKey:
+    """A newly created key; ``token`` is shown to the user once and stored nowhere."""
+
+    key_id: str
+    secret: str
+
+    @property
+    def token(self) -> str:
+        return f"{self.key_id}.{self.secret}"
+
+    def __repr__(self) -> str:
+        return f"IssuedKey(key_id={self.key_id!r}, secret=<hidden>)"
+
+
+def parse_token(token: object) -> tuple[str, str] | None:
+    """``(key_id, secret)`` for a well-formed token, else None (never raises)."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    m = _TOKEN_RE.fullmatch(token)
+    if m is None or not SECRET_MIN <= len(m[2]) <= SECRET_MAX:
+        return None
+    return m[1], m[2]
+
+
+def _digest(salt: bytes, key_id: str, secret: str) -> bytes:
+    return hashlib.sha256(salt + f"{key_id}.{secret}".encode()).digest()
+
+
+def _hash(key_id: str, secret: str) -> str:
+    salt = secrets.token_bytes(16)
+    return f"{_SCHEME}${salt.hex()}${_digest(salt, key_id, secret).hex()}"
+
+
+def _parse_hash(stored: str) -> tuple[bytes, bytes] | None:
+    """``(salt, digest)`` from a stored ``secret_hash``; None for an unknown scheme."""
+    scheme, _, rest = stored.partition("$")
+    salt_hex, _, digest_hex = rest.partition("$")
+    try:
+        salt, digest = bytes.fromhex(salt_hex), bytes.fromhex(digest_hex)
+    except ValueError:
+        return None
+    return (salt, digest) if scheme == _SCHEME and salt and digest else None
+
+
+def _matches(parsed: tuple[bytes, bytes] | None, key_id: str, secret: str) -> bool:
+    if parsed is None:
+        return False
+    salt, digest = parsed
+    return hmac.compare_digest(_digest(salt, key_id, secret), digest)
+
+
+def _check_label(label: str) -> str:
+    if not isinstance(label, str) or len(label) > MAX_LABEL_LENGTH:
+        raise ValueError(f"label must be a string of at most {MAX_LABEL_LENGTH} characters")
+    if any(not c.isprintable() for c in label):
+        raise ValueError("label must not contain control characters")
+    return label
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _info(row: sa.Row) -> KeyInfo:
+    return KeyInfo(row.key_id, row.label, row.created_at, row.revoked_at)
+
+
+_Entry = tuple[KeyInfo, tuple[bytes, bytes] | None]
+
+
+class ApiKeyStore:
+    """API keys in the ``api_keys`` table of ``engine``.
+
+    ``verify`` caches each key id's row (or its absence) for ``cache_ttl`` seconds, so the hot
+    path is a dict lookup and one SHA-256; 0 disables the cache. ``clock`` is for tests.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        cache_ttl: float = 2.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._ttl = cache_ttl
+        self._clock = clock
+        # key_id -> (expires_at, (info, (salt, digest)) or None when the id is unknown)
+        self._cache: dict[str, tuple[float, _Entry | None]] = {}
+        API_KEYS.create(engine, checkfirst=True)
+
+    def __repr__(self) -> str:
+        url = self._engine.url.render_as_string(hide_password=True)
+        return f"ApiKeyStore({url!r}, cache_ttl={self._ttl})"
+
+    def create(self, label: str = "") -> IssuedKey:
+        """Issue a new key. Its secret is in the returned ``IssuedKey`` only."""
+        _check_label(label)
+        while True:
+            key_id = "".join(secrets.choice(KEY_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
+            key = IssuedKey(key_id, secrets.token_urlsafe(32))
+            try:
+                self._insert(key.key_id, key.secret, label)
+            except IntegrityError:  # a key id collision (59 random bits): draw again
+                continue
+            return key
+
+    def register(self, token: str, label: str = "env") -> str:
+        """Store a key given from outside (e.g. ``ASTRA_API_KEY``); returns its key id.
+
+        Idempotent: registering the same token again does nothing (and does not revive it if
+        it was revoked). Raises ValueError, never quoting the token, when the token is
+        malformed or its key id is already taken by a different secret.
+        """
+        _check_label(label)
+        if not isinstance(token, str):
+            raise ValueError("API key must be a string")
+        parsed = parse_token(token.strip())
+        if parsed is None:
+            raise ValueError(f"malformed API key: {_FORMAT}")
+        key_id, secret = parsed
+        if len(set(secret)) < _SECRET_MIN_DISTINCT:
+            raise ValueError(
+                f"API key {key_id}: the secret is not random enough "
+                "(use e.g. Python's secrets.token_urlsafe(32))"
+            )
+        try:  # insert first: upgrading a read transaction can fail "busy" on SQLite
+            self._insert(key_id, secret, label)
+        except IntegrityError:
+            with self._engine.connect() as conn:
+                stored = conn.execute(
+                    sa.select(API_KEYS.c.secret_hash).where(API_KEYS.c.key_id == key_id)
+                ).scalar_one()
+            if not _matches(_parse_hash(stored), key_id, secret):
+                raise ValueError(
+                    f"API key id {key_id} is already registered with a different secret"
+                ) from None
+        return key_id
+
+    def get(self, key_id: str) -> KeyInfo | None:
+        """The key with this id, revoked or not (uncached); None when unknown."""
+        with self._engine.connect() as conn:
+            row = conn.execute(self._select().where(API_KEYS.c.key_id == key_id)).first()
+        return None if row is None else _info(row)
+
+    def revoke(self, key_id: str) -> bool:
+        """Revoke an active key: True if this call revoked it, False if unknown or revoked."""
+        with self._engine.begin() as conn:
+            n = conn.execute(
+                sa.update(API_KEYS)
+                .where(API_KEYS.c.key_id == key_id, API_KEYS.c.revoked_at.is_(None))
+                .values(revoked_at=_now_ms())
+            ).rowcount
+        self._cache.pop(key_id, None)
+        return n > 0
+
+    def active_count(self) -> int:
+        with self._engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count())
+                .select_from(API_KEYS)
+                .where(API_KEYS.c.revoked_at.is_(None))
+            ).scalar_one()
+
+    def verify(self, token: str) -> KeyInfo | None:
+        """The active key ``token`` names, or None (malformed, unknown, wrong secret, revoked)."""
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        key_id, secret = parsed
+        entry = self._lookup(key_id)
+        if entry is None:
+            return None
+        info, parsed_hash = entry
+        if not _matches(parsed_hash, key_id, secret) or not info.active:
+            return None
+        return info
+
+    def list(self) -> list[KeyInfo]:
+        """Every key, oldest first, with no secret material."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                self._select().order_by(API_KEYS.c.created_at, API_KEYS.c.key_id)
+            ).all()
+        return [_info(r) for r in rows]
+
+    def _select(self) -> sa.Select:
+        c = API_KEYS.c
+        return sa.select(c.key_id, c.label, c.created_at, c.revoked_at)
+
+    def _insert(self, key_id: str, secret: str, label: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.insert(API_KEYS).values(
+                    key_id=key_id,
+                    label=label,
+                    secret_hash=_hash(key_id, secret),
+                    created_at=_now_ms(),
+                )
+            )
+        self._cache.pop(key_id, None)
+
+    def _lookup(self, key_id: str) -> _Entry | None:
+        now = self._clock()
+        hit = self._cache.get(key_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(API_KEYS).where(API_KEYS.c.key_id == key_id)).first()
+        entry = None if row is None else (_info(row), _parse_hash(row.secret_hash))
+        if self._ttl > 0:
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+                if len(self._cache) >= _MAX_CACHED:
+                    self._cache.clear()
+            self._cache[key_id] = (now + self._ttl, entry)
+        return entry

@@ -1,0 +1,116 @@
+"""``astra keys create|list|revoke``: manage the gateway's API keys from the shell.
+
+``create`` prints the token alone on stdout (so ``TOKEN=$(astra keys create)`` works) and a
+one-line warning on stderr; it is never shown again. ``list`` shows no secret material.
+Every sub-command takes ``--data-dir`` and ``--database-url`` (see ``open_database`` for which
+database is used when neither is given); a running server sees a revocation within seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from ._db import open_database
+from .keys import ApiKeyStore, KeyInfo
+
+__all__ = ["add_keys_parser", "run_keys"]
+
+
+def add_keys_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``keys`` (with ``create``, ``list``, ``revoke``) to ``subparsers``; returns it."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        help="directory of the embedded SQLite database (default $ASTRA_DATA_DIR or ~/.astra)",
+    )
+    common.add_argument(
+        "--database-url", help="SQLAlchemy database URL (default $ASTRA_DATABASE_URL)"
+    )
+    keys = subparsers.add_parser("keys", help="manage Astra API keys")
+    sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = sub.add_parser("create", parents=[common], help="issue a new API key")
+    create.add_argument("--label", default="", help="a note to recognize the key by")
+    sub.add_parser("list", parents=[common], help="list API keys (no secrets)")
+    revoke = sub.add_parser("revoke", parents=[common], help="revoke an API key")
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the part of the key before the dot")
+    return keys
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _table(keys: list[KeyInfo]) -> str:
+    rows = [("KEY_ID", "CREATED (UTC)", "STATUS", "LABEL")]
+    rows += [
+        (
+            k.key_id,
+            _when(k.created_at),
+            "active" if k.active else f"revoked {_when(k.revoked_at)}",
+            k.label,
+        )
+        for k in keys
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join([*(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)), r[3]]).rstrip()
+        for r in rows
+    )
+
+
+def _run(store: ApiKeyStore, args: argparse.Namespace) -> int:
+    if args.keys_command == "create":
+        key = store.create(args.label)
+        print(key.token, flush=True)
+        print(
+            f"created API key {key.key_id}: copy the token above now, it will not be shown again",
+            file=sys.stderr,
+        )
+        return 0
+    if args.keys_command == "list":
+        keys = store.list()
+        print(_table(keys) if keys else "no API keys")
+        return 0
+    info = store.get(args.key_id)
+    if info is None:
+        print(f"astra keys: no API key with id {args.key_id!r}", file=sys.stderr)
+        return 1
+    if store.revoke(args.key_id):
+        print(f"revoked API key {args.key_id}")
+    else:
+        print(f"API key {args.key_id} was already revoked")
+    return 0
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    """Run a parsed ``keys`` command; returns the process exit code."""
+    try:
+        engine = open_database(args.database_url, args.data_dir)
+    except (ArgumentError, ImportError) as exc:
+        # ArgumentError's text quotes the URL, which may carry a password.
+        detail = type(exc).__name__ if isinstance(exc, ArgumentError) else exc
+        print(f"astra keys: cannot use the database URL ({detail})", file=sys.stderr)
+        return 2
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"astra keys: cannot open the database: {_reason(exc)}", file=sys.stderr)
+        return 2
+    try:
+        return _run(ApiKeyStore(engine, cache_ttl=0), args)
+    except ValueError as exc:  # a bad label; messages never include secrets
+        print(f"astra keys: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"astra keys: database error: {_reason(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]

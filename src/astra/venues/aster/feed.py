@@ -1,0 +1,250 @@
+"""Aster (Binance-style) market-data feed handlers: ``<symbol>@depth@100ms`` diffs synced
+over a REST snapshot, and ``<symbol>@aggTrade``. Binance's streams share the rule.
+
+Integrity rule (the venue's documented procedure), per market:
+- Buffer diff events from the moment the stream opens; fetch a REST snapshot
+  (``lastUpdateId``); let ``b = lastUpdateId + 1`` on spot and ``b = lastUpdateId`` on
+  futures. Drop buffered events with ``u < b``; the first kept event must have
+  ``U <= b <= u`` (if it starts after ``b`` the snapshot is older than the stream: fetch
+  another).
+- Then every event must continue the chain: spot ``U == previous u + 1``, futures
+  ``pu == previous u``. Anything else is a gap: the market resyncs (new snapshot, same
+  connection) and its clients receive a fresh snapshot.
+- A connection that drops, or stays silent longer than ``silence``, is reopened with
+  exponential backoff and the book resyncs from scratch. Nothing is applied out of sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import msgspec
+
+from astra.marketdata.book import L2Book
+from astra.venues.base import BookSink, TradeSink
+
+from .schemas import AggTrade, DepthUpdate
+
+__all__ = [
+    "DiffSync",
+    "SequenceGap",
+    "Snapshot",
+    "SnapshotTooOld",
+    "run_book_feed",
+    "run_trade_feed",
+]
+
+log = logging.getLogger(__name__)
+
+
+class SequenceGap(Exception):
+    """An event does not continue the chain: updates were lost."""
+
+
+class SnapshotTooOld(Exception):
+    """The snapshot predates the first buffered event: it cannot be bridged."""
+
+
+@dataclass(slots=True)
+class Snapshot:
+    last_update_id: int
+    timestamp: int
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+
+
+class DiffSync:
+    """Sequencing of one market's diff stream against snapshots (pure: no I/O)."""
+
+    def __init__(self, use_pu: bool, max_buffer: int = 10_000) -> None:
+        self.use_pu = use_pu
+        self.max_buffer = max_buffer
+        self.reset()
+
+    def reset(self) -> None:
+        self.pending: list[DepthUpdate] = []
+        self.synced = False
+        self.prev_u: int | None = None
+        self.bridge = 0
+
+    def buffer(self, event: DepthUpdate) -> None:
+        if len(self.pending) >= self.max_buffer:  # a snapshot that never comes: keep newest
+            del self.pending[0]
+        self.pending.append(event)
+
+    def start(self, last_update_id: int) -> list[DepthUpdate]:
+        """Sync on a snapshot: returns the buffered events to apply on top of it, in order."""
+        bridge = last_update_id if self.use_pu else last_update_id + 1
+        events = [e for e in self.pending if e.u >= bridge]
+        if events and events[0].U > bridge:
+            self.pending = events  # keep buffering; a newer snapshot will bridge
+            raise SnapshotTooOld(f"snapshot {last_update_id} precedes first event U={events[0].U}")
+        self.pending = []
+        self.synced, self.prev_u, self.bridge = True, None, bridge
+        return [e for e in events if self.push(e)]
+
+    def push(self, event: DepthUpdate) -> bool:
+        """True: apply it; False: already in the snapshot (or buffered, when not synced).
+        Raises SequenceGap when the chain breaks."""
+        if not self.synced:
+            self.buffer(event)
+            return False
+        prev = self.prev_u
+        if prev is None:
+            if event.u < self.bridge:
+                return False
+            if event.U > self.bridge:
+                raise SequenceGap(f"first event U={event.U} after snapshot bridge {self.bridge}")
+        elif self.use_pu:
+            if event.pu != prev:
+                raise SequenceGap(f"pu={event.pu} but previous u={prev}")
+        elif event.U != prev + 1:
+            raise SequenceGap(f"U={event.U} but previous u={prev}")
+        self.prev_u = event.u
+        return True
+
+
+def _backoff(attempt: int, cap: float = 30.0) -> float:
+    return min(cap, 0.25 * 2**attempt)
+
+
+class _BookFeed:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        use_pu: bool,
+        fetch_snapshot: Callable[[], Awaitable[Snapshot]],
+        sink: BookSink,
+        market: str,
+        silence: float,
+    ) -> None:
+        self.session, self.url, self.sink, self.market = session, url, sink, market
+        self.fetch_snapshot, self.silence = fetch_snapshot, silence
+        self.sync = DiffSync(use_pu)
+        self._snapshot_task: asyncio.Task | None = None
+        self._snapshot_attempt = 0
+
+    def _request_snapshot(self, delay: float = 0.0) -> None:
+        async def fetch() -> Snapshot:
+            if delay:
+                await asyncio.sleep(delay)
+            return await self.fetch_snapshot()
+
+        self._snapshot_task = asyncio.create_task(fetch())
+        self._snapshot_task.add_done_callback(self._on_snapshot)
+
+    def _on_snapshot(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task is not self._snapshot_task:
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.warning("%s: snapshot failed (%s); retrying", self.market, exc)
+            self._snapshot_attempt += 1
+            return self._request_snapshot(_backoff(self._snapshot_attempt))
+        snap: Snapshot = task.result()
+        try:
+            events = self.sync.start(snap.last_update_id)
+        except SnapshotTooOld:
+            return self._request_snapshot(_backoff(min(self._snapshot_attempt, 3)))
+        except SequenceGap as gap:  # the buffer itself has a hole
+            self.sync.reset()
+            self.sink.on_resync(str(gap))
+            return self._request_snapshot()
+        self._snapshot_attempt = 0
+        book = L2Book(self.market)
+        book.reset(snap.bids, snap.asks, snap.last_update_id, snap.timestamp)
+        for e in events:
+            bids, asks = e.to_changes()
+            book.apply(bids, asks, e.u, e.E)
+        self.sink.on_snapshot(book)
+
+    async def run(self) -> None:
+        decode = msgspec.json.Decoder(DepthUpdate).decode
+        attempt = 0
+        while True:
+            try:
+                async with self.session.ws_connect(self.url, autoping=True) as ws:
+                    self.sync.reset()
+                    while True:
+                        msg = await ws.receive(timeout=self.silence)
+                        if msg.type is not aiohttp.WSMsgType.TEXT:
+                            raise ConnectionError(f"upstream sent {msg.type.name}")
+                        attempt = 0
+                        self._on_event(decode(msg.data))
+            except (
+                aiohttp.ClientError,
+                ConnectionError,
+                TimeoutError,
+                msgspec.DecodeError,
+                ValueError,
+            ) as exc:
+                reason = "silent for too long" if isinstance(exc, TimeoutError) else repr(exc)
+                self.sink.on_resync(f"reconnecting: {reason}")
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+            finally:
+                if self._snapshot_task is not None:
+                    self._snapshot_task.cancel()
+                    self._snapshot_task = None
+
+    def _on_event(self, event: DepthUpdate) -> None:
+        sync = self.sync
+        if not sync.synced:
+            sync.buffer(event)
+            if self._snapshot_task is None:  # first event on this connection
+                self._request_snapshot()
+            return
+        try:
+            applied = sync.push(event)
+        except SequenceGap as gap:
+            sync.reset()
+            sync.buffer(event)
+            self.sink.on_resync(str(gap))
+            self._request_snapshot()
+            return
+        if applied:
+            bids, asks = event.to_changes()
+            self.sink.on_update(event.u, event.E, bids, asks)
+
+
+async def run_book_feed(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    use_pu: bool,
+    fetch_snapshot: Callable[[], Awaitable[Snapshot]],
+    sink: BookSink,
+    market: str,
+    silence: float = 60.0,
+) -> None:
+    """Keep ``sink`` supplied with ``market``'s synced book from the diff stream at ``url``."""
+    await _BookFeed(session, url, use_pu, fetch_snapshot, sink, market, silence).run()
+
+
+async def run_trade_feed(session: aiohttp.ClientSession, url: str, sink: TradeSink) -> None:
+    """Forward ``@aggTrade`` events at ``url`` to ``sink``, reconnecting with backoff."""
+    decode = msgspec.json.Decoder(AggTrade).decode
+    attempt = 0
+    while True:
+        try:
+            async with session.ws_connect(url, heartbeat=30.0) as ws:
+                async for msg in ws:
+                    if msg.type is not aiohttp.WSMsgType.TEXT:
+                        break
+                    attempt = 0
+                    sink.on_trades([decode(msg.data).to_trade()])
+        except (
+            aiohttp.ClientError,
+            ConnectionError,
+            TimeoutError,
+            msgspec.DecodeError,
+            ValueError,
+        ) as exc:
+            log.warning("trade feed %s: %r; reconnecting", url, exc)
+        await asyncio.sleep(_backoff(attempt))
+        attempt += 1

@@ -1,0 +1,85 @@
+"""The venue interface the market-data engine and the server use.
+
+A venue states what it supports as data (``Capabilities``), lists its markets as Astra
+symbols (``VenueMarket``), and runs feed handlers that own one upstream subscription each:
+a book feed calls ``BookSink`` with a fully synced book and then with in-sequence changes
+only; a trade feed calls ``TradeSink`` with normalized trades. Integrity rules (sequence
+numbers, checksums) live in each venue's ``feed.py``; the engine above never sees a gap.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+
+from astra.core import MarketMetadata, Trade
+from astra.marketdata.book import L2Book
+
+__all__ = ["BookSink", "Capabilities", "TradeSink", "Venue", "VenueMarket"]
+
+
+class Capabilities(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
+    """What a venue offers, as served by ``GET /exchanges``."""
+
+    asset_types: tuple[str, ...]
+    orderbook: str  # the upstream book channel and its integrity rule
+    trades: str  # the upstream trade channel
+    rest: str  # how REST (markets, snapshots) is reached
+
+
+@dataclass(frozen=True, slots=True)
+class VenueMarket:
+    """An Astra market and the venue's own identity for it."""
+
+    symbol: str  # Astra symbol, e.g. SIM-PERP-BTC-USDT
+    exchange_symbol: str  # venue id, e.g. BTCUSDT
+    kind: str  # venue-specific section, e.g. "spot" / "perp"
+    metadata: MarketMetadata
+
+
+class BookSink(Protocol):
+    def on_snapshot(self, book: L2Book) -> None:
+        """A fully synced book (replaces any previous one, e.g. after a resync)."""
+
+    def on_update(
+        self,
+        update_id: int,
+        timestamp: int,
+        bids: list[tuple[float, float]],
+        asks: list[tuple[float, float]],
+    ) -> None:
+        """In-sequence changes: absolute quantities, 0 deletes."""
+
+    def on_resync(self, reason: str) -> None:
+        """The book is no longer trustworthy (gap, checksum, reconnect); a snapshot follows."""
+
+
+class TradeSink(Protocol):
+    def on_trades(self, trades: list[Trade]) -> None: ...
+
+
+class Venue(ABC):
+    code: str
+    capabilities: Capabilities
+
+    @abstractmethod
+    async def load_markets(self) -> dict[str, VenueMarket]:
+        """All supported markets by Astra symbol (cached by the caller)."""
+
+    @abstractmethod
+    async def run_book_feed(self, market: VenueMarket, sink: BookSink) -> None:
+        """Keep ``sink`` supplied with a synced book until cancelled."""
+
+    @abstractmethod
+    async def run_trade_feed(self, market: VenueMarket, sink: TradeSink) -> None:
+        """Keep ``sink`` supplied with trades until cancelled."""
+
+    @abstractmethod
+    async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
+        """The most recent public trades, oldest first."""
+
+    @abstractmethod
+    async def close(self) -> None: ...

@@ -1,0 +1,194 @@
+"""The auth middleware on a real loopback server: header, query, WebSocket subprotocol, 401s."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from astra.core import Unauthorized
+from astra.server.auth import API_KEY, WS_PROTOCOL, auth_middleware, authenticate, extract_token
+from astra.store import ApiKeyStore, open_database
+
+TIMEOUT = 10
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    engine = open_database(data_dir=tmp_path)
+    yield ApiKeyStore(engine)
+    engine.dispose()
+
+
+async def echo(request: web.Request) -> web.Response:
+    info = request.get(API_KEY)
+    return web.json_response(
+        {"key_id": info.key_id if info else None, "ws_protocol": request.get(WS_PROTOCOL)}
+    )
+
+
+async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+    proto = request[WS_PROTOCOL]
+    ws = web.WebSocketResponse(protocols=(proto,) if proto else ())
+    await ws.prepare(request)
+    await ws.send_json({"key_id": request[API_KEY].key_id})
+    await ws.close()
+    return ws
+
+
+@pytest.fixture
+async def client(store: ApiKeyStore):
+    app = web.Application(middlewares=[auth_middleware(store, frozenset({"/health"}))])
+    app.router.add_get("/echo", echo)
+    app.router.add_get("/health", echo)
+    app.router.add_get("/ws", ws_echo)
+    async with asyncio.timeout(TIMEOUT):
+        server = TestServer(app, host="127.0.0.1", port=0)
+        async with TestClient(server, timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as c:
+            yield c
+
+
+async def _get(client: TestClient, path: str, **kw) -> tuple[int, dict, str]:
+    async with asyncio.timeout(TIMEOUT):
+        resp = await client.get(path, **kw)
+        text = await resp.text()
+        body = await resp.json() if resp.content_type == "application/json" else {}
+        return resp.status, body, text
+
+
+@pytest.mark.parametrize("scheme", ["Bearer ", "bearer ", "BEARER  ", ""])
+async def test_header(client: TestClient, store: ApiKeyStore, scheme: str) -> None:
+    key = store.create("h")
+    status, body, _ = await _get(client, "/echo", headers={"x-astra-api-key": scheme + key.token})
+    assert status == 200 and body == {"key_id": key.key_id, "ws_protocol": None}
+
+
+async def test_query_parameter(client: TestClient, store: ApiKeyStore) -> None:
+    key = store.create("q")
+    status, body, _ = await _get(client, "/echo", params={"apiKey": key.token})
+    assert status == 200 and body["key_id"] == key.key_id
+
+
+async def test_header_wins_over_query(client: TestClient, store: ApiKeyStore) -> None:
+    good, bad = store.create(), "abcdefghjk23." + "x" * 40
+    headers = {"x-astra-api-key": f"Bearer {good.token}"}
+    status, _, _ = await _get(client, "/echo", headers=headers, params={"apiKey": bad})
+    assert status == 200
+    headers = {"x-astra-api-key": f"Bearer {bad}"}
+    status, _, _ = await _get(client, "/echo", headers=headers, params={"apiKey": good.token})
+    assert status == 401
+
+
+async def test_missing(client: TestClient) -> None:
+    for headers in ({}, {"x-astra-api-key": ""}, {"x-astra-api-key": "Bearer "}):
+        status, body, _ = await _get(client, "/echo", headers=headers)
+        assert status == 401
+        assert body["code"] == "UNAUTHORIZED" and "missing" in body["message"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "abcdefghjk23.ThisIsNotTheRightSecretButLooksFine42",
+        "not-a-key-at-all-SUPERSECRETVALUE",
+        "x" * 5000,
+    ],
+)
+async def test_invalid_never_echoed(client: TestClient, store: ApiKeyStore, bad: str) -> None:
+    store.create()
+    for kw in ({"headers": {"x-astra-api-key": f"Bearer {bad}"}}, {"params": {"apiKey": bad}}):
+        status, body, text = await _get(client, "/echo", **kw)
+        assert status == 401 and body["code"] == "UNAUTHORIZED"
+        assert "invalid" in body["message"]
+        assert bad not in text and bad[13:30] not in text
+
+
+async def test_revoked_key_is_invalid(client: TestClient, store: ApiKeyStore) -> None:
+    key = store.create()
+    headers = {"x-astra-api-key": f"Bearer {key.token}"}
+    assert (await _get(client, "/echo", headers=headers))[0] == 200
+    store.revoke(key.key_id)
+    status, body, _ = await _get(client, "/echo", headers=headers)
+    assert status == 401 and "invalid" in body["message"]
+
+
+async def test_exempt_path(client: TestClient) -> None:
+    status, body, _ = await _get(client, "/health")
+    assert status == 200 and body["key_id"] is None
+
+
+async def test_websocket_subprotocol_is_echoed(client: TestClient, store: ApiKeyStore) -> None:
+    key = store.create("browser")
+    async with asyncio.timeout(TIMEOUT):
+        async with client.ws_connect("/ws", protocols=(key.token,)) as ws:
+            assert ws.protocol == key.token
+            assert (await ws.receive_json())["key_id"] == key.key_id
+        # Among other offered protocols, the token is the one chosen.
+        async with client.ws_connect("/ws", protocols=("astra.v1", key.token)) as ws:
+            assert ws.protocol == key.token
+
+
+async def test_websocket_other_sources(client: TestClient, store: ApiKeyStore) -> None:
+    key = store.create()
+    async with asyncio.timeout(TIMEOUT):
+        async with client.ws_connect("/ws", params={"apiKey": key.token}) as ws:
+            assert ws.protocol is None
+            assert (await ws.receive_json())["key_id"] == key.key_id
+        headers = {"x-astra-api-key": f"Bearer {key.token}"}
+        async with client.ws_connect("/ws", headers=headers) as ws:
+            assert (await ws.receive_json())["key_id"] == key.key_id
+
+
+async def test_websocket_rejected(client: TestClient) -> None:
+    bad = "abcdefghjk23.ThisIsNotTheRightSecretButLooksFine42"
+    async with asyncio.timeout(TIMEOUT):
+        for protocols in ((), (bad,)):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await client.ws_connect("/ws", protocols=protocols)
+            assert exc.value.status == 401
+
+
+async def test_authenticate_raises(store: ApiKeyStore) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    with pytest.raises(Unauthorized, match="missing"):
+        authenticate(store, make_mocked_request("GET", "/x"))
+    req = make_mocked_request("GET", "/x", headers={"x-astra-api-key": "Bearer nope"})
+    with pytest.raises(Unauthorized, match="invalid") as exc:
+        authenticate(store, req)
+    assert "nope" not in str(exc.value)
+    key = store.create()
+    req = make_mocked_request("GET", "/x", headers={"x-astra-api-key": f"Bearer {key.token}"})
+    assert authenticate(store, req).key_id == key.key_id
+
+
+def test_extract_token_order() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    tok = "abcdefghjk23." + "s" * 10 + "0123456789ABCDEFGHIJKLMNOP"
+    ws_headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+
+    def req(path: str = "/x", **headers: str) -> web.Request:
+        return make_mocked_request("GET", path, headers=headers)
+
+    assert extract_token(req()) == (None, None)
+    assert extract_token(req(**{"x-astra-api-key": f"bEaReR {tok}"})) == (tok, None)
+    assert extract_token(req(**{"x-astra-api-key": f"  {tok} "})) == (tok, None)
+    assert extract_token(req(f"/x?apiKey={tok}")) == (tok, None)
+    proto = {"Sec-WebSocket-Protocol": f"astra.v1, {tok}"}
+    assert extract_token(req(**ws_headers, **proto)) == (tok, tok)
+    # Not a handshake: the subprotocol header is ignored.
+    assert extract_token(req(**proto)) == (None, None)
+    # A non-token subprotocol alone is no key; the query parameter is used then.
+    only = {"Sec-WebSocket-Protocol": "astra.v1"}
+    assert extract_token(req(f"/x?apiKey={tok}", **ws_headers, **only)) == (tok, None)
+    # The header wins over the others.
+    hdr = {"x-astra-api-key": "Bearer other"}
+    assert extract_token(req(f"/x?apiKey={tok}", **ws_headers, **proto, **hdr)) == (
+        "other",
+        None,
+    )

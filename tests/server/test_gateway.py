@@ -1,0 +1,232 @@
+"""Gateway + simulator over real loopback sockets: the seed's REST and WebSocket API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+
+def _auth(token: str) -> dict:
+    return {"x-astra-api-key": f"Bearer {token}"}
+
+
+async def _get(gw, token: str | None, path: str, **params: str) -> tuple[int, object]:
+    headers = _auth(token) if token else {}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"{gw.base_url}{path}", params=params, headers=headers) as r,
+    ):
+        return r.status, await r.json(content_type=None)
+
+
+async def test_markets_in_the_seed_shape(gateway):
+    gw, token = gateway
+    status, markets = await _get(gw, token, "/markets", exchange="SIM")
+    assert status == 200
+    by_symbol = {m["symbol"]: m for m in markets}
+    assert set(by_symbol) == {
+        f"SIM-{t}-{b}-USDT" for t in ("SPOT", "PERP") for b in ("BTC", "ETH", "SOL")
+    }
+    perp = by_symbol["SIM-PERP-BTC-USDT"]
+    assert (perp["assetType"], perp["baseAsset"], perp["quoteAsset"], perp["marginAsset"]) == (
+        "PERP",
+        "BTC",
+        "USDT",
+        "USDT",
+    )
+    assert perp["tickSize"] == 0.1 and perp["lotSize"] == 0.001
+    assert "marginAsset" not in by_symbol["SIM-SPOT-ETH-USDT"]
+    assert by_symbol["SIM-SPOT-ETH-USDT"]["exchangeSymbol"] == "ETHUSDT"
+
+
+async def test_orderbook_is_the_simulators_book(gateway, sim, sim_books):
+    gw, token = gateway
+    truth = sim_books(sim, "spot", "BTCUSDT")
+    async with asyncio.timeout(15):
+        while True:  # until the served book sits on a diff boundary we recorded
+            status, book = await _get(gw, token, "/orderbook", market="SIM-SPOT-BTC-USDT")
+            assert status == 200
+            if book["updateId"] in truth.books:
+                break
+            await asyncio.sleep(0.05)
+    prices = [lv["price"] for lv in book["bids"]]
+    assert prices == sorted(prices, reverse=True)
+    prices = [lv["price"] for lv in book["asks"]]
+    assert prices == sorted(prices)
+    assert book["bids"][0]["price"] < book["asks"][0]["price"]
+    assert book["market"] == "SIM-SPOT-BTC-USDT" and book["timestamp"] > 0
+    served = {
+        "bids": {lv["price"]: lv["quantity"] for lv in book["bids"]},
+        "asks": {lv["price"]: lv["quantity"] for lv in book["asks"]},
+    }
+    assert served == truth.books[book["updateId"]]
+    status, top = await _get(gw, token, "/orderbook", market="SIM-SPOT-BTC-USDT", depth="3")
+    assert status == 200 and len(top["bids"]) == len(top["asks"]) == 3
+
+
+async def test_ws_orderbook_snapshot_then_updates_track_the_simulator(gateway, sim, sim_books):
+    gw, token = gateway
+    truth = sim_books(sim, "perp", "ETHUSDT")
+    url = f"{gw.base_url.replace('http', 'ws')}/ws?market=SIM-PERP-ETH-USDT&dataType=ORDERBOOK"
+    async with (
+        aiohttp.ClientSession() as s,
+        s.ws_connect(url, headers=_auth(token)) as ws,
+        asyncio.timeout(20),
+    ):
+        first = json.loads((await ws.receive(timeout=10)).data)
+        assert first["type"] == "snapshot" and first["market"] == "SIM-PERP-ETH-USDT"
+        book = {
+            side: {lv["price"]: lv["quantity"] for lv in first[side]} for side in ("bids", "asks")
+        }
+        last = first["updateId"]
+        for _ in range(15):
+            msg = json.loads((await ws.receive(timeout=5)).data)
+            assert msg["type"] == "update" and msg["updateId"] > last
+            last = msg["updateId"]
+            for side in ("bids", "asks"):
+                for lv in msg[side]:
+                    if lv["quantity"] == 0:
+                        book[side].pop(lv["price"], None)
+                    else:
+                        book[side][lv["price"]] = lv["quantity"]
+            assert book == truth.books[last], f"client book diverged at {last}"
+
+
+async def test_ws_trades_and_rest_trades(gateway):
+    gw, token = gateway
+    url = f"{gw.base_url.replace('http', 'ws')}/ws?market=SIM-SPOT-SOL-USDT&dataType=TRADE"
+    async with aiohttp.ClientSession() as s, s.ws_connect(url, headers=_auth(token)) as ws:
+        msg = json.loads((await ws.receive(timeout=10)).data)
+    assert msg["trades"]
+    for t in msg["trades"]:
+        assert t["price"] > 0 and t["quantity"] > 0 and t["side"] in ("BUY", "SELL")
+        assert isinstance(t["time"], int)
+    status, body = await _get(gw, token, "/trades", market="SIM-SPOT-SOL-USDT", limit="5")
+    assert status == 200 and 0 < len(body["trades"]) <= 5
+    times = [t["time"] for t in body["trades"]]
+    assert times == sorted(times)
+
+
+async def test_exchanges_openapi_health_and_metrics(gateway):
+    gw, token = gateway
+    status, venues = await _get(gw, token, "/exchanges")
+    assert status == 200 and [v["exchange"] for v in venues] == ["SIM"]
+    assert "U/u" in venues[0]["capabilities"]["orderbook"]
+    status, spec = await _get(gw, token, "/openapi.json")
+    assert status == 200 and {"/markets", "/orderbook", "/ws"} <= set(spec["paths"])
+    assert "MarketMetadata" in spec["components"]["schemas"]
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{gw.metrics_port}/health") as r:
+            assert r.status == 200 and (await r.json())["venues"] == ["SIM"]
+        async with s.get(f"http://127.0.0.1:{gw.metrics_port}/metrics") as r:
+            text = await r.text()
+    assert 'astra_http_requests_total{route="/exchanges",status="200"} 1' in text
+
+
+async def test_auth_on_rest_and_websocket(gateway):
+    gw, token = gateway
+    status, body = await _get(gw, None, "/markets", exchange="SIM")
+    assert status == 401 and body["code"] == "UNAUTHORIZED" and "missing" in body["message"]
+    bad = token[:-4] + "AAAA"
+    status, body = await _get(gw, bad, "/markets", exchange="SIM")
+    assert status == 401 and "invalid" in body["message"] and bad not in json.dumps(body)
+    assert (await _get(gw, None, "/markets", exchange="SIM", apiKey=token))[0] == 200
+    ws_url = f"{gw.base_url.replace('http', 'ws')}/ws?market=SIM-SPOT-BTC-USDT&dataType=TRADE"
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await s.ws_connect(ws_url)
+        assert err.value.status == 401
+        async with s.ws_connect(ws_url, protocols=(token,)) as ws:  # the browser way
+            assert ws.protocol == token
+
+
+BAD = [
+    ("/markets", {}, 400, "MISSING_PARAMETER", "exchange"),
+    ("/markets", {"exchange": "FOO"}, 400, "UNKNOWN_EXCHANGE", "exchange"),
+    ("/markets", {"exchange": "BINANCE"}, 400, "UNKNOWN_EXCHANGE", "exchange"),
+    ("/orderbook", {}, 400, "MISSING_PARAMETER", "market"),
+    ("/orderbook", {"market": "SIM-SPOT-BTC"}, 400, "INVALID_MARKET", "market"),
+    ("/orderbook", {"market": "sim-spot-btc-usdt"}, 400, "INVALID_MARKET", "market"),
+    ("/orderbook", {"market": "SIM-SPOT-DOGE-USDT"}, 404, "MARKET_NOT_FOUND", "market"),
+    ("/orderbook", {"market": "OKX-SPOT-BTC-USDT"}, 404, "MARKET_NOT_FOUND", "market"),
+    ("/orderbook", {"market": "X" * 5000}, 400, "INVALID_MARKET", "market"),
+    (
+        "/orderbook",
+        {"market": "SIM-SPOT-BTC-USDT", "depth": "0"},
+        400,
+        "INVALID_PARAMETER",
+        "depth",
+    ),
+    (
+        "/orderbook",
+        {"market": "SIM-SPOT-BTC-USDT", "depth": "-1"},
+        400,
+        "INVALID_PARAMETER",
+        "depth",
+    ),
+    (
+        "/orderbook",
+        {"market": "SIM-SPOT-BTC-USDT", "depth": "NaN"},
+        400,
+        "INVALID_PARAMETER",
+        "depth",
+    ),
+    (
+        "/orderbook",
+        {"market": "SIM-SPOT-BTC-USDT", "depth": "1e3"},
+        400,
+        "INVALID_PARAMETER",
+        "depth",
+    ),
+    (
+        "/orderbook",
+        {"market": "SIM-SPOT-BTC-USDT", "depth": "9" * 30},
+        400,
+        "INVALID_PARAMETER",
+        "depth",
+    ),
+    (
+        "/orderbook",
+        {"market": "SIM-SPOT-BTC-USDT", "depth": "²"},
+        400,
+        "INVALID_PARAMETER",
+        "depth",
+    ),
+    (
+        "/trades",
+        {"market": "SIM-SPOT-BTC-USDT", "limit": "100000"},
+        400,
+        "INVALID_PARAMETER",
+        "limit",
+    ),
+    ("/ws", {"market": "SIM-SPOT-BTC-USDT"}, 400, "MISSING_PARAMETER", "dataType"),
+    (
+        "/ws",
+        {"market": "SIM-SPOT-BTC-USDT", "dataType": "CANDLES"},
+        400,
+        "INVALID_PARAMETER",
+        "dataType",
+    ),
+    ("/ws", {"dataType": "TRADE"}, 400, "MISSING_PARAMETER", "market"),
+    (
+        "/ws",
+        {"market": "SIM-SPOT-NOPE-USDT", "dataType": "TRADE"},
+        404,
+        "MARKET_NOT_FOUND",
+        "market",
+    ),
+    ("/nowhere", {}, 404, "NOT_FOUND", None),
+]
+
+
+@pytest.mark.parametrize(("path", "params", "status", "code", "parameter"), BAD)
+async def test_bad_input_is_a_clear_4xx(gateway, path, params, status, code, parameter):
+    gw, token = gateway
+    got, body = await _get(gw, token, path, **params)
+    assert (got, body["code"]) == (status, code), body
+    assert body.get("parameter") == parameter and body["message"]
+    if parameter:
+        assert parameter in body["message"] or code in ("MARKET_NOT_FOUND", "UNKNOWN_EXCHANGE")
