@@ -299,7 +299,7 @@ class Feeds:
             E=now_ms(),
             T=state.last_change_ms,
             s=state.market.symbol,
-            U=pu + 1,
+            U=min(pu + 1, u),  # nothing changed since the last frame: U = u
             u=u,
             pu=pu,
         )

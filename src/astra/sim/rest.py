@@ -13,6 +13,8 @@ Where the docs and ccxt disagree, the docs win. Spot ``/trades`` follows the spo
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -26,6 +28,7 @@ from .state import KLINE_INTERVALS, MarketState, bucket_close, now_ms
 
 __all__ = ["SimApiError", "error_middleware", "rest_routes"]
 
+log = logging.getLogger(__name__)
 DEPTH_LIMITS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}  # limit -> weight
 _encode = msgspec.json.Encoder().encode
 
@@ -72,6 +75,17 @@ async def error_middleware(request: web.Request, handler: Callable) -> web.Strea
             status=405,
             content_type="application/json",
         )
+    except (asyncio.CancelledError, web.HTTPException):
+        raise
+    except Exception:  # a bug, never bad input: log it, answer in the venue's format
+        log.exception("simulator error on %s %s", request.method, request.path)
+        return web.Response(
+            body=_encode(
+                {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+            ),
+            status=500,
+            content_type="application/json",
+        )
 
 
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31: later timestamps are not times
@@ -83,15 +97,17 @@ def _int_param(
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or len(text) > 20:
+    # isascii(): str.isdigit() also accepts digits like '²' that int() then rejects.
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
         raise SimApiError(
             -1100,
             f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
         )
     value = int(text)
-    if name.endswith("Time"):
-        maximum = MAX_TIME_MS
-    if maximum is not None and not 0 < value <= maximum:
+    if name.endswith("Time"):  # epoch milliseconds: 0 is a time, year 10000 is not
+        if value > MAX_TIME_MS:
+            raise SimApiError(-1130, f"Data sent for parameter '{name}' is not valid.")
+    elif maximum is not None and not 0 < value <= maximum:
         raise SimApiError(-1130, f"Data sent for parameter '{name}' is not valid.")
     return value
 

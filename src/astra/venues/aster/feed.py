@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# A dead upstream never answers a close handshake: don't wait long for it before reconnecting.
+_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
 
 
 class SequenceGap(Exception):
@@ -168,7 +170,7 @@ class _BookFeed:
         attempt = 0
         while True:
             try:
-                async with self.session.ws_connect(self.url, autoping=True) as ws:
+                async with self.session.ws_connect(self.url, timeout=_WS_TIMEOUT) as ws:
                     self.sync.reset()
                     while True:
                         msg = await ws.receive(timeout=self.silence)
@@ -232,7 +234,7 @@ async def run_trade_feed(session: aiohttp.ClientSession, url: str, sink: TradeSi
     attempt = 0
     while True:
         try:
-            async with session.ws_connect(url, heartbeat=30.0) as ws:
+            async with session.ws_connect(url, heartbeat=30.0, timeout=_WS_TIMEOUT) as ws:
                 async for msg in ws:
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         break
