@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import msgspec
+import pytest
 
 
 def test_astra_sim_prints_urls_serves_and_stops_on_ctrl_c():
@@ -34,3 +37,77 @@ def test_astra_sim_prints_urls_serves_and_stops_on_ctrl_c():
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=5)
+
+
+def _serve(tmp_path, env_extra: dict[str, str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "ASTRA_API_KEY"}
+    env.update(ASTRA_DATA_DIR=str(tmp_path), **env_extra)
+    return subprocess.Popen(
+        [sys.executable, "-m", "astra", "serve", "--port", "0", "--metrics-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _read_until_listening(proc: subprocess.Popen) -> str:
+    lines = []
+    while not any("running at" in line for line in lines):
+        line = proc.stdout.readline()
+        assert line, f"astra serve exited early: {''.join(lines)} {proc.stderr.read()}"
+        lines.append(line)
+    return "".join(lines)
+
+
+def _get(url: str, key: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"x-astra-api-key": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:
+            return resp.status, msgspec.json.decode(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, msgspec.json.decode(err.read())
+
+
+def test_astra_serve_prints_a_key_once_serves_sim_and_stops_its_child(tmp_path):
+    proc = _serve(tmp_path, {})
+    try:
+        out = _read_until_listening(proc)
+        key = re.search(r"Bearer (\S+)", out)[1]
+        base = re.search(r"listening on (http://\S+)", out)[1]
+        sim = re.search(r"running at (http://\S+)", out)[1]
+        status, book = _get(f"{base}/orderbook?market=SIM-SPOT-BTC-USDT", key)
+        assert status == 200 and book["bids"] and book["asks"]
+        assert _get(f"{base}/orderbook?market=SIM-SPOT-BTC-USDT", "x" * 20 + ".y" * 20)[0] == 401
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        with pytest.raises(urllib.error.URLError):  # the simulator child is gone too
+            urllib.request.urlopen(f"{sim}/api/v1/ping", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    # A second start on the same data directory keeps the key and prints none.
+    proc = _serve(tmp_path, {})
+    try:
+        out = _read_until_listening(proc)
+        assert "Bearer" not in out.split("listening on")[0]
+        base = re.search(r"listening on (http://\S+)", out)[1]
+        assert _get(f"{base}/markets?exchange=SIM", key)[0] == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+
+
+def test_astra_serve_takes_its_key_from_the_environment(tmp_path):
+    key = "kadjfasfl.KjUBAhdIafaDFSCsajfaIowSADxkaw"  # the seed's sample key
+    proc = _serve(tmp_path, {"ASTRA_API_KEY": key})
+    try:
+        out = _read_until_listening(proc)
+        assert key not in out and "registered" in out
+        base = re.search(r"listening on (http://\S+)", out)[1]
+        status, markets = _get(f"{base}/markets?exchange=SIM", key)
+        assert status == 200 and len(markets) == 6
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
