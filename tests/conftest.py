@@ -79,3 +79,27 @@ async def gateway(sim, key_store):
         venues_from_config({}, sim.base_url), key_store, port=0, metrics_port=0, linger=1.0
     ) as gw:
         yield gw, token
+
+
+class ClientBook:
+    """A gateway client's book: built from a ``snapshot`` message, then ``update``s."""
+
+    def __init__(self) -> None:
+        self.levels: dict[str, dict[float, float]] = {"bids": {}, "asks": {}}
+
+    def apply(self, msg: dict) -> dict:
+        if msg["type"] == "snapshot":
+            self.levels = {"bids": {}, "asks": {}}
+        for side in ("bids", "asks"):
+            for lv in msg[side]:
+                if lv["quantity"] == 0:
+                    self.levels[side].pop(lv["price"], None)
+                else:
+                    self.levels[side][lv["price"]] = lv["quantity"]
+        return self.levels
+
+
+@pytest.fixture
+def client_book():
+    """``client_book()``: a fresh ClientBook."""
+    return ClientBook

@@ -67,7 +67,9 @@ async def test_orderbook_is_the_simulators_book(gateway, sim, sim_books):
     assert status == 200 and len(top["bids"]) == len(top["asks"]) == 3
 
 
-async def test_ws_orderbook_snapshot_then_updates_track_the_simulator(gateway, sim, sim_books):
+async def test_ws_orderbook_snapshot_then_updates_track_the_simulator(
+    gateway, sim, sim_books, client_book
+):
     gw, token = gateway
     truth = sim_books(sim, "perp", "ETHUSDT")
     url = f"{gw.base_url.replace('http', 'ws')}/ws?market=SIM-PERP-ETH-USDT&dataType=ORDERBOOK"
@@ -78,21 +80,14 @@ async def test_ws_orderbook_snapshot_then_updates_track_the_simulator(gateway, s
     ):
         first = json.loads((await ws.receive(timeout=10)).data)
         assert first["type"] == "snapshot" and first["market"] == "SIM-PERP-ETH-USDT"
-        book = {
-            side: {lv["price"]: lv["quantity"] for lv in first[side]} for side in ("bids", "asks")
-        }
+        book = client_book()
+        book.apply(first)
         last = first["updateId"]
         for _ in range(15):
             msg = json.loads((await ws.receive(timeout=5)).data)
             assert msg["type"] == "update" and msg["updateId"] > last
             last = msg["updateId"]
-            for side in ("bids", "asks"):
-                for lv in msg[side]:
-                    if lv["quantity"] == 0:
-                        book[side].pop(lv["price"], None)
-                    else:
-                        book[side][lv["price"]] = lv["quantity"]
-            assert book == truth.books[last], f"client book diverged at {last}"
+            assert book.apply(msg) == truth.books[last], f"client book diverged at {last}"
 
 
 async def test_ws_trades_and_rest_trades(gateway):

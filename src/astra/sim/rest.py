@@ -43,49 +43,28 @@ def _json(body: object) -> web.Response:
     return web.Response(body=_encode(body), content_type="application/json")
 
 
+def _error(status: int, code: int, msg: str) -> web.Response:
+    """An error in the venue's format: ``{"code": <negative int>, "msg": "..."}``."""
+    return web.Response(
+        body=_encode({"code": code, "msg": msg}), status=status, content_type="application/json"
+    )
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
     try:
         return await handler(request)
     except SimApiError as exc:
-        return web.Response(
-            body=_encode({"code": exc.code, "msg": exc.msg}),
-            status=exc.status,
-            content_type="application/json",
-        )
-    except web.HTTPNotFound:
-        return web.Response(
-            body=_encode(
-                {
-                    "code": -1020,
-                    "msg": f"This operation is not supported: {request.method} {request.path}",
-                }
-            ),
-            status=404,
-            content_type="application/json",
-        )
-    except web.HTTPMethodNotAllowed:
-        return web.Response(
-            body=_encode(
-                {
-                    "code": -1020,
-                    "msg": f"This operation is not supported: {request.method} {request.path}",
-                }
-            ),
-            status=405,
-            content_type="application/json",
+        return _error(exc.status, exc.code, exc.msg)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
+        return _error(
+            exc.status, -1020, f"This operation is not supported: {request.method} {request.path}"
         )
     except (asyncio.CancelledError, web.HTTPException):
         raise
     except Exception:  # a bug, never bad input: log it, answer in the venue's format
         log.exception("simulator error on %s %s", request.method, request.path)
-        return web.Response(
-            body=_encode(
-                {"code": -1000, "msg": "An unknown error occurred while processing the request."}
-            ),
-            status=500,
-            content_type="application/json",
-        )
+        return _error(500, -1000, "An unknown error occurred while processing the request.")
 
 
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31: later timestamps are not times

@@ -41,6 +41,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 # A dead upstream never answers a close handshake: don't wait long for it before reconnecting.
 _WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
+# What a feed survives by reconnecting: network failures, silence, and garbage on the wire.
+_FEED_ERRORS = (aiohttp.ClientError, ConnectionError, TimeoutError, msgspec.DecodeError, ValueError)
 
 
 class SequenceGap(Exception):
@@ -178,13 +180,7 @@ class _BookFeed:
                             raise ConnectionError(f"upstream sent {msg.type.name}")
                         attempt = 0
                         self._on_event(decode(msg.data))
-            except (
-                aiohttp.ClientError,
-                ConnectionError,
-                TimeoutError,
-                msgspec.DecodeError,
-                ValueError,
-            ) as exc:
+            except _FEED_ERRORS as exc:
                 reason = "silent for too long" if isinstance(exc, TimeoutError) else repr(exc)
                 self.sink.on_resync(f"reconnecting: {reason}")
                 await asyncio.sleep(_backoff(attempt))
@@ -240,13 +236,7 @@ async def run_trade_feed(session: aiohttp.ClientSession, url: str, sink: TradeSi
                         break
                     attempt = 0
                     sink.on_trades([decode(msg.data).to_trade()])
-        except (
-            aiohttp.ClientError,
-            ConnectionError,
-            TimeoutError,
-            msgspec.DecodeError,
-            ValueError,
-        ) as exc:
+        except _FEED_ERRORS as exc:
             log.warning("trade feed %s: %r; reconnecting", url, exc)
         await asyncio.sleep(_backoff(attempt))
         attempt += 1
