@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -103,3 +107,29 @@ class ClientBook:
 def client_book():
     """``client_book()``: a fresh ClientBook."""
     return ClientBook
+
+
+async def _stalled_ws(port: int, path: str, headers: str = "") -> asyncio.StreamWriter:
+    """A WebSocket handshake on ``path`` over a socket with a tiny receive buffer, after
+    which it never reads again: the slowest possible client. Close the returned writer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"{headers}\r\n".encode()
+    )
+    await writer.drain()
+    assert b"101" in await reader.readline()
+    reader._transport.pause_reading()  # stop reading: the kernel buffers fill up
+    return writer
+
+
+@pytest.fixture
+def stalled_ws():
+    """``await stalled_ws(port, path)``: a connected WebSocket client that never reads."""
+    return _stalled_ws

@@ -36,3 +36,32 @@ async def test_clients_share_one_upstream_feed_which_stops_after_the_last(gatewa
                 break
             await asyncio.sleep(0.1)
     assert gw.engine.channels == {}
+
+
+async def test_a_slow_client_is_closed_and_never_stalls_the_others(sim, key_store, stalled_ws):
+    from astra.server.gateway import Gateway, venues_from_config
+
+    token = key_store.create().token
+    async with Gateway(
+        venues_from_config({}, sim.base_url),
+        key_store,
+        port=0,
+        metrics_port=0,
+        max_queue=5,
+        send_buffer=4096,
+    ) as gw:
+        path = f"/ws?market=SIM-SPOT-BTC-USDT&dataType=ORDERBOOK&apiKey={token}"
+        stalled = await stalled_ws(gw.port, path)
+        channel_key = ("SIM-SPOT-BTC-USDT", "ORDERBOOK")
+        url = f"{gw.base_url.replace('http', 'ws')}{path}"
+        async with aiohttp.ClientSession() as s, s.ws_connect(url) as fast, asyncio.timeout(60):
+            last = (await fast.receive_json(timeout=10))["updateId"]
+            while len(gw.engine.channels[channel_key].clients) > 1:  # until it is dropped
+                msg = await fast.receive_json(timeout=5)
+                assert msg["type"] == "update" and msg["updateId"] > last
+                last = msg["updateId"]
+            for _ in range(10):  # and the fast client carries on, in sequence
+                msg = await fast.receive_json(timeout=5)
+                assert msg["type"] == "update" and msg["updateId"] > last
+                last = msg["updateId"]
+        stalled.close()

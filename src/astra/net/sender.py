@@ -9,11 +9,15 @@ Invariants:
   clients (encode once, write many).
 - A client that stops reading cannot hold the socket open: after a close is decided, the
   transport is aborted if the close handshake has not completed within ``abort_after`` s.
+- The socket's kernel send buffer is capped at ``send_buffer`` bytes: left to autotune it
+  grows to megabytes and hides a stalled reader for minutes; capped, the queue limit above
+  detects it promptly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -28,6 +32,7 @@ class BoundedSender:
         transport: asyncio.BaseTransport | None,
         max_queue: int,
         abort_after: float = 2.0,
+        send_buffer: int | None = 256 * 1024,
     ) -> None:
         self.ws = ws
         self._transport = transport
@@ -36,6 +41,9 @@ class BoundedSender:
         self._max_queue = max_queue
         self._abort_after = abort_after
         self.close_reason: tuple[int, str] | None = None
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None and send_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
 
     def deliver(self, frame: bytes) -> None:
         if self.close_reason is not None:

@@ -100,8 +100,11 @@ def _int(request: web.Request, name: str, default: int, maximum: int) -> int:
 
 
 class _Routes:
-    def __init__(self, engine: MarketDataEngine, metrics: Metrics, max_queue: int) -> None:
-        self.engine, self.metrics, self.max_queue = engine, metrics, max_queue
+    def __init__(
+        self, engine: MarketDataEngine, metrics: Metrics, max_queue: int, send_buffer: int
+    ) -> None:
+        self.engine, self.metrics = engine, metrics
+        self.max_queue, self.send_buffer = max_queue, send_buffer
 
     async def markets(self, request: web.Request) -> web.Response:
         return _json(await self.engine.markets(_required(request, "exchange")))
@@ -136,10 +139,13 @@ class _Routes:
         venue, venue_market = await self.engine.resolve(market)
         protocol = request.get(WS_PROTOCOL)
         ws = web.WebSocketResponse(
-            protocols=(protocol,) if protocol else (), heartbeat=30.0, max_msg_size=4096
+            protocols=(protocol,) if protocol else (),
+            heartbeat=30.0,
+            max_msg_size=4096,
+            writer_limit=self.send_buffer,  # bytes buffered in the process before backpressure
         )
         await ws.prepare(request)
-        client = BoundedSender(ws, request.transport, self.max_queue)
+        client = BoundedSender(ws, request.transport, self.max_queue, send_buffer=self.send_buffer)
         writer = asyncio.create_task(client.writer())
         self.engine.subscribe(venue, venue_market, data_type, client)
         self.metrics.ws_clients[data_type] += 1
@@ -191,13 +197,15 @@ def build_app(
     *,
     auth: Callable | None = None,
     max_queue: int = 5000,
+    send_buffer: int = 256 * 1024,
 ) -> web.Application:
-    """The public API. ``auth`` is the API-key middleware (None only in tests of routing)."""
+    """The public API. ``auth`` is the API-key middleware (None only in tests of routing);
+    ``max_queue`` (frames) and ``send_buffer`` (bytes) bound what a slow client may hold."""
     middlewares = [_error_middleware(metrics)]
     if auth is not None:
         middlewares.append(auth)
     app = web.Application(middlewares=middlewares)
-    routes = _Routes(engine, metrics, max_queue)
+    routes = _Routes(engine, metrics, max_queue, send_buffer)
     app.add_routes(
         [
             web.get("/markets", routes.markets),

@@ -130,12 +130,15 @@ class Gateway:
         port: int = 8080,
         metrics_port: int = 9090,
         linger: float = 30.0,
+        max_queue: int = 5000,
+        send_buffer: int = 256 * 1024,
     ) -> None:
         self.engine = MarketDataEngine(venues, linger=linger)
         self.metrics = Metrics(self.engine)
         self.keys = keys
         self.host, self.port, self.metrics_port = host, port, metrics_port
         self._runners: list[web.AppRunner] = []
+        self._client_limits = {"max_queue": max_queue, "send_buffer": send_buffer}
 
     @property
     def base_url(self) -> str:
@@ -151,7 +154,9 @@ class Gateway:
         return site._server.sockets[0].getsockname()[1]
 
     async def start(self) -> Gateway:
-        app = build_app(self.engine, self.metrics, auth=auth_middleware(self.keys))
+        app = build_app(
+            self.engine, self.metrics, auth=auth_middleware(self.keys), **self._client_limits
+        )
         self.port = await self._serve(app, self.port)
         self.metrics_port = await self._serve(build_metrics_app(self.metrics), self.metrics_port)
         return self

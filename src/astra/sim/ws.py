@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -60,9 +59,9 @@ class _Connection(BoundedSender):
         ws: web.WebSocketResponse,
         transport: asyncio.BaseTransport | None,
         combined: bool,
-        max_queue: int,
+        limits: WsLimits,
     ) -> None:
-        super().__init__(ws, transport, max_queue)
+        super().__init__(ws, transport, limits.max_queue, send_buffer=limits.send_buffer)
         self.combined = combined
         self.streams: list[str] = []
         self._arrivals: deque[float] = deque()
@@ -123,14 +122,13 @@ class WsSide:
                 },
                 status=400,
             )
-        ws = web.WebSocketResponse(heartbeat=self.limits.ping_interval, max_msg_size=65536)
+        ws = web.WebSocketResponse(
+            heartbeat=self.limits.ping_interval,
+            max_msg_size=65536,
+            writer_limit=self.limits.send_buffer,
+        )
         await ws.prepare(request)
-        sock = request.transport.get_extra_info("socket") if request.transport else None
-        if sock is not None:
-            # Without a cap the kernel autotunes to megabytes, hiding a stalled reader for
-            # a long time; a bounded buffer lets the queue limit detect it promptly.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.send_buffer)
-        conn = _Connection(ws, request.transport, combined, self.limits.max_queue)
+        conn = _Connection(ws, request.transport, combined, self.limits)
         self.connections.add(conn)
         self._subscribe(conn, streams)
         writer = asyncio.create_task(conn.writer())
