@@ -22,9 +22,10 @@ from aiohttp import web
 
 from astra.venues.aster import schemas as wire
 
-from .feeds import Feeds, ticker_stats
+from .feeds import Feeds
 from .markets import format_fixed
 from .state import KLINE_INTERVALS, MarketState, bucket_close, now_ms
+from .views import book_ticker, ticker_stats
 
 __all__ = ["SimApiError", "error_middleware", "rest_routes"]
 
@@ -300,7 +301,7 @@ class _Side:
 
     def _ticker(self, state: MarketState) -> dict:
         s = ticker_stats(state)
-        book = self.feeds.book_ticker(state)
+        book = book_ticker(state, self.kind)
         row = {
             "symbol": state.market.symbol,
             "priceChange": s["change"],
@@ -349,7 +350,7 @@ class _Side:
 
     async def book_ticker(self, request: web.Request) -> web.Response:
         def top(state: MarketState) -> dict:
-            t = self.feeds.book_ticker(state)
+            t = book_ticker(state, self.kind)
             zero_p, zero_q = state.market.format_price(0), state.market.format_qty(0)
             return {
                 "symbol": state.market.symbol,
@@ -364,7 +365,7 @@ class _Side:
 
     async def premium_index(self, request: web.Request) -> web.Response:
         def index(state: MarketState) -> dict:
-            mp = self.feeds.mark_price(state)
+            mp = self.feeds.mark_price_of(state)
             return {
                 "symbol": mp.s,
                 "markPrice": mp.p,
