@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import re
 import sys
 import tomllib
@@ -30,15 +29,13 @@ from aiohttp import web
 
 from astra.marketdata.engine import MarketDataEngine
 from astra.store import ApiKeyStore
-from astra.venues.aster import AsterUrls, AsterVenue
+from astra.venues import build_venue
 from astra.venues.base import Venue
 
 from .app import Metrics, build_app, build_metrics_app
 from .auth import auth_middleware
 
 __all__ = ["Gateway", "SimChild", "load_config", "venues_from_config"]
-
-_URL_KEYS = {f.name for f in dataclasses.fields(AsterUrls)}
 
 
 def load_config(path: Path | None) -> dict:
@@ -96,25 +93,16 @@ class SimChild:
 
 
 def venues_from_config(config: dict, sim_url: str | None) -> dict[str, Venue]:
-    """Venue objects by code. ``sim_url`` serves SIM when the config gives no URL for it."""
+    """Venue objects by code. ``sim_url`` serves SIM when the config gives no URL for it,
+    and is the only venue when the config names none."""
     venues: dict[str, Venue] = {}
     for code, options in (config.get("venues") or {}).items():
-        code = code.upper()
         options = dict(options or {})
-        if code == "SIM":
-            url = options.get("url") or sim_url
-            if not url:
-                raise ValueError("venue SIM needs a url (or let astra serve start one)")
-            venues[code] = AsterVenue("SIM", AsterUrls.for_simulator(url))
-        elif code == "ASTER":
-            unknown = set(options) - _URL_KEYS
-            if unknown:
-                raise ValueError(f"venue ASTER: unknown options {sorted(unknown)}")
-            venues[code] = AsterVenue("ASTER", AsterUrls(**options))
-        else:
-            raise ValueError(f"venue {code} is not available in this version")
+        if code.upper() == "SIM" and sim_url and not options.get("url"):
+            options["url"] = sim_url
+        venues[code.upper()] = build_venue(code, options)
     if not venues and sim_url:
-        venues["SIM"] = AsterVenue("SIM", AsterUrls.for_simulator(sim_url))
+        venues["SIM"] = build_venue("SIM", {"url": sim_url})
     return venues
 
 

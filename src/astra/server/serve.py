@@ -33,6 +33,12 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--database-url", default=None, help="SQLAlchemy URL instead of SQLite")
     p.add_argument("--config", type=Path, default=None, help="TOML file naming venues")
+    p.add_argument(
+        "--venues",
+        default=None,
+        help="comma-separated venues to serve, e.g. "
+        "binance,okx (URLs from --config or the venues' defaults)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the simulator's order flow")
 
 
@@ -49,16 +55,19 @@ def _api_key(keys: ApiKeyStore) -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    for code in filter(None, (args.venues or "").split(",")):
+        config.setdefault("venues", {}).setdefault(code.strip().upper(), {})
     keys = ApiKeyStore(open_database(args.database_url, args.data_dir))
     try:
         _api_key(keys)
     except ValueError as exc:
         print(f"astra serve: {exc}", file=sys.stderr)
         return 2
-    venues_config = config.get("venues") or {}
+    venues_config = {k.upper(): v or {} for k, v in (config.get("venues") or {}).items()}
+    config["venues"] = venues_config
+    # No venue named, or SIM named without a URL: run the simulator as a child.
     wants_child = not venues_config or (
-        "SIM" in {k.upper() for k in venues_config}
-        and not (venues_config.get("SIM") or {}).get("url")
+        "SIM" in venues_config and not venues_config["SIM"].get("url")
     )
     child = SimChild(args.seed) if wants_child else None
     stop = asyncio.Event()
