@@ -44,6 +44,7 @@ def _no_more(code: str, options: dict) -> None:
 _FACTORIES: dict[str, Callable[[str, dict], Venue] | str] = {
     "SIM": _aster,
     "ASTER": _aster,
+    "HUOBI": "astra.venues.htx",
 }
 
 VENUE_CODES = tuple(_FACTORIES)

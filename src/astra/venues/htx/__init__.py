@@ -1,0 +1,196 @@
+"""The HTX (Huobi) venue, exchange code ``HUOBI``: spot, coin-margined (``-COINM``) and
+USDT-margined perpetual swaps.
+
+Markets come from the venue's REST instrument lists parsed by ccxt's ``htx`` code (no ccxt
+network call: see ``symbols.py``); where the raw lists come from is injectable
+(``markets_source``), so tests and replayers need no network. Market data comes from native
+WebSocket handlers (``feed.py``): spot books from ``mbp`` increments synced over a ``req``
+refresh (or, with ``spot_book="depth"``, from full ``depth.step0`` pushes), swap books from
+``depth.step0``, trades from ``trade.detail``. Every URL is configurable (``HtxUrls``).
+
+Quantities are the venue's: base asset on spot, contracts on swaps (``contractSize`` in the
+market metadata converts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
+
+import aiohttp
+import msgspec
+
+from astra.core import Trade
+from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+
+from .feed import run_depth_feed, run_mbp_feed, run_trade_feed
+from .schemas import TradeHistory
+from .symbols import ccxt_markets, market_from_ccxt
+
+__all__ = ["CAPABILITIES", "HtxUrls", "HtxVenue", "MarketsSource", "from_config"]
+
+CAPABILITIES = Capabilities(
+    asset_types=("SPOT", "PERP"),
+    orderbook=(
+        "spot market.<symbol>.mbp.150 increments over a req refresh, prevSeqNum == previous "
+        "seqNum; swaps market.<contract>.depth.step0 full books, diffed (version increasing)"
+    ),
+    trades="market.<symbol>.trade.detail",
+    rest="HTX REST (markets parsed by ccxt htx)",
+)
+
+# Raw instrument-list responses by section ("spot", "inverse_swap", "linear_swap"; see
+# ``symbols.SECTIONS``): what ``load_markets`` parses.
+MarketsSource = Callable[[], Awaitable[dict[str, dict]]]
+
+
+@dataclass(frozen=True, slots=True)
+class HtxUrls:
+    spot_rest: str = "https://api.huobi.pro"
+    spot_ws: str = "wss://api.huobi.pro/ws"  # depth.step0, trade.detail
+    spot_mbp_ws: str = "wss://api.huobi.pro/feed"  # mbp increments and their req refresh
+    contract_rest: str = "https://api.hbdm.com"
+    inverse_swap_ws: str = "wss://api.hbdm.com/swap-ws"
+    linear_swap_ws: str = "wss://api.hbdm.com/linear-swap-ws"
+
+    @classmethod
+    def for_server(cls, base_url: str) -> HtxUrls:
+        """Every URL on one server at ``base_url`` (``http://host:port``), under HTX's paths."""
+        base = base_url.rstrip("/")
+        ws = "ws" + base[len("http") :]
+        return cls(base, f"{ws}/ws", f"{ws}/feed", base, f"{ws}/swap-ws", f"{ws}/linear-swap-ws")
+
+
+_decode_history = msgspec.json.Decoder(TradeHistory, strict=False).decode
+_HISTORY_PATHS = {
+    "spot": ("spot_rest", "/market/history/trade", "symbol"),
+    "inverse_swap": ("contract_rest", "/swap-ex/market/history/trade", "contract_code"),
+    "linear_swap": ("contract_rest", "/linear-swap-ex/market/history/trade", "contract_code"),
+}
+
+
+class HtxVenue(Venue):
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        code: str = "HUOBI",
+        urls: HtxUrls | None = None,
+        *,
+        markets_source: MarketsSource | None = None,
+        spot_book: str = "mbp",
+        mbp_levels: int = 150,
+        silence: float = 30.0,
+        snapshot_timeout: float = 10.0,
+    ) -> None:
+        if spot_book not in ("mbp", "depth"):
+            raise ValueError(f"spot_book must be 'mbp' or 'depth', not {spot_book!r}")
+        self.code = code
+        self.urls = urls or HtxUrls()
+        self.markets_source = markets_source or self._fetch_instruments
+        self.spot_book, self.mbp_levels = spot_book, mbp_levels
+        self.silence, self.snapshot_timeout = silence, snapshot_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._markets: dict[str, VenueMarket] | None = None
+        self._lock = asyncio.Lock()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _get_json(self, url: str, params: dict) -> dict:
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with self._http().get(url, params=params, timeout=timeout) as resp:
+            resp.raise_for_status()
+            body = await resp.json(content_type=None)
+        if body.get("status") != "ok":
+            raise RuntimeError(f"{url}: {body.get('err-code')} {body.get('err-msg')}")
+        return body
+
+    async def _fetch_instruments(self) -> dict[str, dict]:
+        u = self.urls
+        spot, inverse, linear = await asyncio.gather(
+            self._get_json(f"{u.spot_rest}/v1/common/symbols", {}),
+            self._get_json(f"{u.contract_rest}/swap-api/v1/swap_contract_info", {}),
+            self._get_json(
+                f"{u.contract_rest}/linear-swap-api/v1/swap_contract_info",
+                {"business_type": "swap"},
+            ),
+        )
+        return {"spot": spot, "inverse_swap": inverse, "linear_swap": linear}
+
+    async def load_markets(self) -> dict[str, VenueMarket]:
+        if self._markets is not None:  # the hot path: every request resolves its market
+            return self._markets
+        async with self._lock:
+            if self._markets is None:
+                raw = await self.markets_source()
+                # ccxt's parser is synchronous and walks ~1000 instruments: off the loop.
+                parsed = await asyncio.to_thread(ccxt_markets, raw)
+                found = (market_from_ccxt(self.code, m) for m in parsed)
+                self._markets = {m.symbol: m for m in found if m is not None}
+        return self._markets
+
+    def _contract_ws(self, market: VenueMarket) -> str:
+        if market.kind == "inverse_swap":
+            return self.urls.inverse_swap_ws
+        return self.urls.linear_swap_ws
+
+    async def run_book_feed(self, market: VenueMarket, sink: BookSink) -> None:
+        sym = market.exchange_symbol
+        if market.kind == "spot" and self.spot_book == "mbp":
+            await run_mbp_feed(
+                self._http(),
+                self.urls.spot_mbp_ws,
+                f"market.{sym}.mbp.{self.mbp_levels}",
+                sink,
+                market.symbol,
+                silence=self.silence,
+                snapshot_timeout=self.snapshot_timeout,
+            )
+            return
+        url = self.urls.spot_ws if market.kind == "spot" else self._contract_ws(market)
+        topic = f"market.{sym}.depth.step0"
+        await run_depth_feed(self._http(), url, topic, sink, market.symbol, silence=self.silence)
+
+    async def run_trade_feed(self, market: VenueMarket, sink: TradeSink) -> None:
+        url = self.urls.spot_ws if market.kind == "spot" else self._contract_ws(market)
+        topic = f"market.{market.exchange_symbol}.trade.detail"
+        await run_trade_feed(self._http(), url, topic, sink, silence=self.silence)
+
+    async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
+        base, path, key = _HISTORY_PATHS[market.kind]
+        url = getattr(self.urls, base) + path
+        params = {key: market.exchange_symbol, "size": max(1, min(limit, 2000))}
+        async with self._http().get(
+            url, params=params, timeout=aiohttp.ClientTimeout(total=30)
+        ) as resp:
+            resp.raise_for_status()
+            body = _decode_history(await resp.read())
+        if body.status != "ok":
+            raise RuntimeError(f"{url}: {body.err_code} {body.err_msg}")
+        trades = [d.to_trade() for batch in body.data for d in batch.data]
+        trades.sort(key=lambda t: t.time)  # batches come newest first; sort is stable
+        return trades[-limit:]
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+_OPTIONS = {"spot_book": str, "mbp_levels": int, "silence": float, "snapshot_timeout": float}
+
+
+def from_config(code: str, options: dict) -> HtxVenue:
+    """The venue from a ``[venues.HUOBI]`` section: any ``HtxUrls`` field (URL overrides),
+    plus ``spot_book`` ("mbp" | "depth"), ``mbp_levels``, ``silence``, ``snapshot_timeout``.
+    Unknown keys are refused by name."""
+    options = dict(options)
+    url_fields = {f.name for f in fields(HtxUrls)}
+    urls = HtxUrls(**{k: options.pop(k) for k in list(options) if k in url_fields})
+    extra = {k: _OPTIONS[k](options.pop(k)) for k in list(options) if k in _OPTIONS}
+    if options:
+        raise ValueError(f"venue {code}: unknown options {sorted(options)}")
+    return HtxVenue(code.upper(), urls, **extra)
