@@ -45,6 +45,7 @@ _FACTORIES: dict[str, Callable[[str, dict], Venue] | str] = {
     "SIM": _aster,
     "ASTER": _aster,
     "HUOBI": "astra.venues.htx",
+    "OKX": "astra.venues.okx",
 }
 
 VENUE_CODES = tuple(_FACTORIES)

@@ -1,0 +1,179 @@
+"""The OKX venue: SPOT, SWAP (PERP), FUTURES (FUT) and OPTION (OPT) markets.
+
+Markets come from ccxt's ``okx`` (``parse_market``), either loaded live through ccxt or from
+an injected source (a raw ``/api/v5/public/instruments`` response, or a ccxt object whose
+markets are loaded), so tests and air-gapped setups touch no network. Market data comes from
+native WebSocket feeds (``feed.py``: ``books`` with seqId + checksum, ``trades``) multiplexed
+over shared connections (``stream.py``). Recent trades come from ``GET /api/v5/market/trades``
+through ccxt. Every URL is configurable (``OkxUrls``; ``from_config`` for ``[venues.OKX]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import ccxt.async_support as ccxt_async
+import msgspec
+
+from astra.core import Trade
+from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+
+from .feed import run_book_feed, run_trade_feed
+from .schemas import BookData, Push, TradeData
+from .stream import StreamPool
+from .symbols import instruments_from_raw, markets_from_ccxt
+
+__all__ = ["BOOK_CHANNELS", "CAPABILITIES", "OkxUrls", "OkxVenue", "from_config"]
+
+CAPABILITIES = Capabilities(
+    asset_types=("SPOT", "PERP", "FUT", "OPT"),
+    orderbook="books (400 levels) snapshot + updates; prevSeqId == previous seqId, CRC32 top 25",
+    trades="trades",
+    rest="ccxt okx",
+)
+# Incremental book channels that share the snapshot/update + seqId/checksum rule.
+# books-l2-tbt and books50-l2-tbt need a login (VIP tiers) on most accounts.
+BOOK_CHANNELS = ("books", "books-l2-tbt", "books50-l2-tbt")
+# Channels served on OKX's "business" endpoint rather than "public".
+_BUSINESS_CHANNELS = ("trades-all",)
+
+
+@dataclass(frozen=True, slots=True)
+class OkxUrls:
+    rest: str = "https://www.okx.com"
+    public_ws: str = "wss://ws.okx.com:8443/ws/v5/public"
+    business_ws: str = "wss://ws.okx.com:8443/ws/v5/business"
+
+
+class OkxVenue(Venue):
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        code: str = "OKX",
+        urls: OkxUrls | None = None,
+        *,
+        markets: Any = None,
+        book_channel: str = "books",
+        trade_channel: str = "trades",
+        verify_checksum: bool = True,
+        ping_interval: float = 20.0,
+        pong_timeout: float = 10.0,
+        snapshot_timeout: float = 15.0,
+        max_subscriptions: int = 64,
+    ) -> None:
+        """``markets``: None (load through ccxt), raw instruments JSON (dict, list, str or
+        bytes), or a ccxt ``okx`` object with markets loaded. ``ping_interval`` must stay
+        below 30 s (OKX drops idle connections after 30 s)."""
+        if book_channel not in BOOK_CHANNELS:
+            raise ValueError(f"OKX book_channel {book_channel!r}: expected one of {BOOK_CHANNELS}")
+        self.code = code
+        self.urls = urls or OkxUrls()
+        self.book_channel, self.trade_channel = book_channel, trade_channel
+        self.book_options = {
+            "verify_checksum": verify_checksum,
+            "snapshot_timeout": snapshot_timeout,
+        }
+        self._ccxt = ccxt_async.okx({"enableRateLimit": True})
+        self._ccxt.urls["api"]["rest"] = self.urls.rest.rstrip("/")
+        self._source = markets
+        self._session: aiohttp.ClientSession | None = None
+        self._markets: dict[str, VenueMarket] | None = None
+        self._lock = asyncio.Lock()
+        stream_options = {
+            "capacity": max_subscriptions,
+            "ping_interval": ping_interval,
+            "pong_timeout": pong_timeout,
+        }
+        trade_url = self.urls.business_ws if trade_channel in _BUSINESS_CHANNELS else None
+        self.book_pool = StreamPool(
+            self._http,
+            self.urls.public_ws,
+            msgspec.json.Decoder(Push[BookData]).decode,
+            **stream_options,
+        )
+        self.trade_pool = StreamPool(
+            self._http,
+            trade_url or self.urls.public_ws,
+            msgspec.json.Decoder(Push[TradeData]).decode,
+            **stream_options,
+        )
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def load_markets(self) -> dict[str, VenueMarket]:
+        if self._markets is not None:  # the hot path: every request resolves its market
+            return self._markets
+        async with self._lock:
+            if self._markets is None:
+                self._markets = markets_from_ccxt(self.code, await self._ccxt_markets())
+        return self._markets
+
+    async def _ccxt_markets(self) -> list[dict]:
+        source = self._source
+        if source is None:
+            return list((await self._ccxt.load_markets()).values())
+        if hasattr(source, "parse_market"):  # a ccxt okx object, sync or async
+            if not source.markets:
+                raise ValueError("the injected ccxt object has no markets loaded")
+            return list(source.markets.values())
+        parsed = (self._ccxt.parse_market(inst) for inst in instruments_from_raw(source))
+        return [m for m in parsed if m is not None]
+
+    async def run_book_feed(self, market: VenueMarket, sink: BookSink) -> None:
+        await run_book_feed(
+            self.book_pool,
+            self.book_channel,
+            market.exchange_symbol,
+            market.symbol,
+            sink,
+            **self.book_options,
+        )
+
+    async def run_trade_feed(self, market: VenueMarket, sink: TradeSink) -> None:
+        await run_trade_feed(self.trade_pool, self.trade_channel, market.exchange_symbol, sink)
+
+    async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
+        request = {"instId": market.exchange_symbol, "limit": max(1, min(limit, 500))}
+        raw = await self._ccxt.publicGetMarketTrades(request)
+        if str(raw.get("code", "0")) != "0":
+            raise RuntimeError(f"OKX error {raw.get('code')}: {raw.get('msg')}")
+        rows = msgspec.convert(raw.get("data") or [], list[TradeData])
+        return [row.to_trade() for row in reversed(rows)]  # OKX answers newest first
+
+    async def close(self) -> None:
+        await asyncio.gather(self.book_pool.close(), self.trade_pool.close())
+        await self._ccxt.close()
+        if self._session is not None:
+            await self._session.close()
+
+
+_VENUE_OPTIONS = frozenset(
+    {
+        "book_channel",
+        "trade_channel",
+        "verify_checksum",
+        "ping_interval",
+        "pong_timeout",
+        "snapshot_timeout",
+        "max_subscriptions",
+    }
+)
+
+
+def from_config(code: str, options: dict) -> OkxVenue:
+    """``[venues.OKX]``: any ``OkxUrls`` field (``rest``, ``public_ws``, ``business_ws``) and
+    the venue options above; unknown keys are refused by name."""
+    url_fields = {f.name for f in dataclasses.fields(OkxUrls)}
+    unknown = sorted(set(options) - url_fields - _VENUE_OPTIONS)
+    if unknown:
+        raise ValueError(f"venue {code}: unknown options {unknown}")
+    urls = OkxUrls(**{k: v for k, v in options.items() if k in url_fields})
+    return OkxVenue(code, urls, **{k: v for k, v in options.items() if k in _VENUE_OPTIONS})

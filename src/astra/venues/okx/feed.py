@@ -1,0 +1,273 @@
+"""OKX market-data feeds: the ``books`` channel (400 levels, snapshot + incremental updates
+every 100 ms; ``books-l2-tbt``/``books50-l2-tbt`` share the rule but need a login on most
+accounts) and ``trades``.
+
+Integrity rule, per market (OKX v5 docs, "Order book channel"):
+- A subscribe is answered with a full ``snapshot`` (``prevSeqId`` -1), then ``update``s with
+  absolute sizes ("0" deletes). Each update's ``prevSeqId`` must equal the previous message's
+  ``seqId``; anything else is a gap. ``seqId == prevSeqId`` is OKX's "no change" message (no
+  levels: nothing is emitted). A ``seqId`` below its ``prevSeqId`` is OKX's sequence reset
+  (maintenance): continuity holds, but the book is resynced so that ``update_id`` never runs
+  backwards within one snapshot's life.
+- After applying a message, the CRC32 of the top 25 bids and asks, interleaved
+  ``bid1:ask1:bid2:ask2:...`` as ``price:size`` strings exactly as sent (a side with fewer
+  levels simply ends), read as a signed 32-bit int, must equal ``checksum``. 0 means "not
+  sent" (OKX's deprecated-field value) and is not checked; messages without ``seqId`` (old
+  recordings) are checked by checksum only.
+- A gap or a mismatch resyncs that market only: ``sink.on_resync`` at once, then an
+  unsubscribe + subscribe on the same connection (OKX sends a fresh snapshot) and a new
+  ``sink.on_snapshot``. Updates that arrive in between are dropped, never applied. A snapshot
+  that does not come within ``snapshot_timeout`` is asked for again; repeated failures back off.
+- A lost connection resyncs every book on it (``stream.py`` reconnects and resubscribes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from bisect import bisect_left, insort
+from itertools import count
+
+from astra.marketdata.book import L2Book
+from astra.venues.base import BookSink, TradeSink
+
+from .schemas import BookData, BookLevel, Push, TradeData
+from .stream import StreamPool, backoff
+
+__all__ = [
+    "BookFeed",
+    "BookOutOfSync",
+    "BookSync",
+    "ChecksumMismatch",
+    "SequenceGap",
+    "book_checksum",
+    "run_book_feed",
+    "run_trade_feed",
+]
+
+log = logging.getLogger(__name__)
+CHECKSUM_LEVELS = 25
+Changes = list[tuple[float, float]]
+
+
+class BookOutOfSync(Exception):
+    """The local book can no longer be trusted; a fresh snapshot is needed."""
+
+
+class SequenceGap(BookOutOfSync):
+    """``prevSeqId`` does not name the previous message: messages were lost."""
+
+
+class ChecksumMismatch(BookOutOfSync):
+    """The rebuilt top 25 levels disagree with OKX's checksum."""
+
+
+def book_checksum(bids: list[str], asks: list[str]) -> int:
+    """OKX's checksum of ``price:size`` entries, best first per side, as a signed int32."""
+    parts: list[str] = []
+    for i in range(max(len(bids), len(asks))):
+        if i < len(bids):
+            parts.append(bids[i])
+        if i < len(asks):
+            parts.append(asks[i])
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - 0x1_0000_0000 if crc & 0x8000_0000 else crc
+
+
+class _Side:
+    """One side's levels as OKX sent them: price -> "price:size", plus prices kept sorted
+    ascending (bisect on ~400 floats is a short memmove) so the top 25 is a slice."""
+
+    __slots__ = ("entries", "prices")
+
+    def __init__(self) -> None:
+        self.entries: dict[float, str] = {}
+        self.prices: list[float] = []
+
+    def apply(self, levels: list[BookLevel], out: Changes) -> None:
+        entries, prices = self.entries, self.prices
+        for level in levels:
+            text, size = level[0], level[1]
+            price, qty = float(text), float(size)
+            if qty > 0:
+                if price not in entries:
+                    insort(prices, price)
+                entries[price] = f"{text}:{size}"
+            elif entries.pop(price, None) is not None:
+                del prices[bisect_left(prices, price)]
+            out.append((price, qty))
+
+
+class BookSync:
+    """One market's book kept exactly as OKX sent it, for the integrity rule (pure: no I/O)."""
+
+    def __init__(self, market: str, verify_checksum: bool = True) -> None:
+        self.market, self.verify_checksum = market, verify_checksum
+        self._ids = count(1)  # update ids when OKX sends no seqId (old recordings)
+        self.reset()
+
+    def reset(self) -> None:
+        self.synced = False
+        self.seq: int | None = None
+        self.bids, self.asks = _Side(), _Side()
+
+    def checksum(self) -> int:
+        bids, asks = self.bids, self.asks
+        top_bids = [bids.entries[p] for p in bids.prices[: -CHECKSUM_LEVELS - 1 : -1]]
+        top_asks = [asks.entries[p] for p in asks.prices[:CHECKSUM_LEVELS]]
+        return book_checksum(top_bids, top_asks)
+
+    def _verify(self, data: BookData) -> None:
+        if self.verify_checksum and data.checksum != 0:
+            local = self.checksum()
+            if local != data.checksum:
+                raise ChecksumMismatch(f"checksum {data.checksum} but rebuilt book gives {local}")
+
+    def _update_id(self, data: BookData) -> int:
+        seq = data.seqId
+        return seq if isinstance(seq, int) else next(self._ids)
+
+    def snapshot(self, data: BookData) -> L2Book:
+        """Start over from a snapshot; returns the synced book for the sink."""
+        self.reset()
+        bids: Changes = []
+        asks: Changes = []
+        self.bids.apply(data.bids, bids)
+        self.asks.apply(data.asks, asks)
+        self._verify(data)
+        seq = data.seqId
+        self.seq = seq if isinstance(seq, int) else None
+        self.synced = True
+        book = L2Book(self.market)
+        book.reset(bids, asks, self._update_id(data), int(data.ts))
+        return book
+
+    def update(self, data: BookData) -> tuple[int, Changes, Changes] | None:
+        """Apply an update: ``(update_id, bid changes, ask changes)``, or None when it changes
+        nothing. Raises BookOutOfSync (the caller resyncs; this state is then void)."""
+        if self.seq is not None:
+            prev, seq = data.prevSeqId, data.seqId
+            if prev != self.seq or not isinstance(seq, int):
+                raise SequenceGap(f"prevSeqId={prev} but previous seqId={self.seq}")
+            if seq < prev:
+                raise SequenceGap(f"sequence reset by the venue: seqId={seq} < prevSeqId={prev}")
+            if seq == prev and (data.bids or data.asks):
+                raise SequenceGap(f"seqId {seq} did not advance over a change")
+            self.seq = seq
+        bids: Changes = []
+        asks: Changes = []
+        self.bids.apply(data.bids, bids)
+        self.asks.apply(data.asks, asks)
+        self._verify(data)
+        if not bids and not asks:
+            return None
+        return self._update_id(data), bids, asks
+
+
+class BookFeed:
+    """One market's book feed: a stream consumer that keeps ``sink`` supplied."""
+
+    def __init__(
+        self,
+        pool: StreamPool,
+        channel: str,
+        inst_id: str,
+        market: str,
+        sink: BookSink,
+        *,
+        verify_checksum: bool = True,
+        snapshot_timeout: float = 15.0,
+    ) -> None:
+        self.pool, self.key, self.sink = pool, (channel, inst_id), sink
+        self.sync = BookSync(market, verify_checksum)
+        self.snapshot_timeout = snapshot_timeout
+        self._wake = asyncio.Event()  # the book was lost, or the connection was
+        self._lost = False
+        self._synced_at = 0.0
+
+    def on_push(self, push: Push[BookData]) -> None:
+        sync, sink = self.sync, self.sink
+        try:
+            for data in push.data:
+                if push.action == "snapshot":
+                    sink.on_snapshot(sync.snapshot(data))
+                    self._synced_at = time.monotonic()
+                elif sync.synced:
+                    changes = sync.update(data)
+                    if changes is not None:
+                        sink.on_update(changes[0], int(data.ts), changes[1], changes[2])
+                # else: an update of a subscription being replaced; its snapshot follows
+        except (BookOutOfSync, ValueError, IndexError) as exc:  # also: garbage in a level
+            sync.reset()
+            sink.on_resync(f"{self.key[1]}: {exc}")
+            self._lost = True
+            self._wake.set()
+
+    def on_reset(self, reason: str) -> None:
+        if self.sync.synced:
+            self.sink.on_resync(reason)
+        self.sync.reset()
+        self._lost = False  # the new connection subscribes afresh
+        self._wake.set()  # restart the snapshot watchdog
+
+    async def run(self) -> None:
+        stream = self.pool.add(self.key, self)
+        failures = 0
+        try:
+            while True:
+                # Unsynced: a snapshot is due within snapshot_timeout, else ask again.
+                deadline = None if self.sync.synced else self.snapshot_timeout
+                try:
+                    async with asyncio.timeout(deadline):
+                        await self._wake.wait()
+                except TimeoutError:
+                    if not self.sync.synced:
+                        log.warning("%s: no snapshot within %gs", self.key, self.snapshot_timeout)
+                        stream.resubscribe(self.key)
+                    continue
+                self._wake.clear()
+                if not self._lost:
+                    continue
+                # A book that breaks right after its snapshot breaks again: back off (OKX
+                # also limits subscribe requests per connection).
+                quick = time.monotonic() - self._synced_at < 10.0
+                failures = failures + 1 if quick else 0
+                await asyncio.sleep(backoff(failures))
+                self._lost = False
+                stream.resubscribe(self.key)
+        finally:
+            self.pool.remove(stream, self.key, self)
+
+
+class TradeFeed:
+    """One market's trades: every push element becomes a Trade (taker side)."""
+
+    def __init__(self, sink: TradeSink) -> None:
+        self.sink = sink
+
+    def on_push(self, push: Push[TradeData]) -> None:
+        if push.data:
+            self.sink.on_trades([t.to_trade() for t in push.data])
+
+    def on_reset(self, reason: str) -> None:
+        pass  # trades carry no state; ids let clients drop repeats
+
+
+async def run_book_feed(
+    pool: StreamPool, channel: str, inst_id: str, market: str, sink: BookSink, **options: object
+) -> None:
+    """Keep ``sink`` supplied with ``inst_id``'s synced book until cancelled."""
+    await BookFeed(pool, channel, inst_id, market, sink, **options).run()  # type: ignore[arg-type]
+
+
+async def run_trade_feed(pool: StreamPool, channel: str, inst_id: str, sink: TradeSink) -> None:
+    """Forward ``inst_id``'s trades to ``sink`` until cancelled."""
+    feed = TradeFeed(sink)
+    key = (channel, inst_id)
+    stream = pool.add(key, feed)
+    try:
+        await asyncio.Event().wait()  # the stream calls the feed; this task only holds it
+    finally:
+        pool.remove(stream, key, feed)
