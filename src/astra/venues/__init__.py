@@ -46,6 +46,7 @@ _FACTORIES: dict[str, Callable[[str, dict], Venue] | str] = {
     "ASTER": _aster,
     "HUOBI": "astra.venues.htx",
     "OKX": "astra.venues.okx",
+    "COINBASE": "astra.venues.coinbase",
 }
 
 VENUE_CODES = tuple(_FACTORIES)
@@ -58,6 +59,6 @@ def build_venue(code: str, options: dict | None = None) -> Venue:
         raise ValueError(
             f"venue {code} is not available in this version (available: {', '.join(VENUE_CODES)})"
         )
-    if isinstance(factory, str):
+    if isinstance(factory, str):  # the package's from_config(code, options)
         factory = import_module(factory).from_config
     return factory(code, dict(options or {}))

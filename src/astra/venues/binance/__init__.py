@@ -1,0 +1,306 @@
+"""The Binance venue: spot, USD-M futures (perpetual and quarterly), COIN-M futures
+(``-COINM``) and options.
+
+REST (exchangeInfo, depth snapshots, recent trades) goes through ccxt's ``binance`` client
+(its implicit API methods, with each product's URL from ``BinanceUrls``); market data comes
+from native WebSocket handlers shared with Aster (``astra.venues.aster.feed``), wrapped by
+``feed.py`` for Binance's connection lifetime, keep-alive and rate limits. Every URL is
+configurable, and the markets can be injected (``exchange_info=``) so nothing touches the
+network until a feed starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+import ccxt.async_support as ccxt_async
+import msgspec
+from ccxt.base.errors import DDoSProtection, RateLimitExceeded
+
+from astra.core import Trade
+from astra.venues.aster.feed import Snapshot
+from astra.venues.aster.feed import run_book_feed as run_diff_book_feed
+from astra.venues.aster.feed import run_trade_feed as run_agg_trade_feed
+from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+
+from .feed import (
+    RateGate,
+    SessionWithHeartbeat,
+    retry_after_seconds,
+    run_option_trade_feed,
+    run_with_max_age,
+)
+from .schemas import AggTrade, OptionRecentTrade
+from .symbols import SECTIONS, markets_from_exchange_info
+
+__all__ = ["CAPABILITIES", "BinanceUrls", "BinanceVenue"]
+
+CAPABILITIES = Capabilities(
+    asset_types=("SPOT", "PERP", "FUT", "OPT"),
+    orderbook=(
+        "<symbol>@depth@100ms diffs over a REST depth?limit=1000 snapshot; "
+        "U/u (spot), pu (USD-M, COIN-M, options)"
+    ),
+    trades="<symbol>@aggTrade (options: <symbol>@optionTrade)",
+    rest="ccxt binance (api, fapi, dapi, eapi)",
+)
+
+# ccxt implicit API methods per product (VenueMarket.kind).
+_EXCHANGE_INFO = {
+    "spot": "publicGetExchangeInfo",
+    "usdm": "fapiPublicGetExchangeInfo",
+    "coinm": "dapiPublicGetExchangeInfo",
+    "option": "eapiPublicGetExchangeInfo",
+}
+_DEPTH = {
+    "spot": "publicGetDepth",
+    "usdm": "fapiPublicGetDepth",
+    "coinm": "dapiPublicGetDepth",
+    "option": "eapiPublicGetDepth",
+}
+_TRADES = {
+    "spot": "publicGetAggTrades",
+    "usdm": "fapiPublicGetAggTrades",
+    "coinm": "dapiPublicGetAggTrades",
+    "option": "eapiPublicGetTrades",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BinanceUrls:
+    """REST roots (ccxt appends ``/v3``, ``/v1``) and WebSocket roots (``/ws/<stream>`` is
+    appended). USD-M routes streams by category: depth on ``/public``, aggTrade on
+    ``/market`` (the unrouted ``fstream.binance.com/ws`` stops carrying ``/market`` streams);
+    options streams live on the same ``/public`` route."""
+
+    spot_rest: str = "https://api.binance.com/api"
+    usdm_rest: str = "https://fapi.binance.com/fapi"
+    coinm_rest: str = "https://dapi.binance.com/dapi"
+    option_rest: str = "https://eapi.binance.com/eapi"
+    spot_ws: str = "wss://stream.binance.com:9443"
+    usdm_ws: str = "wss://fstream.binance.com/public"
+    usdm_market_ws: str = "wss://fstream.binance.com/market"
+    coinm_ws: str = "wss://dstream.binance.com"
+    option_ws: str = "wss://fstream.binance.com/public"
+
+    @classmethod
+    def at(cls, base_url: str) -> BinanceUrls:
+        """Every product served by one local server at ``base_url`` (``http://host:port``),
+        e.g. a replayer: REST under ``/api``, ``/fapi``, ``/dapi``, ``/eapi``; streams under
+        ``/stream``, ``/fstream/public``, ``/fstream/market``, ``/dstream``, ``/eoptions``."""
+        base = base_url.rstrip("/")
+        ws = "ws" + base[len("http") :]
+        return cls(
+            f"{base}/api",
+            f"{base}/fapi",
+            f"{base}/dapi",
+            f"{base}/eapi",
+            f"{ws}/stream",
+            f"{ws}/fstream/public",
+            f"{ws}/fstream/market",
+            f"{ws}/dstream",
+            f"{ws}/eoptions",
+        )
+
+
+_REST_KEYS = ("public", "fapiPublic", "dapiPublic", "eapiPublic")
+_URL_KEYS = frozenset(f.name for f in dataclasses.fields(BinanceUrls))
+_OPTION_KEYS = frozenset(
+    {"silence", "heartbeat", "max_connection_age", "snapshot_limit", "sections"}
+)
+
+
+class _BinanceRest(ccxt_async.binance):
+    """ccxt's binance client; its 429/418 errors also carry the ``Retry-After`` seconds."""
+
+    def handle_errors(self, code, reason, url, method, headers, body, response, *request):
+        try:
+            return super().handle_errors(
+                code, reason, url, method, headers, body, response, *request
+            )
+        except (DDoSProtection, RateLimitExceeded) as exc:
+            exc.retry_after = retry_after_seconds(headers)
+            raise
+
+
+class BinanceVenue(Venue):
+    """``exchange_info`` (raw exchangeInfo responses by section: ``spot``, ``usdm``,
+    ``coinm``, ``option``) replaces the REST fetch of the markets; ``sections`` picks the
+    products fetched otherwise. ``max_connection_age`` (seconds) is when a book feed
+    reconnects on its own, ahead of Binance's 24 h cut-off."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        code: str = "BINANCE",
+        urls: BinanceUrls | None = None,
+        *,
+        exchange_info: Mapping[str, dict] | None = None,
+        sections: tuple[str, ...] = SECTIONS,
+        silence: float = 120.0,
+        heartbeat: float | None = 20.0,
+        max_connection_age: float | None = 23.5 * 3600,
+        snapshot_limit: int = 1000,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        unknown = set(sections) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown Binance sections {sorted(unknown)}; expected {SECTIONS}")
+        self.code = code
+        self.urls = urls or BinanceUrls()
+        self.sections = tuple(sections)
+        self.silence, self.heartbeat = silence, heartbeat
+        self.max_connection_age, self.snapshot_limit = max_connection_age, snapshot_limit
+        # One ccxt client (so one weight throttle) and one 429/418 pause per product:
+        # Binance counts request weight per IP separately for api, fapi, dapi and eapi.
+        self._clients: dict[str, _BinanceRest] = {}
+        self.gates = {section: RateGate() for section in SECTIONS}
+        self._exchange_info = exchange_info
+        self._own_session = session is None
+        self._session = session
+        self._markets: dict[str, VenueMarket] | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, object], code: str = "BINANCE") -> BinanceVenue:
+        """From a ``[venues.BINANCE]`` table: any ``BinanceUrls`` field, plus ``silence``,
+        ``heartbeat``, ``max_connection_age``, ``snapshot_limit`` and ``sections``."""
+        options = dict(options)
+        unknown = set(options) - _URL_KEYS - _OPTION_KEYS
+        if unknown:
+            raise ValueError(f"venue {code}: unknown options {sorted(unknown)}")
+        urls = BinanceUrls(**{k: str(options.pop(k)) for k in list(options) if k in _URL_KEYS})
+        if "sections" in options:
+            options["sections"] = tuple(options["sections"])
+        return cls(code, urls, **options)
+
+    def _http(self) -> SessionWithHeartbeat:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return SessionWithHeartbeat(self._session, self.heartbeat)
+
+    def _client(self, section: str) -> _BinanceRest:
+        client = self._clients.get(section)
+        if client is None:
+            # ccxt's request weights over a rolling minute, as Binance counts them (its leaky
+            # bucket would not credit idle time, delaying every resync's snapshot).
+            client = self._clients[section] = _BinanceRest(
+                {"enableRateLimit": True, "rateLimiterAlgorithm": "rollingWindow"}
+            )
+            api, urls = client.urls["api"], self.urls
+            api["public"] = f"{urls.spot_rest}/v3"
+            api["fapiPublic"] = f"{urls.usdm_rest}/v1"
+            api["dapiPublic"] = f"{urls.coinm_rest}/v1"
+            api["eapiPublic"] = f"{urls.option_rest}/v1"
+            if not any(api[k].startswith("https") for k in _REST_KEYS):
+                client.timeout_on_exit = 0  # ccxt's 0.25 s linger on close is for TLS only
+        return client
+
+    async def _rest(self, section: str, method: str, params: dict, *, wait: bool = True):
+        """One ccxt implicit-API call behind the product's rate gate. ``wait=False`` (a
+        user's request) fails at once while the gate is shut instead of queueing behind it."""
+        gate = self.gates[section]
+        if wait:
+            await gate.wait()
+        elif (left := gate.remaining()) > 0:
+            raise RateLimitExceeded(f"{self.code} {section} REST paused {left:.0f} s (429/418)")
+        try:
+            return await getattr(self._client(section), method)(params)
+        except (DDoSProtection, RateLimitExceeded) as exc:
+            gate.block(getattr(exc, "retry_after", None) or retry_after_seconds(None))
+            raise
+
+    async def load_markets(self) -> dict[str, VenueMarket]:
+        if self._markets is not None:  # the hot path: every request resolves its market
+            return self._markets
+        async with self._lock:
+            if self._markets is None:
+                responses = self._exchange_info
+                if responses is None:
+                    # All or nothing: a partial list would be cached as if complete.
+                    bodies = await asyncio.gather(
+                        *(self._rest(s, _EXCHANGE_INFO[s], {}, wait=False) for s in self.sections)
+                    )
+                    responses = dict(zip(self.sections, bodies, strict=True))
+                self._markets = markets_from_exchange_info(
+                    self._client("spot"), self.code, responses
+                )
+        return self._markets
+
+    def ws_url(self, market: VenueMarket, channel: str) -> str:
+        """The raw-stream URL of ``channel`` (``depth`` or ``trades``) for ``market``."""
+        urls, sym = self.urls, market.exchange_symbol.lower()
+        if channel == "depth":
+            base = {"spot": urls.spot_ws, "usdm": urls.usdm_ws, "coinm": urls.coinm_ws}.get(
+                market.kind, urls.option_ws
+            )
+            return f"{base}/ws/{sym}@depth@100ms"
+        if market.kind == "option":
+            return f"{urls.option_ws}/ws/{sym}@optionTrade"
+        base = {"spot": urls.spot_ws, "usdm": urls.usdm_market_ws}.get(market.kind, urls.coinm_ws)
+        return f"{base}/ws/{sym}@aggTrade"
+
+    async def snapshot(self, market: VenueMarket) -> Snapshot:
+        request = {"symbol": market.exchange_symbol, "limit": self.snapshot_limit}
+        raw = await self._rest(market.kind, _DEPTH[market.kind], request)
+        return Snapshot(
+            last_update_id=int(raw["lastUpdateId"] if "lastUpdateId" in raw else raw["u"]),
+            # Spot snapshots carry no time: stamp them on arrival.
+            timestamp=int(raw.get("E") or raw.get("T") or time.time() * 1000),
+            bids=[(float(p), float(q)) for p, q in raw["bids"]],
+            asks=[(float(p), float(q)) for p, q in raw["asks"]],
+        )
+
+    async def run_book_feed(self, market: VenueMarket, sink: BookSink) -> None:
+        session = self._http()
+        url = self.ws_url(market, "depth")
+
+        def connect():
+            return run_diff_book_feed(
+                session,
+                url,
+                use_pu=market.kind != "spot",
+                fetch_snapshot=lambda: self.snapshot(market),
+                sink=sink,
+                market=market.symbol,
+                silence=self.silence,
+            )
+
+        await run_with_max_age(connect, self.max_connection_age, sink)
+
+    async def run_trade_feed(self, market: VenueMarket, sink: TradeSink) -> None:
+        # Trades need no resync: Binance's 24 h cut is met by the loops' own reconnect.
+        url = self.ws_url(market, "trades")
+        if market.kind == "option":
+            await run_option_trade_feed(self._http(), url, sink)
+        else:
+            await run_agg_trade_feed(self._http(), url, sink)
+
+    async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
+        request = {"symbol": market.exchange_symbol, "limit": limit}
+        rows = await self._rest(market.kind, _TRADES[market.kind], request, wait=False)
+        if market.kind == "option":
+            # convert() ignores fields the Struct does not declare (venues add fields).
+            parsed = msgspec.convert(rows, list[OptionRecentTrade])
+            return sorted((row.to_trade() for row in parsed), key=lambda t: t.time)
+        return [
+            AggTrade(
+                "aggTrade", row["T"], market.exchange_symbol, row["a"], row["p"], row["q"],
+                row["f"], row["l"], row["T"], row["m"],
+            ).to_trade()
+            for row in rows
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        # ccxt's close() lingers 0.25 s even when it never opened a session: skip those.
+        opened = [c for c in self._clients.values() if c.session is not None]
+        self._clients.clear()
+        await asyncio.gather(*(client.close() for client in opened))
+        if self._own_session and self._session is not None:
+            await self._session.close()

@@ -1,0 +1,223 @@
+"""The KuCoin venue: spot (``api.kucoin.com``) and futures (``api-futures.kucoin.com``).
+
+Markets are ccxt's (``kucoin`` for spot, ``kucoinfutures`` for contracts), parsed from the
+venue's raw instrument lists; market data comes from native WebSocket feed handlers
+(``feed.py``, one connection per market and channel, each with its own connect token).
+REST (tokens, snapshots, recent trades) is plain aiohttp so 429s and ``Retry-After`` are
+seen. Every URL is configurable: REST bases, and optionally the WebSocket endpoint that
+``bullet-public`` would hand out (for replayers). ``markets_source`` replaces the instrument
+download (tests, cached instrument files).
+
+Spot book snapshots: without credentials, the public top-100 snapshot
+(``/api/v1/market/orderbook/level2_100``) bounds the book to the price range it covers
+(see ``feed.py``); with an API key (General permission) the full-depth
+``/api/v3/market/orderbook/level2`` is used. Futures snapshots are full depth and public.
+Futures quantities (book and trades) are in lots; ``contractSize`` converts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from astra.core import Trade
+from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+
+from . import rest
+from .feed import Snapshot, run_book_feed, run_trade_feed
+from .rest import KucoinCredentials, RestError
+from .schemas import (
+    Bullet,
+    ContractExecution,
+    ContractLevel2,
+    ContractSnapshot,
+    ContractTradeHistory,
+    Envelope,
+    Level2,
+    Match,
+    SpotSnapshot,
+    SpotTradeHistory,
+)
+from .symbols import markets_from_ccxt, parse_ccxt_markets
+
+__all__ = ["CAPABILITIES", "KucoinCredentials", "KucoinUrls", "KucoinVenue", "RestError"]
+
+CAPABILITIES = Capabilities(
+    asset_types=("SPOT", "PERP", "FUT"),
+    orderbook=(
+        "/market/level2 and /contractMarket/level2 increments over a REST snapshot; "
+        "sequenceStart/sequenceEnd continuity, per-change sequence"
+    ),
+    trades="/market/match, /contractMarket/execution",
+    rest="api.kucoin.com, api-futures.kucoin.com (instruments parsed by ccxt kucoin)",
+)
+
+SPOT_SNAPSHOT_DEPTH = 100  # the deepest public spot snapshot
+_decode_level2 = msgspec.json.Decoder(Envelope[Level2]).decode
+_decode_contract_level2 = msgspec.json.Decoder(Envelope[ContractLevel2]).decode
+_decode_match = msgspec.json.Decoder(Envelope[Match]).decode
+_decode_execution = msgspec.json.Decoder(Envelope[ContractExecution]).decode
+MarketsSource = Callable[[], Awaitable[Iterable[dict]]]
+
+
+@dataclass(frozen=True, slots=True)
+class KucoinUrls:
+    spot_rest: str = "https://api.kucoin.com"
+    futures_rest: str = "https://api-futures.kucoin.com"
+    spot_ws: str | None = None  # replaces the endpoint spot bullet-public returns
+    futures_ws: str | None = None  # replaces the endpoint futures bullet-public returns
+
+    @classmethod
+    def for_server(cls, base_url: str) -> KucoinUrls:
+        """One server (a fake, a replayer) answering both spot and futures REST."""
+        base = base_url.rstrip("/")
+        return cls(spot_rest=base, futures_rest=base)
+
+
+_URL_KEYS = frozenset(f.name for f in fields(KucoinUrls))
+_CREDENTIAL_KEYS = frozenset({"api_key", "api_secret", "api_passphrase"})
+_OPTION_KEYS = frozenset({"silence", "max_connection_age", "min_levels"})
+
+
+class KucoinVenue(Venue):
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        code: str = "KUCOIN",
+        urls: KucoinUrls | None = None,
+        *,
+        credentials: KucoinCredentials | None = None,
+        markets_source: MarketsSource | None = None,
+        silence: float = 60.0,
+        max_connection_age: float = 23 * 3600.0,
+        min_levels: int = 20,
+    ) -> None:
+        self.code = code
+        self.urls = urls or KucoinUrls()
+        self.credentials = credentials
+        self.silence = silence
+        self.max_connection_age = max_connection_age
+        self.min_levels = min_levels
+        self._markets_source = markets_source or self._download_markets
+        self._session: aiohttp.ClientSession | None = None
+        self._markets: dict[str, VenueMarket] | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(cls, options: dict[str, Any], code: str = "KUCOIN") -> KucoinVenue:
+        """From a ``[venues.KUCOIN]`` table: URL fields of ``KucoinUrls``, optional
+        ``api_key``/``api_secret``/``api_passphrase``, ``silence``, ``max_connection_age``,
+        ``min_levels``. Unknown keys are an error."""
+        unknown = set(options) - _URL_KEYS - _CREDENTIAL_KEYS - _OPTION_KEYS
+        if unknown:
+            raise ValueError(f"venue {code}: unknown options {sorted(unknown)}")
+        given = _CREDENTIAL_KEYS & set(options)
+        if given and given != _CREDENTIAL_KEYS:
+            raise ValueError(f"venue {code}: api_key, api_secret and api_passphrase go together")
+        credentials = KucoinCredentials(**{k: options[k] for k in given}) if given else None
+        return cls(
+            code,
+            KucoinUrls(**{k: options[k] for k in _URL_KEYS & set(options)}),
+            credentials=credentials,
+            **{k: options[k] for k in _OPTION_KEYS & set(options)},
+        )
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _download_markets(self) -> list[dict]:
+        http = self._http()
+        symbols, contracts = await asyncio.gather(
+            rest.get(http, self.urls.spot_rest, "/api/v2/symbols", Any),
+            rest.get(http, self.urls.futures_rest, "/api/v1/contracts/active", Any),
+        )
+        # ccxt parses whole responses; the envelope was checked (and dropped) above.
+        return parse_ccxt_markets({"code": "200000", "data": symbols}, {"data": contracts})
+
+    async def load_markets(self) -> dict[str, VenueMarket]:
+        if self._markets is not None:  # the hot path: every request resolves its market
+            return self._markets
+        async with self._lock:
+            if self._markets is None:
+                self._markets = markets_from_ccxt(self.code, await self._markets_source())
+        return self._markets
+
+    def _rest_base(self, market: VenueMarket) -> str:
+        return self.urls.spot_rest if market.kind == "spot" else self.urls.futures_rest
+
+    async def bullet(self, market: VenueMarket) -> Bullet:
+        """A fresh public connect token for ``market``'s side (spot or futures)."""
+        base = self._rest_base(market)
+        return await rest.post(self._http(), base, "/api/v1/bullet-public", Bullet)
+
+    async def snapshot(self, market: VenueMarket) -> Snapshot:
+        http, symbol = self._http(), market.exchange_symbol
+        if market.kind != "spot":
+            path = f"/api/v1/level2/snapshot?symbol={symbol}"
+            raw = await rest.get(http, self.urls.futures_rest, path, ContractSnapshot, strict=False)
+            return Snapshot(raw.sequence, raw.ts // 1_000_000, raw.bids, raw.asks)
+        if self.credentials is not None:
+            path, depth = f"/api/v3/market/orderbook/level2?symbol={symbol}", None
+        else:
+            path = f"/api/v1/market/orderbook/level2_{SPOT_SNAPSHOT_DEPTH}?symbol={symbol}"
+            depth = SPOT_SNAPSHOT_DEPTH
+        raw = await rest.get(
+            http, self.urls.spot_rest, path, SpotSnapshot, self.credentials, strict=False
+        )
+        return Snapshot(raw.sequence, raw.time, raw.bids, raw.asks, depth)
+
+    def _session_options(self, market: VenueMarket) -> dict[str, Any]:
+        endpoint = self.urls.spot_ws if market.kind == "spot" else self.urls.futures_ws
+        return {"endpoint": endpoint, "silence": self.silence, "max_age": self.max_connection_age}
+
+    async def run_book_feed(self, market: VenueMarket, sink: BookSink) -> None:
+        spot = market.kind == "spot"
+        topic = "/market/level2:" if spot else "/contractMarket/level2:"
+        await run_book_feed(
+            self._http(),
+            lambda: self.bullet(market),
+            topic + market.exchange_symbol,
+            _decode_level2 if spot else _decode_contract_level2,
+            fetch_snapshot=lambda: self.snapshot(market),
+            sink=sink,
+            market=market.symbol,
+            min_levels=self.min_levels,
+            **self._session_options(market),
+        )
+
+    async def run_trade_feed(self, market: VenueMarket, sink: TradeSink) -> None:
+        spot = market.kind == "spot"
+        topic = "/market/match:" if spot else "/contractMarket/execution:"
+        await run_trade_feed(
+            self._http(),
+            lambda: self.bullet(market),
+            topic + market.exchange_symbol,
+            _decode_match if spot else _decode_execution,
+            sink,
+            **self._session_options(market),
+        )
+
+    async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
+        symbol = market.exchange_symbol
+        if market.kind == "spot":
+            path, row = f"/api/v1/market/histories?symbol={symbol}", SpotTradeHistory
+        else:
+            path, row = f"/api/v1/trade/history?symbol={symbol}", ContractTradeHistory
+        rows = await rest.get(self._http(), self._rest_base(market), path, list[row])
+        if len(rows) > 1 and rows[0].nanos() > rows[-1].nanos():
+            rows.reverse()  # newest first on the wire; reversing keeps same-time rows in order
+        rows.sort(key=lambda r: r.nanos())
+        return [r.to_trade() for r in rows[-limit:]] if limit > 0 else []
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

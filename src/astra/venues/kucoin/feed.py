@@ -1,0 +1,354 @@
+"""KuCoin market-data feed handlers: spot ``/market/level2:<symbol>`` and futures
+``/contractMarket/level2:<symbol>`` increments over a REST snapshot, and trades
+(``/market/match``, ``/contractMarket/execution``). Sessions: ``connection.py``.
+
+Integrity rule (KuCoin's documented calibration procedure), per market:
+- Buffer level2 messages from the moment the subscription is live; fetch a REST snapshot
+  (its ``sequence`` S). Drop buffered messages with ``sequenceEnd <= S``; the first kept one
+  must have ``sequenceStart <= S + 1`` (if it starts later the snapshot is older than the
+  stream: fetch another).
+- Then each message must continue the book: ``sequenceStart <= seq + 1`` where ``seq`` is the
+  book's sequence (the stream is contiguous, ``sequenceStart == previous sequenceEnd + 1``;
+  a later start is a gap). A message with ``sequenceEnd <= seq`` is a duplicate: dropped.
+- Within a message a change ``[price, size, sequence]`` applies only if its own sequence is
+  greater than ``seq`` (so a message straddling the snapshot applies only its newer part);
+  price ``0`` only advances the sequence; size ``0`` deletes the level. Then
+  ``seq = sequenceEnd``, which is the ``update_id`` clients see. Futures carry one change per
+  ``sequence``: the same rule with ``sequenceStart == sequenceEnd == sequence``.
+- A gap resyncs that market only (new snapshot, same connection); its clients then receive
+  a fresh snapshot. A dropped, silent, erroring or expiring connection is reopened with a
+  new token (backoff after failures) and the book resyncs from scratch.
+- Partial snapshots: the public spot snapshot holds the top ``depth`` levels only. On a side
+  it cut short, the book is exact only from the best price down to its last level, so
+  changes beyond that level are not applied (they would build a book with holes), and when
+  fewer than ``min_levels`` levels remain inside it the market resyncs to re-anchor. Full
+  snapshots (futures; spot with an API key) have no such bound.
+Nothing is applied out of sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from astra.marketdata.book import L2Book
+from astra.venues.base import BookSink, TradeSink
+
+from .connection import FEED_ERRORS, backoff, run_session
+from .schemas import Bullet
+
+__all__ = [
+    "DepthRange",
+    "SequenceGap",
+    "SequenceSync",
+    "Snapshot",
+    "SnapshotTooOld",
+    "run_book_feed",
+    "run_trade_feed",
+]
+
+log = logging.getLogger(__name__)
+Changes = list[tuple[float, float]]
+_INF = float("inf")
+
+
+class Level2Event(Protocol):
+    """``schemas.Level2`` (spot) or ``schemas.ContractLevel2`` (futures)."""
+
+    timestamp: int
+
+    def bounds(self) -> tuple[int, int]: ...
+
+    def to_changes(self, after: int) -> tuple[Changes, Changes]: ...
+
+
+class SequenceGap(Exception):
+    """A message does not continue the book: updates were lost."""
+
+
+class SnapshotTooOld(Exception):
+    """The snapshot predates the first buffered message: it cannot be bridged."""
+
+
+@dataclass(slots=True)
+class Snapshot:
+    sequence: int
+    timestamp: int
+    bids: Changes
+    asks: Changes
+    depth: int | None = None  # levels per side requested from a partial endpoint; None: full
+
+
+class SequenceSync:
+    """Sequencing of one market's level2 stream against snapshots (pure: no I/O)."""
+
+    def __init__(self, max_buffer: int = 10_000) -> None:
+        self.max_buffer = max_buffer
+        self.reset()
+
+    def reset(self) -> None:
+        self.pending: list[Level2Event] = []
+        self.synced = False
+        self.seq = 0
+
+    def buffer(self, event: Level2Event) -> None:
+        if len(self.pending) >= self.max_buffer:  # a snapshot that never comes: keep newest
+            del self.pending[0]
+        self.pending.append(event)
+
+    def start(self, sequence: int) -> list[tuple[Level2Event, int]]:
+        """Sync on a snapshot at ``sequence``: the buffered messages to apply on top of it,
+        each with the sequence its changes must exceed."""
+        events = [e for e in self.pending if e.bounds()[1] > sequence]
+        if events and events[0].bounds()[0] > sequence + 1:
+            self.pending = events  # keep buffering; a newer snapshot will bridge
+            raise SnapshotTooOld(
+                f"snapshot {sequence} precedes first message start {events[0].bounds()[0]}"
+            )
+        self.pending, self.synced, self.seq = [], True, sequence
+        ready = []
+        for e in events:
+            after = self.push(e)
+            if after is not None:
+                ready.append((e, after))
+        return ready
+
+    def push(self, event: Level2Event) -> int | None:
+        """The book sequence before ``event`` (apply its changes newer than that), or None:
+        already in the book (or buffered, when not synced). Raises SequenceGap."""
+        if not self.synced:
+            self.buffer(event)
+            return None
+        start, end = event.bounds()
+        seq = self.seq
+        if end <= seq:
+            return None
+        if start > seq + 1:
+            raise SequenceGap(f"message starts at {start} but the book is at {seq}")
+        self.seq = end
+        return seq
+
+
+class DepthRange:
+    """The prices a partial (top-``depth``) snapshot vouches for, and how many levels of the
+    book are still inside them. A side the snapshot did not cut short is unbounded."""
+
+    __slots__ = ("ask_cap", "asks", "bid_floor", "bids", "min_levels")
+
+    def __init__(self, bids: Changes, asks: Changes, depth: int, min_levels: int) -> None:
+        self.min_levels = min_levels
+        self.bid_floor = min(p for p, _ in bids) if len(bids) >= depth else None
+        self.ask_cap = max(p for p, _ in asks) if len(asks) >= depth else None
+        self.bids = {p for p, q in bids if q > 0} if self.bid_floor is not None else None
+        self.asks = {p for p, q in asks if q > 0} if self.ask_cap is not None else None
+
+    @property
+    def bounded(self) -> bool:
+        return self.bids is not None or self.asks is not None
+
+    def admit(self, bids: Changes, asks: Changes) -> tuple[Changes, Changes]:
+        """The changes inside the range (tracking which levels exist there)."""
+        if bids and self.bids is not None:
+            bids = _inside(bids, self.bids, self.bid_floor, _INF)
+        if asks and self.asks is not None:
+            asks = _inside(asks, self.asks, -_INF, self.ask_cap)
+        return bids, asks
+
+    @property
+    def exhausted(self) -> bool:
+        low = self.min_levels
+        return (self.bids is not None and len(self.bids) < low) or (
+            self.asks is not None and len(self.asks) < low
+        )
+
+
+def _inside(changes: Changes, levels: set[float], low: float, high: float) -> Changes:
+    kept = []
+    for change in changes:
+        price, qty = change
+        if low <= price <= high:
+            kept.append(change)
+            if qty > 0:
+                levels.add(price)
+            else:
+                levels.discard(price)
+    return kept
+
+
+class _BookFeed:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        bullet: Callable[[], Awaitable[Bullet]],
+        topic: str,
+        decode: Callable[[Any], Any],
+        fetch_snapshot: Callable[[], Awaitable[Snapshot]],
+        sink: BookSink,
+        market: str,
+        min_levels: int,
+        session_options: dict[str, Any],
+    ) -> None:
+        self.session, self.bullet, self.topic, self.decode = session, bullet, topic, decode
+        self.fetch_snapshot, self.sink, self.market = fetch_snapshot, sink, market
+        self.min_levels = min_levels
+        self.options = session_options  # endpoint, silence, max_age for run_session
+        self.sync = SequenceSync()
+        self.range: DepthRange | None = None
+        self._snapshot_task: asyncio.Task | None = None
+        self._snapshot_attempt = 0
+        self._got_data = False
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            self.sync.reset()
+            self.range, self._got_data = None, False
+            try:
+                await run_session(
+                    self.session, self.bullet, self.topic, self.decode, self._on_event,
+                    **self.options,
+                )  # fmt: skip
+                reason, delay = "connection lifetime reached", 0.0
+            except FEED_ERRORS as exc:
+                if self._got_data:  # it worked for a while: start the backoff over
+                    attempt = 0
+                reason = repr(exc)
+                delay, attempt = backoff(attempt), attempt + 1
+            finally:
+                if self._snapshot_task is not None:
+                    self._snapshot_task.cancel()
+                    self._snapshot_task = None
+            self.sink.on_resync(f"reconnecting: {reason}")
+            await asyncio.sleep(delay)
+
+    def _request_snapshot(self, delay: float = 0.0) -> None:
+        async def fetch() -> Snapshot:
+            if delay:
+                await asyncio.sleep(delay)
+            return await self.fetch_snapshot()
+
+        self._snapshot_task = asyncio.create_task(fetch())
+        self._snapshot_task.add_done_callback(self._on_snapshot)
+
+    def _on_snapshot(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task is not self._snapshot_task:
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._snapshot_attempt += 1
+            # Honour the venue's own wait (429 Retry-After) over our backoff when longer.
+            delay = max(backoff(self._snapshot_attempt), getattr(exc, "retry_after", 0) or 0)
+            log.warning("%s: snapshot failed (%r); retrying in %.2f s", self.market, exc, delay)
+            return self._request_snapshot(delay)
+        snap: Snapshot = task.result()
+        try:
+            ready = self.sync.start(snap.sequence)
+        except SnapshotTooOld:
+            self._snapshot_attempt = min(self._snapshot_attempt + 1, 3)
+            return self._request_snapshot(backoff(self._snapshot_attempt))
+        except SequenceGap as gap:  # the buffer itself has a hole
+            return self._resync(str(gap))
+        self._snapshot_attempt = 0
+        depth = snap.depth
+        rng = DepthRange(snap.bids, snap.asks, depth, self.min_levels) if depth else None
+        self.range = rng if rng is not None and rng.bounded else None
+        book = L2Book(self.market)
+        book.reset(snap.bids, snap.asks, snap.sequence, snap.timestamp)
+        for event, after in ready:
+            bids, asks = event.to_changes(after)
+            if self.range is not None:
+                bids, asks = self.range.admit(bids, asks)
+            if bids or asks:
+                book.apply(bids, asks, event.bounds()[1], event.timestamp)
+        self.sink.on_snapshot(book)
+
+    def _resync(self, reason: str, keep: Level2Event | None = None) -> None:
+        self.sync.reset()
+        self.range = None
+        if keep is not None:
+            self.sync.buffer(keep)
+        self.sink.on_resync(reason)
+        self._request_snapshot()
+
+    def _on_event(self, event: Level2Event) -> None:
+        self._got_data = True
+        sync = self.sync
+        if not sync.synced:
+            sync.buffer(event)
+            if self._snapshot_task is None:  # first message on this connection
+                self._request_snapshot()
+            return
+        try:
+            after = sync.push(event)
+        except SequenceGap as gap:
+            return self._resync(str(gap), keep=event)
+        if after is None:
+            return
+        bids, asks = event.to_changes(after)
+        rng = self.range
+        if rng is not None:
+            bids, asks = rng.admit(bids, asks)
+        if bids or asks:
+            self.sink.on_update(event.bounds()[1], event.timestamp, bids, asks)
+        if rng is not None and rng.exhausted:
+            self._resync(f"fewer than {rng.min_levels} levels left inside the snapshot's range")
+
+
+async def run_book_feed(
+    session: aiohttp.ClientSession,
+    bullet: Callable[[], Awaitable[Bullet]],
+    topic: str,
+    decode: Callable[[Any], Any],
+    *,
+    fetch_snapshot: Callable[[], Awaitable[Snapshot]],
+    sink: BookSink,
+    market: str,
+    endpoint: str | None = None,
+    silence: float = 60.0,
+    max_age: float = 23 * 3600.0,
+    min_levels: int = 20,
+) -> None:
+    """Keep ``sink`` supplied with ``market``'s synced book from the level2 ``topic``."""
+    options = {"endpoint": endpoint, "silence": silence, "max_age": max_age}
+    await _BookFeed(
+        session, bullet, topic, decode, fetch_snapshot, sink, market, min_levels, options
+    ).run()
+
+
+async def run_trade_feed(
+    session: aiohttp.ClientSession,
+    bullet: Callable[[], Awaitable[Bullet]],
+    topic: str,
+    decode: Callable[[Any], Any],
+    sink: TradeSink,
+    *,
+    endpoint: str | None = None,
+    silence: float = 60.0,
+    max_age: float = 23 * 3600.0,
+) -> None:
+    """Forward the trades of ``topic`` to ``sink``, reconnecting with backoff."""
+    attempt = 0
+    while True:
+        got = False
+
+        def on_data(match: Any) -> None:
+            nonlocal got
+            got = True
+            sink.on_trades([match.to_trade()])
+
+        try:
+            await run_session(
+                session, bullet, topic, decode, on_data,
+                endpoint=endpoint, silence=silence, max_age=max_age,
+            )  # fmt: skip
+            delay = 0.0
+        except FEED_ERRORS as exc:
+            log.warning("trade feed %s: %r; reconnecting", topic, exc)
+            attempt = 0 if got else attempt
+            delay, attempt = backoff(attempt), attempt + 1
+        await asyncio.sleep(delay)
