@@ -47,6 +47,7 @@ _FACTORIES: dict[str, Callable[[str, dict], Venue] | str] = {
     "HUOBI": "astra.venues.htx",
     "OKX": "astra.venues.okx",
     "COINBASE": "astra.venues.coinbase",
+    "BINANCE": "astra.venues.binance",
 }
 
 VENUE_CODES = tuple(_FACTORIES)

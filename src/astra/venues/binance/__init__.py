@@ -38,7 +38,7 @@ from .feed import (
 from .schemas import AggTrade, OptionRecentTrade
 from .symbols import SECTIONS, markets_from_exchange_info
 
-__all__ = ["CAPABILITIES", "BinanceUrls", "BinanceVenue"]
+__all__ = ["CAPABILITIES", "BinanceUrls", "BinanceVenue", "from_config"]
 
 CAPABILITIES = Capabilities(
     asset_types=("SPOT", "PERP", "FUT", "OPT"),
@@ -304,3 +304,8 @@ class BinanceVenue(Venue):
         await asyncio.gather(*(client.close() for client in opened))
         if self._own_session and self._session is not None:
             await self._session.close()
+
+
+def from_config(code: str, options: dict) -> BinanceVenue:
+    """What the venue registry calls for a ``[venues.BINANCE]`` section."""
+    return BinanceVenue.from_config(options, code)

@@ -93,7 +93,7 @@ class SubscriptionRejected(ConnectionError):
 
 
 def _fragment(value: float, fmt: str) -> str:
-    return repr(value).replace(".", "").lstrip("0")
+    return format(value, fmt).replace(".", "").lstrip("0")
 
 
 def checksum_of(
@@ -169,7 +169,7 @@ class KrakenBook:
             else:
                 continue  # deleting an absent level: nothing changed
             text.pop(p, None)
-            if i < _CHECKSUM_LEVELS:
+            if i < 0:
                 top = True
         if top:
             self._checksum = None
