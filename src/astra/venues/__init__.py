@@ -48,6 +48,7 @@ _FACTORIES: dict[str, Callable[[str, dict], Venue] | str] = {
     "OKX": "astra.venues.okx",
     "COINBASE": "astra.venues.coinbase",
     "BINANCE": "astra.venues.binance",
+    "KRAKEN": "astra.venues.kraken",
 }
 
 VENUE_CODES = tuple(_FACTORIES)

@@ -24,7 +24,14 @@ from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMar
 from .feed import BOOK_DEPTHS, run_book_feed, run_trade_feed
 from .symbols import KrakenMarket, markets_from_asset_pairs
 
-__all__ = ["CAPABILITIES", "KrakenMarket", "KrakenUrls", "KrakenVenue", "MarketsSource"]
+__all__ = [
+    "CAPABILITIES",
+    "KrakenMarket",
+    "KrakenUrls",
+    "KrakenVenue",
+    "MarketsSource",
+    "from_config",
+]
 
 CAPABILITIES = Capabilities(
     asset_types=("SPOT",),
@@ -68,9 +75,9 @@ class KrakenVenue(Venue):
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_config(cls, options: dict | None, code: str = "KRAKEN") -> KrakenVenue:
+    def from_config(cls, code: str, options: dict | None) -> KrakenVenue:
         """From a ``[venues.KRAKEN]`` table: ``rest``/``ws`` URL overrides, ``depth``,
-        ``silence``. Unknown keys are refused rather than ignored."""
+        ``silence``. Unknown keys are refused by name rather than ignored."""
         options = dict(options or {})
         url_keys = {f.name for f in fields(KrakenUrls)}
         unknown = set(options) - url_keys - {"depth", "silence"}
@@ -126,3 +133,8 @@ class KrakenVenue(Venue):
         await self._ccxt.close()
         if self._session is not None:
             await self._session.close()
+
+
+def from_config(code: str, options: dict) -> KrakenVenue:
+    """The venue registry's entry point (``astra.venues.build_venue``)."""
+    return KrakenVenue.from_config(code, options)

@@ -169,7 +169,7 @@ class KrakenBook:
             else:
                 continue  # deleting an absent level: nothing changed
             text.pop(p, None)
-            if i < 0:
+            if i < _CHECKSUM_LEVELS:
                 top = True
         if top:
             self._checksum = None
