@@ -49,6 +49,7 @@ _FACTORIES: dict[str, Callable[[str, dict], Venue] | str] = {
     "COINBASE": "astra.venues.coinbase",
     "BINANCE": "astra.venues.binance",
     "KRAKEN": "astra.venues.kraken",
+    "KUCOIN": "astra.venues.kucoin",
 }
 
 VENUE_CODES = tuple(_FACTORIES)

@@ -45,7 +45,14 @@ from .schemas import (
 )
 from .symbols import markets_from_ccxt, parse_ccxt_markets
 
-__all__ = ["CAPABILITIES", "KucoinCredentials", "KucoinUrls", "KucoinVenue", "RestError"]
+__all__ = [
+    "CAPABILITIES",
+    "KucoinCredentials",
+    "KucoinUrls",
+    "KucoinVenue",
+    "RestError",
+    "from_config",
+]
 
 CAPABILITIES = Capabilities(
     asset_types=("SPOT", "PERP", "FUT"),
@@ -221,3 +228,8 @@ class KucoinVenue(Venue):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def from_config(code: str, options: dict) -> KucoinVenue:
+    """What the venue registry calls for a ``[venues.KUCOIN]`` section."""
+    return KucoinVenue.from_config(options, code)

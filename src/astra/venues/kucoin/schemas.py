@@ -1,7 +1,7 @@
 """KuCoin wire messages as msgspec Structs, named after the venue's own docs.
 
 Field names are the venue's (camelCase included) so a Struct decodes exactly the documented
-payload and encodes back to it (the tests' fake KuCoin server encodes these too).
+payload and encodes back to it.
 
 - Every WebSocket frame is an ``Envelope``: ``{"type": "welcome"|"ack"|"pong"|"error"|
   "message", "id", "topic", "subject", "data"}``; for ``error`` frames ``data`` is a text.

@@ -1,0 +1,162 @@
+"""KuCoin spot ``/market/level2`` throughput: Astra's feed path next to ccxt.pro's handler.
+
+``bench(frames_path)`` takes the recorded session (``KUCOIN.ws.1.0``; ``KUCOIN.http.0.0``
+beside it gives each symbol's REST snapshot, ``KUCOIN.0`` ccxt's markets). The level2 frames
+that follow each snapshot (9 symbols, interleaved as recorded) are replayed ``repeat`` times
+with their sequences shifted per pass so the chain stays contiguous (a repeat is new data,
+not a duplicate to skip). Both sides start from the same synced books; returns messages/s:
+
+- ``astra``: msgspec decode of ``Envelope[Level2]`` + the session's type/topic dispatch +
+  ``_BookFeed._on_event`` (sequenceStart continuity, per-change sequence filter, price-0
+  skip) + ``L2Book.apply`` in the sink (what the gateway does per message);
+- ``ccxt``: ``json.loads`` + ccxt.pro ``kucoin.handle_message`` on a stub client (its own
+  book; it drops stale messages but checks no continuity once synced).
+
+Usage: python benchmarks/feeds/kucoin.py [../shared/fixtures/recorded/KUCOIN.ws.1.0]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import ccxt.pro
+import msgspec
+
+from astra.marketdata.book import L2Book
+from astra.venues.kucoin.feed import _BookFeed
+from astra.venues.kucoin.schemas import Envelope, Level2
+from astra.venues.kucoin.symbols import parse_ccxt_markets
+
+DEFAULT = Path(__file__).resolve().parents[3] / "shared/fixtures/recorded/KUCOIN.ws.1.0"
+_HTTP = re.compile(r"^\S+symbol=(?P<sym>[\w-]+) -> [\d.]+: (?P<body>.*)$")
+_RECV = re.compile(r"^[\d.]+: (\{.*\})$")
+
+
+class _Sink:
+    """The engine's part: keep the snapshot's book and apply every update to it."""
+
+    def __init__(self) -> None:
+        self.book: L2Book | None = None
+
+    def on_snapshot(self, book: L2Book) -> None:
+        self.book = book
+
+    def on_update(self, update_id, timestamp, bids, asks) -> None:
+        self.book.apply(bids, asks, update_id, timestamp)
+
+    def on_resync(self, reason: str) -> None:
+        raise AssertionError(f"unexpected resync: {reason}")
+
+
+class _StubClient:
+    """What ccxt.pro's handlers touch on a client: resolve/reject and subscriptions."""
+
+    url = "wss://ws-api-spot.kucoin.com"
+
+    def __init__(self) -> None:
+        self.subscriptions: dict = {}
+
+    def resolve(self, result, message_hash=None):
+        return result
+
+    def reject(self, error, message_hash=None):
+        raise AssertionError(f"ccxt rejected {message_hash}: {error}")
+
+
+def _load(frames_path: Path) -> tuple[dict[str, dict], list[dict]]:
+    snapshots = {}
+    for line in frames_path.with_name("KUCOIN.http.0.0").read_text().splitlines():
+        m = _HTTP.match(line)
+        if m:
+            snapshots[m["sym"]] = json.loads(m["body"])["data"]
+    frames = []
+    for line in frames_path.read_text().splitlines():
+        m = _RECV.match(line)
+        if m and '"/market/level2:' in m[1]:
+            frame = json.loads(m[1])
+            snap = snapshots.get(frame["data"]["symbol"])
+            if snap is not None and frame["data"]["sequenceStart"] > int(snap["sequence"]):
+                frames.append(frame)
+    return snapshots, frames
+
+
+def _repeated(snapshots: dict, frames: list[dict], repeat: int) -> list[bytes]:
+    span = {}
+    for f in frames:
+        d = f["data"]
+        span[d["symbol"]] = d["sequenceEnd"] - int(snapshots[d["symbol"]]["sequence"])
+    out = []
+    for r in range(repeat):
+        for f in frames:
+            d, shift = f["data"], r * span[f["data"]["symbol"]]
+            changes = {
+                side: [[p, s, str(int(q) + shift)] for p, s, q in d["changes"][side]]
+                for side in ("asks", "bids")
+            }
+            data = dict(d, sequenceStart=d["sequenceStart"] + shift, changes=changes)
+            data["sequenceEnd"] = d["sequenceEnd"] + shift
+            out.append(json.dumps(dict(f, data=data)).encode())
+    return out
+
+
+def _astra(snapshots: dict, encoded: list[bytes]) -> float:
+    decode = msgspec.json.Decoder(Envelope[Level2]).decode
+    feeds = {}
+    for symbol, snap in snapshots.items():
+        feed = _BookFeed(None, None, f"/market/level2:{symbol}", decode, None, _Sink(), symbol,
+                         20, {})  # fmt: skip
+        feed.sync.start(int(snap["sequence"]))
+        book = L2Book(symbol)
+        book.reset(
+            [(float(p), float(q)) for p, q in snap["bids"]],
+            [(float(p), float(q)) for p, q in snap["asks"]],
+            int(snap["sequence"]),
+            snap["time"],
+        )
+        feed.sink.on_snapshot(book)
+        feeds[feed.topic] = feed
+    start = time.perf_counter()
+    for raw in encoded:  # run_session's per-frame work, then the feed's
+        frame = decode(raw)
+        if frame.type == "message":
+            feeds[frame.topic]._on_event(frame.data)
+    return len(encoded) / (time.perf_counter() - start)
+
+
+def _ccxt(frames_path: Path, snapshots: dict, encoded: list[bytes]) -> float:
+    exchange = ccxt.pro.kucoin()
+    first = frames_path.with_name("KUCOIN.0").read_text().splitlines()[0]
+    exchange.set_markets(parse_ccxt_markets(json.loads(first.split(": ", 1)[1])))
+    for symbol, snap in snapshots.items():
+        unified = exchange.safe_market(symbol)["symbol"]
+        book = exchange.order_book(
+            {
+                "bids": [[float(p), float(q)] for p, q in snap["bids"]],
+                "asks": [[float(p), float(q)] for p, q in snap["asks"]],
+                "nonce": int(snap["sequence"]),
+            }
+        )
+        exchange.orderbooks[unified] = book
+    client = _StubClient()
+    start = time.perf_counter()
+    for raw in encoded:
+        exchange.handle_message(client, json.loads(raw))
+    return len(encoded) / (time.perf_counter() - start)
+
+
+def bench(frames_path=DEFAULT, repeat: int = 20) -> dict:
+    path = Path(frames_path)
+    snapshots, frames = _load(path)
+    encoded = _repeated(snapshots, frames, repeat)
+    astra = _astra(snapshots, encoded)
+    ccxt_rate = _ccxt(path, snapshots, encoded)
+    return {"messages": len(encoded), "astra_msgs_per_s": astra, "ccxt_msgs_per_s": ccxt_rate}
+
+
+if __name__ == "__main__":
+    result = bench(sys.argv[1] if len(sys.argv) > 1 else DEFAULT)
+    print(json.dumps({k: round(v) for k, v in result.items()}, indent=2))
