@@ -37,10 +37,30 @@ def test_config_file_names_venues_and_overrides_urls(tmp_path):
     ("config", "message"),
     [
         ({"venues": {"ASTER": {"spot_rset": "x"}}}, "unknown options ['spot_rset']"),
-        ({"venues": {"BINANCE": {}}}, "BINANCE is not available"),
+        ({"venues": {"BITMEX": {}}}, "BITMEX is not available"),
+        ({"venues": {"OKX": {"public_wss": "x"}}}, "unknown options"),
         ({"venues": {"SIM": {}}}, "SIM needs a url"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_reason(config, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         venues_from_config(config, None)
+
+
+def test_every_registered_venue_builds_from_an_empty_section():
+    from astra.venues import VENUE_CODES
+
+    config = {"venues": {code: {} for code in VENUE_CODES if code != "SIM"}}
+    venues = venues_from_config(config, None)
+    assert sorted(venues) == sorted(c for c in VENUE_CODES if c != "SIM")
+    assert {code: venue.code for code, venue in venues.items()} == {c: c for c in venues}
+    assert set(VENUE_CODES) == {
+        "SIM",
+        "ASTER",
+        "BINANCE",
+        "COINBASE",
+        "OKX",
+        "HUOBI",
+        "KRAKEN",
+        "KUCOIN",
+    }

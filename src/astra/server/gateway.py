@@ -6,11 +6,9 @@ Configuration (``--config F``, TOML)::
     [venues.SIM]              # the built-in simulator
     url = "http://127.0.0.1:7070"   # a running `astra sim`; omit it to start one as a child
     seed = 0
-    [venues.ASTER]            # the live venue (public data needs no exchange keys)
-    spot_rest = "https://sapi.asterdex.com/api"   # every URL is optional and overridable
-    perp_rest = "https://fapi.asterdex.com/fapi"
-    spot_ws = "wss://sstream.asterdex.com"
-    perp_ws = "wss://fstream.asterdex.com"
+    [venues.ASTER]            # a live venue (public data needs no exchange keys)
+    perp_ws = "wss://fstream.asterdex.com"        # every URL is optional and overridable
+    [venues.OKX]              # any of astra.venues.VENUE_CODES; keys per venue.from_config
 
 With no configuration the gateway serves ``SIM`` from a simulator child on loopback.
 Invariant: the child never outlives the gateway (terminated, then killed, on shutdown).
