@@ -8,8 +8,9 @@ Instruments whose names do not fit the symbol grammar are left out rather than m
 
 from __future__ import annotations
 
-from astra.core import AssetType, InvalidMarket, MarketMetadata, MarketSymbol, normalize_token
+from astra.core import AssetType
 from astra.venues.base import VenueMarket
+from astra.venues.ccxt_markets import astra_symbol, metadata_from_ccxt
 
 __all__ = ["market_from_ccxt"]
 
@@ -25,32 +26,16 @@ def market_from_ccxt(code: str, m: dict) -> VenueMarket | None:
     else:
         return None
     base_id, quote_id = str(m["baseId"]).upper(), str(m["quoteId"]).upper()
-    try:
-        symbol = str(
-            MarketSymbol(
-                exchange=code,
-                asset_type=asset_type,
-                base=base_id,
-                quote=quote_id,
-                disambiguator=disambiguator,
-            )
-        )
-    except InvalidMarket:
+    symbol = astra_symbol(code, asset_type, base_id, quote_id, disambiguator=disambiguator)
+    if symbol is None:
         return None
-    precision, limits = m.get("precision") or {}, m.get("limits") or {}
-    settle = m.get("settleId")
-    metadata = MarketMetadata(
-        symbol=symbol,
-        asset_type=asset_type,
-        base_asset=normalize_token(base_id, code),
-        quote_asset=normalize_token(quote_id, code),
-        margin_asset=normalize_token(str(settle), code) if settle else None,
-        tick_size=precision.get("price"),
-        lot_size=precision.get("amount"),
-        min_quantity=(limits.get("amount") or {}).get("min"),
-        min_notional=(limits.get("cost") or {}).get("min"),
-        contract_size=m.get("contractSize") if kind == "perp" else None,
+    metadata = metadata_from_ccxt(
+        code,
+        m,
+        symbol,
+        asset_type,
+        base_asset=base_id,
+        quote_asset=quote_id,
         status="TRADING" if m.get("active") else "HALTED",
-        exchange_symbol=m["id"],
     )
     return VenueMarket(symbol=symbol, exchange_symbol=m["id"], kind=kind, metadata=metadata)

@@ -34,8 +34,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-from astra.core import AssetType, InvalidMarket, MarketMetadata, MarketSymbol, normalize_token
+from astra.core import AssetType
 from astra.venues.base import VenueMarket
+from astra.venues.ccxt_markets import astra_symbol, metadata_from_ccxt
 
 __all__ = ["SECTIONS", "STATUS", "market_from_ccxt", "markets_from_exchange_info"]
 
@@ -104,40 +105,30 @@ def market_from_ccxt(code: str, m: dict) -> VenueMarket | None:
             return None
     else:
         return None
-    try:
-        symbol = str(
-            MarketSymbol(
-                exchange=code,
-                asset_type=asset_type,
-                base=base_id,
-                quote=quote_id,
-                expiry=expiry,
-                strike=strike,
-                option_type=option_type,
-                disambiguator=disambiguator,
-            )
-        )
-    except InvalidMarket:
-        return None
-    precision, limits = m.get("precision") or {}, m.get("limits") or {}
-    settle = m.get("settleId")
-    status = info.get("status") or info.get("contractStatus")
-    metadata = MarketMetadata(
-        symbol=symbol,
-        asset_type=asset_type,
-        base_asset=normalize_token(base_id, code),
-        quote_asset=normalize_token(quote_id, code),
-        margin_asset=normalize_token(str(settle), code) if settle and kind != "spot" else None,
-        tick_size=precision.get("price"),
-        lot_size=precision.get("amount"),
-        min_quantity=(limits.get("amount") or {}).get("min"),
-        min_notional=(limits.get("cost") or {}).get("min"),
-        contract_size=m.get("contractSize") if kind != "spot" else None,
+    symbol = astra_symbol(
+        code,
+        asset_type,
+        base_id,
+        quote_id,
         expiry=expiry,
-        strike=float(strike) if strike is not None else None,
+        strike=strike,
         option_type=option_type,
+        disambiguator=disambiguator,
+    )
+    if symbol is None:
+        return None
+    status = info.get("status") or info.get("contractStatus")
+    metadata = metadata_from_ccxt(
+        code,
+        m,
+        symbol,
+        asset_type,
+        base_asset=base_id,
+        quote_asset=quote_id,
         status=STATUS.get(status, str(status)) if status else None,
-        exchange_symbol=m["id"],
+        expiry=expiry,
+        strike=strike,
+        option_type=option_type,
     )
     return VenueMarket(symbol=symbol, exchange_symbol=m["id"], kind=kind, metadata=metadata)
 

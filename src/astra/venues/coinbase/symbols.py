@@ -27,8 +27,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from astra.core import AssetType, InvalidMarket, MarketMetadata, MarketSymbol, normalize_token
+from astra.core import AssetType
 from astra.venues.base import VenueMarket
+from astra.venues.ccxt_markets import astra_symbol, metadata_from_ccxt
 
 __all__ = ["feed_product_id", "market_from_ccxt", "markets_from_ccxt", "status_of"]
 
@@ -72,35 +73,20 @@ def market_from_ccxt(code: str, m: dict, disambiguator: str | None = None) -> Ve
     if m.get("inverse"):  # Coinbase lists none; never present one as linear
         return None
     base_id, quote_id = str(m.get("baseId") or "").upper(), str(m.get("quoteId") or "").upper()
-    try:
-        symbol = str(
-            MarketSymbol(
-                exchange=code,
-                asset_type=asset_type,
-                base=base_id,
-                quote=quote_id,
-                expiry=expiry,
-                disambiguator=disambiguator,
-            )
-        )
-    except InvalidMarket:
+    symbol = astra_symbol(
+        code, asset_type, base_id, quote_id, expiry=expiry, disambiguator=disambiguator
+    )
+    if symbol is None:
         return None
-    precision, limits = m.get("precision") or {}, m.get("limits") or {}
-    settle = m.get("settleId")
-    metadata = MarketMetadata(
-        symbol=symbol,
-        asset_type=asset_type,
-        base_asset=normalize_token(base_id, code),
-        quote_asset=normalize_token(quote_id, code),
-        margin_asset=normalize_token(str(settle), code) if settle else None,
-        tick_size=precision.get("price"),
-        lot_size=precision.get("amount"),
-        min_quantity=(limits.get("amount") or {}).get("min"),
-        min_notional=(limits.get("cost") or {}).get("min"),
-        contract_size=m.get("contractSize") if kind != "spot" else None,
-        expiry=expiry,
+    metadata = metadata_from_ccxt(
+        code,
+        m,
+        symbol,
+        asset_type,
+        base_asset=base_id,
+        quote_asset=quote_id,
         status=status_of(m),
-        exchange_symbol=m["id"],
+        expiry=expiry,
     )
     return VenueMarket(symbol=symbol, exchange_symbol=m["id"], kind=kind, metadata=metadata)
 

@@ -26,8 +26,9 @@ from decimal import Decimal
 
 import ccxt
 
-from astra.core import AssetType, InvalidMarket, MarketMetadata, MarketSymbol, normalize_token
+from astra.core import AssetType
 from astra.venues.base import VenueMarket
+from astra.venues.ccxt_markets import astra_symbol, metadata_from_ccxt
 
 __all__ = [
     "V2_RENAMES",
@@ -93,25 +94,21 @@ def market_from_ccxt(code: str, m: dict) -> KrakenMarket | None:
     if not m.get("spot") or not wsname or wsname.count("/") != 1:
         return None
     base, quote = wsname.split("/")
-    try:
-        symbol = str(MarketSymbol(exchange=code, asset_type=AssetType.SPOT, base=base, quote=quote))
-    except InvalidMarket:
+    symbol = astra_symbol(code, AssetType.SPOT, base, quote)
+    if symbol is None:
         return None
-    precision, limits = m.get("precision") or {}, m.get("limits") or {}
+    precision = m.get("precision") or {}
     price_dp, qty_dp = decimals_of(precision.get("price")), decimals_of(precision.get("amount"))
     if price_dp is None or qty_dp is None:
         return None
-    metadata = MarketMetadata(
-        symbol=symbol,
-        asset_type=AssetType.SPOT,
-        base_asset=normalize_token(base, code),
-        quote_asset=normalize_token(quote, code),
-        tick_size=precision.get("price"),
-        lot_size=precision.get("amount"),
-        min_quantity=(limits.get("amount") or {}).get("min"),
-        min_notional=(limits.get("cost") or {}).get("min"),
+    metadata = metadata_from_ccxt(
+        code,
+        m,
+        symbol,
+        AssetType.SPOT,
+        base_asset=base,
+        quote_asset=quote,
         status=_STATUS.get(info.get("status"), str(info.get("status")).upper()),
-        exchange_symbol=m["id"],
     )
     return KrakenMarket(
         symbol=symbol,

@@ -24,8 +24,9 @@ from datetime import UTC, datetime
 
 import ccxt
 
-from astra.core import AssetType, InvalidMarket, MarketMetadata, MarketSymbol, normalize_token
+from astra.core import AssetType
 from astra.venues.base import VenueMarket
+from astra.venues.ccxt_markets import astra_symbol, metadata_from_ccxt
 
 __all__ = ["market_from_ccxt", "markets_from_ccxt", "parse_ccxt_markets"]
 
@@ -72,36 +73,20 @@ def market_from_ccxt(code: str, m: dict) -> VenueMarket | None:
     else:
         return None
     base_id, quote_id = str(m.get("baseId")), str(m.get("quoteId"))
-    try:
-        symbol = str(
-            MarketSymbol(
-                exchange=code,
-                asset_type=asset_type,
-                base=base_id,
-                quote=quote_id,
-                expiry=expiry,
-                disambiguator=disambiguator,
-            )
-        )
-    except InvalidMarket:
+    symbol = astra_symbol(
+        code, asset_type, base_id, quote_id, expiry=expiry, disambiguator=disambiguator
+    )
+    if symbol is None:
         return None
-    precision, limits = m.get("precision") or {}, m.get("limits") or {}
-    settle = m.get("settleId")
-    metadata = MarketMetadata(
-        symbol=symbol,
-        asset_type=asset_type,
-        # The currency names, not the id halves: BCHSV-USDT trades BSV, R-BTC trades REV.
-        base_asset=normalize_token(str(info.get("baseCurrency") or base_id), code),
-        quote_asset=normalize_token(str(info.get("quoteCurrency") or quote_id), code),
-        margin_asset=normalize_token(str(settle), code) if settle else None,
-        tick_size=precision.get("price"),
-        lot_size=precision.get("amount"),
-        min_quantity=(limits.get("amount") or {}).get("min"),
-        min_notional=(limits.get("cost") or {}).get("min"),
-        contract_size=m.get("contractSize") if kind != "spot" else None,
-        expiry=expiry,
+    metadata = metadata_from_ccxt(
+        code,
+        m,
+        symbol,
+        asset_type,
+        base_asset=str(info.get("baseCurrency") or base_id),
+        quote_asset=str(info.get("quoteCurrency") or quote_id),
         status="TRADING" if m.get("active") else "HALTED",
-        exchange_symbol=m["id"],
+        expiry=expiry,
     )
     return VenueMarket(symbol=symbol, exchange_symbol=m["id"], kind=kind, metadata=metadata)
 

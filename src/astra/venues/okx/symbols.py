@@ -28,13 +28,10 @@ from decimal import Decimal, InvalidOperation
 
 from astra.core import (
     AssetType,
-    InvalidMarket,
-    MarketMetadata,
-    MarketSymbol,
     OptionType,
-    normalize_token,
 )
 from astra.venues.base import VenueMarket
+from astra.venues.ccxt_markets import astra_symbol, metadata_from_ccxt
 
 __all__ = ["instruments_from_raw", "market_from_ccxt", "markets_from_ccxt"]
 
@@ -84,45 +81,36 @@ def market_from_ccxt(code: str, m: dict) -> VenueMarket | None:
             strike = Decimal(str(info.get("stk")))
         except InvalidOperation:
             return None
-    try:
-        symbol = str(
-            MarketSymbol(
-                exchange=code,
-                asset_type=asset_type,
-                base=base_id,
-                quote=quote_id,
-                expiry=expiry,
-                strike=strike,
-                option_type=option_type,
-                disambiguator=coinm,
-            )
-        )
-    except InvalidMarket:
+    symbol = astra_symbol(
+        code,
+        asset_type,
+        base_id,
+        quote_id,
+        expiry=expiry,
+        strike=strike,
+        option_type=option_type,
+        disambiguator=coinm,
+    )
+    if symbol is None:
         return None
-    precision, limits = m.get("precision") or {}, m.get("limits") or {}
-    settle = m.get("settleId")
     contract_size = None
     if m.get("contract"):
         # ccxt reports ctVal only; an OKX contract is ctVal * ctMult (BTC options: 1 * 0.1 BTC).
         ct_val, ct_mult = _number(info.get("ctVal")), _number(info.get("ctMult")) or 1.0
         contract_size = ct_val * ct_mult if ct_val is not None else m.get("contractSize")
     state = str(info.get("state") or "")
-    metadata = MarketMetadata(
-        symbol=symbol,
-        asset_type=asset_type,
-        base_asset=normalize_token(base_id, code),
-        quote_asset=normalize_token(quote_id, code),
-        margin_asset=normalize_token(str(settle), code) if settle else None,
-        tick_size=precision.get("price"),
-        lot_size=precision.get("amount"),
-        min_quantity=(limits.get("amount") or {}).get("min"),
-        min_notional=(limits.get("cost") or {}).get("min"),
-        contract_size=contract_size,
-        expiry=expiry,
-        strike=float(strike) if strike is not None else None,
-        option_type=option_type,
+    metadata = metadata_from_ccxt(
+        code,
+        m,
+        symbol,
+        asset_type,
+        base_asset=base_id,
+        quote_asset=quote_id,
         status=_STATUS.get(state, state.upper() or None),
-        exchange_symbol=m["id"],
+        expiry=expiry,
+        strike=strike,
+        option_type=option_type,
+        contract_size=contract_size,
     )
     return VenueMarket(symbol=symbol, exchange_symbol=m["id"], kind=kind, metadata=metadata)
 
