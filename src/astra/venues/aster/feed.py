@@ -26,6 +26,7 @@ import msgspec
 
 from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.retry import SnapshotRequest, backoff
 
 from .schemas import AggTrade, DepthUpdate
 
@@ -112,10 +113,6 @@ class DiffSync:
         return True
 
 
-def _backoff(attempt: int, cap: float = 30.0) -> float:
-    return min(cap, 0.25 * 2**attempt)
-
-
 class _BookFeed:
     def __init__(
         self,
@@ -130,36 +127,18 @@ class _BookFeed:
         self.session, self.url, self.sink, self.market = session, url, sink, market
         self.fetch_snapshot, self.silence = fetch_snapshot, silence
         self.sync = DiffSync(use_pu)
-        self._snapshot_task: asyncio.Task | None = None
-        self._snapshot_attempt = 0
+        self.snapshot = SnapshotRequest(market, fetch_snapshot, self._on_snapshot)
 
-    def _request_snapshot(self, delay: float = 0.0) -> None:
-        async def fetch() -> Snapshot:
-            if delay:
-                await asyncio.sleep(delay)
-            return await self.fetch_snapshot()
-
-        self._snapshot_task = asyncio.create_task(fetch())
-        self._snapshot_task.add_done_callback(self._on_snapshot)
-
-    def _on_snapshot(self, task: asyncio.Task) -> None:
-        if task.cancelled() or task is not self._snapshot_task:
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.warning("%s: snapshot failed (%s); retrying", self.market, exc)
-            self._snapshot_attempt += 1
-            return self._request_snapshot(_backoff(self._snapshot_attempt))
-        snap: Snapshot = task.result()
+    def _on_snapshot(self, snap: Snapshot) -> None:
         try:
             events = self.sync.start(snap.last_update_id)
         except SnapshotTooOld:
-            return self._request_snapshot(_backoff(min(self._snapshot_attempt, 3)))
+            return self.snapshot.retry_later()
         except SequenceGap as gap:  # the buffer itself has a hole
             self.sync.reset()
             self.sink.on_resync(str(gap))
-            return self._request_snapshot()
-        self._snapshot_attempt = 0
+            return self.snapshot.request()
+        self.snapshot.attempt = 0
         book = L2Book(self.market)
         book.reset(snap.bids, snap.asks, snap.last_update_id, snap.timestamp)
         for e in events:
@@ -183,19 +162,17 @@ class _BookFeed:
             except _FEED_ERRORS as exc:
                 reason = "silent for too long" if isinstance(exc, TimeoutError) else repr(exc)
                 self.sink.on_resync(f"reconnecting: {reason}")
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(backoff(attempt))
                 attempt += 1
             finally:
-                if self._snapshot_task is not None:
-                    self._snapshot_task.cancel()
-                    self._snapshot_task = None
+                self.snapshot.cancel()
 
     def _on_event(self, event: DepthUpdate) -> None:
         sync = self.sync
         if not sync.synced:
             sync.buffer(event)
-            if self._snapshot_task is None:  # first event on this connection
-                self._request_snapshot()
+            if not self.snapshot.pending:  # first event on this connection
+                self.snapshot.request()
             return
         try:
             applied = sync.push(event)
@@ -203,7 +180,7 @@ class _BookFeed:
             sync.reset()
             sync.buffer(event)
             self.sink.on_resync(str(gap))
-            self._request_snapshot()
+            self.snapshot.request()
             return
         if applied:
             bids, asks = event.to_changes()
@@ -238,5 +215,5 @@ async def run_trade_feed(session: aiohttp.ClientSession, url: str, sink: TradeSi
                     sink.on_trades([decode(msg.data).to_trade()])
         except _FEED_ERRORS as exc:
             log.warning("trade feed %s: %r; reconnecting", url, exc)
-        await asyncio.sleep(_backoff(attempt))
+        await asyncio.sleep(backoff(attempt))
         attempt += 1

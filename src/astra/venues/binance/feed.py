@@ -29,6 +29,7 @@ import aiohttp
 import msgspec
 
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.retry import backoff as _backoff
 
 from .schemas import OptionTrade
 
@@ -112,10 +113,6 @@ async def run_with_max_age(
             if not deadline.expired():
                 raise
         sink.on_resync("scheduled reconnect (Binance closes connections after 24 h)")
-
-
-def _backoff(attempt: int, cap: float = 30.0) -> float:
-    return min(cap, 0.25 * 2**attempt)
 
 
 async def run_option_trade_feed(session: SessionWithHeartbeat, url: str, sink: TradeSink) -> None:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import aiohttp
 import msgspec
 
+from astra.venues.retry import backoff as _backoff
+
 from .feed import Router, SequenceRegression, SnapshotTimeout
 from .schemas import SubscribeRequest
 
@@ -38,10 +40,6 @@ _encode = msgspec.json.Encoder().encode
 # A dead upstream never answers a close handshake: don't wait long for it before reconnecting.
 _WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
 _HEALTHY = 30.0  # a connection that lived this long resets the backoff
-
-
-def _backoff(attempt: int, cap: float = 30.0) -> float:
-    return min(cap, 0.25 * 2**attempt)
 
 
 class Throttle:

@@ -43,6 +43,7 @@ import msgspec
 
 from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.retry import backoff as _backoff
 
 from .schemas import DepthMessage, DepthTick, Level, MbpMessage, MbpTick, TradeMessage
 
@@ -102,10 +103,6 @@ def gunzip(frame: bytes) -> bytes:
 def pong_frame(ping: int) -> str:
     """The answer to ``{"ping": n}``, as HTX's own clients send it."""
     return f'{{"pong":{int(ping)}}}'
-
-
-def _backoff(attempt: int, cap: float = 30.0) -> float:
-    return min(cap, 0.25 * 2**attempt)
 
 
 class MbpSync:

@@ -42,6 +42,7 @@ import msgspec
 
 from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.retry import backoff as _backoff
 
 from .schemas import (
     BookData,
@@ -215,10 +216,6 @@ class KrakenBook:
         book = L2Book(market)
         book.reset(self.bids.items(), self.asks.items(), update_id, timestamp)
         return book
-
-
-def _backoff(attempt: int, cap: float = 30.0) -> float:
-    return min(cap, 0.25 * 2**attempt)
 
 
 def _now_ms() -> int:

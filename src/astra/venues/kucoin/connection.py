@@ -28,6 +28,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from astra.venues.retry import backoff
+
 from .schemas import Bullet
 
 __all__ = ["FEED_ERRORS", "VenueFeedError", "backoff", "run_session"]
@@ -51,10 +53,6 @@ FEED_ERRORS = (
     ValueError,
     VenueFeedError,
 )
-
-
-def backoff(attempt: int, cap: float = 30.0) -> float:
-    return min(cap, 0.25 * 2**attempt)
 
 
 def _url(endpoint: str, token: str, connect_id: int) -> str:

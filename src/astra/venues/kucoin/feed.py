@@ -38,6 +38,7 @@ import aiohttp
 
 from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.retry import SnapshotRequest
 
 from .connection import FEED_ERRORS, backoff, run_session
 from .schemas import Bullet
@@ -199,8 +200,7 @@ class _BookFeed:
         self.options = session_options  # endpoint, silence, max_age for run_session
         self.sync = SequenceSync()
         self.range: DepthRange | None = None
-        self._snapshot_task: asyncio.Task | None = None
-        self._snapshot_attempt = 0
+        self.snapshot = SnapshotRequest(market, fetch_snapshot, self._on_snapshot)
         self._got_data = False
 
     async def run(self) -> None:
@@ -220,40 +220,18 @@ class _BookFeed:
                 reason = repr(exc)
                 delay, attempt = backoff(attempt), attempt + 1
             finally:
-                if self._snapshot_task is not None:
-                    self._snapshot_task.cancel()
-                    self._snapshot_task = None
+                self.snapshot.cancel()
             self.sink.on_resync(f"reconnecting: {reason}")
             await asyncio.sleep(delay)
 
-    def _request_snapshot(self, delay: float = 0.0) -> None:
-        async def fetch() -> Snapshot:
-            if delay:
-                await asyncio.sleep(delay)
-            return await self.fetch_snapshot()
-
-        self._snapshot_task = asyncio.create_task(fetch())
-        self._snapshot_task.add_done_callback(self._on_snapshot)
-
-    def _on_snapshot(self, task: asyncio.Task) -> None:
-        if task.cancelled() or task is not self._snapshot_task:
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._snapshot_attempt += 1
-            # Honour the venue's own wait (429 Retry-After) over our backoff when longer.
-            delay = max(backoff(self._snapshot_attempt), getattr(exc, "retry_after", 0) or 0)
-            log.warning("%s: snapshot failed (%r); retrying in %.2f s", self.market, exc, delay)
-            return self._request_snapshot(delay)
-        snap: Snapshot = task.result()
+    def _on_snapshot(self, snap: Snapshot) -> None:
         try:
             ready = self.sync.start(snap.sequence)
         except SnapshotTooOld:
-            self._snapshot_attempt = min(self._snapshot_attempt + 1, 3)
-            return self._request_snapshot(backoff(self._snapshot_attempt))
+            return self.snapshot.retry_later()
         except SequenceGap as gap:  # the buffer itself has a hole
             return self._resync(str(gap))
-        self._snapshot_attempt = 0
+        self.snapshot.attempt = 0
         depth = snap.depth
         rng = DepthRange(snap.bids, snap.asks, depth, self.min_levels) if depth else None
         self.range = rng if rng is not None and rng.bounded else None
@@ -273,15 +251,15 @@ class _BookFeed:
         if keep is not None:
             self.sync.buffer(keep)
         self.sink.on_resync(reason)
-        self._request_snapshot()
+        self.snapshot.request()
 
     def _on_event(self, event: Level2Event) -> None:
         self._got_data = True
         sync = self.sync
         if not sync.synced:
             sync.buffer(event)
-            if self._snapshot_task is None:  # first message on this connection
-                self._request_snapshot()
+            if not self.snapshot.pending:  # first message on this connection
+                self.snapshot.request()
             return
         try:
             after = sync.push(event)
