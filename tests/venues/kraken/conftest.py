@@ -1,20 +1,27 @@
 """Kraken test helpers, independent of the code under test: the recorded v1 sessions parsed
 to plain text levels, a reference book in exact decimals that computes Kraken's checksum
-from text, v1 -> v2 frame conversion, and a fake Kraken v2 server on 127.0.0.1."""
+from text, v1 -> v2 frame conversion, a fake Kraken v2 server on 127.0.0.1 (one pair, from a
+recording), synthetic books, a recording sink, and the doc-derived samples in ``data/`` (no
+``../shared`` needed for those). The subfolders add the multi-pair v2 fake (``multiplex/``)
+and the Kraken Futures fake (``futures/``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import random
 import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from aiohttp import web
+
+DATA = Path(__file__).parent / "data"
 
 _WS = re.compile(r"^(?P<t>[\d.]+): (?P<body>[\[{].*)$")
 Text = list[tuple[str, str]]
@@ -296,3 +303,124 @@ def fake_kraken():
 @pytest.fixture
 def v2_frame():
     return v2_book_frame
+
+
+@pytest.fixture
+def doc_asset_pairs() -> dict:
+    """A ``GET /0/public/AssetPairs`` body written from Kraken's docs: XBT/USD, ETH/USD, SOL/USD."""
+    return json.loads((DATA / "asset_pairs.json").read_text())
+
+
+@pytest.fixture
+def futures_instruments() -> dict:
+    """A ``GET /derivatives/api/v3/instruments`` body written from Kraken Futures' docs."""
+    return json.loads((DATA / "futures_instruments.json").read_text())
+
+
+@dataclass
+class BookScript:
+    """A synthetic book as text: snapshot levels, then single-level changes
+    ``(side, price, qty)`` (side ``buy`` = bid; qty 0 deletes), never crossing."""
+
+    bids: Text
+    asks: Text
+    changes: list[tuple[str, str, str]]
+
+
+def make_book_script(
+    seed: int, mid: str, tick: str, qty_dp: int, levels: int = 10, changes: int = 60
+) -> BookScript:
+    rng = random.Random(seed)
+    mid_, tick_ = Decimal(mid), Decimal(tick)
+
+    def qty() -> str:
+        return f"{Decimal(rng.randint(1, 10 ** (qty_dp + 2))) / 10**qty_dp:.{qty_dp}f}"
+
+    bids = [(str(mid_ - tick_ * (i + 1)), qty()) for i in range(levels)]
+    asks = [(str(mid_ + tick_ * (i + 1)), qty()) for i in range(levels)]
+    out = []
+    for _ in range(changes):
+        side, k = rng.choice(("buy", "sell")), rng.randint(1, levels + 3)
+        price = mid_ - tick_ * k if side == "buy" else mid_ + tick_ * k
+        out.append((side, str(price), f"{0:.{qty_dp}f}" if rng.random() < 0.25 else qty()))
+    return BookScript(bids, asks, out)
+
+
+class RecordingSink:
+    """A BookSink/TradeSink recording what a feed told it and rebuilding the book from it;
+    ``await until(predicate)`` waits for a state (bound it with ``asyncio.timeout``)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.book: dict[str, dict[float, float]] = {"bids": {}, "asks": {}}
+        self.trades: list = []
+        self.changed = asyncio.Event()
+
+    def _add(self, event: tuple) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    def on_snapshot(self, book) -> None:
+        self.book = {"bids": dict(book.bids), "asks": dict(book.asks)}
+        self._add(("snapshot", book.update_id))
+
+    def on_update(self, update_id, timestamp, bids, asks) -> None:
+        for name, levels in (("bids", bids), ("asks", asks)):
+            for p, q in levels:
+                if q > 0:
+                    self.book[name][p] = q
+                else:
+                    self.book[name].pop(p, None)
+        self._add(("update", update_id))
+
+    def on_resync(self, reason: str) -> None:
+        self._add(("resync", reason))
+
+    def on_trades(self, trades) -> None:
+        self.trades += trades
+        self._add(("trades", len(trades)))
+
+    def kinds(self) -> list[str]:
+        return [e[0] for e in self.events]
+
+    def resyncs(self) -> list[str]:
+        return [e[1] for e in self.events if e[0] == "resync"]
+
+    async def until(self, predicate) -> None:
+        while not predicate(self):
+            self.changed.clear()
+            await self.changed.wait()
+
+
+async def wait_until(condition, *events: asyncio.Event) -> None:
+    """Until ``condition()`` holds, re-checked whenever one of ``events`` is set (the fakes'
+    and the sinks' ``changed``); at most 10 s."""
+    async with asyncio.timeout(10):
+        while True:
+            for event in events:
+                event.clear()
+            if condition():
+                return
+            waiters = [asyncio.ensure_future(event.wait()) for event in events]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+
+@pytest.fixture
+def until():
+    """``await until(condition, *events)``: see ``wait_until``."""
+    return wait_until
+
+
+@pytest.fixture
+def book_script():
+    """``book_script(seed, mid, tick, qty_dp, levels=10, changes=60)`` -> BookScript."""
+    return make_book_script
+
+
+@pytest.fixture
+def recording_sink():
+    return RecordingSink

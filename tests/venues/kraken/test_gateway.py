@@ -33,7 +33,7 @@ def _auth(token: str) -> dict:
 def _venue(server, asset_pairs, **options) -> KrakenVenue:
     base = f"127.0.0.1:{server.port}"
     urls = KrakenUrls(rest=f"http://{base}", ws=f"ws://{base}/v2")
-    return KrakenVenue("KRAKEN", urls, markets_source=lambda: asset_pairs, **options)
+    return KrakenVenue("KRAKEN", urls, markets_source=lambda: asset_pairs, futures=False, **options)
 
 
 def _book_server(v1_session, fake_kraken, **options):
@@ -196,7 +196,7 @@ def _resyncs(events) -> list[str]:
     return [reason for kind, reason in events if kind == "resync"]
 
 
-async def test_a_rejected_subscription_reconnects_with_backoff(
+async def test_a_rejected_subscription_resyncs_and_retries_on_the_same_connection(
     v1_session, fake_kraken, asset_pairs
 ):
     server = _book_server(v1_session, fake_kraken)
@@ -205,18 +205,26 @@ async def test_a_rejected_subscription_reconnects_with_backoff(
             server, asset_pairs, "KRAKEN-SPOT-XBT-EUR", lambda e: len(_resyncs(e)) >= 2, 5
         )
     assert [r["params"]["symbol"] for r in server.requests] == [["BTC/EUR"]] * 2
-    assert all("SubscriptionRejected" in r for r in _resyncs(sink.events))
+    assert all("subscription rejected: Unknown pair" in r for r in _resyncs(sink.events))
     assert "snapshot" not in {kind for kind, _ in sink.events}
+    assert server.connections == 1  # one pair's refusal is not the connection's
 
 
-async def test_no_snapshot_within_silence_reconnects(v1_session, fake_kraken, asset_pairs):
+async def test_no_snapshot_within_silence_resubscribes_that_pair(
+    v1_session, fake_kraken, asset_pairs
+):
     server = _book_server(v1_session, fake_kraken, withhold_first_snapshot=True)
     async with server.running():
         sink = await _feed_until(
             server, asset_pairs, MARKET, lambda e: ("update", 3) in e, silence=0.3
         )
-    assert server.connections == 2 and server.book_subscriptions == 2
-    assert "no book snapshot" in _resyncs(sink.events)[0]
+    assert server.connections == 1 and server.book_subscriptions == 2
+    assert [r["method"] for r in server.requests if r["method"] != "ping"] == [
+        "subscribe",
+        "unsubscribe",
+        "subscribe",
+    ]
+    assert "no book snapshot 0.3 s after subscribing" in _resyncs(sink.events)[0]
     assert [kind for kind, _ in sink.events][:3] == ["resync", "snapshot", "update"]
 
 

@@ -60,28 +60,65 @@ def test_decimals_of_a_tick(tick, places):
     assert decimals_of(tick) == places
 
 
-async def test_venue_loads_markets_from_an_injected_source_sync_or_async(asset_pairs):
+async def test_venue_loads_markets_from_an_injected_source_sync_or_async(
+    asset_pairs, futures_instruments
+):
     async def source():
         return asset_pairs
 
-    for injected in (lambda: asset_pairs, source):
-        venue = KrakenVenue(markets_source=injected)
+    async def futures_source():
+        return futures_instruments
+
+    injections = [(lambda: asset_pairs, futures_source), (source, lambda: futures_instruments)]
+    for injected, futures in injections:
+        venue = KrakenVenue(markets_source=injected, futures_markets_source=futures)
         try:
             markets = await venue.load_markets()
             assert markets["KRAKEN-SPOT-XBT-CHF"].ws_symbol == "BTC/CHF"
+            assert markets["KRAKEN-PERP-XBT-USD"].product_id == "PF_XBTUSD"  # both APIs
+            assert len(markets) == 292 + 7
             assert await venue.load_markets() is markets  # cached
         finally:
             await venue.close()
+    spot_only = KrakenVenue(markets_source=lambda: asset_pairs, futures=False)
+    try:
+        assert {m.kind for m in (await spot_only.load_markets()).values()} == {"spot"}
+    finally:
+        await spot_only.close()
 
 
 async def test_from_config_overrides_urls_and_refuses_unknown_keys():
     venue = from_config("KRAKEN", {"ws": "ws://127.0.0.1:1/v2", "depth": 100, "silence": 5})
     try:
-        assert venue.urls == KrakenUrls(rest="https://api.kraken.com", ws="ws://127.0.0.1:1/v2")
-        assert (venue.depth, venue.silence, venue.code) == (100, 5, "KRAKEN")
+        assert venue.urls == KrakenUrls(
+            rest="https://api.kraken.com",
+            ws="ws://127.0.0.1:1/v2",
+            futures_rest="https://futures.kraken.com",
+            futures_ws="wss://futures.kraken.com/ws/v1",
+        )
+        assert (venue.depth, venue.silence, venue.code, venue.futures) == (100, 5, "KRAKEN", True)
         assert venue._ccxt.urls["api"]["public"] == "https://api.kraken.com"
     finally:
         await venue.close()
+    venue = from_config(
+        "KRAKEN",
+        {"futures_rest": "http://127.0.0.1:2", "futures_ws": "ws://127.0.0.1:2/ws/v1"},
+    )
+    try:
+        assert (venue.urls.futures_rest, venue.urls.futures_ws, venue.urls.ws) == (
+            "http://127.0.0.1:2",
+            "ws://127.0.0.1:2/ws/v1",
+            "wss://ws.kraken.com/v2",
+        )
+        assert venue._ccxt_futures.urls["api"]["public"] == "http://127.0.0.1:2/derivatives/api/"
+        assert venue.futures_pool.url == "ws://127.0.0.1:2/ws/v1"
+    finally:
+        await venue.close()
+    spot_only = from_config("KRAKEN", {"futures": False})
+    try:
+        assert spot_only.futures is False
+    finally:
+        await spot_only.close()
     with pytest.raises(ValueError, match="unknown options"):
         KrakenVenue.from_config("KRAKEN", {"wss": "ws://x"})
     with pytest.raises(ValueError, match="depth"):

@@ -143,3 +143,4 @@ class MethodResponse(msgspec.Struct):
     req_id: int | None = None
     result: dict | None = None
     channel: str | None = None
+    symbol: str | None = None  # some refusals name the pair here, most only in ``error``
