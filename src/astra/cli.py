@@ -1,4 +1,5 @@
-"""The ``astra`` command line: ``serve`` (the gateway), ``sim`` (the simulator), ``keys``."""
+"""The ``astra`` command line: ``serve`` (the gateway), ``sim`` (the simulator), ``keys``,
+``credentials``."""
 
 from __future__ import annotations
 
@@ -18,9 +19,21 @@ def _run(coro: Coroutine) -> int | None:
     return uvloop.run(coro)
 
 
+def _add_sim_account_parser(sim: argparse.ArgumentParser) -> None:
+    # Defined here, not in astra.sim.admin: importing the simulator (eth-account) would slow
+    # every ``astra`` command's start by seconds.
+    sub = sim.add_subparsers(dest="sim_command")
+    account = sub.add_parser("account", help="manage simulator accounts")
+    actions = account.add_subparsers(dest="account_command", required=True)
+    create = actions.add_parser("create", help="create a funded account on a running simulator")
+    create.add_argument("--url", default="http://127.0.0.1:7070", help="the simulator's base URL")
+    create.add_argument("--deposit", default="", help="e.g. USDT=100000,BTC=2 (spot and perp)")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _parser() -> argparse.ArgumentParser:
     from astra.server.serve import add_serve_parser
-    from astra.store import add_keys_parser
+    from astra.store import add_credentials_parser, add_keys_parser
 
     parser = argparse.ArgumentParser(prog="astra", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,16 +42,25 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     sim.add_argument("--port", type=int, default=7070, help="port (0 picks a free one)")
     sim.add_argument("--seed", type=int, default=0, help="seed of the synthetic order flow")
+    sim.add_argument(
+        "--data", metavar="FILE", help="keep accounts, balances and orders in FILE across restarts"
+    )
+    _add_sim_account_parser(sim)
     add_keys_parser(sub)
+    add_credentials_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    if args.command == "sim":
+    if args.command == "sim" and args.sim_command == "account":
+        from astra.sim.admin import run_account_command
+
+        sys.exit(run_account_command(args))
+    elif args.command == "sim":
         from astra.sim.server import serve_sim
 
-        _run(serve_sim(args.host, args.port, args.seed))
+        _run(serve_sim(args.host, args.port, args.seed, args.data))
     elif args.command == "serve":
         from astra.server.serve import serve
 
@@ -47,3 +69,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         from astra.store import run_keys
 
         sys.exit(run_keys(args))
+    elif args.command == "credentials":
+        from astra.store import run_credentials
+
+        sys.exit(run_credentials(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,10 @@ URL layout on one port, so a client written for Aster needs only a base URL:
 
 The clock runs the flow in fixed ``STEP_MS`` steps; when the loop falls behind it catches up
 (bounded) rather than stretching simulated time, so the flow's rate holds under load.
+
+Trading state (accounts, the ledger, every user order and trade) lives here too; with a
+``data_path`` it is loaded at start, saved every ``SAVE_EVERY_S`` seconds while it changes and
+on shutdown, atomically (write, fsync, rename) and readable by the owner only.
 """
 
 from __future__ import annotations
@@ -13,21 +17,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .accounts import AccountRegistry, NewCredentials
+from .admin import admin_routes
 from .feeds import Feeds, StreamHub
 from .flow import STEP_MS, SyntheticFlow
+from .ledger import Ledger
 from .markets import DEFAULT_MARKETS, SimMarket
-from .rest import error_middleware, rest_routes
-from .state import MarketState
+from .orders import OrderManager
+from .perp import PerpTrading
+from .perp_rest import add_perp_routes
+from .persist import load_state, snapshot, write_atomic
+from .private import PrivateSide
+from .ratelimit import RateLimiter, RateLimits, rate_limit_middleware
+from .rest import error_middleware, request_weight, rest_routes
+from .signing import Authenticator
+from .spot import SpotTrading
+from .state import MarketState, now_ms
+from .userstream import UserStreams
 from .ws import WsLimits, WsSide
 
 __all__ = ["SimExchange", "VenueSide"]
 
 _MAX_CATCH_UP = 40  # steps run at most per wake-up (2 s of simulated time)
+SAVE_EVERY_S = 2.0
 
 
 @dataclass
@@ -38,6 +55,8 @@ class VenueSide:
     hub: StreamHub
     feeds: Feeds
     ws: WsSide = field(init=False)
+    streams: UserStreams = field(init=False)  # listenKeys and /ws/<listenKey>
+    trading: OrderManager | None = None
 
 
 class SimExchange:
@@ -48,8 +67,16 @@ class SimExchange:
         seed: int = 0,
         markets: Iterable[SimMarket] = DEFAULT_MARKETS,
         ws_limits: dict[str, WsLimits] | None = None,
+        data_path: str | None = None,
+        rate_limits: dict[str, RateLimits] | None = None,
+        rate_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.seed = seed
+        self.data_path = data_path
+        self.registry = AccountRegistry()
+        self.ledger = Ledger()
+        limits = {"spot": RateLimits.spot(), "perp": RateLimits.perp(), **(rate_limits or {})}
+        self.limiters = {kind: RateLimiter(lim, rate_clock) for kind, lim in limits.items()}
         self.sides: dict[str, VenueSide] = {}
         for kind in ("spot", "perp"):
             states = {m.symbol: MarketState(m) for m in markets if m.kind == kind}
@@ -66,8 +93,36 @@ class SimExchange:
         for side in self.sides.values():
             for flow in side.flows:
                 flow.seed_book()
+        self._attach_trading()
+        for side in self.sides.values():
+            side.streams = side.ws.user_streams = UserStreams(side.kind, side.ws)
+        if data_path is not None:
+            load_state(data_path, self)
         self.steps = 0
         self._task: asyncio.Task | None = None
+        self._saver: asyncio.Task | None = None
+
+    def _attach_trading(self) -> None:
+        spot = self.sides["spot"]
+        spot.trading = SpotTrading(spot.states, self.ledger, self._index_of(spot))
+        perp = self.sides["perp"]
+        perp.trading = PerpTrading(perp.states, self.ledger, self._index_of(perp))
+        self.auth = Authenticator(self.registry)
+
+    @staticmethod
+    def _index_of(side: VenueSide):
+        def index(state: MarketState) -> float:
+            return side.feeds.index_price.get(state.market.stream_id, state.market.start_price)
+
+        return index
+
+    def create_account(self, deposits: dict[str, int]) -> NewCredentials:
+        account, creds = self.registry.create(now_ms())
+        for asset, amount in deposits.items():
+            for wallet in ("spot", "perp"):
+                if amount:
+                    self.ledger.deposit(wallet, account.id, asset, amount)
+        return creds
 
     def state(self, kind: str, symbol: str) -> MarketState:
         return self.sides[kind].states[symbol]
@@ -79,6 +134,8 @@ class SimExchange:
                 flow.step()
                 side.feeds.index_price[flow.state.market.stream_id] = flow.fair
             side.feeds.tick()
+            if side.trading is not None:
+                side.trading.check_triggers()
 
     async def run(self) -> None:
         """Advance in real time until cancelled."""
@@ -97,9 +154,35 @@ class SimExchange:
 
     def app(self) -> web.Application:
         """The aiohttp application; starting it starts the clock, cleanup stops it."""
-        app = web.Application(middlewares=[error_middleware])
+        # Rate limits are outermost, so that error responses carry the weight headers too.
+        limit_mws = [
+            rate_limit_middleware(self.limiters[kind], request_weight(kind)) for kind in self.sides
+        ]
+        app = web.Application(middlewares=[*limit_mws, error_middleware])
+        app.add_routes(admin_routes(self))
         for kind, side in self.sides.items():
-            app.add_routes(rest_routes(kind, side.states, side.feeds))
+            limiter = self.limiters[kind]
+            app.add_routes(
+                rest_routes(kind, side.states, side.feeds, limiter.limits.rate_limits_json())
+            )
+            if side.trading is not None:
+                private = PrivateSide(
+                    kind,
+                    self.registry,
+                    self.auth,
+                    side.trading,
+                    on_order=lambda account, lim=limiter: lim.order(account.id),
+                )
+                private.add_order_routes()
+                if kind == "spot":
+                    private.add("GET", "account",
+                                lambda r, t=side.trading: t.account_json(r.account.id))
+                    private.add("GET", "commissionRate", self._commission(side.trading))
+                if kind == "perp":
+                    add_perp_routes(private, side.trading)
+                side.streams.add_routes(private)  # POST/PUT/DELETE listenKey
+                side.trading.emit = side.streams.emit  # user events -> /ws/<listenKey>
+                app.add_routes(private.routes)
             base = "/fstream" if kind == "perp" else "/sstream"
             app.add_routes(
                 [
@@ -115,12 +198,44 @@ class SimExchange:
     async def _on_shutdown(self, app: web.Application) -> None:
         self.drop_connections("server shutdown")
 
+    @staticmethod
+    def _commission(trading: OrderManager):
+        def rates(r) -> dict:
+            symbol = r.require("symbol")
+            trading.state(symbol)
+            return {
+                "symbol": symbol,
+                "makerCommissionRate": f"{trading.maker_ppm / 1e6:.6f}",
+                "takerCommissionRate": f"{trading.taker_ppm / 1e6:.6f}",
+            }
+
+        return rates
+
     async def _clock(self, app: web.Application):
         self._task = asyncio.create_task(self.run())
+        if self.data_path is not None:
+            self._saver = asyncio.create_task(self._save_loop())
         yield
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for task in (self._task, self._saver):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.save()
+
+    def save(self) -> None:
+        if self.data_path is not None:
+            write_atomic(self.data_path, snapshot(self))
+
+    async def _save_loop(self) -> None:
+        last = b""
+        while True:
+            await asyncio.sleep(SAVE_EVERY_S)
+            # Snapshot on the loop (consistent), write in a thread (the loop never blocks on IO).
+            data = snapshot(self)
+            if data != last:
+                await asyncio.to_thread(write_atomic, self.data_path, data)
+                last = data
 
     def drop_connections(self, reason: str = "server reset") -> int:
         """Close every WebSocket connection (clients must resync); returns how many."""

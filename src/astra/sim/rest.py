@@ -23,11 +23,15 @@ from aiohttp import web
 from astra.venues.aster import schemas as wire
 
 from .feeds import Feeds
+from .filters import FilterError
 from .markets import format_fixed
+from .orders import OrderError
+from .ratelimit import RateLimitError
+from .signing import AuthError
 from .state import KLINE_INTERVALS, MarketState, bucket_close, now_ms
 from .views import book_ticker, ticker_stats
 
-__all__ = ["SimApiError", "error_middleware", "rest_routes"]
+__all__ = ["SimApiError", "error_middleware", "request_weight", "rest_routes"]
 
 log = logging.getLogger(__name__)
 DEPTH_LIMITS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}  # limit -> weight
@@ -55,8 +59,8 @@ def _error(status: int, code: int, msg: str) -> web.Response:
 async def error_middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
     try:
         return await handler(request)
-    except SimApiError as exc:
-        return _error(exc.status, exc.code, exc.msg)
+    except (SimApiError, OrderError, FilterError, AuthError, RateLimitError) as exc:
+        return _error(getattr(exc, "status", 400), exc.code, exc.msg)
     except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
         return _error(
             exc.status, -1020, f"This operation is not supported: {request.method} {request.path}"
@@ -95,7 +99,10 @@ def _int_param(
 class _Side:
     """The REST handlers of one side (spot or perpetual)."""
 
-    def __init__(self, kind: str, states: dict[str, MarketState], feeds: Feeds) -> None:
+    def __init__(
+        self, kind: str, states: dict[str, MarketState], feeds: Feeds, rate_limits: list[dict]
+    ) -> None:
+        self.rate_limits = rate_limits
         self.kind = kind
         self.states = states  # by venue symbol, e.g. "BTCUSDT"
         self.feeds = feeds
@@ -129,27 +136,7 @@ class _Side:
         info: dict = {"timezone": "UTC", "serverTime": now_ms()}
         if self.kind == "perp":
             info["futuresType"] = "U_MARGINED"
-            info["rateLimits"] = [
-                {
-                    "rateLimitType": "REQUEST_WEIGHT",
-                    "interval": "MINUTE",
-                    "intervalNum": 1,
-                    "limit": 2400,
-                },
-                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
-                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
-            ]
-        else:
-            info["rateLimits"] = [
-                {
-                    "rateLimitType": "REQUEST_WEIGHT",
-                    "interval": "MINUTE",
-                    "intervalNum": 1,
-                    "limit": 6000,
-                },
-                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
-                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 1000},
-            ]
+        info["rateLimits"] = self.rate_limits
         info["exchangeFilters"] = []
         assets = dict.fromkeys(
             a for s in self.states.values() for a in (s.market.quote, s.market.base)
@@ -380,8 +367,40 @@ class _Side:
         return self._each(request, index)
 
 
-def rest_routes(kind: str, states: dict[str, MarketState], feeds: Feeds) -> list[web.RouteDef]:
-    side = _Side(kind, states, feeds)
+def request_weight(kind: str) -> Callable[[web.Request], int | None]:
+    """The documented weight of a request to ``kind``'s REST API; None when not counted (the
+    other side's paths, WebSocket upgrades, the simulator's admin endpoint)."""
+    root = "/fapi/" if kind == "perp" else "/api/"
+    heavy = {"allOrders": 5, "account": 5, "userTrades": 5, "historicalTrades": 20,
+             "commissionRate": 20, "balance": 5, "positionRisk": 5, "income": 30,
+             "asset/wallet/transfer": 5}
+    per_symbol = {"openOrders": 40, "ticker/24hr": 40, "ticker/price": 2,
+                  "ticker/bookTicker": 2, "forceOrders": 50}
+
+    def weight(request: web.Request) -> int | None:
+        path = request.path
+        if not path.startswith(root):
+            return None
+        name = path.split("/", 3)[-1]
+        if name == "depth":
+            text = request.query.get("limit", "")
+            ok = text.isascii() and text.isdigit() and len(text) < 6
+            return DEPTH_LIMITS.get(int(text), 2) if ok else 2
+        if name in per_symbol and not request.query.get("symbol"):
+            return per_symbol[name]
+        if name == "forceOrders":
+            return 20
+        if name == "positionSide/dual" and request.method == "GET":
+            return 30
+        return heavy.get(name, 1)
+
+    return weight
+
+
+def rest_routes(
+    kind: str, states: dict[str, MarketState], feeds: Feeds, rate_limits: list[dict]
+) -> list[web.RouteDef]:
+    side = _Side(kind, states, feeds, rate_limits)
     root = "/fapi" if kind == "perp" else "/api"
     endpoints: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
         "ping": side.ping,

@@ -60,16 +60,19 @@ class SimServer:
         await self.close()
 
 
-async def serve_sim(host: str, port: int, seed: int) -> None:
+async def serve_sim(host: str, port: int, seed: int, data: str | None = None) -> None:
     """Run until SIGINT/SIGTERM, printing the base URLs once listening."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with SimServer(SimExchange(seed=seed), host, port) as server:
+    async with SimServer(SimExchange(seed=seed, data_path=data), host, port) as server:
         print(f"Astra simulator (venue SIM, seed {seed}) listening on {server.base_url}")
         for name, url in server.urls().items():
             print(f"  {name:<15} {url}")
+        if data:
+            print(f"  trading state   {data}")
+        print(f"  new account     astra sim account create --url {server.base_url}")
         sys.stdout.flush()
         await stop.wait()
         print("shutting down", flush=True)

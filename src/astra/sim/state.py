@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -163,6 +164,8 @@ class MarketState:
         self.aggs: deque[AggRecord] = deque(maxlen=history)
         self.candles: deque[Candle] = deque(maxlen=candle_history)  # 1m, oldest first
         self.listener: StateListener | None = None
+        # Called with every batch of fills, after the trades are recorded: user orders settle here.
+        self.fill_listener: Callable[[MarketState, list[Fill]], None] | None = None
         self.last_change_ms = now_ms()
         self._next_order_id = 1
         self._next_trade_id = 1
@@ -197,6 +200,8 @@ class MarketState:
         )
         if fills:
             self._record(fills)
+            if self.fill_listener is not None:
+                self.fill_listener(self, fills)
         if self.engine.update_id != before:
             self._changed()
         return order, fills
@@ -206,6 +211,10 @@ class MarketState:
         if order is not None:
             self._changed()
         return order
+
+    @property
+    def next_trade_id(self) -> int:
+        return self._next_trade_id
 
     def _changed(self) -> None:
         self.last_change_ms = now_ms()

@@ -20,6 +20,7 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -28,6 +29,9 @@ from astra.net import BoundedSender
 
 from .feeds import StreamHub, parse_stream
 from .state import MarketState
+
+if TYPE_CHECKING:
+    from .userstream import UserStreams
 
 __all__ = ["WsLimits", "WsSide"]
 
@@ -90,6 +94,7 @@ class WsSide:
         self.markets = markets  # by lowercase stream id
         self.limits = limits or WsLimits.for_kind(kind)
         self.connections: set[_Connection] = set()
+        self.user_streams: UserStreams | None = None  # serves /ws/<listenKey> when set
 
     def drop_all(self, reason: str = "server reset") -> int:
         """Close every connection of this side (used to exercise client reconnects)."""
@@ -99,6 +104,8 @@ class WsSide:
 
     async def handle_raw(self, request: web.Request) -> web.StreamResponse:
         tail = request.match_info.get("streams", "")
+        if self.user_streams is not None and self.user_streams.is_key(tail):
+            return await self.user_streams.serve(request, tail)
         return await self._serve(request, [s for s in tail.split("/") if s], combined=False)
 
     async def handle_combined(self, request: web.Request) -> web.StreamResponse:
