@@ -8,6 +8,9 @@ Invariants:
   the message and set ``parameter``; market and exchange errors set ``parameter`` to
   ``"market"`` / ``"exchange"``.
 - Venue errors (``VenueError`` and its subclasses) always carry ``venue``.
+- Exchange-credential errors (``MissingCredentials``, ``InvalidCredentials``,
+  ``CredentialsForbidden``) set ``venue`` to the exchange concerned and never quote a
+  credential value: their messages name headers or fields only.
 """
 
 from __future__ import annotations
@@ -19,12 +22,20 @@ from ._models import Error, Exchange
 __all__ = [
     "AstraError",
     "Conflict",
+    "CredentialsForbidden",
+    "DuplicateOrder",
     "Forbidden",
+    "InsufficientBalance",
+    "InvalidCredentials",
     "InvalidMarket",
+    "InvalidOrder",
     "InvalidParameter",
     "MarketNotFound",
+    "MissingCredentials",
     "MissingParameter",
     "NotFound",
+    "OrderNotFound",
+    "OrderStatusUnknown",
     "RateLimited",
     "Unauthorized",
     "UnknownExchange",
@@ -183,6 +194,44 @@ class Forbidden(AstraError, code="FORBIDDEN", status=403, message="forbidden"):
     pass
 
 
+# Exchange credentials (the user's own keys on a venue), distinct from the Astra API key
+# (``Unauthorized``): a client must be able to tell "your Astra key is wrong" from "bring your
+# exchange key". Not subclasses of Unauthorized/Forbidden, so the Astra key's handling (e.g. a
+# WWW-Authenticate challenge) never applies to them by accident.
+class MissingCredentials(
+    AstraError,
+    code="EXCHANGE_CREDENTIALS_REQUIRED",
+    status=401,
+    message="exchange credentials required",
+):
+    """No usable exchange credentials: none sent nor stored, or some required part missing.
+
+    ``parameter`` names the first missing header (or field), ``venue`` the exchange.
+    """
+
+
+class InvalidCredentials(
+    AstraError,
+    code="INVALID_EXCHANGE_CREDENTIALS",
+    status=401,
+    message="invalid exchange credentials",
+):
+    """Exchange credentials that are malformed, or that the venue rejected as unknown/invalid.
+
+    ``parameter`` names the header (or field) at fault when one is; never its value.
+    """
+
+
+class CredentialsForbidden(
+    AstraError,
+    code="EXCHANGE_CREDENTIALS_FORBIDDEN",
+    status=403,
+    message="the exchange credentials are not permitted to do this",
+):
+    """Valid exchange credentials without the permission the request needs (e.g. a read-only
+    key placing an order, an IP not on the key's allow-list)."""
+
+
 class NotFound(AstraError, code="NOT_FOUND", status=404, message="not found"):
     pass
 
@@ -197,6 +246,41 @@ class Unprocessable(AstraError, code="UNPROCESSABLE", status=422, message="unpro
 
 class RateLimited(AstraError, code="RATE_LIMITED", status=429, message="rate limit exceeded"):
     """``retry_after`` (seconds) also belongs in the HTTP ``Retry-After`` header."""
+
+
+# Trading errors a venue reports about an order or an account (``astra.trading.errors`` maps
+# ccxt's exceptions onto them). They set ``venue`` and, when the venue gave one,
+# ``venue_code``; they are not VenueErrors (502): the venue worked, the request was refused.
+class InsufficientBalance(
+    AstraError, code="INSUFFICIENT_BALANCE", status=422, message="insufficient balance"
+):
+    pass
+
+
+class InvalidOrder(AstraError, code="INVALID_ORDER", status=422, message="invalid order"):
+    """The venue refused the order's parameters (size, price, filters, time in force...)."""
+
+
+class OrderNotFound(AstraError, code="ORDER_NOT_FOUND", status=404, message="order not found"):
+    pass
+
+
+class DuplicateOrder(
+    AstraError, code="DUPLICATE_ORDER", status=409, message="duplicate client order id"
+):
+    pass
+
+
+class OrderStatusUnknown(
+    AstraError,
+    code="ORDER_STATUS_UNKNOWN",
+    status=202,
+    message="the order was sent but the venue did not confirm it: its status is unknown",
+):
+    """An order request that may have reached the venue but got no definite answer (a
+    timeout or a dropped connection after sending). Not a failure: 202 Accepted, because the
+    order may well exist, and a 4xx/5xx would invite a blind retry (a duplicate order). The
+    client reconciles by its client order id; the order's status is ``UNKNOWN`` meanwhile."""
 
 
 class VenueError(

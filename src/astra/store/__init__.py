@@ -1,8 +1,11 @@
 """Astra's persistent state: SQLAlchemy Core over SQLite (embedded default) or PostgreSQL.
 
 ``open_database()`` gives the engine (tables created); ``ApiKeyStore`` manages API keys;
-``add_keys_parser``/``run_keys`` are the ``astra keys`` command. Invariant: no API key secret
-is ever written to disk or logs (only salted SHA-256 digests are stored).
+``add_keys_parser``/``run_keys`` are the ``astra keys`` command; ``OrderJournal`` writes every
+order intent before it is sent and reconciles unknown outcomes (``journal.py``);
+``CredentialStore`` keeps exchange credentials encrypted under ``ASTRA_MASTER_KEY``
+(``astra credentials``, ``credentials_cli.py``). Invariant: no API key secret is ever written to
+disk or logs (only salted SHA-256 digests are stored), no exchange credential in clear.
 """
 
 from ._db import (
@@ -13,21 +16,68 @@ from ._db import (
     default_data_dir,
     open_database,
 )
+from .credentials import (
+    EXCHANGE_CREDENTIALS,
+    MASTER_KEY_ENV,
+    CredentialDecryptionError,
+    CredentialStore,
+    CredentialStoreError,
+    MasterKeyError,
+    StoredCredentials,
+    UnknownApiKey,
+    generate_master_key,
+    load_master_key,
+)
+from .credentials_cli import add_credentials_parser, run_credentials
+from .journal import (
+    CLIENT_ORDER_ID_PREFIX,
+    ORDERS_JOURNAL,
+    RECONCILE_GRACE_MS,
+    ClientOrderIdConflict,
+    InvalidTransition,
+    JournalEntry,
+    JournalState,
+    OrderJournal,
+    generate_client_order_id,
+    is_valid_client_order_id,
+)
 from .keys import API_KEYS, ApiKeyStore, IssuedKey, KeyInfo, parse_token
 from .keys_cli import add_keys_parser, run_keys
 
 __all__ = [
     "API_KEYS",
+    "CLIENT_ORDER_ID_PREFIX",
     "DATABASE_FILE",
     "DATABASE_URL_ENV",
     "DATA_DIR_ENV",
+    "EXCHANGE_CREDENTIALS",
+    "MASTER_KEY_ENV",
     "METADATA",
+    "ORDERS_JOURNAL",
+    "RECONCILE_GRACE_MS",
     "ApiKeyStore",
+    "ClientOrderIdConflict",
+    "CredentialDecryptionError",
+    "CredentialStore",
+    "CredentialStoreError",
+    "InvalidTransition",
     "IssuedKey",
+    "JournalEntry",
+    "JournalState",
     "KeyInfo",
+    "MasterKeyError",
+    "OrderJournal",
+    "StoredCredentials",
+    "UnknownApiKey",
+    "add_credentials_parser",
     "add_keys_parser",
     "default_data_dir",
+    "generate_client_order_id",
+    "generate_master_key",
+    "is_valid_client_order_id",
+    "load_master_key",
     "open_database",
     "parse_token",
+    "run_credentials",
     "run_keys",
 ]

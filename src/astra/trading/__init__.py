@@ -1,0 +1,3 @@
+"""Astra trading: order management, idempotent client ids, persistence, exchange credentials."""
+
+__all__ = []
