@@ -6,9 +6,10 @@ that follow each snapshot (9 symbols, interleaved as recorded) are replayed ``re
 with their sequences shifted per pass so the chain stays contiguous (a repeat is new data,
 not a duplicate to skip). Both sides start from the same synced books; returns messages/s:
 
-- ``astra``: msgspec decode of ``Envelope[Level2]`` + the session's type/topic dispatch +
-  ``_BookFeed._on_event`` (sequenceStart continuity, per-change sequence filter, price-0
-  skip) + ``L2Book.apply`` in the sink (what the gateway does per message);
+- ``astra``: msgspec decode of ``RawEnvelope`` + the shared connection's type/topic dispatch
+  + ``Level2Book.on_data`` (``Level2`` decode of the payload, sequenceStart continuity,
+  per-change sequence filter, price-0 skip) + ``L2Book.apply`` in the sink (what the gateway
+  does per message);
 - ``ccxt``: ``json.loads`` + ccxt.pro ``kucoin.handle_message`` on a stub client (its own
   book; it drops stale messages but checks no continuity once synced).
 
@@ -27,8 +28,8 @@ import ccxt.pro
 import msgspec
 
 from astra.marketdata.book import L2Book
-from astra.venues.kucoin.feed import _BookFeed
-from astra.venues.kucoin.schemas import Envelope, Level2
+from astra.venues.kucoin.feed import Level2Book
+from astra.venues.kucoin.schemas import Level2, RawEnvelope
 from astra.venues.kucoin.symbols import parse_ccxt_markets
 
 DEFAULT = Path(__file__).resolve().parents[3] / "shared/fixtures/recorded/KUCOIN.ws.1.0"
@@ -104,11 +105,11 @@ def _repeated(snapshots: dict, frames: list[dict], repeat: int) -> list[bytes]:
 
 
 def _astra(snapshots: dict, encoded: list[bytes]) -> float:
-    decode = msgspec.json.Decoder(Envelope[Level2]).decode
+    decode = msgspec.json.Decoder(RawEnvelope).decode
+    decode_level2 = msgspec.json.Decoder(Level2).decode
     feeds = {}
     for symbol, snap in snapshots.items():
-        feed = _BookFeed(None, None, f"/market/level2:{symbol}", decode, None, _Sink(), symbol,
-                         20, {})  # fmt: skip
+        feed = Level2Book(decode_level2, None, _Sink(), symbol)
         feed.sync.start(int(snap["sequence"]))
         book = L2Book(symbol)
         book.reset(
@@ -118,12 +119,12 @@ def _astra(snapshots: dict, encoded: list[bytes]) -> float:
             snap["time"],
         )
         feed.sink.on_snapshot(book)
-        feeds[feed.topic] = feed
+        feeds[f"/market/level2:{symbol}"] = feed
     start = time.perf_counter()
-    for raw in encoded:  # run_session's per-frame work, then the feed's
+    for raw in encoded:  # the connection's per-frame work, then the market's
         frame = decode(raw)
         if frame.type == "message":
-            feeds[frame.topic]._on_event(frame.data)
+            feeds[frame.topic].on_data(frame.data)
     return len(encoded) / (time.perf_counter() - start)
 
 

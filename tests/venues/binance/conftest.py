@@ -1,5 +1,6 @@
 """Binance test helpers: the recorded responses, an independent book rebuild, a fake Binance
-on 127.0.0.1 (REST depth + WebSocket replay of a recorded session) and a recording sink."""
+on 127.0.0.1 (REST depth + a combined-stream WebSocket replaying recorded sessions, with live
+SUBSCRIBE/UNSUBSCRIBE) and a recording sink."""
 
 from __future__ import annotations
 
@@ -110,47 +111,71 @@ def recording(shared_fixture):
     return lambda symbol: Recording(shared_fixture, symbol)
 
 
-class FakeBinance:
-    """Binance spot on 127.0.0.1, serving one recorded session.
+class Tape:
+    """One symbol's recorded frames as the venue's "now": every subscription of its depth
+    stream plays from the current position, on whichever connection it was made."""
 
-    The recorded frames are a tape shared by every connection (the venue's "now"): each
-    WebSocket connection streams from the tape's current position. The first depth request
-    gets the recorded snapshot; later ones get the truth at the last frame sent, as the
-    venue would answer then. Knobs: ``hold_after`` (stop the tape at that frame until
-    ``release`` is set), ``per_connection`` (frames per connection, then stay silent),
-    ``drop`` (tape positions not sent on the first connection), ``refusals`` (``(status,
-    retry_after)`` answers to the first depth requests).
+    def __init__(self, rec: Recording, drop: tuple[int, ...] = ()) -> None:
+        self.rec, self.drop = rec, set(drop)
+        self.pos = 0
+        self.served_ids: list[int] = []  # lastUpdateId of each depth response
+        self.dropped: list[int] = []
+
+
+class FakeBinance:
+    """Binance spot on 127.0.0.1, serving recorded sessions (one or more symbols).
+
+    REST ``depth``: the first request of a symbol gets its recorded snapshot, later ones the
+    truth at the last frame its tape sent, as the venue would answer then. WebSocket: the
+    combined-stream endpoint (``/stream/stream``), answering live ``SUBSCRIBE``/``UNSUBSCRIBE``
+    with ``{"result": null, "id"}`` and replaying each subscribed stream wrapped as
+    ``{"stream", "data"}``. Knobs: ``hold_after`` (stop every tape at that frame until
+    ``release`` is set), ``per_connection`` (frames per stream and connection, then quiet),
+    ``drop`` (tape positions not sent on the first connection: a tuple for the first
+    recording, or ``{symbol: positions}``), ``refusals`` (``(status, retry_after)`` answers to
+    the first depth requests), ``refuse`` (stream names whose SUBSCRIBE gets an error answer
+    once).
     """
 
     def __init__(
         self,
-        rec: Recording,
+        recs: Recording | list[Recording],
         *,
         hold_after: int | None = None,
         per_connection: int | None = None,
-        drop: tuple[int, ...] = (),
+        drop: tuple[int, ...] | dict[str, tuple[int, ...]] = (),
         refusals: tuple[tuple[int, int], ...] = (),
+        refuse: tuple[str, ...] = (),
         exchange_info: dict | None = None,
     ) -> None:
-        self.rec, self.hold_after, self.per_connection = rec, hold_after, per_connection
-        self.drop, self.refusals = set(drop), list(refusals)
+        recs = [recs] if isinstance(recs, Recording) else list(recs)
+        drops = drop if isinstance(drop, dict) else {recs[0].symbol: drop}
+        self.tapes = {rec.symbol: Tape(rec, drops.get(rec.symbol, ())) for rec in recs}
+        self.rec = recs[0]
+        self.hold_after, self.per_connection = hold_after, per_connection
+        self.refusals, self.refuse = list(refusals), set(refuse)
         self.exchange_info = exchange_info
-        self.pos = 0
         self.release = asyncio.Event()
         self.connections = 0
-        self.streams: list[str] = []
+        self.requests: list[tuple[int, dict]] = []  # (connection number, request), in order
+        self.streams: list[str] = []  # every stream subscribed, in order
         self.depth_requests: list[tuple[float, dict]] = []  # (time.monotonic(), query)
-        self.served_ids: list[int] = []
+        self.served_ids: list[int] = []  # every depth response's lastUpdateId, all symbols
         self.dropped: list[int] = []
+        self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._open: set[web.WebSocketResponse] = set()
         self.base_url = ""
 
-    def _snapshot_body(self) -> dict:
-        if not self.served_ids:
-            return self.rec.snapshot
-        upto = self.rec.events[self.pos - 1]["u"]
-        book = self.rec.truth(upto)
+    @property
+    def pos(self) -> int:
+        return self.tapes[self.rec.symbol].pos
+
+    def _snapshot_body(self, tape: Tape) -> dict:
+        if not tape.served_ids:
+            return tape.rec.snapshot
+        upto = tape.rec.events[tape.pos - 1]["u"]
+        book = tape.rec.truth(upto)
         return {
             "lastUpdateId": upto,
             "bids": [[str(p), str(q)] for p, q in sorted(book["bids"].items(), reverse=True)],
@@ -166,7 +191,9 @@ class FakeBinance:
                 status=status,
                 headers={"Retry-After": str(retry_after)},
             )
-        body = self._snapshot_body()
+        tape = self.tapes[request.query["symbol"]]
+        body = self._snapshot_body(tape)
+        tape.served_ids.append(body["lastUpdateId"])
         self.served_ids.append(body["lastUpdateId"])
         return web.json_response(body)
 
@@ -175,48 +202,80 @@ class FakeBinance:
 
     async def stream(self, request: web.Request) -> web.WebSocketResponse:
         self.connections += 1
-        first = self.connections == 1
-        name = request.match_info["stream"]
-        self.streams.append(name)
+        number = self.connections
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._open.add(ws)
+        self._changed.set()
+        replays: dict[str, asyncio.Task] = {}
         try:
-            await self._replay(ws, name, first)
-            async for _ in ws:  # stay open (and silent) until the client leaves
-                pass
+            async for msg in ws:
+                req = json.loads(msg.data)
+                self.requests.append((number, req))
+                self._changed.set()
+                refused = self.refuse & set(req["params"])
+                if req["method"] == "SUBSCRIBE" and refused:
+                    self.refuse -= refused
+                    error = {"code": 2, "msg": "Invalid request: refused here", "id": req["id"]}
+                    await ws.send_str(json.dumps(error))
+                    continue
+                await ws.send_str(json.dumps({"result": None, "id": req["id"]}))
+                for name in req["params"]:
+                    if req["method"] == "SUBSCRIBE":
+                        self.streams.append(name)
+                        replays[name] = asyncio.create_task(self._replay(ws, name, number))
+                    elif (task := replays.pop(name, None)) is not None:
+                        task.cancel()
         finally:
             self._open.discard(ws)
+            for task in replays.values():
+                task.cancel()
         return ws
 
-    async def _replay(self, ws: web.WebSocketResponse, name: str, first: bool) -> None:
-        if name.endswith("@aggTrade"):
-            for frame in self.rec.trades:
-                await ws.send_str(frame)
-        else:
-            sent = 0
-            tape = self.rec.depth
-            while self.pos < len(tape) and not ws.closed:
-                if self.per_connection is not None and sent >= self.per_connection:
-                    break
-                if self.pos == self.hold_after:
-                    await self.release.wait()
-                i, self.pos = self.pos, self.pos + 1
-                sent += 1
-                if first and i in self.drop:
-                    self.dropped.append(i)
-                    continue
-                try:
-                    await ws.send_str(tape[i])
-                except ConnectionError:
-                    break
-                await asyncio.sleep(0)  # interleave with the client, as a live stream does
+    async def _replay(self, ws: web.WebSocketResponse, name: str, number: int) -> None:
+        symbol, _, kind = name.partition("@")
+        tape = self.tapes.get(symbol.upper())
+        if tape is None:
+            return
+        if kind == "aggTrade":
+            for frame in tape.rec.trades:
+                await ws.send_str(f'{{"stream":"{name}","data":{frame}}}')
+            return
+        sent = 0
+        frames = tape.rec.depth
+        while tape.pos < len(frames) and not ws.closed:
+            if self.per_connection is not None and sent >= self.per_connection:
+                break
+            if tape.pos == self.hold_after:
+                await self.release.wait()
+            i, tape.pos = tape.pos, tape.pos + 1
+            sent += 1
+            if number == 1 and i in tape.drop:
+                tape.dropped.append(i)
+                self.dropped.append(i)
+                continue
+            try:
+                await ws.send_str(f'{{"stream":"{name}","data":{frames[i]}}}')
+            except ConnectionError:
+                break
+            await asyncio.sleep(0)  # interleave with the client, as a live stream does
+
+    def sent(self, method: str) -> list[list[str]]:
+        """The params of every ``method`` request received, in order."""
+        return [req["params"] for _, req in self.requests if req["method"] == method]
+
+    async def wait_until(self, predicate, within: float = 10.0) -> None:
+        """Until ``predicate()`` holds, re-checked whenever a connection or request arrives."""
+        async with asyncio.timeout(within):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
 
     async def start(self) -> FakeBinance:
         app = web.Application()
         app.router.add_get("/api/v3/depth", self.depth)
         app.router.add_get("/api/v3/exchangeInfo", self.exchange_info_route)
-        app.router.add_get("/stream/ws/{stream}", self.stream)
+        app.router.add_get("/stream/stream", self.stream)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -237,8 +296,8 @@ async def fake_binance():
     """``await fake_binance(recording, **knobs)``: a started FakeBinance, closed after the test."""
     servers: list[FakeBinance] = []
 
-    async def start(rec: Recording, **knobs) -> FakeBinance:
-        server = await FakeBinance(rec, **knobs).start()
+    async def start(recs: Recording | list[Recording], **knobs) -> FakeBinance:
+        server = await FakeBinance(recs, **knobs).start()
         servers.append(server)
         return server
 

@@ -200,7 +200,7 @@ async def test_unanswered_pings_reconnect_before_silence(exchange_info, book_sin
         return ws
 
     app = web.Application()
-    app.router.add_get("/stream/ws/{stream}", mute)
+    app.router.add_get("/stream/stream", mute)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

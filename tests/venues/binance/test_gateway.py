@@ -78,3 +78,33 @@ async def test_rest_and_ws_books_equal_the_recording(
             top = await r.json()
         assert top["bids"] == body["bids"][:5] and top["asks"] == body["asks"][:5]
     assert server.connections == 1 and server.served_ids == [rec.snapshot["lastUpdateId"]]
+
+
+async def test_two_markets_through_the_gateway_share_one_connection(
+    recording, fake_binance, exchange_info, key_store
+):
+    recs = {
+        "BINANCE-SPOT-NKN-USDT": recording("NKNUSDT"),
+        "BINANCE-SPOT-LRC-BTC": recording("LRCBTC"),
+    }
+    server = await fake_binance(list(recs.values()))
+    venue = BinanceVenue(
+        urls=BinanceUrls.at(server.base_url), exchange_info={"spot": exchange_info["spot"]}
+    )
+    headers = {"x-astra-api-key": f"Bearer {key_store.create('binance').token}"}
+    async with (
+        Gateway({"BINANCE": venue}, key_store, port=0, metrics_port=0, linger=1.0) as gw,
+        aiohttp.ClientSession(headers=headers) as http,
+        asyncio.timeout(20),
+    ):
+        for symbol, rec in recs.items():  # the second market joins the open connection live
+            while True:
+                async with http.get(f"{gw.base_url}/orderbook", params={"market": symbol}) as r:
+                    assert r.status == 200, await r.text()
+                    body = await r.json()
+                assert _levels(body) == rec.truth_floats(body["updateId"])
+                if body["updateId"] == rec.final_u:
+                    break
+                await asyncio.sleep(0.02)
+    assert server.connections == 1
+    assert server.sent("SUBSCRIBE") == [["nknusdt@depth@100ms"], ["lrcbtc@depth@100ms"]]

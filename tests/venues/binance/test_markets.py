@@ -143,26 +143,41 @@ def test_from_config_takes_url_overrides_and_rejects_unknown_keys():
         BinanceVenue(sections=("spot", "margin"))
 
 
-async def test_stream_urls_per_product(markets):
+async def test_stream_addresses_and_limits_per_product(markets):
     venue = BinanceVenue()
     try:
-        url = venue.ws_url
-        assert url(markets["BINANCE-SPOT-NKN-USDT"], "depth") == (
-            "wss://stream.binance.com:9443/ws/nknusdt@depth@100ms"
+        address = venue.stream_address
+        assert address(markets["BINANCE-SPOT-NKN-USDT"], "depth") == (
+            "wss://stream.binance.com:9443/stream",
+            "nknusdt@depth@100ms",
         )
-        assert url(markets["BINANCE-PERP-BTC-USDT"], "depth") == (
-            "wss://fstream.binance.com/public/ws/btcusdt@depth@100ms"
+        assert address(markets["BINANCE-PERP-BTC-USDT"], "depth") == (
+            "wss://fstream.binance.com/public/stream",
+            "btcusdt@depth@100ms",
         )
-        assert url(markets["BINANCE-PERP-BTC-USDT"], "trades") == (
-            "wss://fstream.binance.com/market/ws/btcusdt@aggTrade"
+        assert address(markets["BINANCE-PERP-BTC-USDT"], "trades") == (
+            "wss://fstream.binance.com/market/stream",
+            "btcusdt@aggTrade",
         )
-        assert url(markets["BINANCE-PERP-BTC-USD-COINM"], "depth") == (
-            "wss://dstream.binance.com/ws/btcusd_perp@depth@100ms"
+        assert address(markets["BINANCE-PERP-BTC-USD-COINM"], "depth") == (
+            "wss://dstream.binance.com/stream",
+            "btcusd_perp@depth@100ms",
         )
         opt = markets["BINANCE-OPT-BTC-USDT-260327-100000-C"]
-        assert url(opt, "depth") == (
-            "wss://fstream.binance.com/public/ws/btc-260327-100000-c@depth@100ms"
+        assert address(opt, "depth") == (
+            "wss://fstream.binance.com/public/stream",
+            "btc-260327-100000-c@depth@100ms",
         )
-        assert url(opt, "trades").endswith("/public/ws/btc-260327-100000-c@optionTrade")
+        assert address(opt, "trades") == (
+            "wss://fstream.binance.com/public/stream",
+            "btc-260327-100000-c@optionTrade",
+        )
+        # Binance's documented caps: streams per connection, incoming messages per second.
+        limits = {k: (v.max_streams, v.messages_per_second) for k, v in venue.limits.items()}
+        assert limits == {
+            "spot": (1024, 5), "usdm": (1024, 10), "coinm": (1024, 10), "option": (200, 10)
+        }  # fmt: skip
     finally:
         await venue.close()
+    capped = BinanceVenue.from_config({"streams_per_connection": 300})
+    assert {v.max_streams for v in capped.limits.values()} == {300, 200}

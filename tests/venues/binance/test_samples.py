@@ -85,10 +85,11 @@ def test_trades_decode_with_the_taker_side():
 
 class DocServer:
     """Answers every product's depth and trades routes with the documented shapes, logs
-    each request path, and streams OPTION_DIFF-shaped events on any ``/ws/<stream>``."""
+    each request path, and streams OPTION_DIFF-shaped events on any ``/stream`` connection."""
 
     def __init__(self) -> None:
         self.paths: list[str] = []
+        self.requests: list[dict] = []
 
     async def depth(self, request: web.Request) -> web.Response:
         self.paths.append(request.path)
@@ -106,13 +107,19 @@ class DocServer:
         return web.json_response([agg | {"nq": "100"}])  # a field added later is ignored
 
     async def stream(self, request: web.Request) -> web.WebSocketResponse:
+        """A combined-stream endpoint: each SUBSCRIBE is answered, then its streams get
+        OPTION_DIFF-shaped events, wrapped as ``{"stream", "data"}``."""
         self.paths.append(request.path)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        for u in (465, 466, 467):
-            await ws.send_str(json.dumps(OPTION_DIFF | {"U": u, "u": u, "pu": u - 1}))
-        async for _ in ws:
-            pass
+        async for msg in ws:
+            req = json.loads(msg.data)
+            self.requests.append(req)
+            await ws.send_str(json.dumps({"result": None, "id": req["id"]}))
+            for name in req["params"] if req["method"] == "SUBSCRIBE" else ():
+                for u in (465, 466, 467):
+                    data = OPTION_DIFF | {"U": u, "u": u, "pu": u - 1}
+                    await ws.send_str(json.dumps({"stream": name, "data": data}))
         return ws
 
 
@@ -125,7 +132,7 @@ async def doc_server():
     for prefix in ("/api/v3", "/fapi/v1", "/dapi/v1"):
         app.router.add_get(f"{prefix}/aggTrades", server.trades)
     app.router.add_get("/eapi/v1/trades", server.trades)
-    app.router.add_get("/{root:.*}/ws/{stream}", server.stream)
+    app.router.add_get("/{root:.*}/stream", server.stream)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -173,6 +180,9 @@ async def test_option_book_feed_over_the_public_route(doc_server, exchange_info,
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await venue.close()
-    assert "/eoptions/ws/btc-260327-100000-c@depth@100ms" in doc_server.paths
+    assert "/eoptions/stream" in doc_server.paths
+    assert doc_server.requests[0] | {"id": 0} == {
+        "method": "SUBSCRIBE", "params": ["btc-260327-100000-c@depth@100ms"], "id": 0
+    }  # fmt: skip
     assert sink.kinds()[0] == "snapshot" and "resync" not in sink.kinds()
     assert sink.book.bids == {1000.0: 0.1, 1100.0: 0.6} and sink.book.asks[1300.0] == 0.6

@@ -6,9 +6,10 @@
   changed)`` for the snapshot, then after every message past it; ``bounds=(bid_floor,
   ask_cap)`` keeps only that price range (what a top-N snapshot vouches for).
 - ``FakeKucoin``: an aiohttp server on 127.0.0.1 speaking KuCoin's REST (bullet-public,
-  snapshots, trade history) and WebSocket protocol (single-use tokens, welcome, ack, pong,
-  error), replaying frames per topic from one stream cursor shared by all connections (the
-  venue's stream goes on while a client reconnects), with hooks to hold, drop or cut frames.
+  snapshots, trade history) and WebSocket protocol (single-use tokens, welcome, subscribe and
+  unsubscribe of comma-joined symbols with ack, pong, error), replaying frames per topic from
+  one stream cursor shared by all connections (the venue's stream goes on while a client
+  reconnects), with hooks to hold, drop or cut frames; it records every request.
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ class FakeKucoin:
         self.trade_history: dict[str, list[dict]] = {}
         self.tokens: set[str] = set()
         self.bullets = self.connections = self.pings = 0
+        self.requests: list[tuple[int, dict]] = []  # (connection number, request), in order
         self.signed_requests = 0
         self._token_ids = itertools.count(1)
         self._changed = asyncio.Event()  # set whenever a counter above moves
@@ -292,11 +294,12 @@ class FakeKucoin:
             return web.json_response({"code": "401", "msg": "token invalid"}, status=401)
         self.tokens.discard(token)
         self.connections += 1
+        number = self.connections
         self._changed.set()
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_str(json.dumps({"id": request.query.get("connectId", ""), "type": "welcome"}))
-        senders: list[asyncio.Task] = []
+        senders: dict[str, asyncio.Task] = {}  # topic -> its replay on this connection
         try:
             async for msg in ws:
                 m = json.loads(msg.data)
@@ -305,19 +308,36 @@ class FakeKucoin:
                     self._changed.set()
                     if self.answer_pings:
                         await ws.send_str(json.dumps({"id": m["id"], "type": "pong"}))
-                elif m["type"] == "subscribe":
-                    stream = self.streams.get(m["topic"])
-                    if stream is None:
+                    continue
+                self.requests.append((number, m))
+                self._changed.set()
+                # One channel, symbols comma-joined: each symbol is its own topic.
+                channel, _, symbols = m["topic"].partition(":")
+                topics = [f"{channel}:{symbol}" for symbol in symbols.split(",")]
+                if m["type"] == "subscribe":
+                    unknown = [t for t in topics if t not in self.streams]
+                    if unknown:  # the whole request is refused
                         err = {"id": m["id"], "type": "error", "code": 404,
-                               "data": f"topic {m['topic']} is not found"}  # fmt: skip
+                               "data": f"topic {unknown[0]} is not found"}  # fmt: skip
                         await ws.send_str(json.dumps(err))
                         continue
                     await ws.send_str(json.dumps({"id": str(m["id"]), "type": "ack"}))
-                    senders.append(asyncio.create_task(self._replay(ws, stream)))
+                    for topic in topics:
+                        task = asyncio.create_task(self._replay(ws, self.streams[topic]))
+                        senders[topic] = task
+                elif m["type"] == "unsubscribe":
+                    for topic in topics:
+                        if (task := senders.pop(topic, None)) is not None:
+                            task.cancel()
+                    await ws.send_str(json.dumps({"id": str(m["id"]), "type": "ack"}))
         finally:
-            for task in senders:
+            for task in senders.values():
                 task.cancel()
         return ws
+
+    def sent(self, kind: str) -> list[str]:
+        """The ``topic`` of every ``kind`` request received, in order."""
+        return [m["topic"] for _, m in self.requests if m["type"] == kind]
 
     async def _replay(self, ws: web.WebSocketResponse, stream: Stream) -> None:
         sent = 0

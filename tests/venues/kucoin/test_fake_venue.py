@@ -10,14 +10,12 @@ import asyncio
 import json
 
 import aiohttp
-import msgspec
 import pytest
 
 from astra.server.gateway import Gateway
 from astra.venues.kucoin import KucoinUrls, KucoinVenue, RestError
 from astra.venues.kucoin import rest as kucoin_rest
-from astra.venues.kucoin.connection import VenueFeedError, run_session
-from astra.venues.kucoin.schemas import Bullet, Envelope, Level2, SpotSnapshot
+from astra.venues.kucoin.schemas import SpotSnapshot
 from astra.venues.kucoin.symbols import parse_ccxt_markets
 
 SYMBOL, MARKET = "BCHSV-USDT", "KUCOIN-SPOT-BCHSV-USDT"
@@ -311,13 +309,25 @@ async def test_futures_book_through_the_gateway(
     assert body["timestamp"] == 1731897467079
 
 
-async def test_an_error_frame_ends_the_session(fake_kucoin):
-    async with fake_kucoin() as fake, aiohttp.ClientSession() as http:
-
-        async def bullet():
-            return await kucoin_rest.post(http, fake.base_url, "/api/v1/bullet-public", Bullet)
-
-        decode = msgspec.json.Decoder(Envelope[Level2]).decode
-        with pytest.raises(VenueFeedError, match="404"):
-            async with asyncio.timeout(5):
-                await run_session(http, bullet, "/market/level2:NOPE-USDT", decode, print)
+async def test_two_markets_through_the_gateway_share_one_token_and_connection(
+    fake_kucoin, kucoin_recording, kucoin_reference, key_store
+):
+    token = key_store.create("tests").token
+    async with fake_kucoin() as fake:
+        books = {}
+        for symbol in (SYMBOL, "SNX-BTC"):
+            snapshot = kucoin_recording.snapshots[symbol][1]
+            frames = [text for _, text in kucoin_recording.level2[symbol]]
+            fake.level2(symbol, snapshot, frames, hold=200)  # both wait for the test's reads
+            books[symbol] = (snapshot, [json.loads(t)["data"] for t in frames])
+        venue = _venue(fake, kucoin_recording)
+        async with Gateway({"KUCOIN": venue}, key_store, port=0, metrics_port=0) as gw:
+            for symbol, (snapshot, datas) in books.items():  # the second joins live
+                body = await _get(gw, token, f"/orderbook?market=KUCOIN-SPOT-{symbol}")
+                bounds = next(b for s, _, b in fake.served if s == symbol)
+                _Truth(kucoin_reference, snapshot, datas, bounds).check(
+                    body["updateId"], _levels(body)
+                )
+            assert gw.engine.stats["resyncs"] == 0
+    assert fake.bullets == fake.connections == 1
+    assert fake.sent("subscribe") == [f"/market/level2:{SYMBOL}", "/market/level2:SNX-BTC"]

@@ -12,6 +12,9 @@ Integrity rule (the venue's documented procedure), per market:
   connection) and its clients receive a fresh snapshot.
 - A connection that drops, or stays silent longer than ``silence``, is reopened with
   exponential backoff and the book resyncs from scratch. Nothing is applied out of sequence.
+
+``DiffBook`` is that rule for one market, apart from any socket: here each market has its own
+connection; Binance (``astra.venues.binance``) feeds many of them from one shared connection.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from astra.venues.retry import SnapshotRequest, backoff
 from .schemas import AggTrade, DepthUpdate
 
 __all__ = [
+    "DiffBook",
     "DiffSync",
     "SequenceGap",
     "Snapshot",
@@ -113,21 +117,30 @@ class DiffSync:
         return True
 
 
-class _BookFeed:
+class DiffBook:
+    """One market's book over a diff stream, whatever carries the stream: buffering until a
+    snapshot bridges, the chain check, gap resyncs with background snapshots (no socket).
+    The owner of the connection feeds it ``on_event`` and calls ``restart`` when the stream
+    starts over (a new connection or subscription); Binance multiplexes many on one socket."""
+
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        url: str,
         use_pu: bool,
         fetch_snapshot: Callable[[], Awaitable[Snapshot]],
         sink: BookSink,
         market: str,
-        silence: float,
     ) -> None:
-        self.session, self.url, self.sink, self.market = session, url, sink, market
-        self.fetch_snapshot, self.silence = fetch_snapshot, silence
+        self.sink, self.market = sink, market
         self.sync = DiffSync(use_pu)
         self.snapshot = SnapshotRequest(market, fetch_snapshot, self._on_snapshot)
+
+    def restart(self, reason: str | None = None) -> None:
+        """Forget the stream so far (a snapshot in flight is dropped); with a ``reason`` the
+        sink hears that its book is no longer trustworthy."""
+        self.snapshot.cancel()
+        self.sync.reset()
+        if reason is not None:
+            self.sink.on_resync(reason)
 
     def _on_snapshot(self, snap: Snapshot) -> None:
         try:
@@ -146,32 +159,11 @@ class _BookFeed:
             book.apply(bids, asks, e.u, e.E)
         self.sink.on_snapshot(book)
 
-    async def run(self) -> None:
-        decode = msgspec.json.Decoder(DepthUpdate).decode
-        attempt = 0
-        while True:
-            try:
-                async with self.session.ws_connect(self.url, timeout=_WS_TIMEOUT) as ws:
-                    self.sync.reset()
-                    while True:
-                        msg = await ws.receive(timeout=self.silence)
-                        if msg.type is not aiohttp.WSMsgType.TEXT:
-                            raise ConnectionError(f"upstream sent {msg.type.name}")
-                        attempt = 0
-                        self._on_event(decode(msg.data))
-            except _FEED_ERRORS as exc:
-                reason = "silent for too long" if isinstance(exc, TimeoutError) else repr(exc)
-                self.sink.on_resync(f"reconnecting: {reason}")
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
-            finally:
-                self.snapshot.cancel()
-
-    def _on_event(self, event: DepthUpdate) -> None:
+    def on_event(self, event: DepthUpdate) -> None:
         sync = self.sync
         if not sync.synced:
             sync.buffer(event)
-            if not self.snapshot.pending:  # first event on this connection
+            if not self.snapshot.pending:  # the first event since the stream (re)started
                 self.snapshot.request()
             return
         try:
@@ -185,6 +177,45 @@ class _BookFeed:
         if applied:
             bids, asks = event.to_changes()
             self.sink.on_update(event.u, event.E, bids, asks)
+
+
+class _BookFeed:
+    """One connection per market: the raw ``/ws/<symbol>@depth@100ms`` stream into a DiffBook."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        use_pu: bool,
+        fetch_snapshot: Callable[[], Awaitable[Snapshot]],
+        sink: BookSink,
+        market: str,
+        silence: float,
+    ) -> None:
+        self.session, self.url, self.silence = session, url, silence
+        self.book = DiffBook(use_pu, fetch_snapshot, sink, market)
+
+    async def run(self) -> None:
+        decode = msgspec.json.Decoder(DepthUpdate).decode
+        book = self.book
+        attempt = 0
+        while True:
+            try:
+                async with self.session.ws_connect(self.url, timeout=_WS_TIMEOUT) as ws:
+                    book.restart()
+                    while True:
+                        msg = await ws.receive(timeout=self.silence)
+                        if msg.type is not aiohttp.WSMsgType.TEXT:
+                            raise ConnectionError(f"upstream sent {msg.type.name}")
+                        attempt = 0
+                        book.on_event(decode(msg.data))
+            except _FEED_ERRORS as exc:
+                reason = "silent for too long" if isinstance(exc, TimeoutError) else repr(exc)
+                book.restart(f"reconnecting: {reason}")
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
+            finally:
+                book.snapshot.cancel()
 
 
 async def run_book_feed(

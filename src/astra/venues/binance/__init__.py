@@ -3,10 +3,11 @@
 
 REST (exchangeInfo, depth snapshots, recent trades) goes through ccxt's ``binance`` client
 (its implicit API methods, with each product's URL from ``BinanceUrls``); market data comes
-from native WebSocket handlers shared with Aster (``astra.venues.aster.feed``), wrapped by
-``feed.py`` for Binance's connection lifetime, keep-alive and rate limits. Every URL is
-configurable, and the markets can be injected (``exchange_info=``) so nothing touches the
-network until a feed starts.
+from native WebSocket handlers: Aster's sequencing (``astra.venues.aster.feed``) per market,
+every market of a product multiplexed on shared combined-stream connections
+(``streams.py``: live SUBSCRIBE/UNSUBSCRIBE within Binance's per-connection limits, lifetime,
+keep-alive). Every URL is configurable, and the markets can be injected (``exchange_info=``)
+so nothing touches the network until a feed starts.
 """
 
 from __future__ import annotations
@@ -23,19 +24,12 @@ import msgspec
 from ccxt.base.errors import DDoSProtection, RateLimitExceeded
 
 from astra.core import Trade
-from astra.venues.aster.feed import Snapshot
-from astra.venues.aster.feed import run_book_feed as run_diff_book_feed
-from astra.venues.aster.feed import run_trade_feed as run_agg_trade_feed
+from astra.venues.aster.feed import DiffBook, Snapshot
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 
-from .feed import (
-    RateGate,
-    SessionWithHeartbeat,
-    retry_after_seconds,
-    run_option_trade_feed,
-    run_with_max_age,
-)
+from .feed import BookConsumer, RateGate, TradeConsumer, retry_after_seconds
 from .schemas import AggTrade, OptionRecentTrade
+from .streams import FUTURES_LIMITS, OPTIONS_LIMITS, SPOT_LIMITS, Limits, StreamPool
 from .symbols import SECTIONS, markets_from_exchange_info
 
 __all__ = ["CAPABILITIES", "BinanceUrls", "BinanceVenue", "from_config"]
@@ -44,7 +38,7 @@ CAPABILITIES = Capabilities(
     asset_types=("SPOT", "PERP", "FUT", "OPT"),
     orderbook=(
         "<symbol>@depth@100ms diffs over a REST depth?limit=1000 snapshot; "
-        "U/u (spot), pu (USD-M, COIN-M, options)"
+        "U/u (spot), pu (USD-M, COIN-M, options); combined streams, many markets per connection"
     ),
     trades="<symbol>@aggTrade (options: <symbol>@optionTrade)",
     rest="ccxt binance (api, fapi, dapi, eapi)",
@@ -69,14 +63,21 @@ _TRADES = {
     "coinm": "dapiPublicGetAggTrades",
     "option": "eapiPublicGetTrades",
 }
+# Binance's documented per-connection limits per product (see streams.py for the sources).
+_LIMITS = {
+    "spot": SPOT_LIMITS,
+    "usdm": FUTURES_LIMITS,
+    "coinm": FUTURES_LIMITS,
+    "option": OPTIONS_LIMITS,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class BinanceUrls:
-    """REST roots (ccxt appends ``/v3``, ``/v1``) and WebSocket roots (``/ws/<stream>`` is
-    appended). USD-M routes streams by category: depth on ``/public``, aggTrade on
-    ``/market`` (the unrouted ``fstream.binance.com/ws`` stops carrying ``/market`` streams);
-    options streams live on the same ``/public`` route."""
+    """REST roots (ccxt appends ``/v3``, ``/v1``) and WebSocket roots (``/stream``, the
+    combined-stream endpoint, is appended). USD-M routes streams by category: depth on
+    ``/public``, aggTrade on ``/market`` (the unrouted ``fstream.binance.com/ws`` stops
+    carrying ``/market`` streams); options streams live on the same ``/public`` route."""
 
     spot_rest: str = "https://api.binance.com/api"
     usdm_rest: str = "https://fapi.binance.com/fapi"
@@ -111,7 +112,14 @@ class BinanceUrls:
 _REST_KEYS = ("public", "fapiPublic", "dapiPublic", "eapiPublic")
 _URL_KEYS = frozenset(f.name for f in dataclasses.fields(BinanceUrls))
 _OPTION_KEYS = frozenset(
-    {"silence", "heartbeat", "max_connection_age", "snapshot_limit", "sections"}
+    {
+        "silence",
+        "heartbeat",
+        "max_connection_age",
+        "snapshot_limit",
+        "sections",
+        "streams_per_connection",
+    }
 )
 
 
@@ -131,8 +139,9 @@ class _BinanceRest(ccxt_async.binance):
 class BinanceVenue(Venue):
     """``exchange_info`` (raw exchangeInfo responses by section: ``spot``, ``usdm``,
     ``coinm``, ``option``) replaces the REST fetch of the markets; ``sections`` picks the
-    products fetched otherwise. ``max_connection_age`` (seconds) is when a book feed
-    reconnects on its own, ahead of Binance's 24 h cut-off."""
+    products fetched otherwise. ``max_connection_age`` (seconds) is when a stream connection
+    is replaced on its own, ahead of Binance's 24 h cut-off. ``streams_per_connection``
+    lowers every product's documented stream cap per connection (tests, cautious setups)."""
 
     capabilities = CAPABILITIES
 
@@ -147,6 +156,7 @@ class BinanceVenue(Venue):
         heartbeat: float | None = 20.0,
         max_connection_age: float | None = 23.5 * 3600,
         snapshot_limit: int = 1000,
+        streams_per_connection: int | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         unknown = set(sections) - set(SECTIONS)
@@ -157,6 +167,16 @@ class BinanceVenue(Venue):
         self.sections = tuple(sections)
         self.silence, self.heartbeat = silence, heartbeat
         self.max_connection_age, self.snapshot_limit = max_connection_age, snapshot_limit
+        self.limits: dict[str, Limits] = {
+            kind: limits
+            if streams_per_connection is None
+            else dataclasses.replace(
+                limits, max_streams=max(1, min(limits.max_streams, streams_per_connection))
+            )
+            for kind, limits in _LIMITS.items()
+        }
+        # One pool of shared connections per (product, endpoint): the product sets the limits.
+        self.pools: dict[tuple[str, str], StreamPool] = {}
         # One ccxt client (so one weight throttle) and one 429/418 pause per product:
         # Binance counts request weight per IP separately for api, fapi, dapi and eapi.
         self._clients: dict[str, _BinanceRest] = {}
@@ -170,7 +190,8 @@ class BinanceVenue(Venue):
     @classmethod
     def from_config(cls, options: Mapping[str, object], code: str = "BINANCE") -> BinanceVenue:
         """From a ``[venues.BINANCE]`` table: any ``BinanceUrls`` field, plus ``silence``,
-        ``heartbeat``, ``max_connection_age``, ``snapshot_limit`` and ``sections``."""
+        ``heartbeat``, ``max_connection_age``, ``snapshot_limit``, ``sections`` and
+        ``streams_per_connection``."""
         options = dict(options)
         unknown = set(options) - _URL_KEYS - _OPTION_KEYS
         if unknown:
@@ -180,10 +201,10 @@ class BinanceVenue(Venue):
             options["sections"] = tuple(options["sections"])
         return cls(code, urls, **options)
 
-    def _http(self) -> SessionWithHeartbeat:
+    def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        return SessionWithHeartbeat(self._session, self.heartbeat)
+        return self._session
 
     def _client(self, section: str) -> _BinanceRest:
         client = self._clients.get(section)
@@ -233,18 +254,44 @@ class BinanceVenue(Venue):
                 )
         return self._markets
 
-    def ws_url(self, market: VenueMarket, channel: str) -> str:
-        """The raw-stream URL of ``channel`` (``depth`` or ``trades``) for ``market``."""
+    def stream_address(self, market: VenueMarket, channel: str) -> tuple[str, str]:
+        """The combined-stream URL and the stream name of ``channel`` (``depth`` or
+        ``trades``) for ``market``."""
         urls, sym = self.urls, market.exchange_symbol.lower()
         if channel == "depth":
             base = {"spot": urls.spot_ws, "usdm": urls.usdm_ws, "coinm": urls.coinm_ws}.get(
                 market.kind, urls.option_ws
             )
-            return f"{base}/ws/{sym}@depth@100ms"
+            return f"{base}/stream", f"{sym}@depth@100ms"
         if market.kind == "option":
-            return f"{urls.option_ws}/ws/{sym}@optionTrade"
+            return f"{urls.option_ws}/stream", f"{sym}@optionTrade"
         base = {"spot": urls.spot_ws, "usdm": urls.usdm_market_ws}.get(market.kind, urls.coinm_ws)
-        return f"{base}/ws/{sym}@aggTrade"
+        return f"{base}/stream", f"{sym}@aggTrade"
+
+    def _pool(self, kind: str, url: str) -> StreamPool:
+        pool = self.pools.get((kind, url))
+        if pool is None:
+            pool = self.pools[kind, url] = StreamPool(
+                self._http,
+                url,
+                self.limits[kind],
+                heartbeat=self.heartbeat,
+                silence=self.silence,
+                max_age=self.max_connection_age,
+            )
+        return pool
+
+    async def _consume(self, market: VenueMarket, channel: str, consumer) -> None:
+        """Keep ``consumer`` on ``market``'s ``channel`` stream until cancelled; then the
+        stream is unsubscribed (or its connection closed, if it was the last one there)."""
+        url, stream = self.stream_address(market, channel)
+        pool = self._pool(market.kind, url)
+        connection = pool.add(stream, consumer)
+        try:
+            await asyncio.get_running_loop().create_future()  # resolved by nobody: cancel ends it
+        finally:
+            pool.remove(connection, stream, consumer)
+            consumer.close()
 
     async def snapshot(self, market: VenueMarket) -> Snapshot:
         request = {"symbol": market.exchange_symbol, "limit": self.snapshot_limit}
@@ -258,29 +305,17 @@ class BinanceVenue(Venue):
         )
 
     async def run_book_feed(self, market: VenueMarket, sink: BookSink) -> None:
-        session = self._http()
-        url = self.ws_url(market, "depth")
-
-        def connect():
-            return run_diff_book_feed(
-                session,
-                url,
-                use_pu=market.kind != "spot",
-                fetch_snapshot=lambda: self.snapshot(market),
-                sink=sink,
-                market=market.symbol,
-                silence=self.silence,
-            )
-
-        await run_with_max_age(connect, self.max_connection_age, sink)
+        book = DiffBook(
+            use_pu=market.kind != "spot",
+            fetch_snapshot=lambda: self.snapshot(market),
+            sink=sink,
+            market=market.symbol,
+        )
+        await self._consume(market, "depth", BookConsumer(book))
 
     async def run_trade_feed(self, market: VenueMarket, sink: TradeSink) -> None:
-        # Trades need no resync: Binance's 24 h cut is met by the loops' own reconnect.
-        url = self.ws_url(market, "trades")
-        if market.kind == "option":
-            await run_option_trade_feed(self._http(), url, sink)
-        else:
-            await run_agg_trade_feed(self._http(), url, sink)
+        consumer = TradeConsumer(sink, market.symbol, option=market.kind == "option")
+        await self._consume(market, "trades", consumer)
 
     async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
         request = {"symbol": market.exchange_symbol, "limit": limit}
@@ -298,6 +333,8 @@ class BinanceVenue(Venue):
         ]  # fmt: skip
 
     async def close(self) -> None:
+        pools, self.pools = list(self.pools.values()), {}
+        await asyncio.gather(*(pool.close() for pool in pools))
         # ccxt's close() lingers 0.25 s even when it never opened a session: skip those.
         opened = [c for c in self._clients.values() if c.session is not None]
         self._clients.clear()

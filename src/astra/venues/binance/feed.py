@@ -1,21 +1,29 @@
-"""Binance market-data plumbing: stream URLs per product, connection lifetime and
-keep-alive, and REST rate-limit back-off. Sequencing is Aster's (``astra.venues.aster.feed``:
-``DiffSync`` and ``run_book_feed``), because Binance's streams are the family Aster copied.
+"""Binance market data: each market's streams as consumers of shared combined-stream
+connections (``streams.py``), and REST rate-limit back-off. Sequencing is Aster's
+(``astra.venues.aster.feed.DiffBook``), because Binance's streams are the family Aster copied.
 
 Integrity rule (Binance's documented "manage a local order book" procedure), per market:
-- Open ``<symbol>@depth@100ms`` and buffer it; fetch ``GET depth?limit=1000``
+- Subscribe ``<symbol>@depth@100ms`` and buffer it; fetch ``GET depth?limit=1000``
   (``lastUpdateId``). Spot bridges at ``lastUpdateId + 1``, USD-M, COIN-M and options at
   ``lastUpdateId``: drop events with ``u`` below the bridge, the first kept event must have
   ``U <= bridge <= u``, else the snapshot is too old and another one is fetched.
 - Then spot events chain by ``U == previous u + 1``; USD-M, COIN-M and options by
-  ``pu == previous u``. A break is a gap: that market resyncs (fresh snapshot, same
-  connection) and its clients get a new snapshot. Nothing is applied out of sequence.
+  ``pu == previous u``. A break is a gap: that market alone resyncs (``on_resync``, its
+  events buffered again, a fresh snapshot for it) while the connection and every other
+  market on it go on. Nothing is applied out of sequence.
+- Multiplexing: one ``/stream`` connection per product endpoint carries every market's
+  streams (up to 1024 per connection on spot, USD-M and COIN-M, 200 on options; another
+  connection opens when one is full), added and removed with live SUBSCRIBE/UNSUBSCRIBE
+  requests paced under Binance's 5 (spot) or 10 (futures, options) messages per second and
+  checked against their answers. A market whose feed is cancelled is unsubscribed.
 - Connections: pings from Binance are answered (aiohttp autoping), ours go out after
-  ``heartbeat`` seconds of quiet, so a half-open link fails within ~1.5 heartbeats; no data
-  for ``silence`` seconds also counts as dead. Binance closes every connection at 24 h: the
-  feed reconnects on its own schedule first (``max_age``), telling the sink to resync.
-- REST: a 429 or 418 (IP ban) pauses every REST call of the venue for ``Retry-After``
-  seconds (Binance's limits are per IP, so one refusal speaks for all markets).
+  ``heartbeat`` seconds of quiet, so a half-open link fails within ~1.5 heartbeats; no frame
+  for ``silence`` seconds, or an unanswered request, also counts as dead. Binance closes
+  every connection at 24 h: each is replaced on its own schedule first (``max_age``). Any
+  reconnect subscribes every stream again and every book on that connection resyncs
+  (``on_resync``, then a fresh snapshot per the rule above).
+- REST: a 429 or 418 (IP ban) pauses every REST call of the product for ``Retry-After``
+  seconds (Binance's limits are per IP, so one refusal speaks for all its markets).
 """
 
 from __future__ import annotations
@@ -23,35 +31,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
-import aiohttp
 import msgspec
 
-from astra.venues.base import BookSink, TradeSink
-from astra.venues.retry import backoff as _backoff
+from astra.venues.aster.feed import DiffBook
+from astra.venues.base import TradeSink
 
-from .schemas import OptionTrade
+from .schemas import AggTrade, DepthUpdate, OptionTrade
 
 __all__ = [
     "DEFAULT_RETRY_AFTER",
+    "BookConsumer",
     "RateGate",
-    "SessionWithHeartbeat",
+    "TradeConsumer",
     "retry_after_seconds",
-    "run_option_trade_feed",
-    "run_with_max_age",
 ]
 
 log = logging.getLogger(__name__)
 DEFAULT_RETRY_AFTER = 30.0  # when a 429/418 comes without a usable Retry-After header
-_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
-_TRADE_ERRORS = (
-    aiohttp.ClientError,
-    ConnectionError,
-    TimeoutError,
-    msgspec.DecodeError,
-    ValueError,
-)
+_decode_depth = msgspec.json.Decoder(DepthUpdate).decode
+_decode_agg_trade = msgspec.json.Decoder(AggTrade).decode
+_decode_option_trade = msgspec.json.Decoder(OptionTrade).decode
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None, default: float = DEFAULT_RETRY_AFTER):
@@ -84,51 +85,40 @@ class RateGate:
             await asyncio.sleep(left)
 
 
-class SessionWithHeartbeat:
-    """The ``ws_connect`` of an aiohttp session with WebSocket pings after ``interval``
-    seconds of quiet (aiohttp's heartbeat): the Aster handlers, which take a session, then
-    detect a half-open connection without waiting for market silence."""
+class BookConsumer:
+    """One market's ``<symbol>@depth@100ms`` on a shared connection, into its ``DiffBook``.
+    A reset (reconnect, refused subscription, undecodable event) restarts that book only."""
 
-    def __init__(self, session: aiohttp.ClientSession, interval: float | None) -> None:
-        self.session, self.interval = session, interval
+    __slots__ = ("book",)
 
-    def ws_connect(self, url: str, **kwargs: object):
-        if self.interval:
-            kwargs.setdefault("heartbeat", self.interval)
-        return self.session.ws_connect(url, **kwargs)
+    def __init__(self, book: DiffBook) -> None:
+        self.book = book
 
+    def on_data(self, data: msgspec.Raw) -> None:
+        self.book.on_event(_decode_depth(data))
 
-async def run_with_max_age(
-    run: Callable[[], Awaitable[None]], max_age: float | None, sink: BookSink
-) -> None:
-    """Run the feed ``run()`` opens, replacing it every ``max_age`` seconds: a new
-    connection, a new snapshot, and ``sink.on_resync`` in between."""
-    while True:
-        deadline = asyncio.timeout(max_age)
-        try:
-            async with deadline:
-                await run()
-            return
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-        sink.on_resync("scheduled reconnect (Binance closes connections after 24 h)")
+    def on_reset(self, reason: str) -> None:
+        self.book.restart(reason)
+
+    def close(self) -> None:
+        self.book.snapshot.cancel()
 
 
-async def run_option_trade_feed(session: SessionWithHeartbeat, url: str, sink: TradeSink) -> None:
-    """Forward options ``<symbol>@optionTrade`` events at ``url`` to ``sink``, reconnecting
-    with backoff (Aster's trade loop decodes ``aggTrade``, which options do not have)."""
-    decode = msgspec.json.Decoder(OptionTrade).decode
-    attempt = 0
-    while True:
-        try:
-            async with session.ws_connect(url, timeout=_WS_TIMEOUT) as ws:
-                async for msg in ws:
-                    if msg.type is not aiohttp.WSMsgType.TEXT:
-                        break
-                    attempt = 0
-                    sink.on_trades([decode(msg.data).to_trade()])
-        except _TRADE_ERRORS as exc:
-            log.warning("option trade feed %s: %r; reconnecting", url, exc)
-        await asyncio.sleep(_backoff(attempt))
-        attempt += 1
+class TradeConsumer:
+    """One market's ``<symbol>@aggTrade`` (options: ``<symbol>@optionTrade``) into ``sink``.
+    Trades carry no state to resync: a reset only interrupts them."""
+
+    __slots__ = ("_decode", "name", "sink")
+
+    def __init__(self, sink: TradeSink, name: str, option: bool = False) -> None:
+        self.sink, self.name = sink, name
+        self._decode = _decode_option_trade if option else _decode_agg_trade
+
+    def on_data(self, data: msgspec.Raw) -> None:
+        self.sink.on_trades([self._decode(data).to_trade()])
+
+    def on_reset(self, reason: str) -> None:
+        log.info("%s trades interrupted (%s)", self.name, reason)
+
+    def close(self) -> None:
+        pass

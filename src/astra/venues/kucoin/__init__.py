@@ -2,7 +2,9 @@
 
 Markets are ccxt's (``kucoin`` for spot, ``kucoinfutures`` for contracts), parsed from the
 venue's raw instrument lists; market data comes from native WebSocket feed handlers
-(``feed.py``, one connection per market and channel, each with its own connect token).
+(``feed.py``): every market's topics are multiplexed on shared connections, one per connect
+token (``connection.py``: up to 300 topics per spot connection, 100 per futures one, batched
+live (un)subscribes paced under KuCoin's 100 messages per 10 s).
 REST (tokens, snapshots, recent trades) is plain aiohttp so 429s and ``Retry-After`` are
 seen. Every URL is configurable: REST bases, and optionally the WebSocket endpoint that
 ``bullet-public`` would hand out (for replayers). ``markets_source`` replaces the instrument
@@ -29,7 +31,12 @@ from astra.core import Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 
 from . import rest
-from .feed import Snapshot, run_book_feed, run_trade_feed
+from .connection import (
+    FUTURES_TOPICS_PER_CONNECTION,
+    SPOT_TOPICS_PER_CONNECTION,
+    TopicPool,
+)
+from .feed import Level2Book, Snapshot, TradeConsumer
 from .rest import KucoinCredentials, RestError
 from .schemas import (
     Bullet,
@@ -37,7 +44,6 @@ from .schemas import (
     ContractLevel2,
     ContractSnapshot,
     ContractTradeHistory,
-    Envelope,
     Level2,
     Match,
     SpotSnapshot,
@@ -58,17 +64,18 @@ CAPABILITIES = Capabilities(
     asset_types=("SPOT", "PERP", "FUT"),
     orderbook=(
         "/market/level2 and /contractMarket/level2 increments over a REST snapshot; "
-        "sequenceStart/sequenceEnd continuity, per-change sequence"
+        "sequenceStart/sequenceEnd continuity, per-change sequence; many markets per connection"
     ),
     trades="/market/match, /contractMarket/execution",
     rest="api.kucoin.com, api-futures.kucoin.com (instruments parsed by ccxt kucoin)",
 )
 
 SPOT_SNAPSHOT_DEPTH = 100  # the deepest public spot snapshot
-_decode_level2 = msgspec.json.Decoder(Envelope[Level2]).decode
-_decode_contract_level2 = msgspec.json.Decoder(Envelope[ContractLevel2]).decode
-_decode_match = msgspec.json.Decoder(Envelope[Match]).decode
-_decode_execution = msgspec.json.Decoder(Envelope[ContractExecution]).decode
+# Payloads only: the shared connection decodes each frame's envelope and routes its data.
+_decode_level2 = msgspec.json.Decoder(Level2).decode
+_decode_contract_level2 = msgspec.json.Decoder(ContractLevel2).decode
+_decode_match = msgspec.json.Decoder(Match).decode
+_decode_execution = msgspec.json.Decoder(ContractExecution).decode
 MarketsSource = Callable[[], Awaitable[Iterable[dict]]]
 
 
@@ -88,10 +95,13 @@ class KucoinUrls:
 
 _URL_KEYS = frozenset(f.name for f in fields(KucoinUrls))
 _CREDENTIAL_KEYS = frozenset({"api_key", "api_secret", "api_passphrase"})
-_OPTION_KEYS = frozenset({"silence", "max_connection_age", "min_levels"})
+_OPTION_KEYS = frozenset({"silence", "max_connection_age", "min_levels", "topics_per_connection"})
 
 
 class KucoinVenue(Venue):
+    """``topics_per_connection`` lowers the documented topic cap of every connection (tests,
+    cautious setups); ``max_connection_age`` replaces a connection before its token expires."""
+
     capabilities = CAPABILITIES
 
     def __init__(
@@ -104,6 +114,7 @@ class KucoinVenue(Venue):
         silence: float = 60.0,
         max_connection_age: float = 23 * 3600.0,
         min_levels: int = 20,
+        topics_per_connection: int | None = None,
     ) -> None:
         self.code = code
         self.urls = urls or KucoinUrls()
@@ -111,6 +122,11 @@ class KucoinVenue(Venue):
         self.silence = silence
         self.max_connection_age = max_connection_age
         self.min_levels = min_levels
+        caps = {"spot": SPOT_TOPICS_PER_CONNECTION, "futures": FUTURES_TOPICS_PER_CONNECTION}
+        if topics_per_connection is not None:
+            caps = {side: max(1, min(cap, topics_per_connection)) for side, cap in caps.items()}
+        self.topics_per_connection = caps
+        self.pools: dict[str, TopicPool] = {}  # by side: one connect token per connection
         self._markets_source = markets_source or self._download_markets
         self._session: aiohttp.ClientSession | None = None
         self._markets: dict[str, VenueMarket] | None = None
@@ -120,7 +136,7 @@ class KucoinVenue(Venue):
     def from_config(cls, options: dict[str, Any], code: str = "KUCOIN") -> KucoinVenue:
         """From a ``[venues.KUCOIN]`` table: URL fields of ``KucoinUrls``, optional
         ``api_key``/``api_secret``/``api_passphrase``, ``silence``, ``max_connection_age``,
-        ``min_levels``. Unknown keys are an error."""
+        ``min_levels``, ``topics_per_connection``. Unknown keys are an error."""
         unknown = set(options) - _URL_KEYS - _CREDENTIAL_KEYS - _OPTION_KEYS
         if unknown:
             raise ValueError(f"venue {code}: unknown options {sorted(unknown)}")
@@ -181,36 +197,48 @@ class KucoinVenue(Venue):
         )
         return Snapshot(raw.sequence, raw.time, raw.bids, raw.asks, depth)
 
-    def _session_options(self, market: VenueMarket) -> dict[str, Any]:
-        endpoint = self.urls.spot_ws if market.kind == "spot" else self.urls.futures_ws
-        return {"endpoint": endpoint, "silence": self.silence, "max_age": self.max_connection_age}
+    def _pool(self, market: VenueMarket) -> TopicPool:
+        side = "spot" if market.kind == "spot" else "futures"
+        pool = self.pools.get(side)
+        if pool is None:
+            pool = self.pools[side] = TopicPool(
+                self._http,
+                lambda: self.bullet(market),  # any market of the side names the side
+                max_topics=self.topics_per_connection[side],
+                endpoint=self.urls.spot_ws if side == "spot" else self.urls.futures_ws,
+                silence=self.silence,
+                max_age=self.max_connection_age,
+            )
+        return pool
+
+    async def _consume(self, market: VenueMarket, topic: str, consumer) -> None:
+        """Keep ``consumer`` on ``topic`` until cancelled; then the topic is unsubscribed (or
+        its connection closed, if it was the last topic there)."""
+        pool = self._pool(market)
+        connection = pool.add(topic, consumer)
+        try:
+            await asyncio.get_running_loop().create_future()  # resolved by nobody: cancel ends it
+        finally:
+            pool.remove(connection, topic, consumer)
+            consumer.close()
 
     async def run_book_feed(self, market: VenueMarket, sink: BookSink) -> None:
         spot = market.kind == "spot"
         topic = "/market/level2:" if spot else "/contractMarket/level2:"
-        await run_book_feed(
-            self._http(),
-            lambda: self.bullet(market),
-            topic + market.exchange_symbol,
+        book = Level2Book(
             _decode_level2 if spot else _decode_contract_level2,
             fetch_snapshot=lambda: self.snapshot(market),
             sink=sink,
             market=market.symbol,
             min_levels=self.min_levels,
-            **self._session_options(market),
         )
+        await self._consume(market, topic + market.exchange_symbol, book)
 
     async def run_trade_feed(self, market: VenueMarket, sink: TradeSink) -> None:
         spot = market.kind == "spot"
         topic = "/market/match:" if spot else "/contractMarket/execution:"
-        await run_trade_feed(
-            self._http(),
-            lambda: self.bullet(market),
-            topic + market.exchange_symbol,
-            _decode_match if spot else _decode_execution,
-            sink,
-            **self._session_options(market),
-        )
+        consumer = TradeConsumer(_decode_match if spot else _decode_execution, sink, market.symbol)
+        await self._consume(market, topic + market.exchange_symbol, consumer)
 
     async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
         symbol = market.exchange_symbol
@@ -225,6 +253,8 @@ class KucoinVenue(Venue):
         return [r.to_trade() for r in rows[-limit:]] if limit > 0 else []
 
     async def close(self) -> None:
+        pools, self.pools = list(self.pools.values()), {}
+        await asyncio.gather(*(pool.close() for pool in pools))
         if self._session is not None:
             await self._session.close()
             self._session = None

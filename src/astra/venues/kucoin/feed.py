@@ -1,6 +1,7 @@
 """KuCoin market-data feed handlers: spot ``/market/level2:<symbol>`` and futures
 ``/contractMarket/level2:<symbol>`` increments over a REST snapshot, and trades
-(``/market/match``, ``/contractMarket/execution``). Sessions: ``connection.py``.
+(``/market/match``, ``/contractMarket/execution``), each market a consumer of connections
+shared by many topics (``connection.py``).
 
 Integrity rule (KuCoin's documented calibration procedure), per market:
 - Buffer level2 messages from the moment the subscription is live; fetch a REST snapshot
@@ -15,9 +16,15 @@ Integrity rule (KuCoin's documented calibration procedure), per market:
   price ``0`` only advances the sequence; size ``0`` deletes the level. Then
   ``seq = sequenceEnd``, which is the ``update_id`` clients see. Futures carry one change per
   ``sequence``: the same rule with ``sequenceStart == sequenceEnd == sequence``.
-- A gap resyncs that market only (new snapshot, same connection); its clients then receive
-  a fresh snapshot. A dropped, silent, erroring or expiring connection is reopened with a
-  new token (backoff after failures) and the book resyncs from scratch.
+- A gap resyncs that market only: its messages are buffered again and a new snapshot is
+  fetched for it while the connection and every other market on it go on; its clients then
+  receive a fresh snapshot. A dropped, silent, erroring or expiring connection is reopened
+  with a new token (backoff after failures), every topic on it is subscribed again and every
+  book on it resyncs from scratch; so does a book whose subscription is refused.
+- Multiplexing: one connection per bullet token carries up to 300 topics (spot; 100 on
+  futures), subscribed and unsubscribed live, up to 100 symbols comma-joined per request,
+  paced under KuCoin's 100 client messages per 10 s, each request checked against its ack.
+  A market whose feed is cancelled is unsubscribed.
 - Partial snapshots: the public spot snapshot holds the top ``depth`` levels only. On a side
   it cut short, the book is exact only from the best price down to its last level, so
   changes beyond that level are not applied (they would build a book with holes), and when
@@ -28,29 +35,23 @@ Nothing is applied out of sequence.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
-
 from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
 from astra.venues.retry import SnapshotRequest
 
-from .connection import FEED_ERRORS, backoff, run_session
-from .schemas import Bullet
-
 __all__ = [
     "DepthRange",
+    "Level2Book",
     "SequenceGap",
     "SequenceSync",
     "Snapshot",
     "SnapshotTooOld",
-    "run_book_feed",
-    "run_trade_feed",
+    "TradeConsumer",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,48 +182,39 @@ def _inside(changes: Changes, levels: set[float], low: float, high: float) -> Ch
     return kept
 
 
-class _BookFeed:
+class Level2Book:
+    """One market's ``level2`` topic on a shared connection, into its sink: buffering until a
+    snapshot bridges, the sequence rule, partial-snapshot range, gap resyncs (no socket)."""
+
     def __init__(
         self,
-        session: aiohttp.ClientSession,
-        bullet: Callable[[], Awaitable[Bullet]],
-        topic: str,
-        decode: Callable[[Any], Any],
+        decode: Callable[[Any], Level2Event],
         fetch_snapshot: Callable[[], Awaitable[Snapshot]],
         sink: BookSink,
         market: str,
-        min_levels: int,
-        session_options: dict[str, Any],
+        min_levels: int = 20,
     ) -> None:
-        self.session, self.bullet, self.topic, self.decode = session, bullet, topic, decode
-        self.fetch_snapshot, self.sink, self.market = fetch_snapshot, sink, market
-        self.min_levels = min_levels
-        self.options = session_options  # endpoint, silence, max_age for run_session
+        self.decode, self.sink, self.market, self.min_levels = decode, sink, market, min_levels
         self.sync = SequenceSync()
         self.range: DepthRange | None = None
         self.snapshot = SnapshotRequest(market, fetch_snapshot, self._on_snapshot)
-        self._got_data = False
 
-    async def run(self) -> None:
-        attempt = 0
-        while True:
-            self.sync.reset()
-            self.range, self._got_data = None, False
-            try:
-                await run_session(
-                    self.session, self.bullet, self.topic, self.decode, self._on_event,
-                    **self.options,
-                )  # fmt: skip
-                reason, delay = "connection lifetime reached", 0.0
-            except FEED_ERRORS as exc:
-                if self._got_data:  # it worked for a while: start the backoff over
-                    attempt = 0
-                reason = repr(exc)
-                delay, attempt = backoff(attempt), attempt + 1
-            finally:
-                self.snapshot.cancel()
-            self.sink.on_resync(f"reconnecting: {reason}")
-            await asyncio.sleep(delay)
+    # -- the connection's Consumer interface ------------------------------------------------
+
+    def on_data(self, data: Any) -> None:
+        self.on_event(self.decode(data))
+
+    def on_reset(self, reason: str) -> None:
+        """The topic starts over (reconnect, refused subscription): resync from scratch."""
+        self.snapshot.cancel()
+        self.sync.reset()
+        self.range = None
+        self.sink.on_resync(reason)
+
+    def close(self) -> None:
+        self.snapshot.cancel()
+
+    # -- sequencing ---------------------------------------------------------------------------
 
     def _on_snapshot(self, snap: Snapshot) -> None:
         try:
@@ -246,6 +238,7 @@ class _BookFeed:
         self.sink.on_snapshot(book)
 
     def _resync(self, reason: str, keep: Level2Event | None = None) -> None:
+        """This market only: buffer from ``keep`` on and fetch a new snapshot."""
         self.sync.reset()
         self.range = None
         if keep is not None:
@@ -253,12 +246,11 @@ class _BookFeed:
         self.sink.on_resync(reason)
         self.snapshot.request()
 
-    def _on_event(self, event: Level2Event) -> None:
-        self._got_data = True
+    def on_event(self, event: Level2Event) -> None:
         sync = self.sync
         if not sync.synced:
             sync.buffer(event)
-            if not self.snapshot.pending:  # first message on this connection
+            if not self.snapshot.pending:  # the first message since the topic (re)started
                 self.snapshot.request()
             return
         try:
@@ -277,56 +269,19 @@ class _BookFeed:
             self._resync(f"fewer than {rng.min_levels} levels left inside the snapshot's range")
 
 
-async def run_book_feed(
-    session: aiohttp.ClientSession,
-    bullet: Callable[[], Awaitable[Bullet]],
-    topic: str,
-    decode: Callable[[Any], Any],
-    *,
-    fetch_snapshot: Callable[[], Awaitable[Snapshot]],
-    sink: BookSink,
-    market: str,
-    endpoint: str | None = None,
-    silence: float = 60.0,
-    max_age: float = 23 * 3600.0,
-    min_levels: int = 20,
-) -> None:
-    """Keep ``sink`` supplied with ``market``'s synced book from the level2 ``topic``."""
-    options = {"endpoint": endpoint, "silence": silence, "max_age": max_age}
-    await _BookFeed(
-        session, bullet, topic, decode, fetch_snapshot, sink, market, min_levels, options
-    ).run()
+class TradeConsumer:
+    """One market's trade topic into ``sink``; trades carry no state, a reset only interrupts."""
 
+    __slots__ = ("decode", "name", "sink")
 
-async def run_trade_feed(
-    session: aiohttp.ClientSession,
-    bullet: Callable[[], Awaitable[Bullet]],
-    topic: str,
-    decode: Callable[[Any], Any],
-    sink: TradeSink,
-    *,
-    endpoint: str | None = None,
-    silence: float = 60.0,
-    max_age: float = 23 * 3600.0,
-) -> None:
-    """Forward the trades of ``topic`` to ``sink``, reconnecting with backoff."""
-    attempt = 0
-    while True:
-        got = False
+    def __init__(self, decode: Callable[[Any], Any], sink: TradeSink, name: str) -> None:
+        self.decode, self.sink, self.name = decode, sink, name
 
-        def on_data(match: Any) -> None:
-            nonlocal got
-            got = True
-            sink.on_trades([match.to_trade()])
+    def on_data(self, data: Any) -> None:
+        self.sink.on_trades([self.decode(data).to_trade()])
 
-        try:
-            await run_session(
-                session, bullet, topic, decode, on_data,
-                endpoint=endpoint, silence=silence, max_age=max_age,
-            )  # fmt: skip
-            delay = 0.0
-        except FEED_ERRORS as exc:
-            log.warning("trade feed %s: %r; reconnecting", topic, exc)
-            attempt = 0 if got else attempt
-            delay, attempt = backoff(attempt), attempt + 1
-        await asyncio.sleep(delay)
+    def on_reset(self, reason: str) -> None:
+        log.info("%s trades interrupted (%s)", self.name, reason)
+
+    def close(self) -> None:
+        pass

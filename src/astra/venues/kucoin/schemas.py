@@ -5,6 +5,11 @@ payload and encodes back to it.
 
 - Every WebSocket frame is an ``Envelope``: ``{"type": "welcome"|"ack"|"pong"|"error"|
   "message", "id", "topic", "subject", "data"}``; for ``error`` frames ``data`` is a text.
+  A shared connection decodes ``RawEnvelope`` (``data`` left raw) and hands ``data`` to the
+  topic's consumer, which decodes its own Struct.
+- The client sends ``Subscribe`` (``type`` ``subscribe`` or ``unsubscribe``; one channel,
+  several symbols comma-joined in ``topic``), answered by an ``ack`` with the same ``id`` or
+  an ``error``; and ``Ping``, answered by ``pong``.
 - Spot ``/market/level2:<symbol>`` carries ``Level2`` (``changes`` per side as
   ``[price, size, sequence]`` strings); futures ``/contractMarket/level2:<symbol>`` carries
   ``ContractLevel2`` (one ``"price,side,size"`` change per ``sequence``).
@@ -16,7 +21,7 @@ payload and encodes back to it.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -35,9 +40,12 @@ __all__ = [
     "Level2",
     "Level2Changes",
     "Match",
+    "Ping",
+    "RawEnvelope",
     "Response",
     "SpotSnapshot",
     "SpotTradeHistory",
+    "Subscribe",
 ]
 
 T = TypeVar("T")
@@ -55,6 +63,32 @@ class Envelope(msgspec.Struct, Generic[T], gc=False):
     subject: str = ""
     code: int | str | UnsetType = UNSET
     data: T | str | UnsetType = UNSET
+
+
+class RawEnvelope(msgspec.Struct, gc=False):
+    """An ``Envelope`` whose ``data`` stays undecoded JSON (a text on ``error`` frames)."""
+
+    type: str
+    id: str | int = ""
+    topic: str = ""
+    subject: str = ""
+    code: int | str | UnsetType = UNSET
+    data: msgspec.Raw = msgspec.Raw()
+
+
+class Subscribe(msgspec.Struct, gc=False):
+    """A (un)subscribe request: ``topic`` is ``<channel>:<symbol>[,<symbol>...]``."""
+
+    id: int
+    type: Literal["subscribe", "unsubscribe"]
+    topic: str
+    privateChannel: bool = False
+    response: bool = True  # ask for the ack
+
+
+class Ping(msgspec.Struct, gc=False):
+    id: str
+    type: Literal["ping"] = "ping"
 
 
 class Response(msgspec.Struct, Generic[T], gc=False):
