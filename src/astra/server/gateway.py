@@ -27,11 +27,15 @@ from aiohttp import web
 
 from astra.marketdata.engine import MarketDataEngine
 from astra.store import ApiKeyStore
+from astra.store.journal import OrderJournal
+from astra.trading.credentials import CredentialSource, install_redactor
+from astra.trading.service import TradingService
 from astra.venues import build_venue
 from astra.venues.base import Venue
 
 from .app import Metrics, build_app, build_metrics_app
 from .auth import auth_middleware
+from .private import private_routes
 
 __all__ = ["Gateway", "SimChild", "load_config", "venues_from_config"]
 
@@ -118,8 +122,13 @@ class Gateway:
         linger: float = 30.0,
         max_queue: int = 5000,
         send_buffer: int = 256 * 1024,
+        journal: OrderJournal | None = None,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self.engine = MarketDataEngine(venues, linger=linger)
+        # The private API: the order journal lives in the same database as the keys.
+        self.trading = TradingService(venues, journal or OrderJournal(keys._engine))
+        self.credentials = credentials
         self.metrics = Metrics(self.engine)
         self.keys = keys
         self.host, self.port, self.metrics_port = host, port, metrics_port
@@ -140,9 +149,11 @@ class Gateway:
         return site._server.sockets[0].getsockname()[1]
 
     async def start(self) -> Gateway:
+        install_redactor()  # exchange secrets never reach a log line, whatever logs them
         app = build_app(
             self.engine, self.metrics, auth=auth_middleware(self.keys), **self._client_limits
         )
+        app.add_routes(private_routes(self.trading, self.credentials))
         self.port = await self._serve(app, self.port)
         self.metrics_port = await self._serve(build_metrics_app(self.metrics), self.metrics_port)
         return self

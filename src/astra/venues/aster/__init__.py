@@ -62,6 +62,18 @@ class AsterVenue(Venue):
         self._markets: dict[str, VenueMarket] | None = None
         self._lock = asyncio.Lock()
 
+    def private_client(self, config: dict) -> ccxt_async.aster:
+        """A ccxt client for one set of credentials (``ExchangeCredentials.ccxt_config()``), on
+        this venue's URLs, sharing the markets already loaded (no extra round trip)."""
+        options = {"builderFee": False, **(config.get("options") or {})}
+        client = ccxt_async.aster({**config, "options": options})
+        api = client.urls["api"]
+        api["sapiPublic"] = api["sapiPrivate"] = self.urls.spot_rest
+        api["fapiPublic"] = api["fapiPrivate"] = self.urls.perp_rest
+        if self._ccxt.markets:
+            client.set_markets(self._ccxt.markets, self._ccxt.currencies)
+        return client
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession()

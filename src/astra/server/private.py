@@ -1,0 +1,139 @@
+"""The private REST API (seed 001): ``POST/GET/DELETE /orders``, ``GET /orders/{orderId}``,
+``GET /fills``, ``GET /balances``, ``GET /positions``.
+
+Credentials come from the request's ``x-astra-exchange-*`` headers (used for that request
+only) or from the credential store for the caller's Astra key; see
+``astra.trading.credentials``. Every body is validated before any venue is called: unknown
+fields, a misspelt enum or a missing market are 400s naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from astra.core import InvalidParameter, MissingParameter
+from astra.core._trading import OrderStatus, PlaceOrder
+from astra.trading.credentials import CredentialSource, resolve_credentials
+from astra.trading.service import TradingService
+
+from .auth import API_KEY
+
+__all__ = ["private_routes"]
+
+_encode = msgspec.json.Encoder().encode
+_decode_order = msgspec.json.Decoder(PlaceOrder).decode
+_FIELD = re.compile(r"unknown field `(\w+)`|at `\$\.(\w+)`")
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(body), status=status, content_type="application/json")
+
+
+def _required(request: web.Request, name: str) -> str:
+    value = request.query.get(name)
+    if not value:
+        raise MissingParameter(name)
+    return value
+
+
+def _exchange_of(market: str) -> str:
+    return market.split("-", 1)[0]
+
+
+class _Private:
+    def __init__(self, service: TradingService, store: CredentialSource | None) -> None:
+        self.service = service
+        self.store = store
+
+    def _creds(self, request: web.Request, exchange: str):
+        key = request.get(API_KEY)
+        return resolve_credentials(
+            request.headers, exchange, key_id=key.key_id if key else None, store=self.store
+        )
+
+    @staticmethod
+    def _key_id(request: web.Request) -> str:
+        key = request.get(API_KEY)
+        return key.key_id if key is not None else "anonymous"
+
+    async def place(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body = _decode_order(raw)
+        except msgspec.ValidationError as exc:
+            match = _FIELD.search(str(exc))
+            field = (match[1] or match[2]) if match else "body"
+            raise InvalidParameter(field, str(exc)[:200]) from None
+        except msgspec.DecodeError:
+            raise InvalidParameter("body", "not a JSON object") from None
+        exchange = _exchange_of(body.market)
+        creds = self._creds(request, exchange)
+        key_id = self._key_id(request)
+        order = await self.service.place(key_id, creds, body)
+        return _json(order, 202 if order.status == OrderStatus.UNKNOWN else 200)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        market = _required(request, "market")
+        creds = self._creds(request, _exchange_of(market))
+        oid, cid = request.query.get("orderId"), request.query.get("clientOrderId")
+        if oid is None and cid is None:
+            canceled = await self.service.cancel_all(self._key_id(request), creds, market)
+            return _json({"market": market, "canceled": canceled})
+        order = await self.service.cancel(self._key_id(request), creds, market, oid, cid)
+        return _json(order)
+
+    async def open_orders(self, request: web.Request) -> web.Response:
+        market = _required(request, "market")
+        exchange = _exchange_of(market)
+        creds = self._creds(request, exchange)
+        key_id = self._key_id(request)
+        await self.service.reconcile_pending(key_id, exchange, creds)
+        return _json(await self.service.open_orders(key_id, creds, market))
+
+    async def get_order(self, request: web.Request) -> web.Response:
+        market = _required(request, "market")
+        creds = self._creds(request, _exchange_of(market))
+        order = await self.service.get_order(
+            self._key_id(request), creds, market, request.match_info["order_id"]
+        )
+        return _json(order)
+
+    async def fills(self, request: web.Request) -> web.Response:
+        market = _required(request, "market")
+        since: Any = request.query.get("since")
+        if since is not None:
+            if not (since.isascii() and since.isdigit()) or len(since) > 15:
+                raise InvalidParameter("since", "expected milliseconds since the epoch")
+            since = int(since)
+        creds = self._creds(request, _exchange_of(market))
+        return _json(await self.service.fills(self._key_id(request), creds, market, since))
+
+    async def balances(self, request: web.Request) -> web.Response:
+        exchange = _required(request, "exchange")
+        creds = self._creds(request, exchange)
+        account = request.query.get("account")
+        if account not in (None, "spot", "swap", "future"):
+            raise InvalidParameter("account", "expected spot or swap")
+        return _json(await self.service.balances(self._key_id(request), creds, exchange, account))
+
+    async def positions(self, request: web.Request) -> web.Response:
+        exchange = _required(request, "exchange")
+        creds = self._creds(request, exchange)
+        return _json(await self.service.positions(self._key_id(request), creds, exchange))
+
+
+def private_routes(service: TradingService, store: CredentialSource | None) -> list:
+    p = _Private(service, store)
+    return [
+        web.post("/orders", p.place),
+        web.delete("/orders", p.cancel),
+        web.get("/orders", p.open_orders),
+        web.get("/orders/{order_id}", p.get_order),
+        web.get("/fills", p.fills),
+        web.get("/balances", p.balances),
+        web.get("/positions", p.positions),
+    ]

@@ -1,0 +1,413 @@
+"""Client-side rate limiting of one venue's REST API, shared by every credential using it.
+
+Venues limit per IP (Binance: a 429 warns, going on after it earns a 418 ban of minutes to
+days), so there is one ``VenueLimiter`` per venue per process (``limiter_for(venue)``), and
+every request to the venue, whoever's keys sign it, goes through it::
+
+    limiter = limiter_for("BINANCE")
+    limiter.attach(exchange)                    # once per ccxt instance: sees 429/418 + headers
+    try:
+        async with limiter.slot(weight=1):      # paces, or raises RateLimited at once
+            order = await exchange.create_order(...)
+    except RateLimited:
+        raise                                   # the gate is closed: the venue was not called
+    except Exception as exc:
+        raise map_venue_error(exc, "BINANCE", sent=True,
+                              retry_after=limiter.retry_after()) from None
+
+Two mechanisms:
+
+- a token bucket (``rate`` tokens per second, default ccxt's ``rateLimit`` for the venue;
+  ``capacity`` tokens of burst) so the gateway paces itself. A request that would wait longer
+  than ``max_wait`` fails at once with ``RateLimited`` (``retry_after`` = that wait) instead of
+  queueing without bound;
+- a gate: when the venue answers 429 or 418 (seen by ``attach``'s hook with the response
+  headers, or fed with ``observe``), the gate closes for the answer's ``Retry-After`` (delta
+  seconds or HTTP date; KuCoin's ``gw-ratelimit-reset`` ms; a Binance 418 body's "banned
+  until <ms>"), or, when the venue said nothing, for an exponential backoff (``backoff_base``
+  doubling per consecutive limit, at most ``backoff_cap``; ``ban_default`` for a 418). While
+  it is closed every ``slot`` raises ``RateLimited`` with the seconds left as ``retry_after``
+  and never reaches the venue: the only requests that can follow a 429 are those already in
+  flight, which is what keeps a storm of 429s from turning into a 418.
+
+Invariants:
+- The gate only ever closes later, never earlier (``until = max(until, now + wait)``); it
+  reopens by itself when the clock passes it.
+- A 418 is logged at WARNING; a 429 at INFO. Logs name the venue, status, venue code and
+  wait, never a URL or a body.
+- ``slot`` feeds the exception its body raised to ``observe`` (once: not again when the
+  attached hook already saw that response), and a body that succeeds resets the backoff.
+- The bucket never holds more than ``capacity`` tokens; a request cancelled while waiting
+  gives its tokens back.
+- Account-scoped limits (Binance-style ``-1015`` "too many new orders", which the venue
+  counts per account) close only that account's gate when the caller names the account
+  (``slot(account=...)``/``attach(..., account=...)``), else the venue's.
+- Single event loop: no awaits between checking and taking tokens, so no lock is needed.
+- ``clock`` (monotonic seconds), ``wall_clock`` (epoch seconds, for HTTP dates and ban
+  timestamps) and ``sleep`` are injectable for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from ccxt.base import errors as ccxt_errors
+
+from astra.core import AstraError, RateLimited
+
+from .errors import (
+    banned_until,
+    http_status_of,
+    map_venue_error,
+    parse_retry_after,
+    venue_details,
+)
+
+__all__ = [
+    "CCXT_IDS",
+    "VenueLimiter",
+    "ccxt_rate",
+    "configure_limiter",
+    "limiter_for",
+    "retry_after_from_headers",
+]
+
+log = logging.getLogger(__name__)
+
+# Astra exchange code -> the ccxt class whose ``rateLimit`` is the default pace.
+CCXT_IDS: Mapping[str, str] = {
+    "BINANCE": "binance",
+    "COINBASE": "coinbase",
+    "OKX": "okx",
+    "HUOBI": "htx",
+    "KUCOIN": "kucoin",
+    "KRAKEN": "kraken",
+    "ASTER": "aster",
+    "SIM": "binance",  # the simulator speaks Binance's API and limits
+}
+
+LIMIT_STATUSES = frozenset({429, 418})
+# (venue, venue code) of limits the venue counts per account, not per IP.
+_ACCOUNT_SCOPED = frozenset((v, "-1015") for v in ("BINANCE", "ASTER", "SIM"))
+
+_rates: dict[str, float] = {}
+
+
+def ccxt_rate(venue: str) -> float:
+    """Requests per second ccxt allows itself on ``venue`` (1000 / its ``rateLimit`` ms)."""
+    venue = str(venue).upper()
+    if venue not in _rates:
+        ccxt_id = CCXT_IDS.get(venue)
+        if ccxt_id is None:
+            raise ValueError(f"no default rate for venue {venue!r}: pass rate=")
+        import ccxt  # the sync classes: describing one opens no session
+
+        _rates[venue] = 1000.0 / float(getattr(ccxt, ccxt_id)().rateLimit)
+    return _rates[venue]
+
+
+def _header(headers: Mapping[str, Any] | None, name: str) -> Any:
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None:
+        lower = name.lower()
+        value = next((v for k, v in headers.items() if str(k).lower() == lower), None)
+    return value
+
+
+def retry_after_from_headers(
+    headers: Mapping[str, Any] | None, *, now: float | None = None
+) -> float | None:
+    """Seconds to wait from a response's headers: ``Retry-After`` (seconds or HTTP date),
+    else KuCoin's ``gw-ratelimit-reset`` (milliseconds); None when neither is usable."""
+    wait = parse_retry_after(_header(headers, "Retry-After"), now=now)
+    if wait is None:
+        reset = _header(headers, "gw-ratelimit-reset")
+        if reset is not None and str(reset).strip().isdigit():
+            wait = int(str(reset).strip()) / 1000
+    return wait
+
+
+class _Slot:
+    """``async with limiter.slot(weight):`` (see ``VenueLimiter.slot``)."""
+
+    __slots__ = ("_account", "_limiter", "_signals", "_weight")
+
+    def __init__(self, limiter: VenueLimiter, weight: float, account: str | None) -> None:
+        self._limiter, self._weight, self._account = limiter, weight, account
+        self._signals = 0
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire(self._weight, account=self._account)
+        self._signals = self._limiter.signals
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        limiter = self._limiter
+        if exc is None:
+            limiter._strikes = 0
+        elif isinstance(exc, Exception) and limiter.signals == self._signals:
+            # Not seen yet by the attached hook (no hook, or a limit in a 200 body).
+            limiter.observe(exc, account=self._account)
+        return False
+
+
+class VenueLimiter:
+    """Token bucket + 429/418 gate for one venue (see the module docstring)."""
+
+    def __init__(
+        self,
+        venue: str,
+        *,
+        rate: float | None = None,
+        capacity: float | None = None,
+        max_wait: float = 2.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 60.0,
+        ban_default: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.venue = str(venue)
+        self.rate = ccxt_rate(self.venue) if rate is None else float(rate)
+        if not self.rate > 0:
+            raise ValueError("rate must be > 0 (math.inf: no pacing)")
+        self.capacity = max(1.0, self.rate if capacity is None else float(capacity))
+        if math.isinf(self.capacity):
+            self.capacity = 1.0  # no pacing: the bucket is never consulted
+        self.max_wait = float(max_wait)
+        self.backoff_base = float(backoff_base)
+        self.backoff_cap = float(backoff_cap)
+        self.ban_default = float(ban_default)
+        self._clock, self._wall_clock, self._sleep = clock, wall_clock, sleep
+        self._tokens = self.capacity
+        self._updated = clock()
+        self._gates: dict[str | None, float] = {}  # account (None: the venue) -> reopens at
+        self._strikes = 0  # consecutive limits without a success: the backoff's exponent
+        self.signals = 0  # 429/418 observed so far
+        self.blocked = 0  # requests refused locally while a gate was closed
+
+    def __repr__(self) -> str:
+        wait = self.retry_after()
+        gate = f", closed for {wait:.3g} s" if wait else ""
+        return f"VenueLimiter({self.venue!r}, rate={self.rate:.4g}/s{gate})"
+
+    # --- the gate --------------------------------------------------------------------------
+
+    def retry_after(self, account: str | None = None) -> float | None:
+        """Seconds until requests (for ``account``) may reach the venue again; None when the
+        gate is open."""
+        now = self._clock()
+        until = max(self._gates.get(None, 0.0), self._gates.get(account, 0.0) if account else 0)
+        return until - now if until > now else None
+
+    @property
+    def closed(self) -> bool:
+        return self.retry_after() is not None
+
+    def _check_gate(self, account: str | None) -> None:
+        wait = self.retry_after(account)
+        if wait is not None:
+            self.blocked += 1
+            raise RateLimited(
+                f"venue {self.venue} is rate limiting: requests paused for {wait:.3g} s",
+                venue=self.venue,
+                retry_after=wait,
+            )
+
+    def _close(
+        self,
+        status: int,
+        wait: float | None,
+        *,
+        text: str = "",
+        code: str | None = None,
+        account: str | None = None,
+    ) -> float:
+        if wait is None and text:
+            # A ban already over by our clock (skew) says nothing: fall back to the default.
+            wait = banned_until(text, now=self._wall_clock()) or None
+        if wait is None:
+            if status == 418:
+                wait = self.ban_default
+            else:
+                wait = min(self.backoff_cap, self.backoff_base * 2**self._strikes)
+        self._strikes += 1
+        self.signals += 1
+        scoped = (self.venue.upper(), code) in _ACCOUNT_SCOPED
+        key = account if account is not None and scoped else None
+        now = self._clock()
+        if len(self._gates) > 64:  # account gates come and go: forget the ones reopened
+            self._gates = {k: v for k, v in self._gates.items() if v > now}
+        self._gates[key] = until = max(self._gates.get(key, 0.0), now + wait)
+        level = logging.WARNING if status == 418 else logging.INFO
+        log.log(
+            level,
+            "%s answered %s%s: %s requests paused for %.3g s",
+            self.venue,
+            status,
+            f" (code {code})" if code else "",
+            "the account's" if key is not None else "all",
+            until - now,
+        )
+        return until - now
+
+    def observe_response(
+        self,
+        status: int | None,
+        headers: Mapping[str, Any] | None = None,
+        body: str | bytes | None = None,
+        *,
+        account: str | None = None,
+    ) -> float | None:
+        """Feed one HTTP answer; a 429/418 closes the gate. Returns the seconds it is now
+        closed for, or None when the answer was not a rate limit."""
+        if status not in LIMIT_STATUSES:
+            return None
+        assert status is not None
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        text = body or ""
+        code = venue_details(text, self.venue)[0] if text else None
+        wait = retry_after_from_headers(headers, now=self._wall_clock())
+        return self._close(status, wait, text=text, code=code, account=account)
+
+    def observe(
+        self,
+        signal: object,
+        *,
+        account: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> float | None:
+        """Feed what a request to the venue ended with: a ccxt exception (RateLimitExceeded,
+        DDoSProtection, or any whose message quotes HTTP 429/418), or a response-like object
+        with ``status`` (and ``headers``, or a ``retry_after`` in seconds) such as an
+        ``aiohttp.ClientResponse``. ``headers`` are the response's when the caller has them
+        (``exchange.last_response_headers``). Returns the seconds the gate is now closed for,
+        or None when ``signal`` was not a rate limit. ``AstraError``s are ignored (a
+        ``RateLimited`` from this limiter is not the venue's answer); an exception already
+        observed (by ``slot``) is not counted twice."""
+        if isinstance(signal, AstraError):
+            return None
+        if isinstance(signal, BaseException):
+            # Once per exception: ``slot`` already fed it when it ended the block.
+            if getattr(signal, "_astra_observed_by", None) is self:
+                return self.retry_after(account)
+            with contextlib.suppress(AttributeError, TypeError):
+                signal._astra_observed_by = self  # type: ignore[attr-defined]
+        if isinstance(signal, ccxt_errors.BaseError):
+            status = http_status_of(signal)
+            limit = isinstance(signal, ccxt_errors.RateLimitExceeded | ccxt_errors.DDoSProtection)
+            if not limit and status not in LIMIT_STATUSES:
+                return None
+            mapped = map_venue_error(signal, self.venue, sent=False)
+            if limit and mapped.code != RateLimited.code:
+                return None  # ccxt's RateLimitExceeded for a count, not a rate (max orders)
+            wait = retry_after_from_headers(headers, now=self._wall_clock())
+            return self._close(
+                status if status in LIMIT_STATUSES else 429,  # type: ignore[arg-type]
+                wait,
+                text=str(signal),
+                code=mapped.venue_code,
+                account=account,
+            )
+        status = getattr(signal, "status", None)
+        if isinstance(status, int) and status in LIMIT_STATUSES:
+            wait = retry_after_from_headers(
+                headers if headers is not None else getattr(signal, "headers", None),
+                now=self._wall_clock(),
+            )
+            if wait is None:
+                given = getattr(signal, "retry_after", None)
+                wait = float(given) if isinstance(given, int | float) else None
+            return self._close(
+                status, wait, code=getattr(signal, "code", None) or None, account=account
+            )
+        return None
+
+    def attach(self, exchange: Any, *, account: str | None = None) -> Any:
+        """Let this limiter see every HTTP answer of a ccxt ``exchange`` (status and headers,
+        before ccxt turns it into an exception); idempotent. Returns ``exchange``."""
+        if getattr(exchange, "_astra_limiter", None) is self:
+            return exchange
+        original = exchange.on_rest_response
+
+        def on_rest_response(
+            code: Any, reason: Any, url: Any, method: Any, headers: Any, body: Any, *rest: Any
+        ) -> Any:
+            self.observe_response(code, headers, body, account=account)
+            return original(code, reason, url, method, headers, body, *rest)
+
+        exchange.on_rest_response = on_rest_response
+        exchange._astra_limiter = self
+        return exchange
+
+    # --- the bucket ------------------------------------------------------------------------
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self._updated)
+        self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
+        self._updated = now
+
+    async def acquire(self, weight: float = 1.0, *, account: str | None = None) -> None:
+        """Wait for ``weight`` tokens; raise ``RateLimited`` at once when the gate is closed
+        or the wait would exceed ``max_wait``."""
+        if not weight > 0:
+            raise ValueError("weight must be > 0")
+        self._check_gate(account)
+        if math.isinf(self.rate):
+            return
+        self._refill(self._clock())
+        deficit = weight - self._tokens
+        wait = deficit / self.rate if deficit > 0 else 0.0
+        if wait > self.max_wait:
+            raise RateLimited(
+                f"venue {self.venue}: too many requests queued locally",
+                venue=self.venue,
+                retry_after=wait,
+            )
+        self._tokens -= weight  # reserved now: later callers queue behind
+        if wait <= 0:
+            return
+        try:
+            await self._sleep(wait)
+            self._check_gate(account)  # a 429 may have arrived meanwhile
+        except BaseException:
+            self._refill(self._clock())
+            self._tokens = min(self.capacity, self._tokens + weight)
+            raise
+
+    def slot(self, weight: float = 1.0, *, account: str | None = None) -> _Slot:
+        """``async with limiter.slot(weight):`` around one request to the venue: waits for the
+        bucket (bounded), raises ``RateLimited`` while the gate is closed, and feeds the
+        request's exception, if any, to ``observe``."""
+        return _Slot(self, weight, account)
+
+
+# --- one per venue per process ---------------------------------------------------------------
+
+_LIMITERS: dict[str, VenueLimiter] = {}
+
+
+def limiter_for(venue: str) -> VenueLimiter:
+    """The process's limiter for ``venue`` (created with the defaults on first use)."""
+    key = str(venue).upper()
+    limiter = _LIMITERS.get(key)
+    if limiter is None:
+        limiter = _LIMITERS[key] = VenueLimiter(key)
+    return limiter
+
+
+def configure_limiter(venue: str, **config: Any) -> VenueLimiter:
+    """Replace ``venue``'s limiter by one built with ``config`` (``VenueLimiter`` keywords),
+    e.g. the venue's documented rate; call at startup, before requests are made."""
+    key = str(venue).upper()
+    limiter = _LIMITERS[key] = VenueLimiter(key, **config)
+    return limiter

@@ -1,0 +1,407 @@
+"""The gateway's private API: orders, fills, balances and positions on any venue, through ccxt.
+
+Safety rules (the order journal in ``astra.store.journal`` carries them across restarts):
+- Every order intent is journaled, under the client order id the venue receives, before
+  anything is sent. A retried or concurrent ``POST /orders`` with the same ``clientOrderId``
+  returns the journaled order and never sends a second one; within this process the retry
+  waits for the first request's outcome.
+- A timeout or a connection lost after sending is not a failure: the order is reported with
+  status ``UNKNOWN`` (HTTP 202) and reconciled by client order id, on the next request of the
+  same Astra key for that venue (header credentials exist only during a request) and at
+  startup for stored credentials.
+- Quantities and prices are checked against the market's tick, lot, minimum quantity and
+  minimum notional before a venue round trip (422 naming the parameter), and sent at the
+  venue's precision.
+- Exchange credentials live only in the ccxt client built for one call and in the redactor's
+  registry for that call's duration; nothing here logs, stores or echoes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from astra.core import InvalidParameter, MarketNotFound, UnknownExchange, Unprocessable
+from astra.core._trading import Balance, Fill, Order, OrderStatus, OrderType, PlaceOrder, Position
+from astra.store.journal import (
+    JournalEntry,
+    OrderJournal,
+    generate_client_order_id,
+    is_valid_client_order_id,
+)
+from astra.venues.base import Venue, VenueMarket
+
+from .credentials import REDACTOR, ExchangeCredentials
+from .errors import map_venue_error
+from .limiter import VenueLimiter, limiter_for
+from .normalize import (
+    balances_from_ccxt,
+    ccxt_market,
+    fill_from_ccxt,
+    order_from_ccxt,
+    position_from_ccxt,
+)
+
+__all__ = ["TradingService", "TradingVenue"]
+
+log = logging.getLogger(__name__)
+
+_CCXT_TYPES = {
+    OrderType.LIMIT: ("limit", {}),
+    OrderType.MARKET: ("market", {}),
+    OrderType.STOP_LIMIT: ("STOP", {}),
+    OrderType.STOP_MARKET: ("STOP_MARKET", {}),
+    OrderType.TAKE_PROFIT_LIMIT: ("TAKE_PROFIT", {}),
+    OrderType.TAKE_PROFIT_MARKET: ("TAKE_PROFIT_MARKET", {}),
+}
+
+
+class TradingVenue(Venue):
+    """A venue that trades: it builds a ccxt client for one set of credentials."""
+
+    def private_client(self, config: Mapping[str, Any]) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _d(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+def check_order(body: PlaceOrder, market: VenueMarket) -> None:
+    """Tick, lot, minimum quantity and notional, before any venue round trip (422)."""
+    meta = market.metadata
+    if not body.quantity > 0 or body.quantity != body.quantity:
+        raise Unprocessable("quantity must be a positive number", parameter="quantity")
+    limit_types = (OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT)
+    if body.type in limit_types and body.price is None:
+        raise Unprocessable(f"price is required for {body.type} orders", parameter="price")
+    if body.type not in limit_types and body.price is not None:
+        raise Unprocessable(f"price is not allowed for {body.type} orders", parameter="price")
+    if body.type not in (OrderType.LIMIT, OrderType.MARKET) and body.stop_price is None:
+        raise Unprocessable(f"stopPrice is required for {body.type}", parameter="stopPrice")
+    for name, value in (("price", body.price), ("stopPrice", body.stop_price)):
+        if value is None:
+            continue
+        if not value > 0 or value == float("inf"):
+            raise Unprocessable(f"{name} must be a positive number", parameter=name)
+        if meta.tick_size and _d(value) % _d(meta.tick_size):
+            raise Unprocessable(f"{name} {value} is not a multiple of the tick size "
+                                f"{meta.tick_size}", parameter=name)
+    qty = _d(body.quantity)
+    if meta.lot_size and qty % _d(meta.lot_size):
+        raise Unprocessable(f"quantity {body.quantity} is not a multiple of the lot size "
+                            f"{meta.lot_size}", parameter="quantity")
+    if meta.min_quantity and body.quantity < meta.min_quantity:
+        raise Unprocessable(f"quantity is below the minimum {meta.min_quantity}",
+                            parameter="quantity")
+    reference = body.price or body.stop_price
+    if meta.min_notional and reference and body.quantity * reference < meta.min_notional:
+        if not body.reduce_only:
+            raise Unprocessable(f"order value is below the minimum notional {meta.min_notional}",
+                                parameter="quantity")
+    if body.post_only and body.type != OrderType.LIMIT:
+        raise Unprocessable("postOnly applies to LIMIT orders only", parameter="postOnly")
+
+
+class TradingService:
+    def __init__(
+        self,
+        venues: Mapping[str, Venue],
+        journal: OrderJournal,
+        *,
+        timeout: float = 10.0,
+        limiters: dict[str, VenueLimiter] | None = None,
+    ) -> None:
+        self.venues = venues
+        self.journal = journal
+        self.timeout = timeout
+        self.limiters = limiters if limiters is not None else {}
+        self._inflight: dict[tuple[str, str, str], asyncio.Future[Order]] = {}
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _venue(self, exchange: str) -> TradingVenue:
+        venue = self.venues.get(exchange)
+        if venue is None:
+            raise UnknownExchange(exchange)
+        if not hasattr(venue, "private_client"):
+            raise InvalidParameter("exchange", f"{exchange} does not support trading yet")
+        return venue  # type: ignore[return-value]
+
+    async def market(self, symbol: str) -> tuple[TradingVenue, VenueMarket]:
+        exchange = symbol.split("-", 1)[0]
+        venue = self._venue(exchange)
+        markets = await venue.load_markets()
+        market = markets.get(symbol)
+        if market is None:
+            raise MarketNotFound(symbol)
+        return venue, market
+
+    def _limiter(self, exchange: str) -> VenueLimiter:
+        limiter = self.limiters.get(exchange)
+        if limiter is None:  # one per venue per process: venues limit per IP, not per key
+            limiter = self.limiters[exchange] = limiter_for(exchange)
+        return limiter
+
+    @contextlib.asynccontextmanager
+    async def _client(self, venue: TradingVenue, creds: ExchangeCredentials) -> AsyncIterator[Any]:
+        """A ccxt client holding ``creds`` for one call; closed (and the secrets unregistered
+        from the redactor) when the call ends."""
+        with REDACTOR.redacting(creds):
+            client = venue.private_client(creds.ccxt_config())
+            self._limiter(venue.code).attach(client)  # sees 429/418 + Retry-After first
+            try:
+                yield client
+            finally:
+                await client.close()
+
+    async def _call(self, venue: TradingVenue, coro_factory, *, sent: bool = False) -> Any:
+        limiter = self._limiter(venue.code)
+        try:
+            async with limiter.slot():
+                async with asyncio.timeout(self.timeout):
+                    return await coro_factory()
+        except Exception as exc:  # every venue failure becomes one Astra error
+            # ``from None``: the original text may hold a signed URL.
+            raise map_venue_error(
+                exc, venue.code, sent=sent, retry_after=limiter.retry_after()
+            ) from None
+
+    # -- orders ------------------------------------------------------------------------------
+    async def place(self, key_id: str, creds: ExchangeCredentials, body: PlaceOrder) -> Order:
+        venue, market = await self.market(body.market)
+        check_order(body, market)
+        cid = body.client_order_id or generate_client_order_id(venue.code)
+        if not is_valid_client_order_id(cid, venue.code):
+            raise InvalidParameter("clientOrderId", f"not a valid client order id for {venue.code}")
+        request = _request_json(body, cid)
+        entry, created = await asyncio.to_thread(
+            self.journal.begin, key_id, venue.code, market.symbol, cid, request)
+        key = (key_id, venue.code, cid)
+        if not created:
+            waiting = self._inflight.get(key)
+            if waiting is not None:  # the same order is being sent right now by this process
+                return await asyncio.shield(waiting)
+            return await self._existing(entry, venue, market, creds)
+        future: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            order = await self._send(entry, venue, market, creds, body, cid)
+            future.set_result(order)
+            return order
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: a lone caller must not log "never retrieved"
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _send(self, entry: JournalEntry, venue: TradingVenue, market: VenueMarket,
+                    creds: ExchangeCredentials, body: PlaceOrder, cid: str) -> Order:
+        async with self._client(venue, creds) as client:
+            symbol = ccxt_market(client, market)["symbol"]
+            kind, params = _CCXT_TYPES[body.type]
+            params = {**params, "clientOrderId": cid}
+            if body.time_in_force is not None:
+                params["timeInForce"] = body.time_in_force.value
+            if body.post_only:
+                params["postOnly"] = True
+            if body.reduce_only:
+                params["reduceOnly"] = True
+            if body.stop_price is not None:
+                params["stopPrice"] = client.price_to_precision(symbol, body.stop_price)
+            amount = client.amount_to_precision(symbol, body.quantity)
+            price = (client.price_to_precision(symbol, body.price)
+                     if body.price is not None else None)
+            await asyncio.to_thread(self.journal.mark_sent, entry.id)
+            try:
+                raw = await self._call(venue, lambda: client.create_order(
+                    symbol, kind, body.side.lower(), amount, price, params), sent=True)
+            except Exception as err:
+                if getattr(err, "code", "") == "ORDER_STATUS_UNKNOWN":
+                    await asyncio.to_thread(self.journal.mark_unknown, entry.id, err)
+                    return _unknown(entry, body, market.symbol, cid)
+                await asyncio.to_thread(self.journal.reject, entry.id, err)
+                raise
+        order = order_from_ccxt(raw, market.symbol)
+        if not order.client_order_id:
+            order.client_order_id = cid
+        await asyncio.to_thread(self.journal.acknowledge, entry.id, order.order_id,
+                                _order_json(order))
+        return order
+
+    async def _existing(self, entry: JournalEntry, venue: TradingVenue, market: VenueMarket,
+                        creds: ExchangeCredentials) -> Order:
+        """The answer to a retried client order id: the journaled order, reconciled first when
+        its outcome is not known."""
+        if entry.pending:
+            entry = await self._reconcile(entry, venue, market, creds)
+        if entry.last_order is not None:
+            return _order_from_json(entry.last_order)
+        if not entry.pending:  # REJECTED or NOT_PLACED: a retry returns that outcome
+            reason = (entry.error or {}).get("message", "the venue did not place it")
+            raise Unprocessable(
+                f"order {entry.client_order_id} was not placed: {reason}; "
+                "use a new clientOrderId to place it again",
+                parameter="clientOrderId",
+            )
+        body = PlaceOrder(**{k: v for k, v in _snake(entry.request).items()
+                             if k in PlaceOrder.__struct_fields__})
+        return _unknown(entry, body, market.symbol, entry.client_order_id)
+
+    async def _reconcile(self, entry: JournalEntry, venue: TradingVenue, market: VenueMarket,
+                         creds: ExchangeCredentials) -> JournalEntry:
+        async with self._client(venue, creds) as client:
+            symbol = ccxt_market(client, market)["symbol"]
+            try:
+                raw = await self._call(venue, lambda: client.fetch_order(
+                    "", symbol, {"clientOrderId": entry.client_order_id}))
+            except Exception as err:
+                if getattr(err, "code", "") != "ORDER_NOT_FOUND":
+                    raise
+                return await asyncio.to_thread(self.journal.reconcile, entry.id, None)
+        order = order_from_ccxt(raw, market.symbol)
+        return await asyncio.to_thread(self.journal.reconcile, entry.id, _order_json(order),
+                                       venue_order_id=order.order_id)
+
+    async def reconcile_pending(self, key_id: str, exchange: str,
+                                creds: ExchangeCredentials) -> int:
+        """Settle this key's orders of unknown outcome on ``exchange`` (header credentials
+        exist only during a request, so this runs at the start of that key's requests)."""
+        entries = await asyncio.to_thread(self.journal.pending, exchange, key_id=key_id)
+        done = 0
+        for entry in entries:
+            if (key_id, exchange, entry.client_order_id) in self._inflight:
+                continue  # being sent right now by this process
+            venue, market = await self.market(entry.market)
+            entry = await self._reconcile(entry, venue, market, creds)
+            done += not entry.pending
+        return done
+
+    async def cancel(self, key_id: str, creds: ExchangeCredentials, symbol: str,
+                     order_id: str | None, client_order_id: str | None) -> Order:
+        venue, market = await self.market(symbol)
+        async with self._client(venue, creds) as client:
+            ccxt_symbol = ccxt_market(client, market)["symbol"]
+            params = {"clientOrderId": client_order_id} if order_id is None else {}
+            raw = await self._call(venue, lambda: client.cancel_order(
+                order_id or "", ccxt_symbol, params))
+        order = order_from_ccxt(raw, market.symbol)
+        await self._journal_update(key_id, venue.code, order)
+        return order
+
+    async def cancel_all(self, key_id: str, creds: ExchangeCredentials, symbol: str) -> int:
+        opened = await self.open_orders(key_id, creds, symbol)
+        venue, market = await self.market(symbol)
+        async with self._client(venue, creds) as client:
+            ccxt_symbol = ccxt_market(client, market)["symbol"]
+            await self._call(venue, lambda: client.cancel_all_orders(ccxt_symbol))
+        return len(opened)
+
+    async def open_orders(self, key_id: str, creds: ExchangeCredentials,
+                          symbol: str) -> list[Order]:
+        venue, market = await self.market(symbol)
+        async with self._client(venue, creds) as client:
+            ccxt_symbol = ccxt_market(client, market)["symbol"]
+            raw = await self._call(venue, lambda: client.fetch_open_orders(ccxt_symbol))
+        return [order_from_ccxt(r, market.symbol) for r in raw]
+
+    async def get_order(self, key_id: str, creds: ExchangeCredentials, symbol: str,
+                        order_id: str) -> Order:
+        venue, market = await self.market(symbol)
+        async with self._client(venue, creds) as client:
+            ccxt_symbol = ccxt_market(client, market)["symbol"]
+            raw = await self._call(venue, lambda: client.fetch_order(order_id, ccxt_symbol))
+        order = order_from_ccxt(raw, market.symbol)
+        await self._journal_update(key_id, venue.code, order)
+        return order
+
+    async def fills(self, key_id: str, creds: ExchangeCredentials, symbol: str,
+                    since: int | None) -> list[Fill]:
+        venue, market = await self.market(symbol)
+        async with self._client(venue, creds) as client:
+            ccxt_symbol = ccxt_market(client, market)["symbol"]
+            raw = await self._call(venue, lambda: client.fetch_my_trades(ccxt_symbol, since))
+        return [fill_from_ccxt(r, market.symbol, venue.code) for r in raw]
+
+    async def balances(self, key_id: str, creds: ExchangeCredentials,
+                       exchange: str, account: str | None = None) -> list[Balance]:
+        venue = self._venue(exchange)
+        await venue.load_markets()
+        params = {"type": account} if account else {}
+        async with self._client(venue, creds) as client:
+            raw = await self._call(venue, lambda: client.fetch_balance(params))
+        return balances_from_ccxt(raw, venue.code)
+
+    async def positions(self, key_id: str, creds: ExchangeCredentials,
+                        exchange: str) -> list[Position]:
+        venue = self._venue(exchange)
+        markets = await venue.load_markets()
+        async with self._client(venue, creds) as client:
+            raw = await self._call(venue, lambda: client.fetch_positions())
+            by_ccxt = {}
+            for m in markets.values():
+                with contextlib.suppress(KeyError):
+                    by_ccxt[ccxt_market(client, m)["symbol"]] = m.symbol
+        out = []
+        for row in raw:
+            symbol = by_ccxt.get(row.get("symbol"))
+            position = position_from_ccxt(row, symbol) if symbol else None
+            if position is not None:
+                out.append(position)
+        return out
+
+    async def _journal_update(self, key_id: str, exchange: str, order: Order) -> None:
+        if order.order_id is None:
+            return
+        entry = await asyncio.to_thread(self.journal.by_venue_order, key_id, exchange,
+                                        order.order_id)
+        if entry is not None and not entry.pending:
+            await asyncio.to_thread(self.journal.update_order, entry.id, _order_json(order))
+
+
+# -- JSON helpers ----------------------------------------------------------------------------
+
+def _request_json(body: PlaceOrder, cid: str) -> dict:
+    data = msgspec.to_builtins(body)
+    data["clientOrderId"] = cid
+    return data
+
+
+def _order_json(order: Order) -> dict:
+    return msgspec.to_builtins(order)
+
+
+def _order_from_json(data: dict) -> Order:
+    return msgspec.convert(data, Order)
+
+
+def _snake(data: dict) -> dict:
+    out = {}
+    for key, value in data.items():
+        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+        out[snake] = value
+    return out
+
+
+def _unknown(entry: JournalEntry, body: PlaceOrder, market: str, cid: str) -> Order:
+    return Order(
+        order_id=entry.venue_order_id,
+        client_order_id=cid,
+        market=market,
+        side=body.side,
+        type=body.type,
+        quantity=body.quantity,
+        filled_quantity=0.0,
+        status=OrderStatus.UNKNOWN,
+        price=body.price,
+        stop_price=body.stop_price,
+        time_in_force=body.time_in_force,
+        created_at=entry.created_at,
+        updated_at=entry.updated_at,
+    )

@@ -1,0 +1,148 @@
+"""The gateway's private API end to end on the SIM venue: gateway + simulator over loopback,
+credentials created on the simulator and sent per request in headers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import pytest
+
+from astra.sim.admin import parse_deposits
+
+SPOT = "SIM-SPOT-BTC-USDT"
+PERP = "SIM-PERP-BTC-USDT"
+
+
+@pytest.fixture
+async def trader(sim, gateway):
+    gw, token = gateway
+    creds = sim.exchange.create_account(parse_deposits("USDT=100000,BTC=1"))
+    headers = {
+        "x-astra-api-key": f"Bearer {token}",
+        "x-astra-exchange-private-key": creds.signerPrivateKey,
+    }
+    async with aiohttp.ClientSession(gw.base_url, headers=headers) as http:
+        yield http, creds, sim.exchange.registry.by_api_key(creds.apiKey).id
+
+
+async def call(http, method, path, **kw):
+    async with asyncio.timeout(20), http.request(method, path, **kw) as resp:
+        return resp.status, await resp.json()
+
+
+def sim_orders(sim, account: int, symbol: str = "BTCUSDT", kind: str = "spot"):
+    return sim.exchange.sides[kind].trading.by_account.get((account, symbol), [])
+
+
+async def test_place_query_cancel_a_resting_limit_order(sim, trader):
+    http, _, account = trader
+    bid = sim.exchange.state("spot", "BTCUSDT").engine.best_bid() / 100
+    price = round(bid - 500, 2)
+    status, order = await call(http, "POST", "/orders", json={
+        "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.01, "price": price,
+        "timeInForce": "GTC", "clientOrderId": "desk1"})
+    assert status == 200, order
+    assert order["status"] == "NEW" and order["clientOrderId"] == "desk1"
+    assert order["price"] == price and order["quantity"] == 0.01
+    (placed,) = sim_orders(sim, account)
+    assert str(placed.id) == order["orderId"] and placed.client_id == "desk1"
+    status, opened = await call(http, "GET", "/orders", params={"market": SPOT})
+    assert status == 200 and [o["orderId"] for o in opened] == [order["orderId"]]
+    status, got = await call(http, "GET", f"/orders/{order['orderId']}", params={"market": SPOT})
+    assert status == 200 and got["status"] == "NEW"
+    status, canceled = await call(http, "DELETE", "/orders",
+                                  params={"market": SPOT, "orderId": order["orderId"]})
+    assert status == 200 and canceled["status"] == "CANCELED"
+    assert placed.status == "CANCELED"
+
+
+async def test_market_order_fills_and_balances_match_the_simulator(sim, trader):
+    http, _, account = trader
+    status, order = await call(http, "POST", "/orders", json={
+        "market": SPOT, "side": "SELL", "type": "MARKET", "quantity": 0.02})
+    assert status == 200 and order["status"] == "FILLED" and order["filledQuantity"] == 0.02
+    status, fills = await call(http, "GET", "/fills", params={"market": SPOT})
+    assert status == 200 and fills and {f["orderId"] for f in fills} == {order["orderId"]}
+    assert sum(f["quantity"] for f in fills) == pytest.approx(0.02)
+    assert all(f["feeAsset"] == "USDT" and f["side"] == "SELL" for f in fills)
+    status, balances = await call(http, "GET", "/balances", params={"exchange": "SIM"})
+    assert status == 200
+    by_asset = {b["asset"]: b for b in balances}
+    ledger = sim.exchange.ledger.balances("spot", account)
+    assert by_asset["BTC"]["total"] == pytest.approx(sum(ledger["BTC"]) / 1e8)
+    assert by_asset["USDT"]["free"] == pytest.approx(ledger["USDT"][0] / 1e8)
+
+
+async def test_perp_position_through_the_gateway(sim, trader):
+    http, _, _ = trader
+    status, order = await call(http, "POST", "/orders", json={
+        "market": PERP, "side": "BUY", "type": "MARKET", "quantity": 0.01})
+    assert status == 200 and order["status"] == "FILLED", order
+    status, positions = await call(http, "GET", "/positions", params={"exchange": "SIM"})
+    assert status == 200
+    (pos,) = positions
+    assert pos["market"] == PERP and pos["side"] == "LONG" and pos["quantity"] == 0.01
+    assert pos["entryPrice"] == pytest.approx(order["averagePrice"])
+
+
+async def test_same_client_order_id_places_one_order_even_concurrently(sim, trader):
+    http, _, account = trader
+    body = {"market": SPOT, "side": "BUY", "type": "MARKET", "quantity": 0.001,
+            "clientOrderId": "once42"}
+    results = await asyncio.gather(*(call(http, "POST", "/orders", json=body) for _ in range(5)))
+    assert {s for s, _ in results} == {200}
+    assert len({o["orderId"] for _, o in results}) == 1
+    status, again = await call(http, "POST", "/orders", json=body)
+    assert status == 200 and again["orderId"] == results[0][1]["orderId"]
+    assert [o.client_id for o in sim_orders(sim, account)] == ["once42"]
+    changed = dict(body, quantity=0.002)
+    status, err = await call(http, "POST", "/orders", json=changed)
+    assert status == 409 and err["parameter"] == "clientOrderId"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "parameter"),
+    [
+        ({"price": 96000.001}, 422, "price"),
+        ({"quantity": 0.0000001}, 422, "quantity"),
+        ({"quantity": -1}, 422, "quantity"),
+        ({"price": None}, 422, "price"),
+        ({"type": "ICEBERG"}, 400, "type"),
+        ({"quantityy": 1}, 400, "quantityy"),
+        ({"market": "SIM-SPOT-DOGE-USDT"}, 404, None),
+    ],
+)
+async def test_bad_orders_are_refused_before_the_venue(sim, trader, body, status, parameter):
+    http, _, account = trader
+    order = {"market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.01, "price": 96000.0,
+             "timeInForce": "GTC", **body}
+    got, err = await call(http, "POST", "/orders", json=order)
+    assert got == status, err
+    if parameter:
+        assert err["parameter"] == parameter
+    assert sim_orders(sim, account) == []
+
+
+async def test_credentials_required_and_never_echoed(sim, gateway, caplog):
+    gw, token = gateway
+    creds = sim.exchange.create_account(parse_deposits("USDT=10"))
+    caplog.set_level(logging.DEBUG)
+    async with aiohttp.ClientSession(gw.base_url) as http:
+        headers = {"x-astra-api-key": f"Bearer {token}"}
+        status, err = await call(http, "GET", "/balances", params={"exchange": "SIM"},
+                                 headers=headers)
+        assert status == 401 and err["code"] == "EXCHANGE_CREDENTIALS_REQUIRED"
+        wrong = "0x" + "11" * 32  # a valid key that is no simulator account's signer
+        status, err = await call(http, "GET", "/balances", params={"exchange": "SIM"},
+                                 headers={**headers, "x-astra-exchange-private-key": wrong})
+        assert status == 401, err
+        assert wrong[2:] not in str(err) and creds.signerPrivateKey[2:] not in caplog.text
+        assert wrong[2:] not in caplog.text
+        status, err = await call(http, "POST", "/orders", headers={
+            **headers, "x-astra-exchange-private-key": creds.signerPrivateKey},
+            json={"market": SPOT, "side": "BUY", "type": "MARKET", "quantity": 1.0})
+        assert status == 422 and err["code"] == "INSUFFICIENT_BALANCE", err
+        assert creds.signerPrivateKey[2:] not in str(err)
+    assert creds.signerPrivateKey[2:] not in caplog.text
