@@ -111,3 +111,29 @@ def test_astra_serve_takes_its_key_from_the_environment(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+def test_astra_serve_paper_trades_on_sim_with_only_an_astra_key(tmp_path):
+    key = "kadjfasfl.KjUBAhdIafaDFSCsajfaIowSADxkaw"
+    proc = _serve(tmp_path, {"ASTRA_API_KEY": key})
+    try:
+        out = _read_until_listening(proc)
+        base = re.search(r"listening on (http://\S+)", out)[1]
+        body = msgspec.json.encode(
+            {"market": "SIM-SPOT-BTC-USDT", "side": "BUY", "type": "MARKET", "quantity": 0.01}
+        )
+        request = urllib.request.Request(
+            f"{base}/orders",
+            data=body,
+            method="POST",
+            headers={"x-astra-api-key": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=20) as resp:
+            order = msgspec.json.decode(resp.read())
+        assert order["status"] == "FILLED" and order["filledQuantity"] == 0.01
+        status, balances = _get(f"{base}/balances?exchange=SIM", key)
+        by_asset = {b["asset"]: b["total"] for b in balances}
+        assert status == 200 and 2.0 < by_asset["BTC"] < 2.01 and by_asset["USDT"] < 100000
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0

@@ -129,6 +129,7 @@ class Gateway:
         # The private API: the order journal lives in the same database as the keys.
         self.trading = TradingService(venues, journal or OrderJournal(keys._engine))
         self.credentials = credentials
+        self._reconciler: asyncio.Task | None = None
         self.metrics = Metrics(self.engine)
         self.keys = keys
         self.host, self.port, self.metrics_port = host, port, metrics_port
@@ -155,10 +156,16 @@ class Gateway:
         )
         app.add_routes(private_routes(self.trading, self.credentials))
         self.port = await self._serve(app, self.port)
+        # Orders a previous run left with an unknown outcome, for keys with stored credentials.
+        self._reconciler = asyncio.create_task(self.trading.reconcile_stored(self.credentials))
         self.metrics_port = await self._serve(build_metrics_app(self.metrics), self.metrics_port)
         return self
 
     async def close(self) -> None:
+        if self._reconciler is not None and not self._reconciler.done():
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconciler
         for runner in reversed(self._runners):
             with contextlib.suppress(Exception):
                 await runner.cleanup()

@@ -9,7 +9,9 @@ import signal
 import sys
 from pathlib import Path
 
-from astra.store import ApiKeyStore, open_database
+from astra.store import ApiKeyStore, CredentialStore, load_master_key, open_database
+from astra.store.credentials import MASTER_KEY_ENV
+from astra.trading.paper import PAPER_DEPOSIT, LayeredCredentials, create_paper_account
 
 from .gateway import Gateway, SimChild, load_config, venues_from_config
 
@@ -57,12 +59,17 @@ async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for code in filter(None, (args.venues or "").split(",")):
         config.setdefault("venues", {}).setdefault(code.strip().upper(), {})
-    keys = ApiKeyStore(open_database(args.database_url, args.data_dir))
+    engine = open_database(args.database_url, args.data_dir)
+    keys = ApiKeyStore(engine)
     try:
         _api_key(keys)
+        # Stored exchange credentials need the master key; without it only headers work.
+        store = CredentialStore(engine, load_master_key()) if os.environ.get(
+            MASTER_KEY_ENV, "").strip() else None
     except ValueError as exc:
         print(f"astra serve: {exc}", file=sys.stderr)
         return 2
+    credentials = LayeredCredentials(store)
     venues_config = {k.upper(): v or {} for k, v in (config.get("venues") or {}).items()}
     config["venues"] = venues_config
     # No venue named, or SIM named without a URL: run the simulator as a child.
@@ -76,6 +83,9 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         sim_url = await child.start() if child else None
+        first_key = next((k for k in keys.list() if k.active), None)
+        if child and first_key is not None:  # paper trading out of the box
+            credentials.add_default(first_key.key_id, await create_paper_account(sim_url))
         venues = venues_from_config(config, sim_url)
         gateway = Gateway(
             venues,
@@ -85,6 +95,7 @@ async def serve(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port
             if args.metrics_port is not None
             else config.get("metrics_port", 9090),
+            credentials=credentials,
         )
         async with gateway:
             print(
@@ -93,6 +104,10 @@ async def serve(args: argparse.Namespace) -> int:
             )
             if child:
                 print(f"  simulator (SIM) running at {sim_url}")
+                if first_key is not None:
+                    funds = ", ".join(f"{v} {k}" for k, v in PAPER_DEPOSIT.items())
+                    print(f"  paper trading: a SIM account with {funds} (spot and perp) "
+                          f"for API key {first_key.key_id}; POST /orders needs no exchange keys")
             print(
                 f"  try: curl -H 'x-astra-api-key: Bearer <key>' "
                 f"'{gateway.base_url}/orderbook?market={next(iter(venues))}-SPOT-BTC-USDT'",

@@ -39,7 +39,7 @@ from astra.venues.base import Venue, VenueMarket
 
 from .credentials import REDACTOR, ExchangeCredentials
 from .errors import map_venue_error
-from .limiter import VenueLimiter, limiter_for
+from .limiter import VenueLimiter
 from .normalize import (
     balances_from_ccxt,
     ccxt_market,
@@ -144,8 +144,8 @@ class TradingService:
 
     def _limiter(self, exchange: str) -> VenueLimiter:
         limiter = self.limiters.get(exchange)
-        if limiter is None:  # one per venue per process: venues limit per IP, not per key
-            limiter = self.limiters[exchange] = limiter_for(exchange)
+        if limiter is None:  # one per venue per gateway: venues limit per IP, not per key
+            limiter = self.limiters[exchange] = VenueLimiter(exchange)
         return limiter
 
     @contextlib.asynccontextmanager
@@ -280,6 +280,24 @@ class TradingService:
                 continue  # being sent right now by this process
             venue, market = await self.market(entry.market)
             entry = await self._reconcile(entry, venue, market, creds)
+            done += not entry.pending
+        return done
+
+    async def reconcile_stored(self, source: Any) -> int:
+        """At startup: settle every order of unknown outcome whose Astra key has credentials
+        in ``source`` (a ``CredentialSource``); header-mode keys settle on their next request."""
+        done = 0
+        for entry in await asyncio.to_thread(self.journal.pending):
+            creds = source.get(entry.key_id, entry.exchange) if source is not None else None
+            if creds is None:
+                continue
+            try:
+                venue, market = await self.market(entry.market)
+                entry = await self._reconcile(entry, venue, market, creds)
+            except Exception as exc:  # one venue down must not stop the others' reconciliation
+                log.warning("reconciling order %s on %s failed: %s", entry.client_order_id,
+                            entry.exchange, getattr(exc, "message", type(exc).__name__))
+                continue
             done += not entry.pending
         return done
 
