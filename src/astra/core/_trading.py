@@ -21,14 +21,18 @@ from ._models import Side
 
 __all__ = [
     "Balance",
+    "BalancesMessage",
     "Fill",
+    "FillsMessage",
     "Liquidity",
     "Order",
     "OrderStatus",
     "OrderType",
+    "OrdersMessage",
     "PlaceOrder",
     "Position",
     "PositionSide",
+    "ResyncMessage",
     "TimeInForce",
 ]
 
@@ -137,3 +141,24 @@ class Position(msgspec.Struct, **_STRUCT):
     leverage: float | None = None
     liquidation_price: float | None = None
     margin_type: str | None = None  # CROSS or ISOLATED
+
+
+# Private WebSocket messages (``WS /ws?dataType=ORDERS|FILLS|BALANCES&exchange=``).
+class OrdersMessage(msgspec.Struct, tag="orders", tag_field="type", **_STRUCT):
+    orders: list[Order]
+
+
+class FillsMessage(msgspec.Struct, tag="fills", tag_field="type", **_STRUCT):
+    fills: list[Fill]
+
+
+class BalancesMessage(msgspec.Struct, tag="balances", tag_field="type", **_STRUCT):
+    exchange: str
+    balances: list[Balance]
+
+
+class ResyncMessage(msgspec.Struct, tag="resync", tag_field="type", **_STRUCT):
+    """The venue's user stream restarted: events may have been missed; re-read over REST."""
+
+    exchange: str
+    reason: str

@@ -35,6 +35,7 @@ from astra.net import BoundedSender
 
 from .auth import WS_PROTOCOL
 from .openapi import openapi_document
+from .private import PRIVATE_DATA_TYPES
 
 __all__ = ["Metrics", "build_app", "build_metrics_app"]
 
@@ -101,9 +102,15 @@ def _int(request: web.Request, name: str, default: int, maximum: int) -> int:
 
 class _Routes:
     def __init__(
-        self, engine: MarketDataEngine, metrics: Metrics, max_queue: int, send_buffer: int
+        self,
+        engine: MarketDataEngine,
+        metrics: Metrics,
+        max_queue: int,
+        send_buffer: int,
+        private_ws: Callable | None = None,
     ) -> None:
         self.engine, self.metrics = engine, metrics
+        self.private_ws = private_ws  # ORDERS / FILLS / BALANCES subscriptions
         self.max_queue, self.send_buffer = max_queue, send_buffer
 
     async def markets(self, request: web.Request) -> web.Response:
@@ -132,10 +139,15 @@ class _Routes:
         return _json(openapi_document())
 
     async def ws(self, request: web.Request) -> web.StreamResponse:
+        raw_type = _required(request, "dataType")
+        if self.private_ws is not None and raw_type in PRIVATE_DATA_TYPES:
+            return await self.private_ws(request)
         market = _required(request, "market")
-        data_type = _DATA_TYPES.get(_required(request, "dataType"))
+        data_type = _DATA_TYPES.get(raw_type)
         if data_type is None:
-            raise InvalidParameter("dataType", "expected ORDERBOOK or TRADE")
+            raise InvalidParameter(
+                "dataType", "expected ORDERBOOK, TRADE, ORDERS, FILLS or BALANCES"
+            )
         venue, venue_market = await self.engine.resolve(market)
         protocol = request.get(WS_PROTOCOL)
         ws = web.WebSocketResponse(
@@ -198,6 +210,7 @@ def build_app(
     auth: Callable | None = None,
     max_queue: int = 5000,
     send_buffer: int = 256 * 1024,
+    private_ws: Callable | None = None,
 ) -> web.Application:
     """The public API. ``auth`` is the API-key middleware (None only in tests of routing);
     ``max_queue`` (frames) and ``send_buffer`` (bytes) bound what a slow client may hold."""
@@ -205,7 +218,7 @@ def build_app(
     if auth is not None:
         middlewares.append(auth)
     app = web.Application(middlewares=middlewares)
-    routes = _Routes(engine, metrics, max_queue, send_buffer)
+    routes = _Routes(engine, metrics, max_queue, send_buffer, private_ws)
     app.add_routes(
         [
             web.get("/markets", routes.markets),

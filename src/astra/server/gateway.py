@@ -35,7 +35,7 @@ from astra.venues.base import Venue
 
 from .app import Metrics, build_app, build_metrics_app
 from .auth import auth_middleware
-from .private import private_routes
+from .private import private_routes, private_ws
 
 __all__ = ["Gateway", "SimChild", "load_config", "venues_from_config"]
 
@@ -152,7 +152,11 @@ class Gateway:
     async def start(self) -> Gateway:
         install_redactor()  # exchange secrets never reach a log line, whatever logs them
         app = build_app(
-            self.engine, self.metrics, auth=auth_middleware(self.keys), **self._client_limits
+            self.engine,
+            self.metrics,
+            auth=auth_middleware(self.keys),
+            private_ws=private_ws(self.trading, self.credentials),
+            **self._client_limits,
         )
         app.add_routes(private_routes(self.trading, self.credentials))
         self.port = await self._serve(app, self.port)

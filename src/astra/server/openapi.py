@@ -8,7 +8,17 @@ from functools import cache
 import msgspec
 
 from astra.core import BookUpdate, Error, MarketMetadata, OrderBook, TradesMessage
-from astra.core._trading import Balance, Fill, Order, PlaceOrder, Position
+from astra.core._trading import (
+    Balance,
+    BalancesMessage,
+    Fill,
+    FillsMessage,
+    Order,
+    OrdersMessage,
+    PlaceOrder,
+    Position,
+    ResyncMessage,
+)
 from astra.venues.base import Capabilities
 
 __all__ = ["openapi_document"]
@@ -106,7 +116,8 @@ def _private(method: str, summary: str, params: list[dict], schema: dict,
 def openapi_document() -> dict:
     _, components = msgspec.json.schema_components(
         [MarketMetadata, OrderBook, BookUpdate, TradesMessage, Error, ExchangeInfo,
-         PlaceOrder, Order, Fill, Balance, Position],
+         PlaceOrder, Order, Fill, Balance, Position, OrdersMessage, FillsMessage,
+         BalancesMessage, ResyncMessage],
         ref_template="#/components/schemas/{name}",
     )
     market = _param("market", "Astra market symbol, e.g. SIM-SPOT-BTC-USDT")
@@ -150,14 +161,22 @@ def openapi_document() -> dict:
             ),
             "/ws": _get(
                 "WebSocket: one subscription per connection. ORDERBOOK sends a "
-                "snapshot then updates (BookUpdate); TRADE sends TradesMessage.",
+                "snapshot then updates (BookUpdate); TRADE sends TradesMessage. The private "
+                "types ORDERS, FILLS, BALANCES (with exchange=, and exchange credentials as "
+                "for the private REST API) stream OrdersMessage, FillsMessage, "
+                "BalancesMessage, and ResyncMessage when the venue's user stream restarted.",
                 [
-                    market,
+                    _param("market", "Astra market symbol (ORDERBOOK, TRADE)", False),
+                    _param("exchange", "Exchange code (ORDERS, FILLS, BALANCES)", False),
                     _param(
-                        "dataType", "ORDERBOOK or TRADE", schema={"enum": ["ORDERBOOK", "TRADE"]}
+                        "dataType",
+                        "ORDERBOOK, TRADE, ORDERS, FILLS or BALANCES",
+                        schema={"enum": ["ORDERBOOK", "TRADE", "ORDERS", "FILLS", "BALANCES"]},
                     ),
                 ],
-                {"oneOf": [_ref("BookUpdate"), _ref("TradesMessage")]},
+                {"oneOf": [_ref(n) for n in ("BookUpdate", "TradesMessage", "OrdersMessage",
+                                             "FillsMessage", "BalancesMessage",
+                                             "ResyncMessage")]},
             ),
             "/orders": {
                 **_private("post", "Place an order (idempotent by clientOrderId)", [],

@@ -9,6 +9,8 @@ fields, a misspelt enum or a missing market are 400s naming the field.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from typing import Any
 
@@ -16,13 +18,23 @@ import msgspec
 from aiohttp import web
 
 from astra.core import InvalidParameter, MissingParameter
-from astra.core._trading import OrderStatus, PlaceOrder
-from astra.trading.credentials import CredentialSource, resolve_credentials
+from astra.core._trading import (
+    BalancesMessage,
+    FillsMessage,
+    OrdersMessage,
+    OrderStatus,
+    PlaceOrder,
+    ResyncMessage,
+)
+from astra.net import BoundedSender
+from astra.trading.credentials import REDACTOR, CredentialSource, resolve_credentials
 from astra.trading.service import TradingService
 
-from .auth import API_KEY
+from .auth import API_KEY, WS_PROTOCOL
 
-__all__ = ["private_routes"]
+__all__ = ["PRIVATE_DATA_TYPES", "private_routes", "private_ws"]
+
+PRIVATE_DATA_TYPES = frozenset({"ORDERS", "FILLS", "BALANCES"})
 
 _encode = msgspec.json.Encoder().encode
 _decode_order = msgspec.json.Decoder(PlaceOrder).decode
@@ -124,6 +136,66 @@ class _Private:
         exchange = _required(request, "exchange")
         creds = self._creds(request, exchange)
         return _json(await self.service.positions(self._key_id(request), creds, exchange))
+
+
+    async def ws(self, request: web.Request) -> web.StreamResponse:
+        """``WS /ws?dataType=ORDERS|FILLS|BALANCES&exchange=``: the account's normalized
+        updates from the venue's user data stream; ``{"type":"resync"}`` when the upstream
+        stream restarted (events may have been missed: re-read over REST)."""
+        exchange = _required(request, "exchange")
+        data_type = _required(request, "dataType")
+        venue = self.service._venue(exchange)
+        if not hasattr(venue, "run_user_stream"):
+            raise InvalidParameter("dataType", f"{exchange} has no private stream yet")
+        creds = self._creds(request, exchange)
+        protocol = request.get(WS_PROTOCOL)
+        ws = web.WebSocketResponse(
+            protocols=(protocol,) if protocol else (), heartbeat=30.0, max_msg_size=4096
+        )
+        await ws.prepare(request)
+        client = BoundedSender(ws, request.transport, 5000)
+        sink = _StreamSink(client, data_type, exchange)
+        writer = asyncio.create_task(client.writer())
+        with REDACTOR.redacting(creds):
+            upstream = asyncio.create_task(venue.run_user_stream(creds.ccxt_config(), sink))
+            try:
+                async for _ in ws:  # client messages are ignored
+                    if writer.done() or upstream.done():
+                        break
+            finally:
+                upstream.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await upstream
+                client.close(1000, "")
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    await asyncio.wait_for(writer, 5)
+        return ws
+
+
+class _StreamSink:
+    """Encodes a user stream's events once each, for the data type a client asked for."""
+
+    def __init__(self, client: BoundedSender, data_type: str, exchange: str) -> None:
+        self.client, self.data_type, self.exchange = client, data_type, exchange
+
+    def on_orders(self, orders: list, fills: list) -> None:
+        if self.data_type == "ORDERS":
+            self.client.deliver(_encode(OrdersMessage(orders=orders)))
+        elif self.data_type == "FILLS" and fills:
+            self.client.deliver(_encode(FillsMessage(fills=fills)))
+
+    def on_balances(self, balances: list) -> None:
+        if self.data_type == "BALANCES":
+            self.client.deliver(_encode(BalancesMessage(exchange=self.exchange,
+                                                        balances=balances)))
+
+    def on_resync(self, reason: str) -> None:
+        self.client.deliver(_encode(ResyncMessage(exchange=self.exchange, reason=reason)))
+
+
+def private_ws(service: TradingService, store: CredentialSource | None):
+    """The handler ``/ws`` delegates private data types to."""
+    return _Private(service, store).ws
 
 
 def private_routes(service: TradingService, store: CredentialSource | None) -> list:

@@ -19,6 +19,7 @@ from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMar
 from .feed import Snapshot, run_book_feed, run_trade_feed
 from .schemas import AggTrade
 from .symbols import market_from_ccxt
+from .userdata import UserDataSink, run_user_stream
 
 __all__ = ["CAPABILITIES", "AsterUrls", "AsterVenue"]
 
@@ -73,6 +74,25 @@ class AsterVenue(Venue):
         if self._ccxt.markets:
             client.set_markets(self._ccxt.markets, self._ccxt.currencies)
         return client
+
+    async def run_user_stream(self, config: dict, sink: UserDataSink) -> None:
+        """Orders, fills and balances of the account behind ``config`` (ccxt credentials),
+        from the spot and perpetual user data streams, until cancelled."""
+        markets = await self.load_markets()
+        client = self.private_client(config)
+        by_kind: dict[str, dict[str, str]] = {"spot": {}, "perp": {}}
+        for m in markets.values():
+            by_kind.setdefault(m.kind, {})[m.exchange_symbol] = m.symbol
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(run_user_stream(
+                    self._http(), self.urls.spot_ws, client.sapiPrivatePostV3ListenKey,
+                    client.sapiPrivatePutV3ListenKey, by_kind["spot"], self.code, sink))
+                group.create_task(run_user_stream(
+                    self._http(), self.urls.perp_ws, client.fapiPrivatePostV3ListenKey,
+                    client.fapiPrivatePutV3ListenKey, by_kind["perp"], self.code, sink))
+        finally:
+            await client.close()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
