@@ -18,13 +18,18 @@ PERP = "SIM-PERP-BTC-USDT"
 @pytest.fixture
 async def trader(sim, gateway):
     gw, token = gateway
-    creds = sim.exchange.create_account(parse_deposits("USDT=100000,BTC=1"))
+    # The account comes from the simulator's admin endpoint, as `astra sim account create`
+    # makes it (tests/sim/test_sim_accounts.py runs the command itself).
+    async with aiohttp.ClientSession() as http, asyncio.timeout(10):
+        async with http.post(f"{sim.base_url}/admin/accounts",
+                             json={"deposit": "USDT=100000,BTC=1"}) as resp:
+            creds = await resp.json()
     headers = {
         "x-astra-api-key": f"Bearer {token}",
-        "x-astra-exchange-private-key": creds.signerPrivateKey,
+        "x-astra-exchange-private-key": creds["signerPrivateKey"],
     }
     async with aiohttp.ClientSession(gw.base_url, headers=headers) as http:
-        yield http, creds, sim.exchange.registry.by_api_key(creds.apiKey).id
+        yield http, creds, sim.exchange.registry.by_api_key(creds["apiKey"]).id
 
 
 async def call(http, method, path, **kw):
