@@ -4,6 +4,7 @@ the gateway and the simulator both report it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 import aiohttp
@@ -42,8 +43,12 @@ async def test_stored_credentials_trade_without_exchange_headers(sim, key_store)
         assert status == 401 and err["code"] == "EXCHANGE_CREDENTIALS_REQUIRED"
 
 
-async def test_partial_fill_by_the_flow(sim, gateway):
+async def test_partial_fill_by_a_synthetic_taker(sim, gateway):
     gw, token = gateway
+    # Stop the simulator's clock: the only taker is the one this test sends.
+    sim.exchange._task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sim.exchange._task
     creds = sim.exchange.create_account(parse_deposits("BTC=1"))
     state = sim.exchange.state("spot", "BTCUSDT")
     headers = {"x-astra-api-key": f"Bearer {token}",

@@ -174,6 +174,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
         self._runners.clear()
+        await self.trading.close()
         await self.engine.close()
 
     async def __aenter__(self) -> Gateway:

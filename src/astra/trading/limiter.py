@@ -89,8 +89,11 @@ CCXT_IDS: Mapping[str, str] = {
     "KUCOIN": "kucoin",
     "KRAKEN": "kraken",
     "ASTER": "aster",
-    "SIM": "binance",  # the simulator speaks Binance's API and limits
+    "SIM": "binance",  # the simulator speaks Binance's API
 }
+# Venues whose documented limit is not ccxt's pace: the simulator allows 6000 request weight a
+# minute per IP (its exchangeInfo), i.e. 100 weight-1 requests a second.
+_DOCUMENTED_RATES: Mapping[str, float] = {"SIM": 100.0}
 
 LIMIT_STATUSES = frozenset({429, 418})
 # (venue, venue code) of limits the venue counts per account, not per IP.
@@ -102,6 +105,8 @@ _rates: dict[str, float] = {}
 def ccxt_rate(venue: str) -> float:
     """Requests per second ccxt allows itself on ``venue`` (1000 / its ``rateLimit`` ms)."""
     venue = str(venue).upper()
+    if venue in _DOCUMENTED_RATES:
+        return _DOCUMENTED_RATES[venue]
     if venue not in _rates:
         ccxt_id = CCXT_IDS.get(venue)
         if ccxt_id is None:

@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any
 
+import certifi
 import msgspec
 
 from astra.core import InvalidParameter, MarketNotFound, UnknownExchange, Unprocessable
@@ -37,6 +39,7 @@ from astra.store.journal import (
 )
 from astra.venues.base import Venue, VenueMarket
 
+from ._keccak import install_fast_keccak
 from .credentials import REDACTOR, ExchangeCredentials
 from .errors import map_venue_error
 from .limiter import VenueLimiter
@@ -51,6 +54,7 @@ from .normalize import (
 __all__ = ["TradingService", "TradingVenue"]
 
 log = logging.getLogger(__name__)
+install_fast_keccak()  # wallet-signed venues (Aster, SIM): C Keccak instead of pure Python
 
 _CCXT_TYPES = {
     OrderType.LIMIT: ("limit", {}),
@@ -123,6 +127,7 @@ class TradingService:
         self.timeout = timeout
         self.limiters = limiters if limiters is not None else {}
         self._inflight: dict[tuple[str, str, str], asyncio.Future[Order]] = {}
+        self._tls: ssl.SSLContext | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
     def _venue(self, exchange: str) -> TradingVenue:
@@ -153,12 +158,27 @@ class TradingService:
         """A ccxt client holding ``creds`` for one call; closed (and the secrets unregistered
         from the redactor) when the call ends."""
         with REDACTOR.redacting(creds):
-            client = venue.private_client(creds.ccxt_config())
+            config = creds.ccxt_config()
+            config.update(self._transport())
+            client = venue.private_client(config)
             self._limiter(venue.code).attach(client)  # sees 429/418 + Retry-After first
             try:
                 yield client
             finally:
                 await client.close()
+
+    def _transport(self) -> dict[str, Any]:
+        """No ccxt-side pacing or exit delay on per-call clients: pacing is the venue
+        limiter's job, and ccxt would otherwise make each fresh client's first call wait a
+        rate interval and its ``close`` sleep 250 ms. Each venue shares one HTTP session
+        between its private clients (kept-alive connections); the TLS context passed here
+        only spares ccxt building one per client (~40 ms each), its session is the venue's."""
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=certifi.where())
+        return {"enableRateLimit": False, "timeout_on_exit": 0, "ssl_context": self._tls}
+
+    async def close(self) -> None:
+        """Nothing to release: sessions belong to the venues (closed with them)."""
 
     async def _call(self, venue: TradingVenue, coro_factory, *, sent: bool = False) -> Any:
         limiter = self._limiter(venue.code)

@@ -60,6 +60,7 @@ class AsterVenue(Venue):
         api["sapiPublic"] = api["sapiPrivate"] = self.urls.spot_rest
         api["fapiPublic"] = api["fapiPrivate"] = self.urls.perp_rest
         self._session: aiohttp.ClientSession | None = None
+        self._private_session: aiohttp.ClientSession | None = None
         self._markets: dict[str, VenueMarket] | None = None
         self._lock = asyncio.Lock()
 
@@ -67,7 +68,9 @@ class AsterVenue(Venue):
         """A ccxt client for one set of credentials (``ExchangeCredentials.ccxt_config()``), on
         this venue's URLs, sharing the markets already loaded (no extra round trip)."""
         options = {"builderFee": False, **(config.get("options") or {})}
-        client = ccxt_async.aster({**config, "options": options})
+        client = ccxt_async.aster(
+            {**config, "options": options, "session": self._trading_http(), "timeout_on_exit": 0}
+        )
         api = client.urls["api"]
         api["sapiPublic"] = api["sapiPrivate"] = self.urls.spot_rest
         api["fapiPublic"] = api["fapiPrivate"] = self.urls.perp_rest
@@ -93,6 +96,13 @@ class AsterVenue(Venue):
                     client.fapiPrivatePutV3ListenKey, by_kind["perp"], self.code, sink))
         finally:
             await client.close()
+
+    def _trading_http(self) -> aiohttp.ClientSession:
+        """One session for every private client: kept-alive connections, one TLS context, no
+        cookie jar (requests signed by different users' keys share nothing)."""
+        if self._private_session is None or self._private_session.closed:
+            self._private_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        return self._private_session
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -155,5 +165,6 @@ class AsterVenue(Venue):
 
     async def close(self) -> None:
         await self._ccxt.close()
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._private_session):
+            if session is not None:
+                await session.close()

@@ -134,30 +134,36 @@ def market_from_ccxt(code: str, m: dict) -> VenueMarket | None:
 
 
 def markets_from_exchange_info(
-    exchange, code: str, responses: Mapping[str, dict]
+    exchange, code: str, responses: Mapping[str, dict], parsed: dict[str, dict] | None = None
 ) -> dict[str, VenueMarket]:
     """Every mappable instrument of the raw ``exchangeInfo`` ``responses`` (by section),
-    parsed by ``exchange`` (a ccxt binance client; no network is used)."""
+    parsed by ``exchange`` (a ccxt binance client; no network is used). ``parsed``, when
+    given, receives the ccxt unified market of every instrument returned, by Astra symbol
+    (what a ccxt client trading these markets is given, see ``BinanceVenue.private_client``)."""
     # parse_market reads the margin pair lists fetch_markets would have loaded (keys only).
     exchange.options.setdefault("crossMarginPairsData", [])
     exchange.options.setdefault("isolatedMarginPairsData", [])
-    found: list[VenueMarket] = []
+    found: list[tuple[VenueMarket, dict]] = []
     for section, response in responses.items():
         if section not in SECTIONS:
             raise ValueError(f"unknown Binance section {section!r}; expected one of {SECTIONS}")
         entries: Iterable[dict] = response.get("symbols") or response.get("optionSymbols") or []
         for entry in entries:
-            parsed = exchange.parse_market(entry)
-            market = market_from_ccxt(code, parsed) if parsed is not None else None
+            unified = exchange.parse_market(entry)
+            market = market_from_ccxt(code, unified) if unified is not None else None
             if market is not None and market.kind == section:
-                found.append(market)
+                found.append((market, unified))
     by_symbol: dict[str, VenueMarket] = {}
+    ccxt_markets: dict[str, dict] = {}
     clashes: set[str] = set()
-    for market in found:
+    for market, unified in found:
         if market.symbol in by_symbol:
             clashes.add(market.symbol)
         by_symbol[market.symbol] = market
+        ccxt_markets[market.symbol] = unified
     for symbol in clashes:  # neither reading is safe to serve
         log.warning("%s: several Binance instruments map to %s; skipped", code, symbol)
-        del by_symbol[symbol]
+        del by_symbol[symbol], ccxt_markets[symbol]
+    if parsed is not None:
+        parsed.update(ccxt_markets)
     return by_symbol

@@ -15,17 +15,23 @@ messages are limited to 8/s per IP. With ``api_key``/``api_secret`` (a CDP key: 
 ``organizations/.../apiKeys/...`` plus its EC PEM, or an Ed25519 secret) each subscribe
 message carries a fresh JWT from ccxt's ``create_auth_token``: a WebSocket JWT has no
 ``uri`` claim and expires after 2 minutes, hence one per message.
+
+Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``coinbase`` client
+per set of credentials (``private.py``: Advanced Trade ``/api/v3/brokerage`` endpoints, JWT
+per request) on the configured REST root, sharing the markets already loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 
 import aiohttp
 import ccxt.async_support as ccxt_async
+import certifi
 import msgspec
 
 from astra.core import Trade
@@ -33,6 +39,7 @@ from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMar
 
 from .connection import Pool, Settings, Throttle
 from .feed import BookRouter, TradeRouter
+from .private import CoinbasePrivate
 from .schemas import MarketTrade
 from .symbols import markets_from_ccxt
 
@@ -115,6 +122,9 @@ class CoinbaseVenue(Venue):
         self._session: aiohttp.ClientSession | None = None
         self._markets: dict[str, VenueMarket] | None = None
         self._feed_ids: dict[str, str] = {}
+        self._ccxt_markets: list[dict] = []  # the ccxt markets behind self._markets
+        self._market_source: ccxt_async.coinbase | None = None  # those markets, indexed
+        self._private_session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -168,10 +178,50 @@ class CoinbaseVenue(Venue):
         async with self._lock:
             if self._markets is None:
                 products = await (self._markets_source or self._fetch_products)()
-                found = markets_from_ccxt(self.code, parse_products(self._ccxt, products))
+                parsed = parse_products(self._ccxt, products)
+                found = markets_from_ccxt(self.code, parsed)
                 self._feed_ids = {s: feed_id for s, (_, feed_id) in found.items()}
                 self._markets = {s: vm for s, (vm, _) in found.items()}
+                self._ccxt_markets = parsed
         return self._markets
+
+    # --- trading -------------------------------------------------------------------------
+
+    def private_client(self, config: dict) -> CoinbasePrivate:
+        """A ccxt client for one set of credentials (``ExchangeCredentials.ccxt_config()``: a
+        CDP key name and its secret) on this venue's REST root, sharing the markets already
+        loaded (no extra round trip) and one keep-alive HTTP session (no cookies). The caller
+        closes it; closing leaves the shared session open."""
+        options = {
+            "fetchBalance": "v3PrivateGetBrokerageAccounts",  # Advanced Trade accounts
+            **(config.get("options") or {}),
+        }
+        client = CoinbasePrivate({**config, "session": self._trading_http(), "options": options})
+        client.timeout_on_exit = 0  # ccxt lingers on close for a session it owns only
+        client.urls["api"]["rest"] = self.urls.rest.rstrip("/")
+        source = self._markets_for_trading()
+        if source is not None:
+            client.set_markets_from_exchange(source)
+        return client
+
+    def _markets_for_trading(self) -> ccxt_async.coinbase | None:
+        """A ccxt client holding the loaded markets, indexed once (clients then share its
+        tables by reference)."""
+        if self._market_source is None and self._ccxt_markets:
+            source = ccxt_async.coinbase()
+            source.set_markets(self._ccxt_markets)
+            self._market_source = source
+        return self._market_source
+
+    def _trading_http(self) -> aiohttp.ClientSession:
+        if self._private_session is None or self._private_session.closed:
+            # No cookie jar: requests signed by different users' keys share nothing. TLS
+            # verified against certifi's CAs, as ccxt's own sessions are.
+            tls = ssl.create_default_context(cafile=certifi.where())
+            self._private_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=tls), cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._private_session
 
     async def _feed_id(self, market: VenueMarket) -> str:
         await self.load_markets()
@@ -208,6 +258,8 @@ class CoinbaseVenue(Venue):
     async def close(self) -> None:
         await asyncio.gather(self._books.close(), self._trades.close())
         await self._ccxt.close()
+        if self._private_session is not None:
+            await self._private_session.close()
         if self._session is not None:
             await self._session.close()
 

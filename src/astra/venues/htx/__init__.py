@@ -10,13 +10,20 @@ refresh (or, with ``spot_book="depth"``, from full ``depth.step0`` pushes), swap
 
 Quantities are the venue's: base asset on spot, contracts on swaps (``contractSize`` in the
 market metadata converts).
+
+Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``htx`` client per
+set of credentials (``private.py``) trades spot and USDT-margined swaps on the configured
+REST bases (``spot_rest``, ``contract_rest``), sharing the markets already loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -25,6 +32,7 @@ from astra.core import Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 
 from .feed import run_depth_feed, run_mbp_feed, run_trade_feed
+from .private import HtxPrivate
 from .schemas import TradeHistory
 from .symbols import ccxt_markets, market_from_ccxt
 
@@ -93,6 +101,10 @@ class HtxVenue(Venue):
         self.silence, self.snapshot_timeout = silence, snapshot_timeout
         self._session: aiohttp.ClientSession | None = None
         self._markets: dict[str, VenueMarket] | None = None
+        self._ccxt_markets: list[dict] = []  # ccxt's parse: what trading clients are given
+        self._market_source: HtxPrivate | None = None  # those markets, indexed once
+        self._private_session: aiohttp.ClientSession | None = None
+        self._accounts: OrderedDict[str, list] = OrderedDict()  # by API-key hash: account ids
         self._lock = asyncio.Lock()
 
     def _http(self) -> aiohttp.ClientSession:
@@ -131,7 +143,52 @@ class HtxVenue(Venue):
                 parsed = await asyncio.to_thread(ccxt_markets, raw)
                 found = (market_from_ccxt(self.code, m) for m in parsed)
                 self._markets = {m.symbol: m for m in found if m is not None}
+                self._ccxt_markets = parsed
         return self._markets
+
+    # -- trading -----------------------------------------------------------------------------
+
+    def private_client(self, config: Mapping[str, Any]) -> HtxPrivate:
+        """A ccxt client for one set of credentials (``ExchangeCredentials.ccxt_config()``)
+        trading spot and USDT-margined swaps on this venue's REST bases, sharing the loaded
+        markets (no round trip), the accounts already looked up and one cookie-less HTTP
+        session. The caller closes it; closing leaves the shared session open."""
+        client = HtxPrivate({
+            **config,
+            # ccxt's throttle is per instance: on a client living for one call it only delays
+            # the call's second request. The gateway's per-venue limiter paces instead.
+            "enableRateLimit": False,
+            "session": self._trading_http(),
+            "options": {**(config.get("options") or {})},
+        }, accounts_cache=self._accounts)
+        client.timeout_on_exit = 0  # ccxt lingers on close for a session it owns only
+        spot, contract = self.urls.spot_rest.rstrip("/"), self.urls.contract_rest.rstrip("/")
+        # HTX signs the host name: ccxt takes it from ``hostname``/``urls.hostnames``.
+        client.hostname = urlsplit(spot).netloc
+        client.urls["hostnames"] = {"spot": client.hostname, "contract": urlsplit(contract).netloc}
+        api = client.urls["api"]
+        for name in ("status", "spot", "public", "private", "v2Public", "v2Private"):
+            api[name] = spot
+        api["contract"] = contract
+        source = self._trading_source()
+        if source is not None:
+            client.set_markets_from_exchange(source)
+        return client
+
+    def _trading_source(self) -> HtxPrivate | None:
+        """A ccxt client (never opened) holding the loaded markets, indexed once: trading
+        clients share its tables by reference (``set_markets_from_exchange``)."""
+        if self._market_source is None and self._ccxt_markets:
+            source = HtxPrivate()
+            source.set_markets(self._ccxt_markets)
+            self._market_source = source
+        return self._market_source
+
+    def _trading_http(self) -> aiohttp.ClientSession:
+        if self._private_session is None or self._private_session.closed:
+            # No cookie jar: requests signed by different users' keys share nothing.
+            self._private_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        return self._private_session
 
     def _contract_ws(self, market: VenueMarket) -> str:
         if market.kind == "inverse_swap":
@@ -178,6 +235,8 @@ class HtxVenue(Venue):
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._private_session is not None:
+            await self._private_session.close()
 
 
 _OPTIONS = {"spot_book": str, "mbp_levels": int, "silence": float, "snapshot_timeout": float}

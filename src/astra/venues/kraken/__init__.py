@@ -8,7 +8,10 @@
   ``KRAKEN-FUT-XBT-USD-220930-COINM``; ``futures_symbols.py``), books and trades from
   WebSocket v1 (``futures_feed.py``; integrity: per-product ``seq`` + 1 on every delta).
 
-``load_markets()`` serves both; each market's feed goes to its API by its ``kind``. Every
+``load_markets()`` serves both; each market's feed goes to its API by its ``kind``.
+Trading (``private_client``, used by ``astra.trading.service``): a ``KrakenPrivate`` per set
+of credentials routes each call to a ccxt ``kraken`` (spot) or ``krakenfutures`` client on
+the configured REST URLs, sharing the markets already loaded (``private.py``). Every
 upstream connection is shared: one ``SpotPool`` and one ``FuturesPool`` per venue multiplex
 many markets per connection (``stream.py``), subscribing and unsubscribing symbols live.
 Every URL is configurable; both markets sources can be injected (tests, offline use) so
@@ -19,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import aiohttp
 import ccxt.async_support as ccxt_async
@@ -32,8 +36,9 @@ from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMar
 from .feed import BOOK_DEPTHS, MAX_SUBSCRIPTIONS_PER_CONNECTION, SpotPool
 from .futures_feed import FuturesPool
 from .futures_schemas import HistoryTrade
-from .futures_symbols import KrakenFuturesMarket, markets_from_instruments
-from .symbols import KrakenMarket, markets_from_asset_pairs
+from .futures_symbols import KrakenFuturesMarket, futures_markets_from_ccxt, parse_instruments
+from .private import KrakenFuturesPrivate, KrakenPrivate, KrakenSpotPrivate, NonceClock
+from .symbols import KrakenMarket, markets_from_ccxt, parse_asset_pairs
 
 __all__ = [
     "CAPABILITIES",
@@ -105,6 +110,12 @@ class KrakenVenue(Venue):
         self._futures_source = futures_markets_source or self._ccxt_futures.publicGetInstruments
         self._session: aiohttp.ClientSession | None = None
         self._markets: dict[str, VenueMarket] | None = None
+        # ccxt's parse of both products (what trading clients are given) and, built on the
+        # first trade, the clients indexing them once for every trading client to share.
+        self._ccxt_markets: dict[str, list[dict]] = {"spot": [], "futures": []}
+        self._market_sources: dict[str, Any] | None = None
+        self._private_session: aiohttp.ClientSession | None = None
+        self._nonce_clock = NonceClock()  # spot nonces, strictly increasing across clients
         self._lock = asyncio.Lock()
         self.spot_pool = SpotPool(
             self._http, self.urls.ws, depth=depth, silence=silence, capacity=connection_capacity
@@ -146,11 +157,85 @@ class KrakenVenue(Venue):
         return self._markets
 
     def _parse_markets(self, pairs: dict, instruments: dict | None = None) -> dict:
-        markets: dict[str, VenueMarket] = dict(markets_from_asset_pairs(self.code, pairs))
-        if instruments is not None:
-            for symbol, market in markets_from_instruments(self.code, instruments).items():
-                markets.setdefault(symbol, market)  # (types differ: never taken)
+        spot = parse_asset_pairs(pairs)
+        futures = parse_instruments(instruments) if instruments is not None else []
+        markets: dict[str, VenueMarket] = dict(markets_from_ccxt(self.code, spot))
+        for symbol, market in futures_markets_from_ccxt(self.code, futures).items():
+            markets.setdefault(symbol, market)  # (types differ: never taken)
+        self._ccxt_markets = {"spot": spot, "futures": futures}
         return markets
+
+    # -- trading -----------------------------------------------------------------------------
+
+    def private_client(self, config: Mapping[str, Any]) -> KrakenPrivate:
+        """A client for one set of credentials (``ExchangeCredentials.ccxt_config()``): spot
+        and futures calls each go to a ccxt client on this venue's REST URLs, built on first
+        use, sharing the loaded markets (no round trip) and one cookie-less HTTP session.
+        The caller closes it; closing leaves the shared session open."""
+        sources = self._trading_sources()
+        spot_source, futures_source = sources.get("spot"), sources.get("futures")
+        futures_api = f"{self.urls.futures_rest.rstrip('/')}/derivatives/api/"
+        futures_root = f"{self.urls.futures_rest.rstrip('/')}/api/"
+
+        def spot() -> KrakenSpotPrivate:
+            client = KrakenSpotPrivate(self._ccxt_config(config))
+            client.nonce_clock = self._nonce_clock
+            client.timeout_on_exit = 0  # ccxt lingers on close for a session it owns only
+            client.urls["api"]["public"] = client.urls["api"]["private"] = self.urls.rest
+            if spot_source is not None:
+                client.set_markets_from_exchange(spot_source)
+            return client
+
+        def futures() -> KrakenFuturesPrivate:
+            client = KrakenFuturesPrivate(self._ccxt_config(config))
+            client.timeout_on_exit = 0
+            api = client.urls["api"]
+            api["public"] = api["private"] = futures_api
+            for name in ("charts", "history", "feeschedules"):
+                api[name] = f"{futures_root}{name}/"
+            if futures_source is not None:
+                client.set_markets_from_exchange(futures_source)
+            return client
+
+        by_id: dict[str, list[dict]] = {}
+        for source in sources.values():
+            for market_id, found in source.markets_by_id.items():
+                by_id.setdefault(market_id, []).extend(found)
+        futures_symbols = frozenset(futures_source.markets) if futures_source else frozenset()
+        return KrakenPrivate(spot, futures if self.futures else None, by_id, futures_symbols)
+
+    def _ccxt_config(self, config: Mapping[str, Any]) -> dict:
+        # ccxt's own throttle is per instance: on a client living for one call it never paces
+        # calls, it only delays a call's second request (3 s on Kraken). The gateway's
+        # per-venue limiter paces instead.
+        return {
+            **config,
+            "enableRateLimit": False,
+            "session": self._trading_http(),
+            "options": {**(config.get("options") or {})},
+        }
+
+    def _trading_sources(self) -> dict[str, Any]:
+        """ccxt clients (never opened) holding the loaded markets, indexed once: trading
+        clients share their tables by reference (``set_markets_from_exchange``)."""
+        if self._market_sources is None and self._markets is not None:
+            sources: dict[str, Any] = {}
+            for product, cls in (("spot", KrakenSpotPrivate), ("futures", KrakenFuturesPrivate)):
+                parsed = self._ccxt_markets.get(product) or []
+                if parsed:
+                    source = cls()
+                    source.set_markets(parsed)
+                    if product == "spot":  # what kraken's fetch_markets leaves for its parsers
+                        source.options["marketsByAltname"] = source.index_by(parsed, "altname")
+                    sources[product] = source
+            self._market_sources = sources
+        return self._market_sources or {}
+
+    def _trading_http(self) -> aiohttp.ClientSession:
+        if self._private_session is None or self._private_session.closed:
+            # No cookie jar: requests signed by different users' keys share nothing.
+            self._private_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        return self._private_session
 
     async def run_book_feed(self, market: VenueMarket, sink: BookSink) -> None:
         if isinstance(market, KrakenFuturesMarket):
@@ -194,6 +279,8 @@ class KrakenVenue(Venue):
         await self._ccxt_futures.close()
         if self._session is not None:
             await self._session.close()
+        if self._private_session is not None:
+            await self._private_session.close()
 
 
 def from_config(code: str, options: dict) -> KrakenVenue:

@@ -26,6 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -38,6 +39,7 @@ from astra.venues.ccxt_markets import astra_symbol, metadata_from_ccxt
 __all__ = [
     "KrakenFuturesMarket",
     "futures_market_from_ccxt",
+    "futures_markets_from_ccxt",
     "markets_from_instruments",
     "parse_instruments",
 ]
@@ -124,8 +126,15 @@ def futures_market_from_ccxt(code: str, m: dict) -> KrakenFuturesMarket | None:
 
 def markets_from_instruments(code: str, response: dict) -> dict[str, KrakenFuturesMarket]:
     """``{astra_symbol: KrakenFuturesMarket}`` for an instruments response."""
+    return futures_markets_from_ccxt(code, parse_instruments(response))
+
+
+def futures_markets_from_ccxt(
+    code: str, parsed: Iterable[dict]
+) -> dict[str, KrakenFuturesMarket]:
+    """``{astra_symbol: KrakenFuturesMarket}`` for ccxt's parse of an instruments response."""
     markets: dict[str, KrakenFuturesMarket] = {}
-    for m in parse_instruments(response):
+    for m in parsed:
         market = futures_market_from_ccxt(code, m)
         if market is None:
             continue

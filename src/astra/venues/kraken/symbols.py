@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -35,6 +36,7 @@ __all__ = [
     "KrakenMarket",
     "decimals_of",
     "markets_from_asset_pairs",
+    "markets_from_ccxt",
     "parse_asset_pairs",
     "v2_symbol",
 ]
@@ -123,5 +125,10 @@ def market_from_ccxt(code: str, m: dict) -> KrakenMarket | None:
 
 def markets_from_asset_pairs(code: str, response: dict) -> dict[str, KrakenMarket]:
     """``{astra_symbol: KrakenMarket}`` for an AssetPairs response."""
-    found = (market_from_ccxt(code, m) for m in parse_asset_pairs(response))
+    return markets_from_ccxt(code, parse_asset_pairs(response))
+
+
+def markets_from_ccxt(code: str, parsed: Iterable[dict]) -> dict[str, KrakenMarket]:
+    """``{astra_symbol: KrakenMarket}`` for ccxt's parse of an AssetPairs response."""
+    found = (market_from_ccxt(code, m) for m in parsed)
     return {m.symbol: m for m in found if m is not None}

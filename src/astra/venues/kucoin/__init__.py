@@ -15,12 +15,18 @@ Spot book snapshots: without credentials, the public top-100 snapshot
 (see ``feed.py``); with an API key (General permission) the full-depth
 ``/api/v3/market/orderbook/level2`` is used. Futures snapshots are full depth and public.
 Futures quantities (book and trades) are in lots; ``contractSize`` converts them.
+
+Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``kucoin`` client
+per set of credentials (``private.py``) trades spot and futures markets on the configured
+REST bases, sharing the markets already loaded. ``hf`` (default true: spot orders on the
+high-frequency endpoints) and ``uta`` (default false: the unified-account API) say which
+account mode the keys trade in.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -37,6 +43,7 @@ from .connection import (
     TopicPool,
 )
 from .feed import Level2Book, Snapshot, TradeConsumer
+from .private import KucoinPrivate
 from .rest import KucoinCredentials, RestError
 from .schemas import (
     Bullet,
@@ -95,12 +102,15 @@ class KucoinUrls:
 
 _URL_KEYS = frozenset(f.name for f in fields(KucoinUrls))
 _CREDENTIAL_KEYS = frozenset({"api_key", "api_secret", "api_passphrase"})
-_OPTION_KEYS = frozenset({"silence", "max_connection_age", "min_levels", "topics_per_connection"})
+_OPTION_KEYS = frozenset(
+    {"silence", "max_connection_age", "min_levels", "topics_per_connection", "hf", "uta"}
+)
 
 
 class KucoinVenue(Venue):
     """``topics_per_connection`` lowers the documented topic cap of every connection (tests,
-    cautious setups); ``max_connection_age`` replaces a connection before its token expires."""
+    cautious setups); ``max_connection_age`` replaces a connection before its token expires.
+    ``hf``/``uta``: the trading keys' account mode (see the module docstring)."""
 
     capabilities = CAPABILITIES
 
@@ -115,8 +125,11 @@ class KucoinVenue(Venue):
         max_connection_age: float = 23 * 3600.0,
         min_levels: int = 20,
         topics_per_connection: int | None = None,
+        hf: bool = True,
+        uta: bool = False,
     ) -> None:
         self.code = code
+        self.hf, self.uta = bool(hf), bool(uta)
         self.urls = urls or KucoinUrls()
         self.credentials = credentials
         self.silence = silence
@@ -130,13 +143,17 @@ class KucoinVenue(Venue):
         self._markets_source = markets_source or self._download_markets
         self._session: aiohttp.ClientSession | None = None
         self._markets: dict[str, VenueMarket] | None = None
+        self._ccxt_markets: list[dict] = []  # ccxt's parse of both: what trading clients get
+        self._market_source: KucoinPrivate | None = None  # those markets, indexed once
+        self._private_session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
     def from_config(cls, options: dict[str, Any], code: str = "KUCOIN") -> KucoinVenue:
         """From a ``[venues.KUCOIN]`` table: URL fields of ``KucoinUrls``, optional
         ``api_key``/``api_secret``/``api_passphrase``, ``silence``, ``max_connection_age``,
-        ``min_levels``, ``topics_per_connection``. Unknown keys are an error."""
+        ``min_levels``, ``topics_per_connection``, ``hf``, ``uta``. Unknown keys are an
+        error."""
         unknown = set(options) - _URL_KEYS - _CREDENTIAL_KEYS - _OPTION_KEYS
         if unknown:
             raise ValueError(f"venue {code}: unknown options {sorted(unknown)}")
@@ -170,8 +187,51 @@ class KucoinVenue(Venue):
             return self._markets
         async with self._lock:
             if self._markets is None:
-                self._markets = markets_from_ccxt(self.code, await self._markets_source())
+                parsed = list(await self._markets_source())
+                self._markets = markets_from_ccxt(self.code, parsed)
+                self._ccxt_markets = parsed
         return self._markets
+
+    # -- trading -----------------------------------------------------------------------------
+
+    def private_client(self, config: Mapping[str, Any]) -> KucoinPrivate:
+        """A ccxt client for one set of credentials (``ExchangeCredentials.ccxt_config()``)
+        trading spot and futures on this venue's REST bases, sharing the loaded markets (no
+        round trip) and one cookie-less HTTP session. The caller closes it; closing leaves
+        the shared session open."""
+        options = {**(config.get("options") or {}), "hf": self.hf, "uta": self.uta}
+        client = KucoinPrivate({
+            **config,
+            # ccxt's throttle is per instance: on a client living for one call it only delays
+            # the call's second request. The gateway's per-venue limiter paces instead.
+            "enableRateLimit": False,
+            "session": self._trading_http(),
+            "options": options,
+        })
+        client.timeout_on_exit = 0  # ccxt lingers on close for a session it owns only
+        api = client.urls["api"]
+        for name in ("public", "private", "earn", "uta", "utaV2", "utaPrivate"):
+            api[name] = self.urls.spot_rest.rstrip("/")
+        api["futuresPublic"] = api["futuresPrivate"] = self.urls.futures_rest.rstrip("/")
+        source = self._trading_source()
+        if source is not None:
+            client.set_markets_from_exchange(source)
+        return client
+
+    def _trading_source(self) -> KucoinPrivate | None:
+        """A ccxt client (never opened) holding the loaded markets, indexed once: trading
+        clients share its tables by reference (``set_markets_from_exchange``)."""
+        if self._market_source is None and self._ccxt_markets:
+            source = KucoinPrivate()
+            source.set_markets(self._ccxt_markets)
+            self._market_source = source
+        return self._market_source
+
+    def _trading_http(self) -> aiohttp.ClientSession:
+        if self._private_session is None or self._private_session.closed:
+            # No cookie jar: requests signed by different users' keys share nothing.
+            self._private_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        return self._private_session
 
     def _rest_base(self, market: VenueMarket) -> str:
         return self.urls.spot_rest if market.kind == "spot" else self.urls.futures_rest
@@ -258,6 +318,9 @@ class KucoinVenue(Venue):
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._private_session is not None:
+            await self._private_session.close()
+            self._private_session = None
 
 
 def from_config(code: str, options: dict) -> KucoinVenue:

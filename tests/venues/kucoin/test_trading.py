@@ -1,0 +1,414 @@
+"""Trading on KuCoin through the gateway's ``TradingService``, ccxt and a fake KuCoin on
+127.0.0.1 answering spot (``/api/v1/hf/...``, ``/api/v1/accounts``) and futures
+(``/api/v1/orders``, ``/api/v1/positions``, ``/api/v1/account-overview``) private REST with
+bodies written from KuCoin's docs (``data/private_rest.json``), recording every request.
+
+Checked: what is sent (method, path, JSON body at the market's precision, the client order
+id as ``clientOid``, ``KC-API-KEY``/``KC-API-SIGN``/``KC-API-TIMESTAMP``/
+``KC-API-PASSPHRASE`` recomputed here from KuCoin's documented v2 signing, the secret and the
+passphrase never on the wire), what the answers become (Order, Fill, Balance, Position), the
+venue error 200004 and a 429."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import math
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import pytest
+from aiohttp import web
+
+from astra.core import InsufficientBalance, InvalidOrder, RateLimited
+from astra.core._trading import (
+    Balance,
+    Fill,
+    Liquidity,
+    OrderStatus,
+    OrderType,
+    PlaceOrder,
+    Position,
+    PositionSide,
+    Side,
+    TimeInForce,
+)
+from astra.store import OrderJournal, open_database
+from astra.store.journal import JournalState
+from astra.trading.credentials import ExchangeCredentials
+from astra.trading.limiter import VenueLimiter
+from astra.trading.service import TradingService
+from astra.venues.kucoin import KucoinUrls, KucoinVenue
+from astra.venues.kucoin.symbols import parse_ccxt_markets
+
+DATA = Path(__file__).parent / "data"
+SPOT = "KUCOIN-SPOT-BTC-USDT"
+PERP = "KUCOIN-PERP-XBT-USDT"
+KEY_ID = "desk"
+CID = "astraKucoinTest00000000000000001"
+OID = "670fd33bf9406e0007ab3945"
+FOID = "234125150956625920"
+
+
+def doc(*path: str) -> dict:
+    body = json.loads((DATA / "private_rest.json").read_text())
+    for part in path:
+        body = body[part]
+    return json.loads(json.dumps(body).replace("{cid}", CID))
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    body: str
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    def text(self) -> str:
+        return " ".join([self.path, self.query_string, self.body, *self.headers.values()])
+
+
+@dataclass
+class FakeKucoin:
+    """Spot and futures private REST on one loopback port (``KucoinUrls.for_server``).
+    ``answers[(method, path)]`` is a route's JSON body; ``queue(...)`` answers the next
+    request of a route once with something else."""
+
+    answers: dict[tuple[str, str], dict]
+    seen: list[Seen] = field(default_factory=list)
+    once: dict[tuple[str, str], list[tuple[int, dict, dict]]] = field(default_factory=dict)
+    url: str = ""
+
+    def queue(self, method: str, path: str, status: int, body: dict, headers=None) -> None:
+        self.once.setdefault((method, path), []).append((status, body, headers or {}))
+
+    def calls(self, method: str, path: str) -> list[Seen]:
+        return [s for s in self.seen if (s.method, s.path) == (method, path)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        seen = Seen(request.method, request.path, request.query_string, dict(request.headers),
+                    await request.text())
+        self.seen.append(seen)
+        key = (request.method, request.path)
+        if self.once.get(key):
+            status, body, headers = self.once[key].pop(0)
+        elif key in self.answers:
+            status, body, headers = 200, self.answers[key], {}
+        else:
+            status, body, headers = 404, {"code": "404000", "msg": "Not Found"}, {}
+        return web.json_response(body, status=status, headers=headers)
+
+    @contextlib.asynccontextmanager
+    async def running(self):
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        try:
+            yield self
+        finally:
+            await runner.cleanup()
+
+
+def answers() -> dict[tuple[str, str], dict]:
+    return {
+        ("POST", "/api/v1/hf/orders"): doc("spot", "add_order"),
+        ("GET", f"/api/v1/hf/orders/{OID}"): doc("spot", "order"),
+        ("GET", f"/api/v1/hf/orders/client-order/{CID}"): doc("spot", "order"),
+        ("GET", "/api/v1/hf/orders/active"): doc("spot", "open_orders"),
+        ("DELETE", f"/api/v1/hf/orders/{OID}"): doc("spot", "cancel_by_id"),
+        ("DELETE", f"/api/v1/hf/orders/client-order/{CID}"): doc("spot", "cancel_by_client_oid"),
+        ("DELETE", "/api/v1/hf/orders"): {"code": "200000", "data": "success"},
+        ("GET", "/api/v1/hf/fills"): doc("spot", "fills"),
+        ("GET", "/api/v1/accounts"): doc("spot", "accounts"),
+        ("POST", "/api/v1/orders"): doc("futures", "add_order"),
+        ("GET", f"/api/v1/orders/{FOID}"): doc("futures", "order"),
+        ("DELETE", f"/api/v1/orders/{FOID}"): doc("futures", "cancel"),
+        ("GET", "/api/v1/positions"): doc("futures", "positions"),
+        ("GET", "/api/v1/account-overview"): doc("futures", "account_overview"),
+    }
+
+
+@dataclass
+class Env:
+    fake: FakeKucoin
+    venue: KucoinVenue
+    service: TradingService
+    journal: OrderJournal
+    creds: ExchangeCredentials
+
+    async def run(self, coro):
+        async with asyncio.timeout(10):
+            return await coro
+
+
+@pytest.fixture
+async def kucoin(tmp_path, contracts_active):
+    fake = FakeKucoin(answers())
+    engine = open_database(data_dir=tmp_path)
+    symbols = doc("symbols")
+
+    async def markets():
+        return parse_ccxt_markets(symbols, contracts_active)
+
+    async with fake.running():
+        venue = KucoinVenue(urls=KucoinUrls.for_server(fake.url), markets_source=markets)
+        journal = OrderJournal(engine)
+        service = TradingService({"KUCOIN": venue}, journal, timeout=5.0,
+                                 limiters={"KUCOIN": VenueLimiter("KUCOIN", rate=math.inf)})
+        creds = ExchangeCredentials(  # test credentials made here
+            exchange="KUCOIN",
+            api_key=secrets.token_hex(12),
+            secret=secrets.token_hex(18),
+            passphrase="pass-" + secrets.token_urlsafe(12),
+        )
+        try:
+            yield Env(fake, venue, service, journal, creds)
+        finally:
+            await venue.close()
+            engine.dispose()
+
+
+def _b64_hmac(secret: str, payload: str) -> str:
+    mac = hmac.new(secret.encode(), payload.encode(), hashlib.sha256)
+    return base64.b64encode(mac.digest()).decode()
+
+
+def assert_signed(seen: Seen, creds: ExchangeCredentials) -> None:
+    """KuCoin API-key v2: KC-API-SIGN = base64(HMAC-SHA256(secret, timestamp + METHOD +
+    path?query + body)); KC-API-PASSPHRASE = base64(HMAC-SHA256(secret, passphrase))."""
+    h = seen.headers
+    assert h["KC-API-KEY"] == creds.api_key and h["KC-API-KEY-VERSION"] == "2"
+    path = seen.path + (f"?{seen.query_string}" if seen.query_string else "")
+    assert h["KC-API-SIGN"] == _b64_hmac(creds.secret,
+                                         h["KC-API-TIMESTAMP"] + seen.method + path + seen.body)
+    assert h["KC-API-PASSPHRASE"] == _b64_hmac(creds.secret, creds.passphrase)
+    assert int(h["KC-API-TIMESTAMP"]) > 1_600_000_000_000  # milliseconds
+
+
+def assert_no_secret(env: Env) -> None:
+    assert env.fake.seen
+    for seen in env.fake.seen:
+        assert_signed(seen, env.creds)
+        assert env.creds.secret not in seen.text()
+        assert env.creds.passphrase not in seen.text()
+
+
+def limit_buy(**kw) -> PlaceOrder:
+    values = dict(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=0.00125,
+                  price=67120.5, time_in_force=TimeInForce.GTC, client_order_id=CID)
+    return PlaceOrder(**{**values, **kw})
+
+
+async def test_spot_limit_order_goes_to_the_hf_endpoint_signed(kucoin):
+    order = await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, limit_buy()))
+    (sent,) = kucoin.fake.calls("POST", "/api/v1/hf/orders")
+    assert sent.headers["Content-Type"] == "application/json"
+    assert sent.json == {"clientOid": CID, "side": "buy", "symbol": "BTC-USDT", "type": "limit",
+                         "size": "0.00125", "price": "67120.5", "timeInForce": "GTC"}
+    # {"orderId", "clientOid"} only: the order is the one sent, accepted.
+    assert order.order_id == OID and order.client_order_id == CID
+    assert order.status == OrderStatus.NEW and order.market == SPOT
+    assert (order.side, order.type, order.quantity, order.price) == (
+        Side.BUY, OrderType.LIMIT, 0.00125, 67120.5)
+    entry = kucoin.journal.get(KEY_ID, "KUCOIN", CID)
+    assert entry.state == JournalState.ACKNOWLEDGED and entry.venue_order_id == OID
+    assert_no_secret(kucoin)
+
+
+async def test_spot_market_post_only_and_stop_orders(kucoin):
+    kucoin.fake.answers[("POST", "/api/v1/stop-order")] = doc("spot", "add_order")
+    await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, PlaceOrder(
+        market=SPOT, side=Side.SELL, type=OrderType.MARKET, quantity=0.5)))
+    await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, limit_buy(
+        client_order_id="astra-post-1", post_only=True)))
+    stop_order = await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, PlaceOrder(
+        market=SPOT, side=Side.BUY, type=OrderType.STOP_LIMIT, quantity=0.001, price=70000.0,
+        stop_price=69500.0, client_order_id="astra-stop-1")))
+    assert (stop_order.type, stop_order.price, stop_order.stop_price) == (
+        OrderType.STOP_LIMIT, 70000.0, 69500.0)
+    market, post = (s.json for s in kucoin.fake.calls("POST", "/api/v1/hf/orders"))
+    assert {k: market[k] for k in ("side", "type", "size")} == {
+        "side": "sell", "type": "market", "size": "0.5"}
+    assert "price" not in market and len(market["clientOid"]) == 32  # generated, astra…
+    assert post["postOnly"] is True and post["clientOid"] == "astra-post-1"
+    (stop,) = kucoin.fake.calls("POST", "/api/v1/stop-order")
+    assert {k: stop.json[k] for k in ("type", "side", "price", "stop", "stopPrice")} == {
+        "type": "limit", "side": "buy", "price": "70000", "stop": "entry",
+        "stopPrice": "69500"}
+    assert_no_secret(kucoin)
+
+
+async def test_spot_order_open_orders_fills_and_balances_parse_the_documented_answers(kucoin):
+    got = await kucoin.run(kucoin.service.get_order(KEY_ID, kucoin.creds, SPOT, OID))
+    (seen,) = kucoin.fake.calls("GET", f"/api/v1/hf/orders/{OID}")
+    assert seen.query == {"symbol": "BTC-USDT"}
+    assert (got.order_id, got.client_order_id, got.status) == (
+        OID, CID, OrderStatus.PARTIALLY_FILLED)
+    assert (got.quantity, got.filled_quantity, got.price, got.average_price) == (
+        0.00125, 0.0005, 67120.5, 67120.5)
+    assert (got.time_in_force, got.created_at) == (TimeInForce.GTC, 1729235902748)
+
+    opened = await kucoin.run(kucoin.service.open_orders(KEY_ID, kucoin.creds, SPOT))
+    (seen,) = kucoin.fake.calls("GET", "/api/v1/hf/orders/active")
+    assert seen.query["symbol"] == "BTC-USDT"
+    assert [(o.order_id, o.client_order_id, o.status, o.quantity) for o in opened] == [
+        (OID, CID, OrderStatus.NEW, 0.00125)]
+
+    fills = await kucoin.run(kucoin.service.fills(KEY_ID, kucoin.creds, SPOT, 1729000000000))
+    (seen,) = kucoin.fake.calls("GET", "/api/v1/hf/fills")
+    assert seen.query == {"symbol": "BTC-USDT", "startAt": "1729000000000"}
+    assert fills == [Fill(
+        fill_id="11029373945659392", order_id=OID, market=SPOT, side=Side.BUY,
+        price=67120.5, quantity=0.0005, time=1729235909862, fee=0.03356025,
+        fee_asset="USDT", liquidity=Liquidity.MAKER)]
+
+    balances = await kucoin.run(kucoin.service.balances(KEY_ID, kucoin.creds, "KUCOIN"))
+    (seen,) = kucoin.fake.calls("GET", "/api/v1/accounts")
+    assert seen.query == {"type": "trade_hf"}
+    assert balances == [
+        Balance(asset="BTC", free=0.008, locked=0.002, total=0.01),
+        Balance(asset="USDT", free=20.66759503, locked=6.0, total=26.66759503),
+    ]
+    assert_no_secret(kucoin)
+
+
+async def test_spot_cancel_by_order_id_and_by_client_oid(kucoin):
+    canceled = await kucoin.run(kucoin.service.cancel(KEY_ID, kucoin.creds, SPOT, OID, None))
+    by_cid = await kucoin.run(kucoin.service.cancel(KEY_ID, kucoin.creds, SPOT, None, CID))
+    (first,) = kucoin.fake.calls("DELETE", f"/api/v1/hf/orders/{OID}")
+    (second,) = kucoin.fake.calls("DELETE", f"/api/v1/hf/orders/client-order/{CID}")
+    assert first.query == second.query == {"symbol": "BTC-USDT"}
+    # KuCoin answers ids only: the order is looked up to be described.
+    for order in (canceled, by_cid):
+        assert (order.order_id, order.client_order_id) == (OID, CID)
+        assert order.status == OrderStatus.CANCELED and order.side == Side.BUY
+        assert order.quantity == 0.00125
+    assert_no_secret(kucoin)
+
+
+async def test_an_order_of_unknown_outcome_is_reconciled_by_client_oid(kucoin):
+    journal = kucoin.journal
+    entry, _ = journal.begin(KEY_ID, "KUCOIN", SPOT, CID, {
+        "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.00125,
+        "price": 67120.5, "clientOrderId": CID})
+    journal.mark_sent(entry.id)
+    journal.mark_unknown(entry.id, TimeoutError("no answer"))
+    settled = await kucoin.run(kucoin.service.reconcile_pending(KEY_ID, "KUCOIN", kucoin.creds))
+    assert settled == 1
+    assert [(s.method, s.path) for s in kucoin.fake.seen] == [
+        ("GET", f"/api/v1/hf/orders/client-order/{CID}")]
+    done = journal.get_entry(entry.id)
+    assert done.state == JournalState.ACKNOWLEDGED and done.venue_order_id == OID
+
+
+async def test_insufficient_balance_200004_maps_with_the_venue_code(kucoin):
+    kucoin.fake.queue("POST", "/api/v1/hf/orders", 200, doc("spot", "insufficient"))
+    with pytest.raises(InsufficientBalance) as err:
+        await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, limit_buy()))
+    assert err.value.code == "INSUFFICIENT_BALANCE"
+    assert err.value.venue_code == "200004" and err.value.venue == "KUCOIN"
+    assert kucoin.journal.get(KEY_ID, "KUCOIN", CID).state == JournalState.REJECTED
+
+
+async def test_a_429_is_rate_limited_for_gw_ratelimit_reset_and_the_next_call_fails_fast(kucoin):
+    kucoin.fake.queue("GET", "/api/v1/accounts", 429, doc("spot", "too_many"),
+                      {"gw-ratelimit-limit": "4000", "gw-ratelimit-remaining": "0",
+                       "gw-ratelimit-reset": "15000"})
+    with pytest.raises(RateLimited) as err:
+        await kucoin.run(kucoin.service.balances(KEY_ID, kucoin.creds, "KUCOIN"))
+    assert err.value.code == "RATE_LIMITED" and 12 <= err.value.retry_after <= 15
+    reached = len(kucoin.fake.seen)
+    with pytest.raises(RateLimited):
+        await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, limit_buy()))
+    with pytest.raises(RateLimited):
+        await kucoin.run(kucoin.service.positions(KEY_ID, kucoin.creds, "KUCOIN"))
+    assert len(kucoin.fake.seen) == reached  # neither reached the venue
+
+
+async def test_futures_order_lookup_and_cancel(kucoin):
+    order = await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, PlaceOrder(
+        market=PERP, side=Side.SELL, type=OrderType.LIMIT, quantity=3, price=68000.1,
+        reduce_only=True, client_order_id=CID)))
+    (sent,) = kucoin.fake.calls("POST", "/api/v1/orders")
+    assert sent.json == {"clientOid": CID, "side": "sell", "symbol": "XBTUSDTM",
+                         "type": "limit", "leverage": 1, "size": 3, "price": "68000.1",
+                         "reduceOnly": True}
+    assert (order.order_id, order.client_order_id, order.status) == (FOID, CID, OrderStatus.NEW)
+    assert (order.side, order.quantity, order.price) == (Side.SELL, 3.0, 68000.1)
+
+    got = await kucoin.run(kucoin.service.get_order(KEY_ID, kucoin.creds, PERP, FOID))
+    assert (got.order_id, got.client_order_id, got.status) == (
+        FOID, CID, OrderStatus.PARTIALLY_FILLED)
+    assert (got.quantity, got.filled_quantity, got.price, got.reduce_only) == (
+        3.0, 1.0, 68000.1, True)
+    canceled = await kucoin.run(kucoin.service.cancel(KEY_ID, kucoin.creds, PERP, FOID, None))
+    assert kucoin.fake.calls("DELETE", f"/api/v1/orders/{FOID}")
+    assert canceled.order_id == FOID and canceled.status == OrderStatus.CANCELED
+    assert not kucoin.fake.calls("POST", "/api/v1/hf/orders")
+    assert_no_secret(kucoin)
+
+
+async def test_futures_positions_and_account(kucoin):
+    positions = await kucoin.run(kucoin.service.positions(KEY_ID, kucoin.creds, "KUCOIN"))
+    assert kucoin.fake.calls("GET", "/api/v1/positions")
+    assert positions == [Position(
+        market=PERP, side=PositionSide.SHORT, quantity=pytest.approx(0.025),
+        entry_price=67430.9, mark_price=68900.7, unrealized_pnl=-36.745, leverage=2.88,
+        liquidation_price=89304.2, margin_type="ISOLATED")]
+    balances = await kucoin.run(
+        kucoin.service.balances(KEY_ID, kucoin.creds, "KUCOIN", account="futures"))
+    (seen,) = kucoin.fake.calls("GET", "/api/v1/account-overview")
+    assert seen.query == {"currency": "USDT"}
+    # ccxt: total = accountEquity, free = availableBalance
+    assert balances == [Balance(asset="USDT", free=290.326799096,
+                                locked=pytest.approx(394.439280806 - 290.326799096),
+                                total=394.439280806)]
+    assert_no_secret(kucoin)
+
+
+async def test_reduce_only_on_spot_is_refused_before_anything_is_sent(kucoin):
+    with pytest.raises(InvalidOrder) as err:
+        await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, limit_buy(reduce_only=True)))
+    assert err.value.code == "INVALID_ORDER" and "reduceOnly" in err.value.message
+    assert kucoin.fake.seen == []
+
+
+async def test_configured_urls_and_account_mode_reach_the_private_client(contracts_active):
+    venue = KucoinVenue.from_config({"spot_rest": "http://127.0.0.1:9/s",
+                                     "futures_rest": "http://127.0.0.1:9/f", "hf": False})
+    symbols = doc("symbols")
+
+    async def markets():
+        return parse_ccxt_markets(symbols, contracts_active)
+
+    venue._markets_source = markets
+    try:
+        async with asyncio.timeout(10):
+            await venue.load_markets()
+        client = venue.private_client({"apiKey": "k", "secret": "s", "password": "p"})
+        assert client.urls["api"]["private"] == "http://127.0.0.1:9/s"
+        assert client.urls["api"]["futuresPrivate"] == "http://127.0.0.1:9/f"
+        assert (client.options["hf"], client.options["uta"]) == (False, False)
+        assert {"BTC-USDT", "XBTUSDTM"} <= set(client.markets_by_id)
+        await client.close()
+    finally:
+        await venue.close()
