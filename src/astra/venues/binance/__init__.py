@@ -12,6 +12,11 @@ so nothing touches the network until a feed starts.
 Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``binance`` client
 per set of credentials (``private.py``) trades spot, USD-M and COIN-M markets on the
 configured REST roots, sharing the markets already loaded.
+
+User data (``run_user_stream``, the gateway's ``WS /ws``): one listenKey stream per product
+the venue has markets of (spot ``/api/v3/userDataStream``, USD-M ``/fapi/v1/listenKey``,
+COIN-M ``/dapi/v1/listenKey``), read by Aster's user-stream loop
+(``astra.venues.aster.userdata``: Aster copies Binance's payloads field for field).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import ccxt.async_support as ccxt_async
@@ -31,6 +37,7 @@ from ccxt.base.errors import DDoSProtection, RateLimitExceeded
 
 from astra.core import Trade
 from astra.venues.aster.feed import DiffBook, Snapshot
+from astra.venues.aster.userdata import UserDataSink, run_user_stream
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 
 from .feed import BookConsumer, RateGate, TradeConsumer, retry_after_seconds
@@ -151,6 +158,11 @@ class BinanceVenue(Venue):
     lowers every product's documented stream cap per connection (tests, cautious setups)."""
 
     capabilities = CAPABILITIES
+    # User data streams: listenKey keep-alive period (Binance: valid 60 min, PUT every 30) and
+    # how long a quiet socket is trusted (an idle account sends nothing; the WebSocket
+    # heartbeat already detects a dead connection, so this is only a backstop).
+    user_stream_keepalive: float = 1800.0
+    user_stream_silence: float = 3600.0
 
     def __init__(
         self,
@@ -293,6 +305,57 @@ class BinanceVenue(Venue):
             client.astra_position_kinds = self._position_kinds
         return client
 
+    async def run_user_stream(self, config: Mapping[str, object], sink: UserDataSink) -> None:
+        """Orders, fills and balances of the account behind ``config`` (ccxt credentials),
+        from the user data stream of each product with markets loaded (spot, USD-M, COIN-M;
+        each on its own listenKey and connection, concurrently), until cancelled. A product
+        whose listenKey is refused (e.g. a key without futures permission) keeps retrying
+        with backoff and resyncs; the others are unaffected."""
+        markets = await self.load_markets()
+        # One mapping per product: a spot id and a futures id can be the same (BTCUSDT).
+        by_kind: dict[str, dict[str, str]] = {}
+        for m in markets.values():
+            by_kind.setdefault(m.kind, {})[m.exchange_symbol] = m.symbol
+        client = self.private_client(config)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for kind, (ws_base, create, keepalive) in self._user_streams(client).items():
+                    if by_kind.get(kind):
+                        group.create_task(run_user_stream(
+                            self._trading_http(), ws_base, create, keepalive, by_kind[kind],
+                            self.code, sink, keepalive=self.user_stream_keepalive,
+                            silence=self.user_stream_silence))  # fmt: skip
+        finally:
+            await client.close()
+
+    def _user_streams(self, client: BinancePrivate) -> dict[str, tuple[str, Any, Any]]:
+        """Per product: the WebSocket root (``<root>/ws/<listenKey>``) and the listenKey
+        create / keep-alive calls. Spot's PUT names the key; the futures PUTs do not."""
+        spot_key: dict[str, str] = {}
+
+        async def spot_create() -> dict:
+            response = await client.publicPostUserDataStream()
+            spot_key["listenKey"] = response["listenKey"]
+            return response
+
+        async def spot_keepalive() -> dict:
+            return await client.publicPutUserDataStream(dict(spot_key))
+
+        urls = self.urls
+        return {
+            "spot": (urls.spot_ws, spot_create, spot_keepalive),
+            "usdm": (
+                _private_route(urls.usdm_ws),
+                client.fapiPrivatePostListenKey,
+                client.fapiPrivatePutListenKey,
+            ),
+            "coinm": (
+                urls.coinm_ws,
+                client.dapiPrivatePostListenKey,
+                client.dapiPrivatePutListenKey,
+            ),
+        }
+
     def _markets_for_trading(self) -> ccxt_async.binance | None:
         """A ccxt client holding the loaded markets, indexed once (``set_markets`` costs
         ~0.1 s per thousand markets; clients then share its tables by reference)."""
@@ -405,6 +468,16 @@ class BinanceVenue(Venue):
             await self._private_session.close()
         if self._own_session and self._session is not None:
             await self._session.close()
+
+
+def _private_route(ws_root: str) -> str:
+    """USD-M user data lives on the ``/private`` route of the host whose ``/public`` and
+    ``/market`` routes carry market data; an unrouted root is used as it is."""
+    root = ws_root.rstrip("/")
+    for route in ("/public", "/market"):
+        if root.endswith(route):
+            return root[: -len(route)] + "/private"
+    return root
 
 
 def from_config(code: str, options: dict) -> BinanceVenue:
