@@ -151,3 +151,21 @@ async def test_credentials_required_and_never_echoed(sim, gateway, caplog):
         assert status == 422 and err["code"] == "INSUFFICIENT_BALANCE", err
         assert creds.signerPrivateKey[2:] not in str(err)
     assert creds.signerPrivateKey[2:] not in caplog.text
+
+
+async def test_cancel_by_client_order_id(sim, trader):
+    http, _, account = trader
+    before = len(sim_orders(sim, account))
+    bid = sim.exchange.state("spot", "BTCUSDT").engine.best_bid() / 100
+    status, order = await call(http, "POST", "/orders", json={
+        "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.01,
+        "price": round(bid - 500, 2), "timeInForce": "GTC", "clientOrderId": "bycid"})
+    assert status == 200 and order["status"] == "NEW"
+    status, canceled = await call(http, "DELETE", "/orders",
+                                  params={"market": SPOT, "clientOrderId": "bycid"})
+    assert status == 200 and canceled["status"] == "CANCELED"
+    assert canceled["orderId"] == order["orderId"]
+    assert len(sim_orders(sim, account)) == before + 1
+    status, err = await call(http, "DELETE", "/orders",
+                             params={"market": SPOT, "clientOrderId": "never-placed"})
+    assert status == 404 and err["code"] == "ORDER_NOT_FOUND"

@@ -324,6 +324,12 @@ class TradingService:
     async def cancel(self, key_id: str, creds: ExchangeCredentials, symbol: str,
                      order_id: str | None, client_order_id: str | None) -> Order:
         venue, market = await self.market(symbol)
+        if order_id is None and client_order_id is not None:
+            # The journal knows the venue's id for orders placed through Astra: venues that
+            # cannot cancel by client id (Coinbase) then need no search.
+            entry = await asyncio.to_thread(self.journal.get, key_id, venue.code, client_order_id)
+            if entry is not None and entry.venue_order_id:
+                order_id = entry.venue_order_id
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
             params = {"clientOrderId": client_order_id} if order_id is None else {}
