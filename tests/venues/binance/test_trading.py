@@ -344,7 +344,8 @@ async def test_spot_limit_order_lifecycle(fake, service, creds, tmp_path):
     seen = fake.private()[-1]
     assert (seen.method, seen.path) == ("DELETE", "/api/v3/order")
     params = assert_signed(seen, creds)
-    assert params["origClientOrderId"] == "desk-1" and "orderId" not in params
+    # By client id: the journal knows the venue's id for an order placed through Astra.
+    assert params["orderId"] == "28" and "origClientOrderId" not in params
     # Binance names the cancel request in clientOrderId; the order keeps its own id.
     assert canceled.client_order_id == "desk-1" and canceled.order_id == "28"
     assert canceled.status == OrderStatus.CANCELED and canceled.filled_quantity == 0.0004

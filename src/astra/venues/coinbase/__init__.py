@@ -19,6 +19,10 @@ message carries a fresh JWT from ccxt's ``create_auth_token``: a WebSocket JWT h
 Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``coinbase`` client
 per set of credentials (``private.py``: Advanced Trade ``/api/v3/brokerage`` endpoints, JWT
 per request) on the configured REST root, sharing the markets already loaded.
+
+User data (``run_user_stream``, the gateway's ``WS /ws``): orders and fills from the ``user``
+channel on ``private_ws`` through ccxt.pro's ``coinbase``, balances over REST
+(``userdata.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import certifi
 import msgspec
 
 from astra.core import Trade
+from astra.trading.normalize import ccxt_market
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 
 from .connection import Pool, Settings, Throttle
@@ -42,6 +47,7 @@ from .feed import BookRouter, TradeRouter
 from .private import CoinbasePrivate
 from .schemas import MarketTrade
 from .symbols import markets_from_ccxt
+from .userdata import CoinbaseUserStream, run_user_stream
 
 __all__ = ["CAPABILITIES", "CoinbaseUrls", "CoinbaseVenue", "from_config", "parse_products"]
 
@@ -62,6 +68,8 @@ ProductsSource = Callable[[], Awaitable[list[dict]]]
 class CoinbaseUrls:
     rest: str = "https://api.coinbase.com"  # ccxt appends /api/v3/brokerage/...
     ws: str = "wss://advanced-trade-ws.coinbase.com"
+    # Coinbase's user order data endpoint (the ``user`` channel).
+    private_ws: str = "wss://advanced-trade-ws-user.coinbase.com"
 
 
 def parse_products(exchange: ccxt_async.coinbase, products: list[dict]) -> list[dict]:
@@ -203,6 +211,38 @@ class CoinbaseVenue(Venue):
         if source is not None:
             client.set_markets_from_exchange(source)
         return client
+
+    async def run_user_stream(self, config: dict, sink) -> None:
+        """Orders, fills and balances of the account behind ``config`` (a CDP key) until
+        cancelled: the ``user`` channel on ``private_ws`` (orders; fills derived from
+        cumulative quantities), balances over REST at each (re)connection and after fills.
+        Every (re)connection calls ``sink.on_resync``; failures reconnect after a backoff."""
+        markets = await self.load_markets()
+        source = self._markets_for_trading()
+        symbols: dict[str, str] = {}
+        for market in markets.values():
+            try:
+                symbols[ccxt_market(source, market)["symbol"]] = market.symbol
+            except KeyError:
+                continue
+        rest = self.private_client(config)
+
+        def make_client() -> CoinbaseUserStream:
+            client = CoinbaseUserStream({
+                **{k: v for k, v in config.items() if k != "session"},
+                "options": {**(config.get("options") or {})},
+            })
+            client.urls["api"]["ws"] = self.urls.private_ws
+            client.urls["api"]["rest"] = self.urls.rest.rstrip("/")
+            client.astra_code, client.astra_symbols = self.code, symbols
+            if source is not None:
+                client.set_markets_from_exchange(source)
+            return client
+
+        try:
+            await run_user_stream(make_client, rest.fetch_balance, self.code, sink)
+        finally:
+            await rest.close()
 
     def _markets_for_trading(self) -> ccxt_async.coinbase | None:
         """A ccxt client holding the loaded markets, indexed once (clients then share its

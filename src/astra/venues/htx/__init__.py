@@ -26,10 +26,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import ccxt.pro as ccxt_pro
 import msgspec
 
 from astra.core import Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.ccxt_user_stream import UserDataSink, ccxt_symbols, run_ccxt_user_stream
 
 from .feed import run_depth_feed, run_mbp_feed, run_trade_feed
 from .private import HtxPrivate
@@ -61,13 +63,15 @@ class HtxUrls:
     contract_rest: str = "https://api.hbdm.com"
     inverse_swap_ws: str = "wss://api.hbdm.com/swap-ws"
     linear_swap_ws: str = "wss://api.hbdm.com/linear-swap-ws"
+    spot_private_ws: str = "wss://api.huobi.pro/ws/v2"  # authenticated: orders, accounts
 
     @classmethod
     def for_server(cls, base_url: str) -> HtxUrls:
         """Every URL on one server at ``base_url`` (``http://host:port``), under HTX's paths."""
         base = base_url.rstrip("/")
         ws = "ws" + base[len("http") :]
-        return cls(base, f"{ws}/ws", f"{ws}/feed", base, f"{ws}/swap-ws", f"{ws}/linear-swap-ws")
+        return cls(base, f"{ws}/ws", f"{ws}/feed", base, f"{ws}/swap-ws", f"{ws}/linear-swap-ws",
+                   f"{ws}/ws/v2")
 
 
 _decode_history = msgspec.json.Decoder(TradeHistory, strict=False).decode
@@ -76,6 +80,39 @@ _HISTORY_PATHS = {
     "inverse_swap": ("contract_rest", "/swap-ex/market/history/trade", "contract_code"),
     "linear_swap": ("contract_rest", "/linear-swap-ex/market/history/trade", "contract_code"),
 }
+
+
+class HtxStream(ccxt_pro.htx):
+    """ccxt.pro's htx, answering wildcard subscriptions: HTX pushes the events of
+    ``orders#*`` / ``trade.clearing#*#<mode>`` under each event's own symbol
+    (``orders#btcusdt``), which ccxt resolves only for that symbol's watchers."""
+
+    def handle_subject(self, client: Any, message: dict) -> None:
+        super().handle_subject(client, message)
+        parts = str(message.get("ch") or "").split("#")
+        if len(parts) < 2 or parts[1] == "*":
+            return
+        if parts[0] == "orders" and self.orders is not None:
+            client.resolve(self.orders, "orders#*")
+        elif parts[0] == "trade.clearing" and self.myTrades is not None:
+            client.resolve(self.myTrades, "#".join(["trade.clearing", "*", *parts[2:]]))
+
+    def handle_balance(self, client: Any, message: dict) -> None:
+        """Spot ``accounts.update#<mode>`` carries one currency as an object (ccxt reads a
+        list there and drops it): ``available`` is free, ``balance`` the total."""
+        data, ch = message.get("data"), message.get("ch")
+        if not (ch and isinstance(data, dict)):
+            return super().handle_balance(client, message)
+        code = self.safe_currency_code(self.safe_string(data, "currency"))
+        if code is not None:
+            previous = self.balance.get(code) or {}
+            account = self.account()
+            account["free"] = self.safe_string(data, "available", previous.get("free"))
+            account["total"] = self.safe_string(data, "balance", previous.get("total"))
+            self.balance[code] = account
+            self.balance = self.safe_balance(self.balance)
+        client.resolve(self.balance, ch)
+        return None
 
 
 class HtxVenue(Venue):
@@ -174,6 +211,48 @@ class HtxVenue(Venue):
         if source is not None:
             client.set_markets_from_exchange(source)
         return client
+
+    def user_stream_client(self, config: Mapping[str, Any]) -> HtxStream:
+        """A ccxt.pro client for one set of credentials: REST on this venue's bases, the
+        authenticated spot WebSocket (v2) at ``urls.spot_private_ws`` (its host is the one
+        signed), sharing the loaded markets. The caller closes it."""
+        client = HtxStream({**config, "enableRateLimit": False,
+                               "options": {**(config.get("options") or {})}})
+        spot, contract = self.urls.spot_rest.rstrip("/"), self.urls.contract_rest.rstrip("/")
+        private_ws = urlsplit(self.urls.spot_private_ws)
+        client.hostname = private_ws.netloc
+        client.urls["hostnames"] = {"spot": private_ws.netloc,
+                                    "contract": urlsplit(contract).netloc}
+        api = client.urls["api"]
+        for name in ("status", "spot", "public", "private", "v2Public", "v2Private"):
+            api[name] = spot
+        api["contract"] = contract
+        for section in api["ws"].values():
+            section["spot"]["private"] = self.urls.spot_private_ws
+        source = self._trading_source()
+        if source is not None:
+            client.set_markets_from_exchange(source)
+        return client
+
+    async def run_user_stream(self, config: Mapping[str, Any], sink: UserDataSink) -> None:
+        """Orders, fills and balances of the spot account behind ``config`` (ccxt
+        credentials) until cancelled: ccxt.pro's ``watch_orders`` (``orders#*``),
+        ``watch_my_trades`` (``trade.clearing#*#0``) and ``watch_balance``
+        (``accounts.update#2``) on the v2 WebSocket, authenticated with ``auth``
+        (HmacSHA256, signature version 2.1). Every (re)connect calls ``sink.on_resync``;
+        failures reconnect with a fresh client after a backoff."""
+        markets = await self.load_markets()
+        source = self._trading_source()
+        spot = [m for m in markets.values() if m.kind == "spot"]
+        symbols = ccxt_symbols(source, spot) if source is not None else {}
+        watches: list = [
+            ("orders", lambda c: c.watch_orders(params={"type": "spot"})),
+            ("trades", lambda c: c.watch_my_trades(params={"type": "spot"})),
+            ("balance", lambda c: c.watch_balance({"type": "spot"})),
+        ]
+        await run_ccxt_user_stream(
+            lambda: self.user_stream_client(config), watches, symbols, self.code, sink
+        )
 
     def _trading_source(self) -> HtxPrivate | None:
         """A ccxt client (never opened) holding the loaded markets, indexed once: trading

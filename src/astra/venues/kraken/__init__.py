@@ -11,9 +11,11 @@
 ``load_markets()`` serves both; each market's feed goes to its API by its ``kind``.
 Trading (``private_client``, used by ``astra.trading.service``): a ``KrakenPrivate`` per set
 of credentials routes each call to a ccxt ``kraken`` (spot) or ``krakenfutures`` client on
-the configured REST URLs, sharing the markets already loaded (``private.py``). Every
-upstream connection is shared: one ``SpotPool`` and one ``FuturesPool`` per venue multiplex
-many markets per connection (``stream.py``), subscribing and unsubscribing symbols live.
+the configured REST URLs, sharing the markets already loaded (``private.py``). User data
+(``run_user_stream``, the gateway's ``WS /ws``): spot executions and balances from the v2
+private endpoint (``userdata.py``). Every upstream connection is shared: one ``SpotPool``
+and one ``FuturesPool`` per venue multiplex many markets per connection (``stream.py``),
+subscribing and unsubscribing symbols live.
 Every URL is configurable; both markets sources can be injected (tests, offline use) so
 nothing touches the network until a feed starts.
 """
@@ -39,6 +41,7 @@ from .futures_schemas import HistoryTrade
 from .futures_symbols import KrakenFuturesMarket, futures_markets_from_ccxt, parse_instruments
 from .private import KrakenFuturesPrivate, KrakenPrivate, KrakenSpotPrivate, NonceClock
 from .symbols import KrakenMarket, markets_from_ccxt, parse_asset_pairs
+from .userdata import UserDataSink, run_spot_user_stream
 
 __all__ = [
     "CAPABILITIES",
@@ -73,6 +76,7 @@ class KrakenUrls:
     ws: str = "wss://ws.kraken.com/v2"
     futures_rest: str = "https://futures.kraken.com"  # ccxt appends /derivatives/api/v3/<path>
     futures_ws: str = "wss://futures.kraken.com/ws/v1"
+    auth_ws: str = "wss://ws-auth.kraken.com/v2"  # spot private channels (user data)
 
 
 async def _call(source: MarketsSource) -> dict:
@@ -126,9 +130,9 @@ class KrakenVenue(Venue):
 
     @classmethod
     def from_config(cls, code: str, options: dict | None) -> KrakenVenue:
-        """From a ``[venues.KRAKEN]`` table: ``rest``/``ws``/``futures_rest``/``futures_ws``
-        URL overrides, ``depth``, ``silence``, ``futures`` (false: spot only). Unknown keys
-        are refused by name rather than ignored."""
+        """From a ``[venues.KRAKEN]`` table: ``rest``/``ws``/``futures_rest``/``futures_ws``/
+        ``auth_ws`` URL overrides, ``depth``, ``silence``, ``futures`` (false: spot only).
+        Unknown keys are refused by name rather than ignored."""
         options = dict(options or {})
         url_keys = {f.name for f in fields(KrakenUrls)}
         unknown = set(options) - url_keys - set(_OPTIONS)
@@ -203,6 +207,24 @@ class KrakenVenue(Venue):
                 by_id.setdefault(market_id, []).extend(found)
         futures_symbols = frozenset(futures_source.markets) if futures_source else frozenset()
         return KrakenPrivate(spot, futures if self.futures else None, by_id, futures_symbols)
+
+    async def run_user_stream(self, config: Mapping[str, Any], sink: UserDataSink) -> None:
+        """Orders, fills and balances of the spot account behind ``config`` (ccxt
+        credentials) from the WebSocket v2 private channels (``urls.auth_ws``), until
+        cancelled: a token from ``GetWebSocketsToken`` per connection, ``on_resync`` on every
+        (re)connection, backoff between attempts (``userdata.py``). Futures accounts have no
+        stream here yet: their orders are read over REST."""
+        markets = await self.load_markets()
+        by_ws = {m.ws_symbol: m.symbol for m in markets.values()
+                 if isinstance(m, KrakenMarket) and m.ws_symbol}
+        client = self.private_client(config)
+        try:
+            spot = client.client("spot")
+            await run_spot_user_stream(
+                self._trading_http(), self.urls.auth_ws, spot.privatePostGetWebSocketsToken,
+                by_ws, self.code, sink, silence=self.silence)
+        finally:
+            await client.close()
 
     def _ccxt_config(self, config: Mapping[str, Any]) -> dict:
         # ccxt's own throttle is per instance: on a client living for one call it never paces

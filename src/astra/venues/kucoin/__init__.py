@@ -31,10 +31,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import aiohttp
+import ccxt.pro as ccxt_pro
 import msgspec
 
 from astra.core import Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.ccxt_user_stream import UserDataSink, ccxt_symbols, run_ccxt_user_stream
 
 from . import rest
 from .connection import (
@@ -103,7 +105,8 @@ class KucoinUrls:
 _URL_KEYS = frozenset(f.name for f in fields(KucoinUrls))
 _CREDENTIAL_KEYS = frozenset({"api_key", "api_secret", "api_passphrase"})
 _OPTION_KEYS = frozenset(
-    {"silence", "max_connection_age", "min_levels", "topics_per_connection", "hf", "uta"}
+    {"silence", "max_connection_age", "min_levels", "topics_per_connection", "hf", "uta",
+     "futures_user_stream"}
 )
 
 
@@ -127,8 +130,10 @@ class KucoinVenue(Venue):
         topics_per_connection: int | None = None,
         hf: bool = True,
         uta: bool = False,
+        futures_user_stream: bool = True,
     ) -> None:
         self.code = code
+        self.futures_user_stream = bool(futures_user_stream)
         self.hf, self.uta = bool(hf), bool(uta)
         self.urls = urls or KucoinUrls()
         self.credentials = credentials
@@ -209,14 +214,58 @@ class KucoinVenue(Venue):
             "options": options,
         })
         client.timeout_on_exit = 0  # ccxt lingers on close for a session it owns only
-        api = client.urls["api"]
-        for name in ("public", "private", "earn", "uta", "utaV2", "utaPrivate"):
-            api[name] = self.urls.spot_rest.rstrip("/")
-        api["futuresPublic"] = api["futuresPrivate"] = self.urls.futures_rest.rstrip("/")
+        self._route(client)
         source = self._trading_source()
         if source is not None:
             client.set_markets_from_exchange(source)
         return client
+
+    def _route(self, client: Any) -> None:
+        api = client.urls["api"]
+        for name in ("public", "private", "earn", "uta", "utaV2", "utaPrivate"):
+            api[name] = self.urls.spot_rest.rstrip("/")
+        api["futuresPublic"] = api["futuresPrivate"] = self.urls.futures_rest.rstrip("/")
+
+    def user_stream_client(self, config: Mapping[str, Any]) -> ccxt_pro.kucoin:
+        """A ccxt.pro client for one set of credentials on this venue's REST bases (the
+        private connect token, ``POST /api/v1/bullet-private``, names the WebSocket endpoint),
+        sharing the loaded markets. The caller closes it."""
+        options = {
+            **(config.get("options") or {}), "hf": self.hf, "uta": self.uta,
+            # No REST balance under the stream: the client re-reads REST on every resync.
+            "watchBalance": {"fetchBalanceSnapshot": False},
+        }
+        client = ccxt_pro.kucoin({**config, "enableRateLimit": False, "options": options})
+        self._route(client)
+        source = self._trading_source()
+        if source is not None:
+            client.set_markets_from_exchange(source)
+        return client
+
+    async def run_user_stream(self, config: Mapping[str, Any], sink: UserDataSink) -> None:
+        """Orders, fills and balances of the account behind ``config`` (ccxt credentials)
+        until cancelled: ccxt.pro's ``watch_orders``/``watch_my_trades`` (spot
+        ``/spotMarket/tradeOrders``; futures ``/contractMarket/tradeOrders`` when futures
+        markets are loaded) and ``watch_balance`` (``/account/balance``; futures
+        ``/contractAccount/wallet``), on private channels. Every (re)connect calls
+        ``sink.on_resync``; failures reconnect with a fresh client after a backoff."""
+        markets = await self.load_markets()
+        source = self._trading_source()
+        symbols = ccxt_symbols(source, markets.values()) if source is not None else {}
+        watches: list = [
+            ("orders", lambda c: c.watch_orders(params={"type": "spot"})),
+            ("trades", lambda c: c.watch_my_trades(params={"type": "spot"})),
+            ("balance", lambda c: c.watch_balance({"type": "spot"})),
+        ]
+        if self.futures_user_stream and any(m.kind != "spot" for m in markets.values()):
+            watches += [
+                ("orders", lambda c: c.watch_orders(params={"type": "swap"})),
+                ("trades", lambda c: c.watch_my_trades(params={"type": "swap"})),
+                ("balance", lambda c: c.watch_balance({"type": "contract"})),
+            ]
+        await run_ccxt_user_stream(
+            lambda: self.user_stream_client(config), watches, symbols, self.code, sink
+        )
 
     def _trading_source(self) -> KucoinPrivate | None:
         """A ccxt client (never opened) holding the loaded markets, indexed once: trading

@@ -10,6 +10,9 @@ through ccxt. Every URL is configurable (``OkxUrls``; ``from_config`` for ``[ven
 Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``okx`` client per
 set of credentials (``private.py``) on the configured REST root, sharing the markets already
 loaded; ``simulated_trading`` adds OKX's ``x-simulated-trading: 1`` header (demo trading).
+
+User data (``run_user_stream``, the gateway's ``WS /ws``): orders, fills and balances from
+OKX's private WebSocket (``private_ws``) through ccxt.pro's ``okx`` (``userdata.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import certifi
 import msgspec
 
 from astra.core import Trade
+from astra.trading.normalize import ccxt_market
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 
 from .feed import run_book_feed, run_trade_feed
@@ -33,6 +37,7 @@ from .private import OkxPrivate
 from .schemas import BookData, Push, TradeData
 from .stream import StreamPool
 from .symbols import instruments_from_raw, markets_from_ccxt
+from .userdata import OkxUserStream, run_user_stream
 
 __all__ = ["BOOK_CHANNELS", "CAPABILITIES", "OkxUrls", "OkxVenue", "from_config"]
 
@@ -45,6 +50,9 @@ CAPABILITIES = Capabilities(
 # Incremental book channels that share the snapshot/update + seqId/checksum rule.
 # books-l2-tbt and books50-l2-tbt need a login (VIP tiers) on most accounts.
 BOOK_CHANNELS = ("books", "books-l2-tbt", "books50-l2-tbt")
+_PRIVATE_WS = "wss://ws.okx.com:8443/ws/v5/private"
+# OKX's demo-trading private endpoint (with ``simulated_trading``).
+_DEMO_PRIVATE_WS = "wss://wspap.okx.com:8443/ws/v5/private"
 # Channels served on OKX's "business" endpoint rather than "public".
 _BUSINESS_CHANNELS = ("trades-all",)
 
@@ -54,6 +62,7 @@ class OkxUrls:
     rest: str = "https://www.okx.com"
     public_ws: str = "wss://ws.okx.com:8443/ws/v5/public"
     business_ws: str = "wss://ws.okx.com:8443/ws/v5/business"
+    private_ws: str = _PRIVATE_WS
 
 
 class OkxVenue(Venue):
@@ -152,6 +161,38 @@ class OkxVenue(Venue):
             client.set_markets_from_exchange(source)
         return client
 
+    async def run_user_stream(self, config: dict, sink: Any) -> None:
+        """Orders, fills and balances of the account behind ``config`` (ccxt credentials:
+        key, secret, passphrase) from OKX's private WebSocket (``orders`` for every
+        instrument type, ``account``), until cancelled. Every login calls
+        ``sink.on_resync``; any failure logs in again with a fresh client after a backoff.
+        With ``simulated_trading`` and the default ``private_ws``, OKX's demo endpoint."""
+        markets = await self.load_markets()
+        source = self._markets_for_trading()
+        symbols: dict[str, str] = {}
+        for market in markets.values():
+            try:
+                symbols[ccxt_market(source, market)["symbol"]] = market.symbol
+            except KeyError:
+                continue
+        url = self.urls.private_ws
+        if self.simulated_trading and url == _PRIVATE_WS:
+            url = _DEMO_PRIVATE_WS
+
+        def make_client() -> OkxUserStream:
+            client = OkxUserStream({
+                **{k: v for k, v in config.items() if k != "session"},
+                "options": {**(config.get("options") or {})},
+            })
+            client.astra_private_ws, client.astra_code = url, self.code
+            client.astra_symbols = symbols
+            client.urls["api"]["rest"] = self.urls.rest.rstrip("/")
+            if source is not None:
+                client.set_markets_from_exchange(source)
+            return client
+
+        await run_user_stream(make_client, self.code, sink)
+
     def _markets_for_trading(self) -> Any:
         """A ccxt okx object holding the loaded markets, indexed once (``set_markets``
         costs ~0.1 s per thousand markets; clients then share its tables by reference)."""
@@ -233,7 +274,8 @@ _VENUE_OPTIONS = frozenset(
 
 
 def from_config(code: str, options: dict) -> OkxVenue:
-    """``[venues.OKX]``: any ``OkxUrls`` field (``rest``, ``public_ws``, ``business_ws``) and
+    """``[venues.OKX]``: any ``OkxUrls`` field (``rest``, ``public_ws``, ``business_ws``,
+    ``private_ws``) and
     the venue options above; unknown keys are refused by name."""
     url_fields = {f.name for f in dataclasses.fields(OkxUrls)}
     unknown = sorted(set(options) - url_fields - _VENUE_OPTIONS)
