@@ -4,6 +4,7 @@ against the live venue: markets, REST market data and WebSocket order book and t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from decimal import Decimal
@@ -104,12 +105,19 @@ async def test_markets_carry_our_exchange_info_rules(sim, exchange):
     ],
 )
 async def test_fetch_order_book_matches_rest_depth(sim, exchange, symbol, path):
+    # Stop the clock: both reads then see the same book, and must agree level for level.
+    sim.exchange._task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sim.exchange._task
     async with asyncio.timeout(WAIT):
         book = await exchange.fetch_order_book(symbol, 20)
     snapshot = await rest(sim, path + "&limit=20")
     assert book["symbol"] == symbol
     check_sorted_book(book, 20)
-    assert len(book["bids"]) == len(snapshot["bids"]) and len(book["asks"]) == len(snapshot["asks"])
+    for side in ("bids", "asks"):
+        assert [(dec(p), dec(q)) for p, q in book[side]] == [
+            (Decimal(p), Decimal(q)) for p, q in snapshot[side]
+        ]
     # ccxt's aster parser takes the timestamp from "T" (it leaves nonce unset)
     assert isinstance(book["timestamp"], int) and book["timestamp"] <= snapshot["T"]
     assert isinstance(snapshot["lastUpdateId"], int)
