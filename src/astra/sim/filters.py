@@ -37,12 +37,10 @@ def parse_decimal(text: str, name: str, dp: int) -> int:
     """Exact units of ``10**-dp`` of a decimal parameter, or the documented error."""
     if len(text) > 40 or not all(c in "0123456789.-+eE" for c in text):
         raise FilterError(-1100, f"Illegal characters found in parameter '{name}'.")
-    try:
+    try:  # the screen above already rules out NaN and Infinity
         value = Decimal(text)
     except ArithmeticError:
         raise FilterError(-1100, f"Illegal characters found in parameter '{name}'.") from None
-    if not value.is_finite():
-        raise FilterError(-1100, f"Illegal characters found in parameter '{name}'.")
     scaled = value.scaleb(dp)
     if scaled != scaled.to_integral_value():
         raise FilterError(-1111, "Precision is over the maximum defined for this asset.")

@@ -4,7 +4,8 @@ Invariants:
 - Prices and quantities are integers inside the simulator: a price is a count of
   ``10**-price_dp`` units and a quantity a count of ``10**-qty_dp`` units, so matching and
   aggregation are exact and never suffer float drift. Strings on the wire are formatted from
-  those integers (``format_price`` / ``format_qty``) and parsed back exactly (``parse_price``).
+  those integers (``format_price`` / ``format_qty``) and parsed back exactly
+  (``filters.parse_decimal``).
 - ``tick`` and ``step`` are expressed in those integer units; a valid price is a multiple of
   ``tick`` and a valid quantity a multiple of ``step`` (the PRICE_FILTER / LOT_SIZE rules).
 - ``exchange_info_symbol`` produces the same keys, in the same shape, as the live Aster
@@ -14,7 +15,6 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 
 __all__ = ["DEFAULT_MARKETS", "SimMarket", "format_fixed"]
 
@@ -75,20 +75,6 @@ class SimMarket:
         """Nearest valid (tick-aligned) price at or above the minimum, in integer units."""
         units = round(price * 10**self.price_dp / self.tick) * self.tick
         return max(units, self.tick)
-
-    def parse_units(self, text: str, dp: int) -> int | None:
-        """Exact integer units of a decimal string, or None when it has more decimals than
-        ``dp`` or is not a finite number (the caller turns that into the documented error)."""
-        try:
-            value = Decimal(text)
-        except (InvalidOperation, ValueError):
-            return None
-        if not value.is_finite():
-            return None
-        scaled = value.scaleb(dp)
-        if scaled != scaled.to_integral_value():
-            return None
-        return int(scaled)
 
     def exchange_info_symbol(self) -> dict:
         """This market's entry in ``exchangeInfo.symbols``, shaped like the live venue's."""

@@ -57,12 +57,12 @@ log = logging.getLogger(__name__)
 install_fast_keccak()  # wallet-signed venues (Aster, SIM): C Keccak instead of pure Python
 
 _CCXT_TYPES = {
-    OrderType.LIMIT: ("limit", {}),
-    OrderType.MARKET: ("market", {}),
-    OrderType.STOP_LIMIT: ("STOP", {}),
-    OrderType.STOP_MARKET: ("STOP_MARKET", {}),
-    OrderType.TAKE_PROFIT_LIMIT: ("TAKE_PROFIT", {}),
-    OrderType.TAKE_PROFIT_MARKET: ("TAKE_PROFIT_MARKET", {}),
+    OrderType.LIMIT: "limit",
+    OrderType.MARKET: "market",
+    OrderType.STOP_LIMIT: "STOP",
+    OrderType.STOP_MARKET: "STOP_MARKET",
+    OrderType.TAKE_PROFIT_LIMIT: "TAKE_PROFIT",
+    OrderType.TAKE_PROFIT_MARKET: "TAKE_PROFIT_MARKET",
 }
 
 
@@ -225,8 +225,8 @@ class TradingService:
                     creds: ExchangeCredentials, body: PlaceOrder, cid: str) -> Order:
         async with self._client(venue, creds) as client:
             symbol = ccxt_market(client, market)["symbol"]
-            kind, params = _CCXT_TYPES[body.type]
-            params = {**params, "clientOrderId": cid}
+            kind = _CCXT_TYPES[body.type]
+            params: dict[str, Any] = {"clientOrderId": cid}
             if body.time_in_force is not None:
                 params["timeInForce"] = body.time_in_force.value
             if body.post_only:
@@ -270,8 +270,7 @@ class TradingService:
                 "use a new clientOrderId to place it again",
                 parameter="clientOrderId",
             )
-        body = PlaceOrder(**{k: v for k, v in _snake(entry.request).items()
-                             if k in PlaceOrder.__struct_fields__})
+        body = msgspec.convert(entry.request, PlaceOrder)  # journaled as the wire body
         return _unknown(entry, body, market.symbol, entry.client_order_id)
 
     async def _reconcile(self, entry: JournalEntry, venue: TradingVenue, market: VenueMarket,
@@ -423,14 +422,6 @@ def _order_json(order: Order) -> dict:
 
 def _order_from_json(data: dict) -> Order:
     return msgspec.convert(data, Order)
-
-
-def _snake(data: dict) -> dict:
-    out = {}
-    for key, value in data.items():
-        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
-        out[snake] = value
-    return out
 
 
 def _unknown(entry: JournalEntry, body: PlaceOrder, market: str, cid: str) -> Order:
