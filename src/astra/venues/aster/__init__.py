@@ -15,6 +15,7 @@ import ccxt.async_support as ccxt_async
 
 from astra.core import Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.private_http import PrivateHttp
 
 from .feed import Snapshot, run_book_feed, run_trade_feed
 from .schemas import AggTrade
@@ -60,7 +61,7 @@ class AsterVenue(Venue):
         api["sapiPublic"] = api["sapiPrivate"] = self.urls.spot_rest
         api["fapiPublic"] = api["fapiPrivate"] = self.urls.perp_rest
         self._session: aiohttp.ClientSession | None = None
-        self._private_session: aiohttp.ClientSession | None = None
+        self._private_http = PrivateHttp()
         self._markets: dict[str, VenueMarket] | None = None
         self._lock = asyncio.Lock()
 
@@ -98,11 +99,7 @@ class AsterVenue(Venue):
             await client.close()
 
     def _trading_http(self) -> aiohttp.ClientSession:
-        """One session for every private client: kept-alive connections, one TLS context, no
-        cookie jar (requests signed by different users' keys share nothing)."""
-        if self._private_session is None or self._private_session.closed:
-            self._private_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-        return self._private_session
+        return self._private_http.session()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -165,6 +162,6 @@ class AsterVenue(Venue):
 
     async def close(self) -> None:
         await self._ccxt.close()
-        for session in (self._session, self._private_session):
-            if session is not None:
-                await session.close()
+        if self._session is not None:
+            await self._session.close()
+        await self._private_http.close()

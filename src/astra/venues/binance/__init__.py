@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from typing import Any
 
 import aiohttp
 import ccxt.async_support as ccxt_async
-import certifi
 import msgspec
 from ccxt.base.errors import DDoSProtection, RateLimitExceeded
 
@@ -39,6 +37,7 @@ from astra.core import Trade
 from astra.venues.aster.feed import DiffBook, Snapshot
 from astra.venues.aster.userdata import UserDataSink, run_user_stream
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.private_http import PrivateHttp
 
 from .feed import BookConsumer, RateGate, TradeConsumer, retry_after_seconds
 from .private import BinancePrivate, private_api_urls
@@ -207,7 +206,7 @@ class BinanceVenue(Venue):
         self._ccxt_markets: dict[str, dict] = {}  # Astra symbol -> ccxt unified market
         self._market_source: ccxt_async.binance | None = None  # those markets, indexed
         self._position_kinds: tuple[str, ...] = ("linear",)  # products holding positions
-        self._private_session: aiohttp.ClientSession | None = None
+        self._private_http = PrivateHttp()
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -370,14 +369,7 @@ class BinanceVenue(Venue):
         return self._market_source
 
     def _trading_http(self) -> aiohttp.ClientSession:
-        if self._private_session is None or self._private_session.closed:
-            # No cookie jar: requests signed by different users' keys share nothing. TLS
-            # verified against certifi's CAs, as ccxt's own sessions are.
-            tls = ssl.create_default_context(cafile=certifi.where())
-            self._private_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls), cookie_jar=aiohttp.DummyCookieJar()
-            )
-        return self._private_session
+        return self._private_http.session()
 
     def stream_address(self, market: VenueMarket, channel: str) -> tuple[str, str]:
         """The combined-stream URL and the stream name of ``channel`` (``depth`` or
@@ -464,8 +456,7 @@ class BinanceVenue(Venue):
         opened = [c for c in self._clients.values() if c.session is not None]
         self._clients.clear()
         await asyncio.gather(*(client.close() for client in opened))
-        if self._private_session is not None:
-            await self._private_session.close()
+        await self._private_http.close()
         if self._own_session and self._session is not None:
             await self._session.close()
 

@@ -29,18 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 
 import aiohttp
 import ccxt.async_support as ccxt_async
-import certifi
 import msgspec
 
 from astra.core import Trade
 from astra.trading.normalize import ccxt_market
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.private_http import PrivateHttp
 
 from .connection import Pool, Settings, Throttle
 from .feed import BookRouter, TradeRouter
@@ -132,7 +131,7 @@ class CoinbaseVenue(Venue):
         self._feed_ids: dict[str, str] = {}
         self._ccxt_markets: list[dict] = []  # the ccxt markets behind self._markets
         self._market_source: ccxt_async.coinbase | None = None  # those markets, indexed
-        self._private_session: aiohttp.ClientSession | None = None
+        self._private_http = PrivateHttp()
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -254,14 +253,7 @@ class CoinbaseVenue(Venue):
         return self._market_source
 
     def _trading_http(self) -> aiohttp.ClientSession:
-        if self._private_session is None or self._private_session.closed:
-            # No cookie jar: requests signed by different users' keys share nothing. TLS
-            # verified against certifi's CAs, as ccxt's own sessions are.
-            tls = ssl.create_default_context(cafile=certifi.where())
-            self._private_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls), cookie_jar=aiohttp.DummyCookieJar()
-            )
-        return self._private_session
+        return self._private_http.session()
 
     async def _feed_id(self, market: VenueMarket) -> str:
         await self.load_markets()
@@ -298,8 +290,7 @@ class CoinbaseVenue(Venue):
     async def close(self) -> None:
         await asyncio.gather(self._books.close(), self._trades.close())
         await self._ccxt.close()
-        if self._private_session is not None:
-            await self._private_session.close()
+        await self._private_http.close()
         if self._session is not None:
             await self._session.close()
 

@@ -32,6 +32,7 @@ import msgspec
 from astra.core import Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import UserDataSink, ccxt_symbols, run_ccxt_user_stream
+from astra.venues.private_http import PrivateHttp
 
 from .feed import run_depth_feed, run_mbp_feed, run_trade_feed
 from .private import HtxPrivate
@@ -140,7 +141,7 @@ class HtxVenue(Venue):
         self._markets: dict[str, VenueMarket] | None = None
         self._ccxt_markets: list[dict] = []  # ccxt's parse: what trading clients are given
         self._market_source: HtxPrivate | None = None  # those markets, indexed once
-        self._private_session: aiohttp.ClientSession | None = None
+        self._private_http = PrivateHttp()
         self._accounts: OrderedDict[str, list] = OrderedDict()  # by API-key hash: account ids
         self._lock = asyncio.Lock()
 
@@ -264,10 +265,7 @@ class HtxVenue(Venue):
         return self._market_source
 
     def _trading_http(self) -> aiohttp.ClientSession:
-        if self._private_session is None or self._private_session.closed:
-            # No cookie jar: requests signed by different users' keys share nothing.
-            self._private_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-        return self._private_session
+        return self._private_http.session()
 
     def _contract_ws(self, market: VenueMarket) -> str:
         if market.kind == "inverse_swap":
@@ -314,8 +312,7 @@ class HtxVenue(Venue):
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-        if self._private_session is not None:
-            await self._private_session.close()
+        await self._private_http.close()
 
 
 _OPTIONS = {"spot_book": str, "mbp_levels": int, "silence": float, "snapshot_timeout": float}

@@ -34,6 +34,7 @@ import msgspec
 
 from astra.core import Side, Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.private_http import PrivateHttp
 
 from .feed import BOOK_DEPTHS, MAX_SUBSCRIPTIONS_PER_CONNECTION, SpotPool
 from .futures_feed import FuturesPool
@@ -118,7 +119,7 @@ class KrakenVenue(Venue):
         # first trade, the clients indexing them once for every trading client to share.
         self._ccxt_markets: dict[str, list[dict]] = {"spot": [], "futures": []}
         self._market_sources: dict[str, Any] | None = None
-        self._private_session: aiohttp.ClientSession | None = None
+        self._private_http = PrivateHttp()
         self._nonce_clock = NonceClock()  # spot nonces, strictly increasing across clients
         self._lock = asyncio.Lock()
         self.spot_pool = SpotPool(
@@ -254,10 +255,7 @@ class KrakenVenue(Venue):
         return self._market_sources or {}
 
     def _trading_http(self) -> aiohttp.ClientSession:
-        if self._private_session is None or self._private_session.closed:
-            # No cookie jar: requests signed by different users' keys share nothing.
-            self._private_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-        return self._private_session
+        return self._private_http.session()
 
     async def run_book_feed(self, market: VenueMarket, sink: BookSink) -> None:
         if isinstance(market, KrakenFuturesMarket):
@@ -301,8 +299,7 @@ class KrakenVenue(Venue):
         await self._ccxt_futures.close()
         if self._session is not None:
             await self._session.close()
-        if self._private_session is not None:
-            await self._private_session.close()
+        await self._private_http.close()
 
 
 def from_config(code: str, options: dict) -> KrakenVenue:

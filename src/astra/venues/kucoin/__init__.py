@@ -37,6 +37,7 @@ import msgspec
 from astra.core import Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import UserDataSink, ccxt_symbols, run_ccxt_user_stream
+from astra.venues.private_http import PrivateHttp
 
 from . import rest
 from .connection import (
@@ -150,7 +151,7 @@ class KucoinVenue(Venue):
         self._markets: dict[str, VenueMarket] | None = None
         self._ccxt_markets: list[dict] = []  # ccxt's parse of both: what trading clients get
         self._market_source: KucoinPrivate | None = None  # those markets, indexed once
-        self._private_session: aiohttp.ClientSession | None = None
+        self._private_http = PrivateHttp()
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -277,10 +278,7 @@ class KucoinVenue(Venue):
         return self._market_source
 
     def _trading_http(self) -> aiohttp.ClientSession:
-        if self._private_session is None or self._private_session.closed:
-            # No cookie jar: requests signed by different users' keys share nothing.
-            self._private_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-        return self._private_session
+        return self._private_http.session()
 
     def _rest_base(self, market: VenueMarket) -> str:
         return self.urls.spot_rest if market.kind == "spot" else self.urls.futures_rest
@@ -367,9 +365,7 @@ class KucoinVenue(Venue):
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._private_session is not None:
-            await self._private_session.close()
-            self._private_session = None
+        await self._private_http.close()
 
 
 def from_config(code: str, options: dict) -> KucoinVenue:

@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import ccxt.async_support as ccxt_async
-import certifi
 import msgspec
 
 from astra.core import Trade
 from astra.trading.normalize import ccxt_market
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.private_http import PrivateHttp
 
 from .feed import run_book_feed, run_trade_feed
 from .private import OkxPrivate
@@ -103,7 +102,7 @@ class OkxVenue(Venue):
         self._markets: dict[str, VenueMarket] | None = None
         self._ccxt_markets: list[dict] = []  # the ccxt markets behind self._markets
         self._market_source: Any = None  # a ccxt okx object indexing them
-        self._private_session: aiohttp.ClientSession | None = None
+        self._private_http = PrivateHttp()
         self.simulated_trading = simulated_trading
         self._lock = asyncio.Lock()
         stream_options = {
@@ -209,14 +208,7 @@ class OkxVenue(Venue):
         return self._market_source
 
     def _trading_http(self) -> aiohttp.ClientSession:
-        if self._private_session is None or self._private_session.closed:
-            # No cookie jar: requests signed by different users' keys share nothing. TLS
-            # verified against certifi's CAs, as ccxt's own sessions are.
-            tls = ssl.create_default_context(cafile=certifi.where())
-            self._private_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=tls), cookie_jar=aiohttp.DummyCookieJar()
-            )
-        return self._private_session
+        return self._private_http.session()
 
     async def _load_ccxt_markets(self) -> list[dict]:
         source = self._source
@@ -253,8 +245,7 @@ class OkxVenue(Venue):
     async def close(self) -> None:
         await asyncio.gather(self.book_pool.close(), self.trade_pool.close())
         await self._ccxt.close()
-        if self._private_session is not None:
-            await self._private_session.close()
+        await self._private_http.close()
         if self._session is not None:
             await self._session.close()
 
