@@ -5,6 +5,7 @@ reaches a 418; no exchange secret reaches the database in header mode."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -143,3 +144,76 @@ async def test_no_secret_in_the_database_in_header_mode(sim, gateway, key_store)
 def _database_bytes(path: str) -> bytes:
     """The SQLite file and its write-ahead log, as stored on disk."""
     return b"".join(Path(p).read_bytes() for p in (path, path + "-wal") if Path(p).exists())
+
+
+class SlowFirstWriteJournal(OrderJournal):
+    """The real journal, whose first new entry is answered late: concurrent retries of the
+    same client order id find the entry journaled while its order has not been sent yet."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.slowed = False
+
+    def begin(self, *args, **kwargs):
+        entry, created = super().begin(*args, **kwargs)
+        if created and not self.slowed:
+            self.slowed = True
+            time.sleep(0.3)  # a worker thread: the event loop runs the retries meanwhile
+        return entry, created
+
+
+async def test_retries_during_a_slow_journal_write_wait_for_the_one_send(sim, key_store):
+    creds = sim.exchange.create_account(parse_deposits("USDT=10000"))
+    account = sim.exchange.registry.by_api_key(creds.apiKey).id
+    token = key_store.create("desk").token
+    journal = SlowFirstWriteJournal(key_store._engine)
+    headers = {"x-astra-api-key": f"Bearer {token}",
+               "x-astra-exchange-private-key": creds.signerPrivateKey}
+    body = {"market": SPOT, "side": "BUY", "type": "MARKET", "quantity": 0.001,
+            "clientOrderId": "slow1"}
+    async with Gateway(venues_from_config({}, sim.base_url), key_store, port=0,
+                       metrics_port=0, journal=journal) as gw, \
+            aiohttp.ClientSession(gw.base_url, headers=headers) as http:
+        results = await asyncio.gather(*(call(http, "POST", "/orders", json=body)
+                                         for _ in range(4)))
+        entry = journal.get(token.split(".")[0], "SIM", "slow1")
+    assert journal.slowed
+    assert [s for s, _ in results] == [200] * 4, results
+    assert len({o["orderId"] for _, o in results}) == 1
+    assert entry.state == JournalState.ACKNOWLEDGED and entry.reconcile_attempts == 0
+    orders = sim.exchange.sides["spot"].trading.by_account[(account, "BTCUSDT")]
+    assert [o.client_id for o in orders] == ["slow1"]
+
+
+class AcknowledgedMeanwhileJournal(OrderJournal):
+    """The real journal, where another gateway process acknowledges the order between this
+    process's "not found" lookup at the venue and its journal write."""
+
+    def reconcile(self, entry_id, order, **kwargs):
+        if order is None:
+            self.acknowledge(entry_id, "777", {
+                "orderId": "777", "clientOrderId": "other1", "market": SPOT, "side": "BUY",
+                "type": "LIMIT", "quantity": 0.01, "filledQuantity": 0.0, "status": "NEW",
+                "price": 1000.0})
+        return super().reconcile(entry_id, order, **kwargs)
+
+
+async def test_not_found_after_another_process_acknowledged_keeps_the_acknowledgement(
+        sim, key_store):
+    creds = sim.exchange.create_account(parse_deposits("USDT=10000"))
+    token = key_store.create("desk").token
+    key_id = token.split(".")[0]
+    journal = AcknowledgedMeanwhileJournal(key_store._engine)
+    request = {"market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.01,
+               "price": 1000.0, "clientOrderId": "other1"}
+    entry, _ = journal.begin(key_id, "SIM", SPOT, "other1", request)
+    journal.mark_sent(entry.id)
+    headers = {"x-astra-api-key": f"Bearer {token}",
+               "x-astra-exchange-private-key": creds.signerPrivateKey}
+    async with Gateway(venues_from_config({}, sim.base_url), key_store, port=0,
+                       metrics_port=0, journal=journal) as gw, \
+            aiohttp.ClientSession(gw.base_url, headers=headers) as http:
+        status, order = await call(http, "POST", "/orders", json=request)
+    assert status == 200, order
+    assert order["orderId"] == "777" and order["status"] == "NEW"
+    assert journal.get_entry(entry.id).state == JournalState.ACKNOWLEDGED

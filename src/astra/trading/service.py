@@ -32,6 +32,7 @@ import msgspec
 from astra.core import InvalidParameter, MarketNotFound, UnknownExchange, Unprocessable
 from astra.core._trading import Balance, Fill, Order, OrderStatus, OrderType, PlaceOrder, Position
 from astra.store.journal import (
+    InvalidTransition,
     JournalEntry,
     OrderJournal,
     generate_client_order_id,
@@ -200,18 +201,25 @@ class TradingService:
         if not is_valid_client_order_id(cid, venue.code):
             raise InvalidParameter("clientOrderId", f"not a valid client order id for {venue.code}")
         request = _request_json(body, cid)
-        entry, created = await asyncio.to_thread(
-            self.journal.begin, key_id, venue.code, market.symbol, cid, request)
         key = (key_id, venue.code, cid)
-        if not created:
-            waiting = self._inflight.get(key)
-            if waiting is not None:  # the same order is being sent right now by this process
-                return await asyncio.shield(waiting)
-            return await self._existing(entry, venue, market, creds)
+        waiting = self._inflight.get(key)
+        if waiting is not None:  # the same order is being placed right now by this process
+            order = await asyncio.shield(waiting)
+            # a different body under the same id still gets the journal's conflict error
+            await asyncio.to_thread(self.journal.begin, key_id, venue.code, market.symbol,
+                                    cid, request)
+            return order
+        # Registered before the journal write: a concurrent retry must wait for this send,
+        # not reconcile an entry whose order is still on its way to the venue.
         future: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            order = await self._send(entry, venue, market, creds, body, cid)
+            entry, created = await asyncio.to_thread(
+                self.journal.begin, key_id, venue.code, market.symbol, cid, request)
+            if created:
+                order = await self._send(entry, venue, market, creds, body, cid)
+            else:
+                order = await self._existing(entry, venue, market, creds)
             future.set_result(order)
             return order
         except BaseException as exc:
@@ -283,7 +291,15 @@ class TradingService:
             except Exception as err:
                 if getattr(err, "code", "") != "ORDER_NOT_FOUND":
                     raise
-                return await asyncio.to_thread(self.journal.reconcile, entry.id, None)
+                try:
+                    return await asyncio.to_thread(self.journal.reconcile, entry.id, None)
+                except InvalidTransition:
+                    # settled meanwhile (another process's send was acknowledged after our
+                    # lookup): the journal's answer stands, "not found" was just early
+                    settled = await asyncio.to_thread(self.journal.get_entry, entry.id)
+                    if settled is None:
+                        raise
+                    return settled
         order = order_from_ccxt(raw, market.symbol)
         return await asyncio.to_thread(self.journal.reconcile, entry.id, _order_json(order),
                                        venue_order_id=order.order_id)
