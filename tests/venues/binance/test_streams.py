@@ -275,5 +275,5 @@ async def test_an_unanswered_request_means_a_dead_connection():
         finally:
             await conn.close()
             await runner.cleanup()
-    assert resets[0] == "reconnecting: SUBSCRIBE 1 unanswered for 0.2 s"
+    assert resets[0] == "reconnecting: subscribe 1 unanswered for 0.2 s"
     assert connections >= 1

@@ -42,22 +42,22 @@ Invariants:
   for its ``Retry-After``).
 - One consumer's failure is contained: that consumer is reset, the connection goes on.
 - A connection whose last topic is removed is closed.
+The pacing, acks, refusals and reconnects are ``astra.venues.wsmux.PacedConnection``'s; this
+module is KuCoin's wire format, token and limits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import math
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import aiohttp
 import msgspec
 
 from astra.venues.retry import backoff
+from astra.venues.wsmux import RECONNECT_ERRORS, DataConsumer, MuxPool, PacedConnection
 
 from .rest import RestError
 from .schemas import Bullet, Ping, RawEnvelope, Subscribe
@@ -83,11 +83,11 @@ MAX_TOPICS_PER_REQUEST = 100  # symbols joined in one (un)subscribe
 SPOT_TOPICS_PER_CONNECTION = 300  # classic spot docs (the unified docs say 400)
 FUTURES_TOPICS_PER_CONNECTION = 100  # older futures docs (the unified docs: no limit)
 REQUEST_INTERVAL = 10.0 / (MESSAGES_PER_10S - 10)  # ten messages per 10 s kept for pings
-# A dead upstream never answers a close handshake: don't wait long for it before reconnecting.
-_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
 _decode = msgspec.json.Decoder(RawEnvelope).decode
 _encode = msgspec.json.Encoder().encode
 _ids = itertools.count(1)
+
+Consumer = DataConsumer  # on_data gets the message's ``data``, undecoded
 
 
 class VenueFeedError(Exception):
@@ -95,23 +95,7 @@ class VenueFeedError(Exception):
 
 
 # What a connection survives by reconnecting: network, silence, garbage, venue-side errors.
-FEED_ERRORS = (
-    aiohttp.ClientError,
-    ConnectionError,
-    TimeoutError,
-    msgspec.DecodeError,
-    ValueError,
-    VenueFeedError,
-)
-
-
-class Consumer(Protocol):
-    def on_data(self, data: msgspec.Raw) -> None:
-        """One message of the topic (its ``data``, undecoded), in wire order."""
-
-    def on_reset(self, reason: str) -> None:
-        """The topic was interrupted (connection lost, subscription refused, a bad message);
-        it is subscribed again and messages resume later."""
+FEED_ERRORS = (*RECONNECT_ERRORS, VenueFeedError)
 
 
 def _url(endpoint: str, token: str, connect_id: int) -> str:
@@ -128,13 +112,16 @@ def _text(data: msgspec.Raw) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def _split(topic: str) -> tuple[str, str]:
-    channel, _, symbol = topic.partition(":")
-    return channel, symbol
+def _channel(topic: str) -> str:
+    return topic.partition(":")[0]
 
 
-class TopicConnection:
+class TopicConnection(PacedConnection):
     """One connection (a fresh token each time it is reopened) and the topics on it."""
+
+    name = "kucoin ws"
+    split_refused = True  # one bad symbol must not hold the others back
+    errors = (*FEED_ERRORS, RestError)
 
     def __init__(
         self,
@@ -148,261 +135,71 @@ class TopicConnection:
         response_timeout: float = 10.0,
         request_interval: float = REQUEST_INTERVAL,
     ) -> None:
-        self._session, self._bullet, self.max_topics = session, bullet, max_topics
-        self.endpoint, self.silence, self.max_age = endpoint, silence, max_age
-        self.response_timeout, self.request_interval = response_timeout, request_interval
-        # Tuples, replaced on change: dispatch iterates them with no copy and no mutation risk.
-        self.consumers: dict[str, tuple[Consumer, ...]] = {}
-        self.connections = 0
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._ops: list[tuple[str, str]] = []  # (type, topic) not sent yet, in order
-        self._leaving: set[str] = set()  # topics with an unsubscribe in _ops
-        self._solo: set[str] = set()  # topics refused in a batch: asked alone from now on
-        self._pending: dict[str, tuple[str, list[str], float]] = {}  # id -> type, topics, sent
-        self._wake = asyncio.Event()
+        super().__init__(
+            session,
+            endpoint or "kucoin",
+            interval=request_interval,
+            max_keys=MAX_TOPICS_PER_REQUEST,
+            silence=silence,
+            max_age=max_age,
+            response_timeout=response_timeout,
+        )
+        self._bullet, self.max_topics, self.endpoint = bullet, max_topics, endpoint
         self._welcome = asyncio.Event()
-        self._next_request = -math.inf
-        self._refusals = 0
-        self._retry: asyncio.TimerHandle | None = None
-        self._retry_topics: dict[str, None] = {}
-        self._attempt = 0
-        self._task: asyncio.Task | None = None
+        self._ping_timeout = 0.0
 
-    @property
-    def load(self) -> int:
-        return len(self.consumers) + len(self._leaving)
+    async def _connect_url(self) -> str:
+        grant = await self._bullet()
+        server = grant.instanceServers[0]
+        self._ping_every = max(server.pingInterval / 1000, 0.05)
+        self._ping_timeout = server.pingTimeout / 1000
+        return _url(self.endpoint or server.endpoint, grant.token, next(_ids))
 
-    @property
-    def connected(self) -> bool:
-        return self._ws is not None and not self._ws.closed
-
-    # -- consumers -----------------------------------------------------------------------
-
-    def add(self, topic: str, consumer: Consumer) -> None:
-        present = self.consumers.get(topic, ())
-        self.consumers[topic] = (*present, consumer)
-        if not present:
-            if topic in self._leaving:  # its unsubscribe has not gone out: keep the topic
-                self._leaving.discard(topic)
-                self._ops.remove(("unsubscribe", topic))
-            else:
-                self._queue("subscribe", topic)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"kucoin ws {topic}")
-
-    def remove(self, topic: str, consumer: Consumer) -> None:
-        left = tuple(c for c in self.consumers.get(topic, ()) if c is not consumer)
-        if left:
-            self.consumers[topic] = left
-            return
-        if self.consumers.pop(topic, None) is None:
-            return
-        if ("subscribe", topic) in self._ops:
-            self._ops.remove(("subscribe", topic))  # it never went out
-        elif self.consumers and self._queue("unsubscribe", topic):
-            self._leaving.add(topic)  # (the last topic goes with its connection)
-
-    async def close(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    # -- requests --------------------------------------------------------------------------
-
-    def _queue(self, kind: str, topic: str) -> bool:
-        if not self.connected:
-            return False  # everything is subscribed on connect
-        self._ops.append((kind, topic))
-        self._wake.set()
-        return True
-
-    def _batch(self) -> tuple[str, list[str]]:
-        """The next request: a run of one type and channel from the head of the queue."""
-        ops, solo = self._ops, self._solo
-        kind, first = ops[0]
-        channel = _split(first)[0]
-        n = 1
-        if first not in solo:
-            while (
-                n < len(ops)
-                and n < MAX_TOPICS_PER_REQUEST
-                and ops[n][0] == kind
-                and ops[n][1] not in solo
-                and _split(ops[n][1])[0] == channel
-            ):
-                n += 1
-        topics = [topic for _, topic in ops[:n]]
-        del ops[:n]
-        return kind, topics
-
-    async def _send(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """The connection's only request writer: after the welcome, one paced request at a time."""
-        loop = asyncio.get_running_loop()
-        try:
-            await self._welcome.wait()
-            while True:
-                while not self._ops:
-                    self._wake.clear()
-                    await self._wake.wait()
-                now = loop.time()
-                at = max(now, self._next_request)
-                self._next_request = at + self.request_interval
-                if at > now:
-                    await asyncio.sleep(at - now)
-                if not self._ops:
-                    continue  # withdrawn while waiting for the slot
-                kind, topics = self._batch()
-                if kind == "unsubscribe":
-                    self._leaving.difference_update(topics)
-                request_id = next(_ids)
-                self._pending[str(request_id)] = (kind, topics, loop.time())
-                symbols = ",".join(_split(t)[1] for t in topics)
-                topic = f"{_split(topics[0])[0]}:{symbols}"
-                await ws.send_str(_encode(Subscribe(request_id, kind, topic)).decode())  # type: ignore[arg-type]
-        except FEED_ERRORS as exc:
-            log.warning("kucoin: send failed (%r)", exc)
-            await ws.close()  # ends the receive loop, which reconnects
-
-    def _on_error(self, frame: RawEnvelope) -> None:
-        request = self._pending.pop(str(frame.id), None)
-        text = _text(frame.data)
-        if request is None:
-            raise VenueFeedError(f"error {frame.code!r}: {text}")
-        kind, topics, _ = request
-        log.error("kucoin: %s %s refused (%r: %s)", kind, topics, frame.code, text)
-        if kind != "subscribe":
-            return  # a topic left on the wire has no consumer: its messages are dropped
-        wanted = [t for t in topics if t in self.consumers]
-        for topic in wanted:
-            for consumer in self.consumers[topic]:
-                consumer.on_reset(f"subscription refused ({frame.code!r}: {text})")
-        if len(topics) > 1:  # one bad symbol must not hold the others back: ask each alone
-            self._solo.update(wanted)
-            for topic in wanted:
-                self._queue("subscribe", topic)
-            return
-        self._retry_topics.update(dict.fromkeys(wanted))
-        if self._retry is None:
-            self._refusals += 1
-            self._retry = asyncio.get_running_loop().call_later(
-                backoff(self._refusals), self._subscribe_again
-            )
-
-    def _subscribe_again(self) -> None:
-        self._retry = None
-        topics, self._retry_topics = self._retry_topics, {}
-        for topic in topics:  # (a reconnect meanwhile subscribed everything already)
-            if topic in self.consumers and ("subscribe", topic) not in self._ops:
-                self._queue("subscribe", topic)
-
-    # -- connection ------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while self.consumers:
-            sender: asyncio.Task | None = None
-            current: aiohttp.ClientWebSocketResponse | None = None
-            delay = 0.0
-            try:
-                grant = await self._bullet()
-                server = grant.instanceServers[0]
-                url = _url(self.endpoint or server.endpoint, grant.token, next(_ids))
-                async with self._session().ws_connect(url, timeout=_WS_TIMEOUT) as ws:
-                    self.connections += 1
-                    current = self._ws = ws
-                    if self._retry is not None:  # refused topics are in the batch below
-                        self._retry.cancel()
-                        self._retry, self._retry_topics = None, {}
-                    self._ops[:] = [("subscribe", topic) for topic in self.consumers]
-                    self._welcome.clear()
-                    self._wake.set()
-                    sender = asyncio.create_task(self._send(ws))
-                    await self._receive(ws, server.pingInterval / 1000, server.pingTimeout / 1000)
-                reason = "connection lifetime reached"
-            except FEED_ERRORS as exc:
-                reason = str(exc) if isinstance(exc, TimeoutError) and str(exc) else repr(exc)
-                delay, self._attempt = backoff(self._attempt), self._attempt + 1
-            except RestError as exc:  # no token (bullet-public refused or rate limited)
-                reason = repr(exc)
-                delay = max(backoff(self._attempt), exc.retry_after or 0.0)
-                self._attempt += 1
-            except Exception as exc:  # a bug must not end the feeds of every market here
-                log.exception("kucoin: unexpected connection failure")
-                reason = repr(exc)
-                delay, self._attempt = backoff(self._attempt), self._attempt + 1
-            finally:
-                if sender is not None:
-                    sender.cancel()
-                if self._ws is current:
-                    self._ws = None
-                    self._ops.clear()
-                    self._leaving.clear()
-                    self._pending.clear()
-            log.warning("kucoin: connection ended (%s); reconnecting", reason)
-            for consumers in list(self.consumers.values()):
-                for consumer in consumers:
-                    consumer.on_reset(f"reconnecting: {reason}")
-            await asyncio.sleep(delay)
-
-    async def _receive(
-        self, ws: aiohttp.ClientWebSocketResponse, ping_every: float, ping_timeout: float
-    ) -> None:
-        """Dispatch frames and ping until ``max_age`` (returns) or a failure (raises)."""
-        loop = asyncio.get_running_loop()
-        consumers, pending = self.consumers, self._pending
-        ping_every = max(ping_every, 0.05)
+    def _silence(self) -> float:
         # Pongs are due within pingInterval + pingTimeout: a quieter connection is dead.
-        silence = max(self.silence, ping_every + ping_timeout)
-        answer_within = self.response_timeout
-        now = loop.time()
-        last, next_ping, retire_at = now, now + ping_every, now + self.max_age
-        while True:
-            now = loop.time()
-            if now >= retire_at:
-                log.info("kucoin: connection reached its %.0f s lifetime", self.max_age)
-                return
-            if pending:
-                request_id, (kind, _, sent) = next(iter(pending.items()))
-                if now - sent > answer_within:
-                    raise TimeoutError(f"{kind} {request_id} unacknowledged for {answer_within} s")
-            if now >= next_ping:
-                await ws.send_str(_encode(Ping(str(next(_ids)))).decode())
-                next_ping = now + ping_every
-            wait = min(next_ping, last + silence, retire_at, now + answer_within) - now
-            try:
-                msg = await ws.receive(timeout=max(wait, 0.001))
-            except TimeoutError:
-                if loop.time() - last >= silence:
-                    raise TimeoutError(f"silent for {silence:g} s") from None
-                continue
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                raise ConnectionError(f"upstream sent {msg.type.name}")
-            last = loop.time()
-            frame = _decode(msg.data)
-            kind = frame.type
-            if kind == "message":
-                self._attempt = 0  # data flows: the next failure starts the backoff over
-                for consumer in consumers.get(frame.topic, ()):
-                    try:
-                        consumer.on_data(frame.data)
-                    except Exception as exc:  # that market resyncs; the others go on
-                        log.warning("kucoin: %s message rejected (%r)", frame.topic, exc)
-                        consumer.on_reset(f"bad message: {exc!r}")
-            elif kind == "ack":
-                if pending.pop(str(frame.id), ("", (), 0))[0] == "subscribe":
-                    self._refusals = 0
-            elif kind == "welcome":
-                self._welcome.set()
-            elif kind == "error":
-                self._on_error(frame)
-            # pong, notice: nothing to do beyond counting as life
+        return max(self.silence, self._ping_every + self._ping_timeout)
+
+    def _delay(self, exc: BaseException | None) -> float:
+        delay = super()._delay(exc)
+        if isinstance(exc, RestError):  # no token: bullet-public refused or rate limited
+            delay = max(delay, exc.retry_after or 0.0)
+        return delay
+
+    def _opened(self, ws: aiohttp.ClientWebSocketResponse) -> list[asyncio.Task]:
+        self._welcome.clear()  # requests wait for this connection's welcome
+        return super()._opened(ws)
+
+    async def _ready(self) -> None:
+        await self._welcome.wait()
+
+    async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await ws.send_str(_encode(Ping(str(next(_ids)))).decode())
+
+    def _same_request(self, first: str, other: str) -> bool:  # type: ignore[override]
+        return _channel(first) == _channel(other)  # one request names one channel
+
+    def _request(self, op: str, keys: list, request_id: int) -> str:
+        symbols = ",".join(topic.partition(":")[2] for topic in keys)
+        topic = f"{_channel(keys[0])}:{symbols}"
+        return _encode(Subscribe(request_id, op, topic)).decode()  # type: ignore[arg-type]
+
+    def _on_frame(self, data: str) -> None:
+        frame = _decode(data)
+        kind = frame.type
+        if kind == "message":
+            self._dispatch(frame.topic, frame.data)
+        elif kind == "ack":
+            self._answered(frame.id)
+        elif kind == "welcome":
+            self._welcome.set()
+        elif kind == "error":
+            text = _text(frame.data)
+            if not self._refused(frame.id, f"{frame.code!r}: {text}"):
+                raise VenueFeedError(f"error {frame.code!r}: {text}")
+        # pong, notice: nothing to do beyond counting as life
 
 
-class TopicPool:
+class TopicPool(MuxPool[TopicConnection]):
     """The connections of one side (spot or futures), filled up to ``max_topics`` each."""
 
     def __init__(
@@ -411,30 +208,9 @@ class TopicPool:
         bullet: Callable[[], Awaitable[Bullet]],
         **options: object,
     ) -> None:
-        self._session, self._bullet, self._options = session, bullet, options
-        self.max_topics = int(options.get("max_topics", SPOT_TOPICS_PER_CONNECTION))  # type: ignore[call-overload]
-        self.connections: list[TopicConnection] = []
-        self._closing: set[asyncio.Task] = set()
-
-    def add(self, topic: str, consumer: Consumer) -> TopicConnection:
-        conns = self.connections
-        conn = next((c for c in conns if topic in c.consumers), None)
-        if conn is None:
-            conn = next((c for c in conns if c.load < self.max_topics), None)
-        if conn is None:
-            conn = TopicConnection(self._session, self._bullet, **self._options)  # type: ignore[arg-type]
-            conns.append(conn)
-        conn.add(topic, consumer)
-        return conn
-
-    def remove(self, conn: TopicConnection, topic: str, consumer: Consumer) -> None:
-        conn.remove(topic, consumer)
-        if not conn.consumers and conn in self.connections:
-            self.connections.remove(conn)  # its last topic is gone: close the connection
-            task = asyncio.get_running_loop().create_task(conn.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
-    async def close(self) -> None:
-        conns, self.connections = self.connections, []
-        await asyncio.gather(*(c.close() for c in conns), *self._closing)
+        max_topics = int(options.get("max_topics", SPOT_TOPICS_PER_CONNECTION))  # type: ignore[call-overload]
+        super().__init__(
+            lambda: TopicConnection(session, bullet, **options),  # type: ignore[arg-type]
+            max_topics,
+        )
+        self.max_topics = max_topics

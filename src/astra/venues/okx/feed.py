@@ -34,7 +34,7 @@ from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
 
 from .schemas import BookData, BookLevel, Push, TradeData
-from .stream import StreamPool, backoff
+from .stream import StreamPool
 
 __all__ = [
     "BookFeed",
@@ -48,6 +48,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def _backoff(failures: int, cap: float = 30.0) -> float:
+    """A book's wait before resubscribing: none after a first failure, then doubling."""
+    return 0.0 if failures <= 0 else min(cap, 0.25 * 2 ** (failures - 1))
 CHECKSUM_LEVELS = 25
 Changes = list[tuple[float, float]]
 
@@ -234,7 +239,7 @@ class BookFeed:
                 # also limits subscribe requests per connection).
                 quick = time.monotonic() - self._synced_at < 10.0
                 failures = failures + 1 if quick else 0
-                await asyncio.sleep(backoff(failures))
+                await asyncio.sleep(_backoff(failures))
                 self._lost = False
                 stream.resubscribe(self.key)
         finally:

@@ -18,18 +18,20 @@ Invariants:
 - An OKX ``notice`` (code 64008: the server is about to restart) reconnects at once.
 - A connection whose last key is removed is closed; nothing is subscribed on the wire
   that no consumer wants (beyond in-flight requests).
+Batching, the writer, pools and reconnects are ``astra.venues.wsmux.BatchedConnection``'s;
+this module is OKX's wire format and keepalive.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiohttp
 import msgspec
+
+from astra.venues.wsmux import BatchedConnection, MuxPool
 
 from .schemas import Arg, Push, SubscribeRequest
 
@@ -38,10 +40,6 @@ __all__ = ["Consumer", "Key", "OkxStream", "StreamPool"]
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (channel, instId)
-# A dead upstream never answers a close handshake: don't wait long for it before reconnecting.
-_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
-# What a connection survives by reconnecting: network failures, silence, garbage on the wire.
-_ERRORS = (aiohttp.ClientError, ConnectionError, TimeoutError, msgspec.DecodeError, ValueError)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -53,12 +51,10 @@ class Consumer(Protocol):
         """The connection was lost; the key is subscribed again on the next one."""
 
 
-def backoff(attempt: int, cap: float = 30.0) -> float:
-    return 0.0 if attempt <= 0 else min(cap, 0.25 * 2 ** (attempt - 1))
-
-
-class OkxStream:
+class OkxStream(BatchedConnection):
     """One WebSocket connection (reopened as needed) and the keys subscribed on it."""
+
+    name = "okx ws"
 
     def __init__(
         self,
@@ -70,137 +66,34 @@ class OkxStream:
         pong_timeout: float = 10.0,
         max_args: int = 50,
     ) -> None:
-        self._session, self.url, self._decode = session, url, decode
+        super().__init__(session, url)
+        self._decode = decode
         self.ping_interval, self.pong_timeout, self.max_args = ping_interval, pong_timeout, max_args
-        # Tuples, replaced on change: dispatch iterates them with no copy and no mutation risk.
-        self.consumers: dict[Key, tuple[Consumer, ...]] = {}
-        self.connections = 0
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._ops: list[tuple[str, Key]] = []
-        self._flush_handle: asyncio.Handle | None = None
-        self._outbox: list[str] = []
-        self._wake = asyncio.Event()
-        self._attempt = 0
-        self._task: asyncio.Task | None = None
 
-    # -- consumers -----------------------------------------------------------------------
+    def _frames(self, op: str, keys: list) -> list[str]:
+        step = self.max_args
+        return [
+            _encode(SubscribeRequest(op, [Arg(c, i) for c, i in keys[n : n + step]])).decode()  # type: ignore[arg-type]
+            for n in range(0, len(keys), step)
+        ]
 
-    def add(self, key: Key, consumer: Consumer) -> None:
-        present = self.consumers.get(key, ())
-        self.consumers[key] = (*present, consumer)
-        if not present:
-            self._queue("subscribe", key)
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"okx ws {self.url}")
-
-    def remove(self, key: Key, consumer: Consumer) -> None:
-        left = tuple(c for c in self.consumers.get(key, ()) if c is not consumer)
-        if left:
-            self.consumers[key] = left
-            return
-        if self.consumers.pop(key, None) is not None and self.consumers:
-            self._queue("unsubscribe", key)  # (the last key goes with its connection)
-
-    def resubscribe(self, key: Key) -> None:
-        """Ask OKX for a fresh snapshot of ``key`` (unsubscribe, then subscribe)."""
-        if key in self.consumers:
-            self._queue("unsubscribe", key)
-            self._queue("subscribe", key)
-
-    @property
-    def connected(self) -> bool:
-        return self._ws is not None and not self._ws.closed
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    # -- requests --------------------------------------------------------------------------
-
-    def _queue(self, op: str, key: Key) -> None:
-        if not self.connected:
-            return  # everything is subscribed on connect
-        self._ops.append((op, key))
-        if self._flush_handle is None:  # one flush per loop turn batches the burst
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Pending ops -> request frames for the sender, consecutive runs of one op each."""
-        self._flush_handle = None
-        ops, self._ops = self._ops, []
-        start = 0
-        while start < len(ops):
-            op, end = ops[start][0], start
-            while end < len(ops) and ops[end][0] == op and end - start < self.max_args:
-                end += 1
-            args = [Arg(channel, inst) for _, (channel, inst) in ops[start:end]]
-            self._outbox.append(_encode(SubscribeRequest(op, args)).decode())  # type: ignore[arg-type]
-            start = end
-        if self._outbox:
-            self._wake.set()
-
-    async def _send(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """The connection's only request writer: frames leave in the order they were queued."""
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._outbox:
-                    await ws.send_str(self._outbox.pop(0))
-        except _ERRORS as exc:
-            log.warning("%s: send failed (%r)", self.url, exc)
-            await ws.close()  # ends the receive loop, which reconnects
-
-    # -- connection ------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while self.consumers:
-            reason = "closed by the venue"
-            sender: asyncio.Task | None = None
-            current: aiohttp.ClientWebSocketResponse | None = None
-            try:
-                async with self._session().ws_connect(self.url, timeout=_WS_TIMEOUT) as ws:
-                    self.connections += 1
-                    current = self._ws = ws
-                    self._outbox = []
-                    self._wake.clear()
-                    sender = asyncio.create_task(self._send(ws))
-                    self._ops = [("subscribe", key) for key in self.consumers]
-                    self._flush()
-                    await self._receive(ws)
-            except _ERRORS as exc:
-                reason = "silent for too long" if isinstance(exc, TimeoutError) else repr(exc)
-            except Exception as exc:  # a bug must not end the feeds of every market here
-                log.exception("%s: unexpected failure", self.url)
-                reason = repr(exc)
-            finally:
-                if self._ws is current:  # not a newer connection's
-                    self._ws = None
-                    self._ops = []
-                if sender is not None:
-                    sender.cancel()
-            log.warning("%s: connection lost (%s); reconnecting", self.url, reason)
-            for consumers in list(self.consumers.values()):
-                for consumer in consumers:
-                    consumer.on_reset(f"reconnecting: {reason}")
-            await asyncio.sleep(backoff(self._attempt))
-            self._attempt += 1
-
-    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Dispatch frames until the connection closes (returns) or fails (raises)."""
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> str:
+        """Dispatch frames until the connection fails or closes (raises either way)."""
         decode, consumers = self._decode, self.consumers
         while True:
             try:
                 msg = await ws.receive(timeout=self.ping_interval)
             except TimeoutError:
                 await ws.send_str("ping")  # OKX's application-level keepalive
-                msg = await ws.receive(timeout=self.pong_timeout)
+                try:
+                    msg = await ws.receive(timeout=self.pong_timeout)
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"silent for {self.pong_timeout:g} s after a ping"
+                    ) from None
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-                    return
+                    raise ConnectionError("closed by the venue")
                 raise ConnectionError(f"upstream sent {msg.type.name}")
             if msg.data == "pong":
                 continue
@@ -210,7 +103,7 @@ class OkxStream:
                 continue
             arg = push.arg
             if arg is not None:
-                self._attempt = 0  # data flows: the next failure starts the backoff over
+                self.mark_alive()
                 for consumer in consumers.get((arg.channel, arg.instId), ()):
                     try:
                         consumer.on_push(push)
@@ -226,7 +119,7 @@ class OkxStream:
             raise ConnectionError(f"venue notice {push.code}: {push.msg}")
 
 
-class StreamPool:
+class StreamPool(MuxPool[OkxStream]):
     """The connections of one URL and message type, filled up to ``capacity`` keys each."""
 
     def __init__(
@@ -238,29 +131,5 @@ class StreamPool:
         capacity: int = 64,
         **options: Any,
     ) -> None:
-        self._session, self.url, self._decode = session, url, decode
-        self.capacity, self._options = capacity, options
-        self.streams: list[OkxStream] = []
-        self._closing: set[asyncio.Task] = set()
-
-    def add(self, key: Key, consumer: Consumer) -> OkxStream:
-        stream = next((s for s in self.streams if key in s.consumers), None)
-        if stream is None:
-            stream = next((s for s in self.streams if len(s.consumers) < self.capacity), None)
-        if stream is None:
-            stream = OkxStream(self._session, self.url, self._decode, **self._options)
-            self.streams.append(stream)
-        stream.add(key, consumer)
-        return stream
-
-    def remove(self, stream: OkxStream, key: Key, consumer: Consumer) -> None:
-        stream.remove(key, consumer)
-        if not stream.consumers and stream in self.streams:
-            self.streams.remove(stream)  # its last key is gone: close the connection
-            task = asyncio.get_running_loop().create_task(stream.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-
-    async def close(self) -> None:
-        streams, self.streams = self.streams, []
-        await asyncio.gather(*(s.close() for s in streams), *self._closing)
+        super().__init__(lambda: OkxStream(session, url, decode, **options), capacity)
+        self.url = url

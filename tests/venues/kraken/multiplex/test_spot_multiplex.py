@@ -127,7 +127,7 @@ async def test_a_full_connection_opens_another(
             await until(lambda: _synced(server, feeds), *_events(server, feeds))
             assert server.connections == 2
             assert server.subscribes() == [(1, ["BTC/USD", "ETH/USD"]), (2, ["SOL/USD"])]
-            assert [len(s.consumers) for s in venue.spot_pool.streams] == [2, 1]
+            assert [len(s.consumers) for s in venue.spot_pool.connections] == [2, 1]
             assert all(sink.resyncs() == [] for sink, _ in feeds.values())
 
 
