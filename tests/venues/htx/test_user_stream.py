@@ -150,7 +150,9 @@ async def env():
         exchange="HUOBI", api_key=secrets.token_hex(12), secret=secrets.token_hex(18))
     fake = FakeHtx(creds)
     body = json.loads((DATA / "private_rest.json").read_text())
-    instruments = {"spot": body["symbols"], "linear_swap": body["linear_swaps"]}
+    # Spot only: with swaps loaded a second stream (test_user_stream_swaps.py) would run
+    # against this spot-only fake, failing and resyncing in the background.
+    instruments = {"spot": body["symbols"]}
 
     async def markets():
         return instruments

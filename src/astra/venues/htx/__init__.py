@@ -14,6 +14,14 @@ market metadata converts).
 Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``htx`` client per
 set of credentials (``private.py``) trades spot and USDT-margined swaps on the configured
 REST bases (``spot_rest``, ``contract_rest``), sharing the markets already loaded.
+
+User data (``run_user_stream``, the gateway's ``WS /ws``): ccxt.pro ``htx`` watches per
+account, each account on its own client, connection and reconnect loop
+(``astra.venues.ccxt_user_stream``): spot on the v2 WebSocket (``spot_private_ws``), the
+USDT-margined swap account on the v5 notification WebSocket (``linear_swap_private_ws``),
+the one ccxt uses for linear contracts (its REST trades them on ``/v5``). The two accounts
+never share a client, so one account's balances can never overwrite the other's in ccxt's
+balance cache.
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ class HtxUrls:
     inverse_swap_ws: str = "wss://api.hbdm.com/swap-ws"
     linear_swap_ws: str = "wss://api.hbdm.com/linear-swap-ws"
     spot_private_ws: str = "wss://api.huobi.pro/ws/v2"  # authenticated: orders, accounts
+    # Authenticated, USDT-margined contracts: topics orders, trade, account (ccxt's "privateV5").
+    linear_swap_private_ws: str = "wss://api.hbdm.com/ws/v5/notification"
 
     @classmethod
     def for_server(cls, base_url: str) -> HtxUrls:
@@ -72,7 +82,7 @@ class HtxUrls:
         base = base_url.rstrip("/")
         ws = "ws" + base[len("http") :]
         return cls(base, f"{ws}/ws", f"{ws}/feed", base, f"{ws}/swap-ws", f"{ws}/linear-swap-ws",
-                   f"{ws}/ws/v2")
+                   f"{ws}/ws/v2", f"{ws}/ws/v5/notification")
 
 
 _decode_history = msgspec.json.Decoder(TradeHistory, strict=False).decode
@@ -86,7 +96,8 @@ _HISTORY_PATHS = {
 class HtxStream(ccxt_pro.htx):
     """ccxt.pro's htx, answering wildcard subscriptions: HTX pushes the events of
     ``orders#*`` / ``trade.clearing#*#<mode>`` under each event's own symbol
-    (``orders#btcusdt``), which ccxt resolves only for that symbol's watchers."""
+    (``orders#btcusdt``), which ccxt resolves only for that symbol's watchers. Contract
+    topics (``orders``/``trade``/``account`` on v5) resolve ccxt's wildcard hashes as is."""
 
     def handle_subject(self, client: Any, message: dict) -> None:
         super().handle_subject(client, message)
@@ -97,6 +108,13 @@ class HtxStream(ccxt_pro.htx):
             client.resolve(self.orders, "orders#*")
         elif parts[0] == "trade.clearing" and self.myTrades is not None:
             client.resolve(self.myTrades, "#".join(["trade.clearing", "*", *parts[2:]]))
+
+    def parse_ws_order(self, order: dict, market: Any = None) -> dict:
+        """Contract orders carry ``trade_avg_price`` "0" until something fills: no average."""
+        parsed = super().parse_ws_order(order, market)
+        if not parsed.get("filled"):
+            parsed["average"] = None
+        return parsed
 
     def handle_balance(self, client: Any, message: dict) -> None:
         """Spot ``accounts.update#<mode>`` carries one currency as an object (ccxt reads a
@@ -215,45 +233,65 @@ class HtxVenue(Venue):
 
     def user_stream_client(self, config: Mapping[str, Any]) -> HtxStream:
         """A ccxt.pro client for one set of credentials: REST on this venue's bases, the
-        authenticated spot WebSocket (v2) at ``urls.spot_private_ws`` (its host is the one
-        signed), sharing the loaded markets. The caller closes it."""
+        authenticated spot WebSocket (v2) at ``urls.spot_private_ws`` and the USDT-margined
+        contracts' one (v5 notification) at ``urls.linear_swap_private_ws``, sharing the
+        loaded markets. ccxt signs each WebSocket's host (``urls.hostnames``), so those are
+        the WebSocket hosts. The caller closes it."""
         client = HtxStream({**config, "enableRateLimit": False,
                                "options": {**(config.get("options") or {})}})
         spot, contract = self.urls.spot_rest.rstrip("/"), self.urls.contract_rest.rstrip("/")
         private_ws = urlsplit(self.urls.spot_private_ws)
         client.hostname = private_ws.netloc
         client.urls["hostnames"] = {"spot": private_ws.netloc,
-                                    "contract": urlsplit(contract).netloc}
+                                    "contract": urlsplit(self.urls.linear_swap_private_ws).netloc}
         api = client.urls["api"]
         for name in ("status", "spot", "public", "private", "v2Public", "v2Private"):
             api[name] = spot
         api["contract"] = contract
         for section in api["ws"].values():
             section["spot"]["private"] = self.urls.spot_private_ws
+            for product in ("swap", "future"):  # ccxt reads linear swaps and futures alike
+                section[product]["linear"]["privateV5"] = self.urls.linear_swap_private_ws
         source = self._trading_source()
         if source is not None:
             client.set_markets_from_exchange(source)
         return client
 
     async def run_user_stream(self, config: Mapping[str, Any], sink: UserDataSink) -> None:
-        """Orders, fills and balances of the spot account behind ``config`` (ccxt
-        credentials) until cancelled: ccxt.pro's ``watch_orders`` (``orders#*``),
-        ``watch_my_trades`` (``trade.clearing#*#0``) and ``watch_balance``
-        (``accounts.update#2``) on the v2 WebSocket, authenticated with ``auth``
-        (HmacSHA256, signature version 2.1). Every (re)connect calls ``sink.on_resync``;
-        failures reconnect with a fresh client after a backoff."""
+        """Orders, fills and balances of the accounts behind ``config`` (ccxt credentials)
+        until cancelled, one stream per account, concurrently, each reconnecting on its own
+        with a fresh client after a backoff; every (re)connect calls ``sink.on_resync``.
+
+        - Spot, always: ccxt.pro's ``watch_orders`` (``orders#*``), ``watch_my_trades``
+          (``trade.clearing#*#0``) and ``watch_balance`` (``accounts.update#2``) on the v2
+          WebSocket (``urls.spot_private_ws``), authenticated with ``auth`` (HmacSHA256,
+          signature version 2.1).
+        - USDT-margined swaps, when such markets are loaded: the same watches with
+          ``type="swap", subType="linear"``, which ccxt sends as ``op: sub`` of ``orders`` and
+          ``trade`` (``contract_code: "*"``) and ``account`` on the v5 notification
+          WebSocket (``urls.linear_swap_private_ws``), authenticated with ``op: auth``
+          (HmacSHA256, signature version 2). Quantities are contracts, as elsewhere on swaps;
+          balances are the contract account's per currency (``withdraw_available`` free,
+          ``equity`` total)."""
         markets = await self.load_markets()
         source = self._trading_source()
-        spot = [m for m in markets.values() if m.kind == "spot"]
-        symbols = ccxt_symbols(source, spot) if source is not None else {}
-        watches: list = [
-            ("orders", lambda c: c.watch_orders(params={"type": "spot"})),
-            ("trades", lambda c: c.watch_my_trades(params={"type": "spot"})),
-            ("balance", lambda c: c.watch_balance({"type": "spot"})),
-        ]
-        await run_ccxt_user_stream(
-            lambda: self.user_stream_client(config), watches, symbols, self.code, sink
-        )
+        streams = {"spot": [m for m in markets.values() if m.kind == "spot"],
+                   "linear_swap": [m for m in markets.values() if m.kind == "linear_swap"]}
+
+        def run(kind: str, params: dict) -> Awaitable[None]:
+            symbols = ccxt_symbols(source, streams[kind]) if source is not None else {}
+            watches: list = [  # a dict per call: ccxt keeps params in its subscriptions
+                ("orders", lambda c: c.watch_orders(params=dict(params))),
+                ("trades", lambda c: c.watch_my_trades(params=dict(params))),
+                ("balance", lambda c: c.watch_balance(dict(params))),
+            ]
+            return run_ccxt_user_stream(
+                lambda: self.user_stream_client(config), watches, symbols, self.code, sink)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(run("spot", {"type": "spot"}))
+            if streams["linear_swap"]:
+                group.create_task(run("linear_swap", {"type": "swap", "subType": "linear"}))
 
     def _trading_source(self) -> HtxPrivate | None:
         """A ccxt client (never opened) holding the loaded markets, indexed once: trading

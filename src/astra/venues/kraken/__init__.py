@@ -13,9 +13,11 @@ Trading (``private_client``, used by ``astra.trading.service``): a ``KrakenPriva
 of credentials routes each call to a ccxt ``kraken`` (spot) or ``krakenfutures`` client on
 the configured REST URLs, sharing the markets already loaded (``private.py``). User data
 (``run_user_stream``, the gateway's ``WS /ws``): spot executions and balances from the v2
-private endpoint (``userdata.py``). Every upstream connection is shared: one ``SpotPool``
-and one ``FuturesPool`` per venue multiplex many markets per connection (``stream.py``),
-subscribing and unsubscribing symbols live.
+private endpoint (``userdata.py``) and, with futures enabled, futures orders, fills and
+multi-collateral balances from ccxt.pro ``krakenfutures`` on ``futures_ws``
+(``futures_userdata.py``), two streams reconnecting independently. Every market-data
+upstream connection is shared: one ``SpotPool`` and one ``FuturesPool`` per venue multiplex
+many markets per connection (``stream.py``), subscribing and unsubscribing symbols live.
 Every URL is configurable; both markets sources can be injected (tests, offline use) so
 nothing touches the network until a feed starts.
 """
@@ -34,12 +36,14 @@ import msgspec
 
 from astra.core import Side, Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.ccxt_user_stream import ccxt_symbols, run_ccxt_user_stream
 from astra.venues.private_http import PrivateHttp
 
 from .feed import BOOK_DEPTHS, MAX_SUBSCRIPTIONS_PER_CONNECTION, SpotPool
 from .futures_feed import FuturesPool
 from .futures_schemas import HistoryTrade
 from .futures_symbols import KrakenFuturesMarket, futures_markets_from_ccxt, parse_instruments
+from .futures_userdata import FUTURES_WATCHES, KrakenFuturesStream
 from .private import KrakenFuturesPrivate, KrakenPrivate, KrakenSpotPrivate, NonceClock
 from .symbols import KrakenMarket, markets_from_ccxt, parse_asset_pairs
 from .userdata import UserDataSink, run_spot_user_stream
@@ -76,7 +80,7 @@ class KrakenUrls:
     rest: str = "https://api.kraken.com"  # ccxt appends /0/public/<method>
     ws: str = "wss://ws.kraken.com/v2"
     futures_rest: str = "https://futures.kraken.com"  # ccxt appends /derivatives/api/v3/<path>
-    futures_ws: str = "wss://futures.kraken.com/ws/v1"
+    futures_ws: str = "wss://futures.kraken.com/ws/v1"  # public feeds and private (user data)
     auth_ws: str = "wss://ws-auth.kraken.com/v2"  # spot private channels (user data)
 
 
@@ -210,22 +214,46 @@ class KrakenVenue(Venue):
         return KrakenPrivate(spot, futures if self.futures else None, by_id, futures_symbols)
 
     async def run_user_stream(self, config: Mapping[str, Any], sink: UserDataSink) -> None:
-        """Orders, fills and balances of the spot account behind ``config`` (ccxt
-        credentials) from the WebSocket v2 private channels (``urls.auth_ws``), until
-        cancelled: a token from ``GetWebSocketsToken`` per connection, ``on_resync`` on every
-        (re)connection, backoff between attempts (``userdata.py``). Futures accounts have no
-        stream here yet: their orders are read over REST."""
+        """Orders, fills and balances of the accounts behind ``config`` (ccxt credentials)
+        until cancelled, two streams running concurrently, each reconnecting on its own
+        (``on_resync`` on every (re)connection, backoff between attempts); cancelling stops
+        both.
+
+        - Spot: the WebSocket v2 private channels (``urls.auth_ws``) with a token from
+          ``GetWebSocketsToken`` per connection (``userdata.py``).
+        - Futures, when enabled and loaded: ccxt.pro ``krakenfutures`` on ``urls.futures_ws``
+          (challenge auth; ``open_orders``, ``fills``, ``balances`` of the multi-collateral
+          wallet; ``futures_userdata.py``). Quantities are contracts, as on REST."""
         markets = await self.load_markets()
         by_ws = {m.ws_symbol: m.symbol for m in markets.values()
                  if isinstance(m, KrakenMarket) and m.ws_symbol}
+        futures_source = self._trading_sources().get("futures") if self.futures else None
+        futures = [m for m in markets.values() if isinstance(m, KrakenFuturesMarket)]
         client = self.private_client(config)
         try:
             spot = client.client("spot")
-            await run_spot_user_stream(
-                self._trading_http(), self.urls.auth_ws, spot.privatePostGetWebSocketsToken,
-                by_ws, self.code, sink, silence=self.silence)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(run_spot_user_stream(
+                    self._trading_http(), self.urls.auth_ws, spot.privatePostGetWebSocketsToken,
+                    by_ws, self.code, sink, silence=self.silence))
+                if futures_source is not None and futures:
+                    group.create_task(run_ccxt_user_stream(
+                        lambda: self.futures_user_stream_client(config), FUTURES_WATCHES,
+                        ccxt_symbols(futures_source, futures), self.code, sink))
         finally:
             await client.close()
+
+    def futures_user_stream_client(self, config: Mapping[str, Any]) -> KrakenFuturesStream:
+        """A ccxt.pro ``krakenfutures`` client for one set of credentials on
+        ``urls.futures_ws`` (Kraken serves public and private feeds on one endpoint),
+        sharing the loaded futures markets. The caller closes it."""
+        client = KrakenFuturesStream({**config, "enableRateLimit": False,
+                                      "options": {**(config.get("options") or {})}})
+        client.urls["api"]["ws"] = self.urls.futures_ws
+        source = self._trading_sources().get("futures")
+        if source is not None:
+            client.set_markets_from_exchange(source)
+        return client
 
     def _ccxt_config(self, config: Mapping[str, Any]) -> dict:
         # ccxt's own throttle is per instance: on a client living for one call it never paces
