@@ -2,7 +2,7 @@
 
 1. ccxt ``aster`` straight to the simulator: ``create_order`` (MARKET, spot), sequential.
 2. The gateway's ``POST /orders`` for the same order: credentials in headers, the order
-   journaled (intent, sent, acknowledged) in SQLite, a ccxt client per request, the venue call.
+   journaled (intent, sent, acknowledged) in SQLite, the key's cached ccxt client, the venue call.
 3. The gateway's ``GET /orderbook`` on the same connection, as the floor of a gateway round trip.
 
 Both run in this process on one event loop (the simulator too), so the ratio shows what the

@@ -63,6 +63,16 @@ async def test_place_query_cancel_a_resting_limit_order(sim, trader):
     assert placed.status == "CANCELED"
 
 
+async def test_a_keys_calls_share_one_cached_venue_client(gateway, trader):
+    gw, _ = gateway
+    http, _, _ = trader
+    for path, params in (("/balances", {"exchange": "SIM"}), ("/orders", {"market": SPOT}),
+                         ("/fills", {"market": SPOT})):
+        status, _ = await call(http, "GET", path, params=params)
+        assert status == 200
+    assert gw.trading.clients.built == 1 and len(gw.trading.clients) == 1
+
+
 async def test_market_order_fills_and_balances_match_the_simulator(sim, trader):
     http, _, account = trader
     status, order = await call(http, "POST", "/orders", json={

@@ -12,8 +12,9 @@ Safety rules (the order journal in ``astra.store.journal`` carries them across r
 - Quantities and prices are checked against the market's tick, lot, minimum quantity and
   minimum notional before a venue round trip (422 naming the parameter), and sent at the
   venue's precision.
-- Exchange credentials live only in the ccxt client built for one call and in the redactor's
-  registry for that call's duration; nothing here logs, stores or echoes them.
+- Exchange credentials live only in memory: in the ccxt client cached for them
+  (``clients.py``: built once, closed after ``idle_ttl`` unused) and in the redactor's
+  registry while that client lives; nothing here logs, stores or echoes them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from astra.store.journal import (
 from astra.venues.base import Venue, VenueMarket
 
 from ._keccak import install_fast_keccak
-from .credentials import REDACTOR, ExchangeCredentials
+from .clients import ClientCache
+from .credentials import ExchangeCredentials
 from .errors import map_venue_error
 from .limiter import VenueLimiter
 from .normalize import (
@@ -122,6 +124,7 @@ class TradingService:
         *,
         timeout: float = 10.0,
         limiters: dict[str, VenueLimiter] | None = None,
+        clients: ClientCache | None = None,
     ) -> None:
         self.venues = venues
         self.journal = journal
@@ -129,6 +132,7 @@ class TradingService:
         self.limiters = limiters if limiters is not None else {}
         self._inflight: dict[tuple[str, str, str], asyncio.Future[Order]] = {}
         self._tls: ssl.SSLContext | None = None
+        self.clients = clients if clients is not None else ClientCache()
 
     # -- plumbing ----------------------------------------------------------------------------
     def _venue(self, exchange: str) -> TradingVenue:
@@ -156,30 +160,33 @@ class TradingService:
 
     @contextlib.asynccontextmanager
     async def _client(self, venue: TradingVenue, creds: ExchangeCredentials) -> AsyncIterator[Any]:
-        """A ccxt client holding ``creds`` for one call; closed (and the secrets unregistered
-        from the redactor) when the call ends."""
-        with REDACTOR.redacting(creds):
+        """The ccxt client holding ``creds`` on ``venue``, leased for one call: built on first
+        use and kept (``clients.py``: its secrets stay redacted from logs until it closes)."""
+
+        def build() -> Any:
             config = creds.ccxt_config()
             config.update(self._transport())
             client = venue.private_client(config)
             self._limiter(venue.code).attach(client)  # sees 429/418 + Retry-After first
-            try:
-                yield client
-            finally:
-                await client.close()
+            return client
+
+        async with self.clients.lease(venue.code, creds, build) as client:
+            yield client
 
     def _transport(self) -> dict[str, Any]:
-        """No ccxt-side pacing or exit delay on per-call clients: pacing is the venue
-        limiter's job, and ccxt would otherwise make each fresh client's first call wait a
-        rate interval and its ``close`` sleep 250 ms. Each venue shares one HTTP session
-        between its private clients (kept-alive connections); the TLS context passed here
-        only spares ccxt building one per client (~40 ms each), its session is the venue's."""
+        """No ccxt-side pacing or exit delay on private clients: pacing is the venue
+        limiter's job (per venue, not per client), and ccxt would otherwise make a fresh
+        client's first call wait a rate interval and its ``close`` sleep 250 ms. Each venue
+        shares one HTTP session between its private clients (kept-alive connections); the TLS
+        context passed here only spares ccxt building one per client (~40 ms each), its
+        session is the venue's."""
         if self._tls is None:
             self._tls = ssl.create_default_context(cafile=certifi.where())
         return {"enableRateLimit": False, "timeout_on_exit": 0, "ssl_context": self._tls}
 
     async def close(self) -> None:
-        """Nothing to release: sessions belong to the venues (closed with them)."""
+        """Close the cached clients (HTTP sessions belong to the venues, closed with them)."""
+        await self.clients.close()
 
     async def _call(self, venue: TradingVenue, coro_factory, *, sent: bool = False) -> Any:
         limiter = self._limiter(venue.code)

@@ -21,21 +21,27 @@ configured root too, but there is no options scenario.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-import aiohttp
 import pytest
-from aiohttp import web
+from tests.venues.trading_fakes import (
+    FakeVenue,
+    Seen,
+    place_through_gateway,
+    reconciled_after_unknown_outcome,
+    refused_fast,
+    rejected_for_balance,
+    run,
+    venue_fixtures,
+)
 
-from astra.core import InsufficientBalance, InvalidOrder, OrderNotFound, RateLimited
+from astra.core import InvalidOrder, OrderNotFound, RateLimited
 from astra.core._trading import (
     Balance,
     Fill,
@@ -49,10 +55,8 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
-from astra.store import OrderJournal, open_database
 from astra.store.journal import JournalState
 from astra.trading.credentials import ExchangeCredentials
-from astra.trading.service import TradingService
 from astra.venues.binance import BinanceVenue
 
 EXCHANGE_INFO = json.loads((Path(__file__).parent / "data" / "trading" / "exchangeInfo.json")
@@ -65,97 +69,32 @@ KEY = "tests"  # the Astra key id owning the journaled orders
 
 # --- the fake venue ---------------------------------------------------------------------------
 
-@dataclass
-class Seen:
-    """One request as the fake received it."""
-
-    method: str
-    path: str
-    raw_path: str  # path and query string exactly as sent
-    headers: dict[str, str]
-    body: str
-
-    @property
-    def params(self) -> dict[str, str]:
-        """The signed parameters: the query string (GET/DELETE) or the form body (POST)."""
-        text = self.body if self.method == "POST" else self.raw_path.partition("?")[2]
-        return dict(parse_qsl(text, keep_blank_values=True))
-
-    def text(self) -> str:
-        """Everything the request carried, for "the secret is never sent" checks."""
-        return "\n".join([self.raw_path, self.body, *map(str, self.headers.items())])
-
-
-class FakeBinance:
-    """Answers ``(method, path)`` with a scripted ``(status, body, headers)``; the
-    exchangeInfo of every product from the recorded excerpt."""
+class FakeBinance(FakeVenue):
+    """Scripted answers (``answer``); the exchangeInfo of every product from the recorded
+    excerpt."""
 
     def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], list[tuple[int, object, dict]]] = {}
-        self.seen: list[Seen] = []
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
-
-    def answer(self, method: str, path: str, body: object, status: int = 200,
-               headers: dict | None = None) -> None:
-        """Queue an answer; the last one queued for a route is repeated."""
-        self.routes.setdefault((method, path), []).append((status, body, headers or {}))
+        roots = {"/api/v3": "spot", "/fapi/v1": "usdm", "/dapi/v1": "coinm"}
+        super().__init__({("GET", f"{root}/exchangeInfo"): EXCHANGE_INFO[section]
+                          for root, section in roots.items()},
+                         unscripted=(400, {"code": -1000, "msg": "unscripted"}))
 
     def private(self) -> list[Seen]:
+        """The requests but those loading the markets."""
         return [s for s in self.seen if not s.path.endswith("/exchangeInfo")]
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        section = {"/api/v3": "spot", "/fapi/v1": "usdm", "/dapi/v1": "coinm"}
-        if request.path.endswith("/exchangeInfo"):
-            return web.json_response(EXCHANGE_INFO[section[request.path.rsplit("/", 1)[0]]])
-        self.seen.append(Seen(request.method, request.path, request.raw_path,
-                              dict(request.headers), await request.text()))
-        queue = self.routes.get((request.method, request.path))
-        if not queue:
-            return web.json_response({"code": -1000, "msg": "unscripted"}, status=400)
-        status, body, headers = queue.pop(0) if len(queue) > 1 else queue[0]
-        return web.json_response(body, status=status, headers=headers)
 
-    async def start(self) -> FakeBinance:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-async def fake():
-    server = await FakeBinance().start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def venue(fake):
-    base = fake.base_url
-    venue = BinanceVenue.from_config({
+def binance_venue(base: str) -> BinanceVenue:
+    return BinanceVenue.from_config({
         "spot_rest": f"{base}/api",
         "usdm_rest": f"{base}/fapi",
         "coinm_rest": f"{base}/dapi",
         "option_rest": f"{base}/eapi",
         "sections": ["spot", "usdm", "coinm"],
     })
-    yield venue
-    await venue.close()
 
 
-@pytest.fixture
-def service(venue, tmp_path):
-    return TradingService({"BINANCE": venue}, OrderJournal(open_database(data_dir=tmp_path)),
-                          timeout=5.0)
+fake, venue, service = venue_fixtures("BINANCE", FakeBinance, binance_venue)
 
 
 @pytest.fixture
@@ -167,13 +106,14 @@ def creds():
 
 def assert_signed(seen: Seen, creds: ExchangeCredentials) -> dict[str, str]:
     """A signed Binance request: key header, timestamp, recvWindow, an HMAC-SHA256 signature
-    of everything before it that verifies; the secret itself nowhere. Returns the params."""
+    of everything before it that verifies; the secret itself nowhere. Returns the signed
+    parameters: the query string (GET/DELETE) or the form body (POST)."""
     assert seen.headers["X-MBX-APIKEY"] == creds.api_key
-    signed_text = seen.body if seen.method == "POST" else seen.raw_path.partition("?")[2]
+    signed_text = seen.body if seen.method == "POST" else seen.path_qs.partition("?")[2]
     payload, _, signature = signed_text.rpartition("&signature=")
     expected = hmac.new(creds.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
     assert signature == expected
-    params = seen.params
+    params = dict(parse_qsl(signed_text, keep_blank_values=True))
     assert abs(int(params["timestamp"]) - time.time() * 1000) < 60_000
     assert int(params["recvWindow"]) > 0
     assert creds.secret not in seen.text()
@@ -182,9 +122,11 @@ def assert_signed(seen: Seen, creds: ExchangeCredentials) -> dict[str, str]:
     return params
 
 
-async def run(coro):
-    async with asyncio.timeout(15):
-        return await coro
+def the_order_sent(fake: FakeBinance, creds: ExchangeCredentials, path: str) -> dict[str, str]:
+    """The one request made: an order signed and POSTed to ``path``. Returns its params."""
+    (sent,) = fake.private()
+    assert (sent.method, sent.path) == ("POST", path)
+    return assert_signed(sent, creds)
 
 
 # --- doc-shaped answers -----------------------------------------------------------------------
@@ -308,9 +250,7 @@ async def test_spot_limit_order_lifecycle(fake, service, creds, tmp_path):
 
     order = await run(service.place(KEY, creds, body))
 
-    (sent,) = fake.private()
-    assert (sent.method, sent.path) == ("POST", "/api/v3/order")
-    params = assert_signed(sent, creds)
+    params = the_order_sent(fake, creds, "/api/v3/order")
     assert {k: params[k] for k in ("symbol", "side", "type", "timeInForce", "quantity", "price",
                                    "newClientOrderId", "newOrderRespType")} == {
         "symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
@@ -359,9 +299,7 @@ async def test_usdm_post_only_reduce_only(fake, service, creds):
                       price=60000.1, time_in_force=TimeInForce.GTC, post_only=True,
                       reduce_only=True, client_order_id="maker-7")
     order = await run(service.place(KEY, creds, body))
-    (sent,) = fake.private()
-    assert (sent.method, sent.path) == ("POST", "/fapi/v1/order")
-    params = assert_signed(sent, creds)
+    params = the_order_sent(fake, creds, "/fapi/v1/order")
     assert {k: params[k] for k in ("symbol", "side", "type", "timeInForce", "quantity", "price",
                                    "reduceOnly", "newClientOrderId")} == {
         "symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTX",
@@ -373,22 +311,12 @@ async def test_usdm_post_only_reduce_only(fake, service, creds):
     assert order.time_in_force == TimeInForce.GTC  # GTX: good till canceled, maker only
 
 
-async def test_post_only_with_ioc_is_refused_without_a_request(fake, service, creds):
-    body = PlaceOrder(market=PERP, side=Side.SELL, type=OrderType.LIMIT, quantity=0.002,
-                      price=60000.1, time_in_force=TimeInForce.IOC, post_only=True)
-    with pytest.raises(InvalidOrder):
-        await run(service.place(KEY, creds, body))
-    assert fake.private() == []
-
-
 async def test_coinm_market_order_in_contracts(fake, service, creds):
     fake.answer("POST", "/dapi/v1/order", COINM_NEW)
     body = PlaceOrder(market=COINM, side=Side.BUY, type=OrderType.MARKET, quantity=3,
                       client_order_id="coin-3")
     order = await run(service.place(KEY, creds, body))
-    (sent,) = fake.private()
-    assert (sent.method, sent.path) == ("POST", "/dapi/v1/order")
-    params = assert_signed(sent, creds)
+    params = the_order_sent(fake, creds, "/dapi/v1/order")
     assert {k: params[k] for k in ("symbol", "side", "type", "quantity", "newClientOrderId")} == {
         "symbol": "BTCUSD_PERP", "side": "BUY", "type": "MARKET", "quantity": "3",
         "newClientOrderId": "coin-3"}
@@ -413,18 +341,20 @@ async def test_spot_stop_limit_is_sent_as_stop_loss_limit(fake, service, creds):
     assert order.type == OrderType.STOP_LIMIT and order.stop_price == 58000.0
 
 
-async def test_reduce_only_on_spot_is_refused_without_a_request(fake, service, creds):
-    body = PlaceOrder(market=SPOT, side=Side.SELL, type=OrderType.MARKET, quantity=0.001,
-                      reduce_only=True)
+@pytest.mark.parametrize("body", [
+    pytest.param(PlaceOrder(market=PERP, side=Side.SELL, type=OrderType.LIMIT, quantity=0.002,
+                            price=60000.1, time_in_force=TimeInForce.IOC, post_only=True),
+                 id="post_only_with_ioc"),
+    pytest.param(PlaceOrder(market=SPOT, side=Side.SELL, type=OrderType.MARKET, quantity=0.001,
+                            reduce_only=True),
+                 id="reduce_only_on_spot"),
+    # an algo order: get/cancel would not reach it
+    pytest.param(PlaceOrder(market=PERP, side=Side.SELL, type=OrderType.STOP_MARKET,
+                            quantity=0.002, stop_price=55000.0, reduce_only=True),
+                 id="futures_conditional_order"),
+])
+async def test_orders_refused_without_a_request(fake, service, creds, body):
     with pytest.raises(InvalidOrder):
-        await run(service.place(KEY, creds, body))
-    assert fake.private() == []
-
-
-async def test_futures_conditional_orders_are_refused_without_a_request(fake, service, creds):
-    body = PlaceOrder(market=PERP, side=Side.SELL, type=OrderType.STOP_MARKET, quantity=0.002,
-                      stop_price=55000.0, reduce_only=True)
-    with pytest.raises(InvalidOrder):  # an algo order: get/cancel would not reach it
         await run(service.place(KEY, creds, body))
     assert fake.private() == []
 
@@ -481,14 +411,8 @@ async def test_insufficient_balance_is_mapped_and_journaled(fake, service, creds
     fake.answer("POST", "/api/v3/order", INSUFFICIENT, status=400)
     body = PlaceOrder(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=1.0,
                       price=60000.0, time_in_force=TimeInForce.GTC, client_order_id="big-1")
-    with pytest.raises(InsufficientBalance) as caught:
-        await run(service.place(KEY, creds, body))
-    err = caught.value
-    assert (err.code, err.status, err.venue, err.venue_code) == (
-        "INSUFFICIENT_BALANCE", 422, "BINANCE", "-2010")
+    err = await rejected_for_balance(service, KEY, creds, body, "-2010")
     assert creds.secret not in err.message and creds.api_key not in err.message
-    entry = service.journal.get(KEY, "BINANCE", "big-1")
-    assert entry.state == JournalState.REJECTED and entry.error["venueCode"] == "-2010"
 
 
 async def test_unknown_order_is_order_not_found(fake, service, creds):
@@ -507,17 +431,12 @@ async def test_unknown_outcome_is_reconciled_by_client_order_id(fake, service, c
     fake.answer("GET", "/api/v3/order", SPOT_QUERY)
     body = PlaceOrder(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=0.001,
                       price=60000.01, time_in_force=TimeInForce.GTC, client_order_id="desk-1")
-    order = await run(service.place(KEY, creds, body))
-    assert order.status == OrderStatus.UNKNOWN and order.order_id is None
-    assert service.journal.get(KEY, "BINANCE", "desk-1").state == JournalState.UNKNOWN
-
-    assert await run(service.reconcile_pending(KEY, "BINANCE", creds)) == 1
-    seen = fake.private()[-1]
+    order = await reconciled_after_unknown_outcome(service, KEY, creds, body, "28")
+    assert order.order_id is None
+    seen = fake.private()[-1]  # the lookup that settled it
     assert (seen.method, seen.path) == ("GET", "/api/v3/order")
     params = assert_signed(seen, creds)
     assert params["origClientOrderId"] == "desk-1" and "orderId" not in params
-    entry = service.journal.get(KEY, "BINANCE", "desk-1")
-    assert entry.state == JournalState.ACKNOWLEDGED and entry.venue_order_id == "28"
     again = await run(service.place(KEY, creds, body))  # a retry: the journaled order
     assert again.order_id == "28" and len(fake.private()) == 2
 
@@ -532,33 +451,18 @@ async def test_rate_limit_closes_the_gate(fake, service, creds):
     assert 28 < err.retry_after <= 30
     assert len(fake.private()) == 1
 
-    started = time.monotonic()
-    with pytest.raises(RateLimited) as caught:  # any call to the venue, any product
-        await run(service.balances(KEY, creds, "BINANCE"))
-    assert time.monotonic() - started < 1.0
-    assert 28 < caught.value.retry_after <= 30
+    # any call to the venue, any product
+    refused = await refused_fast(service.balances(KEY, creds, "BINANCE"))
+    assert 28 < refused.retry_after <= 30
     assert len(fake.private()) == 1  # the venue was not called again
 
 
 # --- the gateway, end to end -----------------------------------------------------------------
 
 async def test_gateway_places_an_order_with_header_credentials(fake, venue, creds, key_store):
-    from astra.server.gateway import Gateway
-
     fake.answer("POST", "/api/v3/order", SPOT_NEW)
-    token = key_store.create("binance-trading").token
-    headers = {"x-astra-api-key": f"Bearer {token}", "x-astra-exchange-key": creds.api_key,
-               "x-astra-exchange-secret": creds.secret}
-    async with (
-        Gateway({"BINANCE": venue}, key_store, port=0, metrics_port=0, linger=1.0) as gw,
-        aiohttp.ClientSession(gw.base_url, headers=headers) as http,
-        asyncio.timeout(20),
-    ):
-        async with http.post("/orders", json={
-            "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.001,
-            "price": 60000.01, "timeInForce": "GTC", "clientOrderId": "desk-1"}) as resp:
-            assert resp.status == 200, await resp.text()
-            order = await resp.json()
+    order = await place_through_gateway("BINANCE", venue, key_store, creds.api_key, creds.secret, {
+        "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.001,
+        "price": 60000.01, "timeInForce": "GTC", "clientOrderId": "desk-1"})
     assert (order["orderId"], order["clientOrderId"], order["status"]) == ("28", "desk-1", "NEW")
-    (sent,) = fake.private()
-    assert assert_signed(sent, creds)["newClientOrderId"] == "desk-1"
+    assert the_order_sent(fake, creds, "/api/v3/order")["newClientOrderId"] == "desk-1"

@@ -14,23 +14,29 @@ temporary SQLite file) and checks request building, response parsing and error m
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from tests.venues.trading_fakes import (
+    FakeVenue,
+    Seen,
+    place_through_gateway,
+    reconciled_after_unknown_outcome,
+    refused_fast,
+    rejected_for_balance,
+    run,
+    venue_fixtures,
+)
 
-from astra.core import InsufficientBalance, InvalidOrder, OrderNotFound, RateLimited
+from astra.core import InvalidOrder, OrderNotFound, RateLimited
 from astra.core._trading import (
     Balance,
     Fill,
@@ -44,10 +50,8 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
-from astra.store import OrderJournal, open_database
 from astra.store.journal import JournalState
 from astra.trading.credentials import ExchangeCredentials
-from astra.trading.service import TradingService
 from astra.venues.coinbase import CoinbaseUrls, CoinbaseVenue
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -63,87 +67,14 @@ KEY = "tests"
 
 # --- the fake venue ---------------------------------------------------------------------------
 
-@dataclass
-class Seen:
-    method: str
-    path_qs: str
-    headers: dict[str, str]
-    body: str
-    url: str  # as the client addressed it (http://127.0.0.1:port/path?query)
-
-    @property
-    def path(self) -> str:
-        return self.path_qs.partition("?")[0]
-
-    def json(self):
-        return json.loads(self.body)
-
-    def text(self) -> str:
-        return "\n".join([self.path_qs, self.body, *map(str, self.headers.items())])
-
-
-class FakeCoinbase:
-    """Answers ``(method, path)`` with scripted ``(status, body, headers)``, in order; the
-    last one queued for a route repeats."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], list[tuple[int, object, dict]]] = {}
-        self.seen: list[Seen] = []
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
-
-    def answer(self, method: str, path: str, body: object, status: int = 200,
-               headers: dict | None = None) -> None:
-        self.routes.setdefault((method, path), []).append((status, body, headers or {}))
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.seen.append(Seen(request.method, request.raw_path, dict(request.headers),
-                              await request.text(), f"{self.base_url}{request.raw_path}"))
-        queue = self.routes.get((request.method, request.path))
-        if not queue:
-            return web.json_response({"error": "INVALID_ARGUMENT", "message": "unscripted"},
-                                     status=400)
-        status, body, headers = queue.pop(0) if len(queue) > 1 else queue[0]
-        return web.json_response(body, status=status, headers=headers)
-
-    async def start(self) -> FakeCoinbase:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
 async def _products() -> list[dict]:
     return PRODUCTS
 
 
-@pytest.fixture
-async def fake():
-    server = await FakeCoinbase().start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def venue(fake):
-    venue = CoinbaseVenue("COINBASE", CoinbaseUrls(rest=fake.base_url),
-                          markets_source=_products)
-    yield venue
-    await venue.close()
-
-
-@pytest.fixture
-def service(venue, tmp_path):
-    return TradingService({"COINBASE": venue}, OrderJournal(open_database(data_dir=tmp_path)),
-                          timeout=5.0)
+fake, venue, service = venue_fixtures(
+    "COINBASE",
+    lambda: FakeVenue(unscripted=(400, {"error": "INVALID_ARGUMENT", "message": "unscripted"})),
+    lambda url: CoinbaseVenue("COINBASE", CoinbaseUrls(rest=url), markets_source=_products))
 
 
 @pytest.fixture
@@ -190,11 +121,6 @@ def assert_signed(seen: Seen, creds: ExchangeCredentials, signing_key) -> dict:
     assert creds.secret not in text
     assert all(line not in text for line in creds.secret.splitlines()[1:-1])
     return claims
-
-
-async def run(coro):
-    async with asyncio.timeout(15):
-        return await coro
 
 
 # --- doc-shaped answers -----------------------------------------------------------------------
@@ -445,16 +371,9 @@ async def test_insufficient_fund_is_mapped_and_journaled(fake, service, creds):
     fake.answer("POST", "/api/v3/brokerage/orders", INSUFFICIENT)  # HTTP 200, success false
     body = PlaceOrder(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=1.0,
                       price=60000.0, time_in_force=TimeInForce.GTC, client_order_id="big-1")
-    with pytest.raises(InsufficientBalance) as caught:
-        await run(service.place(KEY, creds, body))
-    err = caught.value
-    assert (err.code, err.status, err.venue, err.venue_code) == (
-        "INSUFFICIENT_BALANCE", 422, "COINBASE", "INSUFFICIENT_FUND")
+    err = await rejected_for_balance(service, KEY, creds, body, "INSUFFICIENT_FUND")
     assert "Insufficient balance in source account" in err.message
     assert creds.api_key not in err.message
-    entry = service.journal.get(KEY, "COINBASE", "big-1")
-    assert entry.state == JournalState.REJECTED
-    assert entry.error["venueCode"] == "INSUFFICIENT_FUND"
 
 
 async def test_unknown_order_is_order_not_found(fake, service, creds):
@@ -474,15 +393,9 @@ async def test_server_error_is_an_unknown_outcome_then_reconciled(fake, service,
                 {"orders": [order()], "sequence": "0", "has_next": False, "cursor": ""})
     body = PlaceOrder(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=0.001,
                       price=60000.01, time_in_force=TimeInForce.GTC, client_order_id="desk-1")
-    placed = await run(service.place(KEY, creds, body))
-    assert placed.status == OrderStatus.UNKNOWN
-    assert service.journal.get(KEY, "COINBASE", "desk-1").state == JournalState.UNKNOWN
-
-    assert await run(service.reconcile_pending(KEY, "COINBASE", creds)) == 1
+    await reconciled_after_unknown_outcome(service, KEY, creds, body, OID)
     assert fake.seen[-1].path_qs == ("/api/v3/brokerage/orders/historical/batch"
                                      "?product_id=BTC-USD&limit=250")
-    entry = service.journal.get(KEY, "COINBASE", "desk-1")
-    assert entry.state == JournalState.ACKNOWLEDGED and entry.venue_order_id == OID
 
 
 async def test_rate_limit_closes_the_gate(fake, service, creds):
@@ -494,10 +407,8 @@ async def test_rate_limit_closes_the_gate(fake, service, creds):
     assert (err.code, err.status, err.venue_code) == ("RATE_LIMITED", 429,
                                                      "RATE_LIMIT_EXCEEDED")
     assert 7 < err.retry_after <= 9
-    started = time.monotonic()
-    with pytest.raises(RateLimited) as caught:
-        await run(service.open_orders(KEY, creds, SPOT))
-    assert time.monotonic() - started < 1.0 and 7 < caught.value.retry_after <= 9
+    refused = await refused_fast(service.open_orders(KEY, creds, SPOT))
+    assert 7 < refused.retry_after <= 9
     assert len(fake.seen) == 1  # the venue was not called again
 
 
@@ -506,8 +417,6 @@ async def test_rate_limit_closes_the_gate(fake, service, creds):
 async def test_gateway_places_an_order_with_an_ed25519_key_in_headers(fake, venue, key_store):
     """A CDP Ed25519 key (a one-line base64 secret, so it fits a header; an EC PEM does not)
     signs an EdDSA JWT."""
-    from astra.server.gateway import Gateway
-
     signer = ed25519.Ed25519PrivateKey.generate()
     seed = signer.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                 serialization.NoEncryption())
@@ -515,19 +424,9 @@ async def test_gateway_places_an_order_with_an_ed25519_key_in_headers(fake, venu
                                               serialization.PublicFormat.Raw)
     key_id, secret = secrets.token_hex(16), base64.b64encode(seed + public).decode()
     fake.answer("POST", "/api/v3/brokerage/orders", created("desk-1"))
-    token = key_store.create("coinbase-trading").token
-    headers = {"x-astra-api-key": f"Bearer {token}", "x-astra-exchange-key": key_id,
-               "x-astra-exchange-secret": secret}
-    async with (
-        Gateway({"COINBASE": venue}, key_store, port=0, metrics_port=0, linger=1.0) as gw,
-        aiohttp.ClientSession(gw.base_url, headers=headers) as http,
-        asyncio.timeout(20),
-    ):
-        async with http.post("/orders", json={
-            "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.001,
-            "price": 60000.01, "timeInForce": "GTC", "clientOrderId": "desk-1"}) as resp:
-            assert resp.status == 200, await resp.text()
-            placed = await resp.json()
+    placed = await place_through_gateway("COINBASE", venue, key_store, key_id, secret, {
+        "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.001,
+        "price": 60000.01, "timeInForce": "GTC", "clientOrderId": "desk-1"})
     assert (placed["orderId"], placed["clientOrderId"], placed["status"]) == (
         OID, "desk-1", "NEW")
     (sent,) = fake.seen

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
-import json
 import math
 import secrets
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 import pytest
-from aiohttp import web
+from tests.venues.trading_fakes import FakeVenue, Seen, TradingEnv, documented, trading_env
 
 from astra.core import InsufficientBalance, InvalidOrder, RateLimited
 from astra.core._trading import (
@@ -40,11 +38,9 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
-from astra.store import OrderJournal, open_database
 from astra.store.journal import JournalState
 from astra.trading.credentials import ExchangeCredentials
 from astra.trading.limiter import VenueLimiter
-from astra.trading.service import TradingService
 from astra.venues.htx import HtxUrls, HtxVenue
 from astra.venues.htx.private import numeric_client_order_id
 
@@ -61,81 +57,12 @@ _SIGNATURE_PARAMS = {"AccessKeyId", "SignatureMethod", "SignatureVersion", "Time
 
 
 def doc(*path: str) -> dict:
-    body = json.loads((DATA / "private_rest.json").read_text())
-    for part in path:
-        body = body[part]
-    return json.loads(json.dumps(body).replace("{cid}", CID).replace("{ncid}", NCID))
+    return documented(DATA / "private_rest.json", *path, cid=CID, ncid=NCID)
 
 
-@dataclass
-class Seen:
-    method: str
-    host: str
-    path: str
-    query_string: str
-    body: str
-    headers: dict[str, str]
-
-    @property
-    def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.query_string, keep_blank_values=True))
-
-    @property
-    def params(self) -> dict[str, str]:
-        """The query without the signature's parameters."""
-        return {k: v for k, v in self.query.items() if k not in _SIGNATURE_PARAMS}
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-    def text(self) -> str:
-        return " ".join([self.path, self.query_string, self.body, *self.headers.values()])
-
-
-@dataclass
-class FakeHtx:
-    """Spot and contract private REST on one loopback port (``HtxUrls.for_server``).
-    ``answers[(method, path)]`` is a route's JSON body; ``queue(...)`` answers the next
-    request of a route once with something else."""
-
-    answers: dict[tuple[str, str], dict]
-    seen: list[Seen] = field(default_factory=list)
-    once: dict[tuple[str, str], list[tuple[int, dict, dict]]] = field(default_factory=dict)
-    url: str = ""
-
-    def queue(self, method: str, path: str, status: int, body: dict, headers=None) -> None:
-        self.once.setdefault((method, path), []).append((status, body, headers or {}))
-
-    def calls(self, method: str, path: str) -> list[Seen]:
-        return [s for s in self.seen if (s.method, s.path) == (method, path)]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        seen = Seen(request.method, request.host, request.path, request.query_string,
-                    await request.text(), dict(request.headers))
-        self.seen.append(seen)
-        key = (request.method, request.path)
-        if self.once.get(key):
-            status, body, headers = self.once[key].pop(0)
-        elif key in self.answers:
-            status, body, headers = 200, self.answers[key], {}
-        else:
-            status, body, headers = 404, {"status": "error", "err-code": "not-found"}, {}
-        return web.json_response(body, status=status, headers=headers)
-
-    @contextlib.asynccontextmanager
-    async def running(self):
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        try:
-            yield self
-        finally:
-            await runner.cleanup()
+def unsigned(seen: Seen) -> dict[str, str]:
+    """The query without the signature's parameters."""
+    return {k: v for k, v in seen.query.items() if k not in _SIGNATURE_PARAMS}
 
 
 def answers() -> dict[tuple[str, str], dict]:
@@ -157,46 +84,27 @@ def answers() -> dict[tuple[str, str], dict]:
     }
 
 
-@dataclass
-class Env:
-    fake: FakeHtx
-    venue: HtxVenue
-    service: TradingService
-    journal: OrderJournal
-    creds: ExchangeCredentials
-
-    async def run(self, coro):
-        async with asyncio.timeout(10):
-            return await coro
-
-
 @pytest.fixture
 async def htx(tmp_path):
-    fake = FakeHtx(answers())
-    engine = open_database(data_dir=tmp_path)
     instruments = {"spot": doc("symbols"), "linear_swap": doc("linear_swaps")}
 
     async def markets():
         return instruments
 
-    async with fake.running():
-        venue = HtxVenue(urls=HtxUrls.for_server(fake.url), markets_source=markets)
-        journal = OrderJournal(engine)
-        # HTX sends no Retry-After: the limiter's backoff decides (long here: a slow machine
-        # must not see the gate reopen between the two calls of the 429 test).
-        limiter = VenueLimiter("HUOBI", rate=math.inf, backoff_base=30.0)
-        service = TradingService({"HUOBI": venue}, journal, timeout=5.0,
-                                 limiters={"HUOBI": limiter})
-        creds = ExchangeCredentials(  # test credentials made here
-            exchange="HUOBI",
-            api_key=f"{secrets.token_hex(4)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}",
-            secret=f"{secrets.token_hex(4)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}",
-        )
-        try:
-            yield Env(fake, venue, service, journal, creds)
-        finally:
-            await venue.close()
-            engine.dispose()
+    def venue(url: str) -> HtxVenue:
+        return HtxVenue(urls=HtxUrls.for_server(url), markets_source=markets)
+
+    fake = FakeVenue(answers(), unscripted=(404, {"status": "error", "err-code": "not-found"}))
+    creds = ExchangeCredentials(  # test credentials made here
+        exchange="HUOBI",
+        api_key=f"{secrets.token_hex(4)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}",
+        secret=f"{secrets.token_hex(4)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}",
+    )
+    # HTX sends no Retry-After: the limiter's backoff decides (long here: a slow machine
+    # must not see the gate reopen between the two calls of the 429 test).
+    limiter = VenueLimiter("HUOBI", rate=math.inf, backoff_base=30.0)
+    async with trading_env(fake, venue, creds, tmp_path, limiter) as env:
+        yield env
 
 
 def assert_signed(seen: Seen, creds: ExchangeCredentials) -> None:
@@ -216,17 +124,15 @@ def assert_signed(seen: Seen, creds: ExchangeCredentials) -> None:
         assert seen.headers["Content-Type"] == "application/json"
 
 
-def assert_no_secret(env: Env) -> None:
-    assert env.fake.seen
+def assert_no_secret(env: TradingEnv) -> None:
     for seen in env.fake.seen:
         assert_signed(seen, env.creds)
-        assert env.creds.secret not in seen.text()
+    env.assert_never_sent(env.creds.secret)
 
 
-def limit_buy(**kw) -> PlaceOrder:
-    values = dict(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=0.00125,
-                  price=67120.5, time_in_force=TimeInForce.GTC, client_order_id=CID)
-    return PlaceOrder(**{**values, **kw})
+limit_buy = partial(PlaceOrder, market=SPOT, side=Side.BUY, type=OrderType.LIMIT,
+                    quantity=0.00125, price=67120.5, time_in_force=TimeInForce.GTC,
+                    client_order_id=CID)
 
 
 async def test_spot_limit_order_sends_the_spot_account_and_client_order_id(htx):
@@ -234,7 +140,7 @@ async def test_spot_limit_order_sends_the_spot_account_and_client_order_id(htx):
     accounts, sent = htx.fake.seen
     assert (accounts.method, accounts.path) == ("GET", "/v1/account/accounts")
     assert (sent.method, sent.path) == ("POST", "/v1/order/orders/place")
-    assert sent.json == {"account-id": "10000001", "symbol": "btcusdt", "type": "buy-limit",
+    assert sent.json() == {"account-id": "10000001", "symbol": "btcusdt", "type": "buy-limit",
                          "client-order-id": CID, "amount": "0.00125", "price": "67120.5"}
     assert order.order_id == OID and order.client_order_id == CID
     assert order.status == OrderStatus.NEW and order.market == SPOT
@@ -261,7 +167,7 @@ async def test_spot_ioc_post_only_market_and_stop_orders(htx):
         stop_price=60500.0, client_order_id="stop-1")))
     assert (stop_order.type, stop_order.price, stop_order.stop_price) == (
         OrderType.STOP_LIMIT, 60000.0, 60500.0)
-    ioc, post, market, stop = (s.json for s in htx.fake.calls("POST", "/v1/order/orders/place"))
+    ioc, post, market, stop = (s.json() for s in htx.fake.calls("POST", "/v1/order/orders/place"))
     assert ioc["type"] == "buy-ioc" and post["type"] == "buy-limit-maker"
     assert (market["type"], market["amount"]) == ("sell-market", "0.5")
     assert "price" not in market
@@ -281,13 +187,13 @@ async def test_spot_order_open_orders_fills_and_balances_parse_the_documented_an
 
     opened = await htx.run(htx.service.open_orders(KEY_ID, htx.creds, SPOT))
     (seen,) = htx.fake.calls("GET", "/v1/order/openOrders")
-    assert seen.params == {"account-id": "10000001", "symbol": "btcusdt"}
+    assert unsigned(seen) == {"account-id": "10000001", "symbol": "btcusdt"}
     assert [(o.order_id, o.client_order_id, o.status, o.quantity) for o in opened] == [
         (OID, CID, OrderStatus.NEW, 0.00125)]
 
     fills = await htx.run(htx.service.fills(KEY_ID, htx.creds, SPOT, 1640000000000))
     (seen,) = htx.fake.calls("GET", "/v1/order/matchresults")
-    assert seen.params == {"symbol": "btcusdt", "start-time": "1640000000000"}
+    assert unsigned(seen) == {"symbol": "btcusdt", "start-time": "1640000000000"}
     assert fills == [Fill(
         fill_id="100045678", order_id=OID, market=SPOT, side=Side.BUY, price=67120.5,
         quantity=0.0005, time=1640550001234, fee=0.000001, fee_asset="BTC",
@@ -309,10 +215,10 @@ async def test_spot_cancel_by_order_id_and_by_client_order_id(htx):
     by_cid = await htx.run(htx.service.cancel(KEY_ID, htx.creds, SPOT, None, CID))
     assert htx.fake.calls("POST", f"/v1/order/orders/{OID}/submitcancel")
     (second,) = htx.fake.calls("POST", "/v1/order/orders/submitCancelClientOrder")
-    assert second.json == {"client-order-id": CID}
+    assert second.json() == {"client-order-id": CID}
     # HTX answers the id (or a status code) only: the order is looked up to be described.
     (lookup,) = htx.fake.calls("GET", "/v1/order/orders/getClientOrder")
-    assert lookup.params == {"clientOrderId": CID}
+    assert unsigned(lookup) == {"clientOrderId": CID}
     for order in (canceled, by_cid):
         assert (order.order_id, order.client_order_id) == (OID, CID)
         assert order.status == OrderStatus.CANCELED and order.side == Side.BUY
@@ -320,7 +226,7 @@ async def test_spot_cancel_by_order_id_and_by_client_order_id(htx):
 
 
 async def test_insufficient_balance_error_maps_with_the_venue_code(htx):
-    htx.fake.queue("POST", "/v1/order/orders/place", 200, doc("spot", "insufficient"))
+    htx.fake.answer("POST", "/v1/order/orders/place", doc("spot", "insufficient"))
     with pytest.raises(InsufficientBalance) as err:
         await htx.run(htx.service.place(KEY_ID, htx.creds, limit_buy()))
     assert err.value.code == "INSUFFICIENT_BALANCE" and err.value.venue == "HUOBI"
@@ -329,7 +235,7 @@ async def test_insufficient_balance_error_maps_with_the_venue_code(htx):
 
 
 async def test_a_429_is_rate_limited_and_the_next_call_never_reaches_htx(htx):
-    htx.fake.queue("GET", "/v1/order/openOrders", 429, doc("spot", "too_many"))
+    htx.fake.answer("GET", "/v1/order/openOrders", doc("spot", "too_many"), status=429)
     with pytest.raises(RateLimited) as err:
         await htx.run(htx.service.open_orders(KEY_ID, htx.creds, SPOT))
     assert err.value.code == "RATE_LIMITED" and err.value.retry_after > 0
@@ -345,7 +251,7 @@ async def test_linear_swap_order_sends_an_integer_client_order_id(htx):
         reduce_only=True, client_order_id=CID)))
     (sent,) = htx.fake.seen
     assert (sent.method, sent.path) == ("POST", "/v5/trade/order")
-    body = sent.json
+    body = sent.json()
     assert body.pop("channel_code")  # ccxt's broker tag
     assert body == {"contract_code": "BTC-USDT", "volume": "25", "margin_mode": "cross",
                     "side": "sell", "time_in_force": "gtc", "client_order_id": int(NCID),
@@ -356,24 +262,25 @@ async def test_linear_swap_order_sends_an_integer_client_order_id(htx):
 
     got = await htx.run(htx.service.get_order(KEY_ID, htx.creds, PERP, LOID))
     lookup = htx.fake.calls("GET", "/v5/trade/order")[0]
-    assert lookup.params == {"contract_code": "BTC-USDT", "margin_mode": "cross",
+    assert unsigned(lookup) == {"contract_code": "BTC-USDT", "margin_mode": "cross",
                              "order_id": LOID}
     assert (got.order_id, got.status, got.quantity, got.filled_quantity) == (
         LOID, OrderStatus.PARTIALLY_FILLED, 25.0, 5.0)
-    assert got.client_order_id == NCID  # a later lookup by venue id shows the number
+    assert got.client_order_id == CID  # the client that placed it translates it back
+    await htx.service.clients.close()  # as after a restart: a client that never saw it
+    got = await htx.run(htx.service.get_order(KEY_ID, htx.creds, PERP, LOID))
+    assert got.client_order_id == NCID  # shows the number
     assert_no_secret(htx)
 
 
 async def test_linear_swap_reconciles_by_the_same_integer_client_order_id(htx):
     journal = htx.journal
-    entry, _ = journal.begin(KEY_ID, "HUOBI", PERP, CID, {
+    entry = htx.journal_unknown(KEY_ID, {
         "market": PERP, "side": "SELL", "type": "LIMIT", "quantity": 25, "price": 68000.1,
         "clientOrderId": CID})
-    journal.mark_sent(entry.id)
-    journal.mark_unknown(entry.id, TimeoutError("no answer"))
     assert await htx.run(htx.service.reconcile_pending(KEY_ID, "HUOBI", htx.creds)) == 1
     (lookup,) = htx.fake.seen
-    assert lookup.params == {"client_order_id": NCID, "contract_code": "BTC-USDT",
+    assert unsigned(lookup) == {"client_order_id": NCID, "contract_code": "BTC-USDT",
                              "margin_mode": "cross"}
     done = journal.get_entry(entry.id)
     assert done.state == JournalState.ACKNOWLEDGED and done.venue_order_id == LOID

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import copy
 import hashlib
 import hmac
 import json
 import math
 import secrets
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import pytest
-from aiohttp import web
+from tests.venues.trading_fakes import FakeVenue, Seen, TradingEnv, documented, trading_env
 
 from astra.core import InsufficientBalance, InvalidOrder, RateLimited
 from astra.core._trading import (
@@ -38,11 +36,9 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
-from astra.store import OrderJournal, open_database
 from astra.store.journal import JournalState
 from astra.trading.credentials import ExchangeCredentials
 from astra.trading.limiter import VenueLimiter
-from astra.trading.service import TradingService
 from astra.venues.kraken import KrakenUrls, KrakenVenue
 from astra.venues.kraken.private import KrakenSpotPrivate
 
@@ -56,73 +52,7 @@ FUTURES_ORDER = "179f9af8-e45e-469d-b3e9-2fd4675cb7d0"
 
 
 def doc(product: str, name: str) -> dict:
-    body = json.loads((DATA / "private_rest.json").read_text())[product][name]
-    return json.loads(json.dumps(body).replace("{cid}", CID))
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query_string: str
-    headers: dict[str, str]
-    body: str
-
-    @property
-    def form(self) -> dict[str, str]:
-        return dict(parse_qsl(self.body, keep_blank_values=True))
-
-    @property
-    def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.query_string, keep_blank_values=True))
-
-    def text(self) -> str:
-        return " ".join([self.path, self.query_string, self.body, *self.headers.values()])
-
-
-@dataclass
-class FakeKraken:
-    """Spot and futures private REST on one loopback port. ``answers[(method, path)]`` is the
-    body (JSON) for a route; ``queue(method, path, status, body, headers)`` answers the next
-    request of that route once with something else."""
-
-    answers: dict[tuple[str, str], dict]
-    seen: list[Seen] = field(default_factory=list)
-    once: dict[tuple[str, str], list[tuple[int, dict, dict]]] = field(default_factory=dict)
-    url: str = ""
-
-    def queue(self, method: str, path: str, status: int, body: dict, headers=None) -> None:
-        self.once.setdefault((method, path), []).append((status, body, headers or {}))
-
-    def calls(self, path: str) -> list[Seen]:
-        return [s for s in self.seen if s.path == path]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        seen = Seen(request.method, request.path, request.query_string, dict(request.headers),
-                    await request.text())
-        self.seen.append(seen)
-        key = (request.method, request.path)
-        if self.once.get(key):
-            status, body, headers = self.once[key].pop(0)
-        elif key in self.answers:
-            status, body, headers = 200, self.answers[key], {}
-        else:
-            status, body, headers = 404, {"error": ["EGeneral:Unknown method"]}, {}
-        return web.json_response(body, status=status, headers=headers)
-
-    @contextlib.asynccontextmanager
-    async def running(self):
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        try:
-            yield self
-        finally:
-            await runner.cleanup()
+    return documented(DATA / "private_rest.json", product, name, cid=CID)
 
 
 def spot_answers() -> dict[tuple[str, str], dict]:
@@ -142,45 +72,27 @@ def futures_answers() -> dict[tuple[str, str], dict]:
     }
 
 
-@dataclass
-class Env:
-    fake: FakeKraken
-    venue: KrakenVenue
-    service: TradingService
-    journal: OrderJournal
-    creds: ExchangeCredentials
-
-    async def run(self, coro):
-        async with asyncio.timeout(10):
-            return await coro
-
-
 @pytest.fixture
 async def kraken(tmp_path, doc_asset_pairs, futures_instruments):
-    fake = FakeKraken({**spot_answers(), **futures_answers()})
-    engine = open_database(data_dir=tmp_path)
-    async with fake.running():
-        venue = KrakenVenue(
-            urls=KrakenUrls(rest=fake.url, futures_rest=fake.url, ws="ws://127.0.0.1:9/v2",
+    def venue(url: str) -> KrakenVenue:
+        return KrakenVenue(
+            urls=KrakenUrls(rest=url, futures_rest=url, ws="ws://127.0.0.1:9/v2",
                             futures_ws="ws://127.0.0.1:9/ws/v1"),
             markets_source=lambda: copy.deepcopy(doc_asset_pairs),
             futures_markets_source=lambda: copy.deepcopy(futures_instruments),
         )
-        journal = OrderJournal(engine)
-        limiter = VenueLimiter("KRAKEN", rate=math.inf)
-        service = TradingService({"KRAKEN": venue}, journal, timeout=5.0,
-                                 limiters={"KRAKEN": limiter})
-        # Test credentials made here: Kraken secrets are base64 (64 random bytes).
-        creds = ExchangeCredentials(
-            exchange="KRAKEN",
-            api_key="kk" + secrets.token_urlsafe(40),
-            secret=base64.b64encode(secrets.token_bytes(64)).decode(),
-        )
-        try:
-            yield Env(fake, venue, service, journal, creds)
-        finally:
-            await venue.close()
-            engine.dispose()
+
+    fake = FakeVenue({**spot_answers(), **futures_answers()},
+                     unscripted=(404, {"error": ["EGeneral:Unknown method"]}))
+    # Test credentials made here: Kraken secrets are base64 (64 random bytes).
+    creds = ExchangeCredentials(
+        exchange="KRAKEN",
+        api_key="kk" + secrets.token_urlsafe(40),
+        secret=base64.b64encode(secrets.token_bytes(64)).decode(),
+    )
+    limiter = VenueLimiter("KRAKEN", rate=math.inf)
+    async with trading_env(fake, venue, creds, tmp_path, limiter) as env:
+        yield env
 
 
 def assert_spot_signed(seen: Seen, creds: ExchangeCredentials) -> None:
@@ -204,17 +116,13 @@ def assert_futures_signed(seen: Seen, creds: ExchangeCredentials) -> None:
     assert seen.headers["Authent"] == base64.b64encode(mac.digest()).decode()
 
 
-def assert_no_secret(env: Env) -> None:
-    assert env.fake.seen
-    for seen in env.fake.seen:
-        assert env.creds.secret not in seen.text()
-        assert env.creds.secret[:24] not in seen.text()
+def assert_no_secret(env: TradingEnv) -> None:
+    env.assert_never_sent(env.creds.secret, env.creds.secret[:24])
 
 
-def limit_buy(**kw) -> PlaceOrder:
-    values = dict(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=0.01234567,
-                  price=64123.4, time_in_force=TimeInForce.GTC, client_order_id=CID)
-    return PlaceOrder(**{**values, **kw})
+limit_buy = partial(PlaceOrder, market=SPOT, side=Side.BUY, type=OrderType.LIMIT,
+                    quantity=0.01234567, price=64123.4, time_in_force=TimeInForce.GTC,
+                    client_order_id=CID)
 
 
 async def test_spot_limit_order_is_sent_signed_at_the_pairs_precision(kraken):
@@ -313,11 +221,9 @@ async def test_spot_cancel_by_order_id_and_by_client_order_id(kraken):
 
 async def test_an_order_of_unknown_outcome_is_reconciled_by_cl_ord_id(kraken):
     journal = kraken.journal
-    entry, _ = journal.begin(KEY_ID, "KRAKEN", SPOT, CID, {
+    entry = kraken.journal_unknown(KEY_ID, {
         "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.01234567,
         "price": 64123.4, "clientOrderId": CID})
-    journal.mark_sent(entry.id)
-    journal.mark_unknown(entry.id, TimeoutError("no answer"))
     kraken.fake.answers[("POST", "/0/private/OpenOrders")] = {"error": [], "result": {"open": {}}}
     settled = await kraken.run(kraken.service.reconcile_pending(KEY_ID, "KRAKEN", kraken.creds))
     assert settled == 1
@@ -341,7 +247,7 @@ async def test_cancel_all_cancels_only_that_pairs_orders(kraken):
 
 
 async def test_insufficient_funds_is_insufficient_balance_with_the_venue_code(kraken):
-    kraken.fake.queue("POST", "/0/private/AddOrder", 200, doc("spot", "InsufficientFunds"))
+    kraken.fake.answer("POST", "/0/private/AddOrder", doc("spot", "InsufficientFunds"))
     with pytest.raises(InsufficientBalance) as err:
         await kraken.run(kraken.service.place(KEY_ID, kraken.creds, limit_buy()))
     assert err.value.code == "INSUFFICIENT_BALANCE"
@@ -351,8 +257,8 @@ async def test_insufficient_funds_is_insufficient_balance_with_the_venue_code(kr
 
 
 async def test_a_429_is_rate_limited_and_the_next_call_never_reaches_kraken(kraken):
-    kraken.fake.queue("POST", "/0/private/BalanceEx", 429, doc("spot", "RateLimit"),
-                      {"Retry-After": "30"})
+    kraken.fake.answer("POST", "/0/private/BalanceEx", doc("spot", "RateLimit"), status=429,
+                       headers={"Retry-After": "30"})
     with pytest.raises(RateLimited) as err:
         await kraken.run(kraken.service.balances(KEY_ID, kraken.creds, "KRAKEN"))
     assert err.value.code == "RATE_LIMITED" and 25 <= err.value.retry_after <= 30

@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
-import json
 import math
 import secrets
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import pytest
-from aiohttp import web
+from tests.venues.trading_fakes import FakeVenue, Seen, TradingEnv, documented, trading_env
 
 from astra.core import InsufficientBalance, InvalidOrder, RateLimited
 from astra.core._trading import (
@@ -39,11 +36,9 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
-from astra.store import OrderJournal, open_database
 from astra.store.journal import JournalState
 from astra.trading.credentials import ExchangeCredentials
 from astra.trading.limiter import VenueLimiter
-from astra.trading.service import TradingService
 from astra.venues.kucoin import KucoinUrls, KucoinVenue
 from astra.venues.kucoin.symbols import parse_ccxt_markets
 
@@ -57,75 +52,7 @@ FOID = "234125150956625920"
 
 
 def doc(*path: str) -> dict:
-    body = json.loads((DATA / "private_rest.json").read_text())
-    for part in path:
-        body = body[part]
-    return json.loads(json.dumps(body).replace("{cid}", CID))
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query_string: str
-    headers: dict[str, str]
-    body: str
-
-    @property
-    def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.query_string, keep_blank_values=True))
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-    def text(self) -> str:
-        return " ".join([self.path, self.query_string, self.body, *self.headers.values()])
-
-
-@dataclass
-class FakeKucoin:
-    """Spot and futures private REST on one loopback port (``KucoinUrls.for_server``).
-    ``answers[(method, path)]`` is a route's JSON body; ``queue(...)`` answers the next
-    request of a route once with something else."""
-
-    answers: dict[tuple[str, str], dict]
-    seen: list[Seen] = field(default_factory=list)
-    once: dict[tuple[str, str], list[tuple[int, dict, dict]]] = field(default_factory=dict)
-    url: str = ""
-
-    def queue(self, method: str, path: str, status: int, body: dict, headers=None) -> None:
-        self.once.setdefault((method, path), []).append((status, body, headers or {}))
-
-    def calls(self, method: str, path: str) -> list[Seen]:
-        return [s for s in self.seen if (s.method, s.path) == (method, path)]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        seen = Seen(request.method, request.path, request.query_string, dict(request.headers),
-                    await request.text())
-        self.seen.append(seen)
-        key = (request.method, request.path)
-        if self.once.get(key):
-            status, body, headers = self.once[key].pop(0)
-        elif key in self.answers:
-            status, body, headers = 200, self.answers[key], {}
-        else:
-            status, body, headers = 404, {"code": "404000", "msg": "Not Found"}, {}
-        return web.json_response(body, status=status, headers=headers)
-
-    @contextlib.asynccontextmanager
-    async def running(self):
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        try:
-            yield self
-        finally:
-            await runner.cleanup()
+    return documented(DATA / "private_rest.json", *path, cid=CID)
 
 
 def answers() -> dict[tuple[str, str], dict]:
@@ -147,44 +74,26 @@ def answers() -> dict[tuple[str, str], dict]:
     }
 
 
-@dataclass
-class Env:
-    fake: FakeKucoin
-    venue: KucoinVenue
-    service: TradingService
-    journal: OrderJournal
-    creds: ExchangeCredentials
-
-    async def run(self, coro):
-        async with asyncio.timeout(10):
-            return await coro
-
-
 @pytest.fixture
 async def kucoin(tmp_path, contracts_active):
-    fake = FakeKucoin(answers())
-    engine = open_database(data_dir=tmp_path)
     symbols = doc("symbols")
 
     async def markets():
         return parse_ccxt_markets(symbols, contracts_active)
 
-    async with fake.running():
-        venue = KucoinVenue(urls=KucoinUrls.for_server(fake.url), markets_source=markets)
-        journal = OrderJournal(engine)
-        service = TradingService({"KUCOIN": venue}, journal, timeout=5.0,
-                                 limiters={"KUCOIN": VenueLimiter("KUCOIN", rate=math.inf)})
-        creds = ExchangeCredentials(  # test credentials made here
-            exchange="KUCOIN",
-            api_key=secrets.token_hex(12),
-            secret=secrets.token_hex(18),
-            passphrase="pass-" + secrets.token_urlsafe(12),
-        )
-        try:
-            yield Env(fake, venue, service, journal, creds)
-        finally:
-            await venue.close()
-            engine.dispose()
+    def venue(url: str) -> KucoinVenue:
+        return KucoinVenue(urls=KucoinUrls.for_server(url), markets_source=markets)
+
+    fake = FakeVenue(answers(), unscripted=(404, {"code": "404000", "msg": "Not Found"}))
+    creds = ExchangeCredentials(  # test credentials made here
+        exchange="KUCOIN",
+        api_key=secrets.token_hex(12),
+        secret=secrets.token_hex(18),
+        passphrase="pass-" + secrets.token_urlsafe(12),
+    )
+    limiter = VenueLimiter("KUCOIN", rate=math.inf)
+    async with trading_env(fake, venue, creds, tmp_path, limiter) as env:
+        yield env
 
 
 def _b64_hmac(secret: str, payload: str) -> str:
@@ -204,25 +113,22 @@ def assert_signed(seen: Seen, creds: ExchangeCredentials) -> None:
     assert int(h["KC-API-TIMESTAMP"]) > 1_600_000_000_000  # milliseconds
 
 
-def assert_no_secret(env: Env) -> None:
-    assert env.fake.seen
+def assert_no_secret(env: TradingEnv) -> None:
     for seen in env.fake.seen:
         assert_signed(seen, env.creds)
-        assert env.creds.secret not in seen.text()
-        assert env.creds.passphrase not in seen.text()
+    env.assert_never_sent(env.creds.secret, env.creds.passphrase)
 
 
-def limit_buy(**kw) -> PlaceOrder:
-    values = dict(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=0.00125,
-                  price=67120.5, time_in_force=TimeInForce.GTC, client_order_id=CID)
-    return PlaceOrder(**{**values, **kw})
+limit_buy = partial(PlaceOrder, market=SPOT, side=Side.BUY, type=OrderType.LIMIT,
+                    quantity=0.00125, price=67120.5, time_in_force=TimeInForce.GTC,
+                    client_order_id=CID)
 
 
 async def test_spot_limit_order_goes_to_the_hf_endpoint_signed(kucoin):
     order = await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, limit_buy()))
     (sent,) = kucoin.fake.calls("POST", "/api/v1/hf/orders")
     assert sent.headers["Content-Type"] == "application/json"
-    assert sent.json == {"clientOid": CID, "side": "buy", "symbol": "BTC-USDT", "type": "limit",
+    assert sent.json() == {"clientOid": CID, "side": "buy", "symbol": "BTC-USDT", "type": "limit",
                          "size": "0.00125", "price": "67120.5", "timeInForce": "GTC"}
     # {"orderId", "clientOid"} only: the order is the one sent, accepted.
     assert order.order_id == OID and order.client_order_id == CID
@@ -245,13 +151,13 @@ async def test_spot_market_post_only_and_stop_orders(kucoin):
         stop_price=69500.0, client_order_id="astra-stop-1")))
     assert (stop_order.type, stop_order.price, stop_order.stop_price) == (
         OrderType.STOP_LIMIT, 70000.0, 69500.0)
-    market, post = (s.json for s in kucoin.fake.calls("POST", "/api/v1/hf/orders"))
+    market, post = (s.json() for s in kucoin.fake.calls("POST", "/api/v1/hf/orders"))
     assert {k: market[k] for k in ("side", "type", "size")} == {
         "side": "sell", "type": "market", "size": "0.5"}
     assert "price" not in market and len(market["clientOid"]) == 32  # generated, astra…
     assert post["postOnly"] is True and post["clientOid"] == "astra-post-1"
     (stop,) = kucoin.fake.calls("POST", "/api/v1/stop-order")
-    assert {k: stop.json[k] for k in ("type", "side", "price", "stop", "stopPrice")} == {
+    assert {k: stop.json()[k] for k in ("type", "side", "price", "stop", "stopPrice")} == {
         "type": "limit", "side": "buy", "price": "70000", "stop": "entry",
         "stopPrice": "69500"}
     assert_no_secret(kucoin)
@@ -307,11 +213,9 @@ async def test_spot_cancel_by_order_id_and_by_client_oid(kucoin):
 
 async def test_an_order_of_unknown_outcome_is_reconciled_by_client_oid(kucoin):
     journal = kucoin.journal
-    entry, _ = journal.begin(KEY_ID, "KUCOIN", SPOT, CID, {
+    entry = kucoin.journal_unknown(KEY_ID, {
         "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.00125,
         "price": 67120.5, "clientOrderId": CID})
-    journal.mark_sent(entry.id)
-    journal.mark_unknown(entry.id, TimeoutError("no answer"))
     settled = await kucoin.run(kucoin.service.reconcile_pending(KEY_ID, "KUCOIN", kucoin.creds))
     assert settled == 1
     assert [(s.method, s.path) for s in kucoin.fake.seen] == [
@@ -321,7 +225,7 @@ async def test_an_order_of_unknown_outcome_is_reconciled_by_client_oid(kucoin):
 
 
 async def test_insufficient_balance_200004_maps_with_the_venue_code(kucoin):
-    kucoin.fake.queue("POST", "/api/v1/hf/orders", 200, doc("spot", "insufficient"))
+    kucoin.fake.answer("POST", "/api/v1/hf/orders", doc("spot", "insufficient"))
     with pytest.raises(InsufficientBalance) as err:
         await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, limit_buy()))
     assert err.value.code == "INSUFFICIENT_BALANCE"
@@ -330,9 +234,9 @@ async def test_insufficient_balance_200004_maps_with_the_venue_code(kucoin):
 
 
 async def test_a_429_is_rate_limited_for_gw_ratelimit_reset_and_the_next_call_fails_fast(kucoin):
-    kucoin.fake.queue("GET", "/api/v1/accounts", 429, doc("spot", "too_many"),
-                      {"gw-ratelimit-limit": "4000", "gw-ratelimit-remaining": "0",
-                       "gw-ratelimit-reset": "15000"})
+    kucoin.fake.answer("GET", "/api/v1/accounts", doc("spot", "too_many"), status=429,
+                       headers={"gw-ratelimit-limit": "4000", "gw-ratelimit-remaining": "0",
+                                "gw-ratelimit-reset": "15000"})
     with pytest.raises(RateLimited) as err:
         await kucoin.run(kucoin.service.balances(KEY_ID, kucoin.creds, "KUCOIN"))
     assert err.value.code == "RATE_LIMITED" and 12 <= err.value.retry_after <= 15
@@ -349,7 +253,7 @@ async def test_futures_order_lookup_and_cancel(kucoin):
         market=PERP, side=Side.SELL, type=OrderType.LIMIT, quantity=3, price=68000.1,
         reduce_only=True, client_order_id=CID)))
     (sent,) = kucoin.fake.calls("POST", "/api/v1/orders")
-    assert sent.json == {"clientOid": CID, "side": "sell", "symbol": "XBTUSDTM",
+    assert sent.json() == {"clientOid": CID, "side": "sell", "symbol": "XBTUSDTM",
                          "type": "limit", "leverage": 1, "size": 3, "price": "68000.1",
                          "reduceOnly": True}
     assert (order.order_id, order.client_order_id, order.status) == (FOID, CID, OrderStatus.NEW)

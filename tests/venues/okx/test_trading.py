@@ -13,21 +13,26 @@ error mapping (51008 -> INSUFFICIENT_BALANCE, a 429 closing the venue's gate).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from aiohttp import web
+from tests.venues.trading_fakes import (
+    FakeVenue,
+    Seen,
+    reconciled_after_unknown_outcome,
+    refused_fast,
+    rejected_for_balance,
+    run,
+    venue_fixtures,
+)
 
-from astra.core import InsufficientBalance, InvalidOrder, RateLimited
+from astra.core import InvalidOrder, RateLimited
 from astra.core._trading import (
     Balance,
     Fill,
@@ -41,10 +46,8 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
-from astra.store import OrderJournal, open_database
 from astra.store.journal import JournalState
 from astra.trading.credentials import ExchangeCredentials
-from astra.trading.service import TradingService
 from astra.venues.okx import OkxUrls, OkxVenue, from_config
 
 INSTRUMENTS = (Path(__file__).parent / "data" / "instruments.json").read_text()
@@ -56,85 +59,10 @@ KEY = "tests"
 
 # --- the fake venue ---------------------------------------------------------------------------
 
-@dataclass
-class Seen:
-    method: str
-    path_qs: str  # path and query string exactly as sent
-    headers: dict[str, str]
-    body: str
-
-    @property
-    def path(self) -> str:
-        return self.path_qs.partition("?")[0]
-
-    @property
-    def query(self) -> str:
-        return self.path_qs.partition("?")[2]
-
-    def json(self):
-        return json.loads(self.body)
-
-    def text(self) -> str:
-        return "\n".join([self.path_qs, self.body, *map(str, self.headers.items())])
-
-
-class FakeOkx:
-    """Answers ``(method, path)`` with scripted ``(status, body, headers)``, in order; the
-    last one queued for a route repeats."""
-
-    def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], list[tuple[int, object, dict]]] = {}
-        self.seen: list[Seen] = []
-        self.base_url = ""
-        self._runner: web.AppRunner | None = None
-
-    def answer(self, method: str, path: str, body: object, status: int = 200,
-               headers: dict | None = None) -> None:
-        self.routes.setdefault((method, path), []).append((status, body, headers or {}))
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.seen.append(Seen(request.method, request.raw_path, dict(request.headers),
-                              await request.text()))
-        queue = self.routes.get((request.method, request.path))
-        if not queue:
-            return web.json_response({"code": "50000", "msg": "unscripted", "data": []},
-                                     status=400)
-        status, body, headers = queue.pop(0) if len(queue) > 1 else queue[0]
-        return web.json_response(body, status=status, headers=headers)
-
-    async def start(self) -> FakeOkx:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-async def fake():
-    server = await FakeOkx().start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-async def venue(fake):
-    venue = OkxVenue("OKX", OkxUrls(rest=fake.base_url), markets=INSTRUMENTS)
-    yield venue
-    await venue.close()
-
-
-@pytest.fixture
-def service(venue, tmp_path):
-    return TradingService({"OKX": venue}, OrderJournal(open_database(data_dir=tmp_path)),
-                          timeout=5.0)
+fake, venue, service = venue_fixtures(
+    "OKX",
+    lambda: FakeVenue(unscripted=(400, {"code": "50000", "msg": "unscripted", "data": []})),
+    lambda url: OkxVenue("OKX", OkxUrls(rest=url), markets=INSTRUMENTS))
 
 
 @pytest.fixture
@@ -161,11 +89,6 @@ def assert_signed(seen: Seen, creds: ExchangeCredentials) -> None:
         assert h["Content-Type"] == "application/json"
     assert "x-simulated-trading" not in h
     assert creds.secret not in seen.text()
-
-
-async def run(coro):
-    async with asyncio.timeout(15):
-        return await coro
 
 
 def ok(*data: dict) -> dict:
@@ -271,7 +194,8 @@ async def test_spot_limit_order_lifecycle(fake, service, creds):
     placed = await run(service.place(KEY, creds, body))
 
     (sent,) = fake.seen
-    assert (sent.method, sent.path, sent.query) == ("POST", "/api/v5/trade/batch-orders", "")
+    assert (sent.method, sent.path, sent.query_string) == (
+        "POST", "/api/v5/trade/batch-orders", "")
     assert_signed(sent, creds)
     assert sent.json() == [{"instId": "BTC-USDT", "side": "buy", "ordType": "limit",
                             "sz": "0.001", "px": "60000.1", "tdMode": "cash",
@@ -426,15 +350,9 @@ async def test_insufficient_balance_is_mapped_and_journaled(fake, service, creds
     fake.answer("POST", "/api/v5/trade/batch-orders", INSUFFICIENT)
     body = PlaceOrder(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=1.0,
                       price=60000.1, time_in_force=TimeInForce.GTC, client_order_id="big1")
-    with pytest.raises(InsufficientBalance) as caught:
-        await run(service.place(KEY, creds, body))
-    err = caught.value
-    assert (err.code, err.status, err.venue, err.venue_code) == (
-        "INSUFFICIENT_BALANCE", 422, "OKX", "51008")
+    err = await rejected_for_balance(service, KEY, creds, body, "51008")
     assert "Insufficient USDT balance" in err.message
     assert creds.secret not in err.message and creds.passphrase not in err.message
-    entry = service.journal.get(KEY, "OKX", "big1")
-    assert entry.state == JournalState.REJECTED and entry.error["venueCode"] == "51008"
 
 
 async def test_server_error_is_an_unknown_outcome_then_reconciled(fake, service, creds):
@@ -445,17 +363,10 @@ async def test_server_error_is_an_unknown_outcome_then_reconciled(fake, service,
     fake.answer("GET", "/api/v5/trade/order", ok(order()))
     body = PlaceOrder(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=0.001,
                       price=60000.1, time_in_force=TimeInForce.GTC, client_order_id="desk1")
-    placed = await run(service.place(KEY, creds, body))
-    assert placed.status == OrderStatus.UNKNOWN
-    assert service.journal.get(KEY, "OKX", "desk1").state == JournalState.UNKNOWN
-
-    assert await run(service.reconcile_pending(KEY, "OKX", creds)) == 1
-    seen = fake.seen[-1]
+    await reconciled_after_unknown_outcome(service, KEY, creds, body, "680800019749904384")
+    seen = fake.seen[-1]  # the lookup that settled it
     assert seen.path_qs == "/api/v5/trade/order?instId=BTC-USDT&clOrdId=desk1"
     assert_signed(seen, creds)
-    entry = service.journal.get(KEY, "OKX", "desk1")
-    assert entry.state == JournalState.ACKNOWLEDGED
-    assert entry.venue_order_id == "680800019749904384"
 
 
 async def test_rate_limit_closes_the_gate(fake, service, creds):
@@ -466,10 +377,8 @@ async def test_rate_limit_closes_the_gate(fake, service, creds):
     err = caught.value
     assert (err.code, err.status, err.venue_code) == ("RATE_LIMITED", 429, "50011")
     assert 10 < err.retry_after <= 12
-    started = time.monotonic()
-    with pytest.raises(RateLimited) as caught:
-        await run(service.open_orders(KEY, creds, SWAP))
-    assert time.monotonic() - started < 1.0 and 10 < caught.value.retry_after <= 12
+    refused = await refused_fast(service.open_orders(KEY, creds, SWAP))
+    assert 10 < refused.retry_after <= 12
     assert len(fake.seen) == 1  # the venue was not called again
 
 

@@ -8,14 +8,16 @@ each configured base URL, not just the URL.
 What this class adds to ccxt's ``htx``, all of it venue-specific:
 
 - Spot orders, open orders and balances need the user's spot ``account-id``
-  (``GET /v1/account/accounts``). ccxt asks once per client; clients live for one call, so
-  the venue remembers each key's accounts (by a hash of the API key, never the key).
+  (``GET /v1/account/accounts``). ccxt asks once per client; clients are rebuilt (evicted,
+  expired), so the venue remembers each key's accounts (by a hash of the API key, never the
+  key).
 - HTX contract orders take an integer ``client_order_id`` (ccxt drops a non-integer one
   silently, and reads an integer one through a float). A client order id that is not a
   positive integer up to 2**53 - 1 is sent as a stable 53-bit hash of itself
   (``numeric_client_order_id``), so lookups and cancels by
-  client order id find the order, and orders parsed during the call get the original id
-  back. Orders listed later (open orders) show the number.
+  client order id find the order, and orders parsed by the client that placed them get the
+  original id back (its last ``_CID_MEMORY`` ids). Orders placed through another client
+  (another process, before a restart) show the number.
 - Trigger orders named the gateway's way (``STOP``, ``STOP_MARKET``, ``TAKE_PROFIT``,
   ``TAKE_PROFIT_MARKET`` with ``stopPrice``) become ccxt's ``triggerPrice`` orders: spot
   ``stop-limit`` with the trigger side's ``operator`` (``gte`` for a buy stop, ``lte`` for a
@@ -54,6 +56,9 @@ _TRIGGERS = {
 }
 
 
+_CID_MEMORY = 10_000  # client order ids a client translates back
+
+
 def numeric_client_order_id(cid: str) -> int:
     """The integer HTX contract endpoints take for the client order id ``cid``: ``cid``
     itself when it is one that survives ccxt's float (1..2**53-1), else a stable 53-bit hash
@@ -76,7 +81,8 @@ class HtxPrivate(ccxt_async.htx):
                  accounts_cache: OrderedDict[str, list] | None = None) -> None:
         super().__init__(config or {})
         self._accounts_cache = accounts_cache if accounts_cache is not None else OrderedDict()
-        self._original_cids: dict[str, str] = {}  # numeric client order id -> as given
+        # numeric client order id -> as given, the most recent last (bounded: clients are kept)
+        self._original_cids: OrderedDict[str, str] = OrderedDict()
 
     # -- client order ids ----------------------------------------------------------------
     def _is_contract(self, symbol: str | None) -> bool:
@@ -89,6 +95,9 @@ class HtxPrivate(ccxt_async.htx):
             return params
         number = str(numeric_client_order_id(cid))
         self._original_cids[number] = cid
+        self._original_cids.move_to_end(number)
+        if len(self._original_cids) > _CID_MEMORY:
+            self._original_cids.popitem(last=False)
         return {**params, "clientOrderId": number}
 
     def parse_order(self, order: dict, market: Any = None) -> dict:
