@@ -45,6 +45,7 @@ from ._models import (
 )
 from ._symbols import MAX_MARKET_LENGTH, MarketSymbol, is_valid_market, parse_market
 from ._tokens import normalize_token
+from ._units import ContractUnits
 
 __all__ = [
     "MAX_MARKET_LENGTH",
@@ -52,6 +53,7 @@ __all__ = [
     "AstraError",
     "BookUpdate",
     "Conflict",
+    "ContractUnits",
     "CredentialsForbidden",
     "DataType",
     "DuplicateOrder",

@@ -11,6 +11,8 @@ Invariants:
   a slow client costs the feed nothing (see ``astra.net.BoundedSender``).
 - REST reads are served from the same synced book; a read of an unsynced book waits for the
   next snapshot, bounded by a timeout (then 503).
+- Books keep the venue's units (their integrity checks are the venue's); quantities leave
+  in base-asset units (``ContractUnits``: contracts converted at encoding, once per update).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import msgspec
 
 from astra.core import (
     BookUpdate,
+    ContractUnits,
     DataType,
     Level,
     MarketMetadata,
@@ -51,8 +54,16 @@ class Client(Protocol):
     def deliver(self, frame: bytes) -> None: ...
 
 
-def _levels(pairs: list[tuple[float, float]]) -> list[Level]:
-    return [Level(p, q) for p, q in pairs]
+def _units(market: VenueMarket) -> ContractUnits | None:
+    """How this market's venue quantities become base units (None: they already are)."""
+    meta = market.metadata
+    return ContractUnits.of(meta) if meta is not None else None
+
+
+def _levels(pairs: list[tuple[float, float]], units: ContractUnits | None) -> list[Level]:
+    if units is None:
+        return [Level(p, q) for p, q in pairs]
+    return [Level(p, units.to_base(q, p)) for p, q in pairs]
 
 
 class _Channel:
@@ -62,6 +73,7 @@ class _Channel:
         self, engine: MarketDataEngine, key: tuple[str, DataType], venue: Venue, market: VenueMarket
     ) -> None:
         self.engine, self.key, self.venue, self.market = engine, key, venue, market
+        self.units = _units(market)  # the book keeps the venue's units; clients get base units
         self.clients: set[Client] = set()
         self.refs = 0
         self.task: asyncio.Task | None = None
@@ -119,8 +131,8 @@ class _BookChannel(_Channel):
         body = _encode(
             OrderBook(
                 market=self.market.symbol,
-                bids=_levels(bids),
-                asks=_levels(asks),
+                bids=_levels(bids, self.units),
+                asks=_levels(asks, self.units),
                 update_id=book.update_id,
                 timestamp=book.timestamp,
             )
@@ -143,8 +155,8 @@ class _BookChannel(_Channel):
                     type="snapshot",
                     market=self.market.symbol,
                     update_id=book.update_id,
-                    bids=_levels(bids),
-                    asks=_levels(asks),
+                    bids=_levels(bids, self.units),
+                    asks=_levels(asks, self.units),
                     timestamp=book.timestamp,
                 )
             )
@@ -182,8 +194,8 @@ class _BookChannel(_Channel):
                     type="update",
                     market=self.market.symbol,
                     update_id=update_id,
-                    bids=_levels(bids),
-                    asks=_levels(asks),
+                    bids=_levels(bids, self.units),
+                    asks=_levels(asks, self.units),
                     timestamp=timestamp,
                 )
             )
@@ -217,6 +229,8 @@ class _TradeChannel(_Channel):
     def _flush(self) -> None:
         trades, self._pending = self._pending, []
         self.engine.stats["trades"] += len(trades)
+        if self.units is not None:
+            trades = self.units.trades(trades)
         if self.clients:
             frame = _encode(TradesMessage(trades=trades))
             for client in tuple(self.clients):
@@ -292,9 +306,11 @@ class MarketDataEngine:
     async def recent_trades(self, symbol: str, limit: int) -> list[Trade]:
         venue, market = await self.resolve(symbol)
         try:
-            return await venue.recent_trades(market, limit)
+            trades = await venue.recent_trades(market, limit)
         except Exception as exc:
             raise VenueUnavailable(venue.code, f"{venue.code} trades unavailable: {exc}") from exc
+        units = _units(market)
+        return trades if units is None else units.trades(trades)
 
     def subscribe(
         self, venue: Venue, market: VenueMarket, data_type: DataType, client: Client

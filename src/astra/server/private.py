@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from astra.core import InvalidParameter, MissingParameter
+from astra.core import ContractUnits, InvalidParameter, MissingParameter
 from astra.core._trading import (
     BalancesMessage,
     FillsMessage,
@@ -28,6 +28,7 @@ from astra.core._trading import (
 )
 from astra.net import BoundedSender
 from astra.trading.credentials import REDACTOR, CredentialSource, resolve_credentials
+from astra.trading.normalize import fill_in_base, order_in_base
 from astra.trading.service import TradingService
 
 from .auth import API_KEY, WS_PROTOCOL
@@ -154,7 +155,9 @@ class _Private:
         )
         await ws.prepare(request)
         client = BoundedSender(ws, request.transport, 5000)
-        sink = _StreamSink(client, data_type, exchange)
+        units = {symbol: u for symbol, m in (await venue.load_markets()).items()
+                 if m.metadata is not None and (u := ContractUnits.of(m.metadata)) is not None}
+        sink = _StreamSink(client, data_type, exchange, units)
         writer = asyncio.create_task(client.writer())
         with REDACTOR.redacting(creds):
             upstream = asyncio.create_task(venue.run_user_stream(creds.ccxt_config(), sink))
@@ -175,10 +178,16 @@ class _Private:
 class _StreamSink:
     """Encodes a user stream's events once each, for the data type a client asked for."""
 
-    def __init__(self, client: BoundedSender, data_type: str, exchange: str) -> None:
+    def __init__(self, client: BoundedSender, data_type: str, exchange: str,
+                 units: dict[str, ContractUnits]) -> None:
         self.client, self.data_type, self.exchange = client, data_type, exchange
+        self.units = units  # markets whose venue quantities are contracts: base units out
 
     def on_orders(self, orders: list, fills: list) -> None:
+        units = self.units
+        if units:
+            orders = [order_in_base(o, units.get(o.market)) for o in orders]
+            fills = [fill_in_base(f, units.get(f.market)) for f in fills]
         if self.data_type == "ORDERS":
             self.client.deliver(_encode(OrdersMessage(orders=orders)))
         elif self.data_type == "FILLS" and fills:

@@ -7,13 +7,20 @@ Status rule: ccxt's ``open`` is ``NEW`` until something fills (then ``PARTIALLY_
 ``closed`` is ``FILLED``; ``canceled``/``expired``/``rejected`` keep their meaning, except that
 a canceled or expired order with fills stays what it is (the fills are in
 ``filledQuantity``).
+
+Units rule: ccxt's amounts are the venue's (contracts on most derivatives venues); Astra's
+quantities are base units. ``order_in_base``/``fill_in_base`` convert a normalized order or
+fill with the market's ``ContractUnits`` (inverse contracts at the fill's, the order's average
+or the order's price), ``position_from_ccxt`` converts as it reads.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from astra.core import normalize_token
+import msgspec
+
+from astra.core import ContractUnits, normalize_token
 from astra.core._trading import (
     Balance,
     Fill,
@@ -31,7 +38,9 @@ __all__ = [
     "balances_from_ccxt",
     "ccxt_market",
     "fill_from_ccxt",
+    "fill_in_base",
     "order_from_ccxt",
+    "order_in_base",
     "position_from_ccxt",
 ]
 
@@ -146,6 +155,26 @@ def fill_from_ccxt(raw: dict, market: str, exchange: str) -> Fill:
     )
 
 
+def order_in_base(order: Order, units: ContractUnits | None,
+                  price: float | None = None) -> Order:
+    """``order`` with base-unit quantities (``price``: the conversion price of an inverse
+    contract's order that states none, e.g. a market order)."""
+    if units is None:
+        return order
+    at = order.average_price or order.price or order.stop_price or price
+    return msgspec.structs.replace(
+        order,
+        quantity=units.to_base(order.quantity, at),
+        filled_quantity=units.to_base(order.filled_quantity, order.average_price or at),
+    )
+
+
+def fill_in_base(fill: Fill, units: ContractUnits | None) -> Fill:
+    if units is None:
+        return fill
+    return msgspec.structs.replace(fill, quantity=units.to_base(fill.quantity, fill.price))
+
+
 def balances_from_ccxt(raw: dict, exchange: str) -> list[Balance]:
     out = []
     for asset, row in sorted(raw.items()):
@@ -171,11 +200,17 @@ def balances_from_ccxt(raw: dict, exchange: str) -> list[Balance]:
     return out
 
 
-def position_from_ccxt(raw: dict, market: str) -> Position | None:
+def position_from_ccxt(raw: dict, market: str,
+                       units: ContractUnits | None = None) -> Position | None:
+    """A position in base units: with ``units``, an inverse contract's at the mark price
+    (else the entry price); without, ccxt's ``contractSize`` (linear contracts)."""
     contracts = _f(raw.get("contracts")) or 0.0
     if contracts == 0:
         return None
-    size = contracts * (_f(raw.get("contractSize")) or 1.0)
+    if units is not None:
+        size = units.to_base(contracts, _f(raw.get("markPrice")) or _f(raw.get("entryPrice")))
+    else:
+        size = contracts * (_f(raw.get("contractSize")) or 1.0)
     return Position(
         market=market,
         side=PositionSide.SHORT if raw.get("side") == "short" else PositionSide.LONG,

@@ -30,7 +30,14 @@ from typing import Any
 import certifi
 import msgspec
 
-from astra.core import InvalidParameter, MarketNotFound, UnknownExchange, Unprocessable
+from astra.core import (
+    ContractUnits,
+    InvalidParameter,
+    MarketNotFound,
+    UnknownExchange,
+    Unprocessable,
+    VenueUnavailable,
+)
 from astra.core._trading import Balance, Fill, Order, OrderStatus, OrderType, PlaceOrder, Position
 from astra.store.journal import (
     InvalidTransition,
@@ -50,7 +57,9 @@ from .normalize import (
     balances_from_ccxt,
     ccxt_market,
     fill_from_ccxt,
+    fill_in_base,
     order_from_ccxt,
+    order_in_base,
     position_from_ccxt,
 )
 
@@ -250,7 +259,11 @@ class TradingService:
                 params["reduceOnly"] = True
             if body.stop_price is not None:
                 params["stopPrice"] = client.price_to_precision(symbol, body.stop_price)
-            amount = client.amount_to_precision(symbol, body.quantity)
+            units, at = _units(market), body.price or body.stop_price
+            if units is not None and units.inverse and at is None:  # a market order
+                at = await self._last_price(venue, client, symbol)
+            amount = client.amount_to_precision(
+                symbol, _venue_quantity(client, symbol, units, body.quantity, at))
             price = (client.price_to_precision(symbol, body.price)
                      if body.price is not None else None)
             await asyncio.to_thread(self.journal.mark_sent, entry.id)
@@ -263,12 +276,20 @@ class TradingService:
                     return _unknown(entry, body, market.symbol, cid)
                 await asyncio.to_thread(self.journal.reject, entry.id, err)
                 raise
-        order = order_from_ccxt(raw, market.symbol)
+        order = order_in_base(order_from_ccxt(raw, market.symbol), units, at)
         if not order.client_order_id:
             order.client_order_id = cid
         await asyncio.to_thread(self.journal.acknowledge, entry.id, order.order_id,
                                 _order_json(order))
         return order
+
+    async def _last_price(self, venue: TradingVenue, client: Any, symbol: str) -> float:
+        """The venue's last price: what an inverse contract's market order converts at."""
+        ticker = await self._call(venue, lambda: client.fetch_ticker(symbol))
+        last = ticker.get("last") or ticker.get("close")
+        if not last:
+            raise VenueUnavailable(venue.code, f"{venue.code} gave no last price for {symbol}")
+        return float(last)
 
     async def _existing(self, entry: JournalEntry, venue: TradingVenue, market: VenueMarket,
                         creds: ExchangeCredentials) -> Order:
@@ -307,7 +328,7 @@ class TradingService:
                     if settled is None:
                         raise
                     return settled
-        order = order_from_ccxt(raw, market.symbol)
+        order = order_in_base(order_from_ccxt(raw, market.symbol), _units(market))
         return await asyncio.to_thread(self.journal.reconcile, entry.id, _order_json(order),
                                        venue_order_id=order.order_id)
 
@@ -357,7 +378,7 @@ class TradingService:
             params = {"clientOrderId": client_order_id} if order_id is None else {}
             raw = await self._call(venue, lambda: client.cancel_order(
                 order_id or "", ccxt_symbol, params))
-        order = order_from_ccxt(raw, market.symbol)
+        order = order_in_base(order_from_ccxt(raw, market.symbol), _units(market))
         await self._journal_update(key_id, venue.code, order)
         return order
 
@@ -375,7 +396,8 @@ class TradingService:
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
             raw = await self._call(venue, lambda: client.fetch_open_orders(ccxt_symbol))
-        return [order_from_ccxt(r, market.symbol) for r in raw]
+        units = _units(market)
+        return [order_in_base(order_from_ccxt(r, market.symbol), units) for r in raw]
 
     async def get_order(self, key_id: str, creds: ExchangeCredentials, symbol: str,
                         order_id: str) -> Order:
@@ -383,7 +405,7 @@ class TradingService:
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
             raw = await self._call(venue, lambda: client.fetch_order(order_id, ccxt_symbol))
-        order = order_from_ccxt(raw, market.symbol)
+        order = order_in_base(order_from_ccxt(raw, market.symbol), _units(market))
         await self._journal_update(key_id, venue.code, order)
         return order
 
@@ -393,7 +415,8 @@ class TradingService:
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
             raw = await self._call(venue, lambda: client.fetch_my_trades(ccxt_symbol, since))
-        return [fill_from_ccxt(r, market.symbol, venue.code) for r in raw]
+        units = _units(market)
+        return [fill_in_base(fill_from_ccxt(r, market.symbol, venue.code), units) for r in raw]
 
     async def balances(self, key_id: str, creds: ExchangeCredentials,
                        exchange: str, account: str | None = None) -> list[Balance]:
@@ -410,14 +433,14 @@ class TradingService:
         markets = await venue.load_markets()
         async with self._client(venue, creds) as client:
             raw = await self._call(venue, lambda: client.fetch_positions())
-            by_ccxt = {}
+            by_ccxt: dict[str, VenueMarket] = {}
             for m in markets.values():
                 with contextlib.suppress(KeyError):
-                    by_ccxt[ccxt_market(client, m)["symbol"]] = m.symbol
+                    by_ccxt[ccxt_market(client, m)["symbol"]] = m
         out = []
         for row in raw:
-            symbol = by_ccxt.get(row.get("symbol"))
-            position = position_from_ccxt(row, symbol) if symbol else None
+            m = by_ccxt.get(row.get("symbol"))
+            position = position_from_ccxt(row, m.symbol, _units(m)) if m else None
             if position is not None:
                 out.append(position)
         return out
@@ -437,6 +460,30 @@ def _request_json(body: PlaceOrder, cid: str) -> dict:
     data = msgspec.to_builtins(body)
     data["clientOrderId"] = cid
     return data
+
+
+def _units(market: VenueMarket) -> ContractUnits | None:
+    return ContractUnits.of(market.metadata)
+
+
+def _venue_quantity(client: Any, symbol: str, units: ContractUnits | None, quantity: float,
+                    at: float | None) -> float:
+    """``quantity`` (base units) in the venue's units. Linear contracts convert exactly (the
+    lot check already made it whole lots); an inverse contract's converts at ``at`` and is
+    rounded to the nearest whole lot, never to none."""
+    if units is None:
+        return quantity
+    contracts = units.to_contracts(quantity, at)
+    if not units.inverse:
+        return contracts
+    lot = Decimal(str((client.market(symbol).get("precision") or {}).get("amount") or 1))
+    lots = (Decimal(repr(contracts)) / lot).to_integral_value()
+    if lots < 1:
+        one = units.to_base(float(lot), at)
+        raise Unprocessable(
+            f"quantity {quantity} is less than one contract ({float(lot):g} x "
+            f"{units.size:g} quote = {one:g} base at {at:g})", parameter="quantity")
+    return float(lots * lot)
 
 
 def _order_json(order: Order) -> dict:

@@ -4,13 +4,24 @@ Each venue's ``symbols.py`` decides what a market *is* (type, expiry, strike, th
 symbol keeps); this module does the parts that are the same everywhere: building the symbol
 (None when the venue's names do not fit the grammar: skipped, never mangled) and reading
 tick, lot, minimums, margin asset and contract size from ccxt's ``precision``/``limits``.
+Lots and minimums become base units on contracts (``ContractUnits``); on inverse contracts,
+whose base size moves with the price, they are left out (``contract_size`` states the unit).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from astra.core import AssetType, InvalidMarket, MarketMetadata, MarketSymbol, normalize_token
+import msgspec
+
+from astra.core import (
+    AssetType,
+    ContractUnits,
+    InvalidMarket,
+    MarketMetadata,
+    MarketSymbol,
+    normalize_token,
+)
 
 __all__ = ["astra_symbol", "metadata_from_ccxt"]
 
@@ -67,7 +78,7 @@ def metadata_from_ccxt(
     settle = m.get("settleId") if derivative else None
     if contract_size is _FROM_MARKET:
         contract_size = m.get("contractSize") if derivative else None
-    return MarketMetadata(
+    meta = MarketMetadata(
         symbol=symbol,
         asset_type=asset_type,
         base_asset=normalize_token(base_asset, code),
@@ -83,4 +94,11 @@ def metadata_from_ccxt(
         option_type=option_type,
         status=status,
         exchange_symbol=m["id"],
+    )
+    units = ContractUnits.of(meta)
+    if units is None:
+        return meta
+    # ccxt states lots and minimums in contracts; Astra's quantities are base units.
+    return msgspec.structs.replace(
+        meta, lot_size=units.lot(meta.lot_size), min_quantity=units.lot(meta.min_quantity)
     )

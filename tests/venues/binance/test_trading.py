@@ -41,7 +41,7 @@ from tests.venues.trading_fakes import (
     venue_fixtures,
 )
 
-from astra.core import InvalidOrder, OrderNotFound, RateLimited
+from astra.core import InvalidOrder, OrderNotFound, RateLimited, Unprocessable
 from astra.core._trading import (
     Balance,
     Fill,
@@ -311,19 +311,46 @@ async def test_usdm_post_only_reduce_only(fake, service, creds):
     assert order.time_in_force == TimeInForce.GTC  # GTX: good till canceled, maker only
 
 
-async def test_coinm_market_order_in_contracts(fake, service, creds):
+# https://developers.binance.com/docs/derivatives/coin-margined-futures/market-data/rest-api
+# (24hr-Ticker-Price-Change-Statistics): an array even for one symbol.
+COINM_TICKER = [{
+    "symbol": "BTCUSD_PERP", "pair": "BTCUSD", "priceChange": "-100.0",
+    "priceChangePercent": "-0.166", "weightedAvgPrice": "60050.1", "lastPrice": "60000.0",
+    "lastQty": "2", "openPrice": "60100.0", "highPrice": "60500.0", "lowPrice": "59800.0",
+    "volume": "1000", "baseVolume": "1.66", "openTime": 1566818724000,
+    "closeTime": 1566818724722, "firstId": 1, "lastId": 2, "count": 2}]
+
+
+async def test_coinm_market_order_converts_base_units_at_the_last_price(fake, service, creds):
+    fake.answer("GET", "/dapi/v1/ticker/24hr", COINM_TICKER)
     fake.answer("POST", "/dapi/v1/order", COINM_NEW)
-    body = PlaceOrder(market=COINM, side=Side.BUY, type=OrderType.MARKET, quantity=3,
+    # 0.005 BTC at the last price 60,000 is 300 USD: three contracts of 100 USD.
+    body = PlaceOrder(market=COINM, side=Side.BUY, type=OrderType.MARKET, quantity=0.005,
                       client_order_id="coin-3")
     order = await run(service.place(KEY, creds, body))
-    params = the_order_sent(fake, creds, "/dapi/v1/order")
+    ticker, sent = fake.private()  # the public ticker, then the order
+    assert (ticker.method, ticker.path, ticker.query["symbol"]) == (
+        "GET", "/dapi/v1/ticker/24hr", "BTCUSD_PERP")
+    assert (sent.method, sent.path) == ("POST", "/dapi/v1/order")
+    params = assert_signed(sent, creds)
     assert {k: params[k] for k in ("symbol", "side", "type", "quantity", "newClientOrderId")} == {
         "symbol": "BTCUSD_PERP", "side": "BUY", "type": "MARKET", "quantity": "3",
         "newClientOrderId": "coin-3"}
     assert "price" not in params and "timeInForce" not in params
     assert order.status == OrderStatus.FILLED and order.type == OrderType.MARKET
-    assert (order.quantity, order.filled_quantity, order.average_price) == (3, 3, 60000.0)
+    # Back in base units at the average price: 3 x 100 USD / 60,000.
+    assert (order.quantity, order.filled_quantity, order.average_price) == (
+        0.005, 0.005, 60000.0)
     assert order.price is None
+
+
+async def test_coinm_quantity_under_one_contract_is_refused_before_sending(fake, service, creds):
+    body = PlaceOrder(market=COINM, side=Side.BUY, type=OrderType.LIMIT, quantity=0.0001,
+                      price=60000.0, time_in_force=TimeInForce.GTC)  # 6 USD: no contract
+    with pytest.raises(Unprocessable) as err:
+        await run(service.place(KEY, creds, body))
+    assert err.value.parameter == "quantity" and "less than one contract" in err.value.message
+    assert not fake.calls("POST", "/dapi/v1/order")
 
 
 async def test_spot_stop_limit_is_sent_as_stop_loss_limit(fake, service, creds):
@@ -398,9 +425,11 @@ async def test_positions_of_usdm_and_coinm(fake, service, creds):
     assert (usdm.quantity, usdm.entry_price, usdm.mark_price, usdm.unrealized_pnl,
             usdm.liquidation_price) == (0.01, 60000.0, 61000.0, 10.0, 30000.5)
     assert usdm.margin_type == "CROSS"  # isolatedMargin 0 in the v3 answer
-    # COIN-M quantities are contracts of 100 USD; the zero-size hedge leg is no position.
+    # COIN-M: 5 contracts of 100 USD are 500 USD, in BTC at the mark price 59,000; the
+    # zero-size hedge leg is no position.
     assert coinm == Position(
-        market=COINM, side=PositionSide.SHORT, quantity=500.0, entry_price=60000.0,
+        market=COINM, side=PositionSide.SHORT, quantity=pytest.approx(500 / 59000, rel=1e-12),
+        entry_price=60000.0,
         mark_price=59000.0, unrealized_pnl=0.00014124, leverage=20.0,
         liquidation_price=75000.1, margin_type="ISOLATED")
 

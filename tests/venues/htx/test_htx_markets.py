@@ -45,7 +45,8 @@ async def test_coin_margined_swaps_are_coinm_perpetuals(markets_source, instrume
     meta = btc.metadata
     assert meta.asset_type is AssetType.PERP
     assert (meta.base_asset, meta.quote_asset, meta.margin_asset) == ("BTC", "USD", "BTC")
-    assert (meta.contract_size, meta.tick_size, meta.lot_size) == (100.0, 0.1, 1.0)
+    # 100 USD a contract: no lot in base units (it moves with the price)
+    assert (meta.contract_size, meta.tick_size, meta.lot_size) == (100.0, 0.1, None)
     assert parse_market(btc.symbol).is_coin_margined
 
 

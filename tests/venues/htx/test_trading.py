@@ -247,25 +247,26 @@ async def test_a_429_is_rate_limited_and_the_next_call_never_reaches_htx(htx):
 
 async def test_linear_swap_order_sends_an_integer_client_order_id(htx):
     order = await htx.run(htx.service.place(KEY_ID, htx.creds, PlaceOrder(
-        market=PERP, side=Side.SELL, type=OrderType.LIMIT, quantity=25, price=68000.1,
+        market=PERP, side=Side.SELL, type=OrderType.LIMIT, quantity=0.025, price=68000.1,
         reduce_only=True, client_order_id=CID)))
     (sent,) = htx.fake.seen
     assert (sent.method, sent.path) == ("POST", "/v5/trade/order")
     body = sent.json()
     assert body.pop("channel_code")  # ccxt's broker tag
+    # 0.025 BTC is 25 contracts of 0.001 BTC
     assert body == {"contract_code": "BTC-USDT", "volume": "25", "margin_mode": "cross",
                     "side": "sell", "time_in_force": "gtc", "client_order_id": int(NCID),
                     "price": "68000.1", "reduce_only": 1, "type": "limit"}
     assert order.order_id == LOID and order.client_order_id == CID  # the id given, back
     assert (order.side, order.quantity, order.price, order.status) == (
-        Side.SELL, 25.0, 68000.1, OrderStatus.NEW)
+        Side.SELL, 0.025, 68000.1, OrderStatus.NEW)
 
     got = await htx.run(htx.service.get_order(KEY_ID, htx.creds, PERP, LOID))
     lookup = htx.fake.calls("GET", "/v5/trade/order")[0]
     assert unsigned(lookup) == {"contract_code": "BTC-USDT", "margin_mode": "cross",
                              "order_id": LOID}
     assert (got.order_id, got.status, got.quantity, got.filled_quantity) == (
-        LOID, OrderStatus.PARTIALLY_FILLED, 25.0, 5.0)
+        LOID, OrderStatus.PARTIALLY_FILLED, 0.025, 0.005)  # 25 and 5 contracts
     assert got.client_order_id == CID  # the client that placed it translates it back
     await htx.service.clients.close()  # as after a restart: a client that never saw it
     got = await htx.run(htx.service.get_order(KEY_ID, htx.creds, PERP, LOID))
@@ -276,7 +277,7 @@ async def test_linear_swap_order_sends_an_integer_client_order_id(htx):
 async def test_linear_swap_reconciles_by_the_same_integer_client_order_id(htx):
     journal = htx.journal
     entry = htx.journal_unknown(KEY_ID, {
-        "market": PERP, "side": "SELL", "type": "LIMIT", "quantity": 25, "price": 68000.1,
+        "market": PERP, "side": "SELL", "type": "LIMIT", "quantity": 0.025, "price": 68000.1,
         "clientOrderId": CID})
     assert await htx.run(htx.service.reconcile_pending(KEY_ID, "HUOBI", htx.creds)) == 1
     (lookup,) = htx.fake.seen

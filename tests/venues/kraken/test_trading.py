@@ -313,8 +313,10 @@ async def test_futures_positions_and_wallet(kraken):
     assert positions == [
         Position(market=PERP, side=PositionSide.LONG, quantity=0.25, entry_price=34250.5,
                  leverage=5.0, margin_type="ISOLATED"),
-        Position(market="KRAKEN-PERP-ETH-USD-COINM", side=PositionSide.SHORT, quantity=300.0,
-                 entry_price=1850.25, margin_type="CROSS"),
+        # 300 inverse contracts of 1 USD, in ETH at the entry price (no mark price given)
+        Position(market="KRAKEN-PERP-ETH-USD-COINM", side=PositionSide.SHORT,
+                 quantity=pytest.approx(300 / 1850.25, rel=1e-11), entry_price=1850.25,
+                 margin_type="CROSS"),
     ]
     balances = await kraken.run(
         kraken.service.balances(KEY_ID, kraken.creds, "KRAKEN", account="futures"))

@@ -58,7 +58,7 @@ def test_futures_contracts_map_to_perp_fut_and_coinm(contracts_active):
     assert (linear.exchange_symbol, linear.kind) == ("XBTUSDTM", "perp")
     md = linear.metadata
     assert (md.base_asset, md.quote_asset, md.margin_asset) == ("BTC", "USDT", "USDT")
-    assert (md.contract_size, md.tick_size, md.lot_size) == (0.001, 0.1, 1)
+    assert (md.contract_size, md.tick_size, md.lot_size) == (0.001, 0.1, 0.001)  # 1 lot, in BTC
 
     inverse = markets["KUCOIN-PERP-XBT-USD-COINM"].metadata
     assert inverse.exchange_symbol == "XBTUSDM"

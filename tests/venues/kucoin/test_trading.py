@@ -250,20 +250,21 @@ async def test_a_429_is_rate_limited_for_gw_ratelimit_reset_and_the_next_call_fa
 
 async def test_futures_order_lookup_and_cancel(kucoin):
     order = await kucoin.run(kucoin.service.place(KEY_ID, kucoin.creds, PlaceOrder(
-        market=PERP, side=Side.SELL, type=OrderType.LIMIT, quantity=3, price=68000.1,
+        market=PERP, side=Side.SELL, type=OrderType.LIMIT, quantity=0.003, price=68000.1,
         reduce_only=True, client_order_id=CID)))
     (sent,) = kucoin.fake.calls("POST", "/api/v1/orders")
     assert sent.json() == {"clientOid": CID, "side": "sell", "symbol": "XBTUSDTM",
                          "type": "limit", "leverage": 1, "size": 3, "price": "68000.1",
                          "reduceOnly": True}
     assert (order.order_id, order.client_order_id, order.status) == (FOID, CID, OrderStatus.NEW)
-    assert (order.side, order.quantity, order.price) == (Side.SELL, 3.0, 68000.1)
+    # 0.003 BTC went out as 3 lots of 0.001 BTC, and comes back in BTC
+    assert (order.side, order.quantity, order.price) == (Side.SELL, 0.003, 68000.1)
 
     got = await kucoin.run(kucoin.service.get_order(KEY_ID, kucoin.creds, PERP, FOID))
     assert (got.order_id, got.client_order_id, got.status) == (
         FOID, CID, OrderStatus.PARTIALLY_FILLED)
     assert (got.quantity, got.filled_quantity, got.price, got.reduce_only) == (
-        3.0, 1.0, 68000.1, True)
+        0.003, 0.001, 68000.1, True)
     canceled = await kucoin.run(kucoin.service.cancel(KEY_ID, kucoin.creds, PERP, FOID, None))
     assert kucoin.fake.calls("DELETE", f"/api/v1/orders/{FOID}")
     assert canceled.order_id == FOID and canceled.status == OrderStatus.CANCELED

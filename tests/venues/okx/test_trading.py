@@ -244,37 +244,49 @@ async def test_cancel_by_client_order_id_reports_the_canceled_order(fake, servic
         Side.BUY, 0.001, 0.0004)
 
 
-async def test_swap_post_only_reduce_only_in_contracts(fake, service, creds):
+async def test_swap_quantity_goes_out_in_contracts(fake, service, creds):
     fake.answer("POST", "/api/v5/trade/batch-orders",
                 ok({"clOrdId": "maker7", "ordId": "1001", "tag": "", "ts": "1708587373361",
                     "sCode": "0", "sMsg": ""}))
-    body = PlaceOrder(market=SWAP, side=Side.SELL, type=OrderType.LIMIT, quantity=2,
+    body = PlaceOrder(market=SWAP, side=Side.SELL, type=OrderType.LIMIT, quantity=0.02,
                       price=60000.1, time_in_force=TimeInForce.GTC, post_only=True,
                       reduce_only=True, client_order_id="maker7")
     placed = await run(service.place(KEY, creds, body))
     (sent,) = fake.seen
     assert_signed(sent, creds)
+    # 0.02 BTC is 2 contracts of 0.01 BTC (ctVal); the order comes back in BTC.
     assert sent.json() == [{"instId": "BTC-USDT-SWAP", "side": "sell", "ordType": "post_only",
                             "sz": "2", "px": "60000.1", "tdMode": "cross",
                             "clOrdId": "maker7", "reduceOnly": True}]
-    assert (placed.order_id, placed.quantity, placed.price) == ("1001", 2.0, 60000.1)
+    assert (placed.order_id, placed.quantity, placed.price) == ("1001", 0.02, 60000.1)
     assert (placed.post_only, placed.reduce_only, placed.status) == (
         True, True, OrderStatus.NEW)
 
 
-async def test_inverse_market_order(fake, service, creds):
+# https://www.okx.com/docs-v5/en/#order-book-trading-market-data-get-ticker
+INVERSE_TICKER = ok({
+    "instType": "SWAP", "instId": "BTC-USD-SWAP", "last": "60000", "lastSz": "1",
+    "askPx": "60000.1", "askSz": "10", "bidPx": "59999.9", "bidSz": "12", "open24h": "59000",
+    "high24h": "61000", "low24h": "58000", "volCcy24h": "100", "vol24h": "60000",
+    "ts": "1708587373361", "sodUtc0": "59500", "sodUtc8": "59600"})
+
+
+async def test_inverse_market_order_converts_at_the_last_price(fake, service, creds):
+    fake.answer("GET", "/api/v5/market/ticker", INVERSE_TICKER)
     fake.answer("POST", "/api/v5/trade/batch-orders",
                 ok({"clOrdId": "coin3", "ordId": "1002", "tag": "", "ts": "1708587373361",
                     "sCode": "0", "sMsg": ""}))
-    body = PlaceOrder(market=INVERSE, side=Side.BUY, type=OrderType.MARKET, quantity=3,
+    # 0.005 BTC at the last price 60,000 is 300 USD: 3 contracts of 100 USD.
+    body = PlaceOrder(market=INVERSE, side=Side.BUY, type=OrderType.MARKET, quantity=0.005,
                       client_order_id="coin3")
     placed = await run(service.place(KEY, creds, body))
-    (sent,) = fake.seen
+    ticker, sent = fake.seen
+    assert ticker.path_qs == "/api/v5/market/ticker?instId=BTC-USD-SWAP"
     assert_signed(sent, creds)
     assert sent.json() == [{"instId": "BTC-USD-SWAP", "side": "buy", "ordType": "market",
                             "sz": "3", "tdMode": "cross", "clOrdId": "coin3"}]
     assert (placed.type, placed.quantity, placed.price, placed.time_in_force) == (
-        OrderType.MARKET, 3.0, None, None)
+        OrderType.MARKET, 0.005, None, None)
 
 
 @pytest.mark.parametrize("changes", [
@@ -332,13 +344,14 @@ async def test_fills_balances_positions(fake, service, creds):
     seen = fake.seen[-1]
     assert seen.path_qs == "/api/v5/account/positions"
     assert_signed(seen, creds)
-    # Quantities are contracts x contract size (normalize.position_from_ccxt): 5 x 0.01 BTC
-    # on BTC-USDT-SWAP, 20 x 100 USD on BTC-USD-SWAP.
+    # Quantities are base units: 5 x 0.01 BTC on BTC-USDT-SWAP; on BTC-USD-SWAP 20 x 100 USD
+    # in BTC at the mark price.
     assert positions == [
         Position(market=SWAP, side=PositionSide.LONG, quantity=0.05, entry_price=60000.0,
                  mark_price=61000.0, unrealized_pnl=50.0, leverage=10.0,
                  liquidation_price=54000.5, margin_type="CROSS"),
-        Position(market=INVERSE, side=PositionSide.SHORT, quantity=2000.0,
+        Position(market=INVERSE, side=PositionSide.SHORT,
+                 quantity=pytest.approx(2000 / 59500, rel=1e-11),
                  entry_price=59000.0, mark_price=59500.0, unrealized_pnl=-0.0000284,
                  leverage=20.0, liquidation_price=62000.1, margin_type="ISOLATED"),
     ]

@@ -8,8 +8,8 @@ WebSocket handlers (``feed.py``): spot books from ``mbp`` increments synced over
 refresh (or, with ``spot_book="depth"``, from full ``depth.step0`` pushes), swap books from
 ``depth.step0``, trades from ``trade.detail``. Every URL is configurable (``HtxUrls``).
 
-Quantities are the venue's: base asset on spot, contracts on swaps (``contractSize`` in the
-market metadata converts).
+Quantities here are the venue's: base asset on spot, contracts on swaps; the gateway serves
+them in base units (``astra.core.ContractUnits``, from ``contractSize`` in the metadata).
 
 Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``htx`` client per
 set of credentials (``private.py``) trades spot and USDT-margined swaps on the configured

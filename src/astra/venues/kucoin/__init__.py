@@ -14,7 +14,8 @@ Spot book snapshots: without credentials, the public top-100 snapshot
 (``/api/v1/market/orderbook/level2_100``) bounds the book to the price range it covers
 (see ``feed.py``); with an API key (General permission) the full-depth
 ``/api/v3/market/orderbook/level2`` is used. Futures snapshots are full depth and public.
-Futures quantities (book and trades) are in lots; ``contractSize`` converts them.
+Futures quantities (book and trades) are in lots here; the gateway serves them in base units
+(``astra.core.ContractUnits``, from ``contractSize``).
 
 Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``kucoin`` client
 per set of credentials (``private.py``) trades spot and futures markets on the configured

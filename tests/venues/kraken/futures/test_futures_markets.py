@@ -49,9 +49,11 @@ def test_metadata_is_normalized(futures_instruments):
     coinm = "KRAKEN-FUT-XBT-USD-220930-COINM"
     expected = {
         "KRAKEN-PERP-XBT-USD": ("PERP", "BTC", "USD", "USD", 1.0, 0.0001, 1.0, None, "TRADING"),
-        "KRAKEN-PERP-XBT-USD-COINM": ("PERP", "BTC", "USD", "BTC", 0.5, 1, 1, None, "TRADING"),
-        "KRAKEN-PERP-ETH-USD-COINM": ("PERP", "ETH", "USD", "ETH", 0.05, 1, 1, None, "POST_ONLY"),
-        coinm: ("FUT", "BTC", "USD", "BTC", 0.5, 1, 1, "220930", "TRADING"),
+        # Inverse contracts (1 USD each) state no lot in base units: it moves with the price.
+        "KRAKEN-PERP-XBT-USD-COINM": ("PERP", "BTC", "USD", "BTC", 0.5, None, 1, None, "TRADING"),
+        "KRAKEN-PERP-ETH-USD-COINM":
+            ("PERP", "ETH", "USD", "ETH", 0.05, None, 1, None, "POST_ONLY"),
+        coinm: ("FUT", "BTC", "USD", "BTC", 0.5, None, 1, "220930", "TRADING"),
         "KRAKEN-FUT-XBT-USD-220930": ("FUT", "BTC", "USD", "USD", 1, 1e-4, 1, "220930", "TRADING"),
     }  # fmt: skip
     assert {symbol: row(symbol) for symbol in expected} == expected
