@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import msgspec
 import pytest
 
+from astra.core import ContractUnits, Side
+from astra.core._trading import Fill, Order, OrderStatus, OrderType
+from astra.server.private import _StreamSink
 from astra.sim.admin import parse_deposits
 
 SPOT = "SIM-SPOT-BTC-USDT"
@@ -82,3 +86,37 @@ async def test_private_stream_needs_credentials(gateway):
                             headers={"x-astra-api-key": f"Bearer {token}"}) as resp:
             assert resp.status == 401
             assert (await resp.json())["code"] == "EXCHANGE_CREDENTIALS_REQUIRED"
+
+
+class Frames:
+    """What the sink needs of a client connection: ``deliver`` of encoded frames."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+
+    def deliver(self, frame: bytes) -> None:
+        self.frames.append(msgspec.json.decode(frame))
+
+
+@pytest.mark.parametrize("data_type", ["ORDERS", "FILLS"])
+def test_user_stream_contracts_reach_clients_in_base_units(data_type):
+    units = {"OKX-PERP-BTC-USDT": ContractUnits(0.01, inverse=False),
+             "OKX-PERP-BTC-USD-COINM": ContractUnits(100.0, inverse=True)}
+    client = Frames()
+    sink = _StreamSink(client, data_type, "OKX", units)  # type: ignore[arg-type]
+    orders = [Order(order_id="1", client_order_id="a", market="OKX-PERP-BTC-USDT",
+                    side=Side.BUY, type=OrderType.LIMIT, quantity=5, filled_quantity=2,
+                    status=OrderStatus.PARTIALLY_FILLED, price=60000.0),
+              Order(order_id="2", client_order_id="b", market="OKX-PERP-BTC-USD-COINM",
+                    side=Side.SELL, type=OrderType.LIMIT, quantity=6, filled_quantity=0,
+                    status=OrderStatus.NEW, price=50000.0)]
+    fills = [Fill(fill_id="f", order_id="2", market="OKX-PERP-BTC-USD-COINM", side=Side.SELL,
+                  price=40000.0, quantity=2, time=1)]
+    sink.on_orders(orders, fills)
+    (frame,) = client.frames
+    if data_type == "ORDERS":
+        assert [(o["quantity"], o["filledQuantity"]) for o in frame["orders"]] == [
+            (0.05, 0.02), (0.012, 0.0)]  # 5 x 0.01 BTC; 6 x 100 USD at 50,000
+    else:
+        assert [f["quantity"] for f in frame["fills"]] == [0.005]  # 2 x 100 USD at 40,000
+    assert orders[0].quantity == 5  # the venue's objects are not modified
