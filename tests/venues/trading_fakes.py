@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 import aiohttp
 import pytest
 from aiohttp import web
+from tests.venues.loopback import serve
 
 from astra.core import InsufficientBalance, RateLimited
 from astra.core._trading import Order, OrderStatus, PlaceOrder
@@ -118,15 +119,8 @@ class FakeVenue:
     async def running(self) -> AsyncIterator[FakeVenue]:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        try:
+        async with serve(app) as self.base_url:
             yield self
-        finally:
-            await runner.cleanup()
 
 
 async def run(coro, seconds: float = 15):

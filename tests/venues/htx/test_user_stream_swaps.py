@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 
 import pytest
 from aiohttp import WSMsgType, web
+from tests.venues.loopback import UserSink, serve, until
 
 from astra.core._trading import (
     Balance,
@@ -201,54 +202,12 @@ class FakeHtxPrivate:
         app = web.Application()
         app.router.add_get("/ws/v2", self.spot_ws)
         app.router.add_get("/ws/v5/notification", self.contract_ws)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
-            yield self
-        finally:
-            for ws in [*self.sockets, *self.spot_sockets]:
-                await ws.close()
-            await runner.cleanup()
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.orders: list[Order] = []
-        self.fills: list[Fill] = []
-        self.balances: list[list[Balance]] = []
-        self.resyncs: list[str] = []
-        self.changed = asyncio.Event()
-
-    def on_orders(self, orders, fills) -> None:
-        self.orders += orders
-        self.fills += fills
-        self.changed.set()
-
-    def on_balances(self, balances) -> None:
-        self.balances.append(balances)
-        self.changed.set()
-
-    def on_resync(self, reason: str) -> None:
-        self.resyncs.append(reason)
-        self.changed.set()
-
-
-async def until(check, *events: asyncio.Event) -> None:
-    async with asyncio.timeout(8):
-        while not check():
-            for event in events:
-                event.clear()
-            if check():
-                return
-            waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        async with serve(app) as self.url:
             try:
-                await asyncio.wait(waiters, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                yield self
             finally:
-                for waiter in waiters:
-                    waiter.cancel()
+                for ws in [*self.sockets, *self.spot_sockets]:
+                    await ws.close()
 
 
 def _instruments(with_swaps: bool) -> dict:
@@ -270,7 +229,7 @@ async def streaming(*, with_swaps: bool = True, refuse_auth: tuple[int, ...] = (
     async def markets():
         return instruments
 
-    sink = Sink()
+    sink = UserSink()
     async with fake.running():
         venue = HtxVenue(urls=HtxUrls.for_server(fake.url), markets_source=markets)
         task = asyncio.create_task(venue.run_user_stream(creds.ccxt_config(), sink))

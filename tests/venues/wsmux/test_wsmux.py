@@ -11,6 +11,7 @@ import json
 import aiohttp
 import pytest
 from aiohttp import web
+from tests.venues.loopback import serve
 
 from astra.venues.retry import backoff
 from astra.venues.wsmux import BatchedConnection, MuxPool
@@ -79,14 +80,8 @@ async def toy():
     server = ToyServer()
     app = web.Application()
     app.router.add_get("/ws", server.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    async with aiohttp.ClientSession() as session:
-        yield server, session, f"ws://127.0.0.1:{port}/ws"
-    await runner.cleanup()
+    async with serve(app) as base, aiohttp.ClientSession() as session:
+        yield server, session, base.replace("http", "ws", 1) + "/ws"
 
 
 async def test_pool_fills_a_connection_to_capacity_then_opens_another_and_closes_empty_ones(toy):

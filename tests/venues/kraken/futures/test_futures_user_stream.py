@@ -29,6 +29,7 @@ import uuid
 
 import pytest
 from aiohttp import WSMsgType, web
+from tests.venues.loopback import UserSink, serve, until
 
 from astra.core._trading import Balance, Fill, Liquidity, Order, OrderStatus, OrderType, Side
 from astra.trading.credentials import ExchangeCredentials
@@ -196,54 +197,12 @@ class FakeKrakenPrivate:
         app.router.add_get("/ws/v1", self.futures_ws)
         app.router.add_get("/v2", self.spot_ws)
         app.router.add_post("/0/private/GetWebSocketsToken", self.token)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
-            yield self
-        finally:
-            for ws in [*self.sockets, *self.spot_sockets]:
-                await ws.close()
-            await runner.cleanup()
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.orders: list[Order] = []
-        self.fills: list[Fill] = []
-        self.balances: list[list[Balance]] = []
-        self.resyncs: list[str] = []
-        self.changed = asyncio.Event()
-
-    def on_orders(self, orders, fills) -> None:
-        self.orders += orders
-        self.fills += fills
-        self.changed.set()
-
-    def on_balances(self, balances) -> None:
-        self.balances.append(balances)
-        self.changed.set()
-
-    def on_resync(self, reason: str) -> None:
-        self.resyncs.append(reason)
-        self.changed.set()
-
-
-async def until(check, *events: asyncio.Event) -> None:
-    async with asyncio.timeout(8):
-        while not check():
-            for event in events:
-                event.clear()
-            if check():
-                return
-            waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        async with serve(app) as self.url:
             try:
-                await asyncio.wait(waiters, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                yield self
             finally:
-                for waiter in waiters:
-                    waiter.cancel()
+                for ws in [*self.sockets, *self.spot_sockets]:
+                    await ws.close()
 
 
 @contextlib.asynccontextmanager
@@ -254,7 +213,7 @@ async def streaming(doc_asset_pairs, futures_instruments, *, futures: bool = Tru
         secret=base64.b64encode(secrets.token_bytes(64)).decode())
     fake = FakeKrakenPrivate(creds)
     fake.refuse.update(refuse)
-    sink = Sink()
+    sink = UserSink()
     async with fake.running():
         ws = "ws" + fake.url[len("http"):]
         urls = KrakenUrls(rest=fake.url, ws="ws://127.0.0.1:9/v2", auth_ws=f"{ws}/v2",
