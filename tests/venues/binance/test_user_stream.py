@@ -2,30 +2,48 @@
 127.0.0.1 (no network).
 
 The fake serves the recorded exchangeInfo excerpt (BTCUSDT spot, BTCUSDT perpetual,
-BTCUSD_PERP COIN-M: the spot and USD-M ids collide on purpose), answers the spot listenKey
-POST/PUT (``/api/v3/userDataStream``) and the USD-M POST (``/fapi/v1/listenKey``), refuses
-the COIN-M one as a key without futures permission would be refused, and pushes events shaped
-as Binance's user data stream docs show them on ``/ws/<listenKey>``:
+BTCUSD_PERP COIN-M: the spot and USD-M ids collide on purpose) and:
 
-- spot (https://developers.binance.com/docs/binance-spot-api-docs/user-data-stream):
-  ``executionReport`` NEW then TRADE, and ``outboundAccountPosition``;
-- USD-M (https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams):
-  ``ORDER_TRADE_UPDATE`` (a TRADE).
+- spot: the WebSocket API (``/ws-api/v3``, https://developers.binance.com/docs/
+  binance-spot-api-docs/websocket-api/user-data-stream-requests). It checks each
+  ``userDataStream.subscribe.signature`` on its own (the HMAC-SHA256 recomputed with the test
+  secret over the sorted params, the API key, the timestamp within ``recvWindow``), answers
+  ``{"id", "status": 200, "result": {"subscriptionId": 0}}`` or refuses as Binance does
+  (``status`` 401, ``error`` -2015, the connection left open), then plays a per-connection
+  script: events wrapped in ``{"subscriptionId", "event"}``, unwrapped frames
+  (``serverShutdown``) or ``DROP`` (the fake closes the socket);
+- futures: answers the USD-M listenKey POST (``/fapi/v1/listenKey``), refuses the COIN-M one
+  as a key without futures permission would be refused, and pushes events on
+  ``/ws/<listenKey>``. It still answers nothing on the retired spot listenKey route, and
+  records any request there.
 
-Symbols and values are the fake's own (the docs' samples use ETHBTC); field names, types and
-the extra fields Astra ignores are the docs'.
+Event payloads are shaped as Binance's docs show them: spot
+(https://developers.binance.com/docs/binance-spot-api-docs/user-data-stream)
+``executionReport`` NEW then TRADE and ``outboundAccountPosition``; USD-M
+(https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams)
+``ORDER_TRADE_UPDATE`` (a TRADE). Symbols and values are the fake's own (the docs' samples use
+ETHBTC); field names, types and the extra fields Astra ignores are the docs'.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
 import json
+import logging
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import ccxt
 import pytest
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode, WSMsgType, web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from astra.core._trading import (
     Balance,
@@ -38,13 +56,13 @@ from astra.core._trading import (
 )
 from astra.trading.credentials import ExchangeCredentials
 from astra.venues.binance import BinanceUrls, BinanceVenue
+from astra.venues.binance.userdata import sign_params
 
 EXCHANGE_INFO = json.loads(
     (Path(__file__).parent / "data" / "trading" / "exchangeInfo.json").read_text()
 )
 SPOT = "BINANCE-SPOT-BTC-USDT"
 PERP = "BINANCE-PERP-BTC-USDT"
-SPOT_KEY = "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1"
 USDM_KEY = "XaEAKTsQSRLZAGH9tuIu37plSRsdjmlAVBoNYPUITlTAko1WI22PgmBMpI1rS8Yh"
 
 
@@ -87,6 +105,14 @@ PERP_TRADE = {
 }  # fmt: skip
 
 
+STREAM_TERMINATED = {"e": "eventStreamTerminated", "E": 1728973001334}
+SERVER_SHUTDOWN = {"event": {"e": "serverShutdown", "E": 1770123456789}}  # no subscriptionId
+DROP = "drop"  # script step: the fake closes the connection
+REFUSED = {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
+RATE_LIMITS = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                "limit": 6000, "count": 2}]  # fmt: skip
+
+
 @dataclass
 class Seen:
     method: str
@@ -99,13 +125,31 @@ class Seen:
         return "\n".join([self.raw_path, self.body, *map(str, self.headers.items())])
 
 
-class FakeUserData:
-    """REST listenKey routes, exchangeInfo and the ``/ws/<listenKey>`` sockets."""
+@dataclass
+class Subscribe:
+    """One request received on the WebSocket API, and the fake's verdict."""
 
-    def __init__(self) -> None:
+    connection: int  # index of the WebSocket API connection it came on
+    at: float  # loop time of arrival
+    frame: str  # the request as sent
+    params: dict
+    status: int  # answered
+    signature_ok: bool
+
+
+class FakeUserData:
+    """exchangeInfo, the futures listenKey routes and ``/ws/<listenKey>`` sockets, and the
+    spot WebSocket API (see the module docstring)."""
+
+    def __init__(self, api_key: str, secret: str) -> None:
+        self.api_key, self.secret = api_key, secret
         self.seen: list[Seen] = []
         self.sockets: list[str] = []  # the request path of every WebSocket accepted
+        self.subscribes: list[Subscribe] = []
+        self.refuse = 0  # how many valid subscribes to refuse first (-2015)
+        self.scripts: list[list] = []  # per accepted subscription, in order
         self.base_url = ""
+        self._connections = 0
         self._changed = asyncio.Event()
         self._open: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
@@ -118,16 +162,10 @@ class FakeUserData:
                               dict(request.headers), await request.text()))
         self._changed.set()
         route = (request.method, request.path)
-        if route in (("POST", "/api/v3/userDataStream"), ("POST", "/fapi/v1/listenKey")):
-            key = SPOT_KEY if request.path.startswith("/api") else USDM_KEY
-            return web.json_response({"listenKey": key})
-        if route == ("PUT", "/api/v3/userDataStream"):
-            return web.json_response({})
+        if route == ("POST", "/fapi/v1/listenKey"):
+            return web.json_response({"listenKey": USDM_KEY})
         if route == ("POST", "/dapi/v1/listenKey"):
-            return web.json_response(
-                {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."},
-                status=401,
-            )
+            return web.json_response(REFUSED, status=401)
         return web.json_response({"code": -1000, "msg": "unscripted"}, status=400)
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
@@ -137,16 +175,64 @@ class FakeUserData:
         self.sockets.append(request.path)
         self._changed.set()
         try:
-            if request.path == f"/stream/ws/{SPOT_KEY}":
-                frames = [SPOT_NEW, SPOT_TRADE, SPOT_BALANCES]
-            elif request.path == f"/fstream/private/ws/{USDM_KEY}":
-                frames = [PERP_TRADE]
-            else:
-                frames = []
-            for frame in frames:
-                await ws.send_str(json.dumps(frame))
+            if request.path == f"/fstream/private/ws/{USDM_KEY}":
+                await ws.send_str(json.dumps(PERP_TRADE))
             async for _ in ws:  # held open until the client or the fake closes it
                 pass
+        finally:
+            self._open.discard(ws)
+        return ws
+
+    def _verdict(self, params: dict) -> tuple[int, dict | None, bool]:
+        """Binance's checks of a signed request: (status, error, signature valid)."""
+        payload = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k != "signature")
+        expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        signature_ok = str(params.get("signature", "")).lower() == expected
+        if params.get("apiKey") != self.api_key:
+            return 401, REFUSED, signature_ok
+        if not signature_ok:
+            return 400, {"code": -1022, "msg": "Signature for this request is not valid."}, False
+        window = params.get("recvWindow", 5000)
+        if not -1000 < time.time() * 1000 - params["timestamp"] <= window:
+            return 400, {"code": -1021, "msg": "Timestamp outside of the recvWindow."}, True
+        if self.refuse > 0:
+            self.refuse -= 1
+            return 401, REFUSED, True
+        return 200, None, True
+
+    async def _ws_api(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()  # no server pings: a silent socket stays silent
+        await ws.prepare(request)
+        self._open.add(ws)
+        self.sockets.append(request.path)
+        connection, self._connections = self._connections, self._connections + 1
+        self._changed.set()
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                request_frame = json.loads(msg.data)
+                params = request_frame.get("params", {})
+                if request_frame.get("method") == "userDataStream.subscribe.signature":
+                    status, error, signature_ok = self._verdict(params)
+                else:
+                    status, error, signature_ok = 400, {"code": -1100, "msg": "method"}, False
+                self.subscribes.append(Subscribe(
+                    connection, asyncio.get_running_loop().time(), msg.data, params, status,
+                    signature_ok))  # fmt: skip
+                self._changed.set()
+                answer = {"id": request_frame.get("id"), "status": status}
+                if status != 200:  # Binance keeps the connection open after an error
+                    await ws.send_json({**answer, "error": error, "rateLimits": RATE_LIMITS})
+                    continue
+                await ws.send_json({**answer, "result": {"subscriptionId": 0},
+                                    "rateLimits": RATE_LIMITS})  # fmt: skip
+                for step in self.scripts.pop(0) if self.scripts else []:
+                    if step == DROP:
+                        await ws.close(code=WSCloseCode.GOING_AWAY)
+                        break
+                    await ws.send_json(step if "event" in step
+                                       else {"subscriptionId": 0, "event": step})  # fmt: skip
         finally:
             self._open.discard(ws)
         return ws
@@ -162,6 +248,7 @@ class FakeUserData:
 
     async def start(self) -> FakeUserData:
         app = web.Application()
+        app.router.add_get("/ws-api/v3", self._ws_api)
         app.router.add_get("/{root:(stream|fstream/private|dstream)}/ws/{key}", self._socket)
         app.router.add_route("*", "/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
@@ -184,11 +271,13 @@ class CollectingSink:
         self.fills: list[Fill] = []
         self.balances: list[Balance] = []
         self.resyncs: list[str] = []
+        self.log: list[str] = []  # resync reasons and order statuses, in arrival order
         self._changed = asyncio.Event()
 
     def on_orders(self, orders, fills) -> None:
         self.orders += orders
         self.fills += fills
+        self.log += [f"order {o.status.value}" for o in orders]
         self._changed.set()
 
     def on_balances(self, balances) -> None:
@@ -197,6 +286,7 @@ class CollectingSink:
 
     def on_resync(self, reason: str) -> None:
         self.resyncs.append(reason)
+        self.log.append(reason)
         self._changed.set()
 
     async def until(self, predicate, within: float = 10.0) -> None:
@@ -207,8 +297,14 @@ class CollectingSink:
 
 
 @pytest.fixture
-async def fake():
-    server = await FakeUserData().start()
+def creds():
+    return ExchangeCredentials("BINANCE", api_key=secrets.token_urlsafe(48)[:64],
+                               secret=secrets.token_urlsafe(48)[:64])
+
+
+@pytest.fixture
+async def fake(creds):
+    server = await FakeUserData(creds.api_key, creds.secret).start()
     yield server
     await server.close()
 
@@ -216,30 +312,45 @@ async def fake():
 @pytest.fixture
 async def venue(fake):
     venue = BinanceVenue(urls=BinanceUrls.at(fake.base_url), sections=("spot", "usdm", "coinm"))
-    venue.user_stream_keepalive = 0.05  # so the spot keep-alive PUT shows up within the test
     yield venue
     await venue.close()
 
 
 @pytest.fixture
-def creds():
-    return ExchangeCredentials("BINANCE", api_key=secrets.token_urlsafe(48)[:64],
-                               secret=secrets.token_urlsafe(48)[:64])
+async def spot_venue(fake):
+    venue = BinanceVenue(urls=BinanceUrls.at(fake.base_url), sections=("spot",))
+    yield venue
+    await venue.close()
 
 
-async def test_user_stream_normalizes_spot_and_usdm_events(fake, venue, creds):
-    sink = CollectingSink()
+@contextlib.asynccontextmanager
+async def streaming(venue: BinanceVenue, creds: ExchangeCredentials, sink: CollectingSink):
+    """``venue.run_user_stream`` in a task, cancelled (within 5 s) on exit."""
     task = asyncio.create_task(venue.run_user_stream(creds.ccxt_config(), sink))
     try:
-        await sink.until(lambda: len(sink.orders) == 3 and sink.balances)
-        # The spot keep-alive names its key; COIN-M (refused) was tried and is retried.
-        await fake.wait_until(lambda: fake.requests("PUT", "/api/v3/userDataStream")
-                              and fake.requests("POST", "/dapi/v1/listenKey"))
+        yield task
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(5):
                 await task
+
+
+def assert_signed(subscribe: Subscribe, creds: ExchangeCredentials) -> None:
+    assert subscribe.signature_ok
+    assert set(subscribe.params) == {"apiKey", "recvWindow", "signature", "timestamp"}
+    assert subscribe.params["apiKey"] == creds.api_key
+    assert creds.secret not in subscribe.frame
+
+
+async def test_user_stream_normalizes_spot_and_usdm_events(fake, venue, creds):
+    fake.scripts = [[SPOT_NEW, SPOT_TRADE, SPOT_BALANCES]]
+    sink = CollectingSink()
+    async with streaming(venue, creds, sink):
+        await sink.until(lambda: len(sink.orders) == 3 and sink.balances)
+        # COIN-M (refused) was tried and its stream resynced, to be retried.
+        await fake.wait_until(lambda: fake.requests("POST", "/dapi/v1/listenKey"))
+        await sink.until(lambda: "user stream lost" in sink.resyncs)
 
     spot_orders = [o for o in sink.orders if o.market == SPOT]
     assert spot_orders == [
@@ -274,39 +385,137 @@ async def test_user_stream_normalizes_spot_and_usdm_events(fake, venue, creds):
                 total=9969.999995 + 90.00002),
     ]
 
-    # One socket per product on its own key; COIN-M never got one (its key was refused).
-    assert f"/stream/ws/{SPOT_KEY}" in fake.sockets
+    # Spot: one signed subscription on the WebSocket API, no listenKey any more.
+    [subscribe] = fake.subscribes
+    assert subscribe.status == 200
+    assert_signed(subscribe, creds)
+    assert not [s for s in fake.seen if s.path.startswith("/api/")]
+    assert not [p for p in fake.sockets if p.startswith("/stream")]
+    # Futures: one socket per product on its own key; COIN-M never got one (key refused).
     assert f"/fstream/private/ws/{USDM_KEY}" in fake.sockets
     assert not [p for p in fake.sockets if p.startswith("/dstream")]
     assert "user stream (re)connected" in sink.resyncs
     assert "user stream lost" in sink.resyncs  # the refused COIN-M stream's
 
-    listen_key_calls = fake.seen
-    assert {(s.method, s.path) for s in listen_key_calls} >= {
-        ("POST", "/api/v3/userDataStream"),
-        ("PUT", "/api/v3/userDataStream"),
+    assert {(s.method, s.path) for s in fake.seen} == {
         ("POST", "/fapi/v1/listenKey"),
         ("POST", "/dapi/v1/listenKey"),
     }
-    for seen in listen_key_calls:
+    for seen in fake.seen:
         assert seen.headers["X-MBX-APIKEY"] == creds.api_key
         assert creds.secret not in seen.text()
-    put = fake.requests("PUT", "/api/v3/userDataStream")[0]
-    assert put.body == f"listenKey={SPOT_KEY}"
 
 
-async def test_user_stream_only_for_loaded_products(fake, creds):
-    venue = BinanceVenue(urls=BinanceUrls.at(fake.base_url), sections=("spot",))
+async def test_user_stream_only_for_loaded_products(fake, spot_venue, creds):
+    fake.scripts = [[SPOT_NEW, SPOT_TRADE, SPOT_BALANCES]]
     sink = CollectingSink()
-    task = asyncio.create_task(venue.run_user_stream(creds.ccxt_config(), sink))
-    try:
+    async with streaming(spot_venue, creds, sink):
         await sink.until(lambda: len(sink.orders) == 2 and sink.balances)
         await asyncio.sleep(0.1)  # time for a wrongly started futures stream to show up
+    assert fake.seen == []  # no listenKey, spot or futures
+    assert fake.sockets == ["/ws-api/v3"]
+    # The resync comes once the subscription is confirmed, before its first event.
+    assert sink.log == ["user stream (re)connected", "order NEW", "order PARTIALLY_FILLED"]
+
+
+async def test_refused_subscribe_retries_on_new_connections_with_backoff(
+    fake, spot_venue, creds, caplog
+):
+    caplog.set_level(logging.INFO, logger="astra.venues.binance")
+    fake.refuse = 2
+    fake.scripts = [[SPOT_NEW]]
+    sink = CollectingSink()
+    async with streaming(spot_venue, creds, sink):
+        await sink.until(lambda: sink.orders, within=10)
+
+    assert [(s.connection, s.status) for s in fake.subscribes] == [(0, 401), (1, 401), (2, 200)]
+    for subscribe in fake.subscribes:
+        assert_signed(subscribe, creds)
+    first, second, third = (s.at for s in fake.subscribes)
+    assert second - first >= 0.5  # backoff(1)
+    assert third - second >= 1.0  # backoff(2): it grows while refused
+    assert sink.log == ["user stream lost", "user stream lost", "user stream (re)connected",
+                        "order NEW"]  # fmt: skip
+    assert "code -2015" in caplog.text
+    assert creds.secret not in caplog.text
+    assert not any(s.params["signature"] in caplog.text for s in fake.subscribes)
+
+
+async def test_dropped_connection_resyncs_and_resubscribes(fake, spot_venue, creds):
+    fake.scripts = [[SPOT_NEW, DROP], [SPOT_TRADE]]
+    sink = CollectingSink()
+    async with streaming(spot_venue, creds, sink):
+        await sink.until(lambda: len(sink.orders) == 2)
+    assert sink.log == ["user stream (re)connected", "order NEW", "user stream lost",
+                        "user stream (re)connected", "order PARTIALLY_FILLED"]  # fmt: skip
+    assert [(s.connection, s.status) for s in fake.subscribes] == [(0, 200), (1, 200)]
+    for subscribe in fake.subscribes:
+        assert_signed(subscribe, creds)
+
+
+@pytest.mark.parametrize("ending", [STREAM_TERMINATED, SERVER_SHUTDOWN],
+                         ids=["eventStreamTerminated", "serverShutdown"])  # fmt: skip
+async def test_ending_event_reconnects(fake, spot_venue, creds, ending):
+    # The fake keeps the first connection open: only the event can make the client move.
+    fake.scripts = [[SPOT_NEW, ending], [SPOT_TRADE]]
+    sink = CollectingSink()
+    async with streaming(spot_venue, creds, sink):
+        await sink.until(lambda: len(sink.orders) == 2)
+    assert [(s.connection, s.status) for s in fake.subscribes] == [(0, 200), (1, 200)]
+    assert sink.log == ["user stream (re)connected", "order NEW", "user stream lost",
+                        "user stream (re)connected", "order PARTIALLY_FILLED"]  # fmt: skip
+
+
+@pytest.mark.parametrize("limit", ["silence", "max_age"])
+async def test_silent_or_old_connection_is_replaced(fake, creds, limit):
+    venue = BinanceVenue(urls=BinanceUrls.at(fake.base_url), sections=("spot",),
+                         max_connection_age=0.3 if limit == "max_age" else None)  # fmt: skip
+    if limit == "silence":
+        venue.user_stream_silence = 0.3
+    fake.scripts = [[SPOT_NEW], [SPOT_TRADE]]  # then nothing: no events, no pings
+    sink = CollectingSink()
+    try:
+        async with streaming(venue, creds, sink):
+            await sink.until(lambda: len(sink.orders) == 2)
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            async with asyncio.timeout(5):
-                await task
         await venue.close()
-    assert {s.path for s in fake.seen} == {"/api/v3/userDataStream"}
-    assert fake.sockets == [f"/stream/ws/{SPOT_KEY}"]
+    first, second = fake.subscribes
+    assert (first.connection, second.connection) == (0, 1)
+    assert second.at - first.at >= 0.3
+    assert sink.log[-2:] == ["user stream (re)connected", "order PARTIALLY_FILLED"]
+
+
+def test_sign_params_matches_the_docs_hmac_example():
+    # The docs' "SIGNED request example (HMAC)": its key, secret, params and signature.
+    client = ccxt.binance({
+        "apiKey": "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A",
+        "secret": "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j",
+    })  # fmt: skip
+    params = {"symbol": "BTCUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC",
+              "quantity": "0.01000000", "price": "52000.00", "recvWindow": 100,
+              "timestamp": 1645423376532}  # fmt: skip
+    signed = sign_params(client, params)
+    assert signed["signature"] == (
+        "aa1b5712c094bc4e57c05a1a5c1fd8d88dcd628338ea863fec7b88e59fe2db24"
+    )
+    # Without params: the subscribe's own, sorted; ccxt's recvWindow and a fresh timestamp.
+    plain = sign_params(client)
+    assert list(plain) == ["apiKey", "recvWindow", "timestamp", "signature"]
+    assert plain["recvWindow"] == 10000
+    assert abs(plain["timestamp"] - time.time() * 1000) < 5000
+
+
+def test_sign_params_with_an_ed25519_key():
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()  # fmt: skip
+    signed = sign_params(ccxt.binance({"apiKey": "k" * 64, "secret": pem}))
+    payload = f"apiKey={'k' * 64}&recvWindow=10000&timestamp={signed['timestamp']}"
+    key.public_key().verify(base64.b64decode(signed["signature"]), payload.encode())
+
+
+def test_spot_ws_api_url_is_configurable():
+    assert BinanceUrls().spot_ws_api == "wss://ws-api.binance.com:443/ws-api/v3"
+    venue = BinanceVenue.from_config({"spot_ws_api": "ws://127.0.0.1:1/ws-api/v3"})
+    assert venue.urls.spot_ws_api == "ws://127.0.0.1:1/ws-api/v3"
+    assert BinanceUrls.at("http://127.0.0.1:2").spot_ws_api == "ws://127.0.0.1:2/ws-api/v3"

@@ -13,10 +13,12 @@ Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``bina
 per set of credentials (``private.py``) trades spot, USD-M and COIN-M markets on the
 configured REST roots, sharing the markets already loaded.
 
-User data (``run_user_stream``, the gateway's ``WS /ws``): one listenKey stream per product
-the venue has markets of (spot ``/api/v3/userDataStream``, USD-M ``/fapi/v1/listenKey``,
-COIN-M ``/dapi/v1/listenKey``), read by Aster's user-stream loop
-(``astra.venues.aster.userdata``: Aster copies Binance's payloads field for field).
+User data (``run_user_stream``, the gateway's ``WS /ws``): one stream per product the venue
+has markets of. Spot subscribes on the WebSocket API (``spot_ws_api``,
+``userDataStream.subscribe.signature``: ``userdata.py``; Binance retired the spot listenKey
+on 2026-02-20); USD-M (``/fapi/v1/listenKey``) and COIN-M (``/dapi/v1/listenKey``) keep their
+listenKey streams, read by Aster's user-stream loop (``astra.venues.aster.userdata``: Aster
+copies Binance's payloads field for field, and both paths share its event decoding).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from .private import BinancePrivate, private_api_urls
 from .schemas import AggTrade, OptionRecentTrade
 from .streams import FUTURES_LIMITS, OPTIONS_LIMITS, SPOT_LIMITS, Limits, StreamPool
 from .symbols import SECTIONS, markets_from_exchange_info
+from .userdata import run_spot_user_stream, sign_params
 
 __all__ = ["CAPABILITIES", "BinanceUrls", "BinanceVenue", "from_config"]
 
@@ -90,7 +93,8 @@ class BinanceUrls:
     """REST roots (ccxt appends ``/v3``, ``/v1``) and WebSocket roots (``/stream``, the
     combined-stream endpoint, is appended). USD-M routes streams by category: depth on
     ``/public``, aggTrade on ``/market`` (the unrouted ``fstream.binance.com/ws`` stops
-    carrying ``/market`` streams); options streams live on the same ``/public`` route."""
+    carrying ``/market`` streams); options streams live on the same ``/public`` route.
+    ``spot_ws_api`` is the spot WebSocket API (user data), used as it is."""
 
     spot_rest: str = "https://api.binance.com/api"
     usdm_rest: str = "https://fapi.binance.com/fapi"
@@ -101,12 +105,14 @@ class BinanceUrls:
     usdm_market_ws: str = "wss://fstream.binance.com/market"
     coinm_ws: str = "wss://dstream.binance.com"
     option_ws: str = "wss://fstream.binance.com/public"
+    spot_ws_api: str = "wss://ws-api.binance.com:443/ws-api/v3"
 
     @classmethod
     def at(cls, base_url: str) -> BinanceUrls:
         """Every product served by one local server at ``base_url`` (``http://host:port``),
         e.g. a replayer: REST under ``/api``, ``/fapi``, ``/dapi``, ``/eapi``; streams under
-        ``/stream``, ``/fstream/public``, ``/fstream/market``, ``/dstream``, ``/eoptions``."""
+        ``/stream``, ``/fstream/public``, ``/fstream/market``, ``/dstream``, ``/eoptions``;
+        the spot WebSocket API on ``/ws-api/v3``."""
         base = base_url.rstrip("/")
         ws = "ws" + base[len("http") :]
         return cls(
@@ -119,6 +125,7 @@ class BinanceUrls:
             f"{ws}/fstream/market",
             f"{ws}/dstream",
             f"{ws}/eoptions",
+            f"{ws}/ws-api/v3",
         )
 
 
@@ -157,9 +164,10 @@ class BinanceVenue(Venue):
     lowers every product's documented stream cap per connection (tests, cautious setups)."""
 
     capabilities = CAPABILITIES
-    # User data streams: listenKey keep-alive period (Binance: valid 60 min, PUT every 30) and
-    # how long a quiet socket is trusted (an idle account sends nothing; the WebSocket
-    # heartbeat already detects a dead connection, so this is only a backstop).
+    # User data streams: futures listenKey keep-alive period (Binance: valid 60 min, PUT every
+    # 30) and how long a quiet socket is trusted (an idle account sends nothing; the WebSocket
+    # heartbeat already detects a dead connection, so this is only a backstop). The spot
+    # WebSocket API connection is also replaced at ``max_connection_age``.
     user_stream_keepalive: float = 1800.0
     user_stream_silence: float = 3600.0
 
@@ -306,10 +314,11 @@ class BinanceVenue(Venue):
 
     async def run_user_stream(self, config: Mapping[str, object], sink: UserDataSink) -> None:
         """Orders, fills and balances of the account behind ``config`` (ccxt credentials),
-        from the user data stream of each product with markets loaded (spot, USD-M, COIN-M;
-        each on its own listenKey and connection, concurrently), until cancelled. A product
-        whose listenKey is refused (e.g. a key without futures permission) keeps retrying
-        with backoff and resyncs; the others are unaffected."""
+        from the user data stream of each product with markets loaded (spot on the WebSocket
+        API, USD-M and COIN-M each on its own listenKey; one connection each, concurrently),
+        until cancelled. A product whose subscription or listenKey is refused (e.g. a key
+        without futures permission) keeps retrying with backoff and resyncs; the others are
+        unaffected."""
         markets = await self.load_markets()
         # One mapping per product: a spot id and a futures id can be the same (BTCUSDT).
         by_kind: dict[str, dict[str, str]] = {}
@@ -318,6 +327,11 @@ class BinanceVenue(Venue):
         client = self.private_client(config)
         try:
             async with asyncio.TaskGroup() as group:
+                if by_kind.get("spot"):
+                    group.create_task(run_spot_user_stream(
+                        self._trading_http(), self.urls.spot_ws_api, lambda: sign_params(client),
+                        by_kind["spot"], self.code, sink, silence=self.user_stream_silence,
+                        max_age=self.max_connection_age))  # fmt: skip
                 for kind, (ws_base, create, keepalive) in self._user_streams(client).items():
                     if by_kind.get(kind):
                         group.create_task(run_user_stream(
@@ -328,21 +342,10 @@ class BinanceVenue(Venue):
             await client.close()
 
     def _user_streams(self, client: BinancePrivate) -> dict[str, tuple[str, Any, Any]]:
-        """Per product: the WebSocket root (``<root>/ws/<listenKey>``) and the listenKey
-        create / keep-alive calls. Spot's PUT names the key; the futures PUTs do not."""
-        spot_key: dict[str, str] = {}
-
-        async def spot_create() -> dict:
-            response = await client.publicPostUserDataStream()
-            spot_key["listenKey"] = response["listenKey"]
-            return response
-
-        async def spot_keepalive() -> dict:
-            return await client.publicPutUserDataStream(dict(spot_key))
-
+        """Per futures product: the WebSocket root (``<root>/ws/<listenKey>``) and the
+        listenKey create / keep-alive calls (spot has no listenKey any more)."""
         urls = self.urls
         return {
-            "spot": (urls.spot_ws, spot_create, spot_keepalive),
             "usdm": (
                 _private_route(urls.usdm_ws),
                 client.fapiPrivatePostListenKey,
