@@ -123,6 +123,8 @@ async def test_same_client_order_id_places_one_order_even_concurrently(sim, trad
         ({"price": 96000.001}, 422, "price"),
         ({"quantity": 0.0000001}, 422, "quantity"),
         ({"quantity": -1}, 422, "quantity"),
+        ({"quantity": 1e300}, 422, "quantity"),  # huge, finite: no decimal overflow (500)
+        ({"price": 1e308}, 422, "price"),
         ({"price": None}, 422, "price"),
         ({"type": "ICEBERG"}, 400, "type"),
         ({"quantityy": 1}, 400, "quantityy"),

@@ -89,11 +89,17 @@ def _d(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
+# Larger than any real order (in base units or quote per unit); bounded so the tick and lot
+# arithmetic below stays exact instead of overflowing the decimal context.
+MAX_ORDER_VALUE = 1e15
+
+
 def check_order(body: PlaceOrder, market: VenueMarket) -> None:
     """Tick, lot, minimum quantity and notional, before any venue round trip (422)."""
     meta = market.metadata
-    if not body.quantity > 0 or body.quantity != body.quantity:
-        raise Unprocessable("quantity must be a positive number", parameter="quantity")
+    if not 0 < body.quantity <= MAX_ORDER_VALUE:  # (also refuses NaN)
+        raise Unprocessable(f"quantity must be a positive number up to {MAX_ORDER_VALUE:g}",
+                            parameter="quantity")
     limit_types = (OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT)
     if body.type in limit_types and body.price is None:
         raise Unprocessable(f"price is required for {body.type} orders", parameter="price")
@@ -104,8 +110,9 @@ def check_order(body: PlaceOrder, market: VenueMarket) -> None:
     for name, value in (("price", body.price), ("stopPrice", body.stop_price)):
         if value is None:
             continue
-        if not value > 0 or value == float("inf"):
-            raise Unprocessable(f"{name} must be a positive number", parameter=name)
+        if not 0 < value <= MAX_ORDER_VALUE:
+            raise Unprocessable(f"{name} must be a positive number up to {MAX_ORDER_VALUE:g}",
+                                parameter=name)
         if meta.tick_size and _d(value) % _d(meta.tick_size):
             raise Unprocessable(f"{name} {value} is not a multiple of the tick size "
                                 f"{meta.tick_size}", parameter=name)
