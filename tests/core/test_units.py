@@ -52,6 +52,15 @@ def test_inverse_contracts_convert_at_the_price():
         ContractUnits(1.0, inverse=True))
 
 
+def test_coin_margined_options_count_the_underlying():
+    option = MarketMetadata(symbol="OKX-OPT-BTC-USD-220514-22000-C-COINM",
+                            asset_type=AssetType.OPT, base_asset="BTC", quote_asset="USD",
+                            contract_size=0.01)
+    units = ContractUnits.of(option)
+    assert units == ContractUnits(0.01, inverse=False)
+    assert units.to_base(3, 500.0) == 0.03
+
+
 def test_trades_convert_at_their_own_price():
     units = ContractUnits.of(INVERSE)
     trades = [Trade(price=50000.0, quantity=5, side=Side.BUY, time=1, trade_id="a"),

@@ -12,9 +12,10 @@ Invariants:
   (spot; a linear contract of size 1 or of no stated size): those values pass untouched.
 - Linear contracts: ``base = contracts * contract_size``, exactly (decimal arithmetic, so
   0.01 * 3 is 0.03, not 0.030000000000000002).
-- Inverse (coin-margined, ``-COINM``) contracts are worth ``contract_size`` units of the
-  quote asset: ``base = contracts * contract_size / price``, at the price of the level, the
-  trade or the fill, rounded to 12 significant digits.
+- Inverse (coin-margined, ``-COINM``) futures and perpetuals are worth ``contract_size``
+  units of the quote asset (options, whatever their margin, count the underlying):
+  ``base = contracts * contract_size / price``, at the price of the level, the trade or the
+  fill, rounded to 12 significant digits.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class ContractUnits:
     def of(meta: MarketMetadata) -> ContractUnits | None:
         if meta.asset_type is AssetType.SPOT or not meta.contract_size:
             return None
-        inverse = parse_market(meta.symbol).is_coin_margined
+        # Coin-margined futures count quote-currency contracts; options always count the
+        # underlying (an OKX BTC option is 0.01 BTC however it is settled).
+        inverse = (parse_market(meta.symbol).is_coin_margined
+                   and meta.asset_type is not AssetType.OPT)
         if meta.contract_size == 1 and not inverse:
             return None
         return ContractUnits(float(meta.contract_size), inverse)
