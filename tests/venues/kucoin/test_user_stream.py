@@ -56,11 +56,22 @@ def _b64_hmac(secret: str, payload: str) -> str:
     return base64.b64encode(mac.digest()).decode()
 
 
+SPOT_TOPICS = frozenset({"/spotMarket/tradeOrders", "/account/balance"})
+
+
 class FakeKucoin:
-    def __init__(self, creds: ExchangeCredentials) -> None:
+    """One KuCoin REST base and its private WebSocket; ``subscribed`` is set once a connection
+    has subscribed every topic of ``topics`` (the spot ones by default; the futures test
+    serves the futures REST base with its own instance)."""
+
+    def __init__(self, creds: ExchangeCredentials, topics: frozenset[str] = SPOT_TOPICS) -> None:
         self.creds = creds
+        self.topics = topics
         self.tokens: set[str] = set()
         self.bullets: list[dict] = []  # headers of each bullet-private call
+        self.bullet_requests: list[tuple[str, str]] = []  # (path_qs, body) of each
+        self.connects: list[dict] = []  # the query of each accepted WebSocket
+        self.closed = 0  # WebSocket connections ended (either side)
         self.wire: list[str] = []  # everything received, REST bodies and WS frames
         self.subscribes: list[list[dict]] = []  # per connection
         self.sockets: list[web.WebSocketResponse] = []
@@ -77,6 +88,7 @@ class FakeKucoin:
             self.creds.secret, h["KC-API-TIMESTAMP"] + "POST" + request.path_qs + body)
         assert h["KC-API-PASSPHRASE"] == _b64_hmac(self.creds.secret, self.creds.passphrase)
         self.bullets.append(dict(h))
+        self.bullet_requests.append((request.path_qs, body))
         token = f"tok{next(self._ids)}"
         self.tokens.add(token)
         ws = "ws" + self.url[len("http"):] + "/endpoint"
@@ -94,17 +106,21 @@ class FakeKucoin:
         subs: list[dict] = []
         self.subscribes.append(subs)
         self.sockets.append(ws)
+        self.connects.append(dict(request.query))
         await ws.send_json({"id": request.query.get("connectId"), "type": "welcome"})
-        async for msg in ws:
-            self.wire.append(msg.data)
-            frame = json.loads(msg.data)
-            if frame["type"] == "ping":
-                await ws.send_json({"id": frame["id"], "type": "pong"})
-            elif frame["type"] == "subscribe":
-                subs.append(frame)
-                await ws.send_json({"id": frame["id"], "type": "ack"})
-                if {s["topic"] for s in subs} >= {"/spotMarket/tradeOrders", "/account/balance"}:
-                    self.subscribed.set()
+        try:
+            async for msg in ws:
+                self.wire.append(msg.data)
+                frame = json.loads(msg.data)
+                if frame["type"] == "ping":
+                    await ws.send_json({"id": frame["id"], "type": "pong"})
+                elif frame["type"] == "subscribe":
+                    subs.append(frame)
+                    await ws.send_json({"id": frame["id"], "type": "ack"})
+                    if {s["topic"] for s in subs} >= self.topics:
+                        self.subscribed.set()
+        finally:
+            self.closed += 1
         return ws
 
     async def push(self, topic: str, subject: str, data: dict) -> None:

@@ -61,6 +61,7 @@ from .schemas import (
     SpotTradeHistory,
 )
 from .symbols import markets_from_ccxt, parse_ccxt_markets
+from .userdata import KucoinUserStream
 
 __all__ = [
     "CAPABILITIES",
@@ -231,13 +232,15 @@ class KucoinVenue(Venue):
     def user_stream_client(self, config: Mapping[str, Any]) -> ccxt_pro.kucoin:
         """A ccxt.pro client for one set of credentials on this venue's REST bases (the
         private connect token, ``POST /api/v1/bullet-private``, names the WebSocket endpoint),
-        sharing the loaded markets. The caller closes it."""
+        sharing the loaded markets. The caller closes it. ``KucoinUserStream``: ccxt.pro's
+        kucoin with spot and futures order/trade caches apart (with one shared cache, a spot
+        and a futures event arriving together were each delivered by both watches)."""
         options = {
             **(config.get("options") or {}), "hf": self.hf, "uta": self.uta,
             # No REST balance under the stream: the client re-reads REST on every resync.
             "watchBalance": {"fetchBalanceSnapshot": False},
         }
-        client = ccxt_pro.kucoin({**config, "enableRateLimit": False, "options": options})
+        client = KucoinUserStream({**config, "enableRateLimit": False, "options": options})
         self._route(client)
         source = self._trading_source()
         if source is not None:
