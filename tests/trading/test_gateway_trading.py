@@ -88,6 +88,8 @@ async def test_market_order_fills_and_balances_match_the_simulator(sim, trader):
     ledger = sim.exchange.ledger.balances("spot", account)
     assert by_asset["BTC"]["total"] == pytest.approx(sum(ledger["BTC"]) / 1e8)
     assert by_asset["USDT"]["free"] == pytest.approx(ledger["USDT"][0] / 1e8)
+    # No account asked: the one the venue's default read holds (ccxt's defaultType, spot).
+    assert {b["account"] for b in balances} == {"spot"}
 
 
 async def test_perp_position_through_the_gateway(sim, trader):
@@ -100,6 +102,10 @@ async def test_perp_position_through_the_gateway(sim, trader):
     (pos,) = positions
     assert pos["market"] == PERP and pos["side"] == "LONG" and pos["quantity"] == 0.01
     assert pos["entryPrice"] == pytest.approx(order["averagePrice"])
+    status, balances = await call(http, "GET", "/balances",
+                                  params={"exchange": "SIM", "account": "swap"})
+    assert status == 200 and balances
+    assert {b["account"] for b in balances} == {"swap"}  # the account asked for
 
 
 async def test_same_client_order_id_places_one_order_even_concurrently(sim, trader):

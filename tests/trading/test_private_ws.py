@@ -15,6 +15,7 @@ from astra.server.private import _StreamSink
 from astra.sim.admin import parse_deposits
 
 SPOT = "SIM-SPOT-BTC-USDT"
+PERP = "SIM-PERP-BTC-USDT"
 
 
 async def next_of(ws, kind: str) -> dict:
@@ -67,6 +68,8 @@ async def test_orders_fills_and_balances_stream(sim, session):
         first = await next_of(balances, "balances")  # the reservation at NEW
         by_asset = {b["asset"]: b for b in first["balances"]}
         assert by_asset["BTC"]["total"] == 1.0 and by_asset["USDT"]["locked"] > 0
+        # each balance names its account: the GET /balances?account= value reading it
+        assert {b["account"] for b in first["balances"]} == {"spot"}
         while by_asset["BTC"]["total"] == 1.0:  # then each fill
             by_asset = {b["asset"]: b for b in (await next_of(balances, "balances"))["balances"]}
         async with http.get("/balances", params={"exchange": "SIM", "account": "spot"}) as r:
@@ -74,6 +77,20 @@ async def test_orders_fills_and_balances_stream(sim, session):
         while by_asset["BTC"]["total"] != pytest.approx(rest["BTC"]["total"]):  # later fills
             by_asset = {b["asset"]: b for b in (await next_of(balances, "balances"))["balances"]}
         assert by_asset["USDT"]["total"] == pytest.approx(rest["USDT"]["total"])
+        assert {b["account"] for b in rest.values()} == {"spot"}
+
+        # A perpetual fill moves the futures wallet's USDT: told apart by its account.
+        async with http.post("/orders", json={"market": PERP, "side": "BUY", "type": "MARKET",
+                                              "quantity": 0.01}) as r:
+            assert (await r.json())["status"] == "FILLED"
+        perp: list[dict] = []
+        while not perp:
+            message = await next_of(balances, "balances")
+            perp = [b for b in message["balances"] if b["account"] == "swap"]
+        assert [b["asset"] for b in perp] == ["USDT"]
+        async with http.get("/balances", params={"exchange": "SIM", "account": "swap"}) as r:
+            rest = {b["asset"]: b for b in await r.json()}
+        assert rest["USDT"]["account"] == "swap"
     finally:
         for ws in (orders, fills, balances):
             await ws.close()

@@ -129,6 +129,11 @@ class Balance(msgspec.Struct, **_STRUCT):
     locked: float
     total: float
     exchange_asset: str | None = None  # the venue's own name when it differs
+    # Which venue account holds it, as the ``GET /balances?account=`` value that reads that
+    # account (ccxt's ``type``: "spot", "swap", "future"): spot and futures USDT both arrive
+    # as "USDT", and a client told to resync must know which account to re-read. None: the
+    # gateway has no ``account=`` naming it (e.g. Binance COIN-M).
+    account: str | None = None
 
 
 class Position(msgspec.Struct, **_STRUCT):

@@ -29,7 +29,7 @@ from astra.core._trading import (
 from astra.net import BoundedSender
 from astra.trading.credentials import REDACTOR, CredentialSource, resolve_credentials
 from astra.trading.normalize import fill_in_base, order_in_base
-from astra.trading.service import TradingService
+from astra.trading.service import BALANCE_ACCOUNTS, TradingService
 
 from .auth import API_KEY, WS_PROTOCOL
 
@@ -129,8 +129,8 @@ class _Private:
         exchange = _required(request, "exchange")
         creds = self._creds(request, exchange)
         account = request.query.get("account")
-        if account not in (None, "spot", "swap", "future"):
-            raise InvalidParameter("account", "expected spot or swap")
+        if account is not None and account not in BALANCE_ACCOUNTS:
+            raise InvalidParameter("account", f"expected one of {', '.join(BALANCE_ACCOUNTS)}")
         return _json(await self.service.balances(self._key_id(request), creds, exchange, account))
 
     async def positions(self, request: web.Request) -> web.Response:

@@ -175,7 +175,9 @@ def fill_in_base(fill: Fill, units: ContractUnits | None) -> Fill:
     return msgspec.structs.replace(fill, quantity=units.to_base(fill.quantity, fill.price))
 
 
-def balances_from_ccxt(raw: dict, exchange: str) -> list[Balance]:
+def balances_from_ccxt(raw: dict, exchange: str, account: str | None = None) -> list[Balance]:
+    """ccxt's balance structure; ``account`` is the ``GET /balances?account=`` value that
+    reads the account it came from (``Balance.account``)."""
     out = []
     for asset, row in sorted(raw.items()):
         if (
@@ -195,6 +197,7 @@ def balances_from_ccxt(raw: dict, exchange: str) -> list[Balance]:
                 locked=locked if locked is not None else max(total - free, 0.0),
                 total=total,
                 exchange_asset=asset if asset != token else None,
+                account=account,
             )
         )
     return out

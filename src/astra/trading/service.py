@@ -63,7 +63,10 @@ from .normalize import (
     position_from_ccxt,
 )
 
-__all__ = ["TradingService", "TradingVenue"]
+__all__ = ["BALANCE_ACCOUNTS", "TradingService", "TradingVenue"]
+
+# The ``GET /balances?account=`` values: ccxt's ``type`` for ``fetch_balance``.
+BALANCE_ACCOUNTS = ("spot", "swap", "future")
 
 log = logging.getLogger(__name__)
 install_fast_keccak()  # wallet-signed venues (Aster, SIM): C Keccak instead of pure Python
@@ -432,7 +435,8 @@ class TradingService:
         params = {"type": account} if account else {}
         async with self._client(venue, creds) as client:
             raw = await self._call(venue, lambda: client.fetch_balance(params))
-        return balances_from_ccxt(raw, venue.code)
+            account = account or _default_account(client)
+        return balances_from_ccxt(raw, venue.code, account)
 
     async def positions(self, key_id: str, creds: ExchangeCredentials,
                         exchange: str) -> list[Position]:
@@ -467,6 +471,18 @@ def _request_json(body: PlaceOrder, cid: str) -> dict:
     data = msgspec.to_builtins(body)
     data["clientOrderId"] = cid
     return data
+
+
+def _default_account(client: Any) -> str | None:
+    """The account a ``fetch_balance`` without ``type`` reads: ccxt's ``defaultType`` as ccxt
+    resolves it (``spot`` unless configured); a client that is no ccxt client (Kraken's
+    spot/futures router) names it itself. None when no ``account=`` value reads it."""
+    resolve = getattr(client, "handle_market_type_and_params", None)
+    if resolve is not None:
+        account = resolve("fetchBalance", None, {})[0]
+    else:
+        account = getattr(client, "default_balance_account", None)
+    return account if account in BALANCE_ACCOUNTS else None
 
 
 def _units(market: VenueMarket) -> ContractUnits | None:

@@ -41,8 +41,10 @@ class UserDataSink(Protocol):
     def on_resync(self, reason: str) -> None: ...
 
 
-# (what the call yields: "orders" | "trades" | "balance", the call on a client)
-Watch = tuple[str, Callable[[Any], Awaitable[Any]]]
+# (what the call yields: "orders" | "trades" | "balance", the call on a client[, the
+# account a "balance" watch reads: its ``GET /balances?account=`` value, ``Balance.account``])
+Watch = (tuple[str, Callable[[Any], Awaitable[Any]]]
+         | tuple[str, Callable[[Any], Awaitable[Any]], str | None])
 
 
 def ccxt_symbols(client: Any, markets: Iterable[VenueMarket]) -> dict[str, str]:
@@ -54,14 +56,14 @@ def ccxt_symbols(client: Any, markets: Iterable[VenueMarket]) -> dict[str, str]:
     return out
 
 
-async def _loop(client: Any, kind: str, call: Callable[[Any], Awaitable[Any]],
-                symbols: Mapping[str, str], exchange: str, sink: UserDataSink,
-                alive: Callable[[], None]) -> None:
+async def _loop(client: Any, watch: Watch, symbols: Mapping[str, str], exchange: str,
+                sink: UserDataSink, alive: Callable[[], None]) -> None:
+    kind, call, account = watch[0], watch[1], (watch[2] if len(watch) > 2 else None)
     while True:
         result = await call(client)
         alive()
         if kind == "balance":
-            balances = balances_from_ccxt(result or {}, exchange)
+            balances = balances_from_ccxt(result or {}, exchange, account)
             if balances:
                 sink.on_balances(balances)
             continue
@@ -96,8 +98,8 @@ async def run_ccxt_user_stream(
         sink.on_resync("user stream (re)connecting")
         try:
             async with asyncio.TaskGroup() as group:
-                for kind, call in watches:
-                    group.create_task(_loop(client, kind, call, symbols, exchange, sink, alive))
+                for watch in watches:
+                    group.create_task(_loop(client, watch, symbols, exchange, sink, alive))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a venue, auth or socket failure: back off, never spin

@@ -403,8 +403,8 @@ async def test_fills_and_balances(fake, service, creds):
     assert (seen.method, seen.path) == ("GET", "/api/v3/account")
     assert_signed(seen, creds)
     assert balances == [
-        Balance(asset="BTC", free=0.5, locked=0.001, total=0.501),
-        Balance(asset="USDT", free=1000.0, locked=35.996006, total=1035.996006),
+        Balance(asset="BTC", free=0.5, locked=0.001, total=0.501, account="spot"),
+        Balance(asset="USDT", free=1000.0, locked=35.996006, total=1035.996006, account="spot"),
     ]
 
 

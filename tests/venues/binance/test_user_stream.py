@@ -21,8 +21,9 @@ Event payloads are shaped as Binance's docs show them: spot
 (https://developers.binance.com/docs/binance-spot-api-docs/user-data-stream)
 ``executionReport`` NEW then TRADE and ``outboundAccountPosition``; USD-M
 (https://developers.binance.com/docs/derivatives/usds-margined-futures/user-data-streams)
-``ORDER_TRADE_UPDATE`` (a TRADE). Symbols and values are the fake's own (the docs' samples use
-ETHBTC); field names, types and the extra fields Astra ignores are the docs'.
+``ORDER_TRADE_UPDATE`` (a TRADE) then ``ACCOUNT_UPDATE``. Symbols and values are the fake's
+own (the docs' samples use ETHBTC); field names, types and the extra fields Astra ignores
+are the docs'.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ PERP_TRADE = {
     },
 }  # fmt: skip
 
+PERP_BALANCES = {
+    "e": "ACCOUNT_UPDATE", "E": 1564745798939, "T": 1564745798938,
+    "a": {"m": "ORDER",
+          "B": [{"a": "USDT", "wb": "122624.12345678", "cw": "100.12345678", "bc": "50.12345678"}],
+          "P": []},
+}  # fmt: skip
+
 
 STREAM_TERMINATED = {"e": "eventStreamTerminated", "E": 1728973001334}
 SERVER_SHUTDOWN = {"event": {"e": "serverShutdown", "E": 1770123456789}}  # no subscriptionId
@@ -177,6 +185,7 @@ class FakeUserData:
         try:
             if request.path == f"/fstream/private/ws/{USDM_KEY}":
                 await ws.send_str(json.dumps(PERP_TRADE))
+                await ws.send_str(json.dumps(PERP_BALANCES))
             async for _ in ws:  # held open until the client or the fake closes it
                 pass
         finally:
@@ -347,7 +356,7 @@ async def test_user_stream_normalizes_spot_and_usdm_events(fake, venue, creds):
     fake.scripts = [[SPOT_NEW, SPOT_TRADE, SPOT_BALANCES]]
     sink = CollectingSink()
     async with streaming(venue, creds, sink):
-        await sink.until(lambda: len(sink.orders) == 3 and sink.balances)
+        await sink.until(lambda: len(sink.orders) == 3 and len(sink.balances) == 3)
         # COIN-M (refused) was tried and its stream resynced, to be retried.
         await fake.wait_until(lambda: fake.requests("POST", "/dapi/v1/listenKey"))
         await sink.until(lambda: "user stream lost" in sink.resyncs)
@@ -379,10 +388,14 @@ async def test_user_stream_normalizes_spot_and_usdm_events(fake, venue, creds):
              quantity=0.0005, time=1499405659999, fee=0.0000005, fee_asset="BTC",
              liquidity=Liquidity.MAKER, client_order_id="mUvoqJxFIILMdfAW5iGSOW"),
     ]  # fmt: skip
-    assert sink.balances == [
-        Balance(asset="BTC", free=1.5, locked=0.0, total=1.5),
+    # Spot and USD-M USDT both arrive as "USDT": the account (the ``GET /balances?account=``
+    # value reading it) tells them apart.
+    assert sorted(sink.balances, key=lambda b: (b.account or "", b.asset)) == [
+        Balance(asset="USDT", free=100.12345678, locked=122624.12345678 - 100.12345678,
+                total=122624.12345678, account="future"),
+        Balance(asset="BTC", free=1.5, locked=0.0, total=1.5, account="spot"),
         Balance(asset="USDT", free=9969.999995, locked=90.00002,
-                total=9969.999995 + 90.00002),
+                total=9969.999995 + 90.00002, account="spot"),
     ]
 
     # Spot: one signed subscription on the WebSocket API, no listenKey any more.

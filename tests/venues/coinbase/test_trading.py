@@ -341,8 +341,9 @@ async def test_fills_balances_positions(fake, service, creds, signing_key):
     seen = fake.seen[-1]
     assert seen.path_qs == "/api/v3/brokerage/accounts?limit=250"
     assert_signed(seen, creds, signing_key)
-    assert balances == [Balance(asset="BTC", free=0.5, locked=0.001, total=0.501),
-                        Balance(asset="USD", free=1000.0, locked=60.01, total=1060.01)]
+    assert balances == [Balance(asset="BTC", free=0.5, locked=0.001, total=0.501, account="spot"),
+                        Balance(asset="USD", free=1000.0, locked=60.01, total=1060.01,
+                                account="spot")]
 
     positions = await run(service.positions(KEY, creds, "COINBASE"))
     seen = fake.seen[-1]

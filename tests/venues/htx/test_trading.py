@@ -202,9 +202,9 @@ async def test_spot_order_open_orders_fills_and_balances_parse_the_documented_an
     balances = await htx.run(htx.service.balances(KEY_ID, htx.creds, "HUOBI"))
     assert htx.fake.calls("GET", "/v1/account/accounts/10000001/balance")
     assert balances == [
-        Balance(asset="BTC", free=0.008, locked=0.002, total=0.01),
+        Balance(asset="BTC", free=0.008, locked=0.002, total=0.01, account="spot"),
         Balance(asset="USDT", free=91.85004379767651, locked=5.16,
-                total=pytest.approx(97.01004379767651)),
+                total=pytest.approx(97.01004379767651), account="spot"),
     ]
     assert len(htx.fake.calls("GET", "/v1/account/accounts")) == 1  # remembered
     assert_no_secret(htx)
@@ -298,7 +298,8 @@ async def test_linear_swap_positions_and_account(htx):
     balances = await htx.run(htx.service.balances(KEY_ID, htx.creds, "HUOBI", account="futures"))
     assert htx.fake.calls("GET", "/v5/account/balance")
     assert balances == [Balance(asset="USDT", free=95.31669757777054,
-                                locked=pytest.approx(78.9), total=174.21669757777054)]
+                                locked=pytest.approx(78.9), total=174.21669757777054,
+                                account="futures")]
     assert not htx.fake.calls("GET", "/v1/account/accounts")
     assert_no_secret(htx)
 

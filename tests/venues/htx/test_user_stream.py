@@ -204,7 +204,8 @@ async def test_orders_fills_and_balances_are_normalized_and_a_drop_resyncs(env):
 
         await fake.push("accounts.update#2", ACCOUNT)
         await sink.until(lambda: sink.balances)
-        assert sink.balances[-1] == Balance(asset="USDT", free=88.5, locked=360.0, total=448.5)
+        assert sink.balances[-1] == Balance(asset="USDT", free=88.5, locked=360.0, total=448.5,
+                                            account="spot")
 
         resyncs = len(sink.resyncs)
         fake.subscribed.clear()

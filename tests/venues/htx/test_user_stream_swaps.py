@@ -295,7 +295,8 @@ async def test_swap_orders_fills_and_balances_are_normalized_and_a_drop_resyncs(
         await fake.push(ACCOUNT)
         await until(lambda: sink.balances, sink.changed)
         assert sink.balances[-1] == [Balance(
-            asset="USDT", free=10130.25, locked=pytest.approx(133.8614), total=10264.1114)]
+            asset="USDT", free=10130.25, locked=pytest.approx(133.8614), total=10264.1114,
+            account="swap")]
 
         # HTX's keep-alive on the contract WebSockets: ping with ts, pong with the same ts.
         await fake.push({"op": "ping", "ts": "1749457095000"})
@@ -314,7 +315,7 @@ async def test_swap_orders_fills_and_balances_are_normalized_and_a_drop_resyncs(
         await fake.push(update)
         await until(lambda: len(sink.balances) == 2, sink.changed)
         assert sink.balances[-1] == [Balance(asset="USDT", free=10200.0, locked=100.0,
-                                             total=10300.0)]
+                                             total=10300.0, account="swap")]
         assert not task.done()
 
 

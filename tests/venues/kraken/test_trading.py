@@ -193,9 +193,10 @@ async def test_spot_order_open_orders_fills_and_balances_parse_the_documented_an
     balances = await kraken.run(kraken.service.balances(KEY_ID, kraken.creds, "KRAKEN"))
     assert kraken.fake.calls("/0/private/BalanceEx")
     assert balances == [
-        Balance(asset="BTC", free=pytest.approx(1.2435 - 0.8423), locked=0.8423, total=1.2435),
+        Balance(asset="BTC", free=pytest.approx(1.2435 - 0.8423), locked=0.8423, total=1.2435,
+                account="spot"),
         Balance(asset="USD", free=pytest.approx(25435.21 - 8249.76), locked=8249.76,
-                total=25435.21),
+                total=25435.21, account="spot"),
     ]
     for seen in kraken.fake.seen:
         assert_spot_signed(seen, kraken.creds)
@@ -322,8 +323,8 @@ async def test_futures_positions_and_wallet(kraken):
         kraken.service.balances(KEY_ID, kraken.creds, "KRAKEN", account="futures"))
     assert kraken.fake.calls("/derivatives/api/v3/accounts")
     assert balances == [
-        Balance(asset="BTC", free=0.1, locked=0.0, total=0.1),
-        Balance(asset="USD", free=4500.0, locked=500.0, total=5000.0),
+        Balance(asset="BTC", free=0.1, locked=0.0, total=0.1, account="futures"),
+        Balance(asset="USD", free=4500.0, locked=500.0, total=5000.0, account="futures"),
     ]
     assert not kraken.fake.calls("/0/private/BalanceEx")
     assert_no_secret(kraken)

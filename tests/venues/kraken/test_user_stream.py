@@ -350,10 +350,11 @@ async def test_executions_and_balances_are_normalized(env):
 
     snapshot, update = env.sink.balances()
     assert snapshot == [
-        Balance(asset="BTC", free=1.2, locked=0.0, total=1.2),  # the spot wallet
-        Balance(asset="USD", free=10000.0, locked=0.0, total=10000.0),
+        Balance(asset="BTC", free=1.2, locked=0.0, total=1.2, account="spot"),  # the spot wallet
+        Balance(asset="USD", free=10000.0, locked=0.0, total=10000.0, account="spot"),
     ]
-    assert update == [Balance(asset="USD", free=22779.52, locked=0.0, total=22779.52)]
+    assert update == [Balance(asset="USD", free=22779.52, locked=0.0, total=22779.52,
+                              account="spot")]
     assert env.sink.resyncs() == ["user stream (re)connected"]
 
 

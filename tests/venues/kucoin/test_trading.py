@@ -191,8 +191,8 @@ async def test_spot_order_open_orders_fills_and_balances_parse_the_documented_an
     (seen,) = kucoin.fake.calls("GET", "/api/v1/accounts")
     assert seen.query == {"type": "trade_hf"}
     assert balances == [
-        Balance(asset="BTC", free=0.008, locked=0.002, total=0.01),
-        Balance(asset="USDT", free=20.66759503, locked=6.0, total=26.66759503),
+        Balance(asset="BTC", free=0.008, locked=0.002, total=0.01, account="spot"),
+        Balance(asset="USDT", free=20.66759503, locked=6.0, total=26.66759503, account="spot"),
     ]
     assert_no_secret(kucoin)
 
@@ -286,7 +286,7 @@ async def test_futures_positions_and_account(kucoin):
     # ccxt: total = accountEquity, free = availableBalance
     assert balances == [Balance(asset="USDT", free=290.326799096,
                                 locked=pytest.approx(394.439280806 - 290.326799096),
-                                total=394.439280806)]
+                                total=394.439280806, account="futures")]
     assert_no_secret(kucoin)
 
 

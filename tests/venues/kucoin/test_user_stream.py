@@ -227,7 +227,8 @@ async def test_orders_fills_and_balances_are_normalized_and_a_drop_resyncs(env):
 
         await fake.push("/account/balance", "account.balance", BALANCE)
         await sink.until(lambda: sink.balances)
-        assert sink.balances[-1] == Balance(asset="USDT", free=88.5, locked=360.0, total=448.5)
+        assert sink.balances[-1] == Balance(asset="USDT", free=88.5, locked=360.0, total=448.5,
+                                            account="spot")
 
         # A dropped connection: resync, a fresh token, the topics subscribed again.
         resyncs, connections = len(sink.resyncs), len(fake.subscribes)

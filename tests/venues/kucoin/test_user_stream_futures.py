@@ -224,14 +224,14 @@ async def test_futures_orders_fills_and_wallet_are_normalized():
         await futures.push(WALLET, "walletBalance.change", WALLET_BALANCE)
         await until(lambda: sink.balances, sink.changed)
         assert sink.balances[-1] == [Balance(asset="USDT", free=28.67180236,
-                                             locked=20.7308, total=49.40260236)]
+                                             locked=20.7308, total=49.40260236, account="future")]
 
         # The deprecated events: availableBalance.change carries free and held funds; an
         # order margin or withdrawal hold alone says nothing of the balance.
         await futures.push(WALLET, "availableBalance.change", AVAILABLE_BALANCE)
         await until(lambda: len(sink.balances) >= 2, sink.changed)
         assert sink.balances[-1] == [Balance(asset="USDT", free=5923.0, locked=2312.0,
-                                             total=8235.0)]
+                                             total=8235.0, account="future")]
         for subject, data in (("orderMargin.change", ORDER_MARGIN),
                               ("withdrawHold.change", WITHDRAW_HOLD)):
             await futures.push(WALLET, subject, data)
@@ -241,7 +241,7 @@ async def test_futures_orders_fills_and_wallet_are_normalized():
         await until(lambda: _balances(sink)[-1].free == 30.0, sink.changed)
         assert len(sink.balances) == 3, sink.balances
         assert _balances(sink)[-1] == Balance(asset="USDT", free=30.0, locked=20.7308,
-                                              total=50.7308)
+                                              total=50.7308, account="future")
         assert sink.resyncs == ["user stream (re)connecting"]  # nothing dropped meanwhile
 
 
@@ -278,7 +278,7 @@ async def test_a_dropped_futures_connection_resyncs_and_reconnects_with_fresh_to
         await spot.push("/account/balance", "account.balance", BALANCE)
         await until(lambda: sink.balances, sink.changed)
         assert sink.balances[-1] == [Balance(asset="USDT", free=88.5, locked=360.0,
-                                             total=448.5)]
+                                             total=448.5, account="spot")]
 
 
 async def test_no_futures_connection_when_the_futures_stream_is_off():

@@ -337,8 +337,9 @@ async def test_fills_balances_positions(fake, service, creds):
     seen = fake.seen[-1]
     assert seen.path_qs == "/api/v5/account/balance"
     assert_signed(seen, creds)
-    assert balances == [Balance(asset="BTC", free=0.4, locked=0.1, total=0.5),
-                        Balance(asset="USDT", free=4800.0, locked=200.0, total=5000.0)]
+    assert balances == [Balance(asset="BTC", free=0.4, locked=0.1, total=0.5, account="spot"),
+                        Balance(asset="USDT", free=4800.0, locked=200.0, total=5000.0,
+                                account="spot")]
 
     positions = await run(service.positions(KEY, creds, "OKX"))
     seen = fake.seen[-1]

@@ -91,10 +91,12 @@ class AsterVenue(Venue):
             async with asyncio.TaskGroup() as group:
                 group.create_task(run_user_stream(
                     self._http(), self.urls.spot_ws, client.sapiPrivatePostV3ListenKey,
-                    client.sapiPrivatePutV3ListenKey, by_kind["spot"], self.code, sink))
+                    client.sapiPrivatePutV3ListenKey, by_kind["spot"], self.code, sink,
+                    account="spot"))
                 group.create_task(run_user_stream(
                     self._http(), self.urls.perp_ws, client.fapiPrivatePostV3ListenKey,
-                    client.fapiPrivatePutV3ListenKey, by_kind["perp"], self.code, sink))
+                    client.fapiPrivatePutV3ListenKey, by_kind["perp"], self.code, sink,
+                    account="swap"))  # ccxt aster reads the perpetual wallet with "swap"
         finally:
             await client.close()
 

@@ -180,10 +180,11 @@ class OutboundAccountPosition(msgspec.Struct, kw_only=True):
     E: int
     B: list[_SpotBalance]
 
-    def to_balances(self, exchange: str) -> list[Balance]:
+    def to_balances(self, exchange: str, account: str | None = None) -> list[Balance]:
         return [Balance(asset=normalize_token(b.a, exchange), free=float(b.f), locked=float(b.l),
                         total=float(b.f) + float(b.l),
-                        exchange_asset=b.a if normalize_token(b.a, exchange) != b.a else None)
+                        exchange_asset=b.a if normalize_token(b.a, exchange) != b.a else None,
+                        account=account)
                 for b in self.B]
 
 
@@ -203,10 +204,11 @@ class AccountUpdate(msgspec.Struct, kw_only=True):
     E: int
     a: _AccountData
 
-    def to_balances(self, exchange: str) -> list[Balance]:
+    def to_balances(self, exchange: str, account: str | None = None) -> list[Balance]:
         # The futures stream carries wallet balances only: free/locked are not split.
         return [Balance(asset=normalize_token(b.a, exchange), free=float(b.cw or b.wb),
-                        locked=max(float(b.wb) - float(b.cw or b.wb), 0.0), total=float(b.wb))
+                        locked=max(float(b.wb) - float(b.cw or b.wb), 0.0), total=float(b.wb),
+                        account=account)
                 for b in self.a.B]
 
 
@@ -224,8 +226,10 @@ _DECODERS: dict[str, Callable[[bytes], Any]] = {
 
 
 def handle_event(raw: bytes, markets: dict[str, str], exchange: str,
-                 sink: UserDataSink) -> str | None:
-    """Decode one user-stream frame into ``sink``; returns the event type."""
+                 sink: UserDataSink, account: str | None = None) -> str | None:
+    """Decode one user-stream frame into ``sink``; returns the event type. ``account`` is
+    the ``GET /balances?account=`` value of the stream's account (``Balance.account``): the
+    events do not say, the caller knows which product's stream it reads."""
     kind = _envelope(raw).e
     decode = _DECODERS.get(kind)
     if decode is None:
@@ -238,7 +242,7 @@ def handle_event(raw: bytes, markets: dict[str, str], exchange: str,
             order, fill = event.to_models(market, exchange)
             sink.on_orders([order], [fill] if fill else [])
     else:
-        sink.on_balances(event.to_balances(exchange))
+        sink.on_balances(event.to_balances(exchange, account))
     return kind
 
 
@@ -253,9 +257,11 @@ async def run_user_stream(
     *,
     keepalive: float = 1800.0,
     silence: float = 300.0,
+    account: str | None = None,
 ) -> None:
     """Keep ``sink`` supplied with one side's user events until cancelled. ``create_key`` /
-    ``keepalive_key`` are the venue's signed listenKey POST / PUT (ccxt calls)."""
+    ``keepalive_key`` are the venue's signed listenKey POST / PUT (ccxt calls); ``account``
+    labels the balances (``handle_event``)."""
     attempt = 0
     while True:
         try:
@@ -275,7 +281,7 @@ async def run_user_stream(
                             continue
                         data = msg.data.encode() if isinstance(msg.data, str) else msg.data
                         try:
-                            kind = handle_event(data, markets, exchange, sink)
+                            kind = handle_event(data, markets, exchange, sink, account)
                         except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
                             log.warning("%s user stream: undecodable event skipped", exchange)
                             continue

@@ -141,6 +141,10 @@ _OPTION_KEYS = frozenset(
         "streams_per_connection",
     }
 )
+# Per futures user stream: the ``GET /balances?account=`` value reading its wallet
+# (``Balance.account``). ccxt reads USD-M with "future"; COIN-M needs a subType the gateway
+# does not pass, so no ``account=`` value reads it: None.
+_BALANCE_ACCOUNTS: dict[str, str | None] = {"usdm": "future", "coinm": None}
 
 
 class _BinanceRest(ccxt_async.binance):
@@ -337,7 +341,8 @@ class BinanceVenue(Venue):
                         group.create_task(run_user_stream(
                             self._trading_http(), ws_base, create, keepalive, by_kind[kind],
                             self.code, sink, keepalive=self.user_stream_keepalive,
-                            silence=self.user_stream_silence))  # fmt: skip
+                            silence=self.user_stream_silence,
+                            account=_BALANCE_ACCOUNTS[kind]))  # fmt: skip
         finally:
             await client.close()
 

@@ -171,7 +171,8 @@ class _Connection:
 
     def _on_frame(self, frame: WsApiMessage) -> str | None:
         if frame.event:
-            kind = handle_event(bytes(frame.event), self.markets, self.exchange, self.sink)
+            kind = handle_event(bytes(frame.event), self.markets, self.exchange, self.sink,
+                                "spot")
             return kind if kind in _ENDINGS else None
         if frame.status is None or frame.id not in (self.request_id, None):
             return None  # not an answer to our request

@@ -193,7 +193,8 @@ async def _connection(
     async def balances() -> None:
         while True:
             try:
-                sink.on_balances(balances_from_ccxt(await fetch_balance(), code))
+                # ``fetch_balance()`` without a type: ccxt's default, "spot"
+                sink.on_balances(balances_from_ccxt(await fetch_balance(), code, "spot"))
             except Exception as exc:
                 log.warning("%s user stream: balances unavailable: %s", code, exc)
             await refresh.wait()

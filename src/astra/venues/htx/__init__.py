@@ -283,7 +283,8 @@ class HtxVenue(Venue):
             watches: list = [  # a dict per call: ccxt keeps params in its subscriptions
                 ("orders", lambda c: c.watch_orders(params=dict(params))),
                 ("trades", lambda c: c.watch_my_trades(params=dict(params))),
-                ("balance", lambda c: c.watch_balance(dict(params))),
+                # ``params["type"]`` is also what ``GET /balances?account=`` reads it with
+                ("balance", lambda c: c.watch_balance(dict(params)), params["type"]),
             ]
             return run_ccxt_user_stream(
                 lambda: self.user_stream_client(config), watches, symbols, self.code, sink)

@@ -56,7 +56,8 @@ _REJECTED = frozenset({
 FUTURES_WATCHES: list[Watch] = [
     ("orders", lambda c: c.watch_orders()),
     ("trades", lambda c: c.watch_my_trades()),
-    ("balance", lambda c: c.watch_balance({"account": "flex_futures"})),
+    # the flex wallet: what ``GET /balances?account=future`` reads (``private.py``)
+    ("balance", lambda c: c.watch_balance({"account": "flex_futures"}), "future"),
 ]
 
 

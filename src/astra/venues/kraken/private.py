@@ -235,6 +235,9 @@ class KrakenPrivate:
     building each on first use (see the module docstring). Quacks like the ccxt client the
     gateway uses: markets, precision, orders, trades, balance, positions, ``close``."""
 
+    # What ``fetch_balance`` reads without a futures ``type`` (``Balance.account``).
+    default_balance_account = "spot"
+
     def __init__(
         self,
         spot: Callable[[], KrakenSpotPrivate],

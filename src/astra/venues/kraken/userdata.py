@@ -319,7 +319,8 @@ class SpotUserState:
                 total = entry.balance
             token = normalize_token(entry.asset, self.exchange)
             out.append(Balance(asset=token, free=total, locked=0.0, total=total,
-                               exchange_asset=entry.asset if entry.asset != token else None))
+                               exchange_asset=entry.asset if entry.asset != token else None,
+                               account="spot"))
         return out
 
 

@@ -260,13 +260,14 @@ class KucoinVenue(Venue):
         watches: list = [
             ("orders", lambda c: c.watch_orders(params={"type": "spot"})),
             ("trades", lambda c: c.watch_my_trades(params={"type": "spot"})),
-            ("balance", lambda c: c.watch_balance({"type": "spot"})),
+            ("balance", lambda c: c.watch_balance({"type": "spot"}), "spot"),
         ]
         if self.futures_user_stream and any(m.kind != "spot" for m in markets.values()):
             watches += [
                 ("orders", lambda c: c.watch_orders(params={"type": "swap"})),
                 ("trades", lambda c: c.watch_my_trades(params={"type": "swap"})),
-                ("balance", lambda c: c.watch_balance({"type": "contract"})),
+                # ccxt's "contract" here; ``GET /balances`` reads it with "future"
+                ("balance", lambda c: c.watch_balance({"type": "contract"}), "future"),
             ]
         await run_ccxt_user_stream(
             lambda: self.user_stream_client(config), watches, symbols, self.code, sink

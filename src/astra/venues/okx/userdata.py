@@ -87,7 +87,9 @@ class OkxUserStream(ccxt_pro.okx):
         super().handle_balance(client, message)
         if self.astra_balances is None:
             return
-        balances = balances_from_ccxt(self.parse_trading_balance(message), self.astra_code)
+        # the trading account: what ``GET /balances`` reads by default ("spot")
+        balances = balances_from_ccxt(self.parse_trading_balance(message), self.astra_code,
+                                      "spot")
         if balances:
             self.astra_balances(balances)
 

@@ -251,8 +251,9 @@ async def test_futures_orders_fills_and_balances_are_normalized(doc_asset_pairs,
         assert sink.orders == [resting]  # the open-orders snapshot
         # The multi-collateral wallet: quantity is the total, available the free part.
         assert sink.balances == [[
-            Balance(asset="BTC", free=0.1, locked=0.0, total=0.1),  # ccxt names XBT BTC
-            Balance(asset="USD", free=4000.0, locked=1000.0, total=5000.0),
+            Balance(asset="BTC", free=0.1, locked=0.0, total=0.1,
+                    account="future"),  # ccxt names XBT BTC
+            Balance(asset="USD", free=4000.0, locked=1000.0, total=5000.0, account="future"),
         ]]
 
         await fake.push(PLACED)
@@ -288,7 +289,7 @@ async def test_futures_orders_fills_and_balances_are_normalized(doc_asset_pairs,
         await fake.push(BALANCES_UPDATE)
         await until(lambda: len(sink.balances) == 2, sink.changed)
         assert sink.balances[-1] == [Balance(asset="USD", free=5010.0, locked=0.0,
-                                             total=5010.0)]
+                                             total=5010.0, account="future")]
         assert not task.done()
 
 
