@@ -34,7 +34,7 @@ def test_linear_contracts_convert_exactly_both_ways():
     assert units.to_base(7, 123.4) == 0.07  # the price does not matter
     assert units.to_contracts(0.03, None) == 3.0
     assert units.lot(1) == 0.01
-    assert units.levels([(68000.1, 25.0), (68000.0, 0.0)]) == [(68000.1, 0.25), (68000.0, 0.0)]
+    assert (units.to_base(25.0, 68000.1), units.to_base(0.0, 68000.0)) == (0.25, 0.0)
 
 
 def test_inverse_contracts_convert_at_the_price():

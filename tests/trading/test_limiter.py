@@ -13,13 +13,10 @@ import pytest
 from aiohttp import web
 
 from astra.core import RateLimited
-from astra.trading import limiter as limiter_module
 from astra.trading.errors import map_venue_error
 from astra.trading.limiter import (
     VenueLimiter,
     ccxt_rate,
-    configure_limiter,
-    limiter_for,
     retry_after_from_headers,
 )
 
@@ -143,14 +140,6 @@ def test_default_rate_from_ccxt():
     with pytest.raises(ValueError, match="rate="):
         VenueLimiter("NOWHERE")
     assert VenueLimiter("NOWHERE", rate=5).rate == 5
-
-
-def test_one_limiter_per_venue(monkeypatch):
-    monkeypatch.setattr(limiter_module, "_LIMITERS", {})
-    a = limiter_for("OKX")
-    assert limiter_for("okx") is a and limiter_for("KUCOIN") is not a
-    b = configure_limiter("OKX", rate=3.0, max_wait=0.5)
-    assert limiter_for("OKX") is b and b.rate == 3.0 and b.max_wait == 0.5
 
 
 # --- the gate ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import msgspec
@@ -43,6 +43,11 @@ def _significant(value: float) -> float:
 class ContractUnits:
     size: float  # base asset per contract (linear), quote asset per contract (inverse)
     inverse: bool
+    # ``size`` as an exact decimal, made once: linear conversions run per level on the hot path
+    _exact_size: Decimal = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_exact_size", _exact(self.size))
 
     @staticmethod
     def of(meta: MarketMetadata) -> ContractUnits | None:
@@ -59,7 +64,7 @@ class ContractUnits:
     def to_base(self, contracts: float, price: float | None) -> float:
         """``contracts`` in base units (inverse: at ``price``; 0 without one)."""
         if not self.inverse:
-            return float(_exact(contracts) * _exact(self.size))
+            return float(_exact(contracts) * self._exact_size)
         if not price:
             return 0.0
         return _significant(contracts * self.size / price)
@@ -67,13 +72,10 @@ class ContractUnits:
     def to_contracts(self, quantity: float, price: float | None) -> float:
         """``quantity`` (base units) in contracts (inverse: at ``price``, which it needs)."""
         if not self.inverse:
-            return float(_exact(quantity) / _exact(self.size))
+            return float(_exact(quantity) / self._exact_size)
         if not price:
             raise ValueError("an inverse contract's quantity converts at a price")
         return _significant(quantity * price / self.size)
-
-    def levels(self, pairs: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        return [(p, self.to_base(q, p)) for p, q in pairs]
 
     def trades(self, trades: list[Trade]) -> list[Trade]:
         return [

@@ -229,9 +229,9 @@ class _TradeChannel(_Channel):
     def _flush(self) -> None:
         trades, self._pending = self._pending, []
         self.engine.stats["trades"] += len(trades)
-        if self.units is not None:
-            trades = self.units.trades(trades)
         if self.clients:
+            if self.units is not None:  # converted only when someone receives them
+                trades = self.units.trades(trades)
             frame = _encode(TradesMessage(trades=trades))
             for client in tuple(self.clients):
                 client.deliver(frame)

@@ -6,7 +6,7 @@ Invariants:
 - The queue is bounded: when a client falls ``max_queue`` frames behind, it is closed with
   code 1013 and a reason, its queue is dropped, and nothing more is queued for it.
 - Frames are written in the order delivered; the same bytes object may be delivered to many
-  clients (encode once, write many).
+  clients (encode once, write many). ``finish`` closes after the frames queued so far.
 - A client that stops reading cannot hold the socket open: after a close is decided, the
   transport is aborted if the close handshake has not completed within ``abort_after`` s.
 - The socket's kernel send buffer is capped at ``send_buffer`` bytes: left to autotune it
@@ -41,6 +41,7 @@ class BoundedSender:
         self._max_queue = max_queue
         self._abort_after = abort_after
         self.close_reason: tuple[int, str] | None = None
+        self._close_when_drained: tuple[int, str] | None = None
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is not None and send_buffer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
@@ -53,6 +54,13 @@ class BoundedSender:
             return
         self._queue.append(frame)
         self._ready.set()
+
+    def finish(self, frame: bytes, code: int, reason: str) -> None:
+        """Queue ``frame``, then close once everything queued up to it has been written."""
+        self.deliver(frame)
+        if self.close_reason is None:
+            self._close_when_drained = (code, reason)
+            self._ready.set()
 
     def close(self, code: int, reason: str) -> None:
         if self.close_reason is None:
@@ -73,6 +81,8 @@ class BoundedSender:
             self._ready.clear()
             while queue and self.close_reason is None:
                 await ws.send_frame(queue.popleft(), WSMsgType.TEXT)
+            if not queue and self._close_when_drained is not None:
+                self.close(*self._close_when_drained)
             if self.close_reason is not None:
                 code, reason = self.close_reason
                 await ws.close(code=code, message=reason.encode())

@@ -35,7 +35,7 @@ import string
 from collections.abc import Callable
 
 import msgspec
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, web
 
 from .orders import OrderError
 from .state import now_ms
@@ -52,36 +52,6 @@ def _no_key() -> OrderError:
     return OrderError(-1125, "This listenKey does not exist.")
 
 
-class _UserConnection(_Connection):
-    """A market-data connection that can also be closed *after* a last frame is written."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._then_close: tuple[int, str] | None = None
-
-    def finish(self, frame: bytes, code: int, reason: str) -> None:
-        """Queue ``frame``, then close once everything queued before it has been written."""
-        self.deliver(frame)
-        if self.close_reason is None:
-            self._then_close = (code, reason)
-            self._ready.set()
-
-    async def writer(self) -> None:
-        # BoundedSender.writer, plus the close after the queue drains (``finish``).
-        ws, queue = self.ws, self._queue
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while queue and self.close_reason is None:
-                await ws.send_frame(queue.popleft(), WSMsgType.TEXT)
-            if self.close_reason is None and self._then_close is not None and not queue:
-                self.close(*self._then_close)
-            if self.close_reason is not None:
-                code, reason = self.close_reason
-                await ws.close(code=code, message=reason.encode())
-                return
-
-
 class _Key:
     __slots__ = ("account", "conns", "expires", "timer", "value")
 
@@ -89,7 +59,7 @@ class _Key:
         self.value = value
         self.account = account
         self.expires = expires  # epoch ms
-        self.conns: set[_UserConnection] = set()
+        self.conns: set[_Connection] = set()
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -209,12 +179,8 @@ class UserStreams:
     async def serve(self, request: web.Request, value: str) -> web.StreamResponse:
         """One ``/ws/<listenKey>`` connection, until it or its key closes."""
         side = self.ws
-        limits = side.limits
-        ws = web.WebSocketResponse(
-            heartbeat=limits.ping_interval, max_msg_size=65536, writer_limit=limits.send_buffer
-        )
-        await ws.prepare(request)
-        conn = _UserConnection(ws, request.transport, False, limits)
+        ws = await side.open(request)
+        conn = _Connection(ws, request.transport, False, side.limits)
         key = self._live(value)  # again: the key may have gone during the handshake
         if key is None:
             conn.close(WSCloseCode.OK, "listenKey expired")
@@ -222,40 +188,12 @@ class UserStreams:
             key.conns.add(conn)
             if key.timer is None:
                 self._arm(key)
-        side.connections.add(conn)  # so drop_all / shutdown close it too
-        writer = asyncio.create_task(conn.writer())
-        lifetime = asyncio.get_running_loop().call_later(
-            limits.max_lifetime, conn.close, WSCloseCode.GOING_AWAY, "connection lifetime"
-        )
         try:
-            async for msg in ws:
-                if writer.done():
-                    break
-                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    continue
-                if conn.over_rate(limits.messages_per_second):
-                    conn.close(WSCloseCode.POLICY_VIOLATION, "too many messages per second")
-                    break
-                data = (
-                    msg.data if msg.type == WSMsgType.TEXT else msg.data.decode("utf-8", "replace")
-                )
-                reply = side._control(conn, data)
-                if reply is not None:
-                    conn.deliver(_encode(reply))
+            await side.run(conn, ws)
         finally:
-            lifetime.cancel()
-            for name in conn.streams:
-                side.hub.unsubscribe(conn, name)
-            side.connections.discard(conn)
             if key is not None:
                 key.conns.discard(conn)
                 if not key.conns and key.timer is not None:
                     key.timer.cancel()
                     key.timer = None
-            if conn.close_reason is None:
-                conn.close(WSCloseCode.OK, "")
-            try:
-                await asyncio.wait_for(writer, 5)
-            except (TimeoutError, ConnectionError):
-                writer.cancel()
         return ws

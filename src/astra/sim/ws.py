@@ -129,15 +129,25 @@ class WsSide:
                 },
                 status=400,
             )
+        ws = await self.open(request)
+        conn = _Connection(ws, request.transport, combined, self.limits)
+        self._subscribe(conn, streams)
+        await self.run(conn, ws)
+        return ws
+
+    async def open(self, request: web.Request) -> web.WebSocketResponse:
+        """The WebSocket handshake, with this side's heartbeat and buffer limits."""
+        limits = self.limits
         ws = web.WebSocketResponse(
-            heartbeat=self.limits.ping_interval,
-            max_msg_size=65536,
-            writer_limit=self.limits.send_buffer,
+            heartbeat=limits.ping_interval, max_msg_size=65536, writer_limit=limits.send_buffer
         )
         await ws.prepare(request)
-        conn = _Connection(ws, request.transport, combined, self.limits)
-        self.connections.add(conn)
-        self._subscribe(conn, streams)
+        return ws
+
+    async def run(self, conn: _Connection, ws: web.WebSocketResponse) -> None:
+        """Serve ``conn`` until it closes (control messages, message rate, lifetime); then
+        unsubscribe its streams and let its writer flush."""
+        self.connections.add(conn)  # so drop_all / shutdown close it too
         writer = asyncio.create_task(conn.writer())
         lifetime = asyncio.get_running_loop().call_later(
             self.limits.max_lifetime, conn.close, WSCloseCode.GOING_AWAY, "connection lifetime"
@@ -168,7 +178,6 @@ class WsSide:
                 await asyncio.wait_for(writer, 5)
             except (TimeoutError, ConnectionError):
                 writer.cancel()
-        return ws
 
     def _subscribe(self, conn: _Connection, streams: list[str]) -> None:
         for name in streams:

@@ -22,13 +22,11 @@ import getpass
 import json
 import os
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from ._db import open_database
+from ._cli import database_options, open_engine, reason, when
 from .credentials import (
     MASTER_KEY_ENV,
     CredentialStore,
@@ -79,15 +77,7 @@ def _exchange(value: str) -> str:
 
 def add_credentials_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``credentials`` (with ``set``, ``list``, ``delete``) to ``subparsers``; returns it."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--data-dir",
-        type=Path,
-        help="directory of the embedded SQLite database (default $ASTRA_DATA_DIR or ~/.astra)",
-    )
-    common.add_argument(
-        "--database-url", help="SQLAlchemy database URL (default $ASTRA_DATABASE_URL)"
-    )
+    common = database_options()
     creds = subparsers.add_parser(
         "credentials",
         help="manage exchange credentials stored per API key (encrypted with $ASTRA_MASTER_KEY)",
@@ -121,9 +111,6 @@ def add_credentials_parser(subparsers: argparse._SubParsersAction) -> argparse.A
     return creds
 
 
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
 
 def _table(rows: list[StoredCredentials], master_key_id: str | None) -> str:
     head = ["KEY_ID", "EXCHANGE", "KEY", "CREATED (UTC)", "UPDATED (UTC)"]
@@ -131,7 +118,7 @@ def _table(rows: list[StoredCredentials], master_key_id: str | None) -> str:
         head.append("MASTER KEY")
     lines = [head]
     for r in rows:
-        line = [r.key_id, r.exchange, r.key_hint, _when(r.created_at), _when(r.updated_at)]
+        line = [r.key_id, r.exchange, r.key_hint, when(r.created_at), when(r.updated_at)]
         if master_key_id is not None:
             line.append(
                 "current" if r.master_key_id == master_key_id else f"other ({r.master_key_id})"
@@ -255,15 +242,8 @@ def run_credentials(args: argparse.Namespace) -> int:
     """Run a parsed ``credentials`` command; returns the process exit code."""
     from astra.core import AstraError
 
-    try:
-        engine = open_database(args.database_url, args.data_dir)
-    except (ArgumentError, ImportError) as exc:
-        # ArgumentError's text quotes the URL, which may carry a password.
-        detail = type(exc).__name__ if isinstance(exc, ArgumentError) else exc
-        print(f"{_PROG}: cannot use the database URL ({detail})", file=sys.stderr)
-        return 2
-    except (OSError, SQLAlchemyError) as exc:
-        print(f"{_PROG}: cannot open the database: {_reason(exc)}", file=sys.stderr)
+    engine = open_engine(args, _PROG)
+    if engine is None:
         return 2
     try:
         return _run(engine, args)
@@ -277,11 +257,8 @@ def run_credentials(args: argparse.Namespace) -> int:
         print(f"\n{_PROG}: cancelled, nothing stored", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:
-        print(f"{_PROG}: database error: {_reason(exc)}", file=sys.stderr)
+        print(f"{_PROG}: database error: {reason(exc)}", file=sys.stderr)
         return 2
     finally:
         engine.dispose()
 
-
-def _reason(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", None) or exc).splitlines()[0]

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
 
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from ._db import open_database
+from ._cli import database_options, open_engine, reason, when
 from .keys import ApiKeyStore, KeyInfo
 
 __all__ = ["add_keys_parser", "run_keys"]
@@ -23,15 +21,7 @@ __all__ = ["add_keys_parser", "run_keys"]
 
 def add_keys_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``keys`` (with ``create``, ``list``, ``revoke``) to ``subparsers``; returns it."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--data-dir",
-        type=Path,
-        help="directory of the embedded SQLite database (default $ASTRA_DATA_DIR or ~/.astra)",
-    )
-    common.add_argument(
-        "--database-url", help="SQLAlchemy database URL (default $ASTRA_DATABASE_URL)"
-    )
+    common = database_options()
     keys = subparsers.add_parser("keys", help="manage Astra API keys")
     sub = keys.add_subparsers(dest="keys_command", required=True)
     create = sub.add_parser("create", parents=[common], help="issue a new API key")
@@ -42,17 +32,14 @@ def add_keys_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     return keys
 
 
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
 
 def _table(keys: list[KeyInfo]) -> str:
     rows = [("KEY_ID", "CREATED (UTC)", "STATUS", "LABEL")]
     rows += [
         (
             k.key_id,
-            _when(k.created_at),
-            "active" if k.active else f"revoked {_when(k.revoked_at)}",
+            when(k.created_at),
+            "active" if k.active else f"revoked {when(k.revoked_at)}",
             k.label,
         )
         for k in keys
@@ -90,15 +77,8 @@ def _run(store: ApiKeyStore, args: argparse.Namespace) -> int:
 
 def run_keys(args: argparse.Namespace) -> int:
     """Run a parsed ``keys`` command; returns the process exit code."""
-    try:
-        engine = open_database(args.database_url, args.data_dir)
-    except (ArgumentError, ImportError) as exc:
-        # ArgumentError's text quotes the URL, which may carry a password.
-        detail = type(exc).__name__ if isinstance(exc, ArgumentError) else exc
-        print(f"astra keys: cannot use the database URL ({detail})", file=sys.stderr)
-        return 2
-    except (OSError, SQLAlchemyError) as exc:
-        print(f"astra keys: cannot open the database: {_reason(exc)}", file=sys.stderr)
+    engine = open_engine(args, "astra keys")
+    if engine is None:
         return 2
     try:
         return _run(ApiKeyStore(engine, cache_ttl=0), args)
@@ -106,11 +86,8 @@ def run_keys(args: argparse.Namespace) -> int:
         print(f"astra keys: {exc}", file=sys.stderr)
         return 2
     except SQLAlchemyError as exc:
-        print(f"astra keys: database error: {_reason(exc)}", file=sys.stderr)
+        print(f"astra keys: database error: {reason(exc)}", file=sys.stderr)
         return 2
     finally:
         engine.dispose()
 
-
-def _reason(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", None) or exc).splitlines()[0]

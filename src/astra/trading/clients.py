@@ -117,12 +117,6 @@ class ClientCache:
             if entry.evicted and entry.leases == 0:
                 self._close_later(entry)
 
-    def evict(self, venue_code: str, creds: ExchangeCredentials) -> None:
-        """Forget the client of ``creds`` (e.g. after the venue refused them)."""
-        key = self._key(venue_code, creds)
-        if key in self._entries:
-            self._evict(key)
-
     def _evict(self, key: bytes) -> None:
         entry = self._entries.pop(key)
         entry.evicted = True

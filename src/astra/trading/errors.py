@@ -256,7 +256,6 @@ _PARSERS = {
     "OKX": _okx,
     "KUCOIN": _kucoin,
     "HUOBI": _htx,
-    "HTX": _htx,
     "KRAKEN": _kraken,
     "COINBASE": _coinbase,
 }

@@ -1,10 +1,10 @@
 """Client-side rate limiting of one venue's REST API, shared by every credential using it.
 
 Venues limit per IP (Binance: a 429 warns, going on after it earns a 418 ban of minutes to
-days), so there is one ``VenueLimiter`` per venue per process (``limiter_for(venue)``), and
-every request to the venue, whoever's keys sign it, goes through it::
+days), so there is one ``VenueLimiter`` per venue per process (``TradingService`` keeps
+them), and every request to the venue, whoever's keys sign it, goes through it::
 
-    limiter = limiter_for("BINANCE")
+    limiter = VenueLimiter("BINANCE")
     limiter.attach(exchange)                    # once per ccxt instance: sees 429/418 + headers
     try:
         async with limiter.slot(weight=1):      # paces, or raises RateLimited at once
@@ -73,8 +73,6 @@ __all__ = [
     "CCXT_IDS",
     "VenueLimiter",
     "ccxt_rate",
-    "configure_limiter",
-    "limiter_for",
     "retry_after_from_headers",
 ]
 
@@ -394,25 +392,3 @@ class VenueLimiter:
         bucket (bounded), raises ``RateLimited`` while the gate is closed, and feeds the
         request's exception, if any, to ``observe``."""
         return _Slot(self, weight, account)
-
-
-# --- one per venue per process ---------------------------------------------------------------
-
-_LIMITERS: dict[str, VenueLimiter] = {}
-
-
-def limiter_for(venue: str) -> VenueLimiter:
-    """The process's limiter for ``venue`` (created with the defaults on first use)."""
-    key = str(venue).upper()
-    limiter = _LIMITERS.get(key)
-    if limiter is None:
-        limiter = _LIMITERS[key] = VenueLimiter(key)
-    return limiter
-
-
-def configure_limiter(venue: str, **config: Any) -> VenueLimiter:
-    """Replace ``venue``'s limiter by one built with ``config`` (``VenueLimiter`` keywords),
-    e.g. the venue's documented rate; call at startup, before requests are made."""
-    key = str(venue).upper()
-    limiter = _LIMITERS[key] = VenueLimiter(key, **config)
-    return limiter

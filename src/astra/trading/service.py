@@ -40,6 +40,7 @@ from astra.core import (
 )
 from astra.core._trading import Balance, Fill, Order, OrderStatus, OrderType, PlaceOrder, Position
 from astra.store.journal import (
+    ClientOrderIdConflict,
     InvalidTransition,
     JournalEntry,
     OrderJournal,
@@ -149,7 +150,8 @@ class TradingService:
         self.journal = journal
         self.timeout = timeout
         self.limiters = limiters if limiters is not None else {}
-        self._inflight: dict[tuple[str, str, str], asyncio.Future[Order]] = {}
+        # (key id, venue, client order id) -> the send in progress and its request
+        self._inflight: dict[tuple[str, str, str], tuple[asyncio.Future[Order], dict]] = {}
         self._tls: ssl.SSLContext | None = None
         self.clients = clients if clients is not None else ClientCache()
 
@@ -207,7 +209,10 @@ class TradingService:
         """Close the cached clients (HTTP sessions belong to the venues, closed with them)."""
         await self.clients.close()
 
-    async def _call(self, venue: TradingVenue, coro_factory, *, sent: bool = False) -> Any:
+    async def _call(self, venue: TradingVenue, coro_factory, *, sent: bool = False,
+                    order: bool = True) -> Any:
+        """``coro_factory()`` under the venue's limiter and timeout; any failure becomes one
+        Astra error (``order=False``: an account read, whose bad request is no bad order)."""
         limiter = self._limiter(venue.code)
         try:
             async with limiter.slot():
@@ -216,7 +221,7 @@ class TradingService:
         except Exception as exc:  # every venue failure becomes one Astra error
             # ``from None``: the original text may hold a signed URL.
             raise map_venue_error(
-                exc, venue.code, sent=sent, retry_after=limiter.retry_after()
+                exc, venue.code, sent=sent, order=order, retry_after=limiter.retry_after()
             ) from None
 
     # -- orders ------------------------------------------------------------------------------
@@ -230,15 +235,14 @@ class TradingService:
         key = (key_id, venue.code, cid)
         waiting = self._inflight.get(key)
         if waiting is not None:  # the same order is being placed right now by this process
-            order = await asyncio.shield(waiting)
-            # a different body under the same id still gets the journal's conflict error
-            await asyncio.to_thread(self.journal.begin, key_id, venue.code, market.symbol,
-                                    cid, request)
-            return order
+            sending, sent_request = waiting
+            if sent_request != request:  # as the journal would answer once it is written
+                raise ClientOrderIdConflict(venue.code, cid)
+            return await asyncio.shield(sending)
         # Registered before the journal write: a concurrent retry must wait for this send,
         # not reconcile an entry whose order is still on its way to the venue.
         future: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        self._inflight[key] = (future, request)
         try:
             entry, created = await asyncio.to_thread(
                 self.journal.begin, key_id, venue.code, market.symbol, cid, request)
@@ -393,10 +397,11 @@ class TradingService:
         return order
 
     async def cancel_all(self, key_id: str, creds: ExchangeCredentials, symbol: str) -> int:
-        opened = await self.open_orders(key_id, creds, symbol)
+        """Cancel every open order of ``symbol``; returns how many were open."""
         venue, market = await self.market(symbol)
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
+            opened = await self._call(venue, lambda: client.fetch_open_orders(ccxt_symbol))
             await self._call(venue, lambda: client.cancel_all_orders(ccxt_symbol))
         return len(opened)
 
@@ -424,7 +429,8 @@ class TradingService:
         venue, market = await self.market(symbol)
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
-            raw = await self._call(venue, lambda: client.fetch_my_trades(ccxt_symbol, since))
+            raw = await self._call(venue, lambda: client.fetch_my_trades(ccxt_symbol, since),
+                                   order=False)
         units = _units(market)
         return [fill_in_base(fill_from_ccxt(r, market.symbol, venue.code), units) for r in raw]
 
@@ -434,7 +440,7 @@ class TradingService:
         await venue.load_markets()
         params = {"type": account} if account else {}
         async with self._client(venue, creds) as client:
-            raw = await self._call(venue, lambda: client.fetch_balance(params))
+            raw = await self._call(venue, lambda: client.fetch_balance(params), order=False)
             account = account or _default_account(client)
         return balances_from_ccxt(raw, venue.code, account)
 
@@ -443,7 +449,7 @@ class TradingService:
         venue = self._venue(exchange)
         markets = await venue.load_markets()
         async with self._client(venue, creds) as client:
-            raw = await self._call(venue, lambda: client.fetch_positions())
+            raw = await self._call(venue, lambda: client.fetch_positions(), order=False)
             by_ccxt: dict[str, VenueMarket] = {}
             for m in markets.values():
                 with contextlib.suppress(KeyError):

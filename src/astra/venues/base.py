@@ -16,9 +16,10 @@ from typing import Protocol
 import msgspec
 
 from astra.core import MarketMetadata, Trade
+from astra.core._trading import Balance, Fill, Order
 from astra.marketdata.book import L2Book
 
-__all__ = ["BookSink", "Capabilities", "TradeSink", "Venue", "VenueMarket"]
+__all__ = ["BookSink", "Capabilities", "TradeSink", "UserDataSink", "Venue", "VenueMarket"]
 
 
 class Capabilities(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
@@ -59,6 +60,15 @@ class BookSink(Protocol):
 
 class TradeSink(Protocol):
     def on_trades(self, trades: list[Trade]) -> None: ...
+
+
+class UserDataSink(Protocol):
+    """Where a venue's private user stream delivers: normalized orders and fills, balances,
+    and a resync whenever events may have been missed (the client re-reads over REST)."""
+
+    def on_orders(self, orders: list[Order], fills: list[Fill]) -> None: ...
+    def on_balances(self, balances: list[Balance]) -> None: ...
+    def on_resync(self, reason: str) -> None: ...
 
 
 class Venue(ABC):

@@ -18,27 +18,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from astra.core._trading import Balance, Fill, Order
 from astra.trading.normalize import (
     balances_from_ccxt,
     ccxt_market,
     fill_from_ccxt,
     order_from_ccxt,
 )
-from astra.venues.base import VenueMarket
+from astra.venues.base import UserDataSink, VenueMarket
 from astra.venues.retry import backoff
 
 __all__ = ["UserDataSink", "Watch", "ccxt_symbols", "run_ccxt_user_stream"]
 
 log = logging.getLogger(__name__)
-
-
-class UserDataSink(Protocol):
-    def on_orders(self, orders: list[Order], fills: list[Fill]) -> None: ...
-    def on_balances(self, balances: list[Balance]) -> None: ...
-    def on_resync(self, reason: str) -> None: ...
 
 
 # (what the call yields: "orders" | "trades" | "balance", the call on a client[, the

@@ -15,6 +15,7 @@ import ccxt.async_support as ccxt_async
 
 from astra.core import Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.ccxt_errors import ServerErrorsUnavailable
 from astra.venues.private_http import PrivateHttp
 
 from .feed import Snapshot, run_book_feed, run_trade_feed
@@ -30,6 +31,10 @@ CAPABILITIES = Capabilities(
     trades="<symbol>@aggTrade",
     rest="ccxt aster",
 )
+
+
+class AsterPrivate(ServerErrorsUnavailable, ccxt_async.aster):
+    """ccxt's ``aster``, reporting an unclassified server error as the venue unavailable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +70,11 @@ class AsterVenue(Venue):
         self._markets: dict[str, VenueMarket] | None = None
         self._lock = asyncio.Lock()
 
-    def private_client(self, config: dict) -> ccxt_async.aster:
+    def private_client(self, config: dict) -> AsterPrivate:
         """A ccxt client for one set of credentials (``ExchangeCredentials.ccxt_config()``), on
         this venue's URLs, sharing the markets already loaded (no extra round trip)."""
         options = {"builderFee": False, **(config.get("options") or {})}
-        client = ccxt_async.aster(
+        client = AsterPrivate(
             {**config, "options": options, "session": self._trading_http(), "timeout_on_exit": 0}
         )
         api = client.urls["api"]

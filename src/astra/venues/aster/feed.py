@@ -30,6 +30,7 @@ import msgspec
 from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
 from astra.venues.retry import SnapshotRequest, backoff
+from astra.venues.wsmux import RECONNECT_ERRORS, WS_TIMEOUT
 
 from .schemas import AggTrade, DepthUpdate
 
@@ -44,10 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# A dead upstream never answers a close handshake: don't wait long for it before reconnecting.
-_WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
-# What a feed survives by reconnecting: network failures, silence, and garbage on the wire.
-_FEED_ERRORS = (aiohttp.ClientError, ConnectionError, TimeoutError, msgspec.DecodeError, ValueError)
 
 
 class SequenceGap(Exception):
@@ -201,7 +198,7 @@ class _BookFeed:
         attempt = 0
         while True:
             try:
-                async with self.session.ws_connect(self.url, timeout=_WS_TIMEOUT) as ws:
+                async with self.session.ws_connect(self.url, timeout=WS_TIMEOUT) as ws:
                     book.restart()
                     while True:
                         msg = await ws.receive(timeout=self.silence)
@@ -209,7 +206,7 @@ class _BookFeed:
                             raise ConnectionError(f"upstream sent {msg.type.name}")
                         attempt = 0
                         book.on_event(decode(msg.data))
-            except _FEED_ERRORS as exc:
+            except RECONNECT_ERRORS as exc:
                 reason = "silent for too long" if isinstance(exc, TimeoutError) else repr(exc)
                 book.restart(f"reconnecting: {reason}")
                 await asyncio.sleep(backoff(attempt))
@@ -238,13 +235,13 @@ async def run_trade_feed(session: aiohttp.ClientSession, url: str, sink: TradeSi
     attempt = 0
     while True:
         try:
-            async with session.ws_connect(url, heartbeat=30.0, timeout=_WS_TIMEOUT) as ws:
+            async with session.ws_connect(url, heartbeat=30.0, timeout=WS_TIMEOUT) as ws:
                 async for msg in ws:
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         break
                     attempt = 0
                     sink.on_trades([decode(msg.data).to_trade()])
-        except _FEED_ERRORS as exc:
+        except RECONNECT_ERRORS as exc:
             log.warning("trade feed %s: %r; reconnecting", url, exc)
         await asyncio.sleep(backoff(attempt))
         attempt += 1

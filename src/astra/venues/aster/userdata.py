@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -30,6 +30,7 @@ from astra.core._trading import (
     OrderType,
     TimeInForce,
 )
+from astra.venues.base import UserDataSink
 from astra.venues.retry import backoff
 
 __all__ = [
@@ -50,12 +51,6 @@ _TYPES = {"LIMIT": OrderType.LIMIT, "MARKET": OrderType.MARKET, "STOP": OrderTyp
 _TIF = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK,
         "GTX": TimeInForce.GTC}
 _STATUS = {s.value: s for s in OrderStatus}
-
-
-class UserDataSink(Protocol):
-    def on_orders(self, orders: list[Order], fills: list[Fill]) -> None: ...
-    def on_balances(self, balances: list[Balance]) -> None: ...
-    def on_resync(self, reason: str) -> None: ...
 
 
 def _order(market: str, *, oid: int, cid: str, side: str, otype: str, tif: str, qty: str,

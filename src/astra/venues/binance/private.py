@@ -42,11 +42,11 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 from ccxt.base.errors import (
     BaseError,
-    ExchangeError,
-    ExchangeNotAvailable,
     InvalidOrder,
     NotSupported,
 )
+
+from astra.venues.ccxt_errors import ServerErrorsUnavailable
 
 __all__ = ["BinancePrivate", "private_api_urls"]
 
@@ -92,7 +92,7 @@ def private_api_urls(spot: str, usdm: str, coinm: str, option: str) -> dict[str,
     return urls
 
 
-class BinancePrivate(ccxt_async.binance):
+class BinancePrivate(ServerErrorsUnavailable, ccxt_async.binance):
     """ccxt's binance for one set of credentials (see the module docstring)."""
 
     # (URL prefix, ccxt exceptions table), most specific first; set by the venue.
@@ -115,9 +115,6 @@ class BinancePrivate(ccxt_async.binance):
             )
         except BaseError as exc:
             text = (body or "").strip()
-            if code >= 500 and type(exc) is ExchangeError:
-                # A server error ccxt could not classify is no refusal: the order may exist.
-                raise ExchangeNotAvailable(f"{self.id} {code} {reason} {text}") from None
             if text[:1] in ("{", "[") and text not in str(exc):
                 raise type(exc)(f"{self.id} {text}") from None
             raise

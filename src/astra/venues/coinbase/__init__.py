@@ -37,8 +37,8 @@ import ccxt.async_support as ccxt_async
 import msgspec
 
 from astra.core import Trade
-from astra.trading.normalize import ccxt_market
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.ccxt_user_stream import ccxt_symbols
 from astra.venues.private_http import PrivateHttp
 
 from .connection import Pool, Settings, Throttle
@@ -218,12 +218,7 @@ class CoinbaseVenue(Venue):
         Every (re)connection calls ``sink.on_resync``; failures reconnect after a backoff."""
         markets = await self.load_markets()
         source = self._markets_for_trading()
-        symbols: dict[str, str] = {}
-        for market in markets.values():
-            try:
-                symbols[ccxt_market(source, market)["symbol"]] = market.symbol
-            except KeyError:
-                continue
+        symbols = ccxt_symbols(source, markets.values())
         rest = self.private_client(config)
 
         def make_client() -> CoinbaseUserStream:

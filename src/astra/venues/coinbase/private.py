@@ -41,13 +41,13 @@ import json
 
 import ccxt.async_support as ccxt_async
 from ccxt.base.errors import (
-    ExchangeError,
-    ExchangeNotAvailable,
     InvalidOrder,
     NotSupported,
     OrderNotFound,
     RateLimitExceeded,
 )
+
+from astra.venues.ccxt_errors import ServerErrorsUnavailable
 
 __all__ = ["CoinbasePrivate"]
 
@@ -61,7 +61,7 @@ _BATCH = 100  # Coinbase: at most 100 order ids per batch_cancel
 _RECENT = 250  # orders searched for a client order id
 
 
-class CoinbasePrivate(ccxt_async.coinbase):
+class CoinbasePrivate(ServerErrorsUnavailable, ccxt_async.coinbase):
     """ccxt's coinbase for one set of credentials (see the module docstring)."""
 
     def handle_errors(self, code, reason, url, method, headers, body, response, *request):
@@ -75,14 +75,8 @@ class CoinbasePrivate(ccxt_async.coinbase):
                 if isinstance(value, str):
                     self.throw_exactly_matched_exception(self.exceptions["exact"], value,
                                                          feedback)
-        try:
-            return super().handle_errors(code, reason, url, method, headers, body, response,
-                                         *request)
-        except ExchangeError as exc:
-            if code >= 500 and type(exc) is ExchangeError:
-                # A server error ccxt could not classify is no refusal: the order may exist.
-                raise ExchangeNotAvailable(f"{self.id} {code} {reason} {body}") from None
-            raise
+        return super().handle_errors(code, reason, url, method, headers, body, response,
+                                     *request)
 
     async def create_order(self, symbol, type, side, amount, price=None, params=None):
         params = dict(params or {})

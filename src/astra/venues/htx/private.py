@@ -41,6 +41,8 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 from ccxt.base.errors import InvalidOrder, NotSupported
 
+from astra.venues.ccxt_errors import ServerErrorsUnavailable
+
 __all__ = ["FUTURES_ACCOUNT_TYPES", "HtxPrivate", "numeric_client_order_id"]
 
 FUTURES_ACCOUNT_TYPES = frozenset({"futures", "future", "swap", "linear", "derivatives"})
@@ -74,7 +76,7 @@ def _client_order_id(params: Mapping[str, Any]) -> str | None:
     return str(cid) if cid not in (None, "") else None
 
 
-class HtxPrivate(ccxt_async.htx):
+class HtxPrivate(ServerErrorsUnavailable, ccxt_async.htx):
     """ccxt's htx for one set of credentials (see the module docstring)."""
 
     def __init__(self, config: dict | None = None,

@@ -68,7 +68,6 @@ __all__ = [
     "SpotPool",
     "checksum_of",
     "run_book_feed",
-    "run_trade_feed",
 ]
 
 log = logging.getLogger(__name__)
@@ -273,21 +272,5 @@ async def run_book_feed(
     pool = SpotPool(lambda: session, url, depth=depth, silence=silence)
     try:
         await pool.run_book(market, sink)
-    finally:
-        await pool.close()
-
-
-async def run_trade_feed(
-    session: aiohttp.ClientSession,
-    url: str,
-    market: KrakenMarket,
-    sink: TradeSink,
-    *,
-    silence: float = 30.0,
-) -> None:
-    """Forward ``market``'s v2 ``trade`` updates to ``sink``, on a connection of its own."""
-    pool = SpotPool(lambda: session, url, silence=silence)
-    try:
-        await pool.run_trades(market, sink)
     finally:
         await pool.close()

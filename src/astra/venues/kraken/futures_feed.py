@@ -59,8 +59,6 @@ __all__ = [
     "MAX_SUBSCRIPTIONS_PER_CONNECTION",
     "FuturesDialect",
     "FuturesPool",
-    "run_futures_book_feed",
-    "run_futures_trade_feed",
 ]
 
 log = logging.getLogger(__name__)
@@ -222,36 +220,3 @@ class FuturesPool(StreamPool):
 
     async def run_trades(self, market: KrakenFuturesMarket, sink: TradeSink) -> None:
         await FuturesTrades(self, market, sink).run()
-
-
-async def run_futures_book_feed(
-    session: aiohttp.ClientSession,
-    url: str,
-    market: KrakenFuturesMarket,
-    sink: BookSink,
-    *,
-    silence: float = 30.0,
-) -> None:
-    """Keep ``sink`` supplied with ``market``'s sequenced book from Kraken Futures at ``url``,
-    on a connection of its own (the venue shares one ``FuturesPool`` between its markets)."""
-    pool = FuturesPool(lambda: session, url, silence=silence)
-    try:
-        await pool.run_book(market, sink)
-    finally:
-        await pool.close()
-
-
-async def run_futures_trade_feed(
-    session: aiohttp.ClientSession,
-    url: str,
-    market: KrakenFuturesMarket,
-    sink: TradeSink,
-    *,
-    silence: float = 30.0,
-) -> None:
-    """Forward ``market``'s futures trades to ``sink``, on a connection of its own."""
-    pool = FuturesPool(lambda: session, url, silence=silence)
-    try:
-        await pool.run_trades(market, sink)
-    finally:
-        await pool.close()

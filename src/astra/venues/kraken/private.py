@@ -40,6 +40,8 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 from ccxt.base.errors import InvalidOrder, NotSupported, OrderNotFound
 
+from astra.venues.ccxt_errors import ServerErrorsUnavailable
+
 __all__ = [
     "FUTURES_ACCOUNT_TYPES",
     "KrakenFuturesPrivate",
@@ -128,7 +130,7 @@ class NonceClock:
             return self._last
 
 
-class KrakenSpotPrivate(ccxt_async.kraken):
+class KrakenSpotPrivate(ServerErrorsUnavailable, ccxt_async.kraken):
     """ccxt's kraken for one set of credentials (see the module docstring)."""
 
     nonce_clock: NonceClock | None = None  # the venue's, shared by its clients
@@ -187,7 +189,7 @@ class KrakenSpotPrivate(ccxt_async.kraken):
         return [self.safe_order({"id": i, "status": "canceled", "symbol": symbol}) for i in ids]
 
 
-class KrakenFuturesPrivate(ccxt_async.krakenfutures):
+class KrakenFuturesPrivate(ServerErrorsUnavailable, ccxt_async.krakenfutures):
     """ccxt's krakenfutures for one set of credentials (see the module docstring)."""
 
     async def create_order(self, symbol: str, type: str, side: str, amount: float,

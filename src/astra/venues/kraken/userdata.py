@@ -39,7 +39,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -54,6 +54,7 @@ from astra.core._trading import (
     OrderType,
     TimeInForce,
 )
+from astra.venues.base import UserDataSink
 from astra.venues.retry import backoff
 
 __all__ = [
@@ -93,12 +94,6 @@ _STATUS = {
     "expired": OrderStatus.EXPIRED,
 }
 _FINAL = frozenset({"filled", "canceled", "expired"})
-
-
-class UserDataSink(Protocol):
-    def on_orders(self, orders: list[Order], fills: list[Fill]) -> None: ...
-    def on_balances(self, balances: list[Balance]) -> None: ...
-    def on_resync(self, reason: str) -> None: ...
 
 
 def _ms(ts: str | None) -> int | None:

@@ -56,7 +56,6 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import msgspec
 
-from astra.venues.retry import backoff
 from astra.venues.wsmux import RECONNECT_ERRORS, DataConsumer, MuxPool, PacedConnection
 
 from .rest import RestError
@@ -73,7 +72,6 @@ __all__ = [
     "TopicConnection",
     "TopicPool",
     "VenueFeedError",
-    "backoff",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,7 +126,6 @@ class TopicConnection(PacedConnection):
         session: Callable[[], aiohttp.ClientSession],
         bullet: Callable[[], Awaitable[Bullet]],
         *,
-        max_topics: int = SPOT_TOPICS_PER_CONNECTION,
         endpoint: str | None = None,
         silence: float = 60.0,
         max_age: float = 23 * 3600.0,
@@ -144,7 +141,7 @@ class TopicConnection(PacedConnection):
             max_age=max_age,
             response_timeout=response_timeout,
         )
-        self._bullet, self.max_topics, self.endpoint = bullet, max_topics, endpoint
+        self._bullet, self.endpoint = bullet, endpoint
         self._welcome = asyncio.Event()
         self._ping_timeout = 0.0
 
@@ -206,11 +203,11 @@ class TopicPool(MuxPool[TopicConnection]):
         self,
         session: Callable[[], aiohttp.ClientSession],
         bullet: Callable[[], Awaitable[Bullet]],
+        *,
+        max_topics: int = SPOT_TOPICS_PER_CONNECTION,
         **options: object,
     ) -> None:
-        max_topics = int(options.get("max_topics", SPOT_TOPICS_PER_CONNECTION))  # type: ignore[call-overload]
         super().__init__(
             lambda: TopicConnection(session, bullet, **options),  # type: ignore[arg-type]
             max_topics,
         )
-        self.max_topics = max_topics

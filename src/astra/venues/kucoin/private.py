@@ -31,6 +31,8 @@ from typing import Any
 import ccxt.async_support as ccxt_async
 from ccxt.base.errors import InvalidOrder
 
+from astra.venues.ccxt_errors import ServerErrorsUnavailable
+
 __all__ = ["FUTURES_ACCOUNT_TYPES", "KucoinPrivate"]
 
 FUTURES_ACCOUNT_TYPES = frozenset({"futures", "future", "swap", "contract", "derivatives"})
@@ -58,7 +60,7 @@ def _client_order_id(params: Mapping[str, Any]) -> str | None:
     return str(cid) if cid not in (None, "") else None
 
 
-class KucoinPrivate(ccxt_async.kucoin):
+class KucoinPrivate(ServerErrorsUnavailable, ccxt_async.kucoin):
     """ccxt's kucoin for one set of credentials (see the module docstring)."""
 
     def _trigger_order(self, symbol: str, type: str, side: str, params: dict

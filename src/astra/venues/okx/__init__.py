@@ -27,8 +27,8 @@ import ccxt.async_support as ccxt_async
 import msgspec
 
 from astra.core import Trade
-from astra.trading.normalize import ccxt_market
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.ccxt_user_stream import ccxt_symbols
 from astra.venues.private_http import PrivateHttp
 
 from .feed import run_book_feed, run_trade_feed
@@ -168,12 +168,7 @@ class OkxVenue(Venue):
         With ``simulated_trading`` and the default ``private_ws``, OKX's demo endpoint."""
         markets = await self.load_markets()
         source = self._markets_for_trading()
-        symbols: dict[str, str] = {}
-        for market in markets.values():
-            try:
-                symbols[ccxt_market(source, market)["symbol"]] = market.symbol
-            except KeyError:
-                continue
+        symbols = ccxt_symbols(source, markets.values())
         url = self.urls.private_ws
         if self.simulated_trading and url == _PRIVATE_WS:
             url = _DEMO_PRIVATE_WS

@@ -32,6 +32,7 @@ from itertools import count
 
 from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.retry import backoff
 
 from .schemas import BookData, BookLevel, Push, TradeData
 from .stream import StreamPool
@@ -50,9 +51,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _backoff(failures: int, cap: float = 30.0) -> float:
+def _backoff(failures: int) -> float:
     """A book's wait before resubscribing: none after a first failure, then doubling."""
-    return 0.0 if failures <= 0 else min(cap, 0.25 * 2 ** (failures - 1))
+    return 0.0 if failures <= 0 else backoff(failures - 1)
 CHECKSUM_LEVELS = 25
 Changes = list[tuple[float, float]]
 

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import ccxt.async_support as ccxt_async
 from ccxt.base.errors import (
-    ExchangeError,
-    ExchangeNotAvailable,
     InvalidOrder,
     NotSupported,
     RateLimitExceeded,
 )
+
+from astra.venues.ccxt_errors import ServerErrorsUnavailable
 
 __all__ = ["OkxPrivate"]
 
@@ -44,21 +44,15 @@ _CONDITIONAL = frozenset({"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MAR
 _BATCH = 20  # OKX: at most 20 orders per cancel-batch-orders request
 
 
-class OkxPrivate(ccxt_async.okx):
+class OkxPrivate(ServerErrorsUnavailable, ccxt_async.okx):
     """ccxt's okx for one set of credentials (see the module docstring)."""
 
     def handle_errors(self, code, reason, url, method, headers, body, response, *request):
         if code == 429:  # whatever the body says
             raise RateLimitExceeded(f"{self.id} 429 {reason} {body}")
-        try:
-            return super().handle_errors(
-                code, reason, url, method, headers, body, response, *request
-            )
-        except ExchangeError as exc:
-            if code >= 500 and type(exc) is ExchangeError:
-                # A server error ccxt could not classify is no refusal: the order may exist.
-                raise ExchangeNotAvailable(f"{self.id} {code} {reason} {body}") from None
-            raise
+        return super().handle_errors(
+            code, reason, url, method, headers, body, response, *request
+        )
 
     async def create_order(self, symbol, type, side, amount, price=None, params=None):
         params = dict(params or {})

@@ -104,12 +104,15 @@ async def run_user_stream(
         client.astra_orders, client.astra_balances = sink.on_orders, sink.on_balances
         try:
             await client.authenticate()
-            attempt = 0
             sink.on_resync("logged in")
 
             async def watch(method: Callable[[], Any]) -> None:
+                nonlocal attempt
                 while True:
                     await method()
+                    # Data flows: the next failure starts the backoff over. (Not at login:
+                    # a login that works before a subscription that fails must back off.)
+                    attempt = 0
 
             async with asyncio.TaskGroup() as group:
                 group.create_task(watch(client.watch_orders))
