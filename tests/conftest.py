@@ -92,8 +92,10 @@ class ClientBook:
         self.levels: dict[str, dict[float, float]] = {"bids": {}, "asks": {}}
 
     def apply(self, msg: dict) -> dict:
-        if msg["type"] == "snapshot":
+        if msg["type"] in ("snapshot", "resync"):  # after a resync: void until a snapshot
             self.levels = {"bids": {}, "asks": {}}
+        if msg["type"] == "resync":
+            return self.levels
         for side in ("bids", "asks"):
             for lv in msg[side]:
                 if lv["quantity"] == 0:

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -137,3 +138,58 @@ def test_astra_serve_paper_trades_on_sim_with_only_an_astra_key(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (ended; not yet reaped by whoever adopted it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_astra_serve_killed_with_sigkill_takes_its_simulator_child_along(tmp_path):
+    proc = _serve(tmp_path, {})
+    child = None
+    try:
+        out = _read_until_listening(proc)
+        child = int(re.search(r"running at \S+ \(pid (\d+)\)", out)[1])
+        assert not _gone(child)
+        proc.send_signal(signal.SIGKILL)  # no shutdown code runs in the gateway
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30  # a bound on the wait, not a speed requirement
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child), "the simulator outlived the gateway"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        if child is not None and not _gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_astra_sim_for_a_parent_exits_when_its_stdin_closes():
+    # The portable half of the above: the parent holds the child's stdin; EOF means it is gone.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "astra", "sim", "--port", "0", "--exit-with-parent"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "listening on" in proc.stdout.readline()
+        proc.stdin.close()
+        assert proc.wait(timeout=20) == 0
+        assert "shutting down" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)

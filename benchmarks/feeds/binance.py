@@ -24,9 +24,9 @@ from pathlib import Path
 import ccxt.pro
 import msgspec
 
-from astra.marketdata.book import L2Book
 from astra.venues.aster.feed import DiffSync
 from astra.venues.binance.schemas import DepthUpdate
+from astra.venues.book import L2Book
 
 _WS = re.compile(r"^[\d.]+: (\{.*\})$")
 _SYMBOL = "NKNUSDT"

@@ -4,7 +4,7 @@
 gives ccxt its markets) and returns messages/s for:
 
 - ``depth_astra``: the recorded ``depth.step0`` frames through gunzip + msgspec decode +
-  ``FullBookDiff`` (version check, diff) + ``L2Book.apply`` (what the gateway does);
+  ``FullBookDiff`` (mrid/version order, diff) + ``L2Book.apply`` (what the gateway does);
 - ``depth_ccxt``: the same frames through gunzip + ``json.loads`` + ccxt.pro
   ``htx.handle_message``. ccxt keeps no book from ``depth.step0`` (it only caches pushes that
   carry no ``prevSeqNum``), so this is an upper bound on its cost for these frames;
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import msgspec
 
-from astra.marketdata.book import L2Book
+from astra.venues.book import L2Book
 from astra.venues.htx.feed import FullBookDiff, MbpSync, gunzip
 from astra.venues.htx.schemas import DepthMessage, MbpMessage
 from astra.venues.htx.symbols import ccxt_markets
@@ -93,11 +93,11 @@ def _astra_depth(frames: list[bytes]) -> None:
             diff = diffs[m.ch] = FullBookDiff()
             diff.load(m.tick)
             books[m.ch] = L2Book(m.ch)
-            books[m.ch].reset(diff.bids.items(), diff.asks.items(), m.tick.version, m.tick.ts)
+            books[m.ch].reset(diff.bids.items(), diff.asks.items(), diff.seq, m.tick.ts)
             continue
         changes = diff.changes(m.tick)
         if changes is not None:
-            books[m.ch].apply(*changes, m.tick.version, m.tick.ts)
+            books[m.ch].apply(*changes, diff.seq, m.tick.ts)
 
 
 def _astra_mbp(start: int, frames: list[bytes]) -> None:

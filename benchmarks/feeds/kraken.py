@@ -25,7 +25,7 @@ from pathlib import Path
 import ccxt.pro
 import msgspec
 
-from astra.marketdata.book import L2Book
+from astra.venues.book import L2Book
 from astra.venues.kraken.feed import KrakenBook
 from astra.venues.kraken.schemas import BookMessage, ChannelMessage
 

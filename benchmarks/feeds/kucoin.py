@@ -27,7 +27,7 @@ from pathlib import Path
 import ccxt.pro
 import msgspec
 
-from astra.marketdata.book import L2Book
+from astra.venues.book import L2Book
 from astra.venues.kucoin.feed import Level2Book
 from astra.venues.kucoin.schemas import Level2, RawEnvelope
 from astra.venues.kucoin.symbols import parse_ccxt_markets

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
 import sys
+import threading
 from collections.abc import Coroutine, Sequence
 
 __all__ = ["main"]
@@ -27,8 +31,25 @@ def _add_sim_account_parser(sim: argparse.ArgumentParser) -> None:
     actions = account.add_subparsers(dest="account_command", required=True)
     create = actions.add_parser("create", help="create a funded account on a running simulator")
     create.add_argument("--url", default="http://127.0.0.1:7070", help="the simulator's base URL")
-    create.add_argument("--deposit", default="", help="e.g. USDT=100000,BTC=2 (spot and perp)")
+    create.add_argument(  # default: the simulator's (astra.sim.admin.DEFAULT_DEPOSIT)
+        "--deposit",
+        help="ASSET=AMOUNT,... credited to the spot and the perpetual wallet (default: the "
+        "simulator's, as for astra serve's paper account; 'none' for an empty account)",
+    )
     create.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _exit_at_stdin_eof() -> None:
+    """Stop this process (SIGTERM: a clean shutdown) once stdin reaches end of file: the
+    parent holds the pipe's other end, so EOF means the parent is gone, however it died."""
+
+    def watch() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while os.read(sys.stdin.fileno(), 4096):
+                pass  # the parent never writes; anything sent is ignored
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--data", metavar="FILE", help="keep accounts, balances and orders in FILE across restarts"
     )
+    sim.add_argument(  # for `astra serve`, which runs the simulator as its child
+        "--exit-with-parent", action="store_true", help=argparse.SUPPRESS
+    )
     _add_sim_account_parser(sim)
     add_keys_parser(sub)
     add_credentials_parser(sub)
@@ -60,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "sim":
         from astra.sim.server import serve_sim
 
+        if args.exit_with_parent:
+            _exit_at_stdin_eof()
         _run(serve_sim(args.host, args.port, args.seed, args.data))
     elif args.command == "serve":
         from astra.server.serve import serve

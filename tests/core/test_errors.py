@@ -4,13 +4,17 @@ import pytest
 from astra.core import (
     AstraError,
     Conflict,
+    CredentialsUnreadable,
     Error,
+    ExchangeNotServed,
     Forbidden,
     InvalidMarket,
     InvalidParameter,
     MarketNotFound,
+    MethodNotAllowed,
     MissingParameter,
     NotFound,
+    PayloadTooLarge,
     RateLimited,
     Unauthorized,
     UnknownExchange,
@@ -18,6 +22,7 @@ from astra.core import (
     VenueError,
     VenueTimeout,
     VenueUnavailable,
+    WebSocketUpgradeRequired,
 )
 
 EXPECTED = [
@@ -35,6 +40,11 @@ EXPECTED = [
     (VenueError, "VENUE_ERROR", 502),
     (VenueUnavailable, "VENUE_UNAVAILABLE", 503),
     (VenueTimeout, "VENUE_TIMEOUT", 504),
+    (ExchangeNotServed, "EXCHANGE_NOT_SERVED", 404),
+    (MethodNotAllowed, "METHOD_NOT_ALLOWED", 405),
+    (PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
+    (WebSocketUpgradeRequired, "WEBSOCKET_UPGRADE_REQUIRED", 400),
+    (CredentialsUnreadable, "CREDENTIALS_UNREADABLE", 503),
 ]
 
 

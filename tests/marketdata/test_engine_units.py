@@ -8,9 +8,9 @@ import asyncio
 import msgspec
 
 from astra.core import AssetType, DataType, MarketMetadata, Side, Trade
-from astra.marketdata.book import L2Book
 from astra.marketdata.engine import MarketDataEngine
 from astra.venues.base import Capabilities, Venue, VenueMarket
+from astra.venues.book import L2Book
 
 LINEAR = VenueMarket("OKX-PERP-BTC-USDT", "BTC-USDT-SWAP", "swap", MarketMetadata(
     symbol="OKX-PERP-BTC-USDT", asset_type=AssetType.PERP, base_asset="BTC",

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import event
 
 from astra.core import Unauthorized
-from astra.server.auth import API_KEY, WS_PROTOCOL, auth_middleware, authenticate, extract_token
+from astra.server.auth import (
+    API_KEY,
+    WS_PROTOCOL,
+    KeyVerifier,
+    auth_middleware,
+    authenticate,
+    extract_token,
+)
 from astra.store import ApiKeyStore, open_database
 
 TIMEOUT = 10
@@ -67,10 +77,17 @@ async def test_header(client: TestClient, store: ApiKeyStore, scheme: str) -> No
     assert status == 200 and body == {"key_id": key.key_id, "ws_protocol": None}
 
 
-async def test_query_parameter(client: TestClient, store: ApiKeyStore) -> None:
+async def test_query_parameter_is_refused_on_rest(client: TestClient, store: ApiKeyStore) -> None:
+    # ?apiKey= is for browser WebSockets only: a valid key in a REST URL is still a 401 that
+    # names the header to use (and never echoes the key).
     key = store.create("q")
-    status, body, _ = await _get(client, "/echo", params={"apiKey": key.token})
-    assert status == 200 and body["key_id"] == key.key_id
+    status, body, text = await _get(client, "/echo", params={"apiKey": key.token})
+    assert status == 401 and body["code"] == "UNAUTHORIZED"
+    assert body["parameter"] == "x-astra-api-key" and "x-astra-api-key" in body["message"]
+    assert "WebSocket" in body["message"] and key.token not in text
+    async with asyncio.timeout(TIMEOUT):
+        resp = await client.post("/echo", params={"apiKey": key.token}, data=b"{}")
+        assert resp.status == 401 and (await resp.json())["parameter"] == "x-astra-api-key"
 
 
 async def test_header_wins_over_query(client: TestClient, store: ApiKeyStore) -> None:
@@ -79,8 +96,10 @@ async def test_header_wins_over_query(client: TestClient, store: ApiKeyStore) ->
     status, _, _ = await _get(client, "/echo", headers=headers, params={"apiKey": bad})
     assert status == 200
     headers = {"x-astra-api-key": f"Bearer {bad}"}
-    status, _, _ = await _get(client, "/echo", headers=headers, params={"apiKey": good.token})
-    assert status == 401
+    async with asyncio.timeout(TIMEOUT):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+            await client.ws_connect("/ws", headers=headers, params={"apiKey": good.token})
+    assert exc.value.status == 401
 
 
 async def test_missing(client: TestClient) -> None:
@@ -100,8 +119,10 @@ async def test_missing(client: TestClient) -> None:
 )
 async def test_invalid_never_echoed(client: TestClient, store: ApiKeyStore, bad: str) -> None:
     store.create()
-    for kw in ({"headers": {"x-astra-api-key": f"Bearer {bad}"}}, {"params": {"apiKey": bad}}):
-        status, body, text = await _get(client, "/echo", **kw)
+    ws = {"Upgrade": "websocket", "Connection": "Upgrade"}  # ?apiKey= counts on handshakes
+    for kw in ({"headers": {"x-astra-api-key": f"Bearer {bad}"}},
+               {"params": {"apiKey": bad}, "headers": ws}):
+        status, body, text = await _get(client, "/ws", **kw)
         assert status == 401 and body["code"] == "UNAUTHORIZED"
         assert "invalid" in body["message"]
         assert bad not in text and bad[13:30] not in text
@@ -155,15 +176,16 @@ async def test_websocket_rejected(client: TestClient) -> None:
 async def test_authenticate_raises(store: ApiKeyStore) -> None:
     from aiohttp.test_utils import make_mocked_request
 
+    verifier = KeyVerifier(store)
     with pytest.raises(Unauthorized, match="missing"):
-        authenticate(store, make_mocked_request("GET", "/x"))
+        await authenticate(verifier, make_mocked_request("GET", "/x"))
     req = make_mocked_request("GET", "/x", headers={"x-astra-api-key": "Bearer nope"})
     with pytest.raises(Unauthorized, match="invalid") as exc:
-        authenticate(store, req)
+        await authenticate(verifier, req)
     assert "nope" not in str(exc.value)
     key = store.create()
     req = make_mocked_request("GET", "/x", headers={"x-astra-api-key": f"Bearer {key.token}"})
-    assert authenticate(store, req).key_id == key.key_id
+    assert (await authenticate(verifier, req)).key_id == key.key_id
 
 
 def test_extract_token_order() -> None:
@@ -178,7 +200,11 @@ def test_extract_token_order() -> None:
     assert extract_token(req()) == (None, None)
     assert extract_token(req(**{"x-astra-api-key": f"bEaReR {tok}"})) == (tok, None)
     assert extract_token(req(**{"x-astra-api-key": f"  {tok} "})) == (tok, None)
-    assert extract_token(req(f"/x?apiKey={tok}")) == (tok, None)
+    # ?apiKey= on a request that is not a handshake: refused, naming the header.
+    with pytest.raises(Unauthorized) as exc:
+        extract_token(req(f"/x?apiKey={tok}"))
+    assert exc.value.parameter == "x-astra-api-key" and tok not in str(exc.value)
+    assert extract_token(req(f"/x?apiKey={tok}", **ws_headers)) == (tok, None)
     proto = {"Sec-WebSocket-Protocol": f"astra.v1, {tok}"}
     assert extract_token(req(**ws_headers, **proto)) == (tok, tok)
     # Not a handshake: the subprotocol header is ignored.
@@ -192,3 +218,41 @@ def test_extract_token_order() -> None:
         "other",
         None,
     )
+
+
+async def test_key_lookups_run_off_the_loop_once_per_key_id(tmp_path: Path) -> None:
+    """Unknown key ids cost one database read each per cache window, in a worker thread:
+    never a synchronous SQLite read on the event loop, however many requests carry them."""
+    now = [0.0]
+    engine = open_database(data_dir=tmp_path)
+    store = ApiKeyStore(engine, cache_ttl=2.0, clock=lambda: now[0])  # time stands still
+    good = store.create("real")
+    reads: Counter[str] = Counter()
+    threads: set[int] = set()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "api_keys" in statement:
+            reads[str(parameters[0] if parameters else "")] += 1
+            threads.add(threading.get_ident())
+
+    app = web.Application(middlewares=[auth_middleware(store)])
+    app.router.add_get("/echo", echo)
+    unknown = [f"unknownkey{i:02d}.{'Q' * 20}abcdefghijklmnop" for i in range(5)]
+    loop_thread = threading.get_ident()
+    try:
+        async with asyncio.timeout(TIMEOUT), TestClient(TestServer(app, host="127.0.0.1")) as c:
+            async def one(token: str) -> int:
+                resp = await c.get("/echo", headers={"x-astra-api-key": f"Bearer {token}"})
+                await resp.read()
+                return resp.status
+
+            statuses = await asyncio.gather(*(one(t) for t in unknown * 20 + [good.token] * 20))
+            statuses += [await one(t) for t in unknown]  # cached now: no new read
+            assert statuses.count(401) == 5 * 21 and statuses.count(200) == 20
+            assert dict(reads) == {f"unknownkey{i:02d}": 1 for i in range(5)} | {good.key_id: 1}
+            assert loop_thread not in threads  # every read ran in a worker thread
+            now[0] += 2.5  # the window ends: the next request reads the row again
+            assert await one(unknown[0]) == 401 and reads["unknownkey00"] == 2
+    finally:
+        engine.dispose()

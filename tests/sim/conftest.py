@@ -10,6 +10,7 @@ import time
 from urllib.parse import urlencode
 
 import aiohttp
+import ccxt.async_support as ccxt_async
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -90,3 +91,22 @@ async def still(sim):
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return sim
+
+
+@pytest.fixture
+async def ccxt_aster(still):
+    """An unmodified ccxt ``aster`` client (V3 signing with the API-wallet key) pointed at the
+    stopped simulator, for a new account funded with USDT=100000 in both wallets."""
+    creds = still.exchange.create_account(parse_deposits("USDT=100000"))
+    # enableRateLimit off: ccxt's own throttle would wait 10 s before a cost-30 call.
+    ex = ccxt_async.aster({"privateKey": creds.signerPrivateKey, "enableRateLimit": False,
+                           "options": {"builderFee": False}})
+    api = ex.urls["api"]
+    api["fapiPublic"] = api["fapiPrivate"] = still.base_url + "/fapi"
+    api["sapiPublic"] = api["sapiPrivate"] = still.base_url + "/api"
+    try:
+        async with asyncio.timeout(15):
+            await ex.load_markets()
+        yield ex
+    finally:
+        await ex.close()

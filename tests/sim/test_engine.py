@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from astra.sim import BUY, SELL, MatchingEngine, Order
 
 
-def _order(oid: int, side: int, price: int, qty: int, owner: int = 0) -> Order:
-    return Order(oid, owner, side, price, qty)
+def _order(oid: int, side: int, price: int, qty: int, owner: int = 0,
+           hidden: bool = False) -> Order:
+    return Order(oid, owner, side, price, qty, hidden)
 
 
 def test_price_time_priority_and_partial_fill():
@@ -62,13 +63,43 @@ def test_rejects_bad_orders():
         eng.submit(_order(3, BUY, 99, 1))
 
 
+def test_hidden_order_rests_unseen_and_fills_when_crossed():
+    eng = MatchingEngine()
+    eng.submit(_order(1, SELL, 105, 2))
+    assert eng.update_id == 1
+    assert eng.submit(_order(2, SELL, 103, 4, hidden=True)) == []
+    eng.submit(_order(3, SELL, 103, 1))  # displayed, later, same price: still fills first
+    # Unseen: no level, no best price, no update id, nothing touched by the hidden order.
+    assert eng.depth() == ([], [(103, 1), (105, 2)]) and eng.best_ask() == 103
+    assert eng.update_id == 2 and (SELL, 103) in eng.touched
+    eng.touched.clear()
+    eng.cancel(3)
+    assert eng.depth() == ([], [(105, 2)]) and eng.best_ask() == 105 and eng.update_id == 3
+    eng.touched.clear()
+    # Post-only is refused against hidden liquidity; fill-or-kill counts it.
+    assert eng.submit(_order(4, BUY, 103, 1), post_only=True) == []
+    assert eng.submit(_order(5, BUY, 104, 5), all_or_none=True, rest=False) == []
+    fills = eng.submit(_order(7, BUY, 104, 4), all_or_none=True, rest=False)
+    assert [(f.maker_id, f.price, f.qty) for f in fills] == [(2, 103, 4)]
+    assert eng.update_id == 3 and eng.touched == set()  # only hidden liquidity traded
+    eng.check_invariants()
+    # A hidden order that crosses takes first, then rests hidden; cancel removes it unseen.
+    fills = eng.submit(_order(6, BUY, 105, 3, hidden=True))
+    assert [(f.maker_id, f.qty) for f in fills] == [(1, 2)] and eng.depth() == ([], [])
+    assert eng.orders[6].qty == 1 and eng.all_depth() == ([(105, 1)], [])
+    assert eng.cancel(6).qty == 1 and eng.all_depth() == ([], []) and 6 not in eng.orders
+    eng.check_invariants()
+
+
 class ReferenceBook:
-    """The obvious O(n) book: a list of resting orders in arrival order."""
+    """The obvious O(n) book: a list of resting orders in arrival order; at one price the
+    displayed orders fill before the hidden ones, which no depth shows."""
 
     def __init__(self) -> None:
-        self.resting: list[list[int]] = []  # [id, side, price, qty]
+        self.resting: list[list[int]] = []  # [id, side, price, qty, hidden]
 
-    def submit(self, oid: int, side: int, price: int, qty: int) -> list[tuple[int, int, int]]:
+    def submit(self, oid: int, side: int, price: int, qty: int,
+               hidden: bool = False) -> list[tuple[int, int, int]]:
         fills = []
         while qty:
             crossing = [
@@ -79,7 +110,8 @@ class ReferenceBook:
             if not crossing:
                 break
             best = min(o[2] for o in crossing) if side == BUY else max(o[2] for o in crossing)
-            maker = next(o for o in crossing if o[2] == best)  # first in arrival order
+            # Displayed first, then in arrival order.
+            maker = min((o for o in crossing if o[2] == best), key=lambda o: o[4])
             q = min(qty, maker[3])
             fills.append((maker[0], best, q))
             maker[3] -= q
@@ -87,7 +119,7 @@ class ReferenceBook:
             if maker[3] == 0:
                 self.resting.remove(maker)
         if qty:
-            self.resting.append([oid, side, price, qty])
+            self.resting.append([oid, side, price, qty, int(hidden)])
         return fills
 
     def cancel(self, oid: int) -> None:
@@ -95,8 +127,9 @@ class ReferenceBook:
 
     def depth(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         agg: dict[tuple[int, int], int] = {}
-        for _, side, price, qty in self.resting:
-            agg[(side, price)] = agg.get((side, price), 0) + qty
+        for _, side, price, qty, hidden in self.resting:
+            if not hidden:
+                agg[(side, price)] = agg.get((side, price), 0) + qty
         bids = sorted(((p, q) for (s, p), q in agg.items() if s == BUY), reverse=True)
         asks = sorted((p, q) for (s, p), q in agg.items() if s == SELL)
         return bids, asks
@@ -127,5 +160,33 @@ def test_engine_agrees_with_reference_book(operations):
         else:
             eng.cancel(op[1])
             ref.cancel(op[1])
+        assert eng.depth() == ref.depth()
+        eng.check_invariants()
+
+
+hidden_ops = st.lists(
+    st.tuples(st.sampled_from([BUY, SELL]), st.integers(95, 105), st.integers(1, 20),
+              st.booleans(), st.integers(0, 60)),
+    max_size=150,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hidden_ops)
+def test_engine_with_hidden_orders_agrees_with_reference_book(operations):
+    """Hidden orders: the same fills as the reference, a depth that never shows them, and an
+    update id that moves only when a displayed level does."""
+    eng, ref = MatchingEngine(), ReferenceBook()
+    for oid, (side, price, qty, hidden, cancel) in enumerate(operations):
+        eng.touched.clear()
+        before, shown = eng.update_id, eng.depth()
+        fills = eng.submit(_order(oid, side, price, qty, hidden=hidden))
+        assert [(f.maker_id, f.price, f.qty) for f in fills] == ref.submit(
+            oid, side, price, qty, hidden
+        )
+        assert eng.depth() == ref.depth()
+        assert (eng.update_id != before) == (eng.depth() != shown or bool(eng.touched))
+        eng.cancel(cancel)
+        ref.cancel(cancel)
         assert eng.depth() == ref.depth()
         eng.check_invariants()

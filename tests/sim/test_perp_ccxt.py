@@ -6,30 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-import ccxt.async_support as ccxt_async
 import pytest
-
-from astra.sim.admin import parse_deposits
 
 WAIT = 15  # seconds: the bound on each ccxt call
 BTC = "BTC/USDT:USDT"
-
-
-@pytest.fixture
-async def client(still):
-    creds = still.exchange.create_account(parse_deposits("USDT=100000"))
-    # enableRateLimit off: ccxt's own throttle would wait 10 s before a cost-30 call.
-    ex = ccxt_async.aster({"privateKey": creds.signerPrivateKey, "enableRateLimit": False,
-                           "options": {"builderFee": False}})
-    api = ex.urls["api"]
-    api["fapiPublic"] = api["fapiPrivate"] = still.base_url + "/fapi"
-    api["sapiPublic"] = api["sapiPrivate"] = still.base_url + "/api"
-    try:
-        async with asyncio.timeout(WAIT):
-            await ex.load_markets()
-        yield ex
-    finally:
-        await ex.close()
 
 
 async def call(coro):
@@ -37,8 +17,8 @@ async def call(coro):
         return await coro
 
 
-async def test_ccxt_perpetual_account(still, client):
-    ex = client
+async def test_ccxt_perpetual_account(still, ccxt_aster):
+    ex = ccxt_aster
     balance = await call(ex.fetch_balance({"type": "swap"}))
     assert balance["USDT"]["total"] == 100000 and balance["USDT"]["free"] == 100000
     fee = await call(ex.fetch_trading_fee(BTC))

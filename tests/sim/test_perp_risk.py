@@ -15,6 +15,7 @@ import aiohttp
 from astra.sim import SimExchange, SimServer
 from astra.sim.admin import parse_deposits
 from astra.sim.engine import BUY, SELL
+from astra.sim.flow import STEP_MS
 from astra.sim.funding import funding_payment, liquidate
 from astra.sim.ledger import HOUSE
 
@@ -193,6 +194,69 @@ async def test_liquidation_on_an_empty_book_side_trades_with_the_house_at_mark(
     forced = await ok(t.v1("GET", "/fapi/v1/forceOrders"))
     assert forced[0]["status"] == "FILLED" and D(forced[0]["avgPrice"]) == D(px(price))
     assert state.engine.best_bid() is None  # the house's liquidity was used up exactly
+    sim.exchange.ledger.check()
+
+
+async def test_liquidations_are_published_on_the_force_order_streams(still, make_trader):
+    """``<symbol>@forceOrder`` and ``!forceOrder@arr`` (futures docs): each second, the latest
+    liquidation order of each symbol, as documented; nothing when there was none. These
+    streams were refused before."""
+    sim = still
+    perp = trading(sim)
+    feeds = sim.exchange.sides["perp"].feeds
+    a, b, c = (make_trader("USDT=100000") for _ in range(3))
+    await order(a, "BUY", quantity="0.100")
+    await order(b, "BUY", quantity="0.200")
+    await ok(c.v1("POST", "/fapi/v1/order", symbol="ETHUSDT", side="SELL", type="MARKET",
+                  quantity="1.000"))
+    base = f"ws://{sim.host}:{sim.port}/fstream"
+
+    def one_second() -> None:
+        for _ in range(1000 // STEP_MS):  # the stream scheduler's ticks for one second
+            feeds.tick()
+
+    async def frames_until_reply(ws, rid: int) -> list[dict]:
+        """Frames published before now: everything ahead of a LIST_SUBSCRIPTIONS reply."""
+        await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": rid})
+        out = []
+        async with asyncio.timeout(WAIT_S):
+            while "result" not in (msg := await ws.receive_json()):
+                out.append(msg)
+        return out
+
+    async with aiohttp.ClientSession() as http, asyncio.timeout(WAIT_S), \
+            http.ws_connect(f"{base}/stream?streams=btcusdt@forceOrder/!forceOrder@arr") as all_, \
+            http.ws_connect(f"{base}/ws/ethusdt@forceOrder") as eth:
+        one_second()
+        assert await frames_until_reply(all_, 1) == []  # no liquidation: nothing pushed
+        liquidate(perp, account_id(sim, a))
+        liquidate(perp, account_id(sim, b))  # the same symbol within the second: b is latest
+        one_second()
+        frames = await frames_until_reply(all_, 2)
+        assert [f["stream"] for f in frames] == ["btcusdt@forceOrder", "!forceOrder@arr"]
+        assert frames[0]["data"] == frames[1]["data"]
+        event = frames[0]["data"]
+        forced = (await ok(b.v1("GET", "/fapi/v1/forceOrders", symbol=SYM)))[0]
+        assert list(event) == ["e", "E", "o"] and event["e"] == "forceOrder"
+        o = event["o"]
+        assert list(o) == ["s", "S", "o", "f", "q", "p", "ap", "X", "l", "z", "T"]
+        assert (o["s"], o["S"], o["o"], o["f"], o["X"]) == (SYM, "SELL", "MARKET", "GTC",
+                                                           "FILLED")
+        assert (o["q"], o["z"]) == ("0.200", "0.200") == (forced["origQty"],
+                                                          forced["executedQty"])
+        assert o["ap"] == o["p"] == forced["avgPrice"] and D(o["ap"]) > 0
+        assert D("0") < D(o["l"]) <= D("0.200") and o["T"] == forced["updateTime"]
+        assert await frames_until_reply(eth, 3) == []  # another symbol's stream: nothing
+        liquidate(perp, account_id(sim, c))
+        one_second()
+        (eth_event,) = await frames_until_reply(eth, 4)
+        assert (eth_event["o"]["s"], eth_event["o"]["S"], eth_event["o"]["q"]) == (
+            "ETHUSDT", "BUY", "1.000")
+        frames = await frames_until_reply(all_, 5)
+        assert [f["stream"] for f in frames] == ["!forceOrder@arr"]  # not btcusdt@forceOrder
+        assert frames[0]["data"] == eth_event
+        one_second()
+        assert await frames_until_reply(all_, 6) == []  # each liquidation is pushed once
     sim.exchange.ledger.check()
 
 

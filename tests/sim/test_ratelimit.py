@@ -1,5 +1,6 @@
-"""The documented rate limits on a fake clock: per-IP weight with 429 then 418 bans that double
-for repeat offenders, per-account order counts, and the aiohttp middleware over a real socket."""
+"""The documented rate limits on a fake clock: per-IP weight with 429s, then a 418 ban for an IP
+that keeps sending through ``ban_after`` of them, bans that double for repeat offenders,
+per-account order counts, and the aiohttp middleware over a real socket."""
 
 from __future__ import annotations
 
@@ -44,7 +45,40 @@ def test_presets_and_exchange_info_json():
     assert RateLimits(1200, 100).rate_limits_json()[1:] == [
         {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 100}
     ]
-    assert (spot.ban_base_s, spot.ban_max_s) == (120.0, 3 * 86400.0)
+    assert (spot.ban_base_s, spot.ban_max_s, spot.ban_after) == (120.0, 3 * 86400.0, 10)
+    assert RateLimits.perp().ban_after == 10
+
+
+def test_a_429_is_a_warning_and_only_repeated_429s_ban():
+    """Before: the first request after a 429 was a 418. Now the IP gets ``ban_after`` 429s in
+    the window, each with the time left; its next request over the limit is the ban."""
+    clock = Clock()
+    rl = limiter(clock, ban_after=3)
+    rl.request("ip", 10)
+    retry = []
+    for t in (1001.0, 1002.0, 1010.5):  # three requests over the limit: three warnings
+        clock.now = t
+        err = refused(rl.request, "ip", 1)
+        retry.append((err.status, err.retry_after_s))
+    assert retry == [(429, 19), (429, 18), (429, 10)]
+    assert rl.banned_for("ip") == 0.0
+    clock.now = 1011.0  # the fourth: kept sending through three 429s -> banned
+    err = refused(rl.request, "ip", 1)
+    assert (err.status, err.retry_after_s) == (418, 120)
+    assert rl.banned_for("ip") == 120.0
+
+
+def test_a_client_that_backs_off_after_its_429s_is_never_banned():
+    clock = Clock()
+    rl = limiter(clock, ban_after=2)
+    for window in range(5):  # every minute: up to the limit, then two 429s, then it waits
+        clock.now = 1020.0 + 60 * window
+        rl.request("ip", 10)
+        assert refused(rl.request, "ip", 1).status == 429
+        assert refused(rl.request, "ip", 1).status == 429
+    clock.now = 1020.0 + 60 * 5  # a new window forgets the 429s of the last one
+    assert rl.request("ip", 1) == {"X-MBX-USED-WEIGHT-1M": "1"}
+    assert rl.banned_for("ip") == 0.0
 
 
 def test_weight_header_counts_per_ip_and_resets_on_the_minute():
@@ -61,7 +95,7 @@ def test_weight_header_counts_per_ip_and_resets_on_the_minute():
 
 def test_429_then_418_ban_then_recovery_and_doubling():
     clock = Clock()
-    rl = limiter(clock)
+    rl = limiter(clock, ban_after=1)
     rl.request("ip", 10)
     clock.now = 1005.5
     err = refused(rl.request, "ip", 1)
@@ -71,7 +105,7 @@ def test_429_then_418_ban_then_recovery_and_doubling():
         " for live updates to avoid polling the API."
     )
     assert err.headers == {"X-MBX-USED-WEIGHT-1M": "11"}
-    clock.now = 1010.0  # kept sending in the same window: banned for ban_base_s
+    clock.now = 1010.0  # kept sending after its (one allowed) 429: banned for ban_base_s
     err = refused(rl.request, "ip", 1)
     assert (err.status, err.code, err.retry_after_s) == (418, -1003, 120)
     assert err.msg.startswith(f"Way too many requests; IP banned until {1_700_000_120_000}.")
@@ -96,10 +130,11 @@ def test_429_then_418_ban_then_recovery_and_doubling():
 
 def test_ban_is_capped():
     clock = Clock(0.0)
-    rl = limiter(clock, ban_base_s=100.0, ban_max_s=250.0)
+    rl = limiter(clock, ban_base_s=100.0, ban_max_s=250.0, ban_after=2)
     spans = []
     for _ in range(4):
         rl.request("ip", 10)
+        refused(rl.request, "ip", 1)
         refused(rl.request, "ip", 1)
         spans.append(refused(rl.request, "ip", 1).retry_after_s)
         clock.now += spans[-1]
@@ -132,7 +167,7 @@ def test_order_limits_per_account_independent_of_ip():
 
 async def test_middleware_over_a_socket():
     clock = Clock()
-    rl = limiter(clock, weight_per_minute=3, orders_per_10s=1)
+    rl = limiter(clock, weight_per_minute=3, orders_per_10s=1, ban_after=1)
 
     async def ok(request: web.Request) -> web.Response:
         return web.json_response({})

@@ -13,7 +13,7 @@ import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from astra.sim.admin import parse_deposits
+from astra.sim.admin import DEFAULT_DEPOSIT, parse_deposits
 from astra.sim.app import SimExchange
 from astra.sim.engine import BUY, SELL
 from astra.sim.ledger import AMOUNT_DP
@@ -35,7 +35,8 @@ async def test_admin_endpoint_creates_funded_accounts(sim):
             assert resp.status == 400 and (await resp.json())["code"] == -1130
         async with http.post(f"{sim.base_url}/admin/accounts", data=b"{nope") as resp:
             assert resp.status == 400
-    assert set(creds) == KEYS
+    assert set(creds) == KEYS | {"deposit"}
+    assert creds["deposit"] == {"USDT": "1000.5", "BTC": "2"}
     account = sim.exchange.registry.by_api_key(creds["apiKey"])
     assert account.signer == creds["signer"] and account.user == creds["user"]
     ledger = sim.exchange.ledger
@@ -59,6 +60,7 @@ async def test_cli_account_create_prints_working_credentials(sim, make_trader):
             await proc.wait()
     assert proc.returncode == 0, err
     creds = json.loads(out)
+    assert creds.pop("deposit") == {"USDT": "5000", "ETH": "1"}
     assert set(creds) == KEYS
     trader = make_trader("")
     trader.creds = type(trader.creds)(**creds)
@@ -68,6 +70,56 @@ async def test_cli_account_create_prints_working_credentials(sim, make_trader):
         "ETH": "1.00000000", "USDT": "5000.00000000"}
     status, acct = await trader.v3("GET", "/api/v3/account")
     assert status == 200
+
+
+async def _cli_create(sim, *args: str) -> dict:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "astra.cli", "sim", "account", "create", "--url", sim.base_url,
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err
+    return json.loads(out) if "--json" in args else {"text": out.decode()}
+
+
+def _wallets(sim, api_key: str) -> dict[str, dict[str, int]]:
+    account = sim.exchange.registry.by_api_key(api_key).id
+    return {w: {a: sum(v) for a, v in sim.exchange.ledger.balances(w, account).items()}
+            for w in ("spot", "perp")}
+
+
+async def test_account_create_funds_by_default_and_none_is_empty(sim):
+    """Before: no --deposit gave an empty account. Now the default is the simulator's single
+    DEFAULT_DEPOSIT (what `astra serve` gives its paper account), on spot and on perp."""
+    funded = {"USDT": 100000 * 10**AMOUNT_DP, "BTC": 2 * 10**AMOUNT_DP,
+              "ETH": 20 * 10**AMOUNT_DP, "SOL": 500 * 10**AMOUNT_DP}
+    assert parse_deposits(DEFAULT_DEPOSIT) == funded
+    creds = await _cli_create(sim, "--json")
+    assert creds["deposit"] == {"USDT": "100000", "BTC": "2", "ETH": "20", "SOL": "500"}
+    assert _wallets(sim, creds["apiKey"]) == {"spot": funded, "perp": funded}
+    for empty in ("none", ""):
+        creds = await _cli_create(sim, "--deposit", empty, "--json")
+        assert creds["deposit"] == {}
+        assert _wallets(sim, creds["apiKey"]) == {"spot": {}, "perp": {}}
+    text = (await _cli_create(sim))["text"]  # the human form says what was deposited
+    assert "deposited           100000 USDT, 2 BTC, 20 ETH, 500 SOL" in text
+    # The endpoint itself: no deposit (or null) -> the default; "" or {} -> empty.
+    async with aiohttp.ClientSession() as http, asyncio.timeout(10):
+        for body, expected in (({}, funded), ({"deposit": None}, funded),
+                               ({"deposit": ""}, {}), ({"deposit": {}}, {})):
+            async with http.post(f"{sim.base_url}/admin/accounts", json=body) as resp:
+                assert resp.status == 200
+                creds = await resp.json()
+            assert _wallets(sim, creds["apiKey"]) == {"spot": expected, "perp": expected}
+        async with http.post(f"{sim.base_url}/admin/accounts") as resp:  # no body at all
+            creds = await resp.json()
+        assert _wallets(sim, creds["apiKey"])["perp"] == funded
 
 
 async def test_cli_reports_bad_deposit_and_unreachable_simulator():
@@ -123,9 +175,10 @@ async def test_weight_limit_429_then_418_ban_then_recovery():
         for used in (1, 2, 3):
             status, headers = await ping()
             assert status == 200 and headers["X-MBX-USED-WEIGHT-1M"] == str(used)
-        status, headers = await ping()
-        assert status == 429 and 0 < int(headers["Retry-After"]) <= 60
-        status, headers = await ping()  # kept going after the 429: banned
+        for _ in range(RateLimits.spot().ban_after):  # 429s warn; they do not ban
+            status, headers = await ping()
+            assert status == 429 and 0 < int(headers["Retry-After"]) <= 60
+        status, headers = await ping()  # kept going through all of them: banned
         assert status == 418 and int(headers["Retry-After"]) == 120
         now[0] += 60
         status, headers = await ping()

@@ -144,6 +144,29 @@ async def test_trade_stream(sim, http, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_tradepro_stream_as_documented(sim, http, kind):
+    """``<symbol>@tradepro`` (spot v3 and futures docs): every trade, with the documented
+    transaction hash and participants; the same trades as ``@trade``. Refused before."""
+    tail = "/stream?streams=btcusdt@trade/btcusdt@tradepro"
+    trades, pros = {}, {}
+    async with await connect(http, sim, kind, tail) as ws, asyncio.timeout(WAIT):
+        while len(pros) < 6 or not set(pros) <= set(trades):
+            msg = await next_json(ws)
+            (pros if msg["stream"].endswith("@tradepro") else trades)[msg["data"]["t"]] = msg
+    for t, msg in pros.items():
+        assert msg["stream"] == "btcusdt@tradepro"
+        pro, trade = msg["data"], trades[t]["data"]
+        assert list(pro) == ["e", "E", "T", "s", "t", "p", "q", "h", "m"]  # the docs' order
+        assert (pro["e"], pro["s"]) == ("tradepro", "BTCUSDT")
+        assert pro["h"] == "0X" + "0" * 64 and pro["m"] == ["hidden", "hidden"]
+        assert (pro["T"], pro["p"], pro["q"]) == (trade["T"], trade["p"], trade["q"])
+    async with await connect(http, sim, kind, "/ws") as ws:  # live SUBSCRIBE works too
+        await send(ws, "SUBSCRIBE", ["ethusdt@tradepro"], 4)
+        assert await reply_to(ws, 4) == {"result": None, "id": 4}
+        assert (await next_json(ws))["e"] == "tradepro"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_agg_trade_stream(sim, http, kind):
     async with await connect(http, sim, kind, "/ws/btcusdt@aggTrade") as ws:
         aggs = await collect(ws, 5)
@@ -317,18 +340,36 @@ async def test_documented_error_replies(sim, http, text, code, msg):
 
 
 @pytest.mark.parametrize(
-    ("kind", "tail"),
+    ("kind", "tail", "served"),
     [
-        ("spot", "/ws/nopeusdt@trade"),
-        ("spot", "/ws/btcusdt@depth@500ms"),  # a futures-only cadence
-        ("spot", "/ws/btcusdt@markPrice"),
-        ("perp", "/ws/btcusdt@kline_2m"),
-        ("perp", "/ws/btcusdt@bookTicker/BTCUSDT@trade"),
-        ("spot", "/stream?streams=btcusdt@trade/bogus"),
-        ("perp", "/stream?streams=!nothing@arr"),
+        ("spot", "/stream?streams=btcusdt@trade/bogus", ["btcusdt@trade"]),
+        ("perp", "/stream?streams=!nothing@arr/btcusdt@trade/ethusdt@kline_2m",
+         ["btcusdt@trade"]),
+        ("spot", "/stream?streams=nopeusdt@trade/btcusdt@depth@500ms/btcusdt@trade",
+         ["btcusdt@trade"]),  # an unknown symbol; a futures-only cadence
+        ("spot", "/ws/btcusdt@markPrice/btcusdt@trade", ["btcusdt@trade"]),
+        ("perp", "/ws/btcusdt@bookTicker/BTCUSDT@trade", ["btcusdt@bookTicker"]),
+        ("spot", "/ws/nopeusdt@trade", []),
+        ("perp", "/stream?streams=btcusdt@kline_2m", []),
     ],
 )
-async def test_invalid_stream_rejected_at_handshake(sim, http, kind, tail):
+async def test_unknown_streams_in_the_url_are_ignored(sim, http, kind, tail, served):
+    """Binance-style: the connection opens, the known streams are served and an unknown one
+    delivers nothing. Before, one unknown name refused the whole connection (400)."""
+    async with await connect(http, sim, kind, tail) as ws:
+        await send(ws, "LIST_SUBSCRIPTIONS", None, 7)
+        assert await reply_to(ws, 7) == {"result": served, "id": 7}
+        if served:
+            msg = await next_json(ws)
+            data = msg["data"] if tail.startswith("/stream") else msg
+            assert data["s"] == "BTCUSDT"
+            if tail.startswith("/stream"):
+                assert msg["stream"] == served[0]
+
+
+@pytest.mark.parametrize(("kind", "tail"), [("spot", "/ws/notAStreamNorAKey"),
+                                            ("perp", "/ws/" + "k" * 64)])  # fmt: skip
+async def test_a_dead_listen_key_is_refused_at_handshake(sim, http, kind, tail):
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         async with asyncio.timeout(WAIT):
             await http.ws_connect(ws_url(sim, kind, tail))

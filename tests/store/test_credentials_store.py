@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from astra.cli import main
 from astra.core import Exchange
+from astra.core.credentials import ExchangeCredentials
 from astra.store import (
     EXCHANGE_CREDENTIALS,
     MASTER_KEY_ENV,
@@ -30,7 +31,6 @@ from astra.store import (
     load_master_key,
     open_database,
 )
-from astra.trading.credentials import ExchangeCredentials
 
 MASTER_HEX = "6b1f0e3a9c2d4b5a8e7f6c1d2b3a49587d6e5f4a3b2c1d0e9f8a7b6c5d4e3f21"
 MASTER = bytes.fromhex(MASTER_HEX)
@@ -580,8 +580,11 @@ def test_cli_with_a_different_master_key_lists_other(
         == 0
     )
     monkeypatch.setenv(MASTER_KEY_ENV, OTHER_MASTER.hex())
-    code, out, _ = _cli(capsys, "list", *d)
+    code, out, err = _cli(capsys, "list", *d)
     assert code == 0 and f"other ({CredentialStore.master_key_id_of(MASTER)})" in out
+    # said in words too: the gateway cannot use them (503 CREDENTIALS_UNREADABLE)
+    assert "1 stored credential(s) cannot be decrypted with this ASTRA_MASTER_KEY" in err
+    assert CredentialStore.master_key_id_of(MASTER) in err and OTHER_MASTER.hex() not in err
 
 
 def test_cli_subprocess_reads_stdin(tmp_path: Path, cli_env) -> None:

@@ -301,6 +301,20 @@ def test_cache_of_unknown_ids_is_bounded(
     assert all(n <= 50 for n in sizes)  # ...but never more than the bound
 
 
+def test_load_fills_the_cache_and_revoke_calls_listeners(store: ApiKeyStore) -> None:
+    revoked: list[str] = []
+    store.on_revoke(revoked.append)
+    key = store.create()
+    assert not store.is_cached(key.key_id)
+    info = store.load(key.key_id)  # the blocking read, for a worker thread
+    assert info is not None and info.key_id == key.key_id and info.active
+    assert store.is_cached(key.key_id)  # verify needs no database read now
+    assert store.verify(key.token) == info
+    assert store.load("unknown23456") is None and store.is_cached("unknown23456")
+    assert store.revoke(key.key_id) and revoked == [key.key_id]
+    assert not store.revoke(key.key_id) and revoked == [key.key_id]  # nothing revoked: no call
+
+
 # --- the `astra keys` command -------------------------------------------------------------
 
 

@@ -7,8 +7,9 @@ import asyncio
 
 import pytest
 
+from astra.core.credentials import ExchangeCredentials
 from astra.trading.clients import ClientCache
-from astra.trading.credentials import REDACTOR, ExchangeCredentials
+from astra.trading.credentials import REDACTOR
 
 
 class Clock:

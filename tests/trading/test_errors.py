@@ -30,7 +30,8 @@ from astra.core import (
     VenueTimeout,
     VenueUnavailable,
 )
-from astra.trading.credentials import REDACTOR, ExchangeCredentials, redacting
+from astra.core.credentials import ExchangeCredentials
+from astra.trading.credentials import REDACTOR, redacting
 from astra.trading.errors import (
     DEFAULT_RETRY_AFTER,
     MAX_MESSAGE,

@@ -10,12 +10,12 @@ import os
 import aiohttp
 import pytest
 
+from astra.core.credentials import ExchangeCredentials
 from astra.server.gateway import Gateway, venues_from_config
 from astra.sim.admin import parse_deposits
 from astra.sim.engine import BUY
 from astra.sim.flow import TAKER
 from astra.store import CredentialStore
-from astra.trading.credentials import ExchangeCredentials
 
 SPOT = "SIM-SPOT-BTC-USDT"
 

@@ -12,6 +12,7 @@ import aiohttp
 import ccxt.async_support as ccxt_async
 import pytest
 
+from astra.core.credentials import ExchangeCredentials
 from astra.server.gateway import Gateway, venues_from_config
 from astra.sim.admin import parse_deposits
 from astra.sim.app import SimExchange
@@ -19,7 +20,6 @@ from astra.sim.ratelimit import RateLimits
 from astra.sim.server import SimServer
 from astra.store import OrderJournal
 from astra.store.journal import JournalState
-from astra.trading.credentials import ExchangeCredentials
 from astra.trading.paper import LayeredCredentials
 
 SPOT = "SIM-SPOT-BTC-USDT"

@@ -187,3 +187,58 @@ async def test_cancel_by_client_order_id(sim, trader):
     status, err = await call(http, "DELETE", "/orders",
                              params={"market": SPOT, "clientOrderId": "never-placed"})
     assert status == 404 and err["code"] == "ORDER_NOT_FOUND"
+
+
+async def test_a_hundred_concurrent_orders_on_one_account_are_all_placed(sim, trader):
+    # ccxt's aster signer used milliseconds() * 1000 as the v3 nonce: requests signed in the
+    # same millisecond collided and the venue refused all but one (-4225 Nonce Expired).
+    http, _, account = trader
+    bid = sim.exchange.state("spot", "BTCUSDT").engine.best_bid() / 100
+    price = round(bid - 1000, 2)
+    bodies = [{"market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.001,
+               "price": price, "timeInForce": "GTC", "clientOrderId": f"burst{i}"}
+              for i in range(100)]
+    results = await asyncio.gather(*(call(http, "POST", "/orders", json=b) for b in bodies))
+    refused = [(s, o) for s, o in results if s != 200]
+    assert refused == []
+    assert sorted(o["clientOrderId"] for _, o in results) == sorted(b["clientOrderId"]
+                                                                    for b in bodies)
+    placed = sim_orders(sim, account)
+    assert len(placed) == 100 and {o.status for o in placed} == {"NEW"}
+
+
+async def test_hmac_key_and_secret_trade_and_a_wrong_secret_is_refused(sim, gateway):
+    # The v1 (HMAC) credentials `astra sim account create` prints first: ccxt's aster client
+    # refused them before any request (422/502, the same for a right or a wrong secret).
+    gw, token = gateway
+    creds = sim.exchange.create_account(parse_deposits("USDT=100000,BTC=1"))
+    account = sim.exchange.registry.by_api_key(creds.apiKey).id
+    base = {"x-astra-api-key": f"Bearer {token}", "x-astra-exchange-key": creds.apiKey}
+    async with aiohttp.ClientSession(gw.base_url) as http:
+        right = {**base, "x-astra-exchange-secret": creds.apiSecret}
+        bid = sim.exchange.state("spot", "BTCUSDT").engine.best_bid() / 100
+        status, order = await call(http, "POST", "/orders", headers=right, json={
+            "market": SPOT, "side": "BUY", "type": "LIMIT", "quantity": 0.01,
+            "price": round(bid - 500, 2), "timeInForce": "GTC", "clientOrderId": "hmac1"})
+        assert status == 200 and order["status"] == "NEW", order
+        (placed,) = sim_orders(sim, account)
+        assert str(placed.id) == order["orderId"] and placed.client_id == "hmac1"
+        status, balances = await call(http, "GET", "/balances", headers=right,
+                                      params={"exchange": "SIM", "account": "swap"})
+        assert status == 200, balances
+        assert {b["asset"]: b["total"] for b in balances}["USDT"] == 100000
+        status, canceled = await call(http, "DELETE", "/orders", headers=right,
+                                      params={"market": SPOT, "clientOrderId": "hmac1"})
+        assert status == 200 and canceled["status"] == "CANCELED"
+
+        wrong = {**base, "x-astra-exchange-secret": creds.apiSecret[::-1]}
+        status, err = await call(http, "POST", "/orders", headers=wrong, json={
+            "market": SPOT, "side": "BUY", "type": "MARKET", "quantity": 0.01})
+        assert status == 401, err
+        assert (err["code"], err["venue"], err["venueCode"]) == (
+            "INVALID_EXCHANGE_CREDENTIALS", "SIM", "-1022")  # Signature ... not valid
+        unknown = {**right, "x-astra-exchange-key": "A" * 64}
+        status, err = await call(http, "GET", "/balances", headers=unknown,
+                                 params={"exchange": "SIM"})
+        assert status == 401 and err["venueCode"] == "-2015", err  # no such API key
+    assert len(sim_orders(sim, account)) == 1  # the refused order never reached the book

@@ -96,6 +96,27 @@ async def test_orders_fills_and_balances_stream(sim, session):
             await ws.close()
 
 
+async def test_orders_stream_with_hmac_key_and_secret(sim, gateway):
+    # v1 credentials open the user streams too (listenKey with the key header only).
+    gw, token = gateway
+    creds = sim.exchange.create_account(parse_deposits("USDT=100000,BTC=1"))
+    headers = {"x-astra-api-key": f"Bearer {token}", "x-astra-exchange-key": creds.apiKey,
+               "x-astra-exchange-secret": creds.apiSecret}
+    async with aiohttp.ClientSession(gw.base_url, headers=headers) as http:
+        orders = await subscribe(http, "ORDERS")
+        try:
+            async with http.post("/orders", json={"market": SPOT, "side": "BUY",
+                                                  "type": "MARKET", "quantity": 0.01}) as r:
+                placed = await r.json()
+            assert placed["status"] == "FILLED", placed
+            seen = []
+            while not seen or seen[-1]["status"] != "FILLED":
+                seen += (await next_of(orders, "orders"))["orders"]
+            assert {o["orderId"] for o in seen} == {placed["orderId"]}
+        finally:
+            await orders.close()
+
+
 async def test_private_stream_needs_credentials(gateway):
     gw, token = gateway
     async with aiohttp.ClientSession(gw.base_url) as http, asyncio.timeout(10):

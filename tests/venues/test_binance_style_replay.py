@@ -12,9 +12,9 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from astra.marketdata.book import L2Book
 from astra.venues.aster.feed import DiffSync, SequenceGap, SnapshotTooOld
 from astra.venues.aster.schemas import DepthUpdate
+from astra.venues.book import L2Book
 
 decode_update = msgspec.json.Decoder(DepthUpdate).decode
 _HTTP = re.compile(r"^\S+symbol=(?P<sym>\w+)\S* -> (?P<t>[\d.]+): (?P<body>.*)$")

@@ -36,11 +36,11 @@ from tests.venues.loopback import serve
 
 from astra.core import InsufficientBalance, RateLimited
 from astra.core._trading import Order, OrderStatus, PlaceOrder
+from astra.core.credentials import ExchangeCredentials
 from astra.store import OrderJournal, open_database
 from astra.store.journal import JournalEntry, JournalState
-from astra.trading.credentials import ExchangeCredentials
-from astra.trading.limiter import VenueLimiter
 from astra.trading.service import TradingService
+from astra.venues.limiter import VenueLimiter
 
 Route = tuple[str, str]  # (method, path)
 

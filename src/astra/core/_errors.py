@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ._models import Error, Exchange
+from ._models import Error, Exchange, FeedState
 
 __all__ = [
     "AstraError",
     "Conflict",
     "CredentialsForbidden",
+    "CredentialsUnreadable",
     "DuplicateOrder",
+    "FeedUnavailable",
     "Forbidden",
     "InsufficientBalance",
     "InvalidCredentials",
@@ -31,11 +33,13 @@ __all__ = [
     "InvalidOrder",
     "InvalidParameter",
     "MarketNotFound",
+    "MethodNotAllowed",
     "MissingCredentials",
     "MissingParameter",
     "NotFound",
     "OrderNotFound",
     "OrderStatusUnknown",
+    "PayloadTooLarge",
     "RateLimited",
     "Unauthorized",
     "UnknownExchange",
@@ -43,6 +47,7 @@ __all__ = [
     "VenueError",
     "VenueTimeout",
     "VenueUnavailable",
+    "WebSocketUpgradeRequired",
 ]
 
 _BY_CODE: dict[str, type[AstraError]] = {}
@@ -54,6 +59,7 @@ class AstraError(Exception):
     code: ClassVar[str] = "INTERNAL_ERROR"
     status: ClassVar[int] = 500
     default_message: ClassVar[str] = "internal error"
+    feed: FeedState | None = None  # set by FeedUnavailable
 
     def __init_subclass__(
         cls, *, code: str | None = None, status: int | None = None, message: str | None = None
@@ -103,6 +109,7 @@ class AstraError(Exception):
             venue=self.venue,
             venue_code=self.venue_code,
             retry_after=self.retry_after,
+            feed=self.feed,
         )
 
     @staticmethod
@@ -124,6 +131,7 @@ class AstraError(Exception):
             venue_code=model.venue_code,
             retry_after=model.retry_after,
         )
+        err.feed = model.feed
         if klass is AstraError and model.code != AstraError.code:
             err.code = model.code  # keep a code this version does not know
         return err
@@ -184,6 +192,21 @@ class UnknownExchange(AstraError, code="UNKNOWN_EXCHANGE", status=400):
         self.exchange = exchange
 
 
+class ExchangeNotServed(AstraError, code="EXCHANGE_NOT_SERVED", status=404):
+    """A valid exchange code (an ``Exchange``) that this gateway is not configured to serve:
+    404 like a market of that exchange, not 400, since the request itself is well formed."""
+
+    exchange: str | None = None
+
+    def __init__(self, exchange: str, served: tuple[str, ...] | list[str] = (),
+                 **extra: Any) -> None:
+        extra.setdefault("parameter", "exchange")
+        serves = ", ".join(sorted(served)) or "no venue"
+        super().__init__(f"exchange {exchange} is not served here: this gateway serves {serves}",
+                         **extra)
+        self.exchange = exchange
+
+
 class Unauthorized(
     AstraError, code="UNAUTHORIZED", status=401, message="missing or invalid API key"
 ):
@@ -232,8 +255,45 @@ class CredentialsForbidden(
     key placing an order, an IP not on the key's allow-list)."""
 
 
+class CredentialsUnreadable(
+    AstraError,
+    code="CREDENTIALS_UNREADABLE",
+    status=503,
+    message="stored credentials cannot be decrypted with this ASTRA_MASTER_KEY",
+):
+    """Exchange credentials stored on the server for the API key exist but cannot be read:
+    encrypted under another ``ASTRA_MASTER_KEY``, or the row failed authentication.
+
+    503, not 500 and not 4xx: nothing in the request is wrong (a 4xx would tell the client to
+    change it), and it is no bug (500); the server cannot serve this key's stored credentials
+    until its operator starts it with the right master key or stores them again. Header
+    credentials still work meanwhile. ``venue`` is the exchange concerned."""
+
+
 class NotFound(AstraError, code="NOT_FOUND", status=404, message="not found"):
     pass
+
+
+class MethodNotAllowed(
+    AstraError, code="METHOD_NOT_ALLOWED", status=405, message="method not allowed"
+):
+    """The path exists but not for this method; the server also sends ``Allow``."""
+
+
+class PayloadTooLarge(
+    AstraError, code="PAYLOAD_TOO_LARGE", status=413, message="request body too large"
+):
+    pass
+
+
+class WebSocketUpgradeRequired(
+    AstraError,
+    code="WEBSOCKET_UPGRADE_REQUIRED",
+    status=400,
+    message="this endpoint is a WebSocket: send a GET with 'Connection: Upgrade', "
+    "'Upgrade: websocket', 'Sec-WebSocket-Version: 13' and a Sec-WebSocket-Key",
+):
+    """A plain HTTP request (or a malformed handshake) on a WebSocket endpoint."""
 
 
 class Conflict(AstraError, code="CONFLICT", status=409, message="conflict"):
@@ -309,6 +369,17 @@ class VenueUnavailable(
     VenueError, code="VENUE_UNAVAILABLE", status=503, message="venue {venue} is unavailable"
 ):
     pass
+
+
+class FeedUnavailable(VenueUnavailable):
+    """``VENUE_UNAVAILABLE`` (503) for one market's live data, carrying its ``feed`` state
+    (``FeedState``: disconnected since when, and why) so a client knows what it waits for."""
+
+    def __init__(
+        self, venue: str, message: str, *, feed: FeedState, retry_after: float | None = None
+    ) -> None:
+        super().__init__(venue, message, retry_after=retry_after)
+        self.feed = feed
 
 
 class VenueTimeout(VenueError, code="VENUE_TIMEOUT", status=504, message="venue {venue} timed out"):

@@ -22,10 +22,12 @@ import msgspec
 
 __all__ = [
     "AssetType",
+    "BookResync",
     "BookUpdate",
     "DataType",
     "Error",
     "Exchange",
+    "FeedState",
     "Level",
     "MarketMetadata",
     "OptionType",
@@ -142,6 +144,36 @@ class BookUpdate(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel
     timestamp: int | None = None
 
 
+class FeedState(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """Why a market's live data cannot be served right now.
+
+    ``state``: ``connecting`` (its feed is starting), ``resyncing`` (a gap, a bad checksum
+    or a restarted stream: waiting for a fresh snapshot on a live connection) or
+    ``disconnected`` (the connection to the venue is lost or refused; reconnecting with
+    backoff). ``since``: epoch milliseconds when it entered that state; ``reason``: the last
+    cause, in words.
+    """
+
+    state: Literal["connecting", "resyncing", "disconnected"]
+    since: int
+    reason: str | None = None
+
+
+class BookResync(
+    msgspec.Struct, tag="resync", tag_field="type", kw_only=True, omit_defaults=True,
+    rename="camel",
+):
+    """WebSocket ORDERBOOK message ``{"type": "resync", ...}``: the book stopped being
+    trustworthy (gap, checksum, disconnect); discard it and wait for the next ``snapshot``,
+    which replaces it whole (its ``updateId`` may be lower than the last one's when the venue
+    restarted its sequence)."""
+
+    market: str
+    reason: str
+    state: Literal["connecting", "resyncing", "disconnected"]
+    since: int
+
+
 class Trade(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", gc=False):
     """One public trade: ``side`` is the taker's side, ``time`` in epoch milliseconds."""
 
@@ -167,3 +199,4 @@ class Error(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     venue: str | None = None  # the venue that rejected or failed the request
     venue_code: str | None = None  # the venue's own error code, as text
     retry_after: float | None = None  # seconds; also sent as a Retry-After header on HTTP
+    feed: FeedState | None = None  # a market's feed state, when its live data is unavailable

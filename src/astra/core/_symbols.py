@@ -31,6 +31,7 @@ Invariants:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -41,10 +42,43 @@ from msgspec.structs import force_setattr
 from ._errors import InvalidMarket
 from ._models import AssetType, Exchange, OptionType
 
-__all__ = ["MAX_MARKET_LENGTH", "MarketSymbol", "is_valid_market", "parse_market"]
+__all__ = [
+    "MARKET_PATTERN",
+    "MAX_MARKET_LENGTH",
+    "MarketSymbol",
+    "is_valid_market",
+    "market_pattern",
+    "parse_market",
+]
 
 # Longest real symbols are ~50 chars; the cap keeps junk out of the cache and error messages.
 MAX_MARKET_LENGTH = 96
+
+
+def market_pattern(exchanges: Iterable[str] | None = None) -> str:
+    """The grammar above as one regular expression (ECMA-262 and Python alike), for the
+    OpenAPI document: together with ``MAX_MARKET_LENGTH`` it accepts exactly what
+    ``parse_market`` accepts (a property test holds the two together), so clients and fuzzers
+    generated from the document send what the server takes. ``exchanges`` narrows part 1 to
+    those codes (a gateway's served venues); codes that are no ``Exchange`` are left out."""
+    asset = "[A-Z0-9]+"
+    day28, day30, day31 = "(?:0[1-9]|1[0-9]|2[0-8])", "(?:29|30)", "31"
+    # Every YYMMDD of 2000-2099: 2000 is a leap year, so YY divisible by 4 has 29 February.
+    expiry = (
+        f"(?:[0-9]{{2}}(?:(?:0[1-9]|1[0-2]){day28}|(?:0[13-9]|1[0-2]){day30}"
+        f"|(?:0[13578]|1[02]){day31})|(?:[02468][048]|[13579][26])0229)"
+    )
+    strike = "(?:[1-9][0-9]*(?:\\.[0-9]*[1-9])?|0\\.[0-9]*[1-9])"
+    tail = "(?:-[A-Z][A-Z0-9]*)?"  # the disambiguator starts with a letter: never an expiry
+    wanted = None if exchanges is None else set(exchanges)
+    codes = "|".join(e.value for e in Exchange if wanted is None or e.value in wanted)
+    return (
+        f"^(?:{codes})-(?:(?:SPOT|PERP)-{asset}-{asset}|FUT-{asset}-{asset}-{expiry}"
+        f"|OPT-{asset}-{asset}-{expiry}-{strike}-[CP]){tail}$"
+    )
+
+
+MARKET_PATTERN = market_pattern()
 
 # Hot-path constants: Enum class attribute access (AssetType.FUT) costs ~0.2us each on 3.11,
 # and Enum hashing is a Python-level call, so lookups are keyed by plain strings.

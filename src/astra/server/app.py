@@ -2,8 +2,9 @@
 
 Invariants:
 - Every error leaves as ``{"code", "message"}`` JSON with the error's HTTP status, and names
-  the parameter at fault; bad input is a 4xx, never a 500 (an unexpected exception is
-  logged and answered with a 500 ``INTERNAL_ERROR`` body, never a stack trace).
+  the parameter at fault; bad input is a 4xx, never a 500 (``errors.py``: aiohttp's own
+  404/405/413 and handshake errors included; an unexpected exception is logged and answered
+  with a 500 ``INTERNAL_ERROR`` body, never a stack trace).
 - Every route but the metrics app's requires an API key (``astra.server.auth``).
 - A WebSocket is upgraded only after its parameters, key and market are validated, so a bad
   subscription gets a plain HTTP error instead of a socket that hangs.
@@ -21,23 +22,25 @@ from collections.abc import Callable
 import msgspec
 from aiohttp import WSCloseCode, web
 
-from astra.core import (
-    AstraError,
-    DataType,
-    Error,
-    InvalidParameter,
-    MissingParameter,
-    NotFound,
-    TradesMessage,
-)
+from astra.core import DataType, InvalidParameter, TradesMessage
 from astra.marketdata.engine import MarketDataEngine
 from astra.net import BoundedSender
 
 from .auth import WS_PROTOCOL
+from .errors import MAX_BODY_BYTES, error_middleware, error_response
 from .openapi import openapi_document
+from .params import (
+    DEFAULT_TRADES_LIMIT,
+    MAX_DEPTH,
+    MAX_TRADES_LIMIT,
+    WS_DATA_TYPES,
+    int_param,
+    required,
+)
 from .private import PRIVATE_DATA_TYPES
+from .sessions import WsSessions
 
-__all__ = ["Metrics", "build_app", "build_metrics_app"]
+__all__ = ["Metrics", "build_app", "build_metrics_app", "error_response"]
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -46,13 +49,6 @@ _DATA_TYPES = {d.value: d for d in DataType}
 
 def _json(body: object, status: int = 200) -> web.Response:
     return web.Response(body=_encode(body), status=status, content_type="application/json")
-
-
-def error_response(err: AstraError) -> web.Response:
-    resp = _json(err.to_model(), err.status)
-    if err.retry_after is not None:
-        resp.headers["Retry-After"] = str(int(err.retry_after + 0.999))
-    return resp
 
 
 class Metrics:
@@ -82,22 +78,7 @@ class Metrics:
 
 
 def _required(request: web.Request, name: str) -> str:
-    value = request.query.get(name)
-    if not value:
-        raise MissingParameter(name)
-    return value
-
-
-def _int(request: web.Request, name: str, default: int, maximum: int) -> int:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    if not (text.isascii() and text.isdigit()) or len(text) > 9:
-        raise InvalidParameter(name, f"expected an integer from 1 to {maximum}, got {text[:40]!r}")
-    value = int(text)
-    if not 1 <= value <= maximum:
-        raise InvalidParameter(name, f"expected an integer from 1 to {maximum}, got {value}")
-    return value
+    return required(request.query, name)
 
 
 class _Routes:
@@ -118,13 +99,13 @@ class _Routes:
 
     async def orderbook(self, request: web.Request) -> web.Response:
         market = _required(request, "market")
-        depth = _int(request, "depth", 0, 5000) if "depth" in request.query else None
+        depth = int_param(request.query, "depth", None, MAX_DEPTH)
         body = await self.engine.order_book(market, depth)  # encoded once per book version
         return web.Response(body=body, content_type="application/json")
 
     async def trades(self, request: web.Request) -> web.Response:
         market = _required(request, "market")
-        limit = _int(request, "limit", 100, 1000)
+        limit = int_param(request.query, "limit", DEFAULT_TRADES_LIMIT, MAX_TRADES_LIMIT)
         return _json(TradesMessage(trades=await self.engine.recent_trades(market, limit)))
 
     async def exchanges(self, request: web.Request) -> web.Response:
@@ -136,7 +117,7 @@ class _Routes:
         )
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return _json(openapi_document())
+        return _json(openapi_document(self.engine.venues))  # narrowed to the served venues
 
     async def ws(self, request: web.Request) -> web.StreamResponse:
         raw_type = _required(request, "dataType")
@@ -145,9 +126,7 @@ class _Routes:
         market = _required(request, "market")
         data_type = _DATA_TYPES.get(raw_type)
         if data_type is None:
-            raise InvalidParameter(
-                "dataType", "expected ORDERBOOK, TRADE, ORDERS, FILLS or BALANCES"
-            )
+            raise InvalidParameter("dataType", f"expected one of {', '.join(WS_DATA_TYPES)}")
         venue, venue_market = await self.engine.resolve(market)
         protocol = request.get(WS_PROTOCOL)
         ws = web.WebSocketResponse(
@@ -174,50 +153,27 @@ class _Routes:
         return ws
 
 
-def _error_middleware(metrics: Metrics) -> Callable:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
-        route = request.match_info.route.resource
-        name = route.canonical if route is not None else "unmatched"
-        try:
-            response = await handler(request)
-        except AstraError as err:
-            response = error_response(err)
-        except web.HTTPNotFound:
-            response = error_response(NotFound(f"no such endpoint: {request.path[:200]}"))
-        except web.HTTPMethodNotAllowed:
-            response = _json(
-                Error(
-                    code="METHOD_NOT_ALLOWED", message=f"{request.method} is not allowed on {name}"
-                ),
-                405,
-            )
-        except (asyncio.CancelledError, web.HTTPException):
-            raise
-        except Exception:
-            log.exception("unhandled error on %s", name)
-            response = error_response(AstraError())
-        metrics.requests[(name, response.status)] += 1
-        return response
-
-    return middleware
-
-
 def build_app(
     engine: MarketDataEngine,
     metrics: Metrics,
     *,
     auth: Callable | None = None,
+    sessions: WsSessions | None = None,
     max_queue: int = 5000,
     send_buffer: int = 256 * 1024,
     private_ws: Callable | None = None,
 ) -> web.Application:
     """The public API. ``auth`` is the API-key middleware (None only in tests of routing);
+    ``sessions`` caps and tracks WebSockets per key (closing a revoked key's);
     ``max_queue`` (frames) and ``send_buffer`` (bytes) bound what a slow client may hold."""
-    middlewares = [_error_middleware(metrics)]
+    middlewares = [error_middleware(metrics.requests)]
     if auth is not None:
         middlewares.append(auth)
-    app = web.Application(middlewares=middlewares)
+    if sessions is not None:  # after auth: it counts by the verified key
+        middlewares.append(sessions.middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    if sessions is not None:
+        app.on_response_prepare.append(sessions.on_prepare)
     routes = _Routes(engine, metrics, max_queue, send_buffer, private_ws)
     app.add_routes(
         [

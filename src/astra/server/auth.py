@@ -4,23 +4,29 @@ Where the key is read, first found wins (an empty value counts as absent):
 
 1. the ``x-astra-api-key`` header, ``Bearer <token>`` (scheme case-insensitive) or the bare
    token;
-2. on a WebSocket handshake, ``Sec-WebSocket-Protocol``: browsers cannot set headers, so they
-   offer the token as a subprotocol (``new WebSocket(url, [token])``), possibly among other
-   comma-separated protocols. The value that is shaped like a token is taken, and the server
-   must echo it: ``web.WebSocketResponse(protocols=[request[WS_PROTOCOL]])``, or the
+2. on a WebSocket handshake only, ``Sec-WebSocket-Protocol``: browsers cannot set headers, so
+   they offer the token as a subprotocol (``new WebSocket(url, [token])``), possibly among
+   other comma-separated protocols. The value that is shaped like a token is taken, and the
+   server must echo it: ``web.WebSocketResponse(protocols=[request[WS_PROTOCOL]])``, or the
    browser drops the connection;
-3. the ``apiKey`` query parameter (for clients that can do neither; the access log should not
-   record query strings of authenticated routes).
+3. on a WebSocket handshake only, the ``apiKey`` query parameter (for clients that can do
+   neither). On REST it is refused (401 naming the header): a key in a URL ends up in
+   proxies' logs and browser history, and REST clients can always send the header.
 
 Invariants:
 - A request that is not exempt reaches its handler only with a verified, unrevoked key, stored
   in ``request[API_KEY]`` (a ``KeyInfo``), and ``request[WS_PROTOCOL]`` set (or None).
 - A rejection is HTTP 401 with ``{"code": "UNAUTHORIZED", "message": ...}`` saying whether
   the key was missing or invalid; no response, log or exception ever contains the key.
+- Verifying never blocks the event loop: a key id absent from the store's short cache
+  (positive and negative entries, bounded) is read in a worker thread, once per key id however
+  many requests wait for it (``KeyVerifier``); the secret is compared in constant time by the
+  store.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -34,9 +40,11 @@ __all__ = [
     "API_KEY_HEADER",
     "API_KEY_QUERY",
     "WS_PROTOCOL",
+    "KeyVerifier",
     "auth_middleware",
     "authenticate",
     "extract_token",
+    "is_websocket_upgrade",
 ]
 
 API_KEY_HEADER = "x-astra-api-key"
@@ -49,6 +57,10 @@ _MISSING = (
     f"(WebSocket: or the key as Sec-WebSocket-Protocol, or ?{API_KEY_QUERY}=)"
 )
 _INVALID = "invalid API key: unknown, revoked or malformed"
+_QUERY_ON_REST = (
+    f"?{API_KEY_QUERY}= is accepted on WebSocket handshakes only: send the header "
+    f"'{API_KEY_HEADER}: Bearer <key>'"
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -62,9 +74,11 @@ def _from_header(value: str) -> str | None:
     return value.strip()
 
 
-def _from_subprotocols(request: web.Request) -> str | None:
-    if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
-        return None
+def is_websocket_upgrade(request: web.BaseRequest) -> bool:
+    return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
+
+
+def _from_subprotocols(request: web.BaseRequest) -> str | None:
     for header in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ()):
         for proto in header.split(","):
             if parse_token(proto.strip()) is not None:
@@ -72,29 +86,65 @@ def _from_subprotocols(request: web.Request) -> str | None:
     return None
 
 
-def extract_token(request: web.Request) -> tuple[str | None, str | None]:
-    """``(token, websocket_protocol_to_echo)`` from the request; ``(None, None)`` when absent."""
+def extract_token(request: web.BaseRequest) -> tuple[str | None, str | None]:
+    """``(token, websocket_protocol_to_echo)`` from the request; ``(None, None)`` when absent.
+    Raises ``Unauthorized`` for ``?apiKey=`` on a request that is not a WebSocket handshake
+    (and has no key header)."""
     header = request.headers.get(API_KEY_HEADER)
     if header is not None and (token := _from_header(header)):
         return token, None
+    if not is_websocket_upgrade(request):
+        if request.query.get(API_KEY_QUERY):
+            raise Unauthorized(_QUERY_ON_REST, parameter=API_KEY_HEADER)
+        return None, None
     if proto := _from_subprotocols(request):
         return proto, proto
     return request.query.get(API_KEY_QUERY) or None, None
 
 
-def _check(store: ApiKeyStore, request: web.Request) -> tuple[KeyInfo, str | None]:
+class KeyVerifier:
+    """``await verify(token)``: the store's ``verify`` without blocking the event loop.
+
+    A key id the store has cached (found or not) is verified on the loop (a dict lookup and
+    one SHA-256); otherwise the store reads it in a worker thread, and concurrent requests
+    for the same key id share that one read.
+    """
+
+    def __init__(self, store: ApiKeyStore) -> None:
+        self.store = store
+        self._loading: dict[str, asyncio.Future] = {}
+
+    async def verify(self, token: str) -> KeyInfo | None:
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        key_id = parsed[0]
+        store = self.store
+        if not store.is_cached(key_id):
+            load = self._loading.get(key_id)
+            if load is None:
+                load = asyncio.ensure_future(asyncio.to_thread(store.load, key_id))
+                self._loading[key_id] = load
+                load.add_done_callback(lambda _: self._loading.pop(key_id, None))
+            await asyncio.shield(load)
+            if not store.is_cached(key_id):  # cache disabled, or expired meanwhile
+                return await asyncio.to_thread(store.verify, token)
+        return store.verify(token)
+
+
+async def _check(verifier: KeyVerifier, request: web.BaseRequest) -> tuple[KeyInfo, str | None]:
     token, proto = extract_token(request)
     if token is None:
         raise Unauthorized(_MISSING)
-    info = store.verify(token)
+    info = await verifier.verify(token)
     if info is None:
         raise Unauthorized(_INVALID)
     return info, proto
 
 
-def authenticate(store: ApiKeyStore, request: web.Request) -> KeyInfo:
+async def authenticate(verifier: KeyVerifier, request: web.BaseRequest) -> KeyInfo:
     """The request's verified key; raises ``astra.core.Unauthorized`` (missing or invalid)."""
-    return _check(store, request)[0]
+    return (await _check(verifier, request))[0]
 
 
 def _reject(err: Unauthorized) -> web.Response:
@@ -110,13 +160,14 @@ def auth_middleware(
     store: ApiKeyStore, exempt: frozenset[str] = frozenset()
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Middleware requiring a valid key on every path except those in ``exempt`` (exact)."""
+    verifier = KeyVerifier(store)
 
     @web.middleware
     async def astra_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in exempt:
             return await handler(request)
         try:
-            info, proto = _check(store, request)
+            info, proto = await _check(verifier, request)
         except Unauthorized as err:
             return _reject(err)
         request[API_KEY] = info

@@ -11,14 +11,28 @@ Configuration (``--config F``, TOML)::
     [venues.OKX]              # any of astra.venues.VENUE_CODES; keys per venue.from_config
 
 With no configuration the gateway serves ``SIM`` from a simulator child on loopback.
-Invariant: the child never outlives the gateway (terminated, then killed, on shutdown).
+
+Top-level settings (all optional): ``header_timeout`` (seconds a connection may take to send
+a request's headers, default 10), ``keepalive_timeout`` (idle keep-alive connections, 75),
+``ws_connections_per_key`` (concurrent WebSockets per API key, 50) and
+``session_revalidate_seconds`` (how often open WebSockets' keys are re-checked, 5).
+
+Invariant: the child never outlives the gateway: terminated, then killed, on shutdown; and if
+the gateway dies without shutting down (SIGKILL, a crash), the child ends too: on Linux the
+kernel sends it SIGTERM (``PR_SET_PDEATHSIG``, set between fork and exec), and everywhere it
+exits when its stdin, a pipe only the gateway holds, reaches end of file
+(``astra sim --exit-with-parent``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import os
 import re
+import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -36,6 +50,8 @@ from astra.venues.base import Venue
 from .app import Metrics, build_app, build_metrics_app
 from .auth import auth_middleware
 from .private import private_routes, private_ws
+from .protocol import GatewayRunner, install_log_scrubbers
+from .sessions import WsSessions
 
 __all__ = ["Gateway", "SimChild", "load_config", "venues_from_config"]
 
@@ -69,7 +85,10 @@ class SimChild:
             "0",
             "--seed",
             str(self.seed),
+            "--exit-with-parent",
+            stdin=asyncio.subprocess.PIPE,  # held open, never written: EOF means we are gone
             stdout=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent(),
         )
         async with asyncio.timeout(self.START_TIMEOUT):
             line = await self.proc.stdout.readline()
@@ -92,6 +111,29 @@ class SimChild:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent():
+    """A ``preexec_fn`` that has Linux send the child SIGTERM when this process dies; None
+    elsewhere (the child's stdin watch still applies). Everything it calls is resolved
+    before the fork: between fork and exec only async-signal-safe work is safe."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+    parent, getppid, exit_ = os.getpid(), os.getppid, os._exit
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if getppid() != parent:  # the parent died before prctl took effect
+            exit_(1)
+
+    return preexec
 
 
 def venues_from_config(config: dict, sim_url: str | None) -> dict[str, Venue]:
@@ -124,6 +166,10 @@ class Gateway:
         send_buffer: int = 256 * 1024,
         journal: OrderJournal | None = None,
         credentials: CredentialSource | None = None,
+        header_timeout: float = 10.0,
+        keepalive_timeout: float = 75.0,
+        ws_connections_per_key: int = 50,
+        session_revalidate_seconds: float = 5.0,
     ) -> None:
         self.engine = MarketDataEngine(venues, linger=linger)
         # The private API: the order journal lives in the same database as the keys.
@@ -135,14 +181,18 @@ class Gateway:
         self.host, self.port, self.metrics_port = host, port, metrics_port
         self._runners: list[web.AppRunner] = []
         self._client_limits = {"max_queue": max_queue, "send_buffer": send_buffer}
+        self._timeouts = {"header_timeout": header_timeout, "keepalive_timeout": keepalive_timeout}
+        self.sessions = WsSessions(
+            keys, per_key=ws_connections_per_key, revalidate_every=session_revalidate_seconds
+        )
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     async def _serve(self, app: web.Application, port: int) -> int:
-        # No access log: a key passed as ?apiKey= would land in it.
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+        # The access log (aiohttp.access, when enabled) redacts secret-looking query values.
+        runner = GatewayRunner(app, handle_signals=False, shutdown_timeout=2.0, **self._timeouts)
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, self.host, port, reuse_address=True)
@@ -151,10 +201,13 @@ class Gateway:
 
     async def start(self) -> Gateway:
         install_redactor()  # exchange secrets never reach a log line, whatever logs them
+        install_log_scrubbers()  # nor API keys offered as WebSocket subprotocols
+        self.sessions.start()
         app = build_app(
             self.engine,
             self.metrics,
             auth=auth_middleware(self.keys),
+            sessions=self.sessions,
             private_ws=private_ws(self.trading, self.credentials),
             **self._client_limits,
         )
@@ -170,6 +223,7 @@ class Gateway:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reconciler
+        await self.sessions.close()
         for runner in reversed(self._runners):
             with contextlib.suppress(Exception):
                 await runner.cleanup()

@@ -1,13 +1,34 @@
 """``GET /openapi.json``: the OpenAPI 3.1 document, generated from the msgspec models so the
-spec cannot drift from what the server encodes."""
+spec cannot drift from what the server encodes.
+
+Invariant: every constraint stated here is the server's own constant (exchange codes, data
+types, balance accounts, the market-symbol grammar, depth/limit/since bounds, order-value and
+id bounds), so a client or fuzzer generated from the document sends what the server accepts,
+and what the document forbids the server refuses with a 4xx naming the parameter. The
+gateway serves the document narrowed to its venues (``openapi_document(venues)``): their
+exchange codes only, their order-id forms and balance accounts; without venues it covers
+every exchange Astra knows. (Per-market rules, tick, lot and minimum notional, are in
+``GET /markets``, not here: a schema-valid order may still be a 422.)
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 
 import msgspec
 
-from astra.core import BookUpdate, Error, MarketMetadata, OrderBook, TradesMessage
+from astra.core import (
+    MAX_MARKET_LENGTH,
+    BookResync,
+    BookUpdate,
+    Error,
+    Exchange,
+    MarketMetadata,
+    OrderBook,
+    TradesMessage,
+    market_pattern,
+)
 from astra.core._trading import (
     Balance,
     BalancesMessage,
@@ -19,9 +40,21 @@ from astra.core._trading import (
     Position,
     ResyncMessage,
 )
-from astra.venues.base import Capabilities
+from astra.store.journal import CLIENT_ORDER_ID_MAX_LENGTH
+from astra.trading.service import BALANCE_ACCOUNTS, MAX_ORDER_VALUE
+from astra.venues.base import Capabilities, Venue
+
+from .params import DEFAULT_TRADES_LIMIT, MAX_DEPTH, MAX_SINCE, MAX_TRADES_LIMIT, WS_DATA_TYPES
 
 __all__ = ["openapi_document"]
+
+EXCHANGES = [e.value for e in Exchange]
+CLIENT_ORDER_ID_SCHEMA = {
+    "type": "string",
+    "pattern": f"^[A-Za-z0-9._:/-]{{1,{CLIENT_ORDER_ID_MAX_LENGTH}}}$",
+}
+# Prices and quantities of an order: positive, finite, bounded (check_order's 422 otherwise).
+ORDER_VALUE_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_ORDER_VALUE}
 
 
 class ExchangeInfo(msgspec.Struct):
@@ -54,11 +87,49 @@ _ERRORS = {
     for s, d in (
         (400, "bad request: the message names the parameter"),
         (401, "missing or invalid API key"),
-        (404, "unknown market"),
+        (404, "unknown market, or an exchange this gateway does not serve"),
+        (405, "method not allowed: Allow lists the methods"),
         (503, "venue unavailable"),
         (504, "venue timed out"),
     )
 }
+
+
+# The order types that need a price, and those that need a stopPrice (check_order's 422).
+_PRICED = ["LIMIT", "STOP_LIMIT", "TAKE_PROFIT_LIMIT"]
+_STOPPED = ["STOP_LIMIT", "STOP_MARKET", "TAKE_PROFIT_LIMIT", "TAKE_PROFIT_MARKET"]
+
+
+def _when_type(types: list[str], then: dict, otherwise: dict) -> dict:
+    return {"if": {"properties": {"type": {"enum": types}}, "required": ["type"]},
+            "then": then, "else": otherwise}
+
+
+def _tighten(components: dict, market_schema: dict) -> dict:
+    """What msgspec cannot say from the types: the order body's bounds, patterns, and which
+    order types take a price, a stopPrice and postOnly."""
+    order = components["PlaceOrder"]
+    props = order["properties"]
+    props["market"] = {**props["market"], **market_schema}
+    absent = {"not": {"type": "number"}}  # (absent or null)
+    order["allOf"] = [
+        _when_type(_PRICED, {"required": ["price"], "properties": {"price": {"type": "number"}}},
+                   {"properties": {"price": absent}}),
+        _when_type(_STOPPED,
+                   {"required": ["stopPrice"], "properties": {"stopPrice": {"type": "number"}}},
+                   {"properties": {"stopPrice": absent}}),
+        _when_type(["LIMIT"], {}, {"properties": {"postOnly": {"const": False}}}),
+    ]
+    for name in ("quantity", "price", "stopPrice"):
+        prop = props[name]
+        for option in prop.get("anyOf", [prop]):  # optional fields: {number} | {null}
+            if option.get("type") == "number":
+                option.update(ORDER_VALUE_SCHEMA)
+    cid = props["clientOrderId"]
+    for option in cid.get("anyOf", [cid]):
+        if option.get("type") == "string":
+            option.update(CLIENT_ORDER_ID_SCHEMA)
+    return components
 
 
 def _get(summary: str, params: list[dict], schema: dict) -> dict:
@@ -85,9 +156,11 @@ _TRADING_ERRORS = {
         (403, "the exchange refused the credentials' permissions"),
         (404, "unknown market or order"),
         (409, "clientOrderId reused for a different order"),
+        (413, "request body over 1 MiB"),
         (422, "order fails the market's tick/lot/notional rules, or insufficient balance"),
         (429, "rate limited (venue or gateway); Retry-After says when to retry"),
-        (503, "venue unavailable"),
+        (503, "venue unavailable, or stored credentials unreadable with this server's "
+              "ASTRA_MASTER_KEY (CREDENTIALS_UNREADABLE)"),
         (504, "venue timed out"),
     )
 }
@@ -112,16 +185,39 @@ def _private(method: str, summary: str, params: list[dict], schema: dict,
     return {method: op}
 
 
+def openapi_document(venues: Mapping[str, Venue] | None = None) -> dict:
+    """The document; narrowed to ``venues`` (a gateway's, by code) when given."""
+    if not venues:
+        return _document(None)
+    return _document(tuple(sorted(
+        (code, venue.order_id_pattern, tuple(venue.balance_accounts))
+        for code, venue in venues.items()
+    )))
+
+
 @cache
-def openapi_document() -> dict:
+def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> dict:
+    if served is None:
+        exchanges, accounts = EXCHANGES, list(BALANCE_ACCOUNTS)
+        id_patterns = [Venue.order_id_pattern]  # any venue's (Binance, Aster, SIM: numeric)
+    else:
+        exchanges = [code for code, _, _ in served]
+        accounts = [a for a in BALANCE_ACCOUNTS if any(a in acc for _, _, acc in served)]
+        id_patterns = sorted({pattern for _, pattern, _ in served})
+    market_schema = {"type": "string", "pattern": market_pattern(exchanges),
+                     "maxLength": MAX_MARKET_LENGTH}
+    exchange_schema = {"type": "string", "enum": exchanges}
+    order_id_schema = {"type": "string",
+                       "pattern": "^(?:" + "|".join(f"(?:{p})" for p in id_patterns) + ")$"}
     _, components = msgspec.json.schema_components(
-        [MarketMetadata, OrderBook, BookUpdate, TradesMessage, Error, ExchangeInfo,
+        [MarketMetadata, OrderBook, BookUpdate, BookResync, TradesMessage, Error, ExchangeInfo,
          PlaceOrder, Order, Fill, Balance, Position, OrdersMessage, FillsMessage,
          BalancesMessage, ResyncMessage],
         ref_template="#/components/schemas/{name}",
     )
-    market = _param("market", "Astra market symbol, e.g. SIM-SPOT-BTC-USDT")
-    exchange = _param("exchange", "Exchange code, e.g. SIM")
+    market = _param("market", "Astra market symbol, e.g. SIM-SPOT-BTC-USDT",
+                    schema=market_schema)
+    exchange = _param("exchange", "Exchange code, e.g. SIM", schema=exchange_schema)
     orders = {"type": "array", "items": _ref("Order")}
     return {
         "openapi": "3.1.0",
@@ -130,14 +226,15 @@ def openapi_document() -> dict:
         "paths": {
             "/markets": _get(
                 "Markets of an exchange",
-                [_param("exchange", "Exchange code")],
+                [exchange],
                 {"type": "array", "items": _ref("MarketMetadata")},
             ),
             "/orderbook": _get(
                 "L2 order book from the live synced book",
                 [
                     market,
-                    _param("depth", "levels per side", False, {"type": "integer", "minimum": 1}),
+                    _param("depth", f"levels per side (at most {MAX_DEPTH}; all when absent)",
+                           False, {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH}),
                 ],
                 _ref("OrderBook"),
             ),
@@ -147,9 +244,10 @@ def openapi_document() -> dict:
                     market,
                     _param(
                         "limit",
-                        "how many (default 100, max 1000)",
+                        f"how many (default {DEFAULT_TRADES_LIMIT}, max {MAX_TRADES_LIMIT})",
                         False,
-                        {"type": "integer", "minimum": 1, "maximum": 1000},
+                        {"type": "integer", "minimum": 1, "maximum": MAX_TRADES_LIMIT,
+                         "default": DEFAULT_TRADES_LIMIT},
                     ),
                 ],
                 _ref("TradesMessage"),
@@ -161,20 +259,25 @@ def openapi_document() -> dict:
             ),
             "/ws": _get(
                 "WebSocket: one subscription per connection. ORDERBOOK sends a "
-                "snapshot then updates (BookUpdate); TRADE sends TradesMessage. The private "
+                "snapshot then updates (BookUpdate), and BookResync at once whenever the book "
+                "stops being trustworthy, before its next snapshot; TRADE sends "
+                "TradesMessage. The private "
                 "types ORDERS, FILLS, BALANCES (with exchange=, and exchange credentials as "
                 "for the private REST API) stream OrdersMessage, FillsMessage, "
                 "BalancesMessage, and ResyncMessage when the venue's user stream restarted.",
                 [
-                    _param("market", "Astra market symbol (ORDERBOOK, TRADE)", False),
-                    _param("exchange", "Exchange code (ORDERS, FILLS, BALANCES)", False),
+                    _param("market", "Astra market symbol (ORDERBOOK, TRADE)", False,
+                           market_schema),
+                    _param("exchange", "Exchange code (ORDERS, FILLS, BALANCES)", False,
+                           exchange_schema),
                     _param(
                         "dataType",
-                        "ORDERBOOK, TRADE, ORDERS, FILLS or BALANCES",
-                        schema={"enum": ["ORDERBOOK", "TRADE", "ORDERS", "FILLS", "BALANCES"]},
+                        ", ".join(WS_DATA_TYPES),
+                        schema={"type": "string", "enum": list(WS_DATA_TYPES)},
                     ),
                 ],
-                {"oneOf": [_ref(n) for n in ("BookUpdate", "TradesMessage", "OrdersMessage",
+                {"oneOf": [_ref(n) for n in ("BookUpdate", "BookResync", "TradesMessage",
+                                             "OrdersMessage",
                                              "FillsMessage", "BalancesMessage",
                                              "ResyncMessage")]},
             ),
@@ -186,28 +289,34 @@ def openapi_document() -> dict:
                     "delete",
                     "Cancel an order (orderId or clientOrderId), or every open order of the "
                     "market when neither is given",
-                    [market, _param("orderId", "venue order id", False),
-                     _param("clientOrderId", "client order id", False)],
+                    [market, _param("orderId", "venue order id", False, order_id_schema),
+                     _param("clientOrderId", "client order id", False,
+                            CLIENT_ORDER_ID_SCHEMA)],
                     {"oneOf": [_ref("Order"), {"type": "object"}]},
                 ),
             },
             "/orders/{orderId}": _private(
-                "get", "One order", [market, _param("orderId", "venue order id", where="path")],
+                "get", "One order",
+                [market, _param("orderId", "venue order id", schema=order_id_schema,
+                                where="path")],
                 _ref("Order")),
             "/fills": _private(
                 "get", "Fills of a market",
-                [market, _param("since", "ms since the epoch", False, {"type": "integer"})],
+                [market, _param("since", "ms since the epoch", False,
+                                {"type": "integer", "minimum": 0, "maximum": MAX_SINCE})],
                 {"type": "array", "items": _ref("Fill")}),
             "/balances": _private(
                 "get", "Balances on an exchange",
-                [exchange, _param("account", "spot or swap wallet", False)],
+                [exchange, _param(
+                    "account", "the venue account to read (SIM and ASTER: spot or swap)", False,
+                    {"type": "string", "enum": accounts})],
                 {"type": "array", "items": _ref("Balance")}),
             "/positions": _private(
                 "get", "Open positions on an exchange", [exchange],
                 {"type": "array", "items": _ref("Position")}),
         },
         "components": {
-            "schemas": components,
+            "schemas": _tighten(components, market_schema),
             "securitySchemes": {
                 "apiKey": {
                     "type": "apiKey",

@@ -4,20 +4,30 @@
 Credentials come from the request's ``x-astra-exchange-*`` headers (used for that request
 only) or from the credential store for the caller's Astra key; see
 ``astra.trading.credentials``. Every body is validated before any venue is called: unknown
-fields, a misspelt enum or a missing market are 400s naming the field.
+fields, a misspelt enum or a missing market are 400s naming the field. Parameters are
+checked before credentials are looked at (a bad ``market`` is named ``market``, never
+``exchange`` nor a credential header), and order ids in the venue's form (numeric on
+Binance, Aster and SIM) before any venue is called. Stored credentials that this
+``ASTRA_MASTER_KEY`` cannot decrypt are a 503 ``CREDENTIALS_UNREADABLE``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from astra.core import ContractUnits, InvalidParameter, MissingParameter
+from astra.core import (
+    ContractUnits,
+    CredentialsUnreadable,
+    InvalidParameter,
+    MissingParameter,
+)
 from astra.core._trading import (
     BalancesMessage,
     FillsMessage,
@@ -27,34 +37,28 @@ from astra.core._trading import (
     ResyncMessage,
 )
 from astra.net import BoundedSender
+from astra.store import MASTER_KEY_ENV, CredentialStoreError, MasterKeyError
 from astra.trading.credentials import REDACTOR, CredentialSource, resolve_credentials
-from astra.trading.normalize import fill_in_base, order_in_base
-from astra.trading.service import BALANCE_ACCOUNTS, TradingService
+from astra.trading.service import TradingService
+from astra.venues.ccxt_normalize import fill_in_base, order_in_base
 
+from . import params
 from .auth import API_KEY, WS_PROTOCOL
+from .params import MAX_SINCE, int_param, required
 
 __all__ = ["PRIVATE_DATA_TYPES", "private_routes", "private_ws"]
 
-PRIVATE_DATA_TYPES = frozenset({"ORDERS", "FILLS", "BALANCES"})
+PRIVATE_DATA_TYPES = frozenset(params.PRIVATE_DATA_TYPES)
+log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 _decode_order = msgspec.json.Decoder(PlaceOrder).decode
-_FIELD = re.compile(r"unknown field `(\w+)`|at `\$\.(\w+)`")
+# msgspec's messages: the field at fault, so the 400 names it (else the whole ``body``).
+_FIELD = re.compile(r"unknown field `(\w+)`|at `\$\.(\w+)`|missing required field `(\w+)`")
 
 
 def _json(body: object, status: int = 200) -> web.Response:
     return web.Response(body=_encode(body), status=status, content_type="application/json")
-
-
-def _required(request: web.Request, name: str) -> str:
-    value = request.query.get(name)
-    if not value:
-        raise MissingParameter(name)
-    return value
-
-
-def _exchange_of(market: str) -> str:
-    return market.split("-", 1)[0]
 
 
 class _Private:
@@ -64,14 +68,34 @@ class _Private:
 
     def _creds(self, request: web.Request, exchange: str):
         key = request.get(API_KEY)
-        return resolve_credentials(
-            request.headers, exchange, key_id=key.key_id if key else None, store=self.store
-        )
+        try:
+            return resolve_credentials(
+                request.headers, exchange, key_id=key.key_id if key else None, store=self.store
+            )
+        except CredentialStoreError as exc:
+            # Stored under another ASTRA_MASTER_KEY, or a row that fails authentication: the
+            # operator's to fix, and no reason to fail the request as a bug (500).
+            log.warning("stored %s credentials unusable: %s", exchange, exc)
+            detail = ("" if isinstance(exc, MasterKeyError) else
+                      " (the stored row failed authentication: store the credentials again)")
+            raise CredentialsUnreadable(
+                f"stored {exchange} credentials for this API key cannot be decrypted with this "
+                f"{MASTER_KEY_ENV}{detail}; send the x-astra-exchange-* headers, or ask the "
+                "operator to start the gateway with the master key they were stored with",
+                venue=str(exchange),
+            ) from None
 
     @staticmethod
     def _key_id(request: web.Request) -> str:
         key = request.get(API_KEY)
         return key.key_id if key is not None else "anonymous"
+
+    async def _market(self, request: web.Request, symbol: str | None = None) -> tuple[str, Any]:
+        """``market`` (the query's, or ``symbol``) checked before anything else: a bad one is
+        refused naming ``market``, not a credential header or ``exchange``."""
+        symbol = required(request.query, "market") if symbol is None else symbol
+        venue, _ = await self.service.market(symbol)
+        return symbol, venue
 
     async def place(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -79,20 +103,23 @@ class _Private:
             body = _decode_order(raw)
         except msgspec.ValidationError as exc:
             match = _FIELD.search(str(exc))
+            if match and match[3]:
+                raise MissingParameter(match[3]) from None
             field = (match[1] or match[2]) if match else "body"
             raise InvalidParameter(field, str(exc)[:200]) from None
         except msgspec.DecodeError:
             raise InvalidParameter("body", "not a JSON object") from None
-        exchange = _exchange_of(body.market)
-        creds = self._creds(request, exchange)
+        _, venue = await self._market(request, body.market)
+        creds = self._creds(request, venue.code)
         key_id = self._key_id(request)
         order = await self.service.place(key_id, creds, body)
         return _json(order, 202 if order.status == OrderStatus.UNKNOWN else 200)
 
     async def cancel(self, request: web.Request) -> web.Response:
-        market = _required(request, "market")
-        creds = self._creds(request, _exchange_of(market))
+        market, venue = await self._market(request)
         oid, cid = request.query.get("orderId"), request.query.get("clientOrderId")
+        self.service.check_order_ids(venue, oid, cid)
+        creds = self._creds(request, venue.code)
         if oid is None and cid is None:
             canceled = await self.service.cancel_all(self._key_id(request), creds, market)
             return _json({"market": market, "canceled": canceled})
@@ -100,51 +127,45 @@ class _Private:
         return _json(order)
 
     async def open_orders(self, request: web.Request) -> web.Response:
-        market = _required(request, "market")
-        exchange = _exchange_of(market)
-        creds = self._creds(request, exchange)
+        market, venue = await self._market(request)
+        creds = self._creds(request, venue.code)
         key_id = self._key_id(request)
-        await self.service.reconcile_pending(key_id, exchange, creds)
+        await self.service.reconcile_pending(key_id, venue.code, creds)
         return _json(await self.service.open_orders(key_id, creds, market))
 
     async def get_order(self, request: web.Request) -> web.Response:
-        market = _required(request, "market")
-        creds = self._creds(request, _exchange_of(market))
-        order = await self.service.get_order(
-            self._key_id(request), creds, market, request.match_info["order_id"]
-        )
+        market, venue = await self._market(request)
+        order_id = request.match_info["order_id"]
+        self.service.check_order_ids(venue, order_id)
+        creds = self._creds(request, venue.code)
+        order = await self.service.get_order(self._key_id(request), creds, market, order_id)
         return _json(order)
 
     async def fills(self, request: web.Request) -> web.Response:
-        market = _required(request, "market")
-        since: Any = request.query.get("since")
-        if since is not None:
-            if not (since.isascii() and since.isdigit()) or len(since) > 15:
-                raise InvalidParameter("since", "expected milliseconds since the epoch")
-            since = int(since)
-        creds = self._creds(request, _exchange_of(market))
+        market, venue = await self._market(request)
+        since = int_param(request.query, "since", None, MAX_SINCE, minimum=0)
+        creds = self._creds(request, venue.code)
         return _json(await self.service.fills(self._key_id(request), creds, market, since))
 
     async def balances(self, request: web.Request) -> web.Response:
-        exchange = _required(request, "exchange")
-        creds = self._creds(request, exchange)
+        exchange = required(request.query, "exchange")
         account = request.query.get("account")
-        if account is not None and account not in BALANCE_ACCOUNTS:
-            raise InvalidParameter("account", f"expected one of {', '.join(BALANCE_ACCOUNTS)}")
+        self.service.check_balance_account(self.service._venue(exchange), account)
+        creds = self._creds(request, exchange)
         return _json(await self.service.balances(self._key_id(request), creds, exchange, account))
 
     async def positions(self, request: web.Request) -> web.Response:
-        exchange = _required(request, "exchange")
+        exchange = required(request.query, "exchange")
+        self.service._venue(exchange)  # an unknown exchange is named before the credentials
         creds = self._creds(request, exchange)
         return _json(await self.service.positions(self._key_id(request), creds, exchange))
-
 
     async def ws(self, request: web.Request) -> web.StreamResponse:
         """``WS /ws?dataType=ORDERS|FILLS|BALANCES&exchange=``: the account's normalized
         updates from the venue's user data stream; ``{"type":"resync"}`` when the upstream
         stream restarted (events may have been missed: re-read over REST)."""
-        exchange = _required(request, "exchange")
-        data_type = _required(request, "dataType")
+        exchange = required(request.query, "exchange")
+        data_type = required(request.query, "dataType")
         venue = self.service._venue(exchange)
         if not hasattr(venue, "run_user_stream"):
             raise InvalidParameter("dataType", f"{exchange} has no private stream yet")

@@ -11,13 +11,20 @@ from pathlib import Path
 
 from astra.store import ApiKeyStore, CredentialStore, load_master_key, open_database
 from astra.store.credentials import MASTER_KEY_ENV
-from astra.trading.paper import PAPER_DEPOSIT, LayeredCredentials, create_paper_account
+from astra.trading.paper import LayeredCredentials, create_paper_account
 
 from .gateway import Gateway, SimChild, load_config, venues_from_config
 
 __all__ = ["add_serve_parser", "serve"]
 
 API_KEY_ENV = "ASTRA_API_KEY"
+# Top-level config settings passed to Gateway as they are (see astra.server.gateway).
+_GATEWAY_SETTINGS = (
+    "header_timeout",
+    "keepalive_timeout",
+    "ws_connections_per_key",
+    "session_revalidate_seconds",
+)
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +92,8 @@ async def serve(args: argparse.Namespace) -> int:
         sim_url = await child.start() if child else None
         first_key = next((k for k in keys.list() if k.active), None)
         if child and first_key is not None:  # paper trading out of the box
-            credentials.add_default(first_key.key_id, await create_paper_account(sim_url))
+            paper, paper_funds = await create_paper_account(sim_url)
+            credentials.add_default(first_key.key_id, paper)
         venues = venues_from_config(config, sim_url)
         gateway = Gateway(
             venues,
@@ -96,6 +104,7 @@ async def serve(args: argparse.Namespace) -> int:
             if args.metrics_port is not None
             else config.get("metrics_port", 9090),
             credentials=credentials,
+            **{k: config[k] for k in _GATEWAY_SETTINGS if k in config},
         )
         async with gateway:
             print(
@@ -103,9 +112,9 @@ async def serve(args: argparse.Namespace) -> int:
                 f"(metrics on port {gateway.metrics_port}); venues: {', '.join(venues)}"
             )
             if child:
-                print(f"  simulator (SIM) running at {sim_url}")
+                print(f"  simulator (SIM) running at {sim_url} (pid {child.proc.pid})")
                 if first_key is not None:
-                    funds = ", ".join(f"{v} {k}" for k, v in PAPER_DEPOSIT.items())
+                    funds = ", ".join(f"{v} {k}" for k, v in paper_funds.items())
                     print(f"  paper trading: a SIM account with {funds} (spot and perp) "
                           f"for API key {first_key.key_id}; POST /orders needs no exchange keys")
             print(

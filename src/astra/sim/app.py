@@ -37,6 +37,7 @@ from .ratelimit import RateLimiter, RateLimits, rate_limit_middleware
 from .rest import error_middleware, request_weight, rest_routes
 from .signing import Authenticator
 from .spot import SpotTrading
+from .spot_rest import add_spot_routes
 from .state import MarketState, now_ms
 from .userstream import UserStreams
 from .ws import WsLimits, WsSide
@@ -81,7 +82,9 @@ class SimExchange:
         for kind in ("spot", "perp"):
             states = {m.symbol: MarketState(m) for m in markets if m.kind == kind}
             hub = StreamHub()
-            flows = [SyntheticFlow(s, seed) for s in states.values()]
+            # A perpetual follows the spot market of the same symbol (its index), stepped first.
+            spot = self.sides["spot"].states if kind == "perp" else {}
+            flows = [SyntheticFlow(s, seed, spot.get(sym)) for sym, s in states.items()]
             side = VenueSide(kind, states, flows, hub, Feeds(kind, list(states.values()), hub))
             side.ws = WsSide(
                 kind,
@@ -97,7 +100,7 @@ class SimExchange:
         for side in self.sides.values():
             side.streams = side.ws.user_streams = UserStreams(side.kind, side.ws)
         if data_path is not None:
-            load_state(data_path, self)
+            load_state(data_path, self.registry, self.ledger, self._trading())
         self.steps = 0
         self._task: asyncio.Task | None = None
         self._saver: asyncio.Task | None = None
@@ -107,6 +110,8 @@ class SimExchange:
         spot.trading = SpotTrading(spot.states, self.ledger, self._index_of(spot))
         perp = self.sides["perp"]
         perp.trading = PerpTrading(perp.states, self.ledger, self._index_of(perp))
+        perp.trading.on_liquidation = perp.feeds.force_orders.on_liquidation  # @forceOrder
+        perp.trading.on_transfer = spot.trading.record_transfer  # spot transactionHistory
         self.auth = Authenticator(self.registry)
 
     @staticmethod
@@ -132,7 +137,7 @@ class SimExchange:
         for side in self.sides.values():
             for flow in side.flows:
                 flow.step()
-                side.feeds.index_price[flow.state.market.stream_id] = flow.fair
+                side.feeds.index_price[flow.state.market.stream_id] = flow.index
             side.feeds.tick()
             if side.trading is not None:
                 side.trading.check_triggers()
@@ -178,6 +183,7 @@ class SimExchange:
                     private.add("GET", "account",
                                 lambda r, t=side.trading: t.account_json(r.account.id))
                     private.add("GET", "commissionRate", self._commission(side.trading))
+                    add_spot_routes(private, side.trading, self.sides["perp"].trading)
                 if kind == "perp":
                     add_perp_routes(private, side.trading)
                 side.streams.add_routes(private)  # POST/PUT/DELETE listenKey
@@ -223,16 +229,22 @@ class SimExchange:
                     await task
         self.save()
 
+    def _trading(self) -> dict[str, OrderManager]:
+        return {k: s.trading for k, s in self.sides.items() if s.trading is not None}
+
+    def _snapshot(self) -> bytes:
+        return snapshot(self.registry, self.ledger, self._trading())
+
     def save(self) -> None:
         if self.data_path is not None:
-            write_atomic(self.data_path, snapshot(self))
+            write_atomic(self.data_path, self._snapshot())
 
     async def _save_loop(self) -> None:
         last = b""
         while True:
             await asyncio.sleep(SAVE_EVERY_S)
             # Snapshot on the loop (consistent), write in a thread (the loop never blocks on IO).
-            data = snapshot(self)
+            data = self._snapshot()
             if data != last:
                 await asyncio.to_thread(write_atomic, self.data_path, data)
                 last = data

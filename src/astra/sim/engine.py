@@ -13,6 +13,11 @@ Invariants (checked by ``check_invariants`` and by property tests):
 - ``update_id`` increases by exactly one for every operation that changed at least one level,
   and never otherwise; ``touched`` accumulates the (side, price) keys changed since the caller
   last cleared it, so feeds can publish exactly the levels that moved.
+- Hidden orders (``timeInForce=HIDDEN``) rest in a book of their own that no level, depth,
+  best price, ``update_id`` or ``touched`` ever shows, yet they match like any resting order:
+  an incoming order takes the best price across both books, and at one price the displayed
+  orders fill before the hidden ones (display buys priority). Post-only and fill-or-kill
+  checks see hidden liquidity too, and no hidden order rests crossing a displayed one.
 """
 
 from __future__ import annotations
@@ -30,14 +35,17 @@ SELL = 1
 class Order:
     """A resting or incoming order. ``qty`` is the remaining quantity."""
 
-    __slots__ = ("id", "owner", "price", "qty", "side")
+    __slots__ = ("hidden", "id", "owner", "price", "qty", "side")
 
-    def __init__(self, id: int, owner: int, side: int, price: int, qty: int) -> None:
+    def __init__(
+        self, id: int, owner: int, side: int, price: int, qty: int, hidden: bool = False
+    ) -> None:
         self.id = id
         self.owner = owner
         self.side = side
         self.price = price
         self.qty = qty
+        self.hidden = hidden  # rests out of sight (timeInForce=HIDDEN)
 
 
 class Fill(NamedTuple):
@@ -58,7 +66,11 @@ class MatchingEngine:
         self._queues: tuple[dict[int, deque[Order]], dict[int, deque[Order]]] = ({}, {})
         self.levels: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._prices: tuple[list[int], list[int]] = ([], [])  # both ascending
+        # The hidden book: the same shape, never published.
+        self._hidden_queues: tuple[dict[int, deque[Order]], dict[int, deque[Order]]] = ({}, {})
+        self._hidden_prices: tuple[list[int], list[int]] = ([], [])
         self.orders: dict[int, Order] = {}
+        self._shown_change = False  # set by an operation that changed a displayed level
         self.update_id = 0
         self.touched: set[tuple[int, int]] = set()
 
@@ -89,6 +101,17 @@ class MatchingEngine:
     def level_qty(self, side: int, price: int) -> int:
         return self.levels[side].get(price, 0)
 
+    def all_depth(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Every resting quantity per price, hidden orders included (what a taker can reach;
+        never published)."""
+        out: list[list[tuple[int, int]]] = []
+        for side in (BUY, SELL):
+            merged = dict(self.levels[side])
+            for price, queue in self._hidden_queues[side].items():
+                merged[price] = merged.get(price, 0) + sum(o.qty for o in queue)
+            out.append(sorted(merged.items(), reverse=side == BUY))
+        return out[0], out[1]
+
     # -- operations --------------------------------------------------------------------------
     def submit(
         self,
@@ -114,10 +137,11 @@ class MatchingEngine:
             return []
         if all_or_none and self._fillable(order, limit) < order.qty:
             return []
+        self._shown_change = False
         fills = self._match(order, limit)
         if limit and rest and order.qty > 0:
             self._rest(order)
-        if fills or (limit and rest and order.qty > 0):
+        if self._shown_change:  # a displayed level changed (hidden activity shows nothing)
             self.update_id += 1
         return fills
 
@@ -127,6 +151,12 @@ class MatchingEngine:
         if order is None:
             return None
         side, price = order.side, order.price
+        if order.hidden:
+            queue = self._hidden_queues[side][price]
+            queue.remove(order)
+            if not queue:
+                self._drop_hidden_level(side, price)
+            return order
         queue = self._queues[side][price]
         queue.remove(order)
         self._reduce_level(side, price, order.qty, queue)
@@ -134,59 +164,83 @@ class MatchingEngine:
         return order
 
     # -- internals ---------------------------------------------------------------------------
+    def _best(self, side: int) -> int | None:
+        """The best resting price of ``side``, hidden orders included."""
+        best = None
+        for prices in (self._prices[side], self._hidden_prices[side]):
+            if prices:
+                p = prices[-1] if side == BUY else prices[0]
+                if best is None or (p > best if side == BUY else p < best):
+                    best = p
+        return best
+
     def _marketable(self, order: Order, limit: bool) -> bool:
-        if order.side == BUY:
-            best = self.best_ask()
-            return best is not None and (not limit or best <= order.price)
-        best = self.best_bid()
-        return best is not None and (not limit or best >= order.price)
+        best = self._best(SELL if order.side == BUY else BUY)
+        if best is None:
+            return False
+        return not limit or (best <= order.price if order.side == BUY else best >= order.price)
 
     def _fillable(self, order: Order, limit: bool) -> int:
-        """Quantity available to this order right now, up to its size."""
+        """Quantity available to this order right now (hidden orders included), up to its
+        size."""
         total = 0
-        if order.side == BUY:
-            qty = self.levels[SELL]
-            prices = self._prices[SELL]
-            for p in prices:
-                if (limit and p > order.price) or total >= order.qty:
-                    break
-                total += qty[p]
-        else:
-            qty = self.levels[BUY]
-            for p in reversed(self._prices[BUY]):
-                if (limit and p < order.price) or total >= order.qty:
-                    break
-                total += qty[p]
+        bids, asks = self.all_depth()
+        for p, qty in asks if order.side == BUY else bids:
+            if (limit and (p > order.price if order.side == BUY else p < order.price)) or (
+                total >= order.qty
+            ):
+                break
+            total += qty
         return total
 
     def _match(self, taker: Order, limit: bool) -> list[Fill]:
         fills: list[Fill] = []
         maker_side = SELL if taker.side == BUY else BUY
-        prices = self._prices[maker_side]
-        queues = self._queues[maker_side]
-        while taker.qty > 0 and prices:
-            price = prices[0] if maker_side == SELL else prices[-1]
+        while taker.qty > 0:
+            price = self._best(maker_side)
+            if price is None:
+                break
             if limit and (price > taker.price if taker.side == BUY else price < taker.price):
                 break
-            queue = queues[price]
-            traded_here = 0
-            while taker.qty > 0 and queue:
-                maker = queue[0]
-                qty = min(maker.qty, taker.qty)
-                maker.qty -= qty
-                taker.qty -= qty
-                traded_here += qty
-                fills.append(
-                    Fill(maker.id, maker.owner, taker.id, taker.owner, taker.side, price, qty)
-                )
-                if maker.qty == 0:
-                    queue.popleft()
-                    del self.orders[maker.id]
-            self._reduce_level(maker_side, price, traded_here, queue)
+            # Displayed orders at this price first, then the hidden ones.
+            queue = self._queues[maker_side].get(price)
+            if queue:
+                traded = self._take(queue, taker, price, fills)
+                self._reduce_level(maker_side, price, traded, queue)
+                self._shown_change = True
+                continue
+            hidden = self._hidden_queues[maker_side][price]
+            self._take(hidden, taker, price, fills)
+            if not hidden:
+                self._drop_hidden_level(maker_side, price)
         return fills
+
+    def _take(self, queue: deque[Order], taker: Order, price: int, fills: list[Fill]) -> int:
+        """Fill ``taker`` against one price's queue, oldest first; returns the quantity."""
+        traded = 0
+        while taker.qty > 0 and queue:
+            maker = queue[0]
+            qty = min(maker.qty, taker.qty)
+            maker.qty -= qty
+            taker.qty -= qty
+            traded += qty
+            fills.append(Fill(maker.id, maker.owner, taker.id, taker.owner, taker.side, price, qty))
+            if maker.qty == 0:
+                queue.popleft()
+                del self.orders[maker.id]
+        return traded
 
     def _rest(self, order: Order) -> None:
         side, price = order.side, order.price
+        if order.hidden:
+            queues = self._hidden_queues[side]
+            if price not in queues:
+                queues[price] = deque()
+                insort(self._hidden_prices[side], price)
+            queues[price].append(order)
+            self.orders[order.id] = order
+            return
+        self._shown_change = True
         queues = self._queues[side]
         queue = queues.get(price)
         if queue is None:
@@ -212,6 +266,11 @@ class MatchingEngine:
         prices = self._prices[side]
         del prices[bisect_left(prices, price)]
 
+    def _drop_hidden_level(self, side: int, price: int) -> None:
+        del self._hidden_queues[side][price]
+        prices = self._hidden_prices[side]
+        del prices[bisect_left(prices, price)]
+
     def check_invariants(self) -> None:
         """Raise AssertionError if any invariant in the module docstring is violated."""
         for side in (BUY, SELL):
@@ -224,6 +283,15 @@ class MatchingEngine:
                 for o in queue:
                     assert o.qty > 0 and o.price == price and o.side == side
                     assert self.orders[o.id] is o
+            hidden, hidden_prices = self._hidden_queues[side], self._hidden_prices[side]
+            assert hidden_prices == sorted(hidden_prices) and set(hidden_prices) == set(hidden)
+            for price, queue in hidden.items():
+                assert queue and all(o.hidden and o.price == price and o.qty > 0 for o in queue)
         bid, ask = self.best_bid(), self.best_ask()
         assert bid is None or ask is None or bid < ask, "crossed book at rest"
-        assert len(self.orders) == sum(len(q) for qs in self._queues for q in qs.values())
+        bid, ask = self._best(BUY), self._best(SELL)
+        assert bid is None or ask is None or bid < ask, "crossed book (hidden orders) at rest"
+        assert len(self.orders) == sum(
+            len(q) for books in (self._queues, self._hidden_queues) for qs in books
+            for q in qs.values()
+        )

@@ -2,7 +2,9 @@
 
 ``StreamHub`` maps stream names to subscribers; ``Feeds`` listens to every market's state and
 publishes the documented payloads: diff depth (``@depth``, ``@depth@100ms``...), partial
-depth, trades, aggregate trades, book tickers, klines, tickers and mark prices.
+depth, trades (``@trade`` and ``@tradepro``), aggregate trades, book tickers, klines, tickers,
+mark prices and, on perpetuals, liquidation orders (``@forceOrder``, ``!forceOrder@arr``: the
+latest liquidation of each symbol in each second, as the docs describe).
 
 Integrity rule (the one clients rely on to keep a local book): for each diff stream,
 consecutive events satisfy ``U == previous u + 1`` and ``pu == previous u``; an event holds the
@@ -26,6 +28,7 @@ from astra.venues.aster import schemas as wire
 
 from .engine import BUY, SELL
 from .flow import STEP_MS
+from .liquidation_feed import ForceOrderFeed
 from .state import (
     KLINE_INTERVALS,
     AggRecord,
@@ -91,9 +94,14 @@ def cadences_for(kind: str) -> dict[str, int]:
 
 
 _STREAM = re.compile(
-    r"(?P<sym>[a-z0-9]+)@(?P<ch>depth(?P<levels>5|10|20)?(?P<speed>@\d+ms)?|trade|aggTrade|"
-    r"bookTicker|miniTicker|ticker|kline_(?P<iv>\w+)|markPrice(?P<mps>@1s)?)"
+    r"(?P<sym>[a-z0-9]+)@(?P<ch>depth(?P<levels>5|10|20)?(?P<speed>@\d+ms)?|trade|tradepro|"
+    r"aggTrade|bookTicker|miniTicker|ticker|kline_(?P<iv>\w+)|markPrice(?P<mps>@1s)?|"
+    r"forceOrder)"
 )
+_PERP_ONLY = ("markPrice", "forceOrder")
+# The documented tradepro payload: transaction hash and participants, both withheld.
+_TX_HASH = "0X" + "0" * 64
+_PARTICIPANTS = ("hidden", "hidden")
 _GLOBAL = {
     "spot": {"!miniTicker@arr", "!ticker@arr", "!bookTicker"},
     "perp": {
@@ -102,6 +110,7 @@ _GLOBAL = {
         "!bookTicker",
         "!markPrice@arr",
         "!markPrice@arr@1s",
+        "!forceOrder@arr",
     },
 }
 
@@ -119,7 +128,7 @@ def parse_stream(name: str, kind: str, markets: dict[str, MarketState]) -> str |
         return f"unknown update speed in stream '{name}'"
     if m["iv"] is not None and m["iv"] not in KLINE_INTERVALS:
         return f"unknown kline interval in stream '{name}'"
-    if m["ch"].startswith("markPrice") and kind != "perp":
+    if m["ch"].startswith(_PERP_ONLY) and kind != "perp":
         return f"unknown stream '{name}'"
     return None
 
@@ -149,6 +158,7 @@ class Feeds:
         self._partial_u: dict[str, int] = {}
         self._top: dict[str, tuple] = {}
         self.index_price: dict[str, float] = {}
+        self.force_orders = ForceOrderFeed(hub)  # perpetual liquidations, flushed every second
         for sid, state in self.states.items():
             state.listener = self
             self._chains[sid] = [
@@ -192,6 +202,25 @@ class Feeds:
                             q=fmt_q(t.qty),
                             T=t.time,
                             m=t.buyer_maker,
+                        )
+                    ),
+                )
+        name = f"{sid}@tradepro"
+        if self.hub.active(name):
+            for t in trades:
+                self.hub.publish(
+                    name,
+                    _encode(
+                        wire.TradePro(
+                            e="tradepro",
+                            E=now,
+                            T=t.time,
+                            s=symbol,
+                            t=t.id,
+                            p=fmt_p(t.price),
+                            q=fmt_q(t.qty),
+                            h=_TX_HASH,
+                            m=_PARTICIPANTS,
                         )
                     ),
                 )
@@ -245,6 +274,7 @@ class Feeds:
         if self.kind == "perp":
             if t % (1000 // STEP_MS) == 0:
                 self._mark_price_all("!markPrice@arr@1s")
+                self.force_orders.flush()
             if t % (3000 // STEP_MS) == 0:
                 self._mark_price_all("!markPrice@arr")
 

@@ -6,12 +6,25 @@ sequence of orders, cancels, trades and book states whatever the machine's speed
 orders (placed between steps) change what the flow's orders meet, not what it draws.
 
 Shape of the flow, per step (``STEP_MS`` of simulated time):
-- the fair price takes a log-normal step with a weak pull back towards the start price;
+- a spot market's fair price takes a log-normal step with a weak pull back towards the start
+  price;
+- a perpetual follows its spot market (``reference``, stepped first): its index is the spot
+  mid, and its fair price is the index times (1 + basis), the basis a small mean-reverting
+  walk held within ``MAX_BASIS``;
 - makers (post-only) refresh, add and withdraw quotes laddered around fair at the market's
   level spacing, never crossing the opposite best, withdrawing stale quotes first;
-- takers send market orders, leaning towards the side that brings the mid back to fair.
+- takers send market orders, leaning towards the side that brings the mid back to fair;
+- on a perpetual, an arbitrageur then takes every bid above index * (1 + ``ARB_BAND``) and
+  every ask below index * (1 - ``ARB_BAND``) (IOC limit orders at those prices), so the
+  perpetual's best prices never stray further from the spot price than that, whatever the
+  takers, makers or users did.
 Every operation changes at least one level, and a step performs 3 to 9 of them, so each
 market sees about 120 book changes per second at the default 50 ms step.
+
+Invariant (after every step of a perpetual with a two-sided spot book): best bid <=
+index * (1 + ARB_BAND) and best ask >= index * (1 - ARB_BAND), to the tick; with
+|basis| <= MAX_BASIS < ARB_BAND the makers quote inside that band, and a side left beyond it
+(emptied by a large order) is requoted at once.
 """
 
 from __future__ import annotations
@@ -22,21 +35,34 @@ import random
 from .engine import BUY, SELL
 from .state import MarketState
 
-__all__ = ["STEP_MS", "SyntheticFlow"]
+__all__ = ["ARB_BAND", "MAX_BASIS", "STEP_MS", "SyntheticFlow"]
 
 STEP_MS = 50
 MAKERS = (-1, -2, -3)  # owner ids < 0 are the simulator's own participants
 TAKER = -10
+ARBITRAGEUR = -11  # keeps a perpetual's book within ARB_BAND of its spot market
 MAX_QUOTES_PER_SIDE = 30  # per maker: keeps the book within a few hundred levels
 MIN_QUOTES_PER_SIDE = 10  # per maker: keeps both sides of the book populated
+# Perpetual vs spot, as fractions of the index. Real venues' basis is typically within
+# 0.05-0.1 %; the basis walk reverts with a time constant of ~10 s (1 / BASIS_PULL steps).
+MAX_BASIS = 0.0003
+BASIS_PULL = 0.005
+BASIS_STEP = 0.00002  # per-step standard deviation of the basis (stationary sd ~0.02 %)
+ARB_BAND = 0.0005
 
 
 class SyntheticFlow:
-    def __init__(self, state: MarketState, seed: int) -> None:
+    def __init__(
+        self, state: MarketState, seed: int, reference: MarketState | None = None
+    ) -> None:
         market = state.market
         self.state = state
         self.rng = random.Random(f"{seed}:{market.kind}:{market.symbol}")
         self.fair = market.start_price
+        # A perpetual's spot market: its mid is the index the perpetual follows.
+        self.reference = reference
+        self.index = market.start_price
+        self.basis = 0.0
         self._anchor = math.log(market.start_price)
         self._unit = 10**market.price_dp
         self._gap = market.level_spacing * market.tick  # price units between maker levels
@@ -53,9 +79,13 @@ class SyntheticFlow:
     def step(self) -> None:
         rng = self.rng
         self.steps += 1
-        log_fair = math.log(self.fair)
-        drift = 0.002 * (self._anchor - log_fair)
-        self.fair = math.exp(log_fair + drift + rng.gauss(0.0, self.state.market.volatility))
+        if self.reference is None:
+            log_fair = math.log(self.fair)
+            drift = 0.002 * (self._anchor - log_fair)
+            self.fair = math.exp(log_fair + drift + rng.gauss(0.0, self.state.market.volatility))
+            self.index = self.fair
+        else:
+            self._follow_reference()
         for _ in range(rng.randint(3, 9)):
             r = rng.random()
             maker = rng.choice(MAKERS)
@@ -74,6 +104,51 @@ class SyntheticFlow:
             elif quotes > MIN_QUOTES_PER_SIDE:
                 self._withdraw(maker, side, stale_first=True)
             else:
+                self._quote(maker, side)
+        if self.reference is not None:
+            self._arbitrage()
+        for side in (BUY, SELL):  # a side emptied by takers or the arbitrageur is refilled
+            self._refill(side)
+
+    # -- perpetual vs spot --------------------------------------------------------------------
+    def _follow_reference(self) -> None:
+        """Index = the spot mid (kept while a spot side is empty); fair = index * (1 + basis)."""
+        ref = self.reference.engine
+        bid, ask = ref.best_bid(), ref.best_ask()
+        if bid is not None and ask is not None:
+            self.index = (bid + ask) / 2 / 10**self.reference.market.price_dp
+        basis = self.basis * (1 - BASIS_PULL) + self.rng.gauss(0.0, BASIS_STEP)
+        self.basis = max(-MAX_BASIS, min(MAX_BASIS, basis))
+        self.fair = self.index * (1 + self.basis)
+
+    def _arbitrage(self) -> None:
+        """Take the perpetual's bids above, and asks below, the index's band (IOC limits)."""
+        market = self.state.market
+        engine = self.state.engine
+        high = self.index * (1 + ARB_BAND) * self._unit
+        low = self.index * (1 - ARB_BAND) * self._unit
+        bid = engine.best_bid()
+        if bid is not None and bid > high:
+            limit = -(-math.ceil(high) // market.tick) * market.tick  # first tick >= high
+            self.state.place(ARBITRAGEUR, SELL, market.max_qty, limit, ioc=True)
+        ask = engine.best_ask()
+        if ask is not None and ask < low:
+            limit = int(low) // market.tick * market.tick  # last tick <= low
+            self.state.place(ARBITRAGEUR, BUY, market.max_qty, max(limit, market.tick), ioc=True)
+
+    def _refill(self, side: int) -> None:
+        """An empty side gets a quote from every maker (around fair), so the book is two-sided
+        after every step; on a perpetual, so does a side whose best price has fallen out of
+        the band away from the index (a hole a large order left), so the spread, and the mid,
+        stay within the band."""
+        engine = self.state.engine
+        best = engine.best_bid() if side == BUY else engine.best_ask()
+        if best is not None and self.reference is not None:
+            edge = self.index * (1 - ARB_BAND if side == BUY else 1 + ARB_BAND) * self._unit
+            if (best < edge) if side == BUY else (best > edge):
+                best = None
+        if best is None:
+            for maker in MAKERS:
                 self._quote(maker, side)
 
     # -- participants --------------------------------------------------------------------------

@@ -14,7 +14,11 @@ MARKET order (client id ``autoclose-…``, ``o``/``ot`` ``LIQUIDATION`` and ``x`
 on its fills) against the book. When the book cannot absorb the whole position, the house
 (the insurance fund) first posts the missing quantity at the mark price (or just inside the
 opposite best, so that it never crosses). A loss beyond the wallet is refilled by the house
-(``INSURANCE_CLEAR``). Every step here is a ledger move, so money stays conserved.
+(``INSURANCE_CLEAR``). Every step here is a ledger move, so money stays conserved. Each
+liquidation order, once matched, is handed to ``on_liquidation`` (the ``forceOrder`` streams).
+
+The trading side is passed in as a ``perp_side.PerpSide``: ``perp`` imports this module, never
+the reverse.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from typing import TYPE_CHECKING
 from .engine import BUY, SELL
 from .ledger import HOUSE
 from .orders import OrderRequest
+from .perp_events import force_order_event
 from .perp_positions import MARGIN_ASSET, WALLET
 from .spot import walk_cost
 from .state import now_ms
 
 if TYPE_CHECKING:
-    from .perp import PerpTrading
+    from .perp_side import PerpSide
 
 __all__ = ["INSURANCE_OWNER", "check_liquidations", "funding_payment", "liquidate",
            "settle_funding"]
@@ -44,7 +49,7 @@ def funding_payment(qty_dp: int, amt: int, mark: Decimal, rate: Decimal) -> int:
     return int(value.scaleb(8).to_integral_value(ROUND_DOWN))
 
 
-def settle_funding(trading: PerpTrading, symbol: str) -> None:
+def settle_funding(trading: PerpSide, symbol: str) -> None:
     state = trading.states[symbol]
     mp = trading.mark(state)
     mark, rate = Decimal(mp.p), Decimal(mp.r)
@@ -63,7 +68,7 @@ def settle_funding(trading: PerpTrading, symbol: str) -> None:
             trading.account_update(account, "FUNDING_FEE", [], -paid)
 
 
-def check_liquidations(trading: PerpTrading) -> list[int]:
+def check_liquidations(trading: PerpSide) -> list[int]:
     """Liquidate every account below its maintenance margin; returns their ids."""
     marks: dict[str, int] | None = None
     out = []
@@ -79,7 +84,7 @@ def check_liquidations(trading: PerpTrading) -> list[int]:
     return out
 
 
-def liquidate(trading: PerpTrading, account: int) -> None:
+def liquidate(trading: PerpSide, account: int) -> None:
     for symbol in trading.states:
         for order in list(trading.open.get((account, symbol), {}).values()):
             trading.cancel(account, symbol, order.id, None)
@@ -88,7 +93,7 @@ def liquidate(trading: PerpTrading, account: int) -> None:
             _close(trading, account, symbol, ps, pos.amt)
 
 
-def _close(trading: PerpTrading, account: int, symbol: str, ps: str, amt: int) -> None:
+def _close(trading: PerpSide, account: int, symbol: str, ps: str, amt: int) -> None:
     state = trading.states[symbol]
     market = state.market
     side = SELL if amt > 0 else BUY
@@ -106,7 +111,9 @@ def _close(trading: PerpTrading, account: int, symbol: str, ps: str, amt: int) -
         price = max(market.tick, price // market.tick * market.tick)
         state.place(INSURANCE_OWNER, BUY if side == SELL else SELL, qty - got, price,
                     post_only=True)
-    trading.force_order(account, OrderRequest(
+    order = trading.force_order(account, OrderRequest(
         symbol=symbol, side=side, type="MARKET", qty=qty, reduce_only=ps == "BOTH",
         position_side=ps,
     ))
+    if trading.on_liquidation is not None:  # the public forceOrder streams
+        trading.on_liquidation(force_order_event(trading, order))

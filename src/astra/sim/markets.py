@@ -53,7 +53,9 @@ class SimMarket:
     # Synthetic flow shape: spacing between maker levels, in ticks; typical maker size in units.
     level_spacing: int = 1
     typical_size: int = 1
-    volatility: float = 0.0004  # per-step log-return standard deviation of the fair price
+    # Per-step log-return standard deviation of the fair price (spot markets: a perpetual's
+    # fair price follows its spot market, see flow.py).
+    volatility: float = 0.0004
     name: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -154,7 +156,7 @@ class SimMarket:
                     "TAKE_PROFIT_MARKET",
                     "TRAILING_STOP_MARKET",
                 ],
-                "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+                "timeInForce": ["GTC", "IOC", "FOK", "GTX", "HIDDEN"],
             }
         return {
             "status": "TRADING",
@@ -196,7 +198,7 @@ class SimMarket:
                 "TAKE_PROFIT",
                 "TAKE_PROFIT_MARKET",
             ],
-            "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+            "timeInForce": ["GTC", "IOC", "FOK", "GTX", "HIDDEN"],
             "symbol": self.symbol,
             "ocoAllowed": False,
         }

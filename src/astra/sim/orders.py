@@ -251,19 +251,8 @@ class OrderManager:
 
     # -- placing -----------------------------------------------------------------------------
     def place(self, account: int, req: OrderRequest) -> UserOrder:
-        state = self.state(req.symbol)
+        state = self._check(account, req)
         key = (account, req.symbol)
-        try:
-            self._validate(state, req)
-        except FilterError as exc:
-            raise OrderError(exc.code, exc.msg) from None
-        if req.client_id is not None:
-            for o in self.by_account.get(key, ()):
-                if o.client_id == req.client_id and o.status != "FILLED":
-                    raise OrderError(-4116, "ClientOrderId is duplicated.")
-        if len(self.open.get(key, ())) >= self.max_open:
-            raise OrderError(-2025, "Reached max open order limit.")
-        self._pre_check(account, state, req)
         order = UserOrder(state.next_order_id(), account, state, req, now_ms())
         if order.type in STOP_TYPES and self._triggered(order, state, initial=True):
             raise OrderError(-2021, "Order would immediately trigger.")
@@ -278,6 +267,34 @@ class OrderManager:
         self._events(order, "NEW")
         self._submit(order)
         return order
+
+    def test(self, account: int, req: OrderRequest) -> UserOrder:
+        """``order/test``: every check ``place`` makes, and nothing placed, reserved or
+        numbered (the order returned has id 0 and is in no book or record)."""
+        state = self._check(account, req)
+        order = UserOrder(0, account, state, req, now_ms())
+        if order.type in STOP_TYPES and self._triggered(order, state, initial=True):
+            raise OrderError(-2021, "Order would immediately trigger.")
+        self._reserve(order)  # the balance / margin check ...
+        self._release(order)  # ... undone at once
+        return order
+
+    def _check(self, account: int, req: OrderRequest) -> MarketState:
+        """The checks before an order exists: filters, client id, open count, side rules."""
+        state = self.state(req.symbol)
+        key = (account, req.symbol)
+        try:
+            self._validate(state, req)
+        except FilterError as exc:
+            raise OrderError(exc.code, exc.msg) from None
+        if req.client_id is not None:
+            for o in self.by_account.get(key, ()):
+                if o.client_id == req.client_id and o.status != "FILLED":
+                    raise OrderError(-4116, "ClientOrderId is duplicated.")
+        if len(self.open.get(key, ())) >= self.max_open:
+            raise OrderError(-2025, "Reached max open order limit.")
+        self._pre_check(account, state, req)
+        return state
 
     def _validate(self, state: MarketState, req: OrderRequest) -> None:
         market = state.market
@@ -309,6 +326,7 @@ class OrderManager:
             ioc=order.tif == "IOC",
             fok=order.tif == "FOK",
             order_id=order.id,
+            hidden=limit and order.tif == "HIDDEN",
         )
         if order.status in FINAL:
             return

@@ -10,7 +10,10 @@ Margin model (deliberately simple; every amount is an exact integer of ledger un
 - Leverage per (account, symbol), default 20, 1..125. Initial margin = notional at mark /
   leverage; maintenance = notional at mark * 2.5 % (``maintMarginPercent``), one bracket.
   ``marginType`` CROSSED/ISOLATED is stored and reported, but every position is margined as
-  cross: liquidation looks at the whole account.
+  cross: liquidation looks at the whole account. On an ISOLATED position ``positionMargin``
+  sets margin aside (``isolated``, held as *locked* wallet balance, so no money moves): it is
+  out of the available balance, counts in the margin balance, and is unlocked when the
+  position closes or before the house covers a deficit (``perp_margin``).
 - Available balance = wallet + unrealized PnL - position initial margin - open-order initial
   margin. Open-order margin counts resting (and triggered) LIMIT orders that open exposure: in
   one-way mode the larger of the buy and sell sides, each net of the position it would close
@@ -31,7 +34,10 @@ Margin model (deliberately simple; every amount is an exact integer of ledger un
   margin-checked when placed and again when it fires (EXPIRED if the margin is gone then).
 
 Modules: ``perp_positions`` (constants, positions, figures), ``perp_events`` (user-stream
-payloads), ``perp_rest`` (the perpetual-only endpoints), ``funding`` (funding, liquidation).
+payloads), ``perp_rest`` (the perpetual-only endpoints), ``perp_batch`` (batch orders,
+countdown cancel, order/test), ``perp_margin`` (position margin, Multi-Assets, ADL),
+``perp_market`` (funding history and info, index / mark klines from ``price_history``, sampled
+every step here), ``funding`` (funding, liquidation).
 
 Reduce rules: ``reduceOnly`` (one-way only) and hedge-mode closing orders (SELL LONG,
 BUY SHORT) may only shrink a position: at placement the order plus the other resting
@@ -41,6 +47,7 @@ resting reducing orders that no longer fit expire, newest first, so they never f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from astra.venues.aster import schemas as wire
@@ -50,6 +57,7 @@ from .funding import check_liquidations, settle_funding
 from .ledger import AMOUNT_DP, FEES, HOUSE, format_amount
 from .orders import FINAL, STOP_TYPES, OrderError, OrderManager, OrderRequest, UserOrder
 from .perp_events import account_update, config_update, order_trade_update
+from .perp_margin import release_isolated
 from .perp_positions import (
     DEFAULT_LEVERAGE,
     FUNDING_INTERVAL_MS,
@@ -69,6 +77,7 @@ from .perp_positions import (
     units,
     value_at,
 )
+from .price_history import PriceHistory
 from .spot import walk_cost
 from .state import MarketState, now_ms
 from .views import mark_price
@@ -90,6 +99,15 @@ class PerpTrading(OrderManager):
         self.income: dict[int, list[dict]] = {}
         self.transfers: set[tuple[int, str]] = set()
         self.last_funding: dict[str, dict] = {}
+        self.funding_history: list[dict] = []  # fundingRate rows, oldest first
+        self.price_history = PriceHistory()  # indexPriceKlines / markPriceKlines
+        self.isolated: dict[tuple[int, str, str], int] = {}  # margin added (positionMargin)
+        self.margin_history: dict[int, list[dict]] = {}  # positionMargin/history rows
+        self.multi_assets: set[int] = set()  # accounts in Multi-Assets mode
+        # Told of every transfer, from the spot side (spot transactionHistory).
+        self.on_transfer: Callable[[int, str, int], None] | None = None
+        # Told of every liquidation order once matched (the forceOrder streams; funding.py).
+        self.on_liquidation: Callable[[wire.ForceOrderEvent], None] | None = None
         self._tran_id = 0
         self._trade_id = 0  # public id of the fill being settled
         self.set_funding_interval(funding_interval_ms)
@@ -179,6 +197,7 @@ class PerpTrading(OrderManager):
             if self.open.get((account, symbol)):
                 out.order_im += sum(self.order_im(account, symbol, ps)
                                     for ps in self.sides_of(account))
+        out.isolated = self.ledger.locked(WALLET, account, MARGIN_ASSET)
         return out
 
     def order_im(self, account: int, symbol: str, ps: str, extra: UserOrder | None = None,
@@ -401,6 +420,8 @@ class PerpTrading(OrderManager):
         fee = notional * fee_ppm // 1_000_000
         pos.realized += pnl
         pos.update_time = now_ms()
+        if not pos.amt:  # closed: the margin set aside for it is free again
+            release_isolated(self, account, symbol, order.position_side)
         ledger = self.ledger
         ledger.move(WALLET, MARGIN_ASSET, pnl, HOUSE, account, allow_negative=True)
         ledger.move(WALLET, MARGIN_ASSET, fee, account, FEES, allow_negative=True)
@@ -452,6 +473,9 @@ class PerpTrading(OrderManager):
     def clear_deficit(self, account: int, symbol: str) -> None:
         """A wallet below zero is refilled by the house (the insurance fund)."""
         free = self.ledger.free(WALLET, account, MARGIN_ASSET)
+        if free < 0 and self.ledger.locked(WALLET, account, MARGIN_ASSET):
+            release_isolated(self, account)  # set-aside margin pays before the house does
+            free = self.ledger.free(WALLET, account, MARGIN_ASSET)
         if free < 0:
             self.ledger.move(WALLET, MARGIN_ASSET, -free, HOUSE, account)
             self.add_income(account, symbol, "INSURANCE_CLEAR", -free)
@@ -473,6 +497,8 @@ class PerpTrading(OrderManager):
             self.ledger.move("spot", asset, amount, account, account, dst_wallet=WALLET)
             change = amount
         self.transfers.add((account, client_id))
+        if self.on_transfer is not None:
+            self.on_transfer(account, asset, -change)
         row = self.add_income(account, "", "TRANSFER", change, asset=asset)
         self.account_update(account, "ASSET_TRANSFER", [], change, asset)
         return int(row["tranId"])
@@ -495,10 +521,22 @@ class PerpTrading(OrderManager):
         super().check_triggers()
         now = now_ms()
         if now >= self.next_funding:
+            due = self.next_funding
             self.next_funding = now - now % self.funding_interval_ms + self.funding_interval_ms
             for symbol in self.states:
                 settle_funding(self, symbol)
+                self.funding_history.append({"symbol": symbol, "fundingRate":
+                                             self.last_funding[symbol]["fundingRate"],
+                                             "fundingTime": due})
         check_liquidations(self)
+        self.sample_prices(now)
+
+    def sample_prices(self, now: int | None = None) -> None:
+        """Record every market's mark and index (``premiumIndex``'s figures) for the klines."""
+        now = now_ms() if now is None else now
+        for symbol, state in self.states.items():
+            mp = self.mark(state)
+            self.price_history.sample(symbol, now, mp.p, mp.i)
 
     # -- persistence -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -512,6 +550,10 @@ class PerpTrading(OrderManager):
             "income": [[a, rows] for a, rows in self.income.items()],
             "transfers": sorted([a, c] for a, c in self.transfers),
             "tran_id": self._tran_id,
+            "funding_history": self.funding_history,
+            "isolated": [[a, s, ps, v] for (a, s, ps), v in self.isolated.items()],
+            "margin_history": [[a, rows] for a, rows in self.margin_history.items()],
+            "multi_assets": sorted(self.multi_assets),
         }
         return data
 
@@ -526,4 +568,8 @@ class PerpTrading(OrderManager):
         self.income.update({a: rows for a, rows in perp.get("income", ())})
         self.transfers.update((a, c) for a, c in perp.get("transfers", ()))
         self._tran_id = max(self._tran_id, perp.get("tran_id", 0))
+        self.funding_history.extend(perp.get("funding_history", ()))
+        self.isolated.update({(a, s, ps): v for a, s, ps, v in perp.get("isolated", ())})
+        self.margin_history.update({a: rows for a, rows in perp.get("margin_history", ())})
+        self.multi_assets.update(perp.get("multi_assets", ()))
         super().load(data)

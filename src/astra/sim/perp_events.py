@@ -6,11 +6,18 @@ the type it entered the book as afterwards (``ot`` keeps the original); ``N``/``
 only with a fill ("will not push if no commission"); a liquidation order (client id
 ``autoclose-…``) reports ``o``/``ot`` ``LIQUIDATION`` and its fills ``x`` ``CALCULATED``;
 ``b``/``a`` are the account's resting buy/sell notional on the symbol.
+
+The public ``forceOrder`` event of a liquidation order reports the order as it is (``o``
+``MARKET``, ``f`` its time in force, as ``forceOrders`` does); ``p`` and ``ap`` are both its
+average fill price (a market order has no limit price, and ``"0"`` would read as a liquidation
+at zero); ``l`` is its last fill's quantity.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from astra.venues.aster import schemas as wire
 
 from .engine import BUY
 from .ledger import format_amount
@@ -20,12 +27,12 @@ from .perp_positions import LIQUIDATION_PREFIX, WALLET, in_book
 from .state import now_ms
 
 if TYPE_CHECKING:
-    from .perp import PerpTrading
+    from .perp_side import PerpSide
 
-__all__ = ["account_update", "config_update", "order_trade_update"]
+__all__ = ["account_update", "config_update", "force_order_event", "order_trade_update"]
 
 
-def order_trade_update(trading: PerpTrading, order: UserOrder, exec_type: str,
+def order_trade_update(trading: PerpSide, order: UserOrder, exec_type: str,
                        trade: dict | None) -> dict:
     m = order.state.market
     liquidation = order.client_id.startswith(LIQUIDATION_PREFIX)
@@ -63,7 +70,7 @@ def order_trade_update(trading: PerpTrading, order: UserOrder, exec_type: str,
     return {"e": "ORDER_TRADE_UPDATE", "E": now, "T": order.update_time, "o": row}
 
 
-def account_update(trading: PerpTrading, account: int, reason: str,
+def account_update(trading: PerpSide, account: int, reason: str,
                    positions: list[tuple[str, str]], change: int, asset: str) -> dict:
     """``B`` carries ``asset``; ``P`` the given (symbol, positionSide) positions."""
     now = now_ms()
@@ -95,3 +102,20 @@ def config_update(body: dict) -> dict:
     """``body`` is ``{"ac": {"s", "l"}}`` (leverage) or ``{"ai": {"j", "f", "d"}}``."""
     now = now_ms()
     return {"e": "ACCOUNT_CONFIG_UPDATE", "E": now, "T": now, **body}
+
+
+def force_order_event(trading: PerpSide, order: UserOrder) -> wire.ForceOrderEvent:
+    """The public ``forceOrder`` event of a matched liquidation order."""
+    m = order.state.market
+    fills = trading.trades.get((order.account, order.symbol), ())
+    last = next((t["qty"] for t in reversed(fills) if t["orderId"] == order.id), "0")
+    avg = order.avg_price()
+    return wire.ForceOrderEvent(
+        e="forceOrder",
+        E=now_ms(),
+        o=wire.ForceOrder(
+            s=m.symbol, S=order.side_name, o=order.type, f=order.tif,
+            q=m.format_qty(order.orig_qty), p=avg, ap=avg, X=order.status, l=last,
+            z=m.format_qty(order.executed), T=order.update_time,
+        ),
+    )

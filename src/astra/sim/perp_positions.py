@@ -85,6 +85,7 @@ class Figures:
     pos_im: int = 0
     order_im: int = 0
     maint: int = 0
+    isolated: int = 0  # margin set aside for isolated positions (part of ``wallet``)
 
     @property
     def margin_balance(self) -> int:
@@ -92,7 +93,7 @@ class Figures:
 
     @property
     def available(self) -> int:
-        return self.wallet + self.upnl - self.pos_im - self.order_im
+        return self.wallet + self.upnl - self.pos_im - self.order_im - self.isolated
 
 
 def in_book(order: UserOrder) -> bool:

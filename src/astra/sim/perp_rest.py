@@ -16,6 +16,9 @@ from .filters import FilterError, parse_decimal
 from .ledger import format_amount
 from .orders import OrderError
 from .perp import PerpTrading
+from .perp_batch import add_batch_routes
+from .perp_margin import add_margin_routes
+from .perp_market import market_routes
 from .perp_positions import (
     BRACKETS,
     LIQUIDATION_PREFIX,
@@ -30,7 +33,7 @@ from .perp_positions import (
 from .private import PrivateSide, SignedRequest
 from .state import now_ms
 
-__all__ = ["account_json", "add_perp_routes", "balance_json", "position_risk"]
+__all__ = ["account_json", "add_perp_routes", "balance_json", "position_risk", "wallet_transfer"]
 
 SEVEN_DAYS = 7 * 86_400_000
 INCOME_TYPES = ("TRANSFER", "WELCOME_BONUS", "REALIZED_PNL", "FUNDING_FEE", "COMMISSION",
@@ -56,7 +59,10 @@ def add_perp_routes(private: PrivateSide, trading: PerpTrading) -> None:
     add("GET", "commissionRate", lambda r: _commission(trading, r))
     add("GET", "leverageBracket", lambda r: _brackets(trading, r))
     add("GET", "forceOrders", lambda r: _force_orders(trading, r))
-    add("POST", "asset/wallet/transfer", lambda r: _transfer(trading, r))
+    add("POST", "asset/wallet/transfer", lambda r: wallet_transfer(trading, r))
+    add_batch_routes(private, trading)
+    add_margin_routes(private, trading)
+    private.routes.extend(market_routes(trading))  # unsigned, but they read the trading side
 
 
 # -- account views ---------------------------------------------------------------------------
@@ -153,7 +159,7 @@ def account_json(trading: PerpTrading, account: int) -> dict:
                 "positionAmt": market.format_qty(pos.amt),
                 "notional": market.format_qty(0) if not pos.amt else _notional(
                     trading, symbol, pos.amt, marks[symbol]),
-                "isolatedWallet": "0",
+                "isolatedWallet": _isolated(trading, account, symbol, ps, p)[0],
                 "updateTime": pos.update_time,
             })
     return {
@@ -176,6 +182,16 @@ def account_json(trading: PerpTrading, account: int) -> dict:
         "assets": assets,
         "positions": positions,
     }
+
+
+def _isolated(trading: PerpTrading, account: int, symbol: str, ps: str, p: Figures
+              ) -> tuple[str, str]:
+    """(isolatedWallet, isolatedMargin) of an ISOLATED position: its initial margin plus the
+    margin added to it, then plus its unrealized PnL ("0" for cross positions)."""
+    if trading.margin_type(account, symbol) != "ISOLATED" or not p.pos_im:
+        return "0", "0.00000000"
+    wallet = p.pos_im + trading.isolated.get((account, symbol, ps), 0)
+    return format_amount(wallet), format_amount(wallet + p.upnl)
 
 
 def _notional(trading: PerpTrading, symbol: str, amt: int, mark: int) -> str:
@@ -227,14 +243,14 @@ def position_risk(trading: PerpTrading, r: SignedRequest) -> list[dict]:
                 "marginType": "isolated" if trading.margin_type(account, sym) == "ISOLATED"
                 else "cross",
                 "isAutoAddMargin": "false",
-                "isolatedMargin": "0.00000000",
+                "isolatedMargin": _isolated(trading, account, sym, ps, p)[1],
                 "leverage": str(lev),
                 "liquidationPrice": liquidation_price(trading, account, sym, ps, marks, f),
                 "markPrice": mark_text,
                 "maxNotionalValue": str(max_notional(lev)),
                 "positionAmt": market.format_qty(pos.amt),
                 "notional": _notional(trading, sym, pos.amt, marks[sym]),
-                "isolatedWallet": "0",
+                "isolatedWallet": _isolated(trading, account, sym, ps, p)[0],
                 "symbol": sym,
                 "unRealizedProfit": format_amount(p.upnl),
                 "positionSide": ps,
@@ -374,7 +390,8 @@ def _brackets(trading: PerpTrading, r: SignedRequest) -> object:
     return entry(symbol) if symbol is not None else [entry(s) for s in trading.states]
 
 
-def _transfer(trading: PerpTrading, r: SignedRequest) -> dict:
+def wallet_transfer(trading: PerpTrading, r: SignedRequest) -> dict:
+    """``asset/wallet/transfer`` (either side's path): between the spot and perp wallets."""
     asset = r.require("asset").upper()
     text = r.require("amount")
     client_id = r.require("clientTranId")

@@ -4,6 +4,10 @@ One JSON document: accounts (with their HMAC secrets, as the venue must keep the
 and every user order and trade per venue side. Written atomically (temporary file, fsync,
 rename) with mode 0600, so a crash leaves either the old or the new state, never half of one.
 Open orders re-enter the freshly seeded books on load, oldest first.
+
+It reads and fills the exchange's parts (registry, ledger, one ``OrderManager`` per venue
+side), not the exchange itself, so that ``app`` (which owns them) imports this module and not
+the other way round.
 """
 
 from __future__ import annotations
@@ -19,23 +23,22 @@ from .accounts import AccountRegistry
 from .ledger import Ledger
 
 if TYPE_CHECKING:
-    from .app import SimExchange
+    from .orders import OrderManager
 
 __all__ = ["FORMAT", "load_state", "snapshot", "write_atomic"]
 
 FORMAT = 1
 
 
-def snapshot(exchange: SimExchange) -> bytes:
+def snapshot(
+    registry: AccountRegistry, ledger: Ledger, trading: dict[str, OrderManager]
+) -> bytes:
+    """The state document; ``trading`` is each venue side's orders by kind."""
     data = {
         "format": FORMAT,
-        "accounts": exchange.registry.to_dict(),
-        "ledger": exchange.ledger.to_dict(),
-        "sides": {
-            kind: side.trading.to_dict()
-            for kind, side in exchange.sides.items()
-            if side.trading is not None
-        },
+        "accounts": registry.to_dict(),
+        "ledger": ledger.to_dict(),
+        "sides": {kind: side.to_dict() for kind, side in trading.items()},
     }
     return msgspec.json.encode(data)
 
@@ -56,8 +59,11 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-def load_state(path: str, exchange: SimExchange) -> bool:
-    """Load ``path`` into a freshly built exchange; False when the file does not exist yet."""
+def load_state(
+    path: str, registry: AccountRegistry, ledger: Ledger, trading: dict[str, OrderManager]
+) -> bool:
+    """Load ``path`` into a freshly built exchange's parts; False when the file does not
+    exist yet."""
     try:
         with open(path, "rb") as f:
             data = msgspec.json.decode(f.read())
@@ -65,14 +71,11 @@ def load_state(path: str, exchange: SimExchange) -> bool:
         return False
     if data.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown simulator state format {data.get('format')!r}")
-    registry = AccountRegistry.from_dict(data["accounts"])
-    ledger = Ledger.from_dict(data["ledger"])
     # Update in place: the authenticator and the trading sides hold these very objects.
-    exchange.registry.__dict__.update(registry.__dict__)
-    exchange.ledger.__dict__.update(ledger.__dict__)
-    for kind, side in exchange.sides.items():
-        if side.trading is not None:
-            side.trading.ledger = exchange.ledger
-            if kind in data["sides"]:
-                side.trading.load(data["sides"][kind])
+    registry.__dict__.update(AccountRegistry.from_dict(data["accounts"]).__dict__)
+    ledger.__dict__.update(Ledger.from_dict(data["ledger"]).__dict__)
+    for kind, side in trading.items():
+        side.ledger = ledger
+        if kind in data["sides"]:
+            side.load(data["sides"][kind])
     return True

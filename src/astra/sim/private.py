@@ -30,7 +30,7 @@ __all__ = ["Handler", "PrivateSide", "SignedRequest"]
 
 _encode = msgspec.json.Encoder().encode
 _CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-_TIFS = ("GTC", "IOC", "FOK", "GTX")
+_TIFS = ("GTC", "IOC", "FOK", "GTX", "HIDDEN")
 _LIMIT_TYPES = ("LIMIT", "STOP", "TAKE_PROFIT")
 _STOP_TYPES = ("STOP", "TAKE_PROFIT", "STOP_MARKET", "TAKE_PROFIT_MARKET")
 
@@ -151,6 +151,9 @@ class PrivateSide:
         self.add("GET", "allOrders", self._all_orders)
         self.add("DELETE", "allOpenOrders", self._cancel_all)
         self.add("GET", "userTrades", self._user_trades)
+        # V3 only (the docs): a signed request that does nothing but take its nonce, so an
+        # order queued under the same nonce is refused (-4225).
+        self.add("POST", "noop", lambda r: {"code": 200, "msg": "success"}, versions=("v3",))
 
     def _symbol(self, r: SignedRequest, required: bool = True) -> str | None:
         symbol = r.require("symbol") if required else r.get("symbol")

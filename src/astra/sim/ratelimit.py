@@ -6,11 +6,16 @@ scheme: a minute window resets at the minute boundary, not a minute after the fi
 Invariants:
 - Within a window an IP's used weight is the sum of the weights of the requests it sent there
   (rejected ones included, as the venue counts what it receives); it resets at the boundary.
-- The first request that takes an IP over its limit gets 429 with ``Retry-After`` = whole
-  seconds until the window resets. Any further request in that window is a ban: 418 with
-  ``Retry-After`` = whole seconds until the ban ends. Bans last ``ban_base_s`` doubled for each
-  earlier ban of that IP, capped at ``ban_max_s`` (docs: "from 2 minutes to 3 days"); the ban
-  count is never forgotten. A ban clears the IP's window, so when it ends the IP starts fresh.
+- A request that finds its IP over the limit gets 429 with ``Retry-After`` = whole seconds
+  until the window resets. The docs ban an IP (418) for "repeatedly violating rate limits
+  and/or failing to back off after receiving 429s"; the rule here: an IP answered
+  ``ban_after`` 429s within one window (it kept sending inside the Retry-After it was given) is
+  banned by its next request over the limit in that window, which gets 418 with
+  ``Retry-After`` = whole seconds until the ban ends. So a client that backs off at its first
+  429 is never banned, even with a few requests already in flight, and one that ignores 429s
+  is. A new window forgets the 429s. Bans last ``ban_base_s`` doubled for each earlier ban of
+  that IP, capped at ``ban_max_s`` (docs: "from 2 minutes to 3 days"); the ban count is never
+  forgotten. A ban clears the IP's window, so when it ends the IP starts fresh.
 - An account's order count only grows by orders admitted; over any order limit the answer is
   429 -1015 *without* ``Retry-After`` (docs) and nothing is counted.
 """
@@ -46,6 +51,7 @@ class RateLimits:
     orders_per_10s: int | None = None
     ban_base_s: float = 120.0
     ban_max_s: float = 3 * 86400.0
+    ban_after: int = 10  # 429s answered to an IP in one window before the next one bans it
 
     @classmethod
     def spot(cls) -> RateLimits:
@@ -95,7 +101,7 @@ class RateLimitError(Exception):
 class _Window:
     index: int = -1
     used: int = 0
-    warned: bool = False  # a 429 was answered in this window: the next request is a ban
+    refused: int = 0  # 429s answered in this window (weight windows only)
 
 
 @dataclass
@@ -127,14 +133,15 @@ class RateLimiter:
         win = _roll(st.window, now, 60)
         win.used += weight
         headers = {"X-MBX-USED-WEIGHT-1M": str(win.used)}
-        if win.warned:  # kept sending after a 429 in this window
+        over = win.used > self.limits.weight_per_minute
+        if over and win.refused >= self.limits.ban_after:  # kept sending after its 429s
             st.bans += 1
             span = min(self.limits.ban_base_s * 2 ** (st.bans - 1), self.limits.ban_max_s)
             st.ban_until = now + span
             st.window = _Window()  # the ban replaces the window: the IP starts fresh after it
             raise self._banned(st, now, headers)
-        if win.used > self.limits.weight_per_minute:
-            win.warned = True
+        if over:
+            win.refused += 1
             raise RateLimitError(
                 429,
                 -1003,
@@ -188,7 +195,7 @@ class RateLimiter:
 def _roll(win: _Window, now: float, span: int) -> _Window:
     index = math.floor(now / span)
     if index != win.index:
-        win.index, win.used, win.warned = index, 0, False
+        win.index, win.used, win.refused = index, 0, 0
     return win
 
 

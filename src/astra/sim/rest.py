@@ -31,7 +31,7 @@ from .signing import AuthError
 from .state import KLINE_INTERVALS, MarketState, bucket_close, now_ms
 from .views import book_ticker, ticker_stats
 
-__all__ = ["SimApiError", "error_middleware", "request_weight", "rest_routes"]
+__all__ = ["SimApiError", "error_middleware", "int_param", "request_weight", "rest_routes"]
 
 log = logging.getLogger(__name__)
 DEPTH_LIMITS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}  # limit -> weight
@@ -75,7 +75,7 @@ async def error_middleware(request: web.Request, handler: Callable) -> web.Strea
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31: later timestamps are not times
 
 
-def _int_param(
+def int_param(
     request: web.Request, name: str, default: int | None = None, *, maximum: int | None = None
 ) -> int | None:
     text = request.query.get(name)
@@ -152,7 +152,7 @@ class _Side:
 
     async def depth(self, request: web.Request) -> web.Response:
         state = self._state(request)
-        limit = _int_param(request, "limit", 500 if self.kind == "perp" else 100)
+        limit = int_param(request, "limit", 500 if self.kind == "perp" else 100)
         if limit not in DEPTH_LIMITS:
             raise SimApiError(-4021, f"{limit} is not a valid depth limit.")
         bids, asks = state.engine.depth(limit)
@@ -199,14 +199,14 @@ class _Side:
 
     async def trades(self, request: web.Request) -> web.Response:
         state = self._state(request)
-        limit = _int_param(request, "limit", 500, maximum=1000)
+        limit = int_param(request, "limit", 500, maximum=1000)
         records = list(state.trades)[-limit:]
         return _json(self._trade_rows(state, records))
 
     async def historical_trades(self, request: web.Request) -> web.Response:
         state = self._state(request)
-        limit = _int_param(request, "limit", 500, maximum=1000)
-        from_id = _int_param(request, "fromId")
+        limit = int_param(request, "limit", 500, maximum=1000)
+        from_id = int_param(request, "fromId")
         records = list(state.trades)
         if from_id is None:
             records = records[-limit:]
@@ -216,9 +216,9 @@ class _Side:
 
     async def agg_trades(self, request: web.Request) -> web.Response:
         state = self._state(request)
-        limit = _int_param(request, "limit", 500, maximum=1000)
-        from_id = _int_param(request, "fromId")
-        start, end = _int_param(request, "startTime"), _int_param(request, "endTime")
+        limit = int_param(request, "limit", 500, maximum=1000)
+        from_id = int_param(request, "fromId")
+        start, end = int_param(request, "startTime"), int_param(request, "endTime")
         if start is not None and end is not None:
             if start > end:
                 raise SimApiError(-1023, "Start time is greater than end time.")
@@ -260,8 +260,8 @@ class _Side:
             )
         if interval not in KLINE_INTERVALS:
             raise SimApiError(-1120, "Invalid interval.")
-        limit = _int_param(request, "limit", 500, maximum=1500)
-        start, end = _int_param(request, "startTime"), _int_param(request, "endTime")
+        limit = int_param(request, "limit", 500, maximum=1500)
+        start, end = int_param(request, "startTime"), int_param(request, "endTime")
         if start is not None and end is not None and start > end:
             raise SimApiError(-1023, "Start time is greater than end time.")
         m = state.market
@@ -373,7 +373,10 @@ def request_weight(kind: str) -> Callable[[web.Request], int | None]:
     root = "/fapi/" if kind == "perp" else "/api/"
     heavy = {"allOrders": 5, "account": 5, "userTrades": 5, "historicalTrades": 20,
              "commissionRate": 20, "balance": 5, "positionRisk": 5, "income": 30,
-             "asset/wallet/transfer": 5}
+             "asset/wallet/transfer": 5, "countdownCancelAll": 10, "adlQuantile": 5,
+             "transactionHistory": 30}
+    by_method = {("POST", "batchOrders"): 5, ("GET", "multiAssetsMargin"): 30,
+                 ("GET", "positionSide/dual"): 30}
     per_symbol = {"openOrders": 40, "ticker/24hr": 40, "ticker/price": 2,
                   "ticker/bookTicker": 2, "forceOrders": 50}
 
@@ -390,9 +393,11 @@ def request_weight(kind: str) -> Callable[[web.Request], int | None]:
             return per_symbol[name]
         if name == "forceOrders":
             return 20
-        if name == "positionSide/dual" and request.method == "GET":
-            return 30
-        return heavy.get(name, 1)
+        if name in ("indexPriceKlines", "markPriceKlines"):  # the docs' table, by limit
+            text = request.query.get("limit", "")
+            limit = int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 500
+            return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+        return by_method.get((request.method, name)) or heavy.get(name, 1)
 
     return weight
 

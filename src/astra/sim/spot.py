@@ -10,6 +10,11 @@ Money rules (with ``ledger.py``'s conservation invariant):
   buyer pays it in base, the seller in quote (maker/taker rates from ``commissionRate``).
   Against the synthetic flow the house pays the other leg; between two users each side pays
   its own leg once, so a fill is settled exactly once whichever order is processed first.
+
+``transactionHistory`` rows record every change of a spot balance: per fill ``TRADE_SOURCE``
+(the asset paid, negative) and ``TRADE_TARGET`` (the asset received, net of its commission),
+and ``TRANSFER_SPOT_TO_FUTURE`` / ``TRANSFER_FUTURE_TO_SPOT`` for wallet transfers, so the
+rows of an asset sum to the balance changes they describe.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ def _quote_units(state: MarketState, notional: int) -> int:
 def walk_cost(state: MarketState, side: int, qty: int | None, quote: int | None) -> tuple[int, int]:
     """(quantity, notional) a market order would take from the book right now, for either a
     base ``qty`` or a ``quote`` budget (notional units); the quantity stays on the step."""
-    bids, asks = state.engine.depth()
+    bids, asks = state.engine.all_depth()  # hidden orders fill market orders too
     step = state.market.step
     got = cost = 0
     for price, level in asks if side == BUY else bids:
@@ -61,6 +66,29 @@ class SpotTrading(OrderManager):
         kwargs.setdefault("maker_ppm", SPOT_MAKER_PPM)
         kwargs.setdefault("taker_ppm", SPOT_TAKER_PPM)
         super().__init__(*args, **kwargs)
+        self.transactions: dict[int, list[dict]] = {}  # transactionHistory, oldest first
+        self._tran_id = 0
+        self._trade_id = 0  # public id of the fill being settled
+
+    def record(self, account: int, asset: str, delta: int, kind: str, symbol: str = "",
+               trade_id: int | None = None) -> None:
+        """One ``transactionHistory`` row (``delta`` in ledger units)."""
+        self._tran_id += 1
+        self.transactions.setdefault(account, []).append({
+            "tranId": self._tran_id, "tradeId": trade_id, "asset": asset, "symbol": symbol,
+            "balanceDelta": format_amount(delta), "balanceInfo": kind, "time": now_ms(),
+            "type": kind,
+        })
+
+    def record_transfer(self, account: int, asset: str, delta: int) -> None:
+        """A transfer with the perp wallet seen from spot (``delta`` > 0: into spot)."""
+        kind = "TRANSFER_FUTURE_TO_SPOT" if delta > 0 else "TRANSFER_SPOT_TO_FUTURE"
+        self.record(account, asset, delta, kind)
+
+    def _fill(self, order: UserOrder, trade_id: int, price: int, qty: int, maker: bool,
+              other: int) -> None:
+        self._trade_id = trade_id
+        super()._fill(order, trade_id, price, qty, maker, other)
 
     def _pre_check(self, account: int, state: MarketState, req: OrderRequest) -> None:
         if req.type == "MARKET" and req.qty is None:
@@ -142,6 +170,9 @@ class SpotTrading(OrderManager):
             ledger.unlock(WALLET, order.account, pay_asset, portion - pay)
         order.reserve -= portion
         fee = recv * fee_ppm // 1_000_000
+        self.record(order.account, pay_asset, -pay, "TRADE_SOURCE", m.symbol, self._trade_id)
+        self.record(order.account, recv_asset, recv - fee, "TRADE_TARGET", m.symbol,
+                    self._trade_id)
         if other == HOUSE:  # the synthetic side pays its leg here; a user pays in its own fill
             ledger.move(WALLET, recv_asset, recv - fee, HOUSE, order.account)
             ledger.move(WALLET, recv_asset, fee, HOUSE, FEES)
@@ -203,6 +234,17 @@ class SpotTrading(OrderManager):
                 for f, lk in (self.ledger.balances(WALLET, order.account).get(a, (0, 0)),)
             ],
         })
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        data["transactions"] = [[a, rows] for a, rows in self.transactions.items()]
+        data["tran_id"] = self._tran_id
+        return data
+
+    def load(self, data: dict) -> None:
+        self.transactions.update({a: rows for a, rows in data.get("transactions", ())})
+        self._tran_id = max(self._tran_id, data.get("tran_id", 0))
+        super().load(data)
 
     def account_json(self, account: int) -> dict:
         return {

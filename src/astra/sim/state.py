@@ -187,9 +187,11 @@ class MarketState:
         ioc: bool = False,
         fok: bool = False,
         order_id: int | None = None,
+        hidden: bool = False,
     ) -> tuple[Order, list[Fill]]:
-        """Submit a limit order (``price`` given) or a market order (``price`` None)."""
-        order = Order(order_id or self.next_order_id(), owner, side, price or 0, qty)
+        """Submit a limit order (``price`` given) or a market order (``price`` None);
+        ``hidden`` rests out of the published book (``timeInForce=HIDDEN``)."""
+        order = Order(order_id or self.next_order_id(), owner, side, price or 0, qty, hidden)
         before = self.engine.update_id
         fills = self.engine.submit(
             order,

@@ -13,7 +13,24 @@ from .engine import BUY, SELL
 from .markets import format_fixed
 from .state import MarketState, bucket_close, bucket_open, now_ms
 
-__all__ = ["book_ticker", "kline_of", "mark_price", "mini_ticker", "ticker_24hr", "ticker_stats"]
+__all__ = [
+    "FUNDING_CLAMP", "INTEREST_RATE", "PREMIUM_DEADBAND", "book_ticker", "funding_rate",
+    "kline_of", "mark_price", "mini_ticker", "ticker_24hr", "ticker_stats",
+]  # fmt: skip
+
+FUNDING_CLAMP = 0.003  # the premium's share of a funding rate is held within +-0.3 %
+INTEREST_RATE = 0.0001  # per funding interval (premiumIndex interestRate, fundingInfo)
+# Binance's documented rule, F = P + clamp(I - P, -0.05 %, 0.05 %): a premium P within 0.05 %
+# of the interest rate I leaves the rate at I (why real rates sit at 0.01 % per 8 h).
+PREMIUM_DEADBAND = 0.0005
+
+
+def funding_rate(premium: float) -> float:
+    """``INTEREST_RATE`` plus the premium's excess over the dead band, held within
+    +-``FUNDING_CLAMP`` (so the rate stays within fundingInfo's floor and cap)."""
+    excess = premium - INTEREST_RATE
+    excess -= max(-PREMIUM_DEADBAND, min(PREMIUM_DEADBAND, excess))
+    return INTEREST_RATE + max(-FUNDING_CLAMP, min(FUNDING_CLAMP, excess))
 
 
 def book_ticker(state: MarketState, kind: str) -> wire.BookTicker | None:
@@ -37,15 +54,19 @@ def book_ticker(state: MarketState, kind: str) -> wire.BookTicker | None:
 
 
 def mark_price(state: MarketState, index: float | None) -> wire.MarkPriceUpdate:
-    """Mark = mid of the book; index = the flow's fair price; funding from the premium."""
+    """Mark = mid of the book; index = the spot price the flow follows; funding by
+    ``funding_rate`` from Binance's premium index, (max(0, bid - index) - max(0, index - ask))
+    / index with the best bid and ask as the impact prices: zero while the index lies inside
+    the spread, so a momentarily wide book does not move the rate."""
     market = state.market
     engine = state.engine
     index = index or market.start_price
     bid, ask = engine.best_bid(), engine.best_ask()
     unit = 10**market.price_dp
     mark = (bid + ask) / 2 / unit if bid is not None and ask is not None else index
-    premium = (mark - index) / index
-    rate = max(-0.003, min(0.003, premium)) + 0.0001
+    above = max(0.0, bid / unit - index) if bid is not None else 0.0
+    below = max(0.0, index - ask / unit) if ask is not None else 0.0
+    rate = funding_rate((above - below) / index)
     eight_h = 8 * 3600 * 1000
     now = now_ms()
     return wire.MarkPriceUpdate(

@@ -5,6 +5,13 @@ and combined ``/stream?streams=a/b`` (payloads wrapped as ``{"stream","data"}``)
 ``SUBSCRIBE``, ``UNSUBSCRIBE``, ``LIST_SUBSCRIPTIONS``, ``SET_PROPERTY``/``GET_PROPERTY``
 (``combined``) with the documented error messages.
 
+Streams named in the URL (raw or combined) that are not streams of this side (an unknown
+symbol, channel, cadence or interval) are ignored, as Binance-style servers do: the connection
+opens, the known streams are served and an unknown one delivers nothing (nor is it listed by
+``LIST_SUBSCRIPTIONS``). A live ``SUBSCRIBE`` naming one is answered with an error instead. A
+raw path of one segment that is no stream name at all is taken for a listenKey: when it is not
+a live one, the handshake is refused (400, -1125), so a client with a dead key learns at once.
+
 Rules enforced: at most ``max_streams`` streams per connection (1024 spot, 200 perpetual);
 incoming messages per second limited (5 spot, 10 perpetual): a connection over the limit is
 closed (1008); server pings every ``ping_interval`` (3 min spot, 5 min perpetual) and a
@@ -20,7 +27,7 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -30,13 +37,18 @@ from astra.net import BoundedSender
 from .feeds import StreamHub, parse_stream
 from .state import MarketState
 
-if TYPE_CHECKING:
-    from .userstream import UserStreams
-
-__all__ = ["WsLimits", "WsSide"]
+__all__ = ["UserStreamRoute", "WsLimits", "WsSide"]
 
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 _encode = msgspec.json.Encoder().encode
+
+
+class UserStreamRoute(Protocol):
+    """The user-data streams sharing ``/ws/<…>`` with market data (``userstream.UserStreams``,
+    which imports this module: hence a Protocol here rather than an import of it)."""
+
+    def is_key(self, value: str) -> bool: ...
+    async def serve(self, request: web.Request, value: str) -> web.StreamResponse: ...
 
 
 @dataclass(slots=True)
@@ -94,7 +106,7 @@ class WsSide:
         self.markets = markets  # by lowercase stream id
         self.limits = limits or WsLimits.for_kind(kind)
         self.connections: set[_Connection] = set()
-        self.user_streams: UserStreams | None = None  # serves /ws/<listenKey> when set
+        self.user_streams: UserStreamRoute | None = None  # serves /ws/<listenKey> when set
 
     def drop_all(self, reason: str = "server reset") -> int:
         """Close every connection of this side (used to exercise client reconnects)."""
@@ -106,7 +118,12 @@ class WsSide:
         tail = request.match_info.get("streams", "")
         if self.user_streams is not None and self.user_streams.is_key(tail):
             return await self.user_streams.serve(request, tail)
-        return await self._serve(request, [s for s in tail.split("/") if s], combined=False)
+        names = [s for s in tail.split("/") if s]
+        if len(names) == 1 and "@" not in names[0] and not names[0].startswith("!"):
+            return web.json_response(
+                {"code": -1125, "msg": "This listenKey does not exist."}, status=400
+            )
+        return await self._serve(request, names, combined=False)
 
     async def handle_combined(self, request: web.Request) -> web.StreamResponse:
         names = request.query.get("streams", "")
@@ -115,12 +132,6 @@ class WsSide:
     async def _serve(
         self, request: web.Request, streams: list[str], combined: bool
     ) -> web.StreamResponse:
-        for name in streams:
-            problem = parse_stream(name, self.kind, self.markets)
-            if problem is not None:
-                return web.json_response(
-                    {"code": -1121, "msg": f"Invalid request: {problem}"}, status=400
-                )
         if len(streams) > self.limits.max_streams:
             return web.json_response(
                 {
@@ -129,9 +140,10 @@ class WsSide:
                 },
                 status=400,
             )
+        known = [n for n in streams if parse_stream(n, self.kind, self.markets) is None]
         ws = await self.open(request)
         conn = _Connection(ws, request.transport, combined, self.limits)
-        self._subscribe(conn, streams)
+        self._subscribe(conn, known)  # unknown names are ignored: they deliver nothing
         await self.run(conn, ws)
         return ws
 

@@ -43,12 +43,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.exc import IntegrityError
 
+from astra.core.credentials import ExchangeCredentials, key_hint
+
 from ._db import METADATA
 from .keys import API_KEYS, KEY_ID_MAX
 
 if TYPE_CHECKING:
     from astra.core import Exchange
-    from astra.trading.credentials import ExchangeCredentials
 
 __all__ = [
     "EXCHANGE_CREDENTIALS",
@@ -250,8 +251,6 @@ class CredentialStore:
         Raises ``UnknownApiKey`` when no API key has this id (revoked keys are accepted: the
         CLI refuses them, the gateway never serves them).
         """
-        from astra.trading.credentials import ExchangeCredentials  # no import cycle via store
-
         if not isinstance(credentials, ExchangeCredentials):
             raise TypeError("credentials must be an ExchangeCredentials")
         exchange = credentials.exchange.value
@@ -309,8 +308,6 @@ class CredentialStore:
         Raises ``MasterKeyError`` when the row was encrypted under another master key and
         ``CredentialDecryptionError`` when it fails authentication (modified or moved).
         """
-        from astra.trading.credentials import ExchangeCredentials
-
         code = _exchange_code(exchange)
         self._cipher()
         c = EXCHANGE_CREDENTIALS.c
@@ -384,8 +381,6 @@ class CredentialStore:
 
 def _hint(credentials: ExchangeCredentials) -> str:
     """The public hint kept in clear: the API key's, else the wallet address's."""
-    from astra.trading.credentials import key_hint
-
     if credentials.api_key is None and credentials.private_key is not None:
         return key_hint(credentials.account or credentials.signer_address)
     return credentials.hint

@@ -26,6 +26,8 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from astra.core.credentials import ExchangeCredentials, required_for
+
 from ._cli import database_options, open_engine, reason, when
 from .credentials import (
     MASTER_KEY_ENV,
@@ -160,8 +162,6 @@ def _read_stdin() -> dict[str, str]:
 
 
 def _gather(args: argparse.Namespace) -> dict[str, Any]:
-    from astra.trading.credentials import required_for
-
     given = [k for k, v in vars(args).items() if k.startswith("argv_") and v is not None]
     if given:
         raise _Fail(
@@ -213,8 +213,6 @@ def _run(engine: Any, args: argparse.Namespace) -> int:
     keys = ApiKeyStore(engine, cache_ttl=0)
     command = args.credentials_command
     if command == "set":
-        from astra.trading.credentials import ExchangeCredentials
-
         master_key = load_master_key()  # before prompting: fail early
         _check_key(keys, args.key_id, active=True)
         creds = ExchangeCredentials(args.exchange, **_gather(args))
@@ -227,6 +225,17 @@ def _run(engine: Any, args: argparse.Namespace) -> int:
             _check_key(keys, args.key_id)
         rows = store.list(args.key_id)
         print(_table(rows, store.master_key_id) if rows else "no stored exchange credentials")
+        unreadable = sorted({r.master_key_id for r in rows if store.master_key_id is not None
+                             and r.master_key_id != store.master_key_id})
+        if unreadable:  # the gateway answers 503 CREDENTIALS_UNREADABLE for these keys
+            count = sum(r.master_key_id in unreadable for r in rows)
+            print(
+                f"{_PROG}: {count} stored credential(s) cannot be decrypted with this "
+                f"{MASTER_KEY_ENV} (id {store.master_key_id}; they were stored under master key "
+                f"id {', '.join(unreadable)}): start the gateway with that master key, or "
+                "store them again",
+                file=sys.stderr,
+            )
         return 0
     _check_key(keys, args.key_id)
     if CredentialStore(engine, None).delete(args.key_id, args.exchange):

@@ -11,7 +11,12 @@ Invariants:
 - ``verify`` compares digests with ``hmac.compare_digest`` (constant time).
 - A revocation written by any process (e.g. the CLI beside a running server) takes effect in
   every ``ApiKeyStore`` within its ``cache_ttl``; revocation is final (``register`` never
-  revives a revoked key).
+  revives a revoked key). A revocation through this store also calls its revocation
+  listeners at once (``on_revoke``: a server closes the key's open sessions).
+- Only ``load`` and the uncached reads touch the database; ``is_cached`` and a ``verify``
+  of a cached key id never do, so an event loop can run misses in a thread (``load``) and
+  verify on the loop. Unknown key ids are cached too (negative entries), and the cache is
+  bounded (expired entries, then the oldest, are evicted).
 
 Why one salted SHA-256 and not bcrypt/scrypt/argon2: slow KDFs exist to make guessing
 low-entropy passwords expensive. These secrets are uniformly random with at least 192 bits
@@ -180,7 +185,19 @@ class ApiKeyStore:
         self._clock = clock
         # key_id -> (expires_at, (info, (salt, digest)) or None when the id is unknown)
         self._cache: dict[str, tuple[float, _Entry | None]] = {}
+        self._revoke_listeners: list[Callable[[str], None]] = []
         API_KEYS.create(engine, checkfirst=True)
+
+    @property
+    def cache_ttl(self) -> float:
+        return self._ttl
+
+    def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(key_id)`` after each key this store revokes (in the revoking
+        thread); revocations by other processes are not seen here (poll ``load``/``get``).
+        Returns the function that removes the listener."""
+        self._revoke_listeners.append(listener)
+        return lambda: self._revoke_listeners.remove(listener)
 
     def __repr__(self) -> str:
         url = self._engine.url.render_as_string(hide_password=True)
@@ -245,6 +262,9 @@ class ApiKeyStore:
                 .values(revoked_at=_now_ms())
             ).rowcount
         self._cache.pop(key_id, None)
+        if n > 0:
+            for listener in list(self._revoke_listeners):
+                listener(key_id)
         return n > 0
 
     def active_count(self) -> int:
@@ -293,18 +313,35 @@ class ApiKeyStore:
             )
         self._cache.pop(key_id, None)
 
-    def _lookup(self, key_id: str) -> _Entry | None:
-        now = self._clock()
+    def is_cached(self, key_id: str) -> bool:
+        """True when ``verify`` of a token with this key id needs no database read."""
         hit = self._cache.get(key_id)
-        if hit is not None and hit[0] > now:
+        return hit is not None and hit[0] > self._clock()
+
+    def load(self, key_id: str) -> KeyInfo | None:
+        """Read this key id's row (or its absence) from the database into the cache (when
+        enabled): the blocking part of ``verify``, for a worker thread. Returns the key."""
+        entry = self._read(key_id)
+        return None if entry is None else entry[0]
+
+    def _lookup(self, key_id: str) -> _Entry | None:
+        hit = self._cache.get(key_id)
+        if hit is not None and hit[0] > self._clock():
             return hit[1]
+        return self._read(key_id)
+
+    def _read(self, key_id: str) -> _Entry | None:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(API_KEYS).where(API_KEYS.c.key_id == key_id)).first()
         entry = None if row is None else (_info(row), _parse_hash(row.secret_hash))
         if self._ttl > 0:
-            if len(self._cache) >= _MAX_CACHED:
-                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-                if len(self._cache) >= _MAX_CACHED:
-                    self._cache.clear()
-            self._cache[key_id] = (now + self._ttl, entry)
+            now = self._clock()
+            cache = self._cache
+            if len(cache) >= _MAX_CACHED:
+                cache = {k: v for k, v in cache.items() if v[0] > now}
+                while len(cache) >= _MAX_CACHED:  # full of live entries: drop the oldest
+                    del cache[next(iter(cache))]
+            cache.pop(key_id, None)  # re-inserted last: the dict stays in age order
+            cache[key_id] = (now + self._ttl, entry)
+            self._cache = cache
         return entry

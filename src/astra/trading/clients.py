@@ -31,7 +31,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .credentials import FIELDS, REDACTOR, ExchangeCredentials
+from astra.core.credentials import FIELDS, ExchangeCredentials
+
+from .credentials import REDACTOR
 
 __all__ = ["ClientCache"]
 

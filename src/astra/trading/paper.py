@@ -12,12 +12,11 @@ from __future__ import annotations
 import aiohttp
 
 from astra.core import Exchange
+from astra.core.credentials import ExchangeCredentials
 
-from .credentials import CredentialSource, ExchangeCredentials
+from .credentials import CredentialSource
 
-__all__ = ["PAPER_DEPOSIT", "LayeredCredentials", "create_paper_account"]
-
-PAPER_DEPOSIT = {"USDT": "100000", "BTC": "2", "ETH": "20", "SOL": "500"}
+__all__ = ["LayeredCredentials", "create_paper_account"]
 
 
 class LayeredCredentials:
@@ -38,16 +37,17 @@ class LayeredCredentials:
         return self._defaults.get((key_id, str(exchange)))
 
 
-async def create_paper_account(
-    sim_url: str, deposit: dict[str, str] = PAPER_DEPOSIT
-) -> ExchangeCredentials:
-    """Create a funded account on the simulator at ``sim_url`` (its loopback admin endpoint)."""
+async def create_paper_account(sim_url: str) -> tuple[ExchangeCredentials, dict[str, str]]:
+    """Create an account on the simulator at ``sim_url`` (its loopback admin endpoint), funded
+    with the simulator's default deposit (the one ``astra sim account create`` gives too);
+    returns its credentials and the amounts deposited, by asset."""
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        async with http.post(f"{sim_url}/admin/accounts", json={"deposit": deposit}) as resp:
+        async with http.post(f"{sim_url}/admin/accounts", json={}) as resp:
             body = await resp.json(content_type=None)
             if resp.status != 200:
                 raise RuntimeError(f"the simulator refused a paper account: {body.get('msg')}")
-    return ExchangeCredentials(
+    creds = ExchangeCredentials(
         exchange="SIM", private_key=body["signerPrivateKey"], account=body["user"]
     )
+    return creds, body.get("deposit", {})

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
@@ -32,13 +33,18 @@ import msgspec
 
 from astra.core import (
     ContractUnits,
+    Exchange,
+    ExchangeNotServed,
     InvalidParameter,
     MarketNotFound,
     UnknownExchange,
     Unprocessable,
     VenueUnavailable,
+    parse_market,
 )
 from astra.core._trading import Balance, Fill, Order, OrderStatus, OrderType, PlaceOrder, Position
+from astra.core.credentials import ExchangeCredentials
+from astra.store import CredentialStoreError
 from astra.store.journal import (
     ClientOrderIdConflict,
     InvalidTransition,
@@ -48,13 +54,7 @@ from astra.store.journal import (
     is_valid_client_order_id,
 )
 from astra.venues.base import Venue, VenueMarket
-
-from ._keccak import install_fast_keccak
-from .clients import ClientCache
-from .credentials import ExchangeCredentials
-from .errors import map_venue_error
-from .limiter import VenueLimiter
-from .normalize import (
+from astra.venues.ccxt_normalize import (
     balances_from_ccxt,
     ccxt_market,
     fill_from_ccxt,
@@ -63,6 +63,11 @@ from .normalize import (
     order_in_base,
     position_from_ccxt,
 )
+from astra.venues.limiter import VenueLimiter
+
+from ._keccak import install_fast_keccak
+from .clients import ClientCache
+from .errors import map_venue_error
 
 __all__ = ["BALANCE_ACCOUNTS", "TradingService", "TradingVenue"]
 
@@ -111,6 +116,9 @@ def check_order(body: PlaceOrder, market: VenueMarket) -> None:
         raise Unprocessable(f"price is not allowed for {body.type} orders", parameter="price")
     if body.type not in (OrderType.LIMIT, OrderType.MARKET) and body.stop_price is None:
         raise Unprocessable(f"stopPrice is required for {body.type}", parameter="stopPrice")
+    if body.type in (OrderType.LIMIT, OrderType.MARKET) and body.stop_price is not None:
+        raise Unprocessable(f"stopPrice is not allowed for {body.type} orders",
+                            parameter="stopPrice")
     for name, value in (("price", body.price), ("stopPrice", body.stop_price)):
         if value is None:
             continue
@@ -159,24 +167,56 @@ class TradingService:
     def _venue(self, exchange: str) -> TradingVenue:
         venue = self.venues.get(exchange)
         if venue is None:
+            if exchange in Exchange.__members__:  # valid, just not configured: 404
+                raise ExchangeNotServed(exchange, list(self.venues))
             raise UnknownExchange(exchange)
         if not hasattr(venue, "private_client"):
             raise InvalidParameter("exchange", f"{exchange} does not support trading yet")
         return venue  # type: ignore[return-value]
 
     async def market(self, symbol: str) -> tuple[TradingVenue, VenueMarket]:
-        exchange = symbol.split("-", 1)[0]
-        venue = self._venue(exchange)
+        """The venue and market of an Astra symbol; every refusal names ``market`` (the
+        exchange is a part of it, not a parameter of its own)."""
+        exchange = parse_market(symbol).exchange  # InvalidMarket names the bad part
+        venue = self.venues.get(exchange)
+        if venue is None:
+            raise MarketNotFound(symbol, f"market '{symbol}': exchange {exchange} is not "
+                                 "served here")
+        if not hasattr(venue, "private_client"):
+            raise InvalidParameter("market", f"{exchange} does not support trading yet")
         markets = await venue.load_markets()
         market = markets.get(symbol)
         if market is None:
             raise MarketNotFound(symbol)
         return venue, market
 
+    @staticmethod
+    def check_order_ids(venue: Venue, order_id: str | None,
+                        client_order_id: str | None = None) -> None:
+        """An order id of the venue's form, before it reaches the venue (400 naming it)."""
+        if order_id is not None and not re.fullmatch(venue.order_id_pattern, order_id):
+            raise InvalidParameter("orderId", f"{venue.code} order ids match "
+                                   f"{venue.order_id_pattern}, got {order_id[:40]!r}")
+        if client_order_id is not None and not is_valid_client_order_id(client_order_id,
+                                                                         venue.code):
+            raise InvalidParameter("clientOrderId",
+                                   f"not a valid client order id for {venue.code}")
+
+    @staticmethod
+    def check_balance_account(venue: Venue, account: str | None) -> None:
+        """An ``account=`` value that reads one of the venue's accounts (400 naming it)."""
+        if account is not None and account not in venue.balance_accounts:
+            accounts = venue.balance_accounts
+            raise InvalidParameter("account", f"{venue.code} accounts are "
+                                   f"{' and '.join(accounts)}: expected one of "
+                                   f"{', '.join(accounts)}, got {account[:40]!r}")
+
     def _limiter(self, exchange: str) -> VenueLimiter:
         limiter = self.limiters.get(exchange)
         if limiter is None:  # one per venue per gateway: venues limit per IP, not per key
-            limiter = self.limiters[exchange] = VenueLimiter(exchange)
+            venue = self.venues.get(exchange)
+            shared = venue.limiter if venue is not None else None  # its public REST's too
+            limiter = self.limiters[exchange] = shared or VenueLimiter(exchange)
         return limiter
 
     @contextlib.asynccontextmanager
@@ -228,7 +268,9 @@ class TradingService:
     async def place(self, key_id: str, creds: ExchangeCredentials, body: PlaceOrder) -> Order:
         venue, market = await self.market(body.market)
         check_order(body, market)
-        cid = body.client_order_id or generate_client_order_id(venue.code)
+        cid = body.client_order_id
+        if cid is None:  # (an empty one is refused below, not silently replaced)
+            cid = generate_client_order_id(venue.code)
         if not is_valid_client_order_id(cid, venue.code):
             raise InvalidParameter("clientOrderId", f"not a valid client order id for {venue.code}")
         request = _request_json(body, cid)
@@ -365,15 +407,19 @@ class TradingService:
         in ``source`` (a ``CredentialSource``); header-mode keys settle on their next request."""
         done = 0
         for entry in await asyncio.to_thread(self.journal.pending):
-            creds = source.get(entry.key_id, entry.exchange) if source is not None else None
-            if creds is None:
-                continue
             try:
+                # (a row stored under another ASTRA_MASTER_KEY raises: that key's orders wait,
+                # the others' do not)
+                creds = source.get(entry.key_id, entry.exchange) if source is not None else None
+                if creds is None:
+                    continue
                 venue, market = await self.market(entry.market)
                 entry = await self._reconcile(entry, venue, market, creds)
             except Exception as exc:  # one venue down must not stop the others' reconciliation
                 log.warning("reconciling order %s on %s failed: %s", entry.client_order_id,
-                            entry.exchange, getattr(exc, "message", type(exc).__name__))
+                            entry.exchange, getattr(exc, "message", None) or
+                            (str(exc) if isinstance(exc, CredentialStoreError)  # names no secret
+                             else type(exc).__name__))
                 continue
             done += not entry.pending
         return done
@@ -381,6 +427,7 @@ class TradingService:
     async def cancel(self, key_id: str, creds: ExchangeCredentials, symbol: str,
                      order_id: str | None, client_order_id: str | None) -> Order:
         venue, market = await self.market(symbol)
+        self.check_order_ids(venue, order_id, client_order_id)
         if order_id is None and client_order_id is not None:
             # The journal knows the venue's id for orders placed through Astra: venues that
             # cannot cancel by client id (Coinbase) then need no search.
@@ -417,6 +464,7 @@ class TradingService:
     async def get_order(self, key_id: str, creds: ExchangeCredentials, symbol: str,
                         order_id: str) -> Order:
         venue, market = await self.market(symbol)
+        self.check_order_ids(venue, order_id)
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
             raw = await self._call(venue, lambda: client.fetch_order(order_id, ccxt_symbol))
@@ -437,6 +485,7 @@ class TradingService:
     async def balances(self, key_id: str, creds: ExchangeCredentials,
                        exchange: str, account: str | None = None) -> list[Balance]:
         venue = self._venue(exchange)
+        self.check_balance_account(venue, account)
         await venue.load_markets()
         params = {"type": account} if account else {}
         async with self._client(venue, creds) as client:

@@ -5,21 +5,39 @@ symbols (``VenueMarket``), and runs feed handlers that own one upstream subscrip
 a book feed calls ``BookSink`` with a fully synced book and then with in-sequence changes
 only; a trade feed calls ``TradeSink`` with normalized trades. Integrity rules (sequence
 numbers, checksums) live in each venue's ``feed.py``; the engine above never sees a gap.
+
+A feed that loses (or cannot open) its connection says so with a resync reason starting with
+``RECONNECTING`` ("reconnecting: ..."): the engine then reports the market ``disconnected``
+and answers at once instead of waiting for a snapshot. A trade feed that reports its
+connection (``TradeSink.on_connection``; the venue sets ``live_trades``) lets the engine
+answer recent trades from the feed instead of a REST call per request.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import msgspec
 
 from astra.core import MarketMetadata, Trade
 from astra.core._trading import Balance, Fill, Order
-from astra.marketdata.book import L2Book
+from astra.venues.book import L2Book
 
-__all__ = ["BookSink", "Capabilities", "TradeSink", "UserDataSink", "Venue", "VenueMarket"]
+from .limiter import VenueLimiter
+
+__all__ = [
+    "RECONNECTING",
+    "BookSink",
+    "Capabilities",
+    "TradeSink",
+    "UserDataSink",
+    "Venue",
+    "VenueMarket",
+]
+
+RECONNECTING = "reconnecting: "  # prefix of a resync reason: the connection is down
 
 
 class Capabilities(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
@@ -61,6 +79,11 @@ class BookSink(Protocol):
 class TradeSink(Protocol):
     def on_trades(self, trades: list[Trade]) -> None: ...
 
+    def on_connection(self, up: bool, reason: str = "") -> None:
+        """The feed's connection opened (``up``: every trade from now on will be delivered)
+        or closed (trades may be missed until it reopens). Called only by venues with
+        ``live_trades``."""
+
 
 class UserDataSink(Protocol):
     """Where a venue's private user stream delivers: normalized orders and fills, balances,
@@ -74,6 +97,17 @@ class UserDataSink(Protocol):
 class Venue(ABC):
     code: str
     capabilities: Capabilities
+    # The venue's REST limiter, shared by its public calls and every private client (venues
+    # limit per IP); None: the venue paces its REST calls itself (ccxt's throttle).
+    limiter: VenueLimiter | None = None
+    # Its trade feed calls ``TradeSink.on_connection``: recent trades can come from the feed.
+    live_trades: ClassVar[bool] = False
+    # What the private API checks before any round trip to the venue: the
+    # ``GET /balances?account=`` values (ccxt's ``fetch_balance`` type) that read one of this
+    # venue's accounts, and the form of its order ids (a regular expression; Binance-style
+    # APIs take numbers only).
+    balance_accounts: tuple[str, ...] = ("spot", "swap", "future")
+    order_id_pattern: str = r"[A-Za-z0-9._:-]{1,64}"
 
     @abstractmethod
     async def load_markets(self) -> dict[str, VenueMarket]:

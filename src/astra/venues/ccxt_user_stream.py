@@ -20,13 +20,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from astra.trading.normalize import (
+from astra.venues.base import UserDataSink, VenueMarket
+from astra.venues.ccxt_normalize import (
     balances_from_ccxt,
     ccxt_market,
     fill_from_ccxt,
     order_from_ccxt,
 )
-from astra.venues.base import UserDataSink, VenueMarket
 from astra.venues.retry import backoff
 
 __all__ = ["UserDataSink", "Watch", "ccxt_symbols", "run_ccxt_user_stream"]

@@ -55,8 +55,8 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
+from astra.core.credentials import ExchangeCredentials
 from astra.store.journal import JournalState
-from astra.trading.credentials import ExchangeCredentials
 from astra.venues.binance import BinanceVenue
 
 EXCHANGE_INFO = json.loads((Path(__file__).parent / "data" / "trading" / "exchangeInfo.json")

@@ -55,7 +55,7 @@ from astra.core._trading import (
     OrderType,
     TimeInForce,
 )
-from astra.trading.credentials import ExchangeCredentials
+from astra.core.credentials import ExchangeCredentials
 from astra.venues.binance import BinanceUrls, BinanceVenue
 from astra.venues.binance.userdata import sign_params
 

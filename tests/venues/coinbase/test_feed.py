@@ -147,3 +147,35 @@ def test_trades_first_snapshot_is_history_and_a_gap_is_backfilled(samples, recor
     router.on_message(json.dumps(snap), 0.0)
     assert [t.trade_id for t in sink.trades] == ["000000003", "000000004", "000000005"]
     router.check_timeouts(1e9)  # trades never wait for a snapshot
+
+
+def _trades_msg(seq: int, kind: str, trades: list[tuple[str, str]]) -> str:
+    """A ``market_trades`` message of ETH-USD trades ``(trade_id, time)``, newest first."""
+    trade = {"product_id": "ETH-USD", "price": "1260.5", "size": "0.1", "side": "BUY"}
+    rows = [{"trade_id": tid, "time": time, **trade} for tid, time in trades]
+    msg = {"channel": "market_trades", "client_id": "", "timestamp": "2024-10-08T09:10:52Z"}
+    return json.dumps({**msg, "sequence_num": seq, "events": [{"type": kind, "trades": rows}]})
+
+
+def test_trades_are_not_ordered_by_id_or_time(recording_sink):
+    # Coinbase documents trade_id as a string, not as increasing, and trades share a
+    # millisecond: neither may be what decides whether a trade is new.
+    router = TradeRouter()
+    sink = recording_sink()
+    router.add("ETH-USD", sink, 0.0)
+    router.connected(0.0)
+    ms = "2024-10-08T09:10:52.425Z"
+    router.on_message(_trades_msg(0, "snapshot", [("b2f0", "2024-10-08T09:10:51.000Z")]), 0.0)
+    router.on_message(_trades_msg(1, "update", [("f3c1", ms)]), 0.0)
+    router.on_message(_trades_msg(2, "update", [("0a9e", ms), ("9d4b", ms)]), 0.0)  # same ms
+    router.on_message(_trades_msg(3, "update", [("000000009", ms)]), 0.0)  # id lower than...
+    router.on_message(_trades_msg(4, "update", [("000000008", ms)]), 0.0)  # ...then lower still
+    assert [t.trade_id for t in sink.trades] == ["f3c1", "9d4b", "0a9e", "000000009", "000000008"]
+    # A gap (5 lost); the next snapshot holds the lost trade, in the same millisecond as the
+    # last one forwarded, beside trades already forwarded and older history.
+    assert router.on_message(_trades_msg(6, "update", []), 0.0) == ["ETH-USD"]
+    snapshot = [("77aa", ms), ("000000008", ms), ("f3c1", ms), ("0001", "2024-10-08T09:10:50Z")]
+    router.on_message(_trades_msg(7, "snapshot", snapshot), 0.0)
+    assert [t.trade_id for t in sink.trades][5:] == ["77aa"]  # only the lost one
+    router.on_message(_trades_msg(8, "update", [("77aa", ms)]), 0.0)  # never twice
+    assert len(sink.trades) == 6

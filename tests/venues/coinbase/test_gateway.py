@@ -65,10 +65,13 @@ def _after_snapshots(n: int, updates: int):
 
 
 def _tracks(messages: list[dict], history: dict[int, dict], client_book) -> int:
-    """The client's book equals the fake's at every message; returns how many were checked."""
+    """The client's book equals the fake's at every book message (a ``resync`` voids it until
+    the next snapshot); returns how many were checked."""
     book = client_book()
     for msg in messages:
         levels = book.apply(msg)
+        if msg["type"] == "resync":
+            continue
         assert msg["updateId"] in history, msg
         assert levels == history[msg["updateId"]], (msg["type"], msg["updateId"])
     return len(messages)
@@ -109,7 +112,9 @@ async def test_orderbook_ws_and_a_skipped_sequence_number(fake_coinbase, key_sto
     second = watch.messages[kinds.index("snapshot", 1)]
     assert second["updateId"] > lost
     assert {"price": 1.0, "quantity": 42.0} in second["bids"]  # the lost change, repaired
-    assert all(m["updateId"] < lost for m in watch.messages[: kinds.index("snapshot", 1)])
+    before = watch.messages[: kinds.index("snapshot", 1)]
+    assert before[-1]["type"] == "resync" and before[-1]["state"] == "resyncing"  # told first
+    assert all(m["updateId"] < lost for m in before[:-1])
     # repaired on the same connection: both products unsubscribed and subscribed again
     assert fake.connections == 1 and resyncs >= 2
     assert sorted(fake.subscribes("level2", "unsubscribe")[0]) == ["BTC-USD", "ETH-USD"]
@@ -133,6 +138,9 @@ async def test_silent_connection_is_replaced(fake_coinbase, key_store, client_bo
     assert _tracks(watch.messages, fake.history["BTC-USD"], client_book) == len(watch.messages)
     second = watch.messages[watch.kinds().index("snapshot", 1)]
     assert second["updateId"] > 100_000  # from the second connection
+    resync = watch.messages[watch.kinds().index("resync")]
+    assert watch.kinds().index("resync") < watch.kinds().index("snapshot", 1)
+    assert resync["state"] == "disconnected"  # the silent connection was dropped
 
 
 async def test_trades_and_rest_through_ccxt(fake_coinbase, key_store):

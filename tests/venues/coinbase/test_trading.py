@@ -50,8 +50,8 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
+from astra.core.credentials import ExchangeCredentials
 from astra.store.journal import JournalState
-from astra.trading.credentials import ExchangeCredentials
 from astra.venues.coinbase import CoinbaseUrls, CoinbaseVenue
 
 SAMPLES = Path(__file__).parent / "samples"

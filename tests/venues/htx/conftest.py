@@ -118,10 +118,32 @@ class Recording:
         """The raw frames pushed on ``topic``."""
         return [raw for raw, msg in self.messages() if msg.get("ch") == topic]
 
+    def depth_topics(self) -> dict[str, list[tuple[bytes, dict]]]:
+        """(raw frame, decoded JSON) of each ``depth.step0`` topic's pushes, in order."""
+        topics: dict[str, list[tuple[bytes, dict]]] = {}
+        for raw, msg in self.messages():
+            if msg.get("ch", "").endswith(".depth.step0"):
+                topics.setdefault(msg["ch"], []).append((raw, msg))
+        return topics
+
 
 @pytest.fixture
 def recording(shared_fixture) -> Recording:
     return Recording(shared_fixture("recorded", "HUOBI.ws.44.0"))
+
+
+@pytest.fixture(
+    params=["HUOBI_SWAP.ws.1.0", "HUOBI_SWAP.ws.2.0"], ids=["coin-margined", "usdt-margined"]
+)
+def swap_recording(request, shared_fixture) -> Recording:
+    """A recorded HTX swap session: ``depth.step0`` and ``trade.detail`` of five contracts,
+    coin-margined (``HUOBI_SWAP.ws.1.0``, /swap-ws) or USDT-margined (``.2.0``,
+    /linear-swap-ws); from the same cryptofeed ``sample_data`` as ``HUOBI.ws.44.0``."""
+    try:
+        path = shared_fixture("recorded", request.param)
+    except pytest.skip.Exception:
+        pytest.skip(f"the HTX swap recording {request.param} is not in ../shared/fixtures/recorded")
+    return Recording(path)
 
 
 def _gz(obj: dict) -> bytes:

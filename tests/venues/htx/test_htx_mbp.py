@@ -10,7 +10,7 @@ import json
 import msgspec
 import pytest
 
-from astra.marketdata.book import L2Book
+from astra.venues.book import L2Book
 from astra.venues.htx.feed import MbpSync, SequenceGap, SnapshotMisaligned, gunzip
 from astra.venues.htx.schemas import MbpMessage, MbpTick
 

@@ -38,11 +38,11 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
+from astra.core.credentials import ExchangeCredentials
 from astra.store.journal import JournalState
-from astra.trading.credentials import ExchangeCredentials
-from astra.trading.limiter import VenueLimiter
 from astra.venues.htx import HtxUrls, HtxVenue
 from astra.venues.htx.private import numeric_client_order_id
+from astra.venues.limiter import VenueLimiter
 
 DATA = Path(__file__).parent / "data"
 SPOT = "HUOBI-SPOT-BTC-USDT"
@@ -295,11 +295,11 @@ async def test_linear_swap_positions_and_account(htx):
         market=PERP, side=PositionSide.LONG, quantity=pytest.approx(0.025),
         entry_price=63204.5, mark_price=63165.5, unrealized_pnl=-0.975, leverage=20.0,
         liquidation_price=41163.8, margin_type="CROSS")]
-    balances = await htx.run(htx.service.balances(KEY_ID, htx.creds, "HUOBI", account="futures"))
+    balances = await htx.run(htx.service.balances(KEY_ID, htx.creds, "HUOBI", account="swap"))
     assert htx.fake.calls("GET", "/v5/account/balance")
     assert balances == [Balance(asset="USDT", free=95.31669757777054,
                                 locked=pytest.approx(78.9), total=174.21669757777054,
-                                account="futures")]
+                                account="swap")]
     assert not htx.fake.calls("GET", "/v1/account/accounts")
     assert_no_secret(htx)
 

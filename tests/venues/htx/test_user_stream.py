@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from astra.core._trading import Balance, Fill, Liquidity, OrderStatus, OrderType
-from astra.trading.credentials import ExchangeCredentials
+from astra.core.credentials import ExchangeCredentials
 from astra.venues.htx import HtxUrls, HtxVenue
 
 DATA = Path(__file__).parent / "data"

@@ -41,7 +41,7 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
-from astra.trading.credentials import ExchangeCredentials
+from astra.core.credentials import ExchangeCredentials
 from astra.venues.htx import HtxUrls, HtxVenue, from_config
 
 DATA = Path(__file__).parent / "data"

@@ -36,11 +36,11 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
+from astra.core.credentials import ExchangeCredentials
 from astra.store.journal import JournalState
-from astra.trading.credentials import ExchangeCredentials
-from astra.trading.limiter import VenueLimiter
 from astra.venues.kraken import KrakenUrls, KrakenVenue
 from astra.venues.kraken.private import KrakenSpotPrivate
+from astra.venues.limiter import VenueLimiter
 
 DATA = Path(__file__).parent / "data"
 SPOT = "KRAKEN-SPOT-XBT-USD"
@@ -320,11 +320,11 @@ async def test_futures_positions_and_wallet(kraken):
                  margin_type="CROSS"),
     ]
     balances = await kraken.run(
-        kraken.service.balances(KEY_ID, kraken.creds, "KRAKEN", account="futures"))
+        kraken.service.balances(KEY_ID, kraken.creds, "KRAKEN", account="future"))
     assert kraken.fake.calls("/derivatives/api/v3/accounts")
     assert balances == [
-        Balance(asset="BTC", free=0.1, locked=0.0, total=0.1, account="futures"),
-        Balance(asset="USD", free=4500.0, locked=500.0, total=5000.0, account="futures"),
+        Balance(asset="BTC", free=0.1, locked=0.0, total=0.1, account="future"),
+        Balance(asset="USD", free=4500.0, locked=500.0, total=5000.0, account="future"),
     ]
     assert not kraken.fake.calls("/0/private/BalanceEx")
     assert_no_secret(kraken)

@@ -34,7 +34,7 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
-from astra.trading.credentials import ExchangeCredentials
+from astra.core.credentials import ExchangeCredentials
 from astra.venues.kraken import KrakenVenue
 
 SPOT = "KRAKEN-SPOT-XBT-USD"

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from astra.core import Side, Trade
-from astra.marketdata.book import L2Book
+from astra.venues.book import L2Book
 from astra.venues.kucoin.feed import SequenceGap, SequenceSync
 from astra.venues.kucoin.schemas import (
     BulletResponse,

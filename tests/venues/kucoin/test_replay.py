@@ -12,7 +12,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from astra.marketdata.book import L2Book
+from astra.venues.book import L2Book
 from astra.venues.kucoin.feed import DepthRange, SequenceGap, SequenceSync, SnapshotTooOld
 from astra.venues.kucoin.schemas import Envelope, Level2, Level2Changes
 

@@ -36,11 +36,11 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
+from astra.core.credentials import ExchangeCredentials
 from astra.store.journal import JournalState
-from astra.trading.credentials import ExchangeCredentials
-from astra.trading.limiter import VenueLimiter
 from astra.venues.kucoin import KucoinUrls, KucoinVenue
 from astra.venues.kucoin.symbols import parse_ccxt_markets
+from astra.venues.limiter import VenueLimiter
 
 DATA = Path(__file__).parent / "data"
 SPOT = "KUCOIN-SPOT-BTC-USDT"
@@ -280,13 +280,13 @@ async def test_futures_positions_and_account(kucoin):
         entry_price=67430.9, mark_price=68900.7, unrealized_pnl=-36.745, leverage=2.88,
         liquidation_price=89304.2, margin_type="ISOLATED")]
     balances = await kucoin.run(
-        kucoin.service.balances(KEY_ID, kucoin.creds, "KUCOIN", account="futures"))
+        kucoin.service.balances(KEY_ID, kucoin.creds, "KUCOIN", account="future"))
     (seen,) = kucoin.fake.calls("GET", "/api/v1/account-overview")
     assert seen.query == {"currency": "USDT"}
     # ccxt: total = accountEquity, free = availableBalance
     assert balances == [Balance(asset="USDT", free=290.326799096,
                                 locked=pytest.approx(394.439280806 - 290.326799096),
-                                total=394.439280806, account="futures")]
+                                total=394.439280806, account="future")]
     assert_no_secret(kucoin)
 
 

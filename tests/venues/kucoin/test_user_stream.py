@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from astra.core._trading import Balance, Fill, Liquidity, OrderStatus, OrderType
-from astra.trading.credentials import ExchangeCredentials
+from astra.core.credentials import ExchangeCredentials
 from astra.venues.kucoin import KucoinUrls, KucoinVenue
 from astra.venues.kucoin.symbols import parse_ccxt_markets
 

@@ -43,7 +43,7 @@ from tests.venues.kucoin.test_user_stream import (
 from tests.venues.loopback import UserSink, until
 
 from astra.core._trading import Balance, Fill, Liquidity, OrderStatus, OrderType
-from astra.trading.credentials import ExchangeCredentials
+from astra.core.credentials import ExchangeCredentials
 from astra.venues.kucoin import KucoinUrls, KucoinVenue
 from astra.venues.kucoin.symbols import parse_ccxt_markets
 

@@ -134,9 +134,11 @@ async def test_a_bad_push_resyncs_and_clients_get_a_fresh_snapshot(
             book = await _orderbook(gw, token)
     kinds = [m["type"] for m in messages]
     second = kinds.index("snapshot", 1)
-    # Updates up to the fault only, then the fresh snapshot: nothing after the fault leaks.
-    assert kinds[:second] == ["snapshot"] + ["update"] * (second - 1)
-    assert messages[second - 1]["updateId"] < json.loads(frames[at])["data"][0]["seqId"]
+    # Updates up to the fault only, then at once a resync, then the fresh snapshot: nothing
+    # after the fault leaks.
+    assert kinds[:second] == ["snapshot"] + ["update"] * (second - 2) + ["resync"]
+    assert messages[second - 1]["state"] == "resyncing"
+    assert messages[second - 2]["updateId"] < json.loads(frames[at])["data"][0]["seqId"]
     levels = client_book()
     for msg in messages:
         levels.apply(msg)

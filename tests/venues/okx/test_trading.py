@@ -46,8 +46,8 @@ from astra.core._trading import (
     Side,
     TimeInForce,
 )
+from astra.core.credentials import ExchangeCredentials
 from astra.store.journal import JournalState
-from astra.trading.credentials import ExchangeCredentials
 from astra.venues.okx import OkxUrls, OkxVenue, from_config
 
 INSTRUMENTS = (Path(__file__).parent / "data" / "instruments.json").read_text()

@@ -1,8 +1,14 @@
 """The Aster venue (and ``SIM``, the built-in simulator, which speaks Aster's API).
 
 REST (markets, depth snapshots, recent trades) goes through ccxt's ``aster`` client; market
-data comes from native WebSocket feed handlers (``feed.py``). Every URL is configurable, so
-the same adapter serves the live venue, a testnet, the simulator or a replayer.
+data comes from native WebSocket feed handlers (``feed.py``). Public REST is paced by the
+venue's ``limiter`` (shared with its private clients) at the documented request weights, not
+by ccxt's throttle: a depth snapshot waits at most ``max_wait`` and goes ahead of recent-trade
+fetches, which are low priority and refused (429) rather than queued. Every URL is
+configurable, so the same adapter serves the live venue, a testnet, the simulator or a
+replayer.
+Private REST (``private_client``) is ``trading.AsterPrivate``: v3 with strictly increasing
+nonces, or v1 (HMAC) for a key + secret.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import ccxt.async_support as ccxt_async
 
 from astra.core import Trade
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
-from astra.venues.ccxt_errors import ServerErrorsUnavailable
+from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
 
 from .feed import Snapshot, run_book_feed, run_trade_feed
 from .schemas import AggTrade
 from .symbols import market_from_ccxt
+from .trading import AsterPrivate
 from .userdata import UserDataSink, run_user_stream
 
 __all__ = ["CAPABILITIES", "AsterUrls", "AsterVenue"]
@@ -33,8 +40,11 @@ CAPABILITIES = Capabilities(
 )
 
 
-class AsterPrivate(ServerErrorsUnavailable, ccxt_async.aster):
-    """ccxt's ``aster``, reporting an unclassified server error as the venue unavailable."""
+# Documented request weights (Aster's REST docs, the same on spot and perpetuals).
+DEPTH_WEIGHTS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}  # limit -> weight
+AGG_TRADES_WEIGHT = 20
+SNAPSHOT_LIMIT = 1000
+TRADES_MAX_WAIT = 1.0  # seconds a recent-trades fetch may wait for the limiter, then 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +64,11 @@ class AsterUrls:
 
 class AsterVenue(Venue):
     capabilities = CAPABILITIES
+    live_trades = True  # run_trade_feed reports its connection
+    # ccxt aster reads the spot wallet with "spot" and the perpetual one with "swap"; order
+    # ids are LONGs ("^[0-9]{1,20}$", the venue's -1100 otherwise).
+    balance_accounts = ("spot", "swap")
+    order_id_pattern = "[0-9]{1,20}"
 
     def __init__(
         self, code: str = "ASTER", urls: AsterUrls | None = None, silence: float = 60.0
@@ -61,7 +76,11 @@ class AsterVenue(Venue):
         self.code = code
         self.urls = urls or AsterUrls()
         self.silence = silence
-        self._ccxt = ccxt_async.aster({"enableRateLimit": True, "options": {"builderFee": False}})
+        # One budget per venue (it limits per IP); a snapshot's weight is kept from trades.
+        self.limiter = VenueLimiter(code, reserve=DEPTH_WEIGHTS[SNAPSHOT_LIMIT])
+        # ccxt's own throttle off: it queues every call without bound (aggTrades at cost 20 x
+        # 333 ms), and the limiter paces by the documented weights instead.
+        self._ccxt = ccxt_async.aster({"enableRateLimit": False, "options": {"builderFee": False}})
         api = self._ccxt.urls["api"]
         api["sapiPublic"] = api["sapiPrivate"] = self.urls.spot_rest
         api["fapiPublic"] = api["fapiPrivate"] = self.urls.perp_rest
@@ -127,12 +146,13 @@ class AsterVenue(Venue):
         base = self.urls.perp_ws if market.kind == "perp" else self.urls.spot_ws
         return f"{base}/ws/{market.exchange_symbol.lower()}@{stream}"
 
-    async def snapshot(self, market: VenueMarket, limit: int = 1000) -> Snapshot:
+    async def snapshot(self, market: VenueMarket, limit: int = SNAPSHOT_LIMIT) -> Snapshot:
         request = {"symbol": market.exchange_symbol, "limit": limit}
-        if market.kind == "perp":
-            raw = await self._ccxt.fapiPublicGetV3Depth(request)
-        else:
-            raw = await self._ccxt.sapiPublicGetV3Depth(request)
+        async with self.limiter.slot(DEPTH_WEIGHTS.get(limit, DEPTH_WEIGHTS[SNAPSHOT_LIMIT])):
+            if market.kind == "perp":
+                raw = await self._ccxt.fapiPublicGetV3Depth(request)
+            else:
+                raw = await self._ccxt.sapiPublicGetV3Depth(request)
         return Snapshot(
             last_update_id=int(raw["lastUpdateId"]),
             timestamp=int(raw.get("E") or raw.get("T") or 0),
@@ -158,10 +178,13 @@ class AsterVenue(Venue):
         # aggTrades, decoded per the docs: ccxt's parse of spot /trades reads the quote
         # quantity as the amount (see README), so the raw response is parsed here.
         request = {"symbol": market.exchange_symbol, "limit": limit}
-        if market.kind == "perp":
-            raw = await self._ccxt.fapiPublicGetV3AggTrades(request)
-        else:
-            raw = await self._ccxt.sapiPublicGetV3AggTrades(request)
+        async with self.limiter.slot(
+            AGG_TRADES_WEIGHT, low_priority=True, max_wait=TRADES_MAX_WAIT
+        ):
+            if market.kind == "perp":
+                raw = await self._ccxt.fapiPublicGetV3AggTrades(request)
+            else:
+                raw = await self._ccxt.sapiPublicGetV3AggTrades(request)
         return [
             AggTrade(e="aggTrade", E=row["T"], s=market.exchange_symbol, **row).to_trade()
             for row in raw

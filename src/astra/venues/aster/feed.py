@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import aiohttp
 import msgspec
 
-from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.book import L2Book
 from astra.venues.retry import SnapshotRequest, backoff
 from astra.venues.wsmux import RECONNECT_ERRORS, WS_TIMEOUT
 
@@ -230,18 +230,28 @@ async def run_book_feed(
 
 
 async def run_trade_feed(session: aiohttp.ClientSession, url: str, sink: TradeSink) -> None:
-    """Forward ``@aggTrade`` events at ``url`` to ``sink``, reconnecting with backoff."""
+    """Forward ``@aggTrade`` events at ``url`` to ``sink``, reconnecting with backoff; the
+    sink hears when the connection opens (every trade from then on is delivered) and when it
+    closes (``TradeSink.on_connection``)."""
     decode = msgspec.json.Decoder(AggTrade).decode
     attempt = 0
     while True:
+        up, reason = False, "stopped"
         try:
             async with session.ws_connect(url, heartbeat=30.0, timeout=WS_TIMEOUT) as ws:
+                up = True
+                sink.on_connection(True)
                 async for msg in ws:
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         break
                     attempt = 0
                     sink.on_trades([decode(msg.data).to_trade()])
+            reason = "closed by the venue"
         except RECONNECT_ERRORS as exc:
+            reason = repr(exc)
             log.warning("trade feed %s: %r; reconnecting", url, exc)
+        finally:
+            if up:
+                sink.on_connection(False, reason)
         await asyncio.sleep(backoff(attempt))
         attempt += 1

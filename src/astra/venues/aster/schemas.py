@@ -24,6 +24,8 @@ __all__ = [
     "BookTicker",
     "DepthSnapshot",
     "DepthUpdate",
+    "ForceOrder",
+    "ForceOrderEvent",
     "Kline",
     "KlineEvent",
     "MarkPriceUpdate",
@@ -31,6 +33,7 @@ __all__ = [
     "SpotPartialDepth",
     "Ticker24hr",
     "Trade",
+    "TradePro",
 ]
 
 PriceLevel = tuple[str, str]
@@ -125,6 +128,21 @@ class Trade(msgspec.Struct, gc=False):
     m: bool
 
 
+class TradePro(msgspec.Struct, gc=False):
+    """``<symbol>@tradepro``: a trade with its transaction hash ``h`` and its participants
+    ``m`` (taker address, maker address; ``"hidden"`` in the docs' example)."""
+
+    e: Literal["tradepro"]
+    E: int
+    T: int
+    s: str
+    t: int
+    p: str
+    q: str
+    h: str
+    m: tuple[str, str]
+
+
 class BookTicker(msgspec.Struct, gc=False, omit_defaults=True):
     """``<symbol>@bookTicker``. Futures add ``e``, ``E`` and ``T``; spot sends neither."""
 
@@ -216,3 +234,28 @@ class MarkPriceUpdate(msgspec.Struct, gc=False):
     P: str
     r: str
     T: int
+
+
+class ForceOrder(msgspec.Struct, gc=False):
+    """The ``o`` of a futures ``forceOrder`` event: one liquidation order."""
+
+    s: str
+    S: Literal["BUY", "SELL"]
+    o: str  # order type
+    f: str  # time in force
+    q: str  # original quantity
+    p: str
+    ap: str  # average price
+    X: str  # order status
+    l: str  # noqa: E741 - the venue's field name: last filled quantity
+    z: str  # filled accumulated quantity
+    T: int  # trade time
+
+
+class ForceOrderEvent(msgspec.Struct, gc=False):
+    """Futures ``<symbol>@forceOrder`` and ``!forceOrder@arr`` (one event per liquidation:
+    the latest of each symbol per second)."""
+
+    e: Literal["forceOrder"]
+    E: int
+    o: ForceOrder

@@ -168,6 +168,7 @@ class BinanceVenue(Venue):
     lowers every product's documented stream cap per connection (tests, cautious setups)."""
 
     capabilities = CAPABILITIES
+    order_id_pattern = "[0-9]{1,20}"  # orderId is a LONG on spot, USD-M, COIN-M and options
     # User data streams: futures listenKey keep-alive period (Binance: valid 60 min, PUT every
     # 30) and how long a quiet socket is trusted (an idle account sends nothing; the WebSocket
     # heartbeat already detects a dead connection, so this is only a backstop). The spot

@@ -22,10 +22,13 @@ Integrity rule (per connection):
 - The update id we publish is the message's ``sequence_num`` (it restarts on a new
   connection, which always begins with a new snapshot); the timestamp is the message's.
 
-Trades: a gap on a ``market_trades`` connection resubscribes its products too; the
-``snapshot`` event that follows (recent trades) fills the hole: trades newer than the last
-one forwarded are sent, older ones dropped. The first snapshot after subscribing is history
-and is not forwarded.
+Trades: every trade of an ``update`` is forwarded (a trade id already forwarded is not
+sent twice). A gap on a ``market_trades`` connection resubscribes its products too; the
+``snapshot`` event that follows (recent trades) fills the hole: its trades that were not
+forwarded and are no older than the oldest trade remembered are sent. Coinbase documents
+``trade_id`` as a string, not as increasing, and many trades share a millisecond, so neither
+is compared for order: the last ``_REMEMBERED`` trade ids are kept per product instead. The
+first snapshot after subscribing is history: remembered, not forwarded.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from __future__ import annotations
 import logging
 
 from astra.core import Trade
-from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.book import L2Book
 
 from .schemas import L2Data, MarketTrades, decode_message, iso_ms
 
@@ -251,18 +254,36 @@ class BookRouter(Router):
                     sub.sink.on_update(seq, ts, bids, asks)
 
 
+_REMEMBERED = 1000  # trade ids kept per product: far more than a snapshot holds
+
+
 class _TradeSub:
-    __slots__ = ("last", "sink")
+    """One trade subscriber and the trades it has had (forwarded, or history), in arrival
+    order, as ``trade_id -> time``."""
+
+    __slots__ = ("seen", "sink", "started")
 
     def __init__(self, sink: TradeSink) -> None:
         self.sink = sink
-        self.last: int | None = None  # key of the newest trade forwarded (or seen)
+        self.seen: dict[str, int] = {}
+        self.started = False  # the first snapshot (or update) has come
 
-
-def _trade_key(trade: Trade) -> int:
-    """Coinbase trade ids are increasing integers per product; time is the fallback."""
-    tid = trade.trade_id or ""
-    return int(tid) if tid.isdigit() else trade.time
+    def take(self, trades: list[Trade], snapshot: bool) -> list[Trade]:
+        """The trades of one event to forward, oldest first, remembering them all."""
+        seen = self.seen
+        if snapshot and not self.started:  # the first snapshot after subscribing: history
+            out = []
+        elif snapshot:  # after a gap: what was missed since the oldest trade remembered
+            oldest = min(seen.values(), default=0)
+            out = [t for t in trades if t.trade_id not in seen and t.time >= oldest]
+        else:
+            out = [t for t in trades if t.trade_id not in seen]
+        self.started = True
+        for t in trades:
+            seen[t.trade_id] = t.time
+        while len(seen) > _REMEMBERED:
+            del seen[next(iter(seen))]
+        return out
 
 
 class TradeRouter(Router):
@@ -290,14 +311,7 @@ class TradeRouter(Router):
                     by_product.setdefault(raw.product_id, []).append(raw.to_trade())
             snapshot = ev.type == "snapshot"
             for pid, trades in by_product.items():
-                newest = _trade_key(trades[-1])
                 for sub in products[pid]:
-                    last = sub.last
-                    if last is None:
-                        out = [] if snapshot else trades  # a first snapshot is history
-                    else:
-                        out = [t for t in trades if _trade_key(t) > last]
-                    if last is None or newest > last:
-                        sub.last = newest
+                    out = sub.take(trades, snapshot)
                     if out:
                         sub.sink.on_trades(out)

@@ -53,7 +53,8 @@ CAPABILITIES = Capabilities(
     asset_types=("SPOT", "PERP"),
     orderbook=(
         "spot market.<symbol>.mbp.150 increments over a req refresh, prevSeqNum == previous "
-        "seqNum; swaps market.<contract>.depth.step0 full books, diffed (version increasing)"
+        "seqNum; swaps market.<contract>.depth.step0 full books, every push "
+        "diffed against the previous one, ordered by mrid"
     ),
     trades="market.<symbol>.trade.detail",
     rest="HTX REST (markets parsed by ccxt htx)",

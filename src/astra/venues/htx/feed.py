@@ -20,13 +20,16 @@ market, on one connection:
   arrive within ``snapshot_timeout`` is asked for again. Nothing is applied out of sequence.
 
 Book, full (``market.$symbol.depth.step0``, spot and swaps): every push is the whole book
-(up to 150 levels a side) with a ``version`` that increases between pushes (not by 1, so
-there is no gap to detect: nothing can be lost that the next push does not restate). The
-first push is the snapshot; each later push becomes an update computed as the difference
-from the previous push (changed levels, and removed levels with quantity 0), so clients see
-small in-sequence updates and the gateway's book equals the latest push exactly. A repeated
-``version`` is ignored; a ``version`` that goes backwards (a venue restart) resyncs from that
-push as a new snapshot.
+(up to 150 levels a side), so there is no gap to detect: nothing can be lost that the next
+push does not restate. The first push is the snapshot; every later push is applied, as the
+difference from the previous push (changed levels, and removed levels with quantity 0), so
+clients see small in-sequence updates and the gateway's book equals the latest push exactly.
+Pushes are ordered by ``mrid`` where they carry one (contracts: there ``version`` is only the
+push's epoch second, shared by every push within it), else by ``version`` (spot), and that
+id is the update's ``updateId``. A push with the held id restates the held book (nothing to
+send; should its book differ, it goes out as a new snapshot, since readers cache the book by
+its update id). A lower ``mrid`` taken in the same or an earlier second is stale and dropped;
+a lower id otherwise (a venue restart) resyncs from that push as a new snapshot.
 
 Trades: ``market.$symbol.trade.detail``; ``direction`` is the taker's side.
 """
@@ -41,11 +44,12 @@ import zlib
 import aiohttp
 import msgspec
 
-from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.book import L2Book
 from astra.venues.retry import backoff as _backoff
 
-from .schemas import DepthMessage, DepthTick, Level, MbpMessage, MbpTick, TradeMessage
+from .schemas import DepthMessage, MbpMessage, MbpTick, TradeMessage
+from .sequencing import FullBookDiff, MbpSync, SequenceGap, SnapshotMisaligned, VersionRegressed
 
 __all__ = [
     "FeedError",
@@ -71,18 +75,6 @@ class FeedError(Exception):
     """The venue answered with an error, or sent a frame that is not HTX's."""
 
 
-class SequenceGap(Exception):
-    """An increment does not continue the chain: updates were lost."""
-
-
-class SnapshotMisaligned(Exception):
-    """The refresh cannot be joined to the buffered increments."""
-
-
-class VersionRegressed(Exception):
-    """A full-book push is older than the one before it."""
-
-
 # What a feed survives by reconnecting: network failures, silence, garbage, venue errors.
 _FEED_ERRORS = (
     aiohttp.ClientError,
@@ -103,99 +95,6 @@ def gunzip(frame: bytes) -> bytes:
 def pong_frame(ping: int) -> str:
     """The answer to ``{"ping": n}``, as HTX's own clients send it."""
     return f'{{"pong":{int(ping)}}}'
-
-
-class MbpSync:
-    """Sequencing of one ``mbp`` increment stream against refreshes (pure: no I/O)."""
-
-    def __init__(self, max_buffer: int = 10_000) -> None:
-        self.max_buffer = max_buffer
-        self.reset()
-
-    def reset(self) -> None:
-        self.pending: list[MbpTick] = []
-        self.synced = False
-        self.prev: int | None = None  # seqNum of the last increment in the book
-        self.bridging = False  # until the first increment after the refresh is applied
-
-    def buffer(self, tick: MbpTick) -> None:
-        if len(self.pending) >= self.max_buffer:  # a refresh that never comes: keep newest
-            del self.pending[0]
-        self.pending.append(tick)
-
-    def start(self, seq_num: int) -> list[MbpTick]:
-        """Sync on a refresh with ``seqNum`` ``seq_num``: the buffered increments to apply on
-        top of it, in order. Raises SnapshotMisaligned (keep buffering, ask again) or
-        SequenceGap (the buffer itself has a hole)."""
-        events = [t for t in self.pending if t.seqNum > seq_num]
-        if events and events[0].prevSeqNum != seq_num:
-            self.pending = events
-            raise SnapshotMisaligned(
-                f"refresh seqNum={seq_num} but next increment has "
-                f"prevSeqNum={events[0].prevSeqNum} seqNum={events[0].seqNum}"
-            )
-        self.pending = []
-        self.synced, self.prev, self.bridging = True, seq_num, True
-        return [t for t in events if self.push(t)]
-
-    def push(self, tick: MbpTick) -> bool:
-        """True: apply it; False: already in the refresh (or buffered, when not synced).
-        Raises SequenceGap when the chain breaks."""
-        if not self.synced:
-            self.buffer(tick)
-            return False
-        if self.bridging:
-            if tick.seqNum <= self.prev:  # sent before the refresh was taken
-                return False
-            self.bridging = False
-        if tick.prevSeqNum != self.prev:
-            raise SequenceGap(f"prevSeqNum={tick.prevSeqNum} but previous seqNum={self.prev}")
-        self.prev = tick.seqNum
-        return True
-
-
-class FullBookDiff:
-    """The last full-book push of one market and the difference of each new one (pure)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.bids: dict[float, float] = {}
-        self.asks: dict[float, float] = {}
-        self.version: int | None = None
-
-    @property
-    def synced(self) -> bool:
-        return self.version is not None
-
-    def load(self, tick: DepthTick) -> None:
-        """Take ``tick`` as the snapshot."""
-        self.bids = {p: q for p, q in tick.bids if q > 0}
-        self.asks = {p: q for p, q in tick.asks if q > 0}
-        self.version = tick.version
-
-    def changes(self, tick: DepthTick) -> tuple[list[Level], list[Level]] | None:
-        """The level changes from the held book to ``tick`` (which becomes the held book);
-        None for a repeated version. Raises VersionRegressed for an older one."""
-        if tick.version == self.version:
-            return None
-        if tick.version < self.version:
-            raise VersionRegressed(f"version {tick.version} after {self.version}")
-        self.version = tick.version
-        bids, self.bids = _side_changes(self.bids, tick.bids)
-        asks, self.asks = _side_changes(self.asks, tick.asks)
-        return bids, asks
-
-
-def _side_changes(
-    old: dict[float, float], levels: list[Level]
-) -> tuple[list[Level], dict[float, float]]:
-    new = {p: q for p, q in levels if q > 0}
-    get = old.get
-    out = [(p, q) for p, q in new.items() if get(p) != q]
-    out += [(p, 0.0) for p in old if p not in new]
-    return out, new
 
 
 def _book(market: str, bids, asks, update_id: int, timestamp: int) -> L2Book:
@@ -375,17 +274,21 @@ class _DepthBookFeed(_Stream):
         ts = tick.ts or m.ts
         diff = self.diff
         if diff.synced:
+            held = diff.seq
             try:
                 changes = diff.changes(tick)
             except VersionRegressed as exc:
                 self.sink.on_resync(str(exc))
             else:
-                if changes is not None and (changes[0] or changes[1]):
-                    self.sink.on_update(tick.version, ts, *changes)
-                return
+                if changes is None or not (changes[0] or changes[1]):
+                    return  # stale, or the held book restated
+                if diff.seq != held:
+                    self.sink.on_update(diff.seq, ts, *changes)
+                    return
+                # Another book under the held id: sent whole (readers cache by update id).
         diff.load(tick)
         self.attempt = 0
-        book = _book(self.market, diff.bids.items(), diff.asks.items(), tick.version, ts)
+        book = _book(self.market, diff.bids.items(), diff.asks.items(), diff.seq, ts)
         self.sink.on_snapshot(book)
 
 

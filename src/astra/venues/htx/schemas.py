@@ -70,11 +70,18 @@ class MbpMessage(_Envelope, kw_only=True, gc=False):
 
 class DepthTick(msgspec.Struct, kw_only=True, gc=False):
     """``market.$symbol.depth.step0`` (spot and contracts): the whole aggregated book, up to
-    150 levels a side. ``version`` increases from one push to the next (not by 1)."""
+    150 levels a side.
+
+    Spot: ``version`` increases from one push to the next (not by 1). Contracts (coin- and
+    USDT-margined): ``version`` and ``id`` are the push's epoch second, shared by every push
+    (one per ~100 ms) within that second; ``mrid`` (documented as the match id, "unique
+    identification") is what orders the pushes. ``ts`` (ms) is when the book was taken
+    and is not monotonic (recorded: 8 ms backwards with ``mrid`` going forwards)."""
 
     bids: list[Level] = []
     asks: list[Level] = []
     version: int
+    mrid: int | None = None  # contracts only
     ts: int = 0
 
 

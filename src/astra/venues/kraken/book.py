@@ -17,7 +17,7 @@ import zlib
 from bisect import bisect_left
 from collections.abc import Iterable
 
-from astra.marketdata.book import L2Book
+from astra.venues.book import L2Book
 
 __all__ = ["ChecksumMismatch", "KrakenBook", "Levels", "checksum_of"]
 

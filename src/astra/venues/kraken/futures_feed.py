@@ -39,8 +39,8 @@ from collections.abc import Callable
 import aiohttp
 import msgspec
 
-from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.book import L2Book
 
 from .futures_schemas import (
     BookDelta,

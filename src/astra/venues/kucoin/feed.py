@@ -40,8 +40,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.book import L2Book
 from astra.venues.retry import SnapshotRequest
 
 __all__ = [

@@ -30,8 +30,8 @@ import zlib
 from bisect import bisect_left, insort
 from itertools import count
 
-from astra.marketdata.book import L2Book
 from astra.venues.base import BookSink, TradeSink
+from astra.venues.book import L2Book
 from astra.venues.retry import backoff
 
 from .schemas import BookData, BookLevel, Push, TradeData

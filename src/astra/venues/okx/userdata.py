@@ -34,7 +34,7 @@ from typing import Any
 import ccxt.pro as ccxt_pro
 
 from astra.core._trading import Balance, Fill, Order
-from astra.trading.normalize import balances_from_ccxt, fill_from_ccxt, order_from_ccxt
+from astra.venues.ccxt_normalize import balances_from_ccxt, fill_from_ccxt, order_from_ccxt
 from astra.venues.retry import backoff
 
 __all__ = ["OkxUserStream", "run_user_stream"]

@@ -127,8 +127,9 @@ async def test_a_seq_gap_resubscribes_and_clients_get_a_fresh_snapshot(
     kinds = [m["type"] for m in messages]
     second = kinds.index("snapshot", 1)
     assert kinds[0] == "snapshot" and kinds.count("snapshot") == 2
-    assert kinds[1:second] == ["update"] * 50  # nothing forwarded past the gap
-    ids = [m["updateId"] for m in messages]
+    # nothing forwarded past the gap; the client was told at once
+    assert kinds[1:second] == ["update"] * 50 + ["resync"]
+    ids = [m.get("updateId") for m in messages]
     assert ids[second + 1 :] == list(range(ids[second] + 1, 1201))  # continues the new snapshot
     fresh = messages[second]
     assert server.snapshots_sent[PRODUCT][1] == {

@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 from tests.venues.loopback import UserSink, serve, until
 
 from astra.core._trading import Balance, Fill, Liquidity, Order, OrderStatus, OrderType, Side
-from astra.trading.credentials import ExchangeCredentials
+from astra.core.credentials import ExchangeCredentials
 from astra.venues.kraken import KrakenUrls, KrakenVenue
 
 PERP = "KRAKEN-PERP-XBT-USD"

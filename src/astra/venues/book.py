@@ -1,4 +1,7 @@
-"""The gateway's local L2 book of one market.
+"""The local L2 book of one market: what every venue feed keeps in sync and the gateway serves.
+
+It lives in ``venues/``, the lowest layer that uses it: venue feeds build it from snapshots and
+``marketdata/`` keeps one per market (a lower layer never imports a higher one).
 
 Invariants:
 - Each side is a plain dict ``price -> quantity`` (floats, as the public schema); a level

@@ -1,8 +1,9 @@
 """Client-side rate limiting of one venue's REST API, shared by every credential using it.
 
 Venues limit per IP (Binance: a 429 warns, going on after it earns a 418 ban of minutes to
-days), so there is one ``VenueLimiter`` per venue per process (``TradingService`` keeps
-them), and every request to the venue, whoever's keys sign it, goes through it::
+days), so there is one ``VenueLimiter`` per venue per process (the venue object's
+``limiter`` where it has one, which ``TradingService`` then shares), and every request to the
+venue, public or signed, whoever's keys sign it, goes through it::
 
     limiter = VenueLimiter("BINANCE")
     limiter.attach(exchange)                    # once per ccxt instance: sees 429/418 + headers
@@ -18,9 +19,13 @@ them), and every request to the venue, whoever's keys sign it, goes through it::
 Two mechanisms:
 
 - a token bucket (``rate`` tokens per second, default ccxt's ``rateLimit`` for the venue;
-  ``capacity`` tokens of burst) so the gateway paces itself. A request that would wait longer
-  than ``max_wait`` fails at once with ``RateLimited`` (``retry_after`` = that wait) instead of
-  queueing without bound;
+  ``capacity`` tokens of burst) so the gateway paces itself; a request costs its documented
+  weight. A request that would wait longer than ``max_wait`` (the limiter's, or the one it
+  passes) fails at once with ``RateLimited`` (``retry_after`` = that wait) instead of
+  queueing without bound. Requests are served first come, first served, except
+  ``low_priority`` ones (e.g. recent trades): they take tokens only when ``reserve`` tokens
+  remain after them and never hold tokens while they wait, so they cannot delay a normal
+  request (e.g. a book snapshot) that arrives after them;
 - a gate: when the venue answers 429 or 418 (seen by ``attach``'s hook with the response
   headers, or fed with ``observe``), the gate closes for the answer's ``Retry-After`` (delta
   seconds or HTTP date; KuCoin's ``gw-ratelimit-reset`` ms; a Binance 418 body's "banned
@@ -61,11 +66,11 @@ from ccxt.base import errors as ccxt_errors
 
 from astra.core import AstraError, RateLimited
 
-from .errors import (
+from .venue_answers import (
+    COUNT_LIMITS,
     banned_until,
     http_status_of,
-    map_venue_error,
-    parse_retry_after,
+    retry_after_from_headers,
     venue_details,
 )
 
@@ -89,9 +94,10 @@ CCXT_IDS: Mapping[str, str] = {
     "ASTER": "aster",
     "SIM": "binance",  # the simulator speaks Binance's API
 }
-# Venues whose documented limit is not ccxt's pace: the simulator allows 6000 request weight a
-# minute per IP (its exchangeInfo), i.e. 100 weight-1 requests a second.
-_DOCUMENTED_RATES: Mapping[str, float] = {"SIM": 100.0}
+# Venues whose documented limit is not ccxt's pace, in request weight per second: the
+# simulator allows 6000 weight a minute per IP (its exchangeInfo), i.e. 100 weight-1 requests
+# a second; Aster documents 2400 a minute (its perpetual exchangeInfo's REQUEST_WEIGHT).
+_DOCUMENTED_RATES: Mapping[str, float] = {"SIM": 100.0, "ASTER": 40.0}
 
 LIMIT_STATUSES = frozenset({429, 418})
 # (venue, venue code) of limits the venue counts per account, not per IP.
@@ -115,40 +121,27 @@ def ccxt_rate(venue: str) -> float:
     return _rates[venue]
 
 
-def _header(headers: Mapping[str, Any] | None, name: str) -> Any:
-    if not headers:
-        return None
-    value = headers.get(name)
-    if value is None:
-        lower = name.lower()
-        value = next((v for k, v in headers.items() if str(k).lower() == lower), None)
-    return value
-
-
-def retry_after_from_headers(
-    headers: Mapping[str, Any] | None, *, now: float | None = None
-) -> float | None:
-    """Seconds to wait from a response's headers: ``Retry-After`` (seconds or HTTP date),
-    else KuCoin's ``gw-ratelimit-reset`` (milliseconds); None when neither is usable."""
-    wait = parse_retry_after(_header(headers, "Retry-After"), now=now)
-    if wait is None:
-        reset = _header(headers, "gw-ratelimit-reset")
-        if reset is not None and str(reset).strip().isdigit():
-            wait = int(str(reset).strip()) / 1000
-    return wait
-
-
 class _Slot:
     """``async with limiter.slot(weight):`` (see ``VenueLimiter.slot``)."""
 
-    __slots__ = ("_account", "_limiter", "_signals", "_weight")
+    __slots__ = ("_account", "_limiter", "_low", "_max_wait", "_signals", "_weight")
 
-    def __init__(self, limiter: VenueLimiter, weight: float, account: str | None) -> None:
+    def __init__(
+        self,
+        limiter: VenueLimiter,
+        weight: float,
+        account: str | None,
+        max_wait: float | None = None,
+        low_priority: bool = False,
+    ) -> None:
         self._limiter, self._weight, self._account = limiter, weight, account
+        self._max_wait, self._low = max_wait, low_priority
         self._signals = 0
 
     async def __aenter__(self) -> None:
-        await self._limiter.acquire(self._weight, account=self._account)
+        await self._limiter.acquire(
+            self._weight, account=self._account, max_wait=self._max_wait, low_priority=self._low
+        )
         self._signals = self._limiter.signals
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -171,6 +164,7 @@ class VenueLimiter:
         rate: float | None = None,
         capacity: float | None = None,
         max_wait: float = 2.0,
+        reserve: float = 0.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         ban_default: float = 120.0,
@@ -186,6 +180,7 @@ class VenueLimiter:
         if math.isinf(self.capacity):
             self.capacity = 1.0  # no pacing: the bucket is never consulted
         self.max_wait = float(max_wait)
+        self.reserve = float(reserve)  # tokens low-priority requests leave to the others
         self.backoff_base = float(backoff_base)
         self.backoff_cap = float(backoff_cap)
         self.ban_default = float(ban_default)
@@ -310,15 +305,15 @@ class VenueLimiter:
             limit = isinstance(signal, ccxt_errors.RateLimitExceeded | ccxt_errors.DDoSProtection)
             if not limit and status not in LIMIT_STATUSES:
                 return None
-            mapped = map_venue_error(signal, self.venue, sent=False)
-            if limit and mapped.code != RateLimited.code:
+            code = venue_details(signal, self.venue)[0]
+            if limit and (self.venue.upper(), code) in COUNT_LIMITS:
                 return None  # ccxt's RateLimitExceeded for a count, not a rate (max orders)
             wait = retry_after_from_headers(headers, now=self._wall_clock())
             return self._close(
                 status if status in LIMIT_STATUSES else 429,  # type: ignore[arg-type]
                 wait,
                 text=str(signal),
-                code=mapped.venue_code,
+                code=code,
                 account=account,
             )
         status = getattr(signal, "status", None)
@@ -359,23 +354,36 @@ class VenueLimiter:
         self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
         self._updated = now
 
-    async def acquire(self, weight: float = 1.0, *, account: str | None = None) -> None:
+    def _queued(self, wait: float) -> RateLimited:
+        return RateLimited(
+            f"venue {self.venue}: too many requests queued locally",
+            venue=self.venue,
+            retry_after=wait,
+        )
+
+    async def acquire(
+        self,
+        weight: float = 1.0,
+        *,
+        account: str | None = None,
+        max_wait: float | None = None,
+        low_priority: bool = False,
+    ) -> None:
         """Wait for ``weight`` tokens; raise ``RateLimited`` at once when the gate is closed
-        or the wait would exceed ``max_wait``."""
+        or the wait would exceed ``max_wait`` (default: the limiter's)."""
         if not weight > 0:
             raise ValueError("weight must be > 0")
         self._check_gate(account)
         if math.isinf(self.rate):
             return
+        max_wait = self.max_wait if max_wait is None else max_wait
+        if low_priority:
+            return await self._acquire_low(weight, account, max_wait)
         self._refill(self._clock())
         deficit = weight - self._tokens
         wait = deficit / self.rate if deficit > 0 else 0.0
-        if wait > self.max_wait:
-            raise RateLimited(
-                f"venue {self.venue}: too many requests queued locally",
-                venue=self.venue,
-                retry_after=wait,
-            )
+        if wait > max_wait:
+            raise self._queued(wait)
         self._tokens -= weight  # reserved now: later callers queue behind
         if wait <= 0:
             return
@@ -387,8 +395,34 @@ class VenueLimiter:
             self._tokens = min(self.capacity, self._tokens + weight)
             raise
 
-    def slot(self, weight: float = 1.0, *, account: str | None = None) -> _Slot:
+    async def _acquire_low(self, weight: float, account: str | None, max_wait: float) -> None:
+        """Tokens only when ``reserve`` remain after them; nothing held while waiting (the
+        others' reservations go first), so the wait is polled, bounded by ``max_wait``."""
+        reserve = max(0.0, min(self.reserve, self.capacity - weight))
+        deadline = self._clock() + max_wait
+        while True:
+            now = self._clock()
+            self._refill(now)
+            deficit = weight + reserve - self._tokens
+            if deficit <= 0:
+                self._tokens -= weight
+                return
+            wait = deficit / self.rate
+            if now + wait > deadline:
+                raise self._queued(wait)
+            await self._sleep(wait)
+            self._check_gate(account)
+
+    def slot(
+        self,
+        weight: float = 1.0,
+        *,
+        account: str | None = None,
+        max_wait: float | None = None,
+        low_priority: bool = False,
+    ) -> _Slot:
         """``async with limiter.slot(weight):`` around one request to the venue: waits for the
-        bucket (bounded), raises ``RateLimited`` while the gate is closed, and feeds the
-        request's exception, if any, to ``observe``."""
-        return _Slot(self, weight, account)
+        bucket (bounded by ``max_wait``), raises ``RateLimited`` while the gate is closed, and
+        feeds the request's exception, if any, to ``observe``. ``low_priority``: see the
+        module docstring."""
+        return _Slot(self, weight, account, max_wait, low_priority)

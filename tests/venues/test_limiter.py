@@ -14,7 +14,7 @@ from aiohttp import web
 
 from astra.core import RateLimited
 from astra.trading.errors import map_venue_error
-from astra.trading.limiter import (
+from astra.venues.limiter import (
     VenueLimiter,
     ccxt_rate,
     retry_after_from_headers,
@@ -96,6 +96,38 @@ async def test_bounded_wait_fails_fast():
     assert t.sleeps == pytest.approx([1.0, 2.0])
     with pytest.raises(RateLimited):  # a refusal took nothing: still 3 s
         await lim.acquire()
+
+
+async def test_low_priority_never_delays_a_normal_request():
+    """Trades (low priority) keep ``reserve`` tokens for snapshots and hold none while they
+    wait, so a snapshot that comes after them goes first; their wait is bounded by their own
+    ``max_wait`` (a 429 with the wait as Retry-After, not a queue)."""
+    t = FakeTime()
+    lim = make(t, rate=10.0, capacity=40.0, reserve=20.0)
+    await lim.acquire(20, low_priority=True)  # 40 -> 20 tokens: exactly the reserve left
+    t.advance = False
+    with pytest.raises(RateLimited) as info:  # would need 2 s, may wait 1 s
+        await lim.acquire(20, low_priority=True, max_wait=1.0)
+    assert info.value.retry_after == pytest.approx(2.0) and t.sleeps == []
+    t.advance = True
+    waiter = asyncio.create_task(lim.acquire(20, low_priority=True, max_wait=5.0))
+    await asyncio.sleep(0)  # it polls: sleeping 2 s, holding nothing
+    assert t.sleeps == pytest.approx([2.0])
+    t.sleeps.clear()
+    t.advance = False
+    await lim.acquire(20)  # the snapshot: the 20 tokens are there, no wait at all
+    assert t.sleeps == []
+    t.advance = True
+    await waiter  # the trades waited for the snapshot's tokens to come back, above reserve
+    assert t.sleeps == pytest.approx([2.0]) and t.now == pytest.approx(1004.0)
+    # Without the priority the same trades request would have queued ahead of the snapshot:
+    # a normal request reserves tokens before its wait, the reserve does not apply to it.
+    lim2 = make(t, rate=10.0, capacity=40.0, reserve=20.0)
+    t.advance = False
+    await lim2.acquire(20)
+    await lim2.acquire(20)
+    with pytest.raises(RateLimited):  # a per-call max_wait bounds a normal request too
+        await lim2.acquire(20, max_wait=1.0)
 
 
 async def test_cancelled_wait_gives_tokens_back():
@@ -214,7 +246,7 @@ async def test_backoff_grows_without_retry_after_and_success_resets_it():
 async def test_418_closes_for_its_retry_after_and_warns(caplog):
     t = FakeTime()
     lim = make(t)
-    with caplog.at_level(logging.INFO, logger="astra.trading.limiter"):
+    with caplog.at_level(logging.INFO, logger="astra.venues.limiter"):
         assert lim.observe_response(418, {"retry-after": "120"}, b'{"code":-1003}') == 120.0
     (record,) = caplog.records
     assert record.levelno == logging.WARNING

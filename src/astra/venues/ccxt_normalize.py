@@ -1,7 +1,8 @@
 """ccxt's unified order/trade/balance/position dicts -> Astra's normalized trading models.
 
 ccxt already parses every venue's private responses into one shape; this module is the single
-place where that shape becomes ours, so every venue's orders look the same to a client.
+place where that shape becomes ours, so every venue's orders look the same to a client. It is
+in ``venues/`` because the venues' user streams need it as much as ``trading/`` does.
 
 Status rule: ccxt's ``open`` is ``NEW`` until something fills (then ``PARTIALLY_FILLED``);
 ``closed`` is ``FILLED``; ``canceled``/``expired``/``rejected`` keep their meaning, except that

@@ -1,0 +1,389 @@
+"""One running upstream feed per (market, channel) and its clients: the engine's channels.
+
+Invariants:
+- A book channel is in one state: ``connecting`` (started, never synced), ``synced``,
+  ``resyncing`` (a gap, bad checksum or restarted stream: waiting for a snapshot on a live
+  connection) or ``disconnected`` (the venue's connection is lost or refused: the feed's
+  resync reason starts with ``RECONNECTING``). ``since`` is when it entered that state.
+- WebSocket clients see, per book: a ``snapshot``, ``update``s that continue it, and on every
+  way out of ``synced`` (and on every change between ``resyncing`` and ``disconnected``) at
+  once a ``{"type":"resync"}`` message, before the next ``snapshot``. A client that joins an
+  unsynced book that was synced before (or is known down) gets that message at once too.
+- A REST read of a ``disconnected`` book fails at once (``FeedUnavailable``, 503, with the
+  state); of a ``connecting``/``resyncing`` one it waits for the snapshot, but no longer than
+  the engine's ``book_wait`` and no longer than the feed stays up.
+- A trade channel keeps the last ``TRADE_MEMORY`` trades. On a venue with ``live_trades``,
+  once the feed has reported its connection up, one REST fetch (shared by every request that
+  comes meanwhile) seeds that memory; from then until the connection drops, recent trades are
+  served from it without any REST call. Otherwise concurrent requests share one REST fetch.
+- Reasons shown to clients lose anything in parentheses and any URL (they name error
+  classes, not hosts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import re
+import time
+from collections import deque
+from typing import Protocol
+
+import msgspec
+
+from astra.core import (
+    BookResync,
+    BookUpdate,
+    ContractUnits,
+    DataType,
+    FeedState,
+    FeedUnavailable,
+    Level,
+    OrderBook,
+    Trade,
+    TradesMessage,
+    VenueTimeout,
+)
+from astra.venues.base import RECONNECTING, Venue, VenueMarket
+from astra.venues.book import L2Book
+
+__all__ = ["TRADE_MEMORY", "BookChannel", "Channel", "Client", "TradeChannel"]
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+TRADE_MEMORY = 1000  # trades a channel remembers: the largest ``GET /trades`` limit
+_PARENS = re.compile(r"\([^()]*\)")
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+class Client(Protocol):
+    def deliver(self, frame: bytes) -> None: ...
+
+
+class Owner(Protocol):
+    """What a channel needs of its engine (``MarketDataEngine``)."""
+
+    linger: float  # seconds a feed outlives its last user
+    stats: dict[str, int]
+
+    def _retire(self, channel: Channel) -> None: ...
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def public_reason(reason: str) -> str:
+    """``reason`` fit for a client: no parenthesized details (hosts, ports), no URLs."""
+    text = reason
+    for _ in range(3):  # nested parentheses, innermost first
+        text = _PARENS.sub("", text)
+    text = _URL.sub("<url>", text)
+    return " ".join(text.split())[:160]
+
+
+def units_of(market: VenueMarket) -> ContractUnits | None:
+    """How this market's venue quantities become base units (None: they already are)."""
+    meta = market.metadata
+    return ContractUnits.of(meta) if meta is not None else None
+
+
+def _levels(pairs: list[tuple[float, float]], units: ContractUnits | None) -> list[Level]:
+    if units is None:
+        return [Level(p, q) for p, q in pairs]
+    return [Level(p, units.to_base(q, p)) for p, q in pairs]
+
+
+class Channel:
+    """A running upstream feed for one (market, channel) and its clients."""
+
+    def __init__(
+        self, engine: Owner, key: tuple[str, DataType], venue: Venue, market: VenueMarket
+    ) -> None:
+        self.engine, self.key, self.venue, self.market = engine, key, venue, market
+        self.units = units_of(market)  # the book keeps the venue's units; clients get base units
+        self.clients: set[Client] = set()
+        self.refs = 0
+        self.task: asyncio.Task | None = None
+        self._linger: asyncio.TimerHandle | None = None
+
+    def acquire(self) -> None:
+        self.refs += 1
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self.task is None:
+            self.task = asyncio.create_task(self._run(), name=f"feed {self.key}")
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs == 0 and self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(
+                self.engine.linger, self.engine._retire, self
+            )
+
+    def touch(self) -> None:
+        """A REST read: keep the feed warm for another ``linger`` seconds."""
+        self.acquire()
+        self.release()
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def _fan_out(self, frame: bytes) -> None:
+        for client in tuple(self.clients):
+            client.deliver(frame)
+
+    async def stop(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+class BookChannel(Channel):
+    """BookSink: keeps the synced book, its state, and fans its changes out."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.book: L2Book | None = None
+        self.synced = asyncio.Event()
+        self.state = "connecting"
+        self.since = _now_ms()
+        self.reason: str | None = None
+        self._was_synced = False
+        self._changed = asyncio.Event()  # set (and replaced) on every state change
+        self._snapshot_frame: tuple[int, bytes] | None = None
+        self._rest_frames: dict[int | None, tuple[int, bytes]] = {}  # depth -> (id, body)
+
+    async def _run(self) -> None:
+        await self.venue.run_book_feed(self.market, self)
+
+    # --- state -------------------------------------------------------------------------------
+
+    def _set_state(self, state: str, reason: str | None) -> bool:
+        """Enter ``state``; True when it is a change (waiters are woken)."""
+        self.reason = reason
+        if state == self.state:
+            return False
+        self.state, self.since = state, _now_ms()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        return True
+
+    def feed_state(self) -> FeedState:
+        state = self.state if self.state != "synced" else "resyncing"
+        reason = public_reason(self.reason) if self.reason else None
+        return FeedState(state=state, since=self.since, reason=reason)  # type: ignore[arg-type]
+
+    def _resync_frame(self) -> bytes:
+        feed = self.feed_state()
+        return _encode(
+            BookResync(
+                market=self.market.symbol,
+                reason=feed.reason or feed.state,
+                state=feed.state,
+                since=feed.since,
+            )
+        )
+
+    def unavailable(self) -> FeedUnavailable:
+        feed = self.feed_state()
+        why = f": {feed.reason}" if feed.reason else ""
+        return FeedUnavailable(
+            self.venue.code,
+            f"no live book for '{self.market.symbol}': the feed is {feed.state}{why}",
+            feed=feed,
+            retry_after=1.0,
+        )
+
+    async def wait_synced(self, deadline: float) -> None:
+        """Until the book is synced; ``FeedUnavailable`` at once while the feed is
+        disconnected, ``VenueTimeout`` after ``deadline`` seconds."""
+        try:
+            async with asyncio.timeout(deadline):
+                while not self.synced.is_set():
+                    if self.state == "disconnected":
+                        raise self.unavailable()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise VenueTimeout(
+                self.venue.code,
+                f"no synced book for '{self.market.symbol}' within {deadline:g} s",
+            ) from None
+
+    # --- frames ------------------------------------------------------------------------------
+
+    def rest_frame(self, depth: int | None) -> bytes:
+        """The ``GET /orderbook`` body at this depth, encoded once per book version."""
+        book = self.book
+        cached = self._rest_frames.get(depth)
+        if cached is not None and cached[0] == book.update_id:
+            return cached[1]
+        bids, asks = book.top(depth)
+        body = _encode(
+            OrderBook(
+                market=self.market.symbol,
+                bids=_levels(bids, self.units),
+                asks=_levels(asks, self.units),
+                update_id=book.update_id,
+                timestamp=book.timestamp,
+            )
+        )
+        if len(self._rest_frames) > 16:  # a few depths are used in practice
+            self._rest_frames.clear()
+        self._rest_frames[depth] = (book.update_id, body)
+        return body
+
+    def snapshot_frame(self) -> bytes:
+        book = self.book
+        cached = self._snapshot_frame
+        if cached is None or cached[0] != book.update_id:
+            bids, asks = book.top()
+            frame = _encode(
+                BookUpdate(
+                    type="snapshot",
+                    market=self.market.symbol,
+                    update_id=book.update_id,
+                    bids=_levels(bids, self.units),
+                    asks=_levels(asks, self.units),
+                    timestamp=book.timestamp,
+                )
+            )
+            cached = self._snapshot_frame = (book.update_id, frame)
+        return cached[1]
+
+    # --- BookSink ----------------------------------------------------------------------------
+
+    def add_client(self, client: Client) -> None:
+        self.clients.add(client)
+        if self.synced.is_set():
+            client.deliver(self.snapshot_frame())
+        elif self._was_synced or self.state == "disconnected":
+            client.deliver(self._resync_frame())  # not silence: it knows what it waits for
+
+    def on_snapshot(self, book: L2Book) -> None:
+        self.book = book
+        self._snapshot_frame = None
+        self._rest_frames.clear()  # a resync may reuse an update id
+        self._was_synced = True
+        self._set_state("synced", None)
+        self.synced.set()
+        self.engine.stats["snapshots"] += 1
+        if self.clients:
+            self._fan_out(self.snapshot_frame())
+
+    def on_update(
+        self,
+        update_id: int,
+        timestamp: int,
+        bids: list[tuple[float, float]],
+        asks: list[tuple[float, float]],
+    ) -> None:
+        self.book.apply(bids, asks, update_id, timestamp)
+        self.engine.stats["book_updates"] += 1
+        if self.clients:
+            frame = _encode(
+                BookUpdate(
+                    type="update",
+                    market=self.market.symbol,
+                    update_id=update_id,
+                    bids=_levels(bids, self.units),
+                    asks=_levels(asks, self.units),
+                    timestamp=timestamp,
+                )
+            )
+            self._fan_out(frame)
+
+    def on_resync(self, reason: str) -> None:
+        self.synced.clear()
+        self.engine.stats["resyncs"] += 1
+        state = "disconnected" if reason.startswith(RECONNECTING) else "resyncing"
+        if self._set_state(state, reason):
+            log.info("%s: %s (%s)", self.market.symbol, state, reason)
+            if self.clients and (self._was_synced or state == "disconnected"):
+                self._fan_out(self._resync_frame())
+
+
+class TradeChannel(Channel):
+    """TradeSink: trades arriving in one loop iteration go out as one batch; the last
+    ``TRADE_MEMORY`` are remembered for ``GET /trades``."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self._pending: list[Trade] = []
+        self.recent: deque[Trade] = deque(maxlen=TRADE_MEMORY)  # venue units, oldest first
+        self.live = False  # the feed said its connection is up
+        self.complete = False  # ``recent`` holds every trade since the seed
+        self._connection = itertools.count()
+        self.connection = next(self._connection)  # changes whenever the connection does
+        self._fetch: asyncio.Task[list[Trade]] | None = None
+
+    async def _run(self) -> None:
+        await self.venue.run_trade_feed(self.market, self)
+
+    async def stop(self) -> None:
+        if self._fetch is not None:
+            self._fetch.cancel()
+        await super().stop()
+
+    def add_client(self, client: Client) -> None:
+        self.clients.add(client)
+
+    def on_connection(self, up: bool, reason: str = "") -> None:
+        self.live, self.complete = up, False
+        self.connection = next(self._connection)
+        self.recent.clear()  # a gap may start here: seed again once it is up
+        if not up:
+            log.info("%s trades: connection down (%s)", self.market.symbol, reason)
+
+    def on_trades(self, trades: list[Trade]) -> None:
+        self.recent.extend(trades)
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.extend(trades)
+
+    def _flush(self) -> None:
+        trades, self._pending = self._pending, []
+        self.engine.stats["trades"] += len(trades)
+        if self.clients:
+            if self.units is not None:  # converted only when someone receives them
+                trades = self.units.trades(trades)
+            frame = _encode(TradesMessage(trades=trades))
+            self._fan_out(frame)
+
+    async def recent_trades(self, limit: int) -> list[Trade]:
+        """The last ``limit`` trades (venue units, oldest first): from memory when it is
+        complete, else from the one REST fetch in flight (started if none is)."""
+        if not self.complete:
+            fetch = self._fetch
+            if fetch is None:
+                fetch = self._fetch = asyncio.create_task(self._seed())
+                fetch.add_done_callback(self._fetched)
+            fetched = await asyncio.shield(fetch)
+            if not self.complete:
+                return fetched[-limit:]
+        start = max(0, len(self.recent) - limit)
+        return list(itertools.islice(self.recent, start, None))
+
+    def _fetched(self, task: asyncio.Task) -> None:
+        if self._fetch is task:
+            self._fetch = None
+        if not task.cancelled():
+            task.exception()  # retrieved: each waiter got it already
+
+    async def _seed(self) -> list[Trade]:
+        connection, live = self.connection, self.live
+        trades = await self.venue.recent_trades(self.market, TRADE_MEMORY)
+        if live and self.venue.live_trades and connection == self.connection:
+            # The feed was up before the fetch was sent: it delivered every trade the fetch
+            # may have missed; the ones both saw are dropped by id.
+            seen = {t.trade_id for t in trades if t.trade_id is not None}
+            later = [t for t in self.recent if t.trade_id is None or t.trade_id not in seen]
+            self.recent = deque(itertools.chain(trades, later), maxlen=TRADE_MEMORY)
+            self.complete = True
+        return trades

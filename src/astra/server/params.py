@@ -1,0 +1,60 @@
+"""Query-parameter validation shared by the routes and the OpenAPI document.
+
+Invariants:
+- Every bound here is one constant used both by the validator and by ``openapi.py``, so the
+  document states exactly what the server enforces (a property test checks both sides).
+- A missing or malformed value raises ``MissingParameter``/``InvalidParameter`` naming it
+  (400); a validator never raises anything else and never echoes more than 40 characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from astra.core import DataType, InvalidParameter, MissingParameter
+
+__all__ = [
+    "DEFAULT_TRADES_LIMIT",
+    "MAX_DEPTH",
+    "MAX_SINCE",
+    "MAX_TRADES_LIMIT",
+    "PRIVATE_DATA_TYPES",
+    "WS_DATA_TYPES",
+    "int_param",
+    "required",
+]
+
+MAX_DEPTH = 5000  # GET /orderbook?depth=: levels per side
+MAX_TRADES_LIMIT = 1000  # GET /trades?limit=
+DEFAULT_TRADES_LIMIT = 100
+MAX_SINCE = 10**15 - 1  # GET /fills?since=: epoch ms, 15 digits (year 33658)
+# WS /ws?dataType=: the market streams, then the account streams (with exchange=).
+PRIVATE_DATA_TYPES = ("ORDERS", "FILLS", "BALANCES")
+WS_DATA_TYPES = (*(d.value for d in DataType), *PRIVATE_DATA_TYPES)
+
+
+def required(query: Mapping[str, str], name: str) -> str:
+    value = query.get(name)
+    if not value:
+        raise MissingParameter(name)
+    return value
+
+
+def int_param(
+    query: Mapping[str, str], name: str, default: int | None, maximum: int, minimum: int = 1
+) -> int | None:
+    """``name`` as an integer from ``minimum`` to ``maximum`` (``-?[0-9]+``: ASCII digits, no
+    plus sign, exponent, spaces or other scripts' digits), or ``default`` when absent."""
+    text = query.get(name)
+    if text is None:
+        return default
+    expected = f"expected an integer from {minimum} to {maximum}"
+    unsigned = text.removeprefix("-")
+    digits = unsigned.lstrip("0") or "0"  # (leading zeros are the same integer)
+    # The length bound keeps int() away from 4,300-digit strings (a ValueError, i.e. a 500).
+    if not (unsigned.isascii() and unsigned.isdigit()) or len(digits) > len(str(maximum)):
+        raise InvalidParameter(name, f"{expected}, got {text[:40]!r}")
+    value = -int(digits) if text.startswith("-") else int(digits)
+    if not minimum <= value <= maximum:
+        raise InvalidParameter(name, f"{expected}, got {value}")
+    return value

@@ -1,0 +1,166 @@
+"""WebSocket sessions per API key: a cap on concurrent sessions, and revocation closing them.
+
+``WsSessions.middleware`` (after the auth middleware) tracks every WebSocket handshake by its
+API key; ``WsSessions.on_prepare`` (an ``on_response_prepare`` signal) attaches the upgraded
+``WebSocketResponse`` to its session, so handlers need not know about any of this.
+
+Invariants:
+- At most ``per_key`` WebSocket sessions are open per API key: the next handshake is refused
+  before the upgrade with 429 ``RATE_LIMITED`` JSON. A session counts from its handshake until
+  its handler returns.
+- A revoked key's sessions are closed with code 1008 (policy violation) and the reason
+  ``API key revoked``: at once when the key is revoked through this process's store
+  (``ApiKeyStore.on_revoke``), and otherwise (e.g. ``astra keys revoke`` in another process)
+  within ``revalidate_every`` seconds, as the keys of open sessions are re-read from the store
+  (uncached, in a worker thread) on that period. A key that no longer exists counts as revoked.
+  The re-read refreshes the store's cache, so new requests with that key are refused too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import WSCloseCode, web
+
+from astra.core import RateLimited
+from astra.store import ApiKeyStore
+
+from .auth import API_KEY, is_websocket_upgrade
+
+__all__ = ["REVOKED_CLOSE_CODE", "REVOKED_REASON", "WsSessions"]
+
+log = logging.getLogger(__name__)
+REVOKED_CLOSE_CODE = int(WSCloseCode.POLICY_VIOLATION)
+REVOKED_REASON = "API key revoked"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Session:
+    __slots__ = ("closer", "key_id", "revoked", "ws")
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        self.ws: web.WebSocketResponse | None = None
+        self.revoked = False
+        self.closer: asyncio.Task | None = None  # the close in progress
+
+
+_SESSION = web.RequestKey("astra_ws_session", _Session)
+
+
+class WsSessions:
+    def __init__(
+        self, store: ApiKeyStore, *, per_key: int = 50, revalidate_every: float = 5.0
+    ) -> None:
+        self.store = store
+        self.per_key = per_key
+        self.revalidate_every = revalidate_every
+        self._by_key: dict[str, set[_Session]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._revalidator: asyncio.Task | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def count(self, key_id: str) -> int:
+        return len(self._by_key.get(key_id, ()))
+
+    # --- wiring into the app -----------------------------------------------------------
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        info = request.get(API_KEY)
+        if info is None or not is_websocket_upgrade(request):
+            return await handler(request)
+        sessions = self._by_key.setdefault(info.key_id, set())
+        if len(sessions) >= self.per_key:
+            raise RateLimited(
+                f"too many WebSocket connections for API key {info.key_id}: "
+                f"at most {self.per_key} at once"
+            )
+        session = _Session(info.key_id)
+        sessions.add(session)
+        request[_SESSION] = session
+        try:
+            return await handler(request)
+        finally:
+            sessions.discard(session)
+            if not sessions and self._by_key.get(info.key_id) is sessions:
+                del self._by_key[info.key_id]
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        session = request.get(_SESSION)
+        if session is not None and isinstance(response, web.WebSocketResponse):
+            session.ws = response
+            if session.revoked:  # revoked during the handshake: close once it is upgraded
+                self._close(session, after_handshake=True)
+
+    # --- revocation ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._unsubscribe is None:
+            self._unsubscribe = self.store.on_revoke(self._revoked_elsewhere)
+        if self._revalidator is None and self.revalidate_every > 0:
+            self._revalidator = asyncio.create_task(self._revalidate_forever())
+
+    async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = [t for t in (self._revalidator, *self._tasks) if t is not None]
+        self._revalidator = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def revoke(self, key_id: str) -> None:
+        """Close every open session of ``key_id`` (on the loop)."""
+        for session in list(self._by_key.get(key_id, ())):
+            session.revoked = True
+            self._close(session)
+
+    def _revoked_elsewhere(self, key_id: str) -> None:
+        # ApiKeyStore.revoke may run in any thread; sessions live on the loop.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.revoke, key_id)
+
+    async def revalidate(self) -> None:
+        """Re-read the keys of open sessions; close those of revoked or deleted keys."""
+        for key_id in list(self._by_key):
+            # load (uncached read) also refreshes the store's cache: new requests with a
+            # revoked key are refused from now on, not only after the cache's TTL.
+            info = await asyncio.to_thread(self.store.load, key_id)
+            if info is None or not info.active:
+                log.info("API key %s revoked: closing its WebSocket sessions", key_id)
+                self.revoke(key_id)
+
+    async def _revalidate_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.revalidate_every)
+            try:
+                await self.revalidate()
+            except Exception:  # a database hiccup must not end revalidation for good
+                log.exception("revalidating WebSocket sessions' API keys failed")
+
+    def _close(self, session: _Session, after_handshake: bool = False) -> None:
+        # Not yet upgraded: on_prepare closes it. A close that failed (the handshake was
+        # still being written) is retried by the next revalidation.
+        ws = session.ws
+        if ws is None or ws.closed or (session.closer is not None and not session.closer.done()):
+            return
+        session.closer = task = asyncio.ensure_future(self._send_close(ws, after_handshake))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _send_close(ws: web.WebSocketResponse, after_handshake: bool) -> None:
+        if after_handshake:
+            await asyncio.sleep(0)  # let prepare() finish writing the handshake
+        with contextlib.suppress(Exception):
+            await ws.close(code=REVOKED_CLOSE_CODE, message=REVOKED_REASON.encode())

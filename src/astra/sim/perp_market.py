@@ -1,0 +1,111 @@
+"""The perpetual public endpoints that read the trading side's record: funding rate history
+(``fundingRate``), funding configuration (``fundingInfo``) and the index / mark price klines
+(``indexPriceKlines`` with ``pair``, ``markPriceKlines`` with ``symbol``), under ``/fapi/v1``
+and ``/fapi/v3`` as the futures docs list them, unsigned (MARKET_DATA).
+
+Invariants: a funding row is written by ``PerpTrading`` at every funding settlement with the
+rate that was applied; the kline record is sampled from the same ``mark_price`` that
+``premiumIndex`` serves (see ``price_history``), and once more as a request is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from .perp import PerpTrading
+from .price_history import kline_rows
+from .rest import SimApiError, int_param
+from .state import KLINE_INTERVALS, now_ms
+from .views import FUNDING_CLAMP, INTEREST_RATE
+
+__all__ = ["market_routes"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(body: object) -> web.Response:
+    return web.Response(body=_encode(body), content_type="application/json")
+
+
+def _mandatory(name: str) -> SimApiError:
+    return SimApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, "
+                              "or malformed.")
+
+
+class _Market:
+    def __init__(self, trading: PerpTrading) -> None:
+        self.trading = trading
+
+    def _symbol(self, request: web.Request, name: str = "symbol", required: bool = False
+                ) -> str | None:
+        symbol = request.query.get(name) or None
+        if symbol is None:
+            if required:
+                raise _mandatory(name)
+            return None
+        if symbol not in self.trading.states:
+            raise SimApiError(-1121, "Invalid symbol.")
+        return symbol
+
+    async def funding_rate(self, request: web.Request) -> web.Response:
+        symbol = self._symbol(request)
+        limit = int_param(request, "limit", 100, maximum=1000)
+        start, end = int_param(request, "startTime"), int_param(request, "endTime")
+        if start is not None and end is not None and start > end:
+            raise SimApiError(-1023, "Start time is greater than end time.")
+        rows = [r for r in self.trading.funding_history
+                if (symbol is None or r["symbol"] == symbol)
+                and (start is None or r["fundingTime"] >= start)
+                and (end is None or r["fundingTime"] <= end)]
+        # The docs: ascending; from startTime the first `limit`, otherwise the latest `limit`.
+        return _json(rows[:limit] if start is not None else rows[-limit:])
+
+    async def funding_info(self, request: web.Request) -> web.Response:
+        symbol = self._symbol(request)
+        interval = self.trading.funding_interval_ms
+        hours = interval // 3_600_000 if interval % 3_600_000 == 0 else interval / 3_600_000
+        now = now_ms()
+        return _json([
+            {
+                "symbol": s,
+                "interestRate": f"{INTEREST_RATE:.8f}",
+                "time": now,
+                "fundingIntervalHours": hours,
+                # The rate is clamp(premium, +-FUNDING_CLAMP) + interest: these are its bounds.
+                "fundingFeeCap": round(FUNDING_CLAMP + INTEREST_RATE, 8),
+                "fundingFeeFloor": round(-FUNDING_CLAMP + INTEREST_RATE, 8),
+            }
+            for s in self.trading.states if symbol is None or s == symbol
+        ])
+
+    def _klines(self, kind: str, param: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            symbol = self._symbol(request, param, required=True)
+            interval = request.query.get("interval")
+            if not interval:
+                raise _mandatory("interval")
+            if interval not in KLINE_INTERVALS:
+                raise SimApiError(-1120, "Invalid interval.")
+            limit = int_param(request, "limit", 500, maximum=1500)
+            start, end = int_param(request, "startTime"), int_param(request, "endTime")
+            if start is not None and end is not None and start > end:
+                raise SimApiError(-1023, "Start time is greater than end time.")
+            self.trading.sample_prices()  # the newest candle closes at premiumIndex's figures
+            candles = self.trading.price_history.klines(symbol, kind, interval, start, end, limit)
+            return _json(kline_rows(candles, interval))
+
+        return handler
+
+
+def market_routes(trading: PerpTrading) -> list[web.RouteDef]:
+    m = _Market(trading)
+    endpoints = {
+        "fundingRate": m.funding_rate,
+        "fundingInfo": m.funding_info,
+        "indexPriceKlines": m._klines("index", "pair"),
+        "markPriceKlines": m._klines("mark", "symbol"),
+    }
+    return [web.get(f"/fapi/{v}/{path}", h) for v in ("v1", "v3") for path, h in endpoints.items()]

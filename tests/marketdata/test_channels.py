@@ -1,0 +1,172 @@
+"""Channel states and trade memory, driven by a scripted in-process venue: a book whose feed is
+disconnected fails REST reads at once and tells WebSocket clients (also ones that join
+late); recent trades merge the REST seed with the live feed without loss or duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from astra.core import AssetType, DataType, FeedUnavailable, MarketMetadata, Side, Trade
+from astra.marketdata.engine import MarketDataEngine
+from astra.venues.base import Capabilities, Venue, VenueMarket
+from astra.venues.book import L2Book
+
+MARKET = VenueMarket("SIM-SPOT-BTC-USDT", "BTCUSDT", "spot", MarketMetadata(
+    symbol="SIM-SPOT-BTC-USDT", asset_type=AssetType.SPOT, base_asset="BTC",
+    quote_asset="USDT"))
+
+
+def trade(i: int) -> Trade:
+    return Trade(price=100.0 + i, quantity=1.0, side=Side.BUY, time=i, trade_id=str(i))
+
+
+class ScriptedVenue(Venue):
+    """Feeds that do what the test says, when it says: ``book_steps``/``trade_steps`` are
+    queues of callables applied to the sink."""
+
+    code = "SIM"
+    capabilities = Capabilities(asset_types=("SPOT",), orderbook="t", trades="t", rest="t")
+    live_trades = True
+
+    def __init__(self) -> None:
+        self.book_steps: asyncio.Queue = asyncio.Queue()
+        self.trade_steps: asyncio.Queue = asyncio.Queue()
+        self.seed: list[Trade] = []
+        self.rest_calls = 0
+        self.release_rest = asyncio.Event()
+        self.release_rest.set()
+
+    async def load_markets(self) -> dict[str, VenueMarket]:
+        return {MARKET.symbol: MARKET}
+
+    async def run_book_feed(self, market: VenueMarket, sink) -> None:
+        while True:
+            (await self.book_steps.get())(sink)
+
+    async def run_trade_feed(self, market: VenueMarket, sink) -> None:
+        while True:
+            (await self.trade_steps.get())(sink)
+
+    async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
+        self.rest_calls += 1
+        await self.release_rest.wait()
+        return list(self.seed[-limit:])
+
+    async def close(self) -> None:
+        pass
+
+
+class Frames:
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+
+    def deliver(self, frame: bytes) -> None:
+        self.frames.append(msgspec.json.decode(frame))
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def snapshot(update_id: int):
+    def step(sink) -> None:
+        book = L2Book(MARKET.symbol)
+        book.reset([(99.0, 1.0)], [(101.0, 1.0)], update_id, update_id)
+        sink.on_snapshot(book)
+
+    return step
+
+
+async def test_disconnected_book_fails_fast_and_clients_hear_it_at_once():
+    venue = ScriptedVenue()
+    engine = MarketDataEngine({"SIM": venue}, linger=60.0, book_wait=60.0)
+    early, late = Frames(), Frames()
+    try:
+        engine.subscribe(venue, MARKET, DataType.ORDERBOOK, early)
+        venue.book_steps.put_nowait(snapshot(500))
+        await settle()
+        assert [f["type"] for f in early.frames] == ["snapshot"]
+
+        venue.book_steps.put_nowait(lambda s: s.on_resync("pu=7 but previous u=5"))
+        await settle()
+        assert early.frames[-1] == {
+            "type": "resync", "market": MARKET.symbol, "reason": "pu=7 but previous u=5",
+            "state": "resyncing", "since": early.frames[-1]["since"]}
+        # A REST read of a resyncing book waits for the snapshot (bounded by book_wait) ...
+        read = asyncio.create_task(engine.order_book(MARKET.symbol))
+        await settle()
+        assert not read.done()
+        # ... and fails at once when the connection is lost meanwhile.
+        venue.book_steps.put_nowait(lambda s: s.on_resync(
+            "reconnecting: ClientConnectorError(ConnectionKey(host='10.1.2.3', port=443))"))
+        await settle()
+        with pytest.raises(FeedUnavailable) as info:
+            await read
+        err = info.value
+        assert err.status == 503 and err.code == "VENUE_UNAVAILABLE" and err.retry_after == 1.0
+        assert err.feed.state == "disconnected"
+        assert err.feed.reason == "reconnecting: ClientConnectorError"  # no host, no port
+        assert early.frames[-1]["state"] == "disconnected"
+        # Failed reconnects repeat the cause: clients are not told again.
+        venue.book_steps.put_nowait(lambda s: s.on_resync("reconnecting: OSError(111)"))
+        await settle()
+        assert [f["type"] for f in early.frames] == ["snapshot", "resync", "resync"]
+        with pytest.raises(FeedUnavailable):
+            await engine.order_book(MARKET.symbol)
+
+        # A client joining now hears the state at once instead of silence.
+        engine.subscribe(venue, MARKET, DataType.ORDERBOOK, late)
+        assert [(f["type"], f["state"]) for f in late.frames] == [("resync", "disconnected")]
+
+        # The venue returns with a restarted sequence: a lower updateId, announced before.
+        venue.book_steps.put_nowait(snapshot(3))
+        await settle()
+        assert early.frames[-1]["type"] == "snapshot" and early.frames[-1]["updateId"] == 3
+        assert late.frames[-1]["type"] == "snapshot"
+        body = msgspec.json.decode(await engine.order_book(MARKET.symbol))
+        assert body["updateId"] == 3
+    finally:
+        await engine.close()
+
+
+async def test_recent_trades_merge_the_seed_with_the_feed_once():
+    venue = ScriptedVenue()
+    venue.seed = [trade(i) for i in range(1, 6)]  # 1..5 on the venue's REST
+    engine = MarketDataEngine({"SIM": venue}, linger=60.0)
+    try:
+        # Before the feed is up: concurrent reads share one REST fetch.
+        venue.release_rest.clear()
+        reads = [asyncio.create_task(engine.recent_trades(MARKET.symbol, 3)) for _ in range(4)]
+        await settle()
+        venue.release_rest.set()
+        answers = await asyncio.gather(*reads)
+        assert venue.rest_calls == 1
+        assert all([t.trade_id for t in a] == ["3", "4", "5"] for a in answers)
+
+        # The feed connects and delivers 4, 5 (also in the seed) and 6 before the seed lands.
+        venue.trade_steps.put_nowait(lambda s: s.on_connection(True))
+        venue.trade_steps.put_nowait(lambda s: s.on_trades([trade(4), trade(5), trade(6)]))
+        await settle()
+        venue.seed = [trade(i) for i in range(1, 6)]
+        trades = await engine.recent_trades(MARKET.symbol, 10)
+        assert [t.trade_id for t in trades] == ["1", "2", "3", "4", "5", "6"]
+        assert venue.rest_calls == 2
+
+        # From now on: the feed only.
+        venue.trade_steps.put_nowait(lambda s: s.on_trades([trade(7)]))
+        await settle()
+        trades = await engine.recent_trades(MARKET.symbol, 2)
+        assert [t.trade_id for t in trades] == ["6", "7"] and venue.rest_calls == 2
+
+        # The connection drops: trades may be missed, so the next read seeds again.
+        venue.seed = [trade(i) for i in range(1, 9)]
+        venue.trade_steps.put_nowait(lambda s: s.on_connection(False, "closed"))
+        await settle()
+        trades = await engine.recent_trades(MARKET.symbol, 2)
+        assert [t.trade_id for t in trades] == ["7", "8"] and venue.rest_calls == 3
+    finally:
+        await engine.close()
