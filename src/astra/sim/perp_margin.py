@@ -22,6 +22,7 @@ The trading side is a ``perp_side.PerpSide``: ``perp`` imports this module, neve
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from .filters import FilterError, parse_decimal
@@ -57,6 +58,17 @@ def add_margin_routes(private: PrivateSide, trading: PerpSide) -> None:
     add("GET", "adlQuantile", lambda r: adl_quantile(trading, r))
 
 
+def positive_amount(text: str) -> Decimal:
+    """An ``amount`` parameter (margin, transfers): at most 8 decimals, above zero."""
+    try:
+        amount = parse_decimal(text, "amount", 8)
+    except FilterError as exc:
+        raise OrderError(exc.code, exc.msg) from None
+    if amount <= 0:
+        raise OrderError(-4055, "Amount must be positive.")
+    return amount
+
+
 def _position_side(trading: PerpSide, r: SignedRequest) -> str:
     ps = r.get("positionSide") or "BOTH"
     if ps not in ("BOTH", "LONG", "SHORT"):
@@ -75,12 +87,7 @@ def _modify(trading: PerpSide, r: SignedRequest) -> dict:
     r.require("type")
     if kind not in (1, 2):
         raise OrderError(-1130, "Data sent for parameter 'type' is not valid.")
-    try:
-        amount = parse_decimal(text, "amount", 8)
-    except FilterError as exc:
-        raise OrderError(exc.code, exc.msg) from None
-    if amount <= 0:
-        raise OrderError(-4055, "Amount must be positive.")
+    amount = positive_amount(text)
     account = r.account.id
     if trading.margin_type(account, symbol) != "ISOLATED":
         raise OrderError(-4049, "Add margin only support for isolated position.")

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from .perp import PerpTrading
 from .price_history import kline_rows
-from .rest import SimApiError, int_param
-from .state import KLINE_INTERVALS, now_ms
+from .rest import SimApiError, int_param, kline_window
+from .state import now_ms
 from .views import FUNDING_CLAMP, INTEREST_RATE
 
 __all__ = ["market_routes"]
@@ -84,15 +84,7 @@ class _Market:
     def _klines(self, kind: str, param: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             symbol = self._symbol(request, param, required=True)
-            interval = request.query.get("interval")
-            if not interval:
-                raise _mandatory("interval")
-            if interval not in KLINE_INTERVALS:
-                raise SimApiError(-1120, "Invalid interval.")
-            limit = int_param(request, "limit", 500, maximum=1500)
-            start, end = int_param(request, "startTime"), int_param(request, "endTime")
-            if start is not None and end is not None and start > end:
-                raise SimApiError(-1023, "Start time is greater than end time.")
+            interval, limit, start, end = kline_window(request)
             self.trading.sample_prices()  # the newest candle closes at premiumIndex's figures
             candles = self.trading.price_history.klines(symbol, kind, interval, start, end, limit)
             return _json(kline_rows(candles, interval))

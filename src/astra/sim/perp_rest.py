@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 from decimal import Decimal
 
-from .filters import FilterError, parse_decimal
 from .ledger import format_amount
 from .orders import OrderError
 from .perp import PerpTrading
 from .perp_batch import add_batch_routes
-from .perp_margin import add_margin_routes
+from .perp_margin import add_margin_routes, positive_amount
 from .perp_market import market_routes
 from .perp_positions import (
     BRACKETS,
@@ -400,11 +399,6 @@ def wallet_transfer(trading: PerpTrading, r: SignedRequest) -> dict:
         raise OrderError(-4114, "clientTranId  is not valid")
     if kind not in ("FUTURE_SPOT", "SPOT_FUTURE"):
         raise OrderError(-1130, "Data sent for parameter 'kindType' is not valid.")
-    try:
-        amount = parse_decimal(text, "amount", 8)
-    except FilterError as exc:
-        raise OrderError(exc.code, exc.msg) from None
-    if amount <= 0:
-        raise OrderError(-4055, "Amount must be positive.")
+    amount = positive_amount(text)
     tran_id = trading.transfer(r.account.id, asset, amount, kind, client_id)
     return {"tranId": tran_id, "status": "SUCCESS"}

@@ -96,6 +96,24 @@ def int_param(
     return value
 
 
+def kline_window(request: web.Request) -> tuple[str, int, int | None, int | None]:
+    """``interval``, ``limit``, ``startTime``, ``endTime`` of a klines request, as documented
+    (shared by klines and the perpetuals' index/mark price klines)."""
+    interval = request.query.get("interval")
+    if not interval:
+        raise SimApiError(
+            -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed."
+        )
+    if interval not in KLINE_INTERVALS:
+        raise SimApiError(-1120, "Invalid interval.")
+    limit = int_param(request, "limit", 500, maximum=1500)
+    start, end = int_param(request, "startTime"), int_param(request, "endTime")
+    if start is not None and end is not None and start > end:
+        raise SimApiError(-1023, "Start time is greater than end time.")
+    assert limit is not None  # it has a default
+    return interval, limit, start, end
+
+
 class _Side:
     """The REST handlers of one side (spot or perpetual)."""
 
@@ -253,17 +271,7 @@ class _Side:
 
     async def klines(self, request: web.Request) -> web.Response:
         state = self._state(request)
-        interval = request.query.get("interval")
-        if not interval:
-            raise SimApiError(
-                -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed."
-            )
-        if interval not in KLINE_INTERVALS:
-            raise SimApiError(-1120, "Invalid interval.")
-        limit = int_param(request, "limit", 500, maximum=1500)
-        start, end = int_param(request, "startTime"), int_param(request, "endTime")
-        if start is not None and end is not None and start > end:
-            raise SimApiError(-1023, "Start time is greater than end time.")
+        interval, limit, start, end = kline_window(request)
         m = state.market
         qdp = m.price_dp + m.qty_dp
         rows = []
