@@ -33,9 +33,14 @@ TOKEN = "benchbench23." + "b" * 10 + "ENCH" + "c" * 20 + "-_xyz0123"
 
 
 def start_gateway() -> tuple[subprocess.Popen, str, str]:
-    env = dict(os.environ, ASTRA_API_KEY=TOKEN, ASTRA_DATA_DIR=tempfile.mkdtemp())
+    data_dir = tempfile.mkdtemp()
+    env = dict(os.environ, ASTRA_API_KEY=TOKEN, ASTRA_DATA_DIR=data_dir)
+    config = os.path.join(data_dir, "bench.toml")
+    with open(config, "w") as f:  # every benchmark client shares one key: lift the per-key cap
+        f.write("ws_connections_per_key = 10000\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "astra", "serve", "--port", "0", "--metrics-port", "0"],
+        [sys.executable, "-m", "astra", "serve", "--port", "0", "--metrics-port", "0",
+         "--config", config],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

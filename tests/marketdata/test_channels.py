@@ -170,3 +170,47 @@ async def test_recent_trades_merge_the_seed_with_the_feed_once():
         assert [t.trade_id for t in trades] == ["7", "8"] and venue.rest_calls == 3
     finally:
         await engine.close()
+
+
+async def test_trade_clients_hear_of_each_drop_once_and_late_repeats_are_kept_once():
+    venue = ScriptedVenue()
+    venue.seed = [trade(i) for i in range(1, 4)]  # 1..3 on the venue's REST
+    engine = MarketDataEngine({"SIM": venue}, linger=60.0)
+    early, late = Frames(), Frames()
+    try:
+        engine.subscribe(venue, MARKET, DataType.TRADE, early)
+        venue.trade_steps.put_nowait(lambda s: s.on_connection(True))
+        venue.trade_steps.put_nowait(lambda s: s.on_connection(True))  # repeated: no change
+        await settle()
+        assert [t.trade_id for t in await engine.recent_trades(MARKET.symbol, 10)] == [
+            "1", "2", "3"]
+        # 3 was in flight when the seed was read: the feed delivers it after; kept once.
+        venue.trade_steps.put_nowait(lambda s: s.on_trades([trade(3), trade(4)]))
+        await settle()
+        assert [t.trade_id for t in await engine.recent_trades(MARKET.symbol, 10)] == [
+            "1", "2", "3", "4"]
+        assert venue.rest_calls == 1
+        assert [f["trades"][-1]["tradeId"] for f in early.frames] == ["4"]  # clients get all
+
+        # The connection drops: clients hear it at once, once, however often it is repeated.
+        venue.trade_steps.put_nowait(lambda s: s.on_connection(
+            False, "reconnecting: ClientConnectorError(ConnectionKey(host='10.1.2.3'))"))
+        venue.trade_steps.put_nowait(lambda s: s.on_connection(False, "reconnecting: again"))
+        await settle()
+        resync = early.frames[-1]
+        assert resync == {"type": "resync", "market": MARKET.symbol,
+                          "reason": "reconnecting: ClientConnectorError",
+                          "state": "disconnected", "since": resync["since"]}  # fmt: skip
+        assert len(early.frames) == 2
+        engine.subscribe(venue, MARKET, DataType.TRADE, late)  # joins while it is down
+        assert late.frames == [resync]
+
+        # Up again: trades flow with no snapshot; the next drop is told again.
+        venue.trade_steps.put_nowait(lambda s: s.on_connection(True))
+        venue.trade_steps.put_nowait(lambda s: s.on_trades([trade(5)]))
+        venue.trade_steps.put_nowait(lambda s: s.on_connection(False, "closed"))
+        await settle()
+        assert [f.get("type") for f in early.frames] == [None, "resync", None, "resync"]
+        assert early.frames[-1]["reason"] == "closed" and late.frames[1:] == early.frames[2:]
+    finally:
+        await engine.close()

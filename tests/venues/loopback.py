@@ -1,5 +1,6 @@
-"""What the venues' private-stream tests share: a sink that records what a user stream
-delivers, a bounded wait on it, and a loopback server for a fake venue's endpoints.
+"""What the venues' tests share: a sink that records what a user stream delivers, a bounded
+wait on it, a loopback server for a fake venue's endpoints, and the live-trades check (a
+market's recent trades served from its trade feed, and its WebSocket clients told of a drop).
 
 Import as ``from tests.venues.loopback import ...`` (see ``trading_fakes.py``)."""
 
@@ -9,11 +10,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import msgspec
 from aiohttp import web
 
+from astra.core import DataType
 from astra.core._trading import Balance, Fill, Order
 
-__all__ = ["UserSink", "serve", "until"]
+__all__ = ["TradeClient", "UserSink", "check_live_trades", "serve", "until"]
 
 
 class UserSink:
@@ -69,3 +72,65 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+class TradeClient:
+    """A ``WS /ws`` TRADE client of the engine: every frame it is sent, decoded."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict] = []
+        self.changed = asyncio.Event()
+        self.recent: list[str] = []  # trade ids of the last live read (check_live_trades)
+
+    def deliver(self, frame: bytes) -> None:
+        self.frames.append(msgspec.json.decode(frame))
+        self.changed.set()
+
+    def trade_ids(self) -> list[str]:
+        return [t["tradeId"] for f in self.frames for t in f.get("trades", ())]
+
+    def resyncs(self) -> list[dict]:
+        return [f for f in self.frames if f.get("type") == "resync"]
+
+
+async def check_live_trades(engine, symbol: str, *, rest_calls, pushed, drop) -> TradeClient:
+    """The live-trades contract on one venue's loopback fake, through the engine:
+
+    - once the trade feed is live (its subscription confirmed), a read seeds from REST once;
+      ``pushed`` (a coroutine function) then has the fake push trades and returns their ids
+      (some may repeat seeded ones);
+    - reads from then on make no REST call (``rest_calls()`` counts the fake's trade
+      requests), keep the seed and end with the pushed trades, each once;
+    - ``drop`` (a coroutine function) cuts the fake's connection: the WS TRADE client gets one
+      ``resync`` (state ``disconnected``), and the feed is live again after reconnecting.
+    Returns the client (its frames, and the ids its live reads served) for venue-specific
+    checks."""
+    venue, market = await engine.resolve(symbol)
+    client = TradeClient()
+    engine.subscribe(venue, market, DataType.TRADE, client)
+    channel = engine.channels[(symbol, DataType.TRADE)]
+    await until(lambda: channel.live, client.changed)
+    seeded_ids = [t.trade_id for t in await engine.recent_trades(symbol, 1000)]
+    assert rest_calls() == 1 and channel.complete
+    ids = await pushed()
+    await until(lambda: set(ids) <= set(client.trade_ids()), client.changed)
+    fresh = [i for i in ids if i not in seeded_ids]
+    for _ in range(3):
+        trades = await engine.recent_trades(symbol, 1000)
+        got = [t.trade_id for t in trades]
+        assert got[len(got) - len(fresh) :] == fresh and set(ids) <= set(got), (got, ids)
+        assert len(got) == len(set(got))  # the seed and the feed merged without repeats
+        assert [i for i in got if i in seeded_ids] == seeded_ids  # the seed is kept, in order
+    client.recent = got
+    assert rest_calls() == 1  # served from the feed
+    assert client.resyncs() == []
+
+    await drop()
+    await until(lambda: client.resyncs(), client.changed)
+    (resync,) = client.resyncs()
+    assert resync["market"] == symbol and resync["state"] == "disconnected"
+    assert isinstance(resync["since"], int) and resync["reason"]
+    assert "127.0.0.1" not in resync["reason"]
+    await until(lambda: channel.live, client.changed)  # reconnected and subscribed again
+    assert len(client.resyncs()) == 1  # once per drop
+    return client

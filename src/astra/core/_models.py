@@ -163,10 +163,11 @@ class BookResync(
     msgspec.Struct, tag="resync", tag_field="type", kw_only=True, omit_defaults=True,
     rename="camel",
 ):
-    """WebSocket ORDERBOOK message ``{"type": "resync", ...}``: the book stopped being
+    """WebSocket message ``{"type": "resync", ...}``. ORDERBOOK: the book stopped being
     trustworthy (gap, checksum, disconnect); discard it and wait for the next ``snapshot``,
     which replaces it whole (its ``updateId`` may be lower than the last one's when the venue
-    restarted its sequence)."""
+    restarted its sequence). TRADE: the trade feed dropped, so trades may be missing until
+    it is back (no snapshot follows; re-read ``GET /trades`` to fill the gap)."""
 
     market: str
     reason: str

@@ -12,10 +12,7 @@ Invariants:
 - A REST read of a ``disconnected`` book fails at once (``FeedUnavailable``, 503, with the
   state); of a ``connecting``/``resyncing`` one it waits for the snapshot, but no longer than
   the engine's ``book_wait`` and no longer than the feed stays up.
-- A trade channel keeps the last ``TRADE_MEMORY`` trades. On a venue with ``live_trades``,
-  once the feed has reported its connection up, one REST fetch (shared by every request that
-  comes meanwhile) seeds that memory; from then until the connection drops, recent trades are
-  served from it without any REST call. Otherwise concurrent requests share one REST fetch.
+- Trade channels (their memory, their drops) are ``trades.TradeChannel``'s.
 - Reasons shown to clients lose anything in parentheses and any URL (they name error
   classes, not hosts).
 """
@@ -24,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import re
 import time
-from collections import deque
 from typing import Protocol
 
 import msgspec
@@ -42,18 +37,15 @@ from astra.core import (
     FeedUnavailable,
     Level,
     OrderBook,
-    Trade,
-    TradesMessage,
     VenueTimeout,
 )
 from astra.venues.base import RECONNECTING, Venue, VenueMarket
 from astra.venues.book import L2Book
 
-__all__ = ["TRADE_MEMORY", "BookChannel", "Channel", "Client", "TradeChannel"]
+__all__ = ["BookChannel", "Channel", "Client", "public_reason", "resync_frame", "units_of"]
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
-TRADE_MEMORY = 1000  # trades a channel remembers: the largest ``GET /trades`` limit
 _PARENS = re.compile(r"\([^()]*\)")
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
@@ -94,6 +86,13 @@ def _levels(pairs: list[tuple[float, float]], units: ContractUnits | None) -> li
     if units is None:
         return [Level(p, q) for p, q in pairs]
     return [Level(p, units.to_base(q, p)) for p, q in pairs]
+
+
+def resync_frame(market: str, feed: FeedState) -> bytes:
+    """The WebSocket ``{"type":"resync"}`` message of a channel in state ``feed``."""
+    resync = BookResync(market=market, reason=feed.reason or feed.state, state=feed.state,
+                        since=feed.since)  # fmt: skip
+    return _encode(resync)
 
 
 class Channel:
@@ -181,15 +180,7 @@ class BookChannel(Channel):
         return FeedState(state=state, since=self.since, reason=reason)  # type: ignore[arg-type]
 
     def _resync_frame(self) -> bytes:
-        feed = self.feed_state()
-        return _encode(
-            BookResync(
-                market=self.market.symbol,
-                reason=feed.reason or feed.state,
-                state=feed.state,
-                since=feed.since,
-            )
-        )
+        return resync_frame(self.market.symbol, self.feed_state())
 
     def unavailable(self) -> FeedUnavailable:
         feed = self.feed_state()
@@ -307,83 +298,3 @@ class BookChannel(Channel):
             log.info("%s: %s (%s)", self.market.symbol, state, reason)
             if self.clients and (self._was_synced or state == "disconnected"):
                 self._fan_out(self._resync_frame())
-
-
-class TradeChannel(Channel):
-    """TradeSink: trades arriving in one loop iteration go out as one batch; the last
-    ``TRADE_MEMORY`` are remembered for ``GET /trades``."""
-
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)
-        self._pending: list[Trade] = []
-        self.recent: deque[Trade] = deque(maxlen=TRADE_MEMORY)  # venue units, oldest first
-        self.live = False  # the feed said its connection is up
-        self.complete = False  # ``recent`` holds every trade since the seed
-        self._connection = itertools.count()
-        self.connection = next(self._connection)  # changes whenever the connection does
-        self._fetch: asyncio.Task[list[Trade]] | None = None
-
-    async def _run(self) -> None:
-        await self.venue.run_trade_feed(self.market, self)
-
-    async def stop(self) -> None:
-        if self._fetch is not None:
-            self._fetch.cancel()
-        await super().stop()
-
-    def add_client(self, client: Client) -> None:
-        self.clients.add(client)
-
-    def on_connection(self, up: bool, reason: str = "") -> None:
-        self.live, self.complete = up, False
-        self.connection = next(self._connection)
-        self.recent.clear()  # a gap may start here: seed again once it is up
-        if not up:
-            log.info("%s trades: connection down (%s)", self.market.symbol, reason)
-
-    def on_trades(self, trades: list[Trade]) -> None:
-        self.recent.extend(trades)
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.extend(trades)
-
-    def _flush(self) -> None:
-        trades, self._pending = self._pending, []
-        self.engine.stats["trades"] += len(trades)
-        if self.clients:
-            if self.units is not None:  # converted only when someone receives them
-                trades = self.units.trades(trades)
-            frame = _encode(TradesMessage(trades=trades))
-            self._fan_out(frame)
-
-    async def recent_trades(self, limit: int) -> list[Trade]:
-        """The last ``limit`` trades (venue units, oldest first): from memory when it is
-        complete, else from the one REST fetch in flight (started if none is)."""
-        if not self.complete:
-            fetch = self._fetch
-            if fetch is None:
-                fetch = self._fetch = asyncio.create_task(self._seed())
-                fetch.add_done_callback(self._fetched)
-            fetched = await asyncio.shield(fetch)
-            if not self.complete:
-                return fetched[-limit:]
-        start = max(0, len(self.recent) - limit)
-        return list(itertools.islice(self.recent, start, None))
-
-    def _fetched(self, task: asyncio.Task) -> None:
-        if self._fetch is task:
-            self._fetch = None
-        if not task.cancelled():
-            task.exception()  # retrieved: each waiter got it already
-
-    async def _seed(self) -> list[Trade]:
-        connection, live = self.connection, self.live
-        trades = await self.venue.recent_trades(self.market, TRADE_MEMORY)
-        if live and self.venue.live_trades and connection == self.connection:
-            # The feed was up before the fetch was sent: it delivered every trade the fetch
-            # may have missed; the ones both saw are dropped by id.
-            seen = {t.trade_id for t in trades if t.trade_id is not None}
-            later = [t for t in self.recent if t.trade_id is None or t.trade_id not in seen]
-            self.recent = deque(itertools.chain(trades, later), maxlen=TRADE_MEMORY)
-            self.complete = True
-        return trades

@@ -38,7 +38,8 @@ from astra.core import (
 )
 from astra.venues.base import Venue, VenueMarket
 
-from .channels import BookChannel, Channel, Client, TradeChannel, units_of
+from .channels import BookChannel, Channel, Client, units_of
+from .trades import TradeChannel
 
 __all__ = ["Client", "MarketDataEngine"]
 

@@ -80,9 +80,10 @@ class TradeSink(Protocol):
     def on_trades(self, trades: list[Trade]) -> None: ...
 
     def on_connection(self, up: bool, reason: str = "") -> None:
-        """The feed's connection opened (``up``: every trade from now on will be delivered)
-        or closed (trades may be missed until it reopens). Called only by venues with
-        ``live_trades``."""
+        """The feed's subscription is live (``up``: every trade from now on will be
+        delivered; where the venue acknowledges subscriptions, once it has) or its connection
+        or subscription is lost (trades may be missed until it is live again). A report of the
+        state already reported changes nothing. Called only by venues with ``live_trades``."""
 
 
 class UserDataSink(Protocol):

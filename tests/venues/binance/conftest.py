@@ -162,6 +162,8 @@ class FakeBinance:
         self.depth_requests: list[tuple[float, dict]] = []  # (time.monotonic(), query)
         self.served_ids: list[int] = []  # every depth response's lastUpdateId, all symbols
         self.dropped: list[int] = []
+        self.agg_trades: list[dict] = []  # GET aggTrades rows (of the first recording)
+        self.trade_requests = 0  # GET aggTrades served
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._open: set[web.WebSocketResponse] = set()
@@ -196,6 +198,10 @@ class FakeBinance:
         tape.served_ids.append(body["lastUpdateId"])
         self.served_ids.append(body["lastUpdateId"])
         return web.json_response(body)
+
+    async def agg_trades_route(self, request: web.Request) -> web.Response:
+        self.trade_requests += 1
+        return web.json_response(self.agg_trades[-int(request.query.get("limit", "500")) :])
 
     async def exchange_info_route(self, request: web.Request) -> web.Response:
         return web.json_response(self.exchange_info)
@@ -275,6 +281,7 @@ class FakeBinance:
         app = web.Application()
         app.router.add_get("/api/v3/depth", self.depth)
         app.router.add_get("/api/v3/exchangeInfo", self.exchange_info_route)
+        app.router.add_get("/api/v3/aggTrades", self.agg_trades_route)
         app.router.add_get("/stream/stream", self.stream)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()

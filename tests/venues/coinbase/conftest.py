@@ -80,6 +80,8 @@ class FakeCoinbase:
         self.books: dict[str, dict[str, dict[float, float]]] = {}
         self.history: dict[str, dict[int, dict]] = defaultdict(dict)
         self.trades: dict[str, list[dict]] = defaultdict(list)
+        self.trades_paused = False  # no new trades are made while set
+        self.ticker_requests = 0  # REST trades (ticker) served
         self.requests: list[tuple[int, dict]] = []
         self.connections = 0
         self.lost: list[int] = []
@@ -212,7 +214,7 @@ class FakeCoinbase:
                         "updates": self._levels([change], _ts(conn.seq + 1)),
                     }
                     await self._send(conn, "l2_data", [event], product)
-                if tick % 4 == 0:
+                if tick % 4 == 0 and not self.trades_paused:
                     for product in sorted(conn.trades):
                         trades = [self._trade(product), self._trade(product)]
                         event = {"type": "update", "trades": trades[::-1]}  # newest first
@@ -281,7 +283,13 @@ class FakeCoinbase:
         name = "future" if request.query.get("product_type") == "FUTURE" else "spot"
         return web.json_response(sample(f"market-products-{name}.json"))
 
+    async def cut(self) -> None:
+        """Close every connection, as the venue dropping them does."""
+        for conn in self._conns:
+            await conn.ws.close()
+
     async def _ticker(self, request: web.Request) -> web.Response:
+        self.ticker_requests += 1
         product = request.match_info["product_id"]
         limit = int(request.query.get("limit", "100"))
         for _ in range(5 - len(self.trades[product])):
@@ -331,6 +339,7 @@ class RecordingSink:
         self.calls: list[tuple] = []
         self.book = None
         self.trades: list = []
+        self.connections: list[bool] = []  # on_connection reports, in order
 
     def on_snapshot(self, book) -> None:
         self.book = book
@@ -346,6 +355,9 @@ class RecordingSink:
     def on_trades(self, trades) -> None:
         self.trades.extend(trades)
         self.calls.append(("trades", [t.trade_id for t in trades]))
+
+    def on_connection(self, up: bool, reason: str = "") -> None:
+        self.connections.append(up)  # (not in ``calls``: book tests compare those)
 
     def kinds(self) -> list[str]:
         return [c[0] for c in self.calls]

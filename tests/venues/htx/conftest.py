@@ -318,6 +318,11 @@ class FakeHtx:
             reply = {"id": msg.get("id"), "rep": msg["req"], "status": "ok", "ts": 2}
             await conn.send({**reply, "data": script.refresh()})
 
+    async def cut(self) -> None:
+        """Close every subscribed connection, as a venue dropping them does."""
+        for conn in {c for subs in self._subscribers.values() for c in subs}:
+            await conn.ws.close()
+
     async def _broadcast(self, topic: str, frame: dict | bytes) -> None:
         for conn in tuple(self._subscribers.get(topic, ())):
             if conn.stalled is None and conn.frames >= self.stall_after:

@@ -27,6 +27,7 @@ class Sink:
         self.book: L2Book | None = None
         self.served: list[tuple] = []  # (event, update id, levels) after each book event
         self.trades: list = []
+        self.connections: list[bool] = []  # on_connection reports, in order
         self.changed = asyncio.Event()
 
     def on_snapshot(self, book: L2Book) -> None:
@@ -47,6 +48,10 @@ class Sink:
 
     def on_trades(self, trades) -> None:
         self.trades.extend(trades)
+        self.changed.set()
+
+    def on_connection(self, up: bool, reason: str = "") -> None:
+        self.connections.append(up)
         self.changed.set()
 
     def levels(self) -> dict:

@@ -181,6 +181,8 @@ class FakeKrakenV2:
     snapshots_sent: list[dict] = field(default_factory=list)  # levels of each snapshot
     done: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    rest_requests: int = 0  # /0/public/Trades served
+    sockets: list = field(default_factory=list)  # every connection, to cut them
 
     def __post_init__(self) -> None:
         self.book.apply(self.snapshot.asks, self.snapshot.bids)
@@ -227,6 +229,7 @@ class FakeKrakenV2:
         self.connections += 1
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self.sockets.append(ws)
         status = {"system": "online", "api_version": "v2", "connection_id": 1, "version": "2"}
         await ws.send_json({"channel": "status", "type": "update", "data": [status]})
         task: asyncio.Task | None = None
@@ -259,7 +262,13 @@ class FakeKrakenV2:
         return ws
 
     async def trades(self, request: web.Request) -> web.Response:
+        self.rest_requests += 1
         return web.json_response(self.rest_trades)
+
+    async def cut(self) -> None:
+        """Close every connection, as the venue dropping them does."""
+        for ws in self.sockets:
+            await ws.close()
 
     @contextlib.asynccontextmanager
     async def running(self):
@@ -354,6 +363,7 @@ class RecordingSink:
         self.events: list[tuple] = []
         self.book: dict[str, dict[float, float]] = {"bids": {}, "asks": {}}
         self.trades: list = []
+        self.connections: list[bool] = []  # on_connection reports, in order
         self.changed = asyncio.Event()
 
     def _add(self, event: tuple) -> None:
@@ -379,6 +389,9 @@ class RecordingSink:
     def on_trades(self, trades) -> None:
         self.trades += trades
         self._add(("trades", len(trades)))
+
+    def on_connection(self, up: bool, reason: str = "") -> None:
+        self.connections.append(up)  # (not an event: book tests compare those)
 
     def kinds(self) -> list[str]:
         return [e[0] for e in self.events]

@@ -169,6 +169,8 @@ class FakeKucoin:
         self.served: list[tuple[str, int, tuple]] = []  # (symbol, sequence, bounds)
         self.futures_snapshots: dict[str, dict] = {}
         self.trade_history: dict[str, list[dict]] = {}
+        self.history_requests = 0  # trade history (REST) served
+        self.sockets: list[web.WebSocketResponse] = []  # every connection, to cut them
         self.tokens: set[str] = set()
         self.bullets = self.connections = self.pings = 0
         self.requests: list[tuple[int, dict]] = []  # (connection number, request), in order
@@ -286,6 +288,7 @@ class FakeKucoin:
         return self._ok(self.futures_snapshots[request.query["symbol"]])
 
     async def _history(self, request: web.Request) -> web.Response:
+        self.history_requests += 1
         return self._ok(self.trade_history[request.query["symbol"]])
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
@@ -298,6 +301,7 @@ class FakeKucoin:
         self._changed.set()
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self.sockets.append(ws)
         await ws.send_str(json.dumps({"id": request.query.get("connectId", ""), "type": "welcome"}))
         senders: dict[str, asyncio.Task] = {}  # topic -> its replay on this connection
         try:

@@ -259,7 +259,9 @@ async def test_trades_over_ws_and_rest(fake_kucoin, kucoin_recording, key_store)
                 gw, token, market, lambda ms: sum(len(m["trades"]) for m in ms) >= len(frames),
                 data_type="TRADE",
             )  # fmt: skip
-            recent = await _get(gw, token, f"/trades?market={market}&limit=10")
+            # The feed is live: one REST read seeds it (the history, oldest first), then
+            # what the feed delivered follows.
+            recent = await _get(gw, token, f"/trades?market={market}&limit=1000")
     got = [t for m in messages for t in m["trades"]]
     want = [json.loads(f)["data"] for f in frames]
     assert [t["tradeId"] for t in got] == [w["sequence"] for w in want]
@@ -268,7 +270,8 @@ async def test_trades_over_ws_and_rest(fake_kucoin, kucoin_recording, key_store)
     ]
     assert {t["side"] for t in got} == {w["side"].upper() for w in want}
     assert got[0]["time"] == int(want[0]["time"]) // 1_000_000
-    assert [t["tradeId"] for t in recent["trades"]] == ["1545896668571", "1545896668578"]
+    assert [t["tradeId"] for t in recent["trades"][:2]] == ["1545896668571", "1545896668578"]
+    assert recent["trades"][2:] == got
     assert recent["trades"][0] == {
         "price": 0.0000001119, "quantity": 0.004, "side": "BUY", "time": 1545904567062,
         "tradeId": "1545896668571",

@@ -151,6 +151,9 @@ async def test_markets_and_trades_share_one_token_and_connection(
         all_trades = asyncio.Event()
 
         class TradeSink:
+            def on_connection(self, up, reason=""):
+                pass  # what trades arrive is the question here
+
             def on_trades(self, batch):
                 trades.extend(batch)
                 if len(trades) == len(kucoin_recording.matches[DAPPT]):

@@ -128,6 +128,7 @@ class RecordingSink:
         self.events: list[tuple] = []
         self.books: list = []
         self.trades: list = []
+        self.connections: list[bool] = []  # on_connection reports, in order
         self.changed = asyncio.Event()
 
     def on_snapshot(self, book) -> None:
@@ -146,6 +147,10 @@ class RecordingSink:
 
     def on_trades(self, trades) -> None:
         self.trades.extend(trades)
+        self.changed.set()
+
+    def on_connection(self, up: bool, reason: str = "") -> None:
+        self.connections.append(up)  # (not an event: book tests compare those)
         self.changed.set()
 
     def kinds(self) -> list[str]:
@@ -178,6 +183,7 @@ class FakeOkx:
         self.answer_pings = True
         self.sockets: list[web.WebSocketResponse] = []
         self.trades: list[dict] = []  # GET /api/v5/market/trades rows, newest first
+        self.trade_requests = 0  # GET /api/v5/market/trades served
         self._tasks: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -244,6 +250,7 @@ class FakeOkx:
         return ws
 
     async def _trades(self, request: web.Request) -> web.Response:
+        self.trade_requests += 1
         limit = int(request.query.get("limit", "100"))
         rows = [r for r in self.trades if r["instId"] == request.query["instId"]][:limit]
         return web.json_response({"code": "0", "msg": "", "data": rows})

@@ -147,6 +147,49 @@ async def test_a_lost_connection_resets_every_consumer_before_the_next_ones_data
     assert conn.connections == 2
 
 
+class ConfirmingToy(ToyConnection):
+    """The toy protocol where a key's first data on a connection confirms its subscription."""
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> str:
+        while True:
+            msg = await ws.receive(timeout=5)
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                raise ConnectionError("closed by the venue")
+            data = json.loads(msg.data)
+            if data["key"] not in self.live:
+                self._confirmed(data["key"])
+            for consumer in self.consumers.get(data["key"], ()):
+                consumer.on_data(data)
+
+
+class LiveRecorder(Recorder):
+    def on_live(self) -> None:
+        self.events.append(("live", None))
+
+
+async def test_consumers_hear_when_their_key_is_live_and_when_it_is_not(toy):
+    server, session, url = toy
+    conn = ConfirmingToy(lambda: session, url)
+    a, b, late = LiveRecorder(), LiveRecorder(), LiveRecorder()
+    conn.add("a", a)
+    conn.add("b", b)
+    try:
+        await server.until(lambda: len(a.events) == 2 and len(b.events) == 2)
+        assert conn.live == {"a", "b"}
+        conn.add("a", late)  # already live: no new subscribe, so it is told at once
+        assert late.events == [("live", None)]
+        conn.remove("b", b)  # unsubscribed: no longer live
+        assert conn.live == {"a"}
+        await server.sockets[0].close()
+        await server.until(lambda: len(a.events) == 5 and len(late.events) == 4)
+        assert conn.live == {"a"}  # confirmed again on the second connection
+    finally:
+        await conn.close()
+    assert [kind for kind, _ in a.events] == ["live", "data", "reset", "live", "data"]
+    assert [kind for kind, _ in late.events] == ["live", "reset", "live", "data"]
+    assert [kind for kind, _ in b.events] == ["live", "data"]
+
+
 def test_reconnect_delays_back_off_until_data_flows_and_retirement_is_immediate():
     conn = ToyConnection(lambda: None, "ws://127.0.0.1:9/unused")  # type: ignore[arg-type]
     failure = ConnectionError("refused")

@@ -20,6 +20,7 @@ import aiohttp
 import ccxt.async_support as ccxt_async
 
 from astra.core import Trade
+from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
@@ -44,7 +45,7 @@ CAPABILITIES = Capabilities(
 DEPTH_WEIGHTS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}  # limit -> weight
 AGG_TRADES_WEIGHT = 20
 SNAPSHOT_LIMIT = 1000
-TRADES_MAX_WAIT = 1.0  # seconds a recent-trades fetch may wait for the limiter, then 429
+TRADES_MAX_WAIT = public_rest.TRADES_MAX_WAIT  # a recent-trades fetch's wait, then 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class AsterVenue(Venue):
         # ccxt's own throttle off: it queues every call without bound (aggTrades at cost 20 x
         # 333 ms), and the limiter paces by the documented weights instead.
         self._ccxt = ccxt_async.aster({"enableRateLimit": False, "options": {"builderFee": False}})
+        self.limiter.attach(self._ccxt)  # sees 429/418 + Retry-After, as trading's clients do
         api = self._ccxt.urls["api"]
         api["sapiPublic"] = api["sapiPrivate"] = self.urls.spot_rest
         api["fapiPublic"] = api["fapiPrivate"] = self.urls.perp_rest
@@ -148,11 +150,10 @@ class AsterVenue(Venue):
 
     async def snapshot(self, market: VenueMarket, limit: int = SNAPSHOT_LIMIT) -> Snapshot:
         request = {"symbol": market.exchange_symbol, "limit": limit}
-        async with self.limiter.slot(DEPTH_WEIGHTS.get(limit, DEPTH_WEIGHTS[SNAPSHOT_LIMIT])):
-            if market.kind == "perp":
-                raw = await self._ccxt.fapiPublicGetV3Depth(request)
-            else:
-                raw = await self._ccxt.sapiPublicGetV3Depth(request)
+        ccxt = self._ccxt
+        depth = ccxt.fapiPublicGetV3Depth if market.kind == "perp" else ccxt.sapiPublicGetV3Depth
+        weight = DEPTH_WEIGHTS.get(limit, DEPTH_WEIGHTS[SNAPSHOT_LIMIT])
+        raw = await public_rest.snapshot(self.limiter, weight, lambda: depth(request))
         return Snapshot(
             last_update_id=int(raw["lastUpdateId"]),
             timestamp=int(raw.get("E") or raw.get("T") or 0),
@@ -178,13 +179,11 @@ class AsterVenue(Venue):
         # aggTrades, decoded per the docs: ccxt's parse of spot /trades reads the quote
         # quantity as the amount (see README), so the raw response is parsed here.
         request = {"symbol": market.exchange_symbol, "limit": limit}
-        async with self.limiter.slot(
-            AGG_TRADES_WEIGHT, low_priority=True, max_wait=TRADES_MAX_WAIT
-        ):
-            if market.kind == "perp":
-                raw = await self._ccxt.fapiPublicGetV3AggTrades(request)
-            else:
-                raw = await self._ccxt.sapiPublicGetV3AggTrades(request)
+        ccxt = self._ccxt
+        trades = ccxt.fapiPublicGetV3AggTrades if market.kind == "perp" else (
+            ccxt.sapiPublicGetV3AggTrades
+        )
+        raw = await public_rest.trades(self.limiter, AGG_TRADES_WEIGHT, lambda: trades(request))
         return [
             AggTrade(e="aggTrade", E=row["T"], s=market.exchange_symbol, **row).to_trade()
             for row in raw

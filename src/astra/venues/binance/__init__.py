@@ -13,6 +13,12 @@ Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``bina
 per set of credentials (``private.py``) trades spot, USD-M and COIN-M markets on the
 configured REST roots, sharing the markets already loaded.
 
+Public REST is paced by one ``VenueLimiter`` per product (``limiters``: Binance counts request
+weight per IP separately for api, fapi, dapi and eapi), at the documented weights below, not
+by ccxt's throttle (``astra.venues.public_rest``): a depth snapshot goes ahead of recent-trade
+fetches, which are low priority and refused (429) rather than queued; a 429/418 closes that
+product's gate for its ``Retry-After``. ``limiter`` (the spot one) is what trading shares.
+
 User data (``run_user_stream``, the gateway's ``WS /ws``): one stream per product the venue
 has markets of. Spot subscribes on the WebSocket API (``spot_ws_api``,
 ``userDataStream.subscribe.signature``: ``userdata.py``; Binance retired the spot listenKey
@@ -36,17 +42,20 @@ import msgspec
 from ccxt.base.errors import DDoSProtection, RateLimitExceeded
 
 from astra.core import Trade
+from astra.venues import public_rest
 from astra.venues.aster.feed import DiffBook, Snapshot
 from astra.venues.aster.userdata import UserDataSink, run_user_stream
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
+from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
 
-from .feed import BookConsumer, RateGate, TradeConsumer, retry_after_seconds
+from .feed import BookConsumer, TradeConsumer, retry_after_seconds
 from .private import BinancePrivate, private_api_urls
 from .schemas import AggTrade, OptionRecentTrade
 from .streams import FUTURES_LIMITS, OPTIONS_LIMITS, SPOT_LIMITS, Limits, StreamPool
 from .symbols import SECTIONS, markets_from_exchange_info
 from .userdata import run_spot_user_stream, sign_params
+from .weights import BUDGETS, DEPTH_WEIGHTS, EXCHANGE_INFO_WEIGHTS, TRADES_WEIGHTS
 
 __all__ = ["CAPABILITIES", "BinanceUrls", "BinanceVenue", "from_config"]
 
@@ -168,6 +177,7 @@ class BinanceVenue(Venue):
     lowers every product's documented stream cap per connection (tests, cautious setups)."""
 
     capabilities = CAPABILITIES
+    live_trades = True  # trade consumers report their subscription (feed.TradeConsumer)
     order_id_pattern = "[0-9]{1,20}"  # orderId is a LONG on spot, USD-M, COIN-M and options
     # User data streams: futures listenKey keep-alive period (Binance: valid 60 min, PUT every
     # 30) and how long a quiet socket is trusted (an idle account sends nothing; the WebSocket
@@ -208,10 +218,21 @@ class BinanceVenue(Venue):
         }
         # One pool of shared connections per (product, endpoint): the product sets the limits.
         self.pools: dict[tuple[str, str], StreamPool] = {}
-        # One ccxt client (so one weight throttle) and one 429/418 pause per product:
-        # Binance counts request weight per IP separately for api, fapi, dapi and eapi.
+        # One ccxt client and one limiter (weights, 429/418 pause) per product: Binance
+        # counts request weight per IP separately for api, fapi, dapi and eapi. Each keeps a
+        # snapshot's weight from trade fetches; it may burst a snapshot and a trade fetch.
         self._clients: dict[str, _BinanceRest] = {}
-        self.gates = {section: RateGate() for section in SECTIONS}
+        self.limiters = {
+            section: public_rest.public_limiter(
+                code,
+                per=60.0,
+                limit=BUDGETS[section],
+                reserve=(snap := public_rest.weight_for(DEPTH_WEIGHTS[section], snapshot_limit)),
+                burst=snap + TRADES_WEIGHTS[section],
+            )
+            for section in SECTIONS
+        }
+        self.limiter: VenueLimiter = self.limiters["spot"]  # shared with trading
         self._exchange_info = exchange_info
         self._own_session = session is None
         self._session = session
@@ -244,11 +265,9 @@ class BinanceVenue(Venue):
     def _client(self, section: str) -> _BinanceRest:
         client = self._clients.get(section)
         if client is None:
-            # ccxt's request weights over a rolling minute, as Binance counts them (its leaky
-            # bucket would not credit idle time, delaying every resync's snapshot).
-            client = self._clients[section] = _BinanceRest(
-                {"enableRateLimit": True, "rateLimiterAlgorithm": "rollingWindow"}
-            )
+            # ccxt's throttle off: the product's limiter paces by the documented weights.
+            client = self._clients[section] = _BinanceRest({"enableRateLimit": False})
+            self.limiters[section].attach(client)  # sees 429/418 + Retry-After first
             api, urls = client.urls["api"], self.urls
             api["public"] = f"{urls.spot_rest}/v3"
             api["fapiPublic"] = f"{urls.usdm_rest}/v1"
@@ -258,19 +277,9 @@ class BinanceVenue(Venue):
                 client.timeout_on_exit = 0  # ccxt's 0.25 s linger on close is for TLS only
         return client
 
-    async def _rest(self, section: str, method: str, params: dict, *, wait: bool = True):
-        """One ccxt implicit-API call behind the product's rate gate. ``wait=False`` (a
-        user's request) fails at once while the gate is shut instead of queueing behind it."""
-        gate = self.gates[section]
-        if wait:
-            await gate.wait()
-        elif (left := gate.remaining()) > 0:
-            raise RateLimitExceeded(f"{self.code} {section} REST paused {left:.0f} s (429/418)")
-        try:
-            return await getattr(self._client(section), method)(params)
-        except (DDoSProtection, RateLimitExceeded) as exc:
-            gate.block(getattr(exc, "retry_after", None) or retry_after_seconds(None))
-            raise
+    def _call(self, section: str, method: str, params: dict):
+        """One ccxt implicit-API call of a product (paced by the caller)."""
+        return lambda: getattr(self._client(section), method)(params)
 
     async def load_markets(self) -> dict[str, VenueMarket]:
         if self._markets is not None:  # the hot path: every request resolves its market
@@ -280,9 +289,11 @@ class BinanceVenue(Venue):
                 responses = self._exchange_info
                 if responses is None:
                     # All or nothing: a partial list would be cached as if complete.
-                    bodies = await asyncio.gather(
-                        *(self._rest(s, _EXCHANGE_INFO[s], {}, wait=False) for s in self.sections)
-                    )
+                    bodies = await asyncio.gather(*(
+                        public_rest.markets(self.limiters[s], EXCHANGE_INFO_WEIGHTS[s],
+                                            self._call(s, _EXCHANGE_INFO[s], {}))
+                        for s in self.sections
+                    ))  # fmt: skip
                     responses = dict(zip(self.sections, bodies, strict=True))
                 parsed: dict[str, dict] = {}
                 self._markets = markets_from_exchange_info(
@@ -421,7 +432,9 @@ class BinanceVenue(Venue):
 
     async def snapshot(self, market: VenueMarket) -> Snapshot:
         request = {"symbol": market.exchange_symbol, "limit": self.snapshot_limit}
-        raw = await self._rest(market.kind, _DEPTH[market.kind], request)
+        weight = public_rest.weight_for(DEPTH_WEIGHTS[market.kind], self.snapshot_limit)
+        call = self._call(market.kind, _DEPTH[market.kind], request)
+        raw = await public_rest.snapshot(self.limiters[market.kind], weight, call)
         return Snapshot(
             last_update_id=int(raw["lastUpdateId"] if "lastUpdateId" in raw else raw["u"]),
             # Spot snapshots carry no time: stamp them on arrival.
@@ -445,7 +458,11 @@ class BinanceVenue(Venue):
 
     async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
         request = {"symbol": market.exchange_symbol, "limit": limit}
-        rows = await self._rest(market.kind, _TRADES[market.kind], request, wait=False)
+        rows = await public_rest.trades(
+            self.limiters[market.kind],
+            TRADES_WEIGHTS[market.kind],
+            self._call(market.kind, _TRADES[market.kind], request),
+        )
         if market.kind == "option":
             # convert() ignores fields the Struct does not declare (venues add fields).
             parsed = msgspec.convert(rows, list[OptionRecentTrade])

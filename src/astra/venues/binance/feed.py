@@ -23,14 +23,13 @@ Integrity rule (Binance's documented "manage a local order book" procedure), per
   reconnect subscribes every stream again and every book on that connection resyncs
   (``on_resync``, then a fresh snapshot per the rule above).
 - REST: a 429 or 418 (IP ban) pauses every REST call of the product for ``Retry-After``
-  seconds (Binance's limits are per IP, so one refusal speaks for all its markets).
+  seconds (Binance's limits are per IP, so one refusal speaks for all its markets): the
+  product's ``VenueLimiter`` (``BinanceVenue.limiters``) holds that pause.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Mapping
 
 import msgspec
@@ -43,7 +42,6 @@ from .schemas import AggTrade, DepthUpdate, OptionTrade
 __all__ = [
     "DEFAULT_RETRY_AFTER",
     "BookConsumer",
-    "RateGate",
     "TradeConsumer",
     "retry_after_seconds",
 ]
@@ -67,24 +65,6 @@ def retry_after_seconds(headers: Mapping[str, str] | None, default: float = DEFA
     return default
 
 
-class RateGate:
-    """The venue's REST pause after a 429/418: ``block`` extends it, ``wait`` sits it out."""
-
-    def __init__(self) -> None:
-        self.until = 0.0  # time.monotonic() at which requests may resume
-
-    def remaining(self) -> float:
-        return max(0.0, self.until - time.monotonic())
-
-    def block(self, seconds: float) -> None:
-        self.until = max(self.until, time.monotonic() + seconds)
-
-    async def wait(self) -> None:
-        # A deadline that may move (another refusal extends it), not an event: re-check.
-        while (left := self.remaining()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(left)
-
-
 class BookConsumer:
     """One market's ``<symbol>@depth@100ms`` on a shared connection, into its ``DiffBook``.
     A reset (reconnect, refused subscription, undecodable event) restarts that book only."""
@@ -100,13 +80,17 @@ class BookConsumer:
     def on_reset(self, reason: str) -> None:
         self.book.restart(reason)
 
+    def on_live(self) -> None:
+        pass  # the book syncs on its first event's snapshot
+
     def close(self) -> None:
         self.book.snapshot.cancel()
 
 
 class TradeConsumer:
     """One market's ``<symbol>@aggTrade`` (options: ``<symbol>@optionTrade``) into ``sink``.
-    Trades carry no state to resync: a reset only interrupts them."""
+    Trades carry no state to resync: the sink hears that its stream is live once Binance
+    acknowledges the SUBSCRIBE, and that it was interrupted on a reset (trades may be lost)."""
 
     __slots__ = ("_decode", "name", "sink")
 
@@ -119,6 +103,10 @@ class TradeConsumer:
 
     def on_reset(self, reason: str) -> None:
         log.info("%s trades interrupted (%s)", self.name, reason)
+        self.sink.on_connection(False, reason)
+
+    def on_live(self) -> None:
+        self.sink.on_connection(True)
 
     def close(self) -> None:
         pass

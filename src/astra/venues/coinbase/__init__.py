@@ -5,7 +5,10 @@ endpoints (``/api/v3/brokerage/market/products``, ``.../market/products/{id}/tic
 no key is needed; market data comes from native WebSocket handlers on
 ``wss://advanced-trade-ws.coinbase.com`` (``feed.py``, ``connection.py``). Every URL is
 configurable, and the product list can be injected (``markets_source``) for tests and
-offline use.
+offline use. Public REST is paced by the venue's ``limiter`` (shared with trading) at
+Coinbase's documented public limit, ``PUBLIC_RATE`` requests a second per IP, not by ccxt's
+throttle (``astra.venues.public_rest``); recent trades are low priority and refused (429)
+rather than queued, and a 429 closes the gate for its ``Retry-After``.
 
 Authentication, per Coinbase's current docs: ``level2``, ``market_trades`` and
 ``heartbeats`` are public ("Requires Authentication: No"; only ``user`` and
@@ -37,6 +40,7 @@ import ccxt.async_support as ccxt_async
 import msgspec
 
 from astra.core import Trade
+from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import ccxt_symbols
 from astra.venues.private_http import PrivateHttp
@@ -61,6 +65,7 @@ CAPABILITIES = Capabilities(
 )
 
 ProductsSource = Callable[[], Awaitable[list[dict]]]
+PUBLIC_RATE = 10.0  # Advanced Trade public endpoints: 10 requests a second per IP
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,7 @@ def parse_products(exchange: ccxt_async.coinbase, products: list[dict]) -> list[
 
 class CoinbaseVenue(Venue):
     capabilities = CAPABILITIES
+    live_trades = True  # feed.TradeRouter reports each product
 
     def __init__(
         self,
@@ -111,10 +117,12 @@ class CoinbaseVenue(Venue):
         self.code = code
         self.urls = urls or CoinbaseUrls()
         self._markets_source = markets_source
-        config: dict = {"enableRateLimit": True}
+        # ccxt's throttle off (it queues every call without bound): the limiter paces.
+        config: dict = {"enableRateLimit": False}
         if api_key and api_secret:
             config.update(apiKey=api_key, secret=api_secret)
-        self._ccxt = ccxt_async.coinbase(config)
+        self.limiter = public_rest.public_limiter(code, per=1.0, limit=PUBLIC_RATE)
+        self._ccxt = self.limiter.attach(ccxt_async.coinbase(config))
         self._ccxt.urls["api"]["rest"] = self.urls.rest
         settings = Settings(
             url=self.urls.ws,
@@ -165,11 +173,12 @@ class CoinbaseVenue(Venue):
         )
 
     async def _fetch_products(self) -> list[dict]:
-        spot = await self._ccxt.v3PublicGetBrokerageMarketProducts({})
+        list_products = self._ccxt.v3PublicGetBrokerageMarketProducts
+        spot = await public_rest.markets(self.limiter, 1, lambda: list_products({}))
         products = list(spot.get("products") or [])
         try:
-            futures = await self._ccxt.v3PublicGetBrokerageMarketProducts(
-                {"product_type": "FUTURE"}
+            futures = await public_rest.markets(
+                self.limiter, 1, lambda: list_products({"product_type": "FUTURE"})
             )
         except ccxt_async.NetworkError:
             raise  # transient: the next load retries, rather than caching a partial list
@@ -271,8 +280,11 @@ class CoinbaseVenue(Venue):
             self._trades.detach(conn, product, sink)
 
     async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
-        raw = await self._ccxt.v3PublicGetBrokerageMarketProductsProductIdTicker(
-            {"product_id": market.exchange_symbol, "limit": max(1, min(limit, 1000))}
+        request = {"product_id": market.exchange_symbol, "limit": max(1, min(limit, 1000))}
+        raw = await public_rest.trades(
+            self.limiter,
+            1,
+            lambda: self._ccxt.v3PublicGetBrokerageMarketProductsProductIdTicker(request),
         )
         trades = [
             msgspec.convert(row, MarketTrade, strict=False).to_trade()

@@ -28,7 +28,10 @@ sent twice). A gap on a ``market_trades`` connection resubscribes its products t
 forwarded and are no older than the oldest trade remembered are sent. Coinbase documents
 ``trade_id`` as a string, not as increasing, and many trades share a millisecond, so neither
 is compared for order: the last ``_REMEMBERED`` trade ids are kept per product instead. The
-first snapshot after subscribing is history: remembered, not forwarded.
+first snapshot after subscribing is history: remembered, not forwarded. A trade sink hears
+that its product is live (``on_connection``) once the venue confirms the subscription (the
+``subscriptions`` answer listing it, or its snapshot), and that it is not on every gap and
+every lost connection (trades may be missed: the gateway re-reads them over REST).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from astra.core import Trade
 from astra.venues.base import BookSink, TradeSink
 from astra.venues.book import L2Book
 
-from .schemas import L2Data, MarketTrades, decode_message, iso_ms
+from .schemas import L2Data, MarketTrades, Subscriptions, decode_message, iso_ms
 
 __all__ = [
     "BookRouter",
@@ -296,11 +299,26 @@ class TradeRouter(Router):
 
     def _on_gap(self, reason: str) -> None:
         log.warning("coinbase market_trades: %s; backfilling from new snapshots", reason)
+        self.disconnected(reason)
+
+    def disconnected(self, reason: str) -> None:
+        for subs in self.products.values():
+            for sub in subs:
+                sub.sink.on_connection(False, reason)
+
+    def _live(self, products) -> None:
+        for pid in products:
+            for sub in self.products.get(pid, ()):
+                sub.sink.on_connection(True)
 
     def check_timeouts(self, now: float) -> None:
         pass  # a quiet product's trade snapshot may be empty: nothing to wait for
 
     def _on_data(self, msg: object) -> None:
+        if type(msg) is Subscriptions:
+            for ev in msg.events:
+                self._live(ev.subscriptions.get(self.channel, ()))
+            return
         if type(msg) is not MarketTrades:
             return
         products = self.products
@@ -310,6 +328,8 @@ class TradeRouter(Router):
                 if raw.product_id in products:
                     by_product.setdefault(raw.product_id, []).append(raw.to_trade())
             snapshot = ev.type == "snapshot"
+            if snapshot:  # the subscription's answer: every later trade comes
+                self._live(by_product)
             for pid, trades in by_product.items():
                 for sub in products[pid]:
                     out = sub.take(trades, snapshot)

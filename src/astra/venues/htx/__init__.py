@@ -8,6 +8,12 @@ WebSocket handlers (``feed.py``): spot books from ``mbp`` increments synced over
 refresh (or, with ``spot_book="depth"``, from full ``depth.step0`` pushes), swap books from
 ``depth.step0``, trades from ``trade.detail``. Every URL is configurable (``HtxUrls``).
 
+Public REST (instruments, recent trades; books need none) is paced per host at HTX's
+documented per-IP limit for market data, ``MARKET_DATA_LIMIT`` requests per
+``MARKET_DATA_WINDOW`` seconds (``astra.venues.public_rest``): ``limiter`` (spot,
+``api.huobi.pro``; shared with trading) and ``contract_limiter`` (``api.hbdm.com``). Recent
+trades are low priority and refused (429) rather than queued; a 429 closes that host's gate.
+
 Quantities here are the venue's: base asset on spot, contracts on swaps; the gateway serves
 them in base units (``astra.core.ContractUnits``, from ``contractSize`` in the metadata).
 
@@ -38,6 +44,7 @@ import ccxt.pro as ccxt_pro
 import msgspec
 
 from astra.core import Trade
+from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import UserDataSink, ccxt_symbols, run_ccxt_user_stream
 from astra.venues.private_http import PrivateHttp
@@ -86,6 +93,11 @@ class HtxUrls:
                    f"{ws}/ws/v2", f"{ws}/ws/v5/notification")
 
 
+# HTX documents 800 requests a second per IP for market-data REST and 120 per 3 s for the
+# other public endpoints (instruments). One budget per host at a tenth of the market-data
+# figure stays under both, as the gateway needs only instruments and recent trades here.
+MARKET_DATA_LIMIT = 800
+MARKET_DATA_WINDOW = 10.0
 _decode_history = msgspec.json.Decoder(TradeHistory, strict=False).decode
 _HISTORY_PATHS = {
     "spot": ("spot_rest", "/market/history/trade", "symbol"),
@@ -137,6 +149,7 @@ class HtxStream(ccxt_pro.htx):
 
 class HtxVenue(Venue):
     capabilities = CAPABILITIES
+    live_trades = True  # the trade feed reports its subscription
 
     def __init__(
         self,
@@ -163,6 +176,12 @@ class HtxVenue(Venue):
         self._private_http = PrivateHttp()
         self._accounts: OrderedDict[str, list] = OrderedDict()  # by API-key hash: account ids
         self._lock = asyncio.Lock()
+        self.limiter = public_rest.public_limiter(  # api.huobi.pro, shared with trading
+            code, per=MARKET_DATA_WINDOW, limit=MARKET_DATA_LIMIT
+        )
+        self.contract_limiter = public_rest.public_limiter(  # api.hbdm.com
+            code, per=MARKET_DATA_WINDOW, limit=MARKET_DATA_LIMIT
+        )
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -178,12 +197,16 @@ class HtxVenue(Venue):
             raise RuntimeError(f"{url}: {body.get('err-code')} {body.get('err-msg')}")
         return body
 
+    def _instruments(self, limiter, url: str, params: dict):
+        return public_rest.markets(limiter, 1, lambda: self._get_json(url, params))
+
     async def _fetch_instruments(self) -> dict[str, dict]:
-        u = self.urls
+        u, contract = self.urls, self.contract_limiter
         spot, inverse, linear = await asyncio.gather(
-            self._get_json(f"{u.spot_rest}/v1/common/symbols", {}),
-            self._get_json(f"{u.contract_rest}/swap-api/v1/swap_contract_info", {}),
-            self._get_json(
+            self._instruments(self.limiter, f"{u.spot_rest}/v1/common/symbols", {}),
+            self._instruments(contract, f"{u.contract_rest}/swap-api/v1/swap_contract_info", {}),
+            self._instruments(
+                contract,
                 f"{u.contract_rest}/linear-swap-api/v1/swap_contract_info",
                 {"business_type": "swap"},
             ),
@@ -338,11 +361,15 @@ class HtxVenue(Venue):
         base, path, key = _HISTORY_PATHS[market.kind]
         url = getattr(self.urls, base) + path
         params = {key: market.exchange_symbol, "size": max(1, min(limit, 2000))}
-        async with self._http().get(
-            url, params=params, timeout=aiohttp.ClientTimeout(total=30)
-        ) as resp:
-            resp.raise_for_status()
-            body = _decode_history(await resp.read())
+
+        async def fetch() -> bytes:
+            timeout = aiohttp.ClientTimeout(total=30)
+            async with self._http().get(url, params=params, timeout=timeout) as resp:
+                resp.raise_for_status()
+                return await resp.read()
+
+        limiter = self.limiter if market.kind == "spot" else self.contract_limiter
+        body = _decode_history(await public_rest.trades(limiter, 1, fetch))
         if body.status != "ok":
             raise RuntimeError(f"{url}: {body.err_code} {body.err_msg}")
         trades = [d.to_trade() for batch in body.data for d in batch.data]

@@ -31,7 +31,9 @@ send; should its book differ, it goes out as a new snapshot, since readers cache
 its update id). A lower ``mrid`` taken in the same or an earlier second is stale and dropped;
 a lower id otherwise (a venue restart) resyncs from that push as a new snapshot.
 
-Trades: ``market.$symbol.trade.detail``; ``direction`` is the taker's side.
+Trades: ``market.$symbol.trade.detail``; ``direction`` is the taker's side. The sink hears
+that the feed is live once HTX acknowledges the ``sub`` (``subbed``, status ok: every trade
+from then on is delivered), and that it is down whenever the connection is lost.
 """
 
 from __future__ import annotations
@@ -299,10 +301,15 @@ class _TradeFeed(_Stream):
         super().__init__(session, url, topic, silence)
         self.sink = sink
 
+    def on_drop(self, reason: str) -> None:
+        self.sink.on_connection(False, reason)
+
     async def on_message(self, ws, m: TradeMessage) -> None:
         if m.tick is not None and m.tick.data:
             self.attempt = 0
             self.sink.on_trades([d.to_trade() for d in m.tick.data])
+        elif m.subbed == self.topic:  # (a refused sub is an error: the connection drops)
+            self.sink.on_connection(True)
 
 
 async def run_mbp_feed(

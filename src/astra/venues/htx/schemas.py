@@ -90,9 +90,11 @@ class DepthMessage(_Envelope, kw_only=True, gc=False):
 
 
 class TradeDetail(msgspec.Struct, kw_only=True, gc=False):
-    """One fill of ``market.$symbol.trade.detail``. ``direction`` is the taker's side.
-    Spot: ``amount`` in base, ``tradeId`` is the trade id (``id`` is a legacy composite);
-    swaps: ``amount`` in contracts, ``quantity`` in coins, only ``id``."""
+    """One fill of ``market.$symbol.trade.detail`` (and of the REST trade history).
+    ``direction`` is the taker's side. Spot: ``amount`` in base; the trade id is ``tradeId``
+    on the stream and ``trade-id`` in the REST history (``id`` is a legacy composite that
+    differs from it, so a trade seen on both paths would not match by ``id``); swaps:
+    ``amount`` in contracts, ``quantity`` in coins, only ``id`` (the same on both paths)."""
 
     id: int | float | None = None
     ts: int
@@ -100,10 +102,13 @@ class TradeDetail(msgspec.Struct, kw_only=True, gc=False):
     amount: float
     direction: str
     tradeId: int | None = None
+    trade_id: int | None = msgspec.field(name="trade-id", default=None)  # REST spot
     quantity: float | None = None
 
     def to_trade(self) -> Trade_:
-        trade_id = self.tradeId if self.tradeId is not None else self.id
+        trade_id = self.tradeId if self.tradeId is not None else self.trade_id
+        if trade_id is None:
+            trade_id = self.id
         if isinstance(trade_id, float):
             trade_id = int(trade_id)
         return Trade_(

@@ -20,6 +20,13 @@ upstream connection is shared: one ``SpotPool`` and one ``FuturesPool`` per venu
 many markets per connection (``stream.py``), subscribing and unsubscribing symbols live.
 Every URL is configurable; both markets sources can be injected (tests, offline use) so
 nothing touches the network until a feed starts.
+
+Public REST (markets, recent trades; books need none) is paced by a limiter per API, at the
+documented rates (``astra.venues.public_rest``; ccxt's throttle off): spot public calls 1 a
+second per IP (``limiter``, shared with trading, as Kraken's REST docs advise), futures
+public calls ``FUTURES_PUBLIC_RATE`` a second (``futures_limiter``: ccxt krakenfutures'
+``rateLimit`` of 600 ms, cost 1 for instruments and history). Recent trades are low priority
+and refused (429) rather than queued; a 429 closes that API's gate.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import ccxt.async_support as ccxt_async
 import msgspec
 
 from astra.core import Side, Trade
+from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import ccxt_symbols, run_ccxt_user_stream
 from astra.venues.private_http import PrivateHttp
@@ -73,6 +81,8 @@ CAPABILITIES = Capabilities(
 # for spot, GET /derivatives/api/v3/instruments ({"result", "instruments": [...]}) for futures.
 MarketsSource = Callable[[], Awaitable[dict] | dict]
 _OPTIONS = ("depth", "silence", "futures")
+SPOT_PUBLIC_RATE = 1.0  # requests a second per IP (Kraken: public endpoints, 1 a second)
+FUTURES_PUBLIC_RATE = 1000 / 600  # requests a second (ccxt krakenfutures' rateLimit, cost 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,7 @@ async def _call(source: MarketsSource) -> dict:
 
 class KrakenVenue(Venue):
     capabilities = CAPABILITIES
+    live_trades = True  # the trade subscriptions report themselves
 
     def __init__(
         self,
@@ -111,9 +122,14 @@ class KrakenVenue(Venue):
         self.code = code
         self.urls = urls or KrakenUrls()
         self.silence, self.depth, self.futures = silence, depth, futures
-        self._ccxt = ccxt_async.kraken({"enableRateLimit": True})
+        # ccxt's throttle off (it queues every call without bound): the limiters pace.
+        self.limiter = public_rest.public_limiter(code, per=1.0, limit=SPOT_PUBLIC_RATE)
+        self.futures_limiter = public_rest.public_limiter(code, per=1.0, limit=FUTURES_PUBLIC_RATE)
+        self._ccxt = self.limiter.attach(ccxt_async.kraken({"enableRateLimit": False}))
         self._ccxt.urls["api"]["public"] = self.urls.rest
-        self._ccxt_futures = ccxt_async.krakenfutures({"enableRateLimit": True})
+        self._ccxt_futures = self.futures_limiter.attach(
+            ccxt_async.krakenfutures({"enableRateLimit": False})
+        )
         self._ccxt_futures.urls["api"]["public"] = f"{self.urls.futures_rest}/derivatives/api/"
         self._markets_source = markets_source or self._ccxt.publicGetAssetPairs
         self._futures_source = futures_markets_source or self._ccxt_futures.publicGetInstruments
@@ -157,9 +173,12 @@ class KrakenVenue(Venue):
             return self._markets
         async with self._lock:
             if self._markets is None:
-                sources = [_call(self._markets_source)]
+                spot, futures = self._markets_source, self._futures_source
+                sources = [public_rest.markets(self.limiter, 1, lambda: _call(spot))]
                 if self.futures:
-                    sources.append(_call(self._futures_source))
+                    sources.append(
+                        public_rest.markets(self.futures_limiter, 1, lambda: _call(futures))
+                    )
                 responses = await asyncio.gather(*sources)
                 # ccxt's parse of ~700 pairs takes a while: keep the event loop free.
                 self._markets = await asyncio.to_thread(self._parse_markets, *responses)
@@ -301,7 +320,10 @@ class KrakenVenue(Venue):
         if isinstance(market, KrakenFuturesMarket):
             return await self._recent_futures_trades(market, limit)
         # GET /0/public/Trades rows: [price, volume, time (s), "b"|"s", ordertype, misc, id].
-        raw = await self._ccxt.publicGetTrades({"pair": market.exchange_symbol, "count": limit})
+        request = {"pair": market.exchange_symbol, "count": limit}
+        raw = await public_rest.trades(
+            self.limiter, 1, lambda: self._ccxt.publicGetTrades(request)
+        )
         rows = next((v for k, v in raw["result"].items() if k != "last"), [])
         return [
             Trade(
@@ -316,7 +338,10 @@ class KrakenVenue(Venue):
 
     async def _recent_futures_trades(self, market: KrakenFuturesMarket, limit: int) -> list[Trade]:
         # GET /derivatives/api/v3/history?symbol=: {"result", "history": [rows, newest first]}
-        raw = await self._ccxt_futures.publicGetHistory({"symbol": market.exchange_symbol})
+        request = {"symbol": market.exchange_symbol}
+        raw = await public_rest.trades(
+            self.futures_limiter, 1, lambda: self._ccxt_futures.publicGetHistory(request)
+        )
         rows = msgspec.convert(raw.get("history") or [], list[HistoryTrade])
         trades = sorted((row.to_trade() for row in rows), key=lambda t: t.time)
         return trades[-limit:]

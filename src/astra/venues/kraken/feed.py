@@ -55,7 +55,7 @@ from .schemas import (
     TradeMessage,
 )
 from .stream import Dialect, Key, KrakenStream, StreamPool
-from .subscription import BookSubscription, Subscription
+from .subscription import BookSubscription, TradeSubscription
 from .symbols import KrakenMarket
 
 __all__ = [
@@ -153,6 +153,7 @@ class SpotDialect(Dialect):
         keys = stream.pending.get(response.req_id, []) if response.req_id is not None else []
         if response.success:
             symbol = (response.result or {}).get("symbol")
+            stream.confirm([k for k in keys if k[1] == symbol])
             left = [k for k in keys if k[1] != symbol]
             if left:
                 stream.pending[response.req_id] = left
@@ -207,14 +208,13 @@ class SpotBook(BookSubscription):
         self.sink.on_update(self.update_id, data.timestamp_ms(_now_ms()), bids, asks)
 
 
-class SpotTrades(Subscription):
+class SpotTrades(TradeSubscription):
     """One pair's v2 trades, without duplicates across reconnects (ids are sequential per
     pair). The snapshot (last 50 trades) fills a reconnect's gap; on the first subscription
     it is history, so it only sets the starting id."""
 
     def __init__(self, pool: StreamPool, market: KrakenMarket, sink: TradeSink) -> None:
-        super().__init__(pool, ("trade", market.ws_symbol), market.symbol)
-        self.sink = sink
+        super().__init__(pool, ("trade", market.ws_symbol), market.symbol, sink)
         self.last_id: int | None = None
 
     def on_message(self, kind: str, data: list[TradeData]) -> None:

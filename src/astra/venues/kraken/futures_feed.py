@@ -52,7 +52,7 @@ from .futures_schemas import (
 )
 from .futures_symbols import KrakenFuturesMarket
 from .stream import Dialect, Key, KrakenStream, StreamPool
-from .subscription import BookSubscription, Subscription
+from .subscription import BookSubscription, TradeSubscription
 
 __all__ = [
     "MAX_PRODUCTS_PER_REQUEST",
@@ -128,6 +128,8 @@ class FuturesDialect(Dialect):
             stream.reject([(event.feed or "", p) for p in products], reason)
             if not products:
                 log.warning("kraken futures: subscription to %s refused", event.feed)
+        elif event.event == "subscribed":
+            stream.confirm([(event.feed or "", p) for p in event.product_ids or []])
         elif event.event in ("error", "alert", "unsubscribed_failed"):
             log.warning("kraken futures %s: %s (%s)", event.event, event.message, event.feed)
         elif event.event == "info":
@@ -164,12 +166,11 @@ class FuturesBook(BookSubscription):
             self.sink.on_update(seq, data.timestamp or _now_ms(), bids, asks)
 
 
-class FuturesTrades(Subscription):
+class FuturesTrades(TradeSubscription):
     """One product's trades, each forwarded once (by ``seq``) across reconnects."""
 
     def __init__(self, pool: StreamPool, market: KrakenFuturesMarket, sink: TradeSink) -> None:
-        super().__init__(pool, ("trade", market.product_id), market.symbol)
-        self.sink = sink
+        super().__init__(pool, ("trade", market.product_id), market.symbol, sink)
         self.last_seq: int | None = None
 
     def on_message(self, kind: str, data: list[Trade] | Trade) -> None:

@@ -18,7 +18,8 @@ Invariants:
 - On every (re)connect the dialect's opening frames and every key go out again; when a
   connection drops, each of its consumers hears ``on_reset`` before anything from the next.
 - Each consumer hears ``on_subscribing`` whenever a subscribe for its key is sent (first
-  time, resubscribe, reconnect): books arm their "no snapshot" watchdog there.
+  time, resubscribe, reconnect): books arm their "no snapshot" watchdog there; and
+  ``on_live`` when the venue confirms it (the dialect calls ``confirm``).
 - Liveness: no frame for ``silence`` seconds means the connection is dead (both APIs stream
   heartbeats); the dialect's ping goes out every ``ping_interval``. A dead or failed connection
   reconnects with exponential backoff, reset once data flows again.
@@ -56,6 +57,9 @@ class Consumer(Protocol):
     def on_rejected(self, reason: str) -> None:
         """The venue refused this key's subscription."""
 
+    def on_live(self) -> None:
+        """The venue confirmed this key's subscription: every message from now on comes."""
+
     def on_reset(self, reason: str) -> None:
         """The connection was lost; the key is subscribed again on the next one."""
 
@@ -76,7 +80,8 @@ class Dialect(ABC):
     @abstractmethod
     def route(self, data: str, stream: KrakenStream) -> None:
         """Decode one text frame; data goes to ``stream.deliver``, refusals to
-        ``stream.reject``; raise (``ValueError``, ``ConnectionError``) to reconnect."""
+        ``stream.reject``, confirmations to ``stream.confirm``; raise (``ValueError``,
+        ``ConnectionError``) to reconnect."""
 
     @abstractmethod
     async def ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -114,6 +119,10 @@ class KrakenStream(BatchedConnection):
                 consumer.on_message(kind, data)
             except Exception:  # one market's failure is not the connection's
                 log.exception("%s: consumer of %s failed", self.url, key)
+
+    def confirm(self, keys: list[Key]) -> None:
+        for key in keys:
+            self._confirmed(key)
 
     def reject(self, keys: list[Key], reason: str) -> None:
         for key in keys:

@@ -22,12 +22,12 @@ import asyncio
 import logging
 from typing import Any
 
-from astra.venues.base import BookSink
+from astra.venues.base import BookSink, TradeSink
 from astra.venues.retry import backoff
 
 from .stream import Key, KrakenStream, StreamPool
 
-__all__ = ["BookSubscription", "Subscription"]
+__all__ = ["BookSubscription", "Subscription", "TradeSubscription"]
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,31 @@ class Subscription:
     def on_subscribing(self) -> None:
         pass
 
+    def on_live(self) -> None:
+        pass
+
     def on_reset(self, reason: str) -> None:
         self._cancel_timers()  # the new connection subscribes everything anyway
 
     def on_rejected(self, reason: str) -> None:
         log.warning("kraken: subscription to %s refused: %s", self.key, reason)
         self._later(lambda: self.stream.subscribe_again(self.key))
+
+
+class TradeSubscription(Subscription):
+    """A trade consumer: its sink hears that the subscription is live once Kraken confirms
+    it, and that it was lost (trades may be missed) when the connection is."""
+
+    def __init__(self, pool: StreamPool, key: Key, symbol: str, sink: TradeSink) -> None:
+        super().__init__(pool, key, symbol)
+        self.sink = sink
+
+    def on_live(self) -> None:
+        self.sink.on_connection(True)
+
+    def on_reset(self, reason: str) -> None:
+        super().on_reset(reason)
+        self.sink.on_connection(False, reason)
 
 
 class BookSubscription(Subscription):

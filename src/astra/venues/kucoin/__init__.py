@@ -6,7 +6,10 @@ venue's raw instrument lists; market data comes from native WebSocket feed handl
 token (``connection.py``: up to 300 topics per spot connection, 100 per futures one, batched
 live (un)subscribes paced under KuCoin's 100 messages per 10 s).
 REST (tokens, snapshots, recent trades) is plain aiohttp so 429s and ``Retry-After`` are
-seen. Every URL is configurable: REST bases, and optionally the WebSocket endpoint that
+seen; it is paced by the venue's ``limiter`` (shared with trading) at the documented weights
+of KuCoin's per-IP Public resource pool (``astra.venues.public_rest``): a snapshot goes ahead
+of recent-trade fetches, which are low priority and refused (429) rather than queued.
+Every URL is configurable: REST bases, and optionally the WebSocket endpoint that
 ``bullet-public`` would hand out (for replayers). ``markets_source`` replaces the instrument
 download (tests, cached instrument files).
 
@@ -36,6 +39,7 @@ import ccxt.pro as ccxt_pro
 import msgspec
 
 from astra.core import Trade
+from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import UserDataSink, ccxt_symbols, run_ccxt_user_stream
 from astra.venues.private_http import PrivateHttp
@@ -48,7 +52,7 @@ from .connection import (
 )
 from .feed import Level2Book, Snapshot, TradeConsumer
 from .private import KucoinPrivate
-from .rest import KucoinCredentials, RestError
+from .rest import POOL_WINDOW, PUBLIC_POOL, WEIGHTS, KucoinCredentials, RestError
 from .schemas import (
     Bullet,
     ContractExecution,
@@ -119,6 +123,7 @@ class KucoinVenue(Venue):
     ``hf``/``uta``: the trading keys' account mode (see the module docstring)."""
 
     capabilities = CAPABILITIES
+    live_trades = True  # trade consumers report their subscription (feed.TradeConsumer)
 
     def __init__(
         self,
@@ -155,6 +160,12 @@ class KucoinVenue(Venue):
         self._market_source: KucoinPrivate | None = None  # those markets, indexed once
         self._private_http = PrivateHttp()
         self._lock = asyncio.Lock()
+        # One budget per IP for public REST, shared with trading; a snapshot's weight is kept
+        # from trade fetches.
+        snapshot = max(WEIGHTS["spot"]["snapshot"], WEIGHTS["futures"]["snapshot"])
+        self.limiter = public_rest.public_limiter(
+            code, per=POOL_WINDOW, limit=PUBLIC_POOL, reserve=snapshot
+        )
 
     @classmethod
     def from_config(cls, options: dict[str, Any], code: str = "KUCOIN") -> KucoinVenue:
@@ -195,7 +206,9 @@ class KucoinVenue(Venue):
             return self._markets
         async with self._lock:
             if self._markets is None:
-                parsed = list(await self._markets_source())
+                weight = WEIGHTS["spot"]["markets"] + WEIGHTS["futures"]["markets"]
+                source = await public_rest.markets(self.limiter, weight, self._markets_source)
+                parsed = list(source)
                 self._markets = markets_from_ccxt(self.code, parsed)
                 self._ccxt_markets = parsed
         return self._markets
@@ -290,22 +303,36 @@ class KucoinVenue(Venue):
 
     async def bullet(self, market: VenueMarket) -> Bullet:
         """A fresh public connect token for ``market``'s side (spot or futures)."""
-        base = self._rest_base(market)
-        return await rest.post(self._http(), base, "/api/v1/bullet-public", Bullet)
+        base, side = self._rest_base(market), "spot" if market.kind == "spot" else "futures"
+        return await public_rest.snapshot(  # a normal request, as a snapshot is
+            self.limiter,
+            WEIGHTS[side]["bullet"],
+            lambda: rest.post(self._http(), base, "/api/v1/bullet-public", Bullet),
+        )
 
     async def snapshot(self, market: VenueMarket) -> Snapshot:
         http, symbol = self._http(), market.exchange_symbol
         if market.kind != "spot":
             path = f"/api/v1/level2/snapshot?symbol={symbol}"
-            raw = await rest.get(http, self.urls.futures_rest, path, ContractSnapshot, strict=False)
+            base = self.urls.futures_rest
+            raw = await public_rest.snapshot(
+                self.limiter,
+                WEIGHTS["futures"]["snapshot"],
+                lambda: rest.get(http, base, path, ContractSnapshot, strict=False),
+            )
             return Snapshot(raw.sequence, raw.ts // 1_000_000, raw.bids, raw.asks)
         if self.credentials is not None:
             path, depth = f"/api/v3/market/orderbook/level2?symbol={symbol}", None
+            weight = WEIGHTS["spot"]["full_snapshot"]
         else:
             path = f"/api/v1/market/orderbook/level2_{SPOT_SNAPSHOT_DEPTH}?symbol={symbol}"
-            depth = SPOT_SNAPSHOT_DEPTH
-        raw = await rest.get(
-            http, self.urls.spot_rest, path, SpotSnapshot, self.credentials, strict=False
+            depth, weight = SPOT_SNAPSHOT_DEPTH, WEIGHTS["spot"]["snapshot"]
+        raw = await public_rest.snapshot(
+            self.limiter,
+            weight,
+            lambda: rest.get(
+                http, self.urls.spot_rest, path, SpotSnapshot, self.credentials, strict=False
+            ),
         )
         return Snapshot(raw.sequence, raw.time, raw.bids, raw.asks, depth)
 
@@ -356,9 +383,15 @@ class KucoinVenue(Venue):
         symbol = market.exchange_symbol
         if market.kind == "spot":
             path, row = f"/api/v1/market/histories?symbol={symbol}", SpotTradeHistory
+            weight = WEIGHTS["spot"]["trades"]
         else:
             path, row = f"/api/v1/trade/history?symbol={symbol}", ContractTradeHistory
-        rows = await rest.get(self._http(), self._rest_base(market), path, list[row])
+            weight = WEIGHTS["futures"]["trades"]
+        rows = await public_rest.trades(
+            self.limiter,
+            weight,
+            lambda: rest.get(self._http(), self._rest_base(market), path, list[row]),
+        )
         if len(rows) > 1 and rows[0].nanos() > rows[-1].nanos():
             rows.reverse()  # newest first on the wire; reversing keeps same-time rows in order
         rows.sort(key=lambda r: r.nanos())

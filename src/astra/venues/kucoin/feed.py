@@ -211,6 +211,9 @@ class Level2Book:
         self.range = None
         self.sink.on_resync(reason)
 
+    def on_live(self) -> None:
+        pass  # the book syncs on its first message's snapshot
+
     def close(self) -> None:
         self.snapshot.cancel()
 
@@ -270,7 +273,8 @@ class Level2Book:
 
 
 class TradeConsumer:
-    """One market's trade topic into ``sink``; trades carry no state, a reset only interrupts."""
+    """One market's trade topic into ``sink``; trades carry no state: the sink hears that the
+    topic is live once KuCoin acks the subscribe, and that it was interrupted on a reset."""
 
     __slots__ = ("decode", "name", "sink")
 
@@ -282,6 +286,10 @@ class TradeConsumer:
 
     def on_reset(self, reason: str) -> None:
         log.info("%s trades interrupted (%s)", self.name, reason)
+        self.sink.on_connection(False, reason)
+
+    def on_live(self) -> None:
+        self.sink.on_connection(True)
 
     def close(self) -> None:
         pass

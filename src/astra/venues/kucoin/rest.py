@@ -23,7 +23,18 @@ import msgspec
 
 from .schemas import Response
 
-__all__ = ["KucoinCredentials", "RestError", "get", "post"]
+__all__ = ["POOL_WINDOW", "PUBLIC_POOL", "WEIGHTS", "KucoinCredentials", "RestError", "get",
+           "post"]
+
+# Documented request weights (KuCoin's REST docs; ccxt's kucoin costs, and its kucoinfutures
+# costs' "PW" notes at half the cost), counted against the Public resource pool: 2000 per
+# 30 s per IP. The venue's limiter (``KucoinVenue.limiter``) takes them.
+PUBLIC_POOL = 2000  # weight per POOL_WINDOW seconds
+POOL_WINDOW = 30.0
+WEIGHTS = {
+    "spot": {"markets": 4, "snapshot": 4, "full_snapshot": 3, "trades": 3, "bullet": 10},
+    "futures": {"markets": 3, "snapshot": 3, "trades": 5, "bullet": 10},
+}
 
 _TIMEOUT = aiohttp.ClientTimeout(total=10.0)
 _OK = "200000"

@@ -5,7 +5,13 @@ an injected source (a raw ``/api/v5/public/instruments`` response, or a ccxt obj
 markets are loaded), so tests and air-gapped setups touch no network. Market data comes from
 native WebSocket feeds (``feed.py``: ``books`` with seqId + checksum, ``trades``) multiplexed
 over shared connections (``stream.py``). Recent trades come from ``GET /api/v5/market/trades``
-through ccxt. Every URL is configurable (``OkxUrls``; ``from_config`` for ``[venues.OKX]``).
+through ccxt. OKX limits public REST per endpoint (per IP), so each endpoint used has its own
+limiter in ``limiters`` at its documented rate (``astra.venues.public_rest``; ccxt's throttle
+off): ``market/trades`` 100 requests per 2 s (low priority, 429 rather than queued),
+``public/instruments`` 20 per 2 s (markets loading: one request per instrument type and
+option underlying). Books need no REST: their snapshots come over the WebSocket. Trading's
+``limiter`` is the venue's own (OKX counts trading per account and endpoint).
+Every URL is configurable (``OkxUrls``; ``from_config`` for ``[venues.OKX]``).
 
 Trading (``private_client``, used by ``astra.trading.service``): one ccxt ``okx`` client per
 set of credentials (``private.py``) on the configured REST root, sharing the markets already
@@ -27,8 +33,10 @@ import ccxt.async_support as ccxt_async
 import msgspec
 
 from astra.core import Trade
+from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import ccxt_symbols
+from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
 
 from .feed import run_book_feed, run_trade_feed
@@ -38,7 +46,7 @@ from .stream import StreamPool
 from .symbols import instruments_from_raw, markets_from_ccxt
 from .userdata import OkxUserStream, run_user_stream
 
-__all__ = ["BOOK_CHANNELS", "CAPABILITIES", "OkxUrls", "OkxVenue", "from_config"]
+__all__ = ["BOOK_CHANNELS", "CAPABILITIES", "ENDPOINT_LIMITS", "OkxUrls", "OkxVenue", "from_config"]
 
 CAPABILITIES = Capabilities(
     asset_types=("SPOT", "PERP", "FUT", "OPT"),
@@ -52,6 +60,9 @@ BOOK_CHANNELS = ("books", "books-l2-tbt", "books50-l2-tbt")
 _PRIVATE_WS = "wss://ws.okx.com:8443/ws/v5/private"
 # OKX's demo-trading private endpoint (with ``simulated_trading``).
 _DEMO_PRIVATE_WS = "wss://wspap.okx.com:8443/ws/v5/private"
+# OKX's documented per-endpoint limits (requests per 2 s, per IP) of the public REST used.
+ENDPOINT_LIMITS = {"market/trades": 100, "public/instruments": 20}
+ENDPOINT_WINDOW = 2.0
 # Channels served on OKX's "business" endpoint rather than "public".
 _BUSINESS_CHANNELS = ("trades-all",)
 
@@ -66,6 +77,7 @@ class OkxUrls:
 
 class OkxVenue(Venue):
     capabilities = CAPABILITIES
+    live_trades = True  # feed.TradeFeed reports its subscription
 
     def __init__(
         self,
@@ -95,7 +107,14 @@ class OkxVenue(Venue):
             "verify_checksum": verify_checksum,
             "snapshot_timeout": snapshot_timeout,
         }
-        self._ccxt = ccxt_async.okx({"enableRateLimit": True})
+        # ccxt's throttle off: the endpoint limiters pace public calls (ccxt's queues them
+        # without bound).
+        self._ccxt = ccxt_async.okx({"enableRateLimit": False})
+        self.limiters = {
+            endpoint: public_rest.public_limiter(code, per=ENDPOINT_WINDOW, limit=limit)
+            for endpoint, limit in ENDPOINT_LIMITS.items()
+        }
+        self.limiter = VenueLimiter(code)  # trading's: OKX counts it per account apart
         self._ccxt.urls["api"]["rest"] = self.urls.rest.rstrip("/")
         self._source = markets
         self._session: aiohttp.ClientSession | None = None
@@ -208,7 +227,14 @@ class OkxVenue(Venue):
     async def _load_ccxt_markets(self) -> list[dict]:
         source = self._source
         if source is None:
-            return list((await self._ccxt.load_markets()).values())
+            # One instruments request per type, and per default underlying for options.
+            types = self._ccxt.options["fetchMarkets"]["types"]
+            underlyings = self._ccxt.options.get("defaultUnderlying") or ["BTC-USD", "ETH-USD"]
+            weight = len(types) - ("option" in types) + ("option" in types) * len(underlyings)
+            loaded = await public_rest.markets(
+                self.limiters["public/instruments"], weight, self._ccxt.load_markets
+            )
+            return list(loaded.values())
         if hasattr(source, "parse_market"):  # a ccxt okx object, sync or async
             if not source.markets:
                 raise ValueError("the injected ccxt object has no markets loaded")
@@ -231,7 +257,9 @@ class OkxVenue(Venue):
 
     async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
         request = {"instId": market.exchange_symbol, "limit": max(1, min(limit, 500))}
-        raw = await self._ccxt.publicGetMarketTrades(request)
+        raw = await public_rest.trades(
+            self.limiters["market/trades"], 1, lambda: self._ccxt.publicGetMarketTrades(request)
+        )
         if str(raw.get("code", "0")) != "0":
             raise RuntimeError(f"OKX error {raw.get('code')}: {raw.get('msg')}")
         rows = msgspec.convert(raw.get("data") or [], list[TradeData])

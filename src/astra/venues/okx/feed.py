@@ -218,6 +218,9 @@ class BookFeed:
         self._lost = False  # the new connection subscribes afresh
         self._wake.set()  # restart the snapshot watchdog
 
+    def on_live(self) -> None:
+        pass  # the subscription's snapshot push is what syncs the book
+
     async def run(self) -> None:
         stream = self.pool.add(self.key, self)
         failures = 0
@@ -248,7 +251,8 @@ class BookFeed:
 
 
 class TradeFeed:
-    """One market's trades: every push element becomes a Trade (taker side)."""
+    """One market's trades: every push element becomes a Trade (taker side). The sink hears
+    that the subscription is live once OKX confirms it, and that it was lost on a reset."""
 
     def __init__(self, sink: TradeSink) -> None:
         self.sink = sink
@@ -258,7 +262,10 @@ class TradeFeed:
             self.sink.on_trades([t.to_trade() for t in push.data])
 
     def on_reset(self, reason: str) -> None:
-        pass  # trades carry no state; ids let clients drop repeats
+        self.sink.on_connection(False, reason)
+
+    def on_live(self) -> None:
+        self.sink.on_connection(True)
 
 
 async def run_book_feed(

@@ -16,6 +16,8 @@ Invariants:
   OKX drops it) sends the text ``"ping"``; no frame within ``pong_timeout`` after it means
   the connection is dead: it is closed and reopened with exponential backoff.
 - An OKX ``notice`` (code 64008: the server is about to restart) reconnects at once.
+- A ``subscribe`` event (OKX's answer naming the ``arg`` subscribed) makes that key live:
+  its consumers hear ``on_live`` (``MuxConnection._confirmed``).
 - A connection whose last key is removed is closed; nothing is subscribed on the wire
   that no consumer wants (beyond in-flight requests).
 Batching, the writer, pools and reconnects are ``astra.venues.wsmux.BatchedConnection``'s;
@@ -49,6 +51,9 @@ class Consumer(Protocol):
 
     def on_reset(self, reason: str) -> None:
         """The connection was lost; the key is subscribed again on the next one."""
+
+    def on_live(self) -> None:
+        """OKX confirmed the key's subscription: every push from now on is delivered."""
 
 
 class OkxStream(BatchedConnection):
@@ -111,7 +116,9 @@ class OkxStream(BatchedConnection):
                         log.exception("%s: consumer of %s failed", self.url, arg)
 
     def _on_event(self, push: Push[Any]) -> None:
-        if push.event == "error":
+        if push.event == "subscribe" and push.arg is not None:
+            self._confirmed((push.arg.channel, push.arg.instId))
+        elif push.event == "error":
             # OKX's error event names no subscription (e.g. 60018 unknown instId, 60011
             # login required for books-l2-tbt); the feed's snapshot timeout retries it.
             log.error("%s: OKX error %s: %s", self.url, push.code, push.msg)

@@ -12,6 +12,8 @@ Invariants:
   venue's keepalive (a coroutine function taking the socket) instead of a text.
 - On every (re)connect ``_opening`` frames and every key's subscribe go out again;
   ``_subscribing(keys)`` hears of every subscribe sent (books arm their snapshot watchdog).
+- The venue's protocol confirms a subscription with ``_confirmed(key)`` (its answer, or the
+  snapshot the subscribe brings); an unsubscribe (also of a resubscribe) ends it.
 """
 
 from __future__ import annotations
@@ -70,12 +72,14 @@ class BatchedConnection(MuxConnection[Hashable, Any]):
             self.resubscribe(key)  # already streaming: the newcomer needs a snapshot too
 
     def _removed(self, key: Hashable) -> None:
+        self.live.discard(key)
         if self.consumers:
             self._queue("unsubscribe", key)  # (the last key goes with its connection)
 
     def resubscribe(self, key: Hashable) -> None:
         """Ask for a fresh snapshot of ``key`` only: unsubscribe, then subscribe."""
         if key in self.consumers:
+            self.live.discard(key)  # live again once the new subscription is confirmed
             self._queue("unsubscribe", key)
             self._queue("subscribe", key)
 

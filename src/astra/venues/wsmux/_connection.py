@@ -16,6 +16,11 @@ Invariants:
 - On every (re)connect ``_opened`` subscribes every key again. When a connection ends (a
   failure, the venue closing it, or a planned retirement), every consumer on it hears
   ``on_reset`` before anything from the next connection arrives.
+- A key is ``live`` once the venue has confirmed its subscription on the current connection
+  (``_confirmed``: an acknowledgement, or the subscription's first snapshot): its consumers
+  hear ``on_live`` then (every message of the key from now on reaches them), and a consumer
+  joining a live key hears it at once. A key stops being live when its connection ends or
+  its unsubscribe is sent; its consumers hear ``on_reset`` whenever it was interrupted.
 - Reconnects back off: ``retry.backoff`` of the failures since data last flowed
   (``mark_alive``); a planned retirement (``_receive`` returning) reconnects at once, so a
   venue closing the connection is a failure (raise), never a return.
@@ -56,6 +61,10 @@ class Resettable(Protocol):
     def on_reset(self, reason: str) -> None:
         """The key's stream was interrupted; it is subscribed again and data resumes later."""
 
+    def on_live(self) -> None:
+        """The venue confirmed the key's subscription: every message from now on is
+        delivered (until the next ``on_reset``). May be heard again while live."""
+
 
 K = TypeVar("K", bound=Hashable)
 C = TypeVar("C", bound=Resettable)
@@ -70,6 +79,7 @@ class MuxConnection(Generic[K, C]):
     def __init__(self, session: Callable[[], aiohttp.ClientSession], url: str) -> None:
         self._session, self.url = session, url
         self.consumers: dict[K, tuple[C, ...]] = {}
+        self.live: set[K] = set()  # keys whose subscription the venue confirmed
         self.connections = 0  # connections opened so far
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._attempt = 0  # failures since data last flowed
@@ -88,6 +98,8 @@ class MuxConnection(Generic[K, C]):
         present = self.consumers.get(key, ())
         self.consumers[key] = (*present, consumer)
         self._added(key, first=not present)
+        if key in self.live:  # already streaming to the others: so it does to this one
+            consumer.on_live()
         if self._task is None or self._task.done():  # (it ends when its last key goes)
             self._task = asyncio.create_task(self._run(), name=f"{self.name} {self.url}")
 
@@ -97,6 +109,13 @@ class MuxConnection(Generic[K, C]):
             self.consumers[key] = left
         elif self.consumers.pop(key, None) is not None:
             self._removed(key)
+
+    def _confirmed(self, key: K) -> None:
+        """The venue confirmed ``key``'s subscription on this connection."""
+        if self.connected and key in self.consumers:
+            self.live.add(key)
+            for consumer in self.consumers[key]:
+                consumer.on_live()
 
     def mark_alive(self) -> None:
         """Data flows: the next failure reconnects at once and starts the backoff over."""
@@ -176,6 +195,7 @@ class MuxConnection(Generic[K, C]):
                     task.cancel()
                 if self._ws is current:  # not a newer connection's
                     self._ws = None
+                    self.live.clear()
                     self._closed()
             log.warning("%s: connection ended (%s); reconnecting", self.url, reason)
             self._reset_all(f"reconnecting: {reason}")

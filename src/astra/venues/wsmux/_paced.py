@@ -15,7 +15,10 @@ Invariants:
   several keys is asked again key by key at once (one bad symbol must not hold the others
   back); a refused lone key, or any with ``split_refused`` off, is asked again after a
   backoff, on the same connection. The other keys are untouched.
-- One consumer's failure is contained: that consumer is reset, the connection goes on.
+- A subscribe's acknowledgement makes its keys live (``MuxConnection._confirmed``); an
+  unsubscribe sent or a refusal ends that. One consumer's failure is contained: that
+  consumer is reset (and hears ``on_live`` again at once when its key is live: the stream
+  goes on, only that message was lost), the connection goes on.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class DataConsumer(Protocol):
     def on_reset(self, reason: str) -> None:
         """The key was interrupted (connection lost, subscription refused, a bad message);
         it is subscribed again and messages resume later."""
+
+    def on_live(self) -> None:
+        """The key's subscription is acknowledged: every message from now on is delivered."""
 
 
 class Pacer:
@@ -155,6 +161,8 @@ class PacedConnection(MuxConnection[Hashable, DataConsumer]):
             except Exception as exc:  # that market resyncs; the others go on
                 log.warning("%s: %s message rejected (%r)", self.url, key, exc)
                 consumer.on_reset(f"bad message: {exc!r}")
+                if key in self.live:  # the subscription itself goes on
+                    consumer.on_live()
 
     async def close(self) -> None:
         if self._retry is not None:
@@ -205,6 +213,7 @@ class PacedConnection(MuxConnection[Hashable, DataConsumer]):
                 op, keys = self._batch()
                 if op == UNSUBSCRIBE:
                     self._leaving.difference_update(keys)
+                    self.live.difference_update(keys)
                 request_id = next(self._ids)
                 self._pending[str(request_id)] = (op, keys, loop.time())
                 await ws.send_str(self._request(op, keys, request_id))
@@ -219,6 +228,8 @@ class PacedConnection(MuxConnection[Hashable, DataConsumer]):
             return False
         if request[0] == SUBSCRIBE:
             self._refusals = 0
+            for key in request[1]:
+                self._confirmed(key)
         return True
 
     def _refused(self, request_id: object, reason: str) -> bool:
@@ -231,6 +242,7 @@ class PacedConnection(MuxConnection[Hashable, DataConsumer]):
         if op != SUBSCRIBE:
             return True  # a key left on the wire has no consumer: its messages are dropped
         wanted = [k for k in keys if k in self.consumers]
+        self.live.difference_update(keys)
         for key in wanted:
             for consumer in self.consumers[key]:
                 consumer.on_reset(f"subscription refused ({reason})")

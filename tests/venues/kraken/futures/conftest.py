@@ -70,6 +70,7 @@ class FakeKrakenFutures:
     done: dict = field(default_factory=dict)
     snapshots_sent: dict = field(default_factory=dict)  # product -> [levels of each snapshot]
     sockets: list = field(default_factory=list)
+    history_requests: int = 0  # /derivatives/api/v3/history served
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # a request in, a frame out
     port: int = 0
 
@@ -193,6 +194,7 @@ class FakeKrakenFutures:
         return web.json_response(self.instruments)
 
     async def rest_history(self, request: web.Request) -> web.Response:
+        self.history_requests += 1
         return web.json_response(self.history[request.query["symbol"]])
 
     @contextlib.asynccontextmanager

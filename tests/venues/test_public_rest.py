@@ -1,0 +1,308 @@
+"""Public REST of every venue through its limiter at the documented weights: a table of the
+documented numbers, and on a loopback fake per venue family, a burst of concurrent
+recent-trade fetches beside a book snapshot: the snapshot is served, trades beyond the budget
+are refused with ``RateLimited`` (429, ``Retry-After``) within their bounded wait instead of
+queueing, and only the served ones reached the venue. A venue's 429 closes the gate: the
+next call is refused without reaching it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from tests.venues.loopback import serve
+
+from astra.core import AssetType, MarketMetadata, RateLimited
+from astra.venues import public_rest
+from astra.venues.aster import AsterUrls, AsterVenue
+from astra.venues.base import VenueMarket
+from astra.venues.binance import BinanceUrls, BinanceVenue
+from astra.venues.binance import weights as binance
+from astra.venues.coinbase import CoinbaseUrls, CoinbaseVenue
+from astra.venues.htx import HtxUrls, HtxVenue
+from astra.venues.kraken import KrakenUrls, KrakenVenue
+from astra.venues.kraken.futures_symbols import KrakenFuturesMarket
+from astra.venues.kucoin import KucoinUrls, KucoinVenue
+from astra.venues.kucoin import rest as kucoin_rest
+from astra.venues.limiter import VenueLimiter
+from astra.venues.okx import OkxUrls, OkxVenue
+
+
+def _market(symbol: str, venue_id: str, kind: str, cls=VenueMarket) -> VenueMarket:
+    kind_of = {"SPOT": AssetType.SPOT, "PERP": AssetType.PERP}
+    meta = MarketMetadata(symbol=symbol, asset_type=kind_of[symbol.split("-")[1]],
+                          base_asset="BTC", quote_asset="USDT")  # fmt: skip
+    return cls(symbol, venue_id, kind, meta)
+
+
+class FakeRest:
+    """A venue's public REST on 127.0.0.1: ``routes`` maps a path to its JSON answer (any
+    method); every request is logged as (path, query) in arrival order. ``limit_next``
+    answers the next request 429 with ``Retry-After``."""
+
+    def __init__(self, routes: dict[str, object]) -> None:
+        self.routes = routes
+        self.log: list[tuple[str, dict]] = []
+        self.limit_next: float | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.log.append((request.path, dict(request.query)))
+        if self.limit_next is not None:
+            wait, self.limit_next = self.limit_next, None
+            return web.json_response({"code": "429", "message": "Too Many Requests"},
+                                     status=429, headers={"Retry-After": str(int(wait))})
+        if request.path not in self.routes:
+            return web.json_response({"error": f"no route {request.path}"}, status=404)
+        return web.json_response(self.routes[request.path])
+
+    def count(self, path: str) -> int:
+        return sum(1 for p, _ in self.log if p == path)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        async with serve(app) as base:
+            yield base
+
+
+async def _burst(n: int, call) -> tuple[list, list[RateLimited]]:
+    """``n`` concurrent ``call()``s: (answers, refusals). Anything else fails the test."""
+    results = await asyncio.gather(*(call() for _ in range(n)), return_exceptions=True)
+    served = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, RateLimited)]
+    assert len(served) + len(refused) == n, [r for r in results if isinstance(r, BaseException)]
+    assert all(r.retry_after is not None and r.retry_after > 0 for r in refused)
+    return served, refused
+
+
+# --- the documented numbers ----------------------------------------------------------------
+
+
+def test_each_venue_prices_its_calls_at_the_documented_weights():
+    # Binance spot (rest-api.md, enums.md): depth 5/25/50/250 by limit, aggTrades 4,
+    # exchangeInfo 20, 6000 a minute. USD-M, COIN-M: depth 2/5/10/20, aggTrades 20,
+    # exchangeInfo 1, 2400 a minute. Options: trades 5, 2400 a minute.
+    assert binance.DEPTH_WEIGHTS["spot"] == {100: 5, 500: 25, 1000: 50, 5000: 250}
+    for product in ("usdm", "coinm", "option"):
+        assert binance.DEPTH_WEIGHTS[product] == {50: 2, 100: 5, 500: 10, 1000: 20}
+    assert binance.TRADES_WEIGHTS == {"spot": 4, "usdm": 20, "coinm": 20, "option": 5}
+    assert binance.EXCHANGE_INFO_WEIGHTS == {"spot": 20, "usdm": 1, "coinm": 1, "option": 1}
+    assert binance.BUDGETS == {"spot": 6000, "usdm": 2400, "coinm": 2400, "option": 2400}
+    weights = [public_rest.weight_for(binance.DEPTH_WEIGHTS["spot"], n)
+               for n in (5, 100, 101, 500, 1000, 5000)]  # fmt: skip
+    assert weights == [5, 5, 25, 25, 50, 250]
+    assert public_rest.weight_for(binance.DEPTH_WEIGHTS["usdm"], 1000) == 20
+    venue = BinanceVenue(exchange_info={})
+    assert {s: (lim.rate, lim.reserve) for s, lim in venue.limiters.items()} == {
+        "spot": (100.0, 50), "usdm": (40.0, 20), "coinm": (40.0, 20), "option": (40.0, 20)
+    }
+    assert venue.limiter is venue.limiters["spot"]  # what trading shares
+
+    # OKX, per endpoint and IP: market/trades 100 per 2 s, public/instruments 20 per 2 s.
+    okx = OkxVenue(markets={"data": []})
+    assert {e: lim.rate for e, lim in okx.limiters.items()} == {
+        "market/trades": 50.0, "public/instruments": 10.0
+    }
+    # Kraken: spot public 1 a second per IP; futures public at ccxt's 600 ms.
+    kraken = KrakenVenue(markets_source=dict, futures_markets_source=dict)
+    assert kraken.limiter.rate == 1.0
+    assert kraken.futures_limiter.rate == pytest.approx(1000 / 600)
+    # KuCoin: the Public pool, 2000 a 30 s per IP; snapshot 4 (spot part book), 3 (futures).
+    assert kucoin_rest.WEIGHTS == {
+        "spot": {"markets": 4, "snapshot": 4, "full_snapshot": 3, "trades": 3, "bullet": 10},
+        "futures": {"markets": 3, "snapshot": 3, "trades": 5, "bullet": 10},
+    }
+    kucoin = KucoinVenue(markets_source=list)
+    assert kucoin.limiter.rate == pytest.approx(2000 / 30)
+    assert kucoin.limiter.reserve == 4
+    # HTX: 800 per 10 s per host (a tenth of the documented market-data limit);
+    # Coinbase: public 10 a second per IP.
+    htx = HtxVenue(markets_source=dict)
+    assert htx.limiter.rate == htx.contract_limiter.rate == 80.0
+    assert htx.limiter is not htx.contract_limiter
+    assert CoinbaseVenue(markets_source=list).limiter.rate == 10.0
+
+
+# --- Binance -------------------------------------------------------------------------------
+
+BINANCE_DEPTH = {"lastUpdateId": 7, "E": 1700000000001, "T": 1700000000000,
+                 "bids": [["100.0", "1.5"]], "asks": [["101.0", "2.5"]]}  # fmt: skip
+BINANCE_AGG = [{"a": 1, "p": "100.5", "q": "0.1", "f": 1, "l": 1, "T": 1700000000000,
+                "m": False}]  # fmt: skip
+
+
+async def test_binance_snapshot_goes_ahead_and_trades_beyond_the_budget_are_refused():
+    fake = FakeRest({"/fapi/v1/depth": BINANCE_DEPTH, "/fapi/v1/aggTrades": BINANCE_AGG})
+    market = _market("BINANCE-PERP-BTC-USDT", "BTCUSDT", "usdm")
+    async with fake.running() as base:
+        venue = BinanceVenue(urls=BinanceUrls.at(base), exchange_info={})
+        try:
+            async with asyncio.timeout(10):
+                burst = asyncio.ensure_future(_burst(6, lambda: venue.recent_trades(market, 10)))
+                await asyncio.sleep(0)  # the trades ask first
+                snap = await venue.snapshot(market)
+                served, refused = await burst
+        finally:
+            await venue.close()
+    assert (snap.last_update_id, snap.bids, snap.asks) == (7, [(100.0, 1.5)], [(101.0, 2.5)])
+    assert [q for p, q in fake.log if p == "/fapi/v1/depth"] == [
+        {"symbol": "BTCUSDT", "limit": "1000"}  # weight 20 of USD-M's 40 a second
+    ]
+    # aggTrades weigh 20 of 2400 a minute (40 a second) with a snapshot's 20 kept: within
+    # the 1 s a fetch may wait, at most 3 can go; before, ccxt queued all six.
+    assert 1 <= len(served) <= 3 and len(refused) >= 3
+    assert fake.count("/fapi/v1/aggTrades") == len(served)  # the refused never left
+    assert served[0][0].price == 100.5
+
+
+# --- KuCoin --------------------------------------------------------------------------------
+
+KUCOIN_SNAPSHOT = {"code": "200000", "data": {"sequence": "42", "time": 1700000000000,
+                                              "bids": [["100", "1"]], "asks": [["101", "2"]]}}
+KUCOIN_TRADES = {"code": "200000", "data": [
+    {"sequence": "1", "price": "100.5", "size": "0.1", "side": "buy",
+     "time": 1700000000000000000},
+]}  # fmt: skip
+
+
+async def test_kucoin_snapshot_goes_ahead_and_trades_beyond_the_pool_are_refused():
+    fake = FakeRest({"/api/v1/market/orderbook/level2_100": KUCOIN_SNAPSHOT,
+                     "/api/v1/market/histories": KUCOIN_TRADES})  # fmt: skip
+    market = _market("KUCOIN-SPOT-BTC-USDT", "BTC-USDT", "spot")
+    async with fake.running() as base:
+        venue = KucoinVenue(urls=KucoinUrls.for_server(base), markets_source=list)
+        try:
+            async with asyncio.timeout(15):
+                burst = asyncio.ensure_future(_burst(60, lambda: venue.recent_trades(market, 5)))
+                await asyncio.sleep(0)
+                snap = await venue.snapshot(market)
+                served, refused = await burst
+        finally:
+            await venue.close()
+    assert (snap.sequence, snap.bids, snap.asks) == (42, [(100.0, 1.0)], [(101.0, 2.0)])
+    assert fake.count("/api/v1/market/orderbook/level2_100") == 1
+    # Trade histories weigh 3 of the Public pool's 2000 a 30 s (66.7 a second), 4 kept for
+    # a snapshot: 20 at once, then ~22 a second for the 1 s a fetch may wait.
+    assert 20 <= len(served) <= 50 and len(refused) >= 10
+    assert fake.count("/api/v1/market/histories") == len(served)
+
+
+# --- OKX, Kraken, HTX, Coinbase: recent trades (their books need no REST) ------------------
+
+OKX_TRADES = {"code": "0", "msg": "", "data": [
+    {"instId": "BTC-USDT", "tradeId": "9", "px": "100.5", "sz": "0.1", "side": "buy",
+     "ts": "1700000000000"},
+]}  # fmt: skip
+KRAKEN_TRADES = {"error": [], "result": {
+    "XXBTZUSD": [["100.5", "0.1", 1700000000.0, "b", "l", "", 9]], "last": "1"}}
+KRAKEN_HISTORY = {"result": "success", "history": [
+    {"time": "2023-11-14T22:13:20.000Z", "price": 100.5, "size": 1, "side": "buy",
+     "trade_id": 9},
+]}  # fmt: skip
+HTX_TRADES = {"status": "ok", "data": [{"id": 1, "ts": 1700000000000, "data": [
+    {"id": 1, "ts": 1700000000000, "price": 100.5, "amount": 0.1, "direction": "buy",
+     "trade-id": 9},
+]}]}  # fmt: skip
+COINBASE_TRADES = {"trades": [
+    {"trade_id": "9", "product_id": "BTC-USD", "price": "100.5", "size": "0.1",
+     "time": "2023-11-14T22:13:20Z", "side": "BUY"},
+]}  # fmt: skip
+COINBASE_TICKER = "/api/v3/brokerage/market/products/BTC-USD/ticker"
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "burst", "most"),
+    [
+        # (venue, trades path, burst, most served: budget + 1 s of refill, with slack)
+        ("okx", "/api/v5/market/trades", 150, 110),  # 100 per 2 s: 50 at once, 50 a second
+        ("kraken", "/0/public/Trades", 6, 3),  # 1 a second
+        ("kraken-futures", "/derivatives/api/v3/history", 6, 4),  # 1.67 a second
+        ("htx", "/market/history/trade", 200, 170),  # 800 per 10 s: 80 at once, 80 a second
+        ("coinbase", COINBASE_TICKER, 30, 22),  # 10 a second
+    ],
+)
+async def test_trades_beyond_the_budget_are_refused_not_queued(name, path, burst, most):
+    fake = FakeRest({"/api/v5/market/trades": OKX_TRADES, "/0/public/Trades": KRAKEN_TRADES,
+                     "/derivatives/api/v3/history": KRAKEN_HISTORY,
+                     "/market/history/trade": HTX_TRADES, COINBASE_TICKER: COINBASE_TRADES})
+    async with fake.running() as base:
+        venue, market = _trades_venue(name, base)
+        try:
+            async with asyncio.timeout(15):
+                served, refused = await _burst(burst, lambda: venue.recent_trades(market, 5))
+        finally:
+            await venue.close()
+    assert 1 <= len(served) <= most and len(refused) >= burst - most
+    assert fake.count(path) == len(served)  # the refused never reached the venue
+    assert [t.price for t in served[0]] == [100.5]
+
+
+def _trades_venue(name: str, base: str):
+    if name == "okx":
+        return OkxVenue(urls=OkxUrls(rest=base), markets={"data": []}), _market(
+            "OKX-SPOT-BTC-USDT", "BTC-USDT", "spot")
+    if name.startswith("kraken"):
+        venue = KrakenVenue(urls=KrakenUrls(rest=base, futures_rest=base),
+                            markets_source=dict, futures_markets_source=dict)
+        if name == "kraken":
+            return venue, _market("KRAKEN-SPOT-XBT-USD", "XXBTZUSD", "spot")
+        return venue, _market("KRAKEN-PERP-XBT-USD", "PF_XBTUSD", "perp", KrakenFuturesMarket)
+    if name == "aster":
+        venue = AsterVenue(urls=AsterUrls.for_simulator(base))
+        return venue, _market("ASTER-SPOT-BTC-USDT", "BTCUSDT", "spot")
+    if name == "htx":
+        return HtxVenue(urls=HtxUrls.for_server(base), markets_source=dict), _market(
+            "HUOBI-SPOT-BTC-USDT", "btcusdt", "spot")
+    venue = CoinbaseVenue(urls=CoinbaseUrls(rest=base), markets_source=list)
+    return venue, _market("COINBASE-SPOT-BTC-USD", "BTC-USD", "spot")
+
+
+# --- a venue's 429 closes the gate ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["coinbase", "aster", "htx"])
+async def test_a_429_closes_the_gate_for_its_retry_after(name):
+    """Coinbase and Aster through ccxt (the attached limiter reads the response headers), HTX
+    over plain aiohttp (the slot feeds the error with its headers): all honour Retry-After,
+    and the caller gets RATE_LIMITED (429), not a venue error."""
+    fake = FakeRest({"/market/history/trade": HTX_TRADES, COINBASE_TICKER: COINBASE_TRADES,
+                     "/api/v3/aggTrades": BINANCE_AGG})
+    async with fake.running() as base:
+        venue, market = _trades_venue(name, base)
+        try:
+            fake.limit_next = 30
+            with pytest.raises(RateLimited) as first:
+                await venue.recent_trades(market, 5)
+            with pytest.raises(RateLimited) as second:
+                await venue.recent_trades(market, 5)  # refused here: the venue is not asked
+        finally:
+            await venue.close()
+    assert 25 < first.value.retry_after <= 30 and 25 < second.value.retry_after <= 30
+    assert first.value.status == 429
+    assert len(fake.log) == 1
+
+
+# --- markets loading is bounded ------------------------------------------------------------
+
+
+async def test_markets_loading_waits_a_bounded_time_for_its_weight_and_its_answer():
+    limiter = VenueLimiter("OKX", rate=2.0, capacity=2.0)
+    await limiter.acquire(2.0)  # the budget is spent: 10 more would take 5 s
+    calls: list[str] = []
+
+    async def fetch() -> str:
+        calls.append("sent")
+        return "markets"
+
+    with pytest.raises(RateLimited) as refused:  # more than MARKETS_MAX_WAIT: at once
+        await public_rest.markets(limiter, 2.0 * public_rest.MARKETS_MAX_WAIT + 2, fetch)
+    assert refused.value.retry_after > public_rest.MARKETS_MAX_WAIT and calls == []
+
+    never = asyncio.Event()
+    with pytest.raises(TimeoutError):  # a venue that never answers does not hold the load
+        await public_rest.markets(VenueLimiter("OKX", rate=10.0), 1, never.wait, within=0.2)
+    assert await public_rest.markets(VenueLimiter("OKX", rate=10.0), 5, fetch) == "markets"
