@@ -62,6 +62,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import aiohttp
 from ccxt.base import errors as ccxt_errors
 
 from astra.core import AstraError, RateLimited
@@ -325,9 +326,10 @@ class VenueLimiter:
             if wait is None:
                 given = getattr(signal, "retry_after", None)
                 wait = float(given) if isinstance(given, int | float) else None
-            return self._close(
-                status, wait, code=getattr(signal, "code", None) or None, account=account
-            )
+            # aiohttp's ``code`` is a deprecated alias of the status, not a venue code.
+            code = None if isinstance(signal, aiohttp.ClientResponseError) else (
+                getattr(signal, "code", None) or None)
+            return self._close(status, wait, code=code, account=account)
         return None
 
     def attach(self, exchange: Any, *, account: str | None = None) -> Any:
