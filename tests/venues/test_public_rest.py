@@ -124,7 +124,11 @@ def test_each_venue_prices_its_calls_at_the_documented_weights():
     htx = HtxVenue(markets_source=dict)
     assert htx.limiter.rate == htx.contract_limiter.rate == 80.0
     assert htx.limiter is not htx.contract_limiter
-    assert CoinbaseVenue(markets_source=list).limiter.rate == 10.0
+    coinbase = CoinbaseVenue(markets_source=list)
+    assert coinbase.public_limiter.rate == 10.0
+    # Coinbase counts private calls per user (30 a second): trading keeps its own budget.
+    assert coinbase.limiter is not coinbase.public_limiter
+    assert coinbase.limiter.rate == pytest.approx(30, rel=0.05)
 
 
 # --- Binance -------------------------------------------------------------------------------

@@ -5,10 +5,11 @@ endpoints (``/api/v3/brokerage/market/products``, ``.../market/products/{id}/tic
 no key is needed; market data comes from native WebSocket handlers on
 ``wss://advanced-trade-ws.coinbase.com`` (``feed.py``, ``connection.py``). Every URL is
 configurable, and the product list can be injected (``markets_source``) for tests and
-offline use. Public REST is paced by the venue's ``limiter`` (shared with trading) at
-Coinbase's documented public limit, ``PUBLIC_RATE`` requests a second per IP, not by ccxt's
-throttle (``astra.venues.public_rest``); recent trades are low priority and refused (429)
-rather than queued, and a 429 closes the gate for its ``Retry-After``.
+offline use. Public REST is paced by the venue's ``public_limiter`` at Coinbase's documented
+public limit, ``PUBLIC_RATE`` requests a second per IP, not by ccxt's throttle
+(``astra.venues.public_rest``); recent trades are low priority and refused (429) rather than
+queued, and a 429 closes the gate for its ``Retry-After``. Trading has its own ``limiter``:
+Coinbase counts private calls per user (30 a second), apart from the public budget.
 
 Authentication, per Coinbase's current docs: ``level2``, ``market_trades`` and
 ``heartbeats`` are public ("Requires Authentication: No"; only ``user`` and
@@ -43,6 +44,7 @@ from astra.core import Trade
 from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import ccxt_symbols
+from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
 
 from .connection import Pool, Settings, Throttle
@@ -121,8 +123,9 @@ class CoinbaseVenue(Venue):
         config: dict = {"enableRateLimit": False}
         if api_key and api_secret:
             config.update(apiKey=api_key, secret=api_secret)
-        self.limiter = public_rest.public_limiter(code, per=1.0, limit=PUBLIC_RATE)
-        self._ccxt = self.limiter.attach(ccxt_async.coinbase(config))
+        self.public_limiter = public_rest.public_limiter(code, per=1.0, limit=PUBLIC_RATE)
+        self.limiter = VenueLimiter(code)  # trading's: private calls are counted per user
+        self._ccxt = self.public_limiter.attach(ccxt_async.coinbase(config))
         self._ccxt.urls["api"]["rest"] = self.urls.rest
         settings = Settings(
             url=self.urls.ws,
@@ -174,11 +177,11 @@ class CoinbaseVenue(Venue):
 
     async def _fetch_products(self) -> list[dict]:
         list_products = self._ccxt.v3PublicGetBrokerageMarketProducts
-        spot = await public_rest.markets(self.limiter, 1, lambda: list_products({}))
+        spot = await public_rest.markets(self.public_limiter, 1, lambda: list_products({}))
         products = list(spot.get("products") or [])
         try:
             futures = await public_rest.markets(
-                self.limiter, 1, lambda: list_products({"product_type": "FUTURE"})
+                self.public_limiter, 1, lambda: list_products({"product_type": "FUTURE"})
             )
         except ccxt_async.NetworkError:
             raise  # transient: the next load retries, rather than caching a partial list
@@ -282,7 +285,7 @@ class CoinbaseVenue(Venue):
     async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
         request = {"product_id": market.exchange_symbol, "limit": max(1, min(limit, 1000))}
         raw = await public_rest.trades(
-            self.limiter,
+            self.public_limiter,
             1,
             lambda: self._ccxt.v3PublicGetBrokerageMarketProductsProductIdTicker(request),
         )
