@@ -214,3 +214,38 @@ async def test_trade_clients_hear_of_each_drop_once_and_late_repeats_are_kept_on
         assert early.frames[-1]["reason"] == "closed" and late.frames[1:] == early.frames[2:]
     finally:
         await engine.close()
+
+
+async def test_rest_reads_keep_a_lingering_feed_alive_and_it_retires_after_the_last():
+    """REST reads only note their time while a feed lingers; its timer re-arms itself, so the
+    feed runs on (never restarted) while reads come, and retires ``linger`` after the last."""
+    venue = ScriptedVenue()
+    starts = 0
+    run_book_feed = venue.run_book_feed
+
+    async def counted(market, sink) -> None:
+        nonlocal starts
+        starts += 1
+        await run_book_feed(market, sink)
+
+    venue.run_book_feed = counted
+    engine = MarketDataEngine({"SIM": venue}, linger=0.3, book_wait=5.0)
+    key = (MARKET.symbol, DataType.ORDERBOOK)
+    try:
+        venue.book_steps.put_nowait(snapshot(7))
+        await engine.order_book(MARKET.symbol)
+        channel = engine.channels[key]
+        loop = asyncio.get_running_loop()
+        reads_until = loop.time() + 1.2  # four lingers' worth of reads
+        while loop.time() < reads_until:
+            body = msgspec.json.decode(await engine.order_book(MARKET.symbol))
+            assert body["updateId"] == 7
+            assert engine.channels.get(key) is channel  # never retired meanwhile
+            await asyncio.sleep(0.05)
+        assert starts == 1
+        async with asyncio.timeout(5):  # retired once the reads stopped
+            while key in engine.channels:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert channel.task.cancelled() or channel.task.done()
+    finally:
+        await engine.close()

@@ -107,6 +107,7 @@ class Channel:
         self.refs = 0
         self.task: asyncio.Task | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self._touched_at = 0.0  # loop time of the last REST read while lingering
 
     def acquire(self) -> None:
         self.refs += 1
@@ -120,13 +121,29 @@ class Channel:
         self.refs -= 1
         if self.refs == 0 and self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(
-                self.engine.linger, self.engine._retire, self
+                self.engine.linger, self._linger_expired
             )
 
     def touch(self) -> None:
-        """A REST read: keep the feed warm for another ``linger`` seconds."""
+        """A REST read: keep the feed warm for another ``linger`` seconds. While the feed
+        lingers, only the time is noted (no timer is cancelled and re-made per request, which
+        was a sixth of a cached ``GET /orderbook``): the timer re-arms itself when it fires."""
+        if self._linger is not None:
+            self._touched_at = asyncio.get_running_loop().time()
+            return
         self.acquire()
         self.release()
+
+    def _linger_expired(self) -> None:
+        self._linger = None
+        if self.refs:
+            return
+        loop = asyncio.get_running_loop()
+        remaining = self._touched_at + self.engine.linger - loop.time()
+        if remaining > 0:
+            self._linger = loop.call_later(remaining, self._linger_expired)
+        else:
+            self.engine._retire(self)
 
     async def _run(self) -> None:
         raise NotImplementedError
