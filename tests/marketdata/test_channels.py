@@ -185,10 +185,14 @@ async def test_trade_clients_hear_of_each_drop_once_and_late_repeats_are_kept_on
         assert [t.trade_id for t in await engine.recent_trades(MARKET.symbol, 10)] == [
             "1", "2", "3"]
         # 3 was in flight when the seed was read: the feed delivers it after; kept once.
+        channel = engine.channels[(MARKET.symbol, DataType.TRADE)]
+        assert channel._seeded == {"1", "2", "3"}
         venue.trade_steps.put_nowait(lambda s: s.on_trades([trade(3), trade(4)]))
         await settle()
         assert [t.trade_id for t in await engine.recent_trades(MARKET.symbol, 10)] == [
             "1", "2", "3", "4"]
+        # 4 is past the seed: no later push can repeat it, so pushes are no longer filtered.
+        assert channel._seeded == set()
         assert venue.rest_calls == 1
         assert [f["trades"][-1]["tradeId"] for f in early.frames] == ["4"]  # clients get all
 
@@ -247,5 +251,72 @@ async def test_rest_reads_keep_a_lingering_feed_alive_and_it_retires_after_the_l
             while key in engine.channels:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         assert channel.task.cancelled() or channel.task.done()
+    finally:
+        await engine.close()
+
+
+async def test_a_trade_feed_down_from_the_start_is_told_to_every_client():
+    """The feed's first report is "down" (it never connected): a client already there and
+    one joining later both hear ``resync`` at once."""
+    venue = ScriptedVenue()
+    engine = MarketDataEngine({"SIM": venue}, linger=60.0)
+    early, late = Frames(), Frames()
+    try:
+        engine.subscribe(venue, MARKET, DataType.TRADE, early)
+        venue.trade_steps.put_nowait(lambda s: s.on_connection(
+            False, "reconnecting: ClientConnectorError(ConnectionKey(host='10.1.2.3'))"))
+        await settle()
+        (resync,) = early.frames
+        assert resync == {"type": "resync", "market": MARKET.symbol,
+                          "reason": "reconnecting: ClientConnectorError",
+                          "state": "disconnected", "since": resync["since"]}  # fmt: skip
+        engine.subscribe(venue, MARKET, DataType.TRADE, late)
+        assert late.frames == early.frames
+    finally:
+        await engine.close()
+
+
+async def test_a_trade_read_outlasting_linger_is_answered_not_cancelled():
+    """A REST fetch slower than ``linger`` holds its channel: it is not retired (and the
+    fetch not cancelled) under the request; it lingers once the read is answered."""
+    venue = ScriptedVenue()
+    venue.seed = [trade(i) for i in range(1, 4)]
+    engine = MarketDataEngine({"SIM": venue}, linger=0.05)
+    key = (MARKET.symbol, DataType.TRADE)
+    try:
+        venue.release_rest.clear()
+        read = asyncio.create_task(engine.recent_trades(MARKET.symbol, 10))
+        await settle()
+        assert venue.rest_calls == 1
+        channel = engine.channels[key]
+        await asyncio.sleep(0.3)  # several lingers pass while the fetch is out
+        kept = engine.channels.get(key) is channel
+        venue.release_rest.set()
+        (answer,) = await asyncio.gather(read, return_exceptions=True)
+        assert not isinstance(answer, BaseException), repr(answer)  # was: CancelledError
+        assert [t.trade_id for t in answer] == ["1", "2", "3"]
+        assert kept  # never retired while the read was out
+        async with asyncio.timeout(5):  # then it retires, linger after the read
+            while key in engine.channels:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    finally:
+        await engine.close()
+
+
+async def test_a_book_read_waiting_longer_than_linger_keeps_its_feed():
+    """A REST read waiting for a first snapshot holds the feed: a wait longer than ``linger``
+    must not retire the channel (cancelling the feed it waits on) under the request."""
+    venue = ScriptedVenue()
+    engine = MarketDataEngine({"SIM": venue}, linger=0.05, book_wait=5.0)
+    key = (MARKET.symbol, DataType.ORDERBOOK)
+    try:
+        read = asyncio.create_task(engine.order_book(MARKET.symbol))
+        await asyncio.sleep(0.3)  # six lingers with no snapshot yet
+        assert not read.done()
+        channel = engine.channels[key]
+        venue.book_steps.put_nowait(snapshot(11))
+        body = msgspec.json.decode(await read)
+        assert body["updateId"] == 11
+        assert engine.channels.get(key) is channel and not channel.task.done()
     finally:
         await engine.close()

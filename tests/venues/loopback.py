@@ -1,6 +1,8 @@
 """What the venues' tests share: a sink that records what a user stream delivers, a bounded
-wait on it, a loopback server for a fake venue's endpoints, and the live-trades check (a
-market's recent trades served from its trade feed, and its WebSocket clients told of a drop).
+wait on it, a loopback server for a fake venue's endpoints, the live-trades check (a
+market's recent trades served from its trade feed, and its WebSocket clients told of a drop),
+and the down-from-the-start check (a venue whose WebSocket refuses every connection: book
+reads fail at once, book and trade clients hear it at once).
 
 Import as ``from tests.venues.loopback import ...`` (see ``trading_fakes.py``)."""
 
@@ -8,15 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import msgspec
+import pytest
 from aiohttp import web
 
-from astra.core import DataType
+from astra.core import DataType, FeedUnavailable
 from astra.core._trading import Balance, Fill, Order
 
-__all__ = ["TradeClient", "UserSink", "check_live_trades", "serve", "until"]
+__all__ = [
+    "TradeClient",
+    "UserSink",
+    "check_down_from_the_start",
+    "check_live_trades",
+    "refused_port",
+    "serve",
+    "until",
+]
 
 
 class UserSink:
@@ -134,3 +146,39 @@ async def check_live_trades(engine, symbol: str, *, rest_calls, pushed, drop) ->
     await until(lambda: channel.live, client.changed)  # reconnected and subscribed again
     assert len(client.resyncs()) == 1  # once per drop
     return client
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A 127.0.0.1 port that refuses every connection: bound but never listening, so nothing
+    else takes it meanwhile (released afterwards)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+async def check_down_from_the_start(engine, symbol: str) -> None:
+    """``symbol``'s venue refuses every WebSocket connection from the start (its feeds never
+    connected, no book ever synced): with ``book_wait`` far longer than this check's 5 s, a
+    book read fails at once with ``FeedUnavailable`` (``disconnected``), and WS book and trade
+    clients get a ``resync`` (``disconnected``, ``reconnecting: ...``) at once."""
+    assert engine.book_wait >= 30.0  # an answer within 5 s proves no wait for a snapshot
+    async with asyncio.timeout(5):
+        venue, market = await engine.resolve(symbol)
+        book_client, trade_client = TradeClient(), TradeClient()
+        engine.subscribe(venue, market, DataType.ORDERBOOK, book_client)
+        engine.subscribe(venue, market, DataType.TRADE, trade_client)
+        with pytest.raises(FeedUnavailable) as info:
+            await engine.order_book(symbol)
+        await until(
+            lambda: book_client.resyncs() and trade_client.resyncs(),
+            book_client.changed, trade_client.changed, seconds=5,
+        )  # fmt: skip
+    feed = info.value.feed
+    assert feed.state == "disconnected" and feed.reason.startswith("reconnecting: "), feed
+    for client in (book_client, trade_client):
+        resync = client.resyncs()[0]
+        assert client.frames[0] == resync  # nothing before it
+        assert resync["market"] == symbol and resync["state"] == "disconnected", resync
+        assert resync["reason"].startswith("reconnecting: ")
+        assert "127.0.0.1" not in resync["reason"]

@@ -3,7 +3,8 @@ client, with a local synced book per market and encode-once fan-out.
 
 Invariants:
 - At most one feed task runs per (market, channel); it starts with the first user (a
-  WebSocket client, or a REST read) and stops ``linger`` seconds after the last one leaves.
+  WebSocket client, or a REST read) and stops ``linger`` seconds after the last one leaves
+  (a REST read that awaits the channel is a user until it is answered).
 - Clients of a book only ever see: one full snapshot, then updates that continue it; after
   any resync (gap, checksum, reconnect) a new full snapshot, then updates again. Updates
   that arrive while the book is unsynced are never forwarded (the feed does not emit them).
@@ -102,9 +103,14 @@ class MarketDataEngine:
         """The encoded ``OrderBook`` from the live synced book (starting its feed if needed)."""
         venue, market = await self.resolve(symbol)
         channel = self._channel(venue, market, DataType.ORDERBOOK)
-        channel.touch()
-        if not channel.synced.is_set():
+        if channel.synced.is_set():  # the hot path: no await, no reference held
+            channel.touch()
+            return channel.rest_frame(depth)
+        channel.acquire()  # held while waiting: a wait longer than ``linger`` keeps the feed
+        try:
             await channel.wait_synced(self.book_wait)
+        finally:
+            channel.release()
         return channel.rest_frame(depth)
 
     async def recent_trades(self, symbol: str, limit: int) -> list[Trade]:
@@ -112,8 +118,13 @@ class MarketDataEngine:
         try:
             if venue.live_trades:
                 channel = self._channel(venue, market, DataType.TRADE)
-                channel.touch()
-                trades = await channel.recent_trades(limit)
+                # A reference held across the read: a fetch that outlasts ``linger`` must not
+                # retire the channel (and cancel the fetch) under the request.
+                channel.acquire()
+                try:
+                    trades = await channel.recent_trades(limit)
+                finally:
+                    channel.release()
             else:
                 trades = await venue.recent_trades(market, limit)
         except AstraError:

@@ -10,8 +10,9 @@ Invariants:
   down, changes nothing.
 - WebSocket clients get trades in batches (one per loop iteration). When the feed is lost
   (trades may be missed), they get the book's ``{"type":"resync","state":"disconnected"}``
-  message at once, after the trades that came before it, once per drop; a client that joins
-  while it is down gets it at once too. Trades resume without a snapshot.
+  message at once, after the trades that came before it, once per drop (the feed's first
+  report of "down" counts as a drop, even if it was never up); a client that joins while it is
+  down gets it at once too. Trades resume without a snapshot.
 """
 
 from __future__ import annotations
@@ -43,12 +44,16 @@ class TradeChannel(Channel):
         super().__init__(*args)
         self._pending: list[Trade] = []
         self.recent: deque[Trade] = deque(maxlen=TRADE_MEMORY)  # venue units, oldest first
-        self.live = False  # the feed said its connection is up
+        # The feed said its connection is up (True) or down (False); None until its first
+        # report, so that a feed down from the very start is reported like any drop.
+        self.live: bool | None = None
         self.complete = False  # ``recent`` holds every trade since the seed
         self._connection = itertools.count()
         self.connection = next(self._connection)  # changes whenever the connection does
         self.down: FeedState | None = None  # since the connection dropped, until it is up
-        self._seeded: set[str] = set()  # the seed's trade ids: the feed may repeat them later
+        # The seed's trade ids: pushes in flight when it was read may repeat them; emptied at
+        # the first push of a trade the seed lacks (the feed has moved past the seed).
+        self._seeded: set[str] = set()
         self._fetch: asyncio.Task[list[Trade]] | None = None
 
     async def _run(self) -> None:
@@ -85,7 +90,13 @@ class TradeChannel(Channel):
 
     def on_trades(self, trades: list[Trade]) -> None:
         seeded = self._seeded  # a push still in flight when the seed was read: kept once
-        self.recent.extend([t for t in trades if t.trade_id not in seeded] if seeded else trades)
+        if seeded:
+            fresh = [t for t in trades if t.trade_id not in seeded]
+            if fresh:  # pushes come oldest first: none after this one can be in the seed
+                self._seeded = set()
+            self.recent.extend(fresh)
+        else:
+            self.recent.extend(trades)
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.extend(trades)

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import json
 
-from tests.venues.loopback import TradeClient, check_live_trades, until
+from tests.venues.loopback import (
+    TradeClient,
+    check_down_from_the_start,
+    check_live_trades,
+    refused_port,
+    until,
+)
 
 from astra.core import DataType
 from astra.marketdata.engine import MarketDataEngine
@@ -84,3 +90,18 @@ async def test_an_undecodable_trade_is_a_gap_the_stream_goes_on(
     finally:
         await engine.close()
     assert server.connections == 1
+
+
+async def test_a_venue_down_from_the_start_is_reported_at_once(exchange_info):
+    """The WebSocket refuses every connection from the start: the book that never synced and
+    the trade stream that was never live are reported at once."""
+    with refused_port() as port:
+        venue = BinanceVenue(
+            urls=BinanceUrls.at(f"http://127.0.0.1:{port}"),
+            exchange_info={"spot": exchange_info["spot"]},
+        )
+        engine = MarketDataEngine({"BINANCE": venue}, linger=60.0, book_wait=30.0)
+        try:
+            await check_down_from_the_start(engine, SYMBOL)
+        finally:
+            await engine.close()

@@ -88,10 +88,23 @@ def test_sequence_regression_and_a_new_connection(samples, recording_sink):
         router.on_message(_msg(samples, "heartbeats", 3), 0.0)
     router.disconnected("reconnecting: test")
     assert sink.kinds() == ["snapshot", "resync"]
-    router.disconnected("reconnecting: again")  # already unsynced: no second resync
+    # Every failed attempt is told, synced or not (the engine ignores a repeated state).
+    router.disconnected("reconnecting: again")
+    assert sink.kinds() == ["snapshot", "resync", "resync"]
     router.connected(1.0)  # a new connection restarts the chain at any number
     assert router.on_message(_msg(samples, "level2_snapshot", 0, "BTC-USD"), 1.0) == []
-    assert sink.kinds() == ["snapshot", "resync", "snapshot"]
+    assert sink.kinds() == ["snapshot", "resync", "resync", "snapshot"]
+
+
+def test_a_book_that_never_synced_hears_of_a_failed_connection(recording_sink):
+    """The venue is down from the start: no snapshot ever came, yet every subscriber is told
+    the connection failed (else its readers wait for a snapshot that cannot come)."""
+    router = BookRouter()
+    btc, eth = recording_sink(), recording_sink()
+    router.add("BTC-USD", btc, 0.0, "M")
+    router.add("ETH-USD", eth, 0.0, "N")
+    router.disconnected("reconnecting: ConnectionRefusedError(111)")
+    assert btc.calls == eth.calls == [("resync", "reconnecting: ConnectionRefusedError(111)")]
 
 
 def test_markets_sharing_a_product_get_their_own_books(samples, recording_sink):
@@ -179,3 +192,21 @@ def test_trades_are_not_ordered_by_id_or_time(recording_sink):
     assert [t.trade_id for t in sink.trades][5:] == ["77aa"]  # only the lost one
     router.on_message(_trades_msg(8, "update", [("77aa", ms)]), 0.0)  # never twice
     assert len(sink.trades) == 6
+
+
+def test_trade_ids_remembered_are_the_last_thousand_in_arrival_order(recording_sink):
+    """Past 1,000 ids the oldest goes first (one O(1) eviction per trade): a repeat of a
+    remembered id is dropped, an id forgotten long ago is new again."""
+    router = TradeRouter()
+    sink = recording_sink()
+    router.add("ETH-USD", sink, 0.0)
+    router.connected(0.0)
+    ms = "2024-10-08T09:10:52.425Z"
+    router.on_message(_trades_msg(0, "snapshot", []), 0.0)
+    for n in range(1, 1501):
+        router.on_message(_trades_msg(n, "update", [(f"t{n}", ms)]), 0.0)
+    (sub,) = router.products["ETH-USD"]
+    assert list(sub.seen) == [f"t{n}" for n in range(501, 1501)]
+    router.on_message(_trades_msg(1501, "update", [("t501", ms), ("t1", ms)]), 0.0)
+    assert [t.trade_id for t in sink.trades[-2:]] == ["t1500", "t1"]
+    assert list(sub.seen)[-1] == "t1" and len(sub.seen) == 1000

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.venues.loopback import check_live_trades
+from tests.venues.loopback import check_down_from_the_start, check_live_trades, refused_port
 
 from astra.marketdata.engine import MarketDataEngine
 from astra.venues.coinbase import CoinbaseUrls, CoinbaseVenue
@@ -39,3 +39,18 @@ async def test_recent_trades_come_from_the_live_channel(fake_coinbase):
             drop=fake.cut)  # fmt: skip
     finally:
         await engine.close()
+
+
+async def test_a_venue_down_from_the_start_is_reported_at_once(fake_coinbase):
+    """The WebSocket refuses every connection from the start: no book ever syncs, yet every
+    subscriber hears ``reconnecting: ...`` (not only the books that had synced)."""
+    fake = await fake_coinbase()  # (its products; its WebSocket is never reached)
+    with refused_port() as port:
+        venue = CoinbaseVenue(
+            urls=CoinbaseUrls(rest=fake.base_url, ws=f"ws://127.0.0.1:{port}/"),
+            send_interval=0.0, markets_source=fake.products_source)  # fmt: skip
+        engine = MarketDataEngine({"COINBASE": venue}, linger=60.0, book_wait=30.0)
+        try:
+            await check_down_from_the_start(engine, MARKET)
+        finally:
+            await engine.close()

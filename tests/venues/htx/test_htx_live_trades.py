@@ -9,7 +9,8 @@ from __future__ import annotations
 import gzip
 import json
 
-from tests.venues.loopback import check_live_trades
+import pytest
+from tests.venues.loopback import check_down_from_the_start, check_live_trades, refused_port
 
 from astra.marketdata.engine import MarketDataEngine
 from astra.venues.htx import HtxUrls, HtxVenue
@@ -51,3 +52,17 @@ async def test_recent_trades_come_from_the_live_topic(fake_htx, recording, marke
             await engine.close()
     # Each trade once, by its trade id: the seed's rows matched the stream's (not by ``id``).
     assert client.recent == [str(r["tradeId"]) for r in rows]
+
+
+@pytest.mark.parametrize("symbol", [MARKET, "HUOBI-PERP-BTC-USD-COINM"])  # mbp; depth.step0
+async def test_a_venue_down_from_the_start_is_reported_at_once(symbol, markets_source):
+    """Every WebSocket refuses every connection from the start: the book that never synced
+    and the topic that was never live are reported at once."""
+    with refused_port() as port:
+        venue = HtxVenue(urls=HtxUrls.for_server(f"http://127.0.0.1:{port}"),
+                         markets_source=markets_source)  # fmt: skip
+        engine = MarketDataEngine({"HUOBI": venue}, linger=60.0, book_wait=30.0)
+        try:
+            await check_down_from_the_start(engine, symbol)
+        finally:
+            await engine.close()

@@ -5,7 +5,8 @@ make no REST call; a lost connection tells WS TRADE clients at once (``resync``,
 
 from __future__ import annotations
 
-from tests.venues.loopback import check_live_trades
+import pytest
+from tests.venues.loopback import check_down_from_the_start, check_live_trades, refused_port
 
 from astra.marketdata.engine import MarketDataEngine
 from astra.venues.kraken import KrakenUrls, KrakenVenue
@@ -51,3 +52,26 @@ async def test_recent_trades_come_from_the_live_subscription(
             await engine.close()
     assert client.recent == [str(n) for n in range(499, 508)]
     assert server.connections == 2
+
+
+@pytest.mark.parametrize("symbol", ["KRAKEN-SPOT-XBT-USD", "KRAKEN-PERP-XBT-USD"])
+async def test_a_venue_down_from_the_start_is_reported_at_once(
+    symbol, doc_asset_pairs, futures_instruments
+):
+    """Spot and futures WebSockets refuse every connection from the start: the book that
+    never synced and the subscription that was never live are reported at once."""
+    with refused_port() as port:
+        base = f"127.0.0.1:{port}"
+        http, ws = f"http://{base}", f"ws://{base}"
+        urls = KrakenUrls(rest=http, ws=f"{ws}/v2", futures_rest=http, futures_ws=f"{ws}/ws/v1")
+        venue = KrakenVenue(
+            "KRAKEN",
+            urls,
+            markets_source=lambda: doc_asset_pairs,
+            futures_markets_source=lambda: futures_instruments,
+        )
+        engine = MarketDataEngine({"KRAKEN": venue}, linger=60.0, book_wait=30.0)
+        try:
+            await check_down_from_the_start(engine, symbol)
+        finally:
+            await engine.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from tests.venues.loopback import check_live_trades
+from tests.venues.loopback import check_down_from_the_start, check_live_trades, refused_port
 
 from astra.marketdata.engine import MarketDataEngine
 from astra.venues.kucoin import KucoinUrls, KucoinVenue
@@ -50,3 +50,20 @@ async def test_recent_trades_come_from_the_live_topic(fake_kucoin, kucoin_record
         finally:
             await engine.close()
     assert fake.connections == 2 and fake.sent("subscribe") == [f"/market/match:{SYMBOL}"] * 2
+
+
+async def test_a_venue_down_from_the_start_is_reported_at_once(kucoin_recording):
+    """REST (the connection token) and WebSocket refuse every connection from the start: the
+    book that never synced and the topic that was never live are reported at once."""
+
+    async def markets():
+        return parse_ccxt_markets(kucoin_recording.spot_symbols, None)
+
+    with refused_port() as port:
+        urls = KucoinUrls.for_server(f"http://127.0.0.1:{port}")
+        venue = KucoinVenue(urls=urls, markets_source=markets)
+        engine = MarketDataEngine({"KUCOIN": venue}, linger=60.0, book_wait=30.0)
+        try:
+            await check_down_from_the_start(engine, MARKET)
+        finally:
+            await engine.close()

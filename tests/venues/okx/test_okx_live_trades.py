@@ -5,8 +5,9 @@ call; a lost connection tells WS TRADE clients at once (``resync``, ``disconnect
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
-from tests.venues.loopback import check_live_trades
+from tests.venues.loopback import check_down_from_the_start, check_live_trades, refused_port
 
 from astra.marketdata.engine import MarketDataEngine
 
@@ -43,3 +44,16 @@ async def test_recent_trades_come_from_the_live_subscription(fake_okx, okx_venue
         finally:
             await engine.close()
     assert server.subscribes[("trades", "BTC-USDT")] == 2  # the first, and after the drop
+
+
+async def test_a_venue_down_from_the_start_is_reported_at_once(okx_venue):
+    """The WebSocket refuses every connection from the start: books that never synced hear
+    ``reconnecting: ...`` too."""
+    with refused_port() as port:
+        base = f"127.0.0.1:{port}"
+        server = SimpleNamespace(rest_url=f"http://{base}", ws_url=f"ws://{base}/ws/v5/public")
+        engine = MarketDataEngine({"OKX": okx_venue(server)}, linger=60.0, book_wait=30.0)
+        try:
+            await check_down_from_the_start(engine, MARKET)
+        finally:
+            await engine.close()

@@ -232,11 +232,12 @@ async def run_book_feed(
 async def run_trade_feed(session: aiohttp.ClientSession, url: str, sink: TradeSink) -> None:
     """Forward ``@aggTrade`` events at ``url`` to ``sink``, reconnecting with backoff; the
     sink hears when the connection opens (every trade from then on is delivered) and when it
-    closes (``TradeSink.on_connection``)."""
+    closes or cannot be opened (``TradeSink.on_connection``: a venue down from the start is
+    reported too, on every failed attempt)."""
     decode = msgspec.json.Decoder(AggTrade).decode
     attempt = 0
     while True:
-        up, reason = False, "stopped"
+        up, reason = False, ""
         try:
             async with session.ws_connect(url, heartbeat=30.0, timeout=WS_TIMEOUT) as ws:
                 up = True
@@ -251,7 +252,7 @@ async def run_trade_feed(session: aiohttp.ClientSession, url: str, sink: TradeSi
             reason = repr(exc)
             log.warning("trade feed %s: %r; reconnecting", url, exc)
         finally:
-            if up:
-                sink.on_connection(False, reason)
+            if up or reason:  # (neither: cancelled before connecting)
+                sink.on_connection(False, f"reconnecting: {reason}" if reason else "stopped")
         await asyncio.sleep(backoff(attempt))
         attempt += 1

@@ -21,6 +21,8 @@ Integrity rule (per connection):
   ``SnapshotTimeout`` (connection reopened).
 - The update id we publish is the message's ``sequence_num`` (it restarts on a new
   connection, which always begins with a new snapshot); the timestamp is the message's.
+- A lost or refused connection tells every book sink on it, synced yet or not,
+  ``on_resync("reconnecting: ...")`` (``disconnected``), on every failed attempt.
 
 Trades: every trade of an ``update`` is forwarded (a trade id already forwarded is not
 sent twice). A gap on a ``market_trades`` connection resubscribes its products too; the
@@ -37,6 +39,7 @@ every lost connection (trades may be missed: the gateway re-reads them over REST
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 from astra.core import Trade
 from astra.venues.base import BookSink, TradeSink
@@ -180,15 +183,17 @@ class BookRouter(Router):
     def _new_sub(self, sink: BookSink, market: str) -> _BookSub:
         return _BookSub(market, sink)
 
-    def _unsync(self, reason: str) -> None:
+    def _unsync(self, reason: str, *, everyone: bool = False) -> None:
         for subs in self.products.values():
             for sub in subs:
-                if sub.synced:
+                if sub.synced or everyone:
                     sub.synced = False
                     sub.sink.on_resync(reason)
 
     def disconnected(self, reason: str) -> None:
-        self._unsync(reason)
+        # Every subscriber, synced or not: a book that never synced (the venue down from the
+        # start) must learn it too, or its readers wait for a snapshot that cannot come.
+        self._unsync(reason, everyone=True)
 
     def _on_gap(self, reason: str) -> None:
         log.warning("coinbase level2: %s; resyncing %d products", reason, len(self.products))
@@ -268,7 +273,7 @@ class _TradeSub:
 
     def __init__(self, sink: TradeSink) -> None:
         self.sink = sink
-        self.seen: dict[str, int] = {}
+        self.seen: OrderedDict[str, int] = OrderedDict()
         self.started = False  # the first snapshot (or update) has come
 
     def take(self, trades: list[Trade], snapshot: bool) -> list[Trade]:
@@ -285,7 +290,9 @@ class _TradeSub:
         for t in trades:
             seen[t.trade_id] = t.time
         while len(seen) > _REMEMBERED:
-            del seen[next(iter(seen))]
+            # Not ``del seen[next(iter(seen))]`` on a dict: its iteration steps over every
+            # slot already deleted, O(n) per trade once full; this is O(1).
+            seen.popitem(last=False)
         return out
 
 

@@ -18,7 +18,8 @@ Integrity rule, per market (OKX v5 docs, "Order book channel"):
   unsubscribe + subscribe on the same connection (OKX sends a fresh snapshot) and a new
   ``sink.on_snapshot``. Updates that arrive in between are dropped, never applied. A snapshot
   that does not come within ``snapshot_timeout`` is asked for again; repeated failures back off.
-- A lost connection resyncs every book on it (``stream.py`` reconnects and resubscribes).
+- A lost (or refused) connection resyncs every book on it, synced yet or not (``stream.py``
+  reconnects and resubscribes).
 """
 
 from __future__ import annotations
@@ -212,8 +213,9 @@ class BookFeed:
             self._wake.set()
 
     def on_reset(self, reason: str) -> None:
-        if self.sync.synced:
-            self.sink.on_resync(reason)
+        # Synced or not: a book whose venue is down from the start must hear it too, or its
+        # readers wait for a snapshot that cannot come.
+        self.sink.on_resync(reason)
         self.sync.reset()
         self._lost = False  # the new connection subscribes afresh
         self._wake.set()  # restart the snapshot watchdog
