@@ -193,3 +193,59 @@ def test_astra_sim_for_a_parent_exits_when_its_stdin_closes():
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=5)
+
+
+def test_astra_sim_for_a_parent_that_is_already_gone_exits_at_once():
+    # The parent's pid comes on the command line: a child whose parent is not (or no longer)
+    # that process exits before serving, even with its stdin still open.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "astra", "sim", "--port", "0", "--exit-with-parent", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.wait(timeout=20) == 1
+        assert "listening on" not in proc.stdout.read()
+        assert "parent process 1 is gone" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        proc.stdin.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG, /proc")
+def test_astra_sim_asks_the_kernel_to_end_it_with_its_parent():
+    # The child sets PR_SET_PDEATHSIG itself. Its stdin is a pipe this test holds open, so
+    # only the kernel's signal can end it when its parent (a plain Python process) is killed.
+    parent_code = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-m', 'astra', 'sim', '--port', '0',\n"
+        "                          '--exit-with-parent', str(os.getpid())])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    read_end, write_end = os.pipe()
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdin=read_end, stdout=subprocess.PIPE, text=True
+    )
+    os.close(read_end)
+    child = None
+    try:
+        child = int(parent.stdout.readline())
+        assert "listening on" in parent.stdout.readline()  # the child's first line
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 30  # a bound on the wait, not a speed requirement
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(child), "the simulator outlived its parent"
+    finally:
+        os.close(write_end)
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=5)
+        if child is not None and not _gone(child):
+            os.kill(child, signal.SIGKILL)

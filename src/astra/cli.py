@@ -52,6 +52,27 @@ def _exit_at_stdin_eof() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel send this process SIGTERM when its parent dies; then exit
+    if ``parent`` (the pid the parent passed) is no longer the parent: it died before the
+    request took effect. Done here, in the child at its start, rather than in a
+    ``preexec_fn`` between fork and exec, which is unsafe in a parent with threads."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.util.find_library("c")
+        if libc is not None:
+            ctypes.CDLL(libc, use_errno=True).prctl(
+                _PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if parent and os.getppid() != parent:
+        print(f"astra sim: parent process {parent} is gone", file=sys.stderr)
+        sys.exit(1)
+
+
 def _parser() -> argparse.ArgumentParser:
     from astra.server.serve import add_serve_parser
     from astra.store import add_credentials_parser, add_keys_parser
@@ -66,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--data", metavar="FILE", help="keep accounts, balances and orders in FILE across restarts"
     )
-    sim.add_argument(  # for `astra serve`, which runs the simulator as its child
-        "--exit-with-parent", action="store_true", help=argparse.SUPPRESS
+    sim.add_argument(  # for `astra serve`, which runs the simulator as its child: its pid
+        "--exit-with-parent", nargs="?", type=int, const=0, default=None, metavar="PID",
+        help=argparse.SUPPRESS,
     )
     _add_sim_account_parser(sim)
     add_keys_parser(sub)
@@ -84,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "sim":
         from astra.sim.server import serve_sim
 
-        if args.exit_with_parent:
+        if args.exit_with_parent is not None:
+            _die_with_parent(args.exit_with_parent)
             _exit_at_stdin_eof()
         _run(serve_sim(args.host, args.port, args.seed, args.data))
     elif args.command == "serve":

@@ -194,27 +194,33 @@ def test_extract_token_order() -> None:
     tok = "abcdefghjk23." + "s" * 10 + "0123456789ABCDEFGHIJKLMNOP"
     ws_headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
 
-    def req(path: str = "/x", **headers: str) -> web.Request:
-        return make_mocked_request("GET", path, headers=headers)
+    def req(path: str = "/ws", method: str = "GET", **headers: str) -> web.Request:
+        return make_mocked_request(method, path, headers=headers)
 
     assert extract_token(req()) == (None, None)
     assert extract_token(req(**{"x-astra-api-key": f"bEaReR {tok}"})) == (tok, None)
     assert extract_token(req(**{"x-astra-api-key": f"  {tok} "})) == (tok, None)
     # ?apiKey= on a request that is not a handshake: refused, naming the header.
     with pytest.raises(Unauthorized) as exc:
-        extract_token(req(f"/x?apiKey={tok}"))
+        extract_token(req(f"/ws?apiKey={tok}"))
     assert exc.value.parameter == "x-astra-api-key" and tok not in str(exc.value)
-    assert extract_token(req(f"/x?apiKey={tok}", **ws_headers)) == (tok, None)
+    assert extract_token(req(f"/ws?apiKey={tok}", **ws_headers)) == (tok, None)
     proto = {"Sec-WebSocket-Protocol": f"astra.v1, {tok}"}
     assert extract_token(req(**ws_headers, **proto)) == (tok, tok)
     # Not a handshake: the subprotocol header is ignored.
     assert extract_token(req(**proto)) == (None, None)
+    # An upgrade header alone is no handshake: not a GET, or not a WebSocket path.
+    for method, path in (("POST", "/ws"), ("POST", "/orders"), ("DELETE", "/orders"),
+                         ("GET", "/orders"), ("GET", "/markets")):
+        with pytest.raises(Unauthorized):
+            extract_token(req(f"{path}?apiKey={tok}", method, **ws_headers))
+        assert extract_token(req(path, method, **ws_headers, **proto)) == (None, None)
     # A non-token subprotocol alone is no key; the query parameter is used then.
     only = {"Sec-WebSocket-Protocol": "astra.v1"}
-    assert extract_token(req(f"/x?apiKey={tok}", **ws_headers, **only)) == (tok, None)
+    assert extract_token(req(f"/ws?apiKey={tok}", **ws_headers, **only)) == (tok, None)
     # The header wins over the others.
     hdr = {"x-astra-api-key": "Bearer other"}
-    assert extract_token(req(f"/x?apiKey={tok}", **ws_headers, **proto, **hdr)) == (
+    assert extract_token(req(f"/ws?apiKey={tok}", **ws_headers, **proto, **hdr)) == (
         "other",
         None,
     )
@@ -255,4 +261,54 @@ async def test_key_lookups_run_off_the_loop_once_per_key_id(tmp_path: Path) -> N
             now[0] += 2.5  # the window ends: the next request reads the row again
             assert await one(unknown[0]) == 401 and reads["unknownkey00"] == 2
     finally:
+        engine.dispose()
+
+
+async def test_key_lookups_are_bounded_and_off_the_default_executor(tmp_path: Path) -> None:
+    """Past ``max_pending`` key ids being read, a request with a new key id is a 503 with
+    Retry-After that never reaches the store; reads run on the verifier's own threads, so
+    the default executor (the order journal's) stays free while they are stuck."""
+    engine = open_database(data_dir=tmp_path)
+    store = ApiKeyStore(engine)
+    good = store.create("real")
+    release = threading.Event()
+    reads: Counter[str] = Counter()
+    threads: set[str] = set()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def stall(conn, cursor, statement, parameters, context, executemany) -> None:
+        key_id = str(parameters[0] if parameters else "")
+        if statement.lstrip().upper().startswith("SELECT") and key_id.startswith("flood"):
+            reads[key_id] += 1
+            threads.add(threading.current_thread().name)
+            release.wait(TIMEOUT)  # a database that does not answer
+
+    verifier = KeyVerifier(store, max_pending=4, threads=2)
+    app = web.Application(middlewares=[auth_middleware(store, verifier=verifier)])
+    app.router.add_get("/echo", echo)
+    flood = [f"flood{i:05d}.{'Q' * 20}abcdefghijklmnop" for i in range(6)]
+    try:
+        async with asyncio.timeout(TIMEOUT), TestClient(TestServer(app, host="127.0.0.1")) as c:
+            async def one(token: str) -> tuple[int, dict, str | None]:
+                resp = await c.get("/echo", headers={"x-astra-api-key": f"Bearer {token}"})
+                return resp.status, await resp.json(), resp.headers.get("Retry-After")
+
+            assert (await one(good.token))[0] == 200  # cached from now on
+            stuck = [asyncio.create_task(verifier.verify(t)) for t in flood[:4]]
+            await asyncio.sleep(0)  # each registers its key id's read, then waits for it
+            assert verifier.pending == 4
+            for token in flood[4:]:  # a fifth and sixth key id: refused, never read
+                status, body, retry = await one(token)
+                assert (status, body["code"], retry) == (503, "OVERLOADED", "1")
+            assert (await one(good.token))[0] == 200  # cached keys are unaffected
+            assert await asyncio.to_thread(lambda: 42) == 42  # the journal's threads are free
+            assert verifier.pending == 4
+            release.set()
+            assert await asyncio.gather(*stuck) == [None] * 4  # unknown keys
+            assert verifier.pending == 0
+            assert dict(reads) == {t.split(".")[0]: 1 for t in flood[:4]}
+            assert threads and all(name.startswith("astra-keys") for name in threads)
+    finally:
+        release.set()
+        verifier.close()
         engine.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from astra.server.gateway import load_config, venues_from_config
@@ -64,3 +66,42 @@ def test_every_registered_venue_builds_from_an_empty_section():
         "KRAKEN",
         "KUCOIN",
     }
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ('header_timeout = "10"', "header_timeout must be a number"),
+        ("header_timeout = 0", "header_timeout must be between"),
+        ('ws_connections_per_key = "50"', "ws_connections_per_key must be an integer"),
+        ("ws_connections_per_key = 0", "ws_connections_per_key must be between"),
+        ("ws_connections_per_key = -3", "ws_connections_per_key must be between"),
+        ("ws_connections_per_key = 2.5", "ws_connections_per_key must be an integer"),
+        ("session_revalidate_seconds = -1", "session_revalidate_seconds must be between"),
+        ("keepalive_timeout = true", "keepalive_timeout must be a number"),
+        ("body_timeout = 0", "body_timeout must be between"),
+        ("port = 70000", "port must be between"),
+        ('metrics_port = "9090"', "metrics_port must be an integer"),
+    ],
+)
+async def test_astra_serve_refuses_a_bad_setting_naming_it(tmp_path, capsys, toml, named):
+    from astra.cli import _parser
+    from astra.server.serve import serve
+
+    path = tmp_path / "astra.toml"
+    path.write_text(toml + "\n")
+    args = _parser().parse_args(["serve", "--config", str(path), "--data-dir", str(tmp_path)])
+    async with asyncio.timeout(60):  # a bound: a setting let through would serve until killed
+        assert await serve(args) == 2  # before any database, simulator or socket is opened
+    err = capsys.readouterr().err
+    assert named in err and str(path) in err
+    assert not (tmp_path / "astra.db").exists()
+
+
+def test_good_settings_pass_as_numbers_of_their_type():
+    from astra.server.serve import check_settings
+
+    assert check_settings({"header_timeout": 5, "ws_connections_per_key": 10,
+                           "session_revalidate_seconds": 0.5, "port": 0, "host": "::1",
+                           "venues": {}}) == {
+        "header_timeout": 5.0, "ws_connections_per_key": 10, "session_revalidate_seconds": 0.5}

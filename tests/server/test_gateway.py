@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import aiohttp
 import pytest
@@ -139,6 +140,45 @@ async def test_auth_on_rest_and_websocket(gateway):
         async with s.ws_connect(ws_url, protocols=(token,)) as ws:  # the browser way
             assert ws.protocol == token
 
+
+
+async def test_an_upgrade_header_does_not_make_rest_take_a_key_from_the_url(gateway):
+    # ?apiKey= and a subprotocol key are for GET handshakes on /ws only; a REST request that
+    # merely adds "Upgrade: websocket" is still REST: refused, naming the header to send.
+    gw, token = gateway
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    order = {"market": "SIM-SPOT-BTC-USDT", "side": "BUY", "type": "LIMIT", "quantity": 0.001,
+             "price": 1.0}
+    async with aiohttp.ClientSession() as s:
+        for method, path, params, headers, body in (
+            ("POST", "/orders", {"apiKey": token}, upgrade, order),
+            ("POST", "/orders", {}, {**upgrade, "Sec-WebSocket-Protocol": token}, order),
+            ("GET", "/markets", {"exchange": "SIM", "apiKey": token}, upgrade, None),
+        ):
+            async with s.request(method, f"{gw.base_url}{path}", params=params, headers=headers,
+                                 json=body) as r:
+                answer = await r.json(content_type=None)
+            assert (r.status, answer["code"]) == (401, "UNAUTHORIZED"), (method, path, answer)
+            assert token not in json.dumps(answer)
+
+
+async def test_a_gateway_that_cannot_bind_leaves_no_task_running(key_store, sim):
+    from astra.server.gateway import Gateway, venues_from_config
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    before = asyncio.all_tasks()
+    try:
+        gw = Gateway(venues_from_config({}, sim.base_url), key_store,
+                     port=taken.getsockname()[1], metrics_port=0)
+        with pytest.raises(OSError):
+            await gw.start()
+        await asyncio.sleep(0)  # let cancelled tasks finish
+        assert asyncio.all_tasks() - before == set()
+        assert gw.sessions._revalidator is None
+    finally:
+        taken.close()
 
 BAD = [
     ("/markets", {}, 400, "MISSING_PARAMETER", "exchange"),

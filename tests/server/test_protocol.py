@@ -191,3 +191,50 @@ async def test_an_idle_keep_alive_connection_is_not_cut_by_the_header_timeout(gw
             await asyncio.sleep(1.0)  # idle for twice the header timeout, between requests
     finally:
         writer.close()
+
+
+async def test_the_aiohttp_internals_the_protocol_relies_on_exist():
+    # GatewayProtocol and GatewayRunner read private aiohttp attributes (pyproject pins the
+    # aiohttp versions checked): an aiohttp that renames them fails here, not in production.
+    from collections import deque
+
+    from aiohttp import web
+
+    from astra.server.protocol import GatewayProtocol, GatewayRunner, _GatewayServer
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        return web.Response()
+
+    plain = web.Server(handler, loop=asyncio.get_running_loop(), keepalive_timeout=5.0)
+    assert plain._loop is asyncio.get_running_loop() and plain._kwargs == {"keepalive_timeout": 5.0}
+    assert asyncio.iscoroutinefunction(web.AppRunner._make_server)
+    server = _GatewayServer(handler, loop=plain._loop, header_timeout=1.0, **plain._kwargs)
+    proto = server()
+    assert isinstance(proto, GatewayProtocol)
+    assert proto._request_count == 0 and isinstance(proto._messages, deque)
+    assert proto._upgraded is False and proto._request_in_progress is False
+    assert proto._loop is asyncio.get_running_loop()
+    runner = GatewayRunner(web.Application(), header_timeout=1.0)
+    await runner.setup()
+    try:
+        assert isinstance(runner.server, _GatewayServer)
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_body_that_never_arrives_is_a_408_and_the_connection_closes(sim, key_store):
+    token = key_store.create("tests").token
+    venues = venues_from_config({}, sim.base_url)
+    async with Gateway(venues, key_store, port=0, metrics_port=0, linger=1.0,
+                       body_timeout=0.5) as gateway:
+        head = (
+            f"POST /orders HTTP/1.1\r\nHost: x\r\nx-astra-api-key: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        ).encode()
+        # 10 of the 1000 bytes announced, then silence: bounded, else read() hangs forever
+        answer = await _raw(gateway.port, head + b'{"market":')
+        status, headers, body = _split(answer)
+        assert status == 408 and headers["connection"].lower() == "close"
+        error = json.loads(body)
+        assert (error["code"], error["parameter"]) == ("REQUEST_TIMEOUT", "body")
+        assert gateway.metrics.requests[("/orders", 408)] == 1

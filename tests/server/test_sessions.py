@@ -104,7 +104,9 @@ async def test_websockets_per_key_are_capped(sim, key_store):
                          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="},
             ) as r:
                 assert r.status == 429 and r.content_type == "application/json"
+                assert r.headers.get("Retry-After") == "1"  # as every other 429
                 body = await r.json()
+            assert body["retryAfter"] == 1.0
             assert body["code"] == "RATE_LIMITED" and "at most 3" in body["message"]
             # Other keys are not affected, and a closed session frees its slot.
             async with s.ws_connect(_ws_url(gw), headers=_auth(other.token)) as ws:
@@ -118,3 +120,29 @@ async def test_websockets_per_key_are_capped(sim, key_store):
         finally:
             for ws in open_:
                 await ws.close()
+
+
+async def test_revocation_closes_private_websockets_too_and_no_signal_taxes_responses(
+    sim, key_store
+):
+    # Sessions learn their socket from the WebSocket handlers (attach_ws), public and private
+    # alike; no on_response_prepare signal runs for every HTTP response.
+    from astra.sim.admin import parse_deposits
+
+    key = key_store.create("victim")
+    account = sim.exchange.create_account(parse_deposits("USDT=1000"))
+    headers = {**_auth(key.token), "x-astra-exchange-private-key": account.signerPrivateKey}
+    async with (
+        _gateway(sim, key_store, session_revalidate_seconds=3600) as gw,
+        aiohttp.ClientSession() as s,
+        s.ws_connect(_ws_url(gw), headers=headers) as public,
+        s.ws_connect(f"{gw.base_url.replace('http', 'ws')}/ws?dataType=ORDERS&exchange=SIM",
+                     headers=headers) as private,
+    ):
+        assert not gw._runners[0].app.on_response_prepare
+        assert (await private.receive_json(timeout=TIMEOUT))["type"] == "resync"  # streaming
+        assert gw.sessions.count(key.key_id) == 2
+        assert key_store.revoke(key.key_id)
+        for ws in (public, private):
+            msg = await _until_closed(ws)
+            assert (msg.data, msg.extra) == (REVOKED_CLOSE_CODE, REVOKED_REASON)

@@ -15,6 +15,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
+from astra.sim import SimExchange, SimServer
 from astra.sim.admin import parse_deposits
 
 AUTH_DOMAIN = {
@@ -32,6 +33,7 @@ class SignedClient:
         self.base = base_url
         self.creds = creds
         self._nonce = 0
+        self.last_headers: dict[str, str] = {}  # of the latest response
 
     async def v1(self, method: str, path: str, **params) -> tuple[int, object]:
         params.setdefault("timestamp", int(time.time() * 1000))
@@ -69,6 +71,7 @@ class SignedClient:
                 headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
                 ctx = http.request(method, f"{self.base}{path}", data=payload, headers=headers)
             async with ctx as resp:
+                self.last_headers = dict(resp.headers)
                 return resp.status, await resp.json(content_type=None)
 
 
@@ -86,11 +89,23 @@ def make_trader(sim):
 @pytest.fixture
 async def still(sim):
     """The ``sim`` fixture with its clock stopped: the book moves only when a test moves it."""
-    task = sim.exchange._task
+    return await _stop_clock(sim)
+
+
+async def _stop_clock(server: SimServer) -> SimServer:
+    task = server.exchange._task
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    return sim
+    return server
+
+
+@pytest.fixture
+async def frozen_rates():
+    """A stopped simulator (as ``still``) whose rate limiters' clock stands still at 1000 s:
+    weight and order counts never roll into a new window in the middle of a test."""
+    async with SimServer(SimExchange(seed=1, rate_clock=lambda: 1000.0)) as server:
+        yield await _stop_clock(server)
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ from decimal import Decimal
 from tests.sim.test_perp import SYM, D, book, error, ok, order, position, set_mid, trading
 from tests.sim.test_perp_ccxt import BTC, call
 from tests.sim.test_perp_market import settle_fundings
-from tests.sim.test_perp_risk import HmacClient
+from tests.sim.test_perp_risk import HmacClient, account_id
 
 from astra.sim import SimExchange, SimServer
 from astra.sim.admin import parse_deposits
+from astra.sim.ledger import HOUSE
 from astra.sim.perp_positions import MARGIN_ASSET, WALLET
 
 
@@ -171,3 +172,57 @@ async def test_new_records_survive_a_restart(tmp_path):
         await order(t, "SELL", quantity="0.05", reduceOnly="true")
         assert second.ledger.locked(WALLET, 1, MARGIN_ASSET) == 0
         second.ledger.check()
+
+
+async def test_a_deficit_draws_only_what_it_needs_from_set_aside_margin(still, make_trader):
+    """A wallet pushed below zero takes from the isolated margin only the shortfall (the rest
+    stays set aside for its position); beyond it, the house pays the remainder."""
+    t = make_trader("USDT=1000")
+    perp = trading(still)
+    ledger = still.exchange.ledger
+    me = account_id(still, t)
+    await ok(t.v1("POST", "/fapi/v1/marginType", symbol=SYM, marginType="ISOLATED"))
+    await order(t, "BUY", quantity="0.05")
+    await ok(t.v1("POST", "/fapi/v1/positionMargin", symbol=SYM, amount="300", type=1))
+    unit = 10**8
+    # A loss of the whole free balance and 100 USDT more (moved to the house: conserved).
+    loss = ledger.free(WALLET, me, MARGIN_ASSET) + 100 * unit
+    ledger.move(WALLET, MARGIN_ASSET, loss, me, HOUSE, allow_negative=True)
+    perp.clear_deficit(me, SYM)
+    assert ledger.free(WALLET, me, MARGIN_ASSET) == 0
+    assert ledger.locked(WALLET, me, MARGIN_ASSET) == 200 * unit
+    assert perp.isolated == {(me, SYM, "BOTH"): 200 * unit}
+    income = await ok(t.v1("GET", "/fapi/v1/income"))
+    assert "INSURANCE_CLEAR" not in {r["incomeType"] for r in income}
+    ledger.check()
+    # A shortfall beyond what is set aside: all of it, then the house.
+    ledger.move(WALLET, MARGIN_ASSET, 250 * unit, me, HOUSE, allow_negative=True)
+    perp.clear_deficit(me, SYM)
+    assert (ledger.free(WALLET, me, MARGIN_ASSET), ledger.locked(WALLET, me, MARGIN_ASSET)) == (
+        0, 0)
+    assert perp.isolated == {}
+    clear = await ok(t.v1("GET", "/fapi/v1/income", incomeType="INSURANCE_CLEAR"))
+    assert [D(r["income"]) for r in clear] == [D(50)]
+    ledger.check()
+
+
+async def test_a_flipped_position_releases_its_set_aside_margin(still, make_trader):
+    """One-way mode: a fill that takes a long through zero to a short frees the margin added
+    to the long (the short starts with none)."""
+    t = make_trader("USDT=10000")
+    perp = trading(still)
+    me = account_id(still, t)
+    await ok(t.v1("POST", "/fapi/v1/marginType", symbol=SYM, marginType="ISOLATED"))
+    await order(t, "BUY", quantity="0.05")
+    await ok(t.v1("POST", "/fapi/v1/positionMargin", symbol=SYM, amount="100", type=1))
+    assert perp.ledger.locked(WALLET, me, MARGIN_ASSET) == 100 * 10**8
+    await order(t, "SELL", quantity="0.08")
+    pos = await position(t)
+    assert D(pos["positionAmt"]) == D("-0.03")
+    assert perp.ledger.locked(WALLET, me, MARGIN_ASSET) == 0 and perp.isolated == {}
+    risk = next(r for r in await ok(t.v1("GET", "/fapi/v2/positionRisk", symbol=SYM))
+                if r["positionSide"] == "BOTH")
+    # The short's isolated wallet is its own initial margin only: nothing carried over.
+    assert D(risk["isolatedWallet"]) == D(
+        (await ok(t.v1("GET", "/fapi/v4/account")))["positions"][0]["positionInitialMargin"])
+    still.exchange.ledger.check()

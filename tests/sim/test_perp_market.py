@@ -9,8 +9,12 @@ import itertools
 from decimal import Decimal
 
 import aiohttp
+import pytest
 from tests.sim.test_perp import book, set_mid, trading
 from tests.sim.test_perp_ccxt import BTC, call
+
+from astra.sim import SimExchange
+from astra.sim.views import mark_index_e8
 
 SYM = "BTCUSDT"
 
@@ -105,16 +109,30 @@ async def test_mark_and_index_klines_follow_premium_index(still):
     assert (status, body["code"]) == (400, -1121)
 
 
-async def test_price_kline_weights_follow_limit(still):
+@pytest.mark.parametrize("path,params", [
+    ("/fapi/v1/markPriceKlines", {"symbol": SYM}),
+    ("/fapi/v3/indexPriceKlines", {"pair": SYM}),
+    ("/fapi/v1/klines", {"symbol": SYM}),  # the futures docs: the same table
+])
+async def test_kline_weights_follow_limit(frozen_rates, path, params):
+    """Each request's X-MBX-USED-WEIGHT-1M against the previous one's (the limiter's clock is
+    frozen, so no minute boundary falls between them): the docs' table by ``limit``."""
     used = []
-    for limit in (50, 50, 500, 1500):
-        _, _, headers = await get(still, "/fapi/v1/markPriceKlines", symbol=SYM,
-                                  interval="1m", limit=limit)
+    for limit in (50, 50, 100, 499, 500, 1000, 1500, None):
+        query = {**params, "interval": "1m"} | ({} if limit is None else {"limit": limit})
+        status, _, headers = await get(frozen_rates, path, **query)
+        assert status == 200
         used.append(int(headers["X-MBX-USED-WEIGHT-1M"]))
-    assert [b - a for a, b in itertools.pairwise(used)] == [1, 5, 10]
-    _, _, h1 = await get(still, "/fapi/v1/fundingRate")
-    _, _, h2 = await get(still, "/fapi/v1/fundingInfo")
-    assert int(h2["X-MBX-USED-WEIGHT-1M"]) - int(h1["X-MBX-USED-WEIGHT-1M"]) == 1
+    assert used[0] == 1  # a fresh window: the first request's own weight
+    assert [b - a for a, b in itertools.pairwise(used)] == [1, 2, 2, 5, 5, 10, 5]
+
+
+async def test_spot_klines_weigh_one_and_funding_endpoints_one(frozen_rates):
+    _, _, h0 = await get(frozen_rates, "/api/v1/klines", symbol=SYM, interval="1m", limit=1000)
+    _, _, h1 = await get(frozen_rates, "/fapi/v1/fundingRate")
+    _, _, h2 = await get(frozen_rates, "/fapi/v1/fundingInfo")
+    assert h0["X-MBX-USED-WEIGHT-1M"] == "1"  # spot counts on its own limiter
+    assert (h1["X-MBX-USED-WEIGHT-1M"], h2["X-MBX-USED-WEIGHT-1M"]) == ("1", "2")
 
 
 async def test_ccxt_reads_funding_and_price_candles(still, ccxt_aster):
@@ -131,3 +149,17 @@ async def test_ccxt_reads_funding_and_price_candles(still, ccxt_aster):
     index = await call(ex.fetch_ohlcv(BTC, "1m", params={"price": "index"}))
     assert mark[-1][4] == float(premium["markPrice"])
     assert index[-1][4] == float(premium["indexPrice"])
+
+
+def test_numeric_samples_equal_premium_index_figures():
+    """The price history samples numbers (``mark_index_e8``), not texts: over a stretch of
+    flow they are exactly premiumIndex's markPrice and indexPrice, every step and market."""
+    ex = SimExchange(seed=3)
+    perp = ex.sides["perp"].trading
+    for _ in range(400):
+        ex.step()
+        for state in perp.states.values():
+            mp = perp.mark(state)
+            expected = (int(Decimal(mp.p).scaleb(8)), int(Decimal(mp.i).scaleb(8)))
+            assert mark_index_e8(state, perp.index_price(state)) == expected
+

@@ -324,3 +324,28 @@ async def test_positions_and_settings_survive_a_restart(tmp_path):
         closing = await order(t, "SELL", quantity="0.100", positionSide="LONG")
         assert closing["status"] == "FILLED"
         second.ledger.check()
+
+
+async def test_the_house_quote_steps_inside_a_hidden_order(still, make_trader):
+    """A HIDDEN ask under the displayed best: the house's post-only bid for a liquidation is
+    priced inside it (the post-only check sees hidden orders), so it rests and the position
+    closes, at one tick under the hidden ask."""
+    sim = still
+    perp = trading(sim)
+    state = book(sim)
+    t = make_trader("USDT=100000")
+    await order(t, "BUY", quantity="0.500")
+    for o in [o for o in state.engine.orders.values() if o.side == BUY]:
+        state.cancel(o.id)  # no bids at all
+    tick = state.market.tick
+    hidden_at = min(perp.mark_units(state), state.engine.best_ask() - tick)
+    hidden, _ = state.place(-31, SELL, 1, hidden_at, hidden=True)
+    assert state.engine.best_ask() > hidden_at  # out of the displayed book
+    liquidate(perp, account_id(sim, t))
+    assert D((await position(t))["positionAmt"]) == 0
+    forced = await ok(t.v1("GET", "/fapi/v1/forceOrders"))
+    assert forced[0]["status"] == "FILLED"
+    assert D(forced[0]["avgPrice"]) == D(px(hidden_at - tick))
+    assert hidden.id in state.engine.orders  # the hidden ask was never reached
+    state.engine.check_invariants()
+    sim.exchange.ledger.check()

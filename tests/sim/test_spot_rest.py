@@ -90,3 +90,29 @@ async def test_ccxt_transfer_uses_the_spot_path(still, ccxt_aster):
     swap = await call(ex.fetch_balance({"type": "swap"}))
     assert (spot["USDT"]["total"], swap["USDT"]["total"]) == (100250, 99750)
     still.exchange.ledger.check()
+
+
+async def test_a_transfer_has_one_tran_id_everywhere(still, make_trader):
+    """The transfer's answer, its spot transactionHistory row and its perpetual income row
+    carry the same tranId, whichever path made it, even after spot fills (which number
+    their own rows) and perpetual income; no tranId repeats in the history."""
+    t = make_trader("USDT=1000")
+    for _ in range(2):  # spot rows first: four TRADE_SOURCE / TRADE_TARGET rows
+        await ok(t.v1("POST", "/api/v1/order", symbol=SYM, side="BUY", type="MARKET",
+                      quantity="0.001"))
+    await ok(t.v1("POST", "/fapi/v1/order", symbol=SYM, side="BUY", type="MARKET",
+                  quantity="0.001"))  # perpetual income (commission) rows
+    answers = [
+        await ok(t.v1("POST", "/api/v1/asset/wallet/transfer", asset="USDT", amount="7",
+                      kindType="SPOT_FUTURE", clientTranId="a")),
+        await ok(t.v1("POST", "/fapi/v1/asset/wallet/transfer", asset="USDT", amount="3",
+                      kindType="FUTURE_SPOT", clientTranId="b")),
+    ]
+    rows = await ok(t.v1("GET", "/api/v1/transactionHistory"))
+    moves = [r for r in rows if r["type"].startswith("TRANSFER_")]
+    income = await ok(t.v1("GET", "/fapi/v1/income", incomeType="TRANSFER"))
+    assert [a["tranId"] for a in answers] == [r["tranId"] for r in moves] == [
+        int(r["tranId"]) for r in income]
+    assert [r["balanceDelta"] for r in moves] == ["-7.00000000", "3.00000000"]
+    assert len({r["tranId"] for r in rows}) == len(rows) == 6
+    still.exchange.ledger.check()

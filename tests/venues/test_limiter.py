@@ -11,14 +11,17 @@ import ccxt
 import ccxt.async_support as ccxt_async
 import pytest
 from aiohttp import web
+from tests.venues.loopback import serve
 
 from astra.core import RateLimited
 from astra.trading.errors import map_venue_error
 from astra.venues.limiter import (
     VenueLimiter,
+    attach_routed,
     ccxt_rate,
     retry_after_from_headers,
 )
+from astra.venues.venue_answers import MAX_WAIT, banned_until, parse_retry_after
 
 
 class FakeTime:
@@ -282,6 +285,33 @@ def test_retry_after_forms():
     assert retry_after_from_headers({"RETRY-AFTER": "3"}) == 3.0
     assert retry_after_from_headers({"Retry-After": "later"}) is None
     assert retry_after_from_headers(None) is None
+    # Binance's whole seconds, any header case; a negative delta is "now".
+    assert retry_after_from_headers({"retry-after": "7"}) == 7.0
+    assert retry_after_from_headers({"Retry-After": "0"}) == 0.0
+    assert retry_after_from_headers({"Retry-After": "-3"}) == 0.0
+    assert retry_after_from_headers({}) is None
+
+
+async def test_a_venue_wait_is_at_most_three_days():
+    """Binance bans last "from 2 minutes to 3 days": a larger wait, in whatever form, is
+    clamped to 3 days instead of closing the gate for decades."""
+    t = FakeTime()
+    days3 = 3 * 24 * 3600.0
+    assert MAX_WAIT == days3
+    assert parse_retry_after("1e9") == days3
+    assert retry_after_from_headers({"gw-ratelimit-reset": str(10**15)}) == days3
+    far = int((t.wall() + 1e9) * 1000)
+    assert banned_until(f"IP banned until {far}.", now=t.wall()) == days3
+    assert parse_retry_after("Fri, 01 Jan 9999 00:00:00 GMT", now=t.wall()) == days3
+    lim = make(t)
+    assert lim.observe_response(429, {"Retry-After": "1e9"}) == days3
+    assert lim.retry_after() == days3
+    lim2 = make(t)  # a 418 whose body names a ban ending centuries from now
+    body = json.dumps({"code": -1003, "msg": f"Way too much request weight used; IP banned "
+                       f"until {far}."})  # fmt: skip
+    assert lim2.observe_response(418, {}, body) == days3
+    t.now += days3
+    assert lim.retry_after() is None and lim2.retry_after() is None  # open again
 
 
 async def test_the_gate_only_closes_later():
@@ -438,3 +468,73 @@ async def test_429_storm_never_reaches_418_on_loopback():
     assert venue.calls == outcomes["ok"] + outcomes["429"] == 50 - outcomes["refused"]
     assert outcomes["refused"] >= 3 * 7  # each 2 s window refused the requests inside it
     assert lim.signals == outcomes["429"]  # each 429 counted once (hook, not the exception)
+
+
+# --- a request's own answer decides, whatever concurrent requests met -------------------------
+
+
+async def test_each_slot_is_judged_by_its_own_answer():
+    """While one request's 429 (seen by the attached hook) closes the gate, a concurrent
+    request's 500 is no rate limit, and another's rate limit reported in a 200 body (ccxt's
+    RateLimitExceeded, no hook signal) is still fed to the limiter."""
+    t = FakeTime()
+    lim = make(t, rate=100.0, capacity=10.0)
+    ex = lim.attach(ccxt.binance())
+    in_flight, answered = asyncio.Event(), asyncio.Event()
+    slots = {}
+
+    async def request(name: str) -> None:
+        async with lim.slot() as slot:
+            slots[name] = slot
+            if name == "429":
+                await in_flight.wait()
+                ex.on_rest_response(429, "Too Many Requests", "u", "GET", {"Retry-After": "5"},
+                                    '{"code":-1003}', {}, None)  # fmt: skip
+                answered.set()
+                raise ccxt.DDoSProtection('binance {"code":-1003}')
+            in_flight.set()
+            await answered.wait()  # answered after the 429 closed the gate
+            if name == "500":
+                raise ccxt.ExchangeNotAvailable("binance GET u 500 Internal Server Error")
+            raise ccxt.RateLimitExceeded('binance {"code":-1003,"msg":"Too many requests."}')
+
+    results = await asyncio.gather(request("429"), request("500"), request("200 body"),
+                                   return_exceptions=True)  # fmt: skip
+    assert [type(r) for r in results] == [
+        ccxt.DDoSProtection, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded]
+    assert {n: s.limited for n, s in slots.items()} == {
+        "429": True, "500": False, "200 body": True}
+    assert lim.signals == 2  # the 429 once (hook, not again its exception), the 200 body's
+
+
+async def test_ccxt_calls_the_attached_hook_on_loopback():
+    """``attach`` relies on ccxt's undocumented ``on_rest_response``: a real ccxt call to a
+    loopback venue answering 429 must reach it, with the request's URL and the response
+    headers (else Retry-After would be unseen and the wait a 1 s backoff instead of 7 s)."""
+    t = FakeTime()
+    lim = make(t)
+    urls: list[str] = []
+
+    async def limited(request: web.Request) -> web.Response:
+        return web.json_response({"code": -1003, "msg": "Too much request weight used."},
+                                 status=429, headers={"Retry-After": "7"})
+
+    def route(url: str) -> VenueLimiter:
+        urls.append(url)
+        return lim
+
+    app = web.Application()
+    app.router.add_get("/api/v3/time", limited)
+    async with serve(app) as base:
+        ex = ccxt_async.binance({"enableRateLimit": False, "timeout": 5000, "timeout_on_exit": 0})
+        ex.urls["api"]["public"] = f"{base}/api/v3"
+        attach_routed(ex, route)
+        try:
+            with pytest.raises(ccxt.DDoSProtection):
+                async with asyncio.timeout(10):
+                    async with lim.slot() as slot:
+                        await ex.fetch_time()
+        finally:
+            await ex.close()
+    assert urls == [f"{base}/api/v3/time"]
+    assert (lim.retry_after(), lim.signals, slot.limited) == (7.0, 1, True)

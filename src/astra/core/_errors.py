@@ -267,7 +267,21 @@ class CredentialsUnreadable(
     503, not 500 and not 4xx: nothing in the request is wrong (a 4xx would tell the client to
     change it), and it is no bug (500); the server cannot serve this key's stored credentials
     until its operator starts it with the right master key or stores them again. Header
-    credentials still work meanwhile. ``venue`` is the exchange concerned."""
+    credentials still work meanwhile. The message names the exchange; ``venue`` stays unset,
+    as it marks a venue's own rejection and no venue was asked."""
+
+
+class Overloaded(
+    AstraError, code="OVERLOADED", status=503, message="the server is busy: retry shortly"
+):
+    """The server refuses work it cannot take now (e.g. too many API-key lookups pending);
+    nothing in the request is wrong. Carries ``retry_after``."""
+
+
+class RequestTimeout(
+    AstraError, code="REQUEST_TIMEOUT", status=408, message="the request was not received in time"
+):
+    """The client did not send its whole request (e.g. the body it announced) in time."""
 
 
 class NotFound(AstraError, code="NOT_FOUND", status=404, message="not found"):

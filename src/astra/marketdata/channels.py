@@ -39,6 +39,7 @@ from astra.core import (
     OrderBook,
     VenueTimeout,
 )
+from astra.core._redact import squeeze, without_locations
 from astra.venues.base import RECONNECTING, Venue, VenueMarket
 from astra.venues.book import L2Book
 
@@ -47,7 +48,6 @@ __all__ = ["BookChannel", "Channel", "Client", "public_reason", "resync_frame", 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _PARENS = re.compile(r"\([^()]*\)")
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
 
 class Client(Protocol):
@@ -68,12 +68,11 @@ def _now_ms() -> int:
 
 
 def public_reason(reason: str) -> str:
-    """``reason`` fit for a client: no parenthesized details (hosts, ports), no URLs."""
+    """``reason`` fit for a client: no parenthesized details, no URLs, hosts or addresses."""
     text = reason
     for _ in range(3):  # nested parentheses, innermost first
         text = _PARENS.sub("", text)
-    text = _URL.sub("<url>", text)
-    return " ".join(text.split())[:160]
+    return squeeze(without_locations(text), 160)
 
 
 def units_of(market: VenueMarket) -> ContractUnits | None:

@@ -38,7 +38,7 @@ from .params import (
     required,
 )
 from .private import PRIVATE_DATA_TYPES
-from .sessions import WsSessions
+from .sessions import WsSessions, attach_ws
 
 __all__ = ["Metrics", "build_app", "build_metrics_app", "error_response"]
 
@@ -136,6 +136,7 @@ class _Routes:
             writer_limit=self.send_buffer,  # bytes buffered in the process before backpressure
         )
         await ws.prepare(request)
+        attach_ws(request, ws)  # its key's revocation closes it from now on
         client = BoundedSender(ws, request.transport, self.max_queue, send_buffer=self.send_buffer)
         writer = asyncio.create_task(client.writer())
         self.engine.subscribe(venue, venue_market, data_type, client)
@@ -172,8 +173,6 @@ def build_app(
     if sessions is not None:  # after auth: it counts by the verified key
         middlewares.append(sessions.middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
-    if sessions is not None:
-        app.on_response_prepare.append(sessions.on_prepare)
     routes = _Routes(engine, metrics, max_queue, send_buffer, private_ws)
     app.add_routes(
         [

@@ -4,14 +4,17 @@ Where the key is read, first found wins (an empty value counts as absent):
 
 1. the ``x-astra-api-key`` header, ``Bearer <token>`` (scheme case-insensitive) or the bare
    token;
-2. on a WebSocket handshake only, ``Sec-WebSocket-Protocol``: browsers cannot set headers, so
+2. on a WebSocket handshake only (a GET upgrading to ``websocket`` on one of
+   ``WEBSOCKET_PATHS``), ``Sec-WebSocket-Protocol``: browsers cannot set headers, so
    they offer the token as a subprotocol (``new WebSocket(url, [token])``), possibly among
    other comma-separated protocols. The value that is shaped like a token is taken, and the
    server must echo it: ``web.WebSocketResponse(protocols=[request[WS_PROTOCOL]])``, or the
    browser drops the connection;
 3. on a WebSocket handshake only, the ``apiKey`` query parameter (for clients that can do
    neither). On REST it is refused (401 naming the header): a key in a URL ends up in
-   proxies' logs and browser history, and REST clients can always send the header.
+   proxies' logs and browser history, and REST clients can always send the header. An
+   ``Upgrade: websocket`` header alone does not make a request a handshake: ``POST
+   /orders?apiKey=`` with it is still REST, and refused.
 
 Invariants:
 - A request that is not exempt reaches its handler only with a verified, unrevoked key, stored
@@ -22,23 +25,34 @@ Invariants:
   (positive and negative entries, bounded) is read in a worker thread, once per key id however
   many requests wait for it (``KeyVerifier``); the secret is compared in constant time by the
   store.
+- Key reads run on the verifier's own small thread pool (``KEY_LOAD_THREADS``), never on the
+  loop's default executor that the order journal uses, and at most ``max_pending`` key ids
+  are being read at once: past that a request with an uncached key id is answered 503
+  ``OVERLOADED`` with ``Retry-After`` and never reaches the store. A flood of random key ids
+  therefore cannot delay journaling nor grow a queue without bound. (503, not 401: the key
+  may well be valid, and a 401 would tell its client to stop using it.)
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 from aiohttp import hdrs, web
 
-from astra.core import Unauthorized
+from astra.core import AstraError, Overloaded, Unauthorized
 from astra.store import ApiKeyStore, KeyInfo, parse_token
+
+from .errors import WEBSOCKET_PATHS, error_response
 
 __all__ = [
     "API_KEY",
     "API_KEY_HEADER",
     "API_KEY_QUERY",
+    "KEY_LOAD_THREADS",
+    "MAX_PENDING_KEY_LOADS",
     "WS_PROTOCOL",
     "KeyVerifier",
     "auth_middleware",
@@ -52,6 +66,8 @@ API_KEY_HEADER = "x-astra-api-key"
 API_KEY = web.RequestKey("api_key", KeyInfo)
 WS_PROTOCOL = web.RequestKey("ws_protocol", str)
 API_KEY_QUERY = "apiKey"
+KEY_LOAD_THREADS = 2
+MAX_PENDING_KEY_LOADS = 64  # key ids being read at once; a burst of new clients fits
 _MISSING = (
     f"missing API key: send the header '{API_KEY_HEADER}: Bearer <key>' "
     f"(WebSocket: or the key as Sec-WebSocket-Protocol, or ?{API_KEY_QUERY}=)"
@@ -78,6 +94,15 @@ def is_websocket_upgrade(request: web.BaseRequest) -> bool:
     return request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
 
 
+def _is_handshake(request: web.BaseRequest) -> bool:
+    """A WebSocket handshake: only then may the key come from the URL or a subprotocol."""
+    return (
+        request.method == hdrs.METH_GET
+        and request.path in WEBSOCKET_PATHS
+        and is_websocket_upgrade(request)
+    )
+
+
 def _from_subprotocols(request: web.BaseRequest) -> str | None:
     for header in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ()):
         for proto in header.split(","):
@@ -89,11 +114,11 @@ def _from_subprotocols(request: web.BaseRequest) -> str | None:
 def extract_token(request: web.BaseRequest) -> tuple[str | None, str | None]:
     """``(token, websocket_protocol_to_echo)`` from the request; ``(None, None)`` when absent.
     Raises ``Unauthorized`` for ``?apiKey=`` on a request that is not a WebSocket handshake
-    (and has no key header)."""
+    (a GET upgrading on a WebSocket path) and has no key header."""
     header = request.headers.get(API_KEY_HEADER)
     if header is not None and (token := _from_header(header)):
         return token, None
-    if not is_websocket_upgrade(request):
+    if not _is_handshake(request):
         if request.query.get(API_KEY_QUERY):
             raise Unauthorized(_QUERY_ON_REST, parameter=API_KEY_HEADER)
         return None, None
@@ -106,13 +131,28 @@ class KeyVerifier:
     """``await verify(token)``: the store's ``verify`` without blocking the event loop.
 
     A key id the store has cached (found or not) is verified on the loop (a dict lookup and
-    one SHA-256); otherwise the store reads it in a worker thread, and concurrent requests
-    for the same key id share that one read.
+    one SHA-256); otherwise the store reads it on the verifier's own threads, and concurrent
+    requests for the same key id share that one read. With ``max_pending`` key ids being read
+    already, ``verify`` raises ``Overloaded`` instead. ``close()`` ends the threads.
     """
 
-    def __init__(self, store: ApiKeyStore) -> None:
+    def __init__(self, store: ApiKeyStore, *, max_pending: int = MAX_PENDING_KEY_LOADS,
+                 threads: int = KEY_LOAD_THREADS) -> None:
         self.store = store
+        self.max_pending = max_pending
         self._loading: dict[str, asyncio.Future] = {}
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="astra-keys")
+
+    @property
+    def pending(self) -> int:
+        """Key ids being read now."""
+        return len(self._loading)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, fn: Callable, *args: object) -> asyncio.Future:
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def verify(self, token: str) -> KeyInfo | None:
         parsed = parse_token(token)
@@ -123,12 +163,15 @@ class KeyVerifier:
         if not store.is_cached(key_id):
             load = self._loading.get(key_id)
             if load is None:
-                load = asyncio.ensure_future(asyncio.to_thread(store.load, key_id))
+                if len(self._loading) >= self.max_pending:
+                    raise Overloaded("too many API key lookups in progress: retry shortly",
+                                     retry_after=1.0)
+                load = self._run(store.load, key_id)
                 self._loading[key_id] = load
                 load.add_done_callback(lambda _: self._loading.pop(key_id, None))
             await asyncio.shield(load)
             if not store.is_cached(key_id):  # cache disabled, or expired meanwhile
-                return await asyncio.to_thread(store.verify, token)
+                return await self._run(store.verify, token)
         return store.verify(token)
 
 
@@ -157,10 +200,12 @@ def _reject(err: Unauthorized) -> web.Response:
 
 
 def auth_middleware(
-    store: ApiKeyStore, exempt: frozenset[str] = frozenset()
+    store: ApiKeyStore, exempt: frozenset[str] = frozenset(), *,
+    verifier: KeyVerifier | None = None,
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """Middleware requiring a valid key on every path except those in ``exempt`` (exact)."""
-    verifier = KeyVerifier(store)
+    """Middleware requiring a valid key on every path except those in ``exempt`` (exact).
+    ``verifier``: the caller's (which it closes), else one of the middleware's own."""
+    verifier = verifier or KeyVerifier(store)
 
     @web.middleware
     async def astra_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -170,6 +215,8 @@ def auth_middleware(
             info, proto = await _check(verifier, request)
         except Unauthorized as err:
             return _reject(err)
+        except AstraError as err:  # Overloaded: a 503 with Retry-After
+            return error_response(err)
         request[API_KEY] = info
         request[WS_PROTOCOL] = proto
         return await handler(request)

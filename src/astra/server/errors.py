@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -33,13 +32,14 @@ from astra.core import (
     PayloadTooLarge,
     WebSocketUpgradeRequired,
 )
+from astra.core._redact import without_locations
 
 __all__ = [
     "CLIENT_CLOSED",
     "MAX_BODY_BYTES",
+    "WEBSOCKET_PATHS",
     "error_middleware",
     "error_response",
-    "without_locations",
 ]
 
 log = logging.getLogger("astra.server.app")  # where these lines always went
@@ -47,23 +47,7 @@ _encode = msgspec.json.Encoder().encode
 
 CLIENT_CLOSED = 499
 MAX_BODY_BYTES = 1024 * 1024  # the largest request body (aiohttp's client_max_size)
-WEBSOCKET_PATHS = frozenset({"/ws"})
-
-_LOCATIONS = re.compile(
-    r"\b[a-z][a-z0-9+.-]*://\S*"  # URLs, any scheme
-    r"|\(\s*'[^']*'(?:\s*,\s*\d+)+\s*\)"  # socket addresses: ('127.0.0.1', 7070)
-    r"|\[[0-9a-f]*:[0-9a-f:.]*\](?::\d+)?"  # [::1]:7070
-    r"|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"  # 10.0.0.5[:7070]
-    r"|\blocalhost(?::\d+)?\b"
-    r"|\b(?:[a-z0-9-]+\.)+[a-z][a-z0-9-]*:\d+\b"  # fapi.example.com:443
-    r"|(?<=\bhost )\S+",  # aiohttp's "Cannot connect to host <name>"
-    re.IGNORECASE,
-)
-
-
-def without_locations(text: str) -> str:
-    """``text`` with every URL, host name with a port, and IP address replaced."""
-    return _LOCATIONS.sub("[address]", text)
+WEBSOCKET_PATHS = frozenset({"/ws"})  # every WebSocket route of the API
 
 
 def _json(body: object, status: int) -> web.Response:

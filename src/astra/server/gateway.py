@@ -15,24 +15,28 @@ With no configuration the gateway serves ``SIM`` from a simulator child on loopb
 Top-level settings (all optional): ``header_timeout`` (seconds a connection may take to send
 a request's headers, default 10), ``keepalive_timeout`` (idle keep-alive connections, 75),
 ``ws_connections_per_key`` (concurrent WebSockets per API key, 50) and
-``session_revalidate_seconds`` (how often open WebSockets' keys are re-checked, 5).
+``session_revalidate_seconds`` (how often open WebSockets' keys are re-checked, 5) and
+``body_timeout`` (seconds to receive a request's body, 30); ``astra serve`` checks their types
+and ranges before starting (``astra.server.serve.check_settings``).
 
-Invariant: the child never outlives the gateway: terminated, then killed, on shutdown; and if
-the gateway dies without shutting down (SIGKILL, a crash), the child ends too: on Linux the
-kernel sends it SIGTERM (``PR_SET_PDEATHSIG``, set between fork and exec), and everywhere it
-exits when its stdin, a pipe only the gateway holds, reaches end of file
-(``astra sim --exit-with-parent``).
+Invariants:
+- The child never outlives the gateway: terminated, then killed, on shutdown; and if the
+  gateway dies without shutting down (SIGKILL, a crash), the child ends too
+  (``astra sim --exit-with-parent <gateway pid>``): on Linux it asks the kernel, at its own
+  start, for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``) and exits at once if its
+  parent is no longer the gateway; everywhere it exits when its stdin, a pipe only the gateway
+  holds, reaches end of file. Nothing runs between fork and exec (no ``preexec_fn``, unsafe
+  once threads exist).
+- ``Gateway.start`` either serves or leaves nothing running: a failure (a port in use)
+  closes whatever it had started (sessions' revalidation, the key threads) before raising.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import re
-import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -48,8 +52,8 @@ from astra.venues import build_venue
 from astra.venues.base import Venue
 
 from .app import Metrics, build_app, build_metrics_app
-from .auth import auth_middleware
-from .private import private_routes, private_ws
+from .auth import KeyVerifier, auth_middleware
+from .private import DEFAULT_BODY_TIMEOUT, private_routes, private_ws
 from .protocol import GatewayRunner, install_log_scrubbers
 from .sessions import WsSessions
 
@@ -86,9 +90,9 @@ class SimChild:
             "--seed",
             str(self.seed),
             "--exit-with-parent",
+            str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,  # held open, never written: EOF means we are gone
             stdout=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent(),
         )
         async with asyncio.timeout(self.START_TIMEOUT):
             line = await self.proc.stdout.readline()
@@ -111,29 +115,6 @@ class SimChild:
         except TimeoutError:
             proc.kill()
             await proc.wait()
-
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _die_with_parent():
-    """A ``preexec_fn`` that has Linux send the child SIGTERM when this process dies; None
-    elsewhere (the child's stdin watch still applies). Everything it calls is resolved
-    before the fork: between fork and exec only async-signal-safe work is safe."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
-    parent, getppid, exit_ = os.getpid(), os.getppid, os._exit
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if getppid() != parent:  # the parent died before prctl took effect
-            exit_(1)
-
-    return preexec
 
 
 def venues_from_config(config: dict, sim_url: str | None) -> dict[str, Venue]:
@@ -170,6 +151,7 @@ class Gateway:
         keepalive_timeout: float = 75.0,
         ws_connections_per_key: int = 50,
         session_revalidate_seconds: float = 5.0,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         self.engine = MarketDataEngine(venues, linger=linger)
         # The private API: the order journal lives in the same database as the keys.
@@ -182,9 +164,11 @@ class Gateway:
         self._runners: list[web.AppRunner] = []
         self._client_limits = {"max_queue": max_queue, "send_buffer": send_buffer}
         self._timeouts = {"header_timeout": header_timeout, "keepalive_timeout": keepalive_timeout}
+        self.body_timeout = body_timeout
         self.sessions = WsSessions(
             keys, per_key=ws_connections_per_key, revalidate_every=session_revalidate_seconds
         )
+        self.verifier = KeyVerifier(keys)  # key reads on their own threads, bounded
 
     @property
     def base_url(self) -> str:
@@ -200,19 +184,26 @@ class Gateway:
         return site._server.sockets[0].getsockname()[1]
 
     async def start(self) -> Gateway:
+        try:
+            return await self._start()
+        except BaseException:  # e.g. a port in use: stop what was started, then raise
+            await self.close()
+            raise
+
+    async def _start(self) -> Gateway:
         install_redactor()  # exchange secrets never reach a log line, whatever logs them
         install_log_scrubbers()  # nor API keys offered as WebSocket subprotocols
-        self.sessions.start()
         app = build_app(
             self.engine,
             self.metrics,
-            auth=auth_middleware(self.keys),
+            auth=auth_middleware(self.keys, verifier=self.verifier),
             sessions=self.sessions,
             private_ws=private_ws(self.trading, self.credentials),
             **self._client_limits,
         )
-        app.add_routes(private_routes(self.trading, self.credentials))
+        app.add_routes(private_routes(self.trading, self.credentials, self.body_timeout))
         self.port = await self._serve(app, self.port)
+        self.sessions.start()  # once bound: a failed bind leaves no revalidation task
         # Orders a previous run left with an unknown outcome, for keys with stored credentials.
         self._reconciler = asyncio.create_task(self.trading.reconcile_stored(self.credentials))
         self.metrics_port = await self._serve(build_metrics_app(self.metrics), self.metrics_port)
@@ -228,6 +219,7 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
         self._runners.clear()
+        self.verifier.close()
         await self.trading.close()
         await self.engine.close()
 

@@ -89,7 +89,8 @@ _ERRORS = {
         (401, "missing or invalid API key"),
         (404, "unknown market, or an exchange this gateway does not serve"),
         (405, "method not allowed: Allow lists the methods"),
-        (503, "venue unavailable"),
+        (503, "venue unavailable, or too many API key lookups at once (OVERLOADED; "
+              "Retry-After says when to retry)"),
         (504, "venue timed out"),
     )
 }
@@ -156,6 +157,7 @@ _TRADING_ERRORS = {
         (403, "the exchange refused the credentials' permissions"),
         (404, "unknown market or order"),
         (409, "clientOrderId reused for a different order"),
+        (408, "request body not received in time (REQUEST_TIMEOUT; the connection closes)"),
         (413, "request body over 1 MiB"),
         (422, "order fails the market's tick/lot/notional rules, or insufficient balance"),
         (429, "rate limited (venue or gateway); Retry-After says when to retry"),

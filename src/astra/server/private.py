@@ -8,7 +8,13 @@ fields, a misspelt enum or a missing market are 400s naming the field. Parameter
 checked before credentials are looked at (a bad ``market`` is named ``market``, never
 ``exchange`` nor a credential header), and order ids in the venue's form (numeric on
 Binance, Aster and SIM) before any venue is called. Stored credentials that this
-``ASTRA_MASTER_KEY`` cannot decrypt are a 503 ``CREDENTIALS_UNREADABLE``.
+``ASTRA_MASTER_KEY`` cannot decrypt are a 503 ``CREDENTIALS_UNREADABLE`` (no ``venue``:
+no venue was asked; the exchange is named in the message).
+
+A request body must arrive within ``body_timeout`` seconds of the handler starting to read it,
+else the answer is 408 ``REQUEST_TIMEOUT`` and the connection is closed: a client announcing
+a body it never sends cannot hold a connection and its handler forever (the protocol's header
+timeout ends once the headers are in).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from astra.core import (
     CredentialsUnreadable,
     InvalidParameter,
     MissingParameter,
+    RequestTimeout,
 )
 from astra.core._trading import (
     BalancesMessage,
@@ -44,11 +51,14 @@ from astra.venues.ccxt_normalize import fill_in_base, order_in_base
 
 from . import params
 from .auth import API_KEY, WS_PROTOCOL
+from .errors import error_response
 from .params import MAX_SINCE, int_param, required
+from .sessions import attach_ws
 
-__all__ = ["PRIVATE_DATA_TYPES", "private_routes", "private_ws"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "PRIVATE_DATA_TYPES", "private_routes", "private_ws"]
 
 PRIVATE_DATA_TYPES = frozenset(params.PRIVATE_DATA_TYPES)
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a request body (1 MiB at most)
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
@@ -62,9 +72,11 @@ def _json(body: object, status: int = 200) -> web.Response:
 
 
 class _Private:
-    def __init__(self, service: TradingService, store: CredentialSource | None) -> None:
+    def __init__(self, service: TradingService, store: CredentialSource | None,
+                 body_timeout: float = DEFAULT_BODY_TIMEOUT) -> None:
         self.service = service
         self.store = store
+        self.body_timeout = body_timeout
 
     def _creds(self, request: web.Request, exchange: str):
         key = request.get(API_KEY)
@@ -82,7 +94,6 @@ class _Private:
                 f"stored {exchange} credentials for this API key cannot be decrypted with this "
                 f"{MASTER_KEY_ENV}{detail}; send the x-astra-exchange-* headers, or ask the "
                 "operator to start the gateway with the master key they were stored with",
-                venue=str(exchange),
             ) from None
 
     @staticmethod
@@ -98,7 +109,20 @@ class _Private:
         return symbol, venue
 
     async def place(self, request: web.Request) -> web.Response:
-        raw = await request.read()
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            resp = error_response(RequestTimeout(
+                f"request body not received within {self.body_timeout:g} seconds",
+                parameter="body"))
+            # Sent now and the connection closed: aiohttp would otherwise linger, reading the
+            # rest of the body for up to 10 s more.
+            resp.force_close()
+            await resp.prepare(request)
+            await resp.write_eof()
+            request.protocol.force_close()  # the transport flushes the answer, then closes
+            return resp
         try:
             body = _decode_order(raw)
         except msgspec.ValidationError as exc:
@@ -175,6 +199,7 @@ class _Private:
             protocols=(protocol,) if protocol else (), heartbeat=30.0, max_msg_size=4096
         )
         await ws.prepare(request)
+        attach_ws(request, ws)  # its key's revocation closes it from now on
         client = BoundedSender(ws, request.transport, 5000)
         units = {symbol: u for symbol, m in (await venue.load_markets()).items()
                  if m.metadata is not None and (u := ContractUnits.of(m.metadata)) is not None}
@@ -228,8 +253,9 @@ def private_ws(service: TradingService, store: CredentialSource | None):
     return _Private(service, store).ws
 
 
-def private_routes(service: TradingService, store: CredentialSource | None) -> list:
-    p = _Private(service, store)
+def private_routes(service: TradingService, store: CredentialSource | None,
+                   body_timeout: float = DEFAULT_BODY_TIMEOUT) -> list:
+    p = _Private(service, store, body_timeout)
     return [
         web.post("/orders", p.place),
         web.delete("/orders", p.cancel),

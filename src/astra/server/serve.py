@@ -1,4 +1,10 @@
-"""``astra serve``: keys, venues (the simulator child by default), gateway, until Ctrl-C."""
+"""``astra serve``: keys, venues (the simulator child by default), gateway, until Ctrl-C.
+
+Invariant: the top-level settings of ``--config`` are checked before anything starts
+(``check_settings``): a value of the wrong type or out of its range ends ``astra serve`` with
+exit status 2 and a message naming the setting, rather than a gateway that fails every
+connection or refuses every WebSocket.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +21,49 @@ from astra.trading.paper import LayeredCredentials, create_paper_account
 
 from .gateway import Gateway, SimChild, load_config, venues_from_config
 
-__all__ = ["add_serve_parser", "serve"]
+__all__ = ["add_serve_parser", "check_settings", "serve"]
 
 API_KEY_ENV = "ASTRA_API_KEY"
-# Top-level config settings passed to Gateway as they are (see astra.server.gateway).
-_GATEWAY_SETTINGS = (
-    "header_timeout",
-    "keepalive_timeout",
-    "ws_connections_per_key",
-    "session_revalidate_seconds",
-)
+_DAY = 86400.0
+# Top-level config settings passed to Gateway (see astra.server.gateway): (type, min, max).
+# Zero is refused too: a 0 timeout would drop every connection, 0 sessions refuse every
+# WebSocket, and 0 s revalidation would never close a revoked key's sessions.
+_GATEWAY_SETTINGS: dict[str, tuple[type, float, float]] = {
+    "header_timeout": (float, 0.001, _DAY),
+    "keepalive_timeout": (float, 0.001, _DAY),
+    "body_timeout": (float, 0.001, _DAY),
+    "ws_connections_per_key": (int, 1, 100_000),
+    "session_revalidate_seconds": (float, 0.001, _DAY),
+}
+_ADDRESS_SETTINGS: dict[str, tuple[type, float, float]] = {
+    "port": (int, 0, 65535),
+    "metrics_port": (int, 0, 65535),
+}
+
+
+def _checked(name: str, value: object, kind: type, low: float, high: float) -> int | float:
+    # bool is an int in Python, but `true` is no number of seconds.
+    ok_type = isinstance(value, int) if kind is int else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type:
+        what = "an integer" if kind is int else "a number (seconds)"
+        raise ValueError(f"config setting {name} must be {what}, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"config setting {name} must be between {low:g} and {high:g}, "
+                         f"got {value!r}")
+    return kind(value)
+
+
+def check_settings(config: dict) -> dict[str, int | float]:
+    """The Gateway keyword arguments of ``config``'s top-level settings, checked; raises
+    ``ValueError`` naming the first bad setting. (``port``/``metrics_port`` and ``host`` are
+    checked too, and not returned.)"""
+    for name, (kind, low, high) in _ADDRESS_SETTINGS.items():
+        if name in config:
+            _checked(name, config[name], kind, low, high)
+    if "host" in config and not (isinstance(config["host"], str) and config["host"]):
+        raise ValueError(f"config setting host must be an address, got {config['host']!r}")
+    return {name: _checked(name, config[name], *limits)
+            for name, limits in _GATEWAY_SETTINGS.items() if name in config}
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +103,11 @@ def _api_key(keys: ApiKeyStore) -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    try:
+        settings = check_settings(config)
+    except ValueError as exc:
+        print(f"astra serve: {args.config}: {exc}", file=sys.stderr)
+        return 2
     for code in filter(None, (args.venues or "").split(",")):
         config.setdefault("venues", {}).setdefault(code.strip().upper(), {})
     engine = open_database(args.database_url, args.data_dir)
@@ -104,7 +148,7 @@ async def serve(args: argparse.Namespace) -> int:
             if args.metrics_port is not None
             else config.get("metrics_port", 9090),
             credentials=credentials,
-            **{k: config[k] for k in _GATEWAY_SETTINGS if k in config},
+            **settings,
         )
         async with gateway:
             print(

@@ -1,13 +1,14 @@
 """WebSocket sessions per API key: a cap on concurrent sessions, and revocation closing them.
 
 ``WsSessions.middleware`` (after the auth middleware) tracks every WebSocket handshake by its
-API key; ``WsSessions.on_prepare`` (an ``on_response_prepare`` signal) attaches the upgraded
-``WebSocketResponse`` to its session, so handlers need not know about any of this.
+API key; each WebSocket handler calls ``attach_ws(request, ws)`` right after
+``ws.prepare(request)``, giving the session its socket to close. (Not an
+``on_response_prepare`` signal: every HTTP response would pay for it.)
 
 Invariants:
 - At most ``per_key`` WebSocket sessions are open per API key: the next handshake is refused
-  before the upgrade with 429 ``RATE_LIMITED`` JSON. A session counts from its handshake until
-  its handler returns.
+  before the upgrade with 429 ``RATE_LIMITED`` JSON and ``Retry-After: 1`` (like every 429). A
+  session counts from its handshake until its handler returns.
 - A revoked key's sessions are closed with code 1008 (policy violation) and the reason
   ``API key revoked``: at once when the key is revoked through this process's store
   (``ApiKeyStore.on_revoke``), and otherwise (e.g. ``astra keys revoke`` in another process)
@@ -30,25 +31,37 @@ from astra.store import ApiKeyStore
 
 from .auth import API_KEY, is_websocket_upgrade
 
-__all__ = ["REVOKED_CLOSE_CODE", "REVOKED_REASON", "WsSessions"]
+__all__ = ["REVOKED_CLOSE_CODE", "REVOKED_REASON", "WsSessions", "attach_ws"]
 
 log = logging.getLogger(__name__)
 REVOKED_CLOSE_CODE = int(WSCloseCode.POLICY_VIOLATION)
 REVOKED_REASON = "API key revoked"
+RETRY_AFTER = 1.0  # seconds a client refused for too many sessions waits before retrying
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Session:
-    __slots__ = ("closer", "key_id", "revoked", "ws")
+    __slots__ = ("closer", "key_id", "owner", "revoked", "ws")
 
-    def __init__(self, key_id: str) -> None:
+    def __init__(self, key_id: str, owner: WsSessions) -> None:
         self.key_id = key_id
+        self.owner = owner
         self.ws: web.WebSocketResponse | None = None
         self.revoked = False
         self.closer: asyncio.Task | None = None  # the close in progress
 
 
 _SESSION = web.RequestKey("astra_ws_session", _Session)
+
+
+def attach_ws(request: web.Request, ws: web.WebSocketResponse) -> None:
+    """Give the request's session (if sessions are tracked) its upgraded socket; a key
+    revoked during the handshake has the socket closed now. Call right after ``prepare``."""
+    session = request.get(_SESSION)
+    if session is not None:
+        session.ws = ws
+        if session.revoked:
+            session.owner._close(session)
 
 
 class WsSessions:
@@ -78,9 +91,10 @@ class WsSessions:
         if len(sessions) >= self.per_key:
             raise RateLimited(
                 f"too many WebSocket connections for API key {info.key_id}: "
-                f"at most {self.per_key} at once"
+                f"at most {self.per_key} at once",
+                retry_after=RETRY_AFTER,
             )
-        session = _Session(info.key_id)
+        session = _Session(info.key_id, self)
         sessions.add(session)
         request[_SESSION] = session
         try:
@@ -89,13 +103,6 @@ class WsSessions:
             sessions.discard(session)
             if not sessions and self._by_key.get(info.key_id) is sessions:
                 del self._by_key[info.key_id]
-
-    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        session = request.get(_SESSION)
-        if session is not None and isinstance(response, web.WebSocketResponse):
-            session.ws = response
-            if session.revoked:  # revoked during the handshake: close once it is upgraded
-                self._close(session, after_handshake=True)
 
     # --- revocation ----------------------------------------------------------------------
 
@@ -148,19 +155,17 @@ class WsSessions:
             except Exception:  # a database hiccup must not end revalidation for good
                 log.exception("revalidating WebSocket sessions' API keys failed")
 
-    def _close(self, session: _Session, after_handshake: bool = False) -> None:
-        # Not yet upgraded: on_prepare closes it. A close that failed (the handshake was
-        # still being written) is retried by the next revalidation.
+    def _close(self, session: _Session) -> None:
+        # Not yet upgraded: attach_ws closes it. A close that failed is retried by the next
+        # revalidation.
         ws = session.ws
         if ws is None or ws.closed or (session.closer is not None and not session.closer.done()):
             return
-        session.closer = task = asyncio.ensure_future(self._send_close(ws, after_handshake))
+        session.closer = task = asyncio.ensure_future(self._send_close(ws))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _send_close(ws: web.WebSocketResponse, after_handshake: bool) -> None:
-        if after_handshake:
-            await asyncio.sleep(0)  # let prepare() finish writing the handshake
+    async def _send_close(ws: web.WebSocketResponse) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=REVOKED_CLOSE_CODE, message=REVOKED_REASON.encode())

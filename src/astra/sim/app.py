@@ -112,6 +112,7 @@ class SimExchange:
         perp.trading = PerpTrading(perp.states, self.ledger, self._index_of(perp))
         perp.trading.on_liquidation = perp.feeds.force_orders.on_liquidation  # @forceOrder
         perp.trading.on_transfer = spot.trading.record_transfer  # spot transactionHistory
+        perp.trading.tran_ids = spot.trading.tran_ids  # one tranId per transfer on both
         self.auth = Authenticator(self.registry)
 
     @staticmethod

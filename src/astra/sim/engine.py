@@ -83,6 +83,11 @@ class MatchingEngine:
         prices = self._prices[SELL]
         return prices[0] if prices else None
 
+    def best_resting(self, side: int) -> int | None:
+        """The best resting price of ``side``, hidden orders included: what a post-only
+        order must not reach (never published)."""
+        return self._best(side)
+
     def depth(
         self, limit: int | None = None
     ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

@@ -13,9 +13,10 @@ maintenance margin loses every open order (canceled), then every position is clo
 MARKET order (client id ``autoclose-…``, ``o``/``ot`` ``LIQUIDATION`` and ``x`` ``CALCULATED``
 on its fills) against the book. When the book cannot absorb the whole position, the house
 (the insurance fund) first posts the missing quantity at the mark price (or just inside the
-opposite best, so that it never crosses). A loss beyond the wallet is refilled by the house
-(``INSURANCE_CLEAR``). Every step here is a ledger move, so money stays conserved. Each
-liquidation order, once matched, is handed to ``on_liquidation`` (the ``forceOrder`` streams).
+opposite best, hidden orders included, so that it never crosses). A loss beyond the wallet
+is refilled by the house (``INSURANCE_CLEAR``). Every step here is a ledger move, so money
+stays conserved. Each liquidation order, once matched, is handed to ``on_liquidation`` (the
+``forceOrder`` streams).
 
 The trading side is passed in as a ``perp_side.PerpSide``: ``perp`` imports this module, never
 the reverse.
@@ -102,11 +103,12 @@ def _close(trading: PerpSide, account: int, symbol: str, ps: str, amt: int) -> N
     if got < qty:  # a thin book: the insurance fund posts the rest at the mark price
         engine = state.engine
         mark = trading.mark_units(state)
+        # Priced against the best including hidden orders: the post-only check sees them.
         if side == SELL:  # the house buys
-            ask = engine.best_ask()
+            ask = engine.best_resting(SELL)
             price = mark if ask is None else min(mark, ask - market.tick)
         else:
-            bid = engine.best_bid()
+            bid = engine.best_resting(BUY)
             price = mark if bid is None else max(mark, bid + market.tick)
         price = max(market.tick, price // market.tick * market.tick)
         state.place(INSURANCE_OWNER, BUY if side == SELL else SELL, qty - got, price,

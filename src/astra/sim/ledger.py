@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-__all__ = ["AMOUNT_DP", "FEES", "HOUSE", "InsufficientBalance", "Ledger", "format_amount"]
+__all__ = [
+    "AMOUNT_DP", "FEES", "HOUSE", "InsufficientBalance", "Ledger", "TranIds", "format_amount",
+]
 
 AMOUNT_DP = 8
 HOUSE = -1  # the synthetic participants, as one account
@@ -35,6 +37,21 @@ def format_amount(units: int) -> str:
     sign = "-" if units < 0 else ""
     whole, frac = divmod(abs(units), 10**AMOUNT_DP)
     return f"{sign}{whole}.{frac:0{AMOUNT_DP}d}"
+
+
+class TranIds:
+    """One sequence of transaction ids for the money records of both venue sides (perpetual
+    ``income``, spot ``transactionHistory``): ids never repeat across them, and a transfer,
+    recorded on both, has one ``tranId`` in both."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
 
 
 class Ledger:

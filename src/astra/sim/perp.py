@@ -13,7 +13,8 @@ Margin model (deliberately simple; every amount is an exact integer of ledger un
   cross: liquidation looks at the whole account. On an ISOLATED position ``positionMargin``
   sets margin aside (``isolated``, held as *locked* wallet balance, so no money moves): it is
   out of the available balance, counts in the margin balance, and is unlocked when the
-  position closes or before the house covers a deficit (``perp_margin``).
+  position closes or flips side, and as far as a deficit needs before the house covers the
+  rest (``perp_margin``).
 - Available balance = wallet + unrealized PnL - position initial margin - open-order initial
   margin. Open-order margin counts resting (and triggered) LIMIT orders that open exposure: in
   one-way mode the larger of the buy and sell sides, each net of the position it would close
@@ -37,7 +38,7 @@ Modules: ``perp_positions`` (constants, positions, figures), ``perp_events`` (us
 payloads), ``perp_rest`` (the perpetual-only endpoints), ``perp_batch`` (batch orders,
 countdown cancel, order/test), ``perp_margin`` (position margin, Multi-Assets, ADL),
 ``perp_market`` (funding history and info, index / mark klines from ``price_history``, sampled
-every step here), ``funding`` (funding, liquidation).
+once a second here), ``funding`` (funding, liquidation).
 
 Reduce rules: ``reduceOnly`` (one-way only) and hedge-mode closing orders (SELL LONG,
 BUY SHORT) may only shrink a position: at placement the order plus the other resting
@@ -47,6 +48,7 @@ resting reducing orders that no longer fit expire, newest first, so they never f
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -54,10 +56,10 @@ from astra.venues.aster import schemas as wire
 
 from .engine import BUY, Fill
 from .funding import check_liquidations, settle_funding
-from .ledger import AMOUNT_DP, FEES, HOUSE, format_amount
+from .ledger import AMOUNT_DP, FEES, HOUSE, TranIds, format_amount
 from .orders import FINAL, STOP_TYPES, OrderError, OrderManager, OrderRequest, UserOrder
 from .perp_events import account_update, config_update, order_trade_update
-from .perp_margin import release_isolated
+from .perp_margin import draw_isolated, release_isolated
 from .perp_positions import (
     DEFAULT_LEVERAGE,
     FUNDING_INTERVAL_MS,
@@ -78,9 +80,10 @@ from .perp_positions import (
     value_at,
 )
 from .price_history import PriceHistory
+from .records import FUNDING_ROWS, history
 from .spot import walk_cost
 from .state import MarketState, now_ms
-from .views import mark_price
+from .views import mark_index_e8, mark_price
 
 __all__ = ["PerpTrading"]
 
@@ -96,20 +99,24 @@ class PerpTrading(OrderManager):
         self.leverages: dict[tuple[int, str], int] = {}
         self.margin_types: dict[tuple[int, str], str] = {}
         self.dual: set[int] = set()
-        self.income: dict[int, list[dict]] = {}
+        self.income: dict[int, deque[dict]] = {}  # per account, bounded (records.history)
         self.transfers: set[tuple[int, str]] = set()
         self.last_funding: dict[str, dict] = {}
-        self.funding_history: list[dict] = []  # fundingRate rows, oldest first
+        # fundingRate rows, oldest first, the newest FUNDING_ROWS of each symbol
+        self.funding_history = history(maxlen=FUNDING_ROWS * len(self.states))
         self.price_history = PriceHistory()  # indexPriceKlines / markPriceKlines
         self.isolated: dict[tuple[int, str, str], int] = {}  # margin added (positionMargin)
-        self.margin_history: dict[int, list[dict]] = {}  # positionMargin/history rows
+        self.margin_history: dict[int, deque[dict]] = {}  # positionMargin/history rows
         self.multi_assets: set[int] = set()  # accounts in Multi-Assets mode
-        # Told of every transfer, from the spot side (spot transactionHistory).
-        self.on_transfer: Callable[[int, str, int], None] | None = None
+        # countdownCancelAll: (account, symbol) -> the absolute deadline, in epoch ms.
+        self.countdowns: dict[tuple[int, str], int] = {}
+        # Told of every transfer (account, asset, spot delta, tranId): spot transactionHistory.
+        self.on_transfer: Callable[[int, str, int, int], None] | None = None
         # Told of every liquidation order once matched (the forceOrder streams; funding.py).
         self.on_liquidation: Callable[[wire.ForceOrderEvent], None] | None = None
-        self._tran_id = 0
+        self.tran_ids = TranIds()  # app.py shares the spot side's: one id space for both
         self._trade_id = 0  # public id of the fill being settled
+        self._sampled_second = 0  # the simulated second of the last price-history sample
         self.set_funding_interval(funding_interval_ms)
 
     # -- settings ----------------------------------------------------------------------------
@@ -415,12 +422,14 @@ class PerpTrading(OrderManager):
         market = order.state.market
         account, symbol = order.account, order.symbol
         pos = self.position(account, symbol, order.position_side)
+        before = pos.amt
         pnl = units(market, apply_fill(pos, order.side, qty, price))
         notional = units(market, price * qty)
         fee = notional * fee_ppm // 1_000_000
         pos.realized += pnl
         pos.update_time = now_ms()
-        if not pos.amt:  # closed: the margin set aside for it is free again
+        if before and (not pos.amt or (before > 0) != (pos.amt > 0)):
+            # Closed or flipped: the margin set aside for the old position is free again.
             release_isolated(self, account, symbol, order.position_side)
         ledger = self.ledger
         ledger.move(WALLET, MARGIN_ASSET, pnl, HOUSE, account, allow_negative=True)
@@ -463,19 +472,22 @@ class PerpTrading(OrderManager):
     # -- money helpers -----------------------------------------------------------------------
     def add_income(self, account: int, symbol: str, kind: str, amount: int,
                    trade_id: str = "", asset: str = MARGIN_ASSET) -> dict:
-        self._tran_id += 1
         row = {"symbol": symbol, "incomeType": kind, "income": format_amount(amount),
-               "asset": asset, "info": kind, "time": now_ms(), "tranId": str(self._tran_id),
+               "asset": asset, "info": kind, "time": now_ms(),
+               "tranId": str(self.tran_ids.next()),
                "tradeId": trade_id}
-        self.income.setdefault(account, []).append(row)
+        rows = self.income.get(account)
+        if rows is None:
+            rows = self.income[account] = history()
+        rows.append(row)
         return row
 
     def clear_deficit(self, account: int, symbol: str) -> None:
         """A wallet below zero is refilled by the house (the insurance fund)."""
         free = self.ledger.free(WALLET, account, MARGIN_ASSET)
         if free < 0 and self.ledger.locked(WALLET, account, MARGIN_ASSET):
-            release_isolated(self, account)  # set-aside margin pays before the house does
-            free = self.ledger.free(WALLET, account, MARGIN_ASSET)
+            # Set-aside margin pays before the house does, only as much as is missing.
+            free += draw_isolated(self, account, -free, symbol)
         if free < 0:
             self.ledger.move(WALLET, MARGIN_ASSET, -free, HOUSE, account)
             self.add_income(account, symbol, "INSURANCE_CLEAR", -free)
@@ -497,11 +509,12 @@ class PerpTrading(OrderManager):
             self.ledger.move("spot", asset, amount, account, account, dst_wallet=WALLET)
             change = amount
         self.transfers.add((account, client_id))
-        if self.on_transfer is not None:
-            self.on_transfer(account, asset, -change)
         row = self.add_income(account, "", "TRANSFER", change, asset=asset)
+        tran_id = int(row["tranId"])
+        if self.on_transfer is not None:  # the same transfer, the same tranId, on spot
+            self.on_transfer(account, asset, -change, tran_id)
         self.account_update(account, "ASSET_TRANSFER", [], change, asset)
-        return int(row["tranId"])
+        return tran_id
 
     # -- user stream -------------------------------------------------------------------------
     def _events(self, order: UserOrder, exec_type: str, trade: dict | None = None) -> None:
@@ -517,9 +530,25 @@ class PerpTrading(OrderManager):
         self.emit(account, config_update(body))
 
     # -- per step ----------------------------------------------------------------------------
+    def set_countdown(self, account: int, symbol: str, ms: int) -> None:
+        """``countdownCancelAll``: cancel ``symbol``'s open orders ``ms`` from now (0: never)."""
+        if ms:
+            self.countdowns[(account, symbol)] = now_ms() + ms
+        else:
+            self.countdowns.pop((account, symbol), None)
+
+    def expire_countdowns(self, now: int) -> None:
+        """Cancel the open orders of every countdown whose deadline is ``now`` or earlier."""
+        for key, deadline in list(self.countdowns.items()):
+            if deadline <= now:
+                del self.countdowns[key]
+                self.cancel_all(*key)
+
     def check_triggers(self) -> None:
         super().check_triggers()
         now = now_ms()
+        if self.countdowns:
+            self.expire_countdowns(now)
         if now >= self.next_funding:
             due = self.next_funding
             self.next_funding = now - now % self.funding_interval_ms + self.funding_interval_ms
@@ -529,14 +558,16 @@ class PerpTrading(OrderManager):
                                              self.last_funding[symbol]["fundingRate"],
                                              "fundingTime": due})
         check_liquidations(self)
-        self.sample_prices(now)
+        if now // 1000 != self._sampled_second:  # once per second: candles need no more
+            self._sampled_second = now // 1000
+            self.sample_prices(now)
 
     def sample_prices(self, now: int | None = None) -> None:
         """Record every market's mark and index (``premiumIndex``'s figures) for the klines."""
         now = now_ms() if now is None else now
         for symbol, state in self.states.items():
-            mp = self.mark(state)
-            self.price_history.sample(symbol, now, mp.p, mp.i)
+            mark, index = mark_index_e8(state, self.index_price(state))
+            self.price_history.sample(symbol, now, mark, index)
 
     # -- persistence -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -547,13 +578,14 @@ class PerpTrading(OrderManager):
             "leverage": [[a, s, v] for (a, s), v in self.leverages.items()],
             "margin_type": [[a, s, v] for (a, s), v in self.margin_types.items()],
             "dual": sorted(self.dual),
-            "income": [[a, rows] for a, rows in self.income.items()],
+            "income": [[a, list(rows)] for a, rows in self.income.items()],
             "transfers": sorted([a, c] for a, c in self.transfers),
-            "tran_id": self._tran_id,
-            "funding_history": self.funding_history,
+            "tran_id": self.tran_ids.last,
+            "funding_history": list(self.funding_history),
             "isolated": [[a, s, ps, v] for (a, s, ps), v in self.isolated.items()],
-            "margin_history": [[a, rows] for a, rows in self.margin_history.items()],
+            "margin_history": [[a, list(rows)] for a, rows in self.margin_history.items()],
             "multi_assets": sorted(self.multi_assets),
+            "countdowns": [[a, s, t] for (a, s), t in self.countdowns.items()],
         }
         return data
 
@@ -565,11 +597,13 @@ class PerpTrading(OrderManager):
         self.leverages.update({(a, s): v for a, s, v in perp.get("leverage", ())})
         self.margin_types.update({(a, s): v for a, s, v in perp.get("margin_type", ())})
         self.dual.update(perp.get("dual", ()))
-        self.income.update({a: rows for a, rows in perp.get("income", ())})
+        self.income.update({a: history(rows) for a, rows in perp.get("income", ())})
         self.transfers.update((a, c) for a, c in perp.get("transfers", ()))
-        self._tran_id = max(self._tran_id, perp.get("tran_id", 0))
+        self.tran_ids.last = max(self.tran_ids.last, perp.get("tran_id", 0))
         self.funding_history.extend(perp.get("funding_history", ()))
         self.isolated.update({(a, s, ps): v for a, s, ps, v in perp.get("isolated", ())})
-        self.margin_history.update({a: rows for a, rows in perp.get("margin_history", ())})
+        self.margin_history.update({a: history(rows)
+                                    for a, rows in perp.get("margin_history", ())})
         self.multi_assets.update(perp.get("multi_assets", ()))
+        self.countdowns.update({(a, s): t for a, s, t in perp.get("countdowns", ())})
         super().load(data)

@@ -6,9 +6,11 @@ Invariants:
   ``DELETE /order``) would be, and answered in the same order: an order's JSON, or that
   element's own ``{"code","msg"}`` error; one element's failure never undoes another. Each
   order of a batch counts against the ORDERS limit (an element over it fails with -1015).
-- ``countdownCancelAll`` keeps at most one timer per (account, symbol) on the event loop;
-  a new call replaces it, ``countdownTime=0`` stops it, and when it fires every open order of
-  that symbol is canceled (as ``DELETE allOpenOrders`` would). Timers are not persisted.
+- ``countdownCancelAll`` keeps at most one absolute deadline per (account, symbol) in
+  ``PerpTrading.countdowns`` (no event-loop timer): a new call replaces it,
+  ``countdownTime=0`` removes it, and the first flow step at or past it cancels every open
+  order of that symbol (as ``DELETE allOpenOrders`` would), like a stop trigger. Deadlines are
+  saved with ``--data``, so a restart neither loses one nor lets one fire after the last save.
 - ``order/test`` runs every check ``place`` runs (filters, position rules, margin) and places
   nothing: the answer has the order fields with ``orderId`` 0.
 """
@@ -16,7 +18,6 @@ Invariants:
 from __future__ import annotations
 
 import ast
-import asyncio
 import json
 from typing import TYPE_CHECKING
 
@@ -46,10 +47,11 @@ def _json_list(text: str, name: str) -> list:
         raise _invalid(name)
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        # TypeError: a literal that cannot be built, such as an unhashable key ({[]: 1}).
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             raise _invalid(name) from None
     if not isinstance(value, list):
         raise _invalid(name)
@@ -71,20 +73,21 @@ class _Batch:
     def __init__(self, private: PrivateSide, trading: PerpTrading) -> None:
         self.private = private
         self.trading = trading
-        self.timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
 
     def place(self, r: SignedRequest) -> list[dict]:
         items = _json_list(r.require("batchOrders"), "batchOrders")
         if not 1 <= len(items) <= MAX_BATCH:
             raise OrderError(-4082, f"Invalid number of batch place orders: {len(items)}")
-        if not all(isinstance(item, dict) for item in items):
+        if not all(isinstance(item, dict) and all(isinstance(k, str) for k in item)
+                   for item in items):
             raise _invalid("batchOrders")
         out = []
         for i, item in enumerate(items):
             sub = SignedRequest(r.request, r.account, {k: _text(v) for k, v in item.items()})
             try:
                 if i and self.private.on_order is not None:  # the route counted the first
-                    self.private.on_order(r.account)
+                    # The answer carries the counts after the last order admitted.
+                    r.headers = self.private.on_order(r.account)
                 req = self.private.order_request(sub)
                 out.append(self.trading.place(r.account.id, req).to_json(True))
             except (OrderError, RateLimitError) as exc:
@@ -124,18 +127,8 @@ class _Batch:
         self.trading.state(symbol)
         r.require("countdownTime")
         ms = r.int("countdownTime") or 0
-        key = (r.account.id, symbol)
-        old = self.timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        if ms:
-            loop = asyncio.get_running_loop()
-            self.timers[key] = loop.call_later(ms / 1000, self._fire, key)
+        self.trading.set_countdown(r.account.id, symbol, ms)
         return {"symbol": symbol, "countdownTime": str(ms)}
-
-    def _fire(self, key: tuple[int, str]) -> None:
-        self.timers.pop(key, None)
-        self.trading.cancel_all(*key)
 
     def test(self, r: SignedRequest) -> dict:
         return self.trading.test(r.account.id, self.private.order_request(r)).to_json(True)

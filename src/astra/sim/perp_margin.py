@@ -7,8 +7,9 @@ liquidation looks at the whole account. ``positionMargin`` on an ISOLATED positi
 non-zero amount sets USDT aside for it: the amount is *locked* in the account's perp wallet
 (no money moves, so the ledger's conservation holds), leaves the available balance (what
 orders and transfers may use) and still counts in the margin balance. ``type=2`` unlocks up
-to what was added (-4051 beyond). The margin is unlocked when the position closes, and
-before the house covers a deficit. ``positionRisk`` reports ``isolatedWallet`` as the
+to what was added (-4051 beyond). The margin is unlocked when the position closes or flips
+side (one-way mode), and the part of it a deficit needs is unlocked before the house covers
+the rest. ``positionRisk`` reports ``isolatedWallet`` as the
 position's initial margin plus what was added and ``isolatedMargin`` as that plus its
 unrealized PnL.
 
@@ -22,20 +23,20 @@ The trading side is a ``perp_side.PerpSide``: ``perp`` imports this module, neve
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from .filters import FilterError, parse_decimal
 from .ledger import InsufficientBalance, format_amount
 from .orders import OrderError
 from .perp_positions import MARGIN_ASSET, WALLET
+from .records import check_limit, history, window
 from .state import now_ms
 
 if TYPE_CHECKING:
     from .perp_side import PerpSide
     from .private import PrivateSide, SignedRequest
 
-__all__ = ["add_margin_routes", "adl_quantile", "release_isolated"]
+__all__ = ["add_margin_routes", "adl_quantile", "draw_isolated", "release_isolated"]
 
 OK = {"code": 200, "msg": "success"}
 
@@ -48,6 +49,26 @@ def release_isolated(trading: PerpSide, account: int, symbol: str | None = None,
         trading.ledger.unlock(WALLET, account, MARGIN_ASSET, trading.isolated.pop(key))
 
 
+def draw_isolated(trading: PerpSide, account: int, need: int, symbol: str) -> int:
+    """Unlock up to ``need`` of the margin set aside by ``account`` (``symbol``'s positions
+    first), to pay a shortfall before the house does; returns what was unlocked. The rest
+    stays set aside for its positions."""
+    keys = sorted((k for k in trading.isolated if k[0] == account), key=lambda k: k[1] != symbol)
+    drawn = 0
+    for key in keys:
+        if drawn >= need:
+            break
+        held = trading.isolated[key]
+        take = min(held, need - drawn)
+        trading.ledger.unlock(WALLET, account, MARGIN_ASSET, take)
+        if take == held:
+            del trading.isolated[key]
+        else:
+            trading.isolated[key] = held - take
+        drawn += take
+    return drawn
+
+
 def add_margin_routes(private: PrivateSide, trading: PerpSide) -> None:
     add = private.add
     add("POST", "positionMargin", lambda r: _modify(trading, r))
@@ -58,8 +79,9 @@ def add_margin_routes(private: PrivateSide, trading: PerpSide) -> None:
     add("GET", "adlQuantile", lambda r: adl_quantile(trading, r))
 
 
-def positive_amount(text: str) -> Decimal:
-    """An ``amount`` parameter (margin, transfers): at most 8 decimals, above zero."""
+def positive_amount(text: str) -> int:
+    """An ``amount`` parameter (margin, transfers) in ledger units (10**-8): at most 8
+    decimals, above zero."""
     try:
         amount = parse_decimal(text, "amount", 8)
     except FilterError as exc:
@@ -111,7 +133,10 @@ def _modify(trading: PerpSide, r: SignedRequest) -> dict:
             del trading.isolated[key]
         else:
             trading.isolated[key] = held - amount
-    trading.margin_history.setdefault(account, []).append({
+    rows = trading.margin_history.get(account)
+    if rows is None:
+        rows = trading.margin_history[account] = history()
+    rows.append({
         "amount": format_amount(amount), "asset": MARGIN_ASSET, "symbol": symbol,
         "time": now_ms(), "type": kind, "positionSide": ps,
     })
@@ -126,14 +151,12 @@ def _history(trading: PerpSide, r: SignedRequest) -> list[dict]:
     kind = r.int("type")
     if kind is not None and kind not in (1, 2):
         raise OrderError(-1130, "Data sent for parameter 'type' is not valid.")
-    limit = r.int("limit") or 500
-    if not 0 < limit <= 1000:
-        raise OrderError(-1130, "Data sent for parameter 'limit' is not valid.")
+    limit = check_limit(r.int("limit"), 500, 1000)
     start, end = r.int("startTime"), r.int("endTime")
     rows = [row for row in trading.margin_history.get(r.account.id, ())
             if row["symbol"] == symbol and (kind is None or row["type"] == kind)
             and (start is None or row["time"] >= start) and (end is None or row["time"] <= end)]
-    return rows[:limit] if start is not None else rows[-limit:]
+    return window(rows, limit, start is not None)
 
 
 def _set_multi(trading: PerpSide, r: SignedRequest) -> dict:

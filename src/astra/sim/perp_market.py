@@ -4,31 +4,26 @@
 and ``/fapi/v3`` as the futures docs list them, unsigned (MARKET_DATA).
 
 Invariants: a funding row is written by ``PerpTrading`` at every funding settlement with the
-rate that was applied; the kline record is sampled from the same ``mark_price`` that
-``premiumIndex`` serves (see ``price_history``), and once more as a request is served.
+rate that was applied; the kline record is sampled (once a simulated second) from the same
+figures ``premiumIndex`` serves (see ``price_history``), and once more as a request is served:
+sampled only once a second, the newest candle would otherwise close up to a second behind
+``premiumIndex``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import msgspec
 from aiohttp import web
 
 from .perp import PerpTrading
 from .price_history import kline_rows
-from .rest import SimApiError, int_param, kline_window
+from .records import window
+from .rest import SimApiError, int_param, json_response, kline_window
 from .state import now_ms
 from .views import FUNDING_CLAMP, INTEREST_RATE
 
 __all__ = ["market_routes"]
-
-_encode = msgspec.json.Encoder().encode
-
-
-def _json(body: object) -> web.Response:
-    return web.Response(body=_encode(body), content_type="application/json")
-
 
 def _mandatory(name: str) -> SimApiError:
     return SimApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, "
@@ -61,14 +56,14 @@ class _Market:
                 and (start is None or r["fundingTime"] >= start)
                 and (end is None or r["fundingTime"] <= end)]
         # The docs: ascending; from startTime the first `limit`, otherwise the latest `limit`.
-        return _json(rows[:limit] if start is not None else rows[-limit:])
+        return json_response(window(rows, limit, start is not None))
 
     async def funding_info(self, request: web.Request) -> web.Response:
         symbol = self._symbol(request)
         interval = self.trading.funding_interval_ms
         hours = interval // 3_600_000 if interval % 3_600_000 == 0 else interval / 3_600_000
         now = now_ms()
-        return _json([
+        return json_response([
             {
                 "symbol": s,
                 "interestRate": f"{INTEREST_RATE:.8f}",
@@ -87,7 +82,7 @@ class _Market:
             interval, limit, start, end = kline_window(request)
             self.trading.sample_prices()  # the newest candle closes at premiumIndex's figures
             candles = self.trading.price_history.klines(symbol, kind, interval, start, end, limit)
-            return _json(kline_rows(candles, interval))
+            return json_response(kline_rows(candles, interval))
 
         return handler
 

@@ -30,11 +30,11 @@ from .perp_positions import (
     value_at,
 )  # fmt: skip
 from .private import PrivateSide, SignedRequest
+from .records import SEVEN_DAYS_MS, check_limit, window
 from .state import now_ms
 
 __all__ = ["account_json", "add_perp_routes", "balance_json", "position_risk", "wallet_transfer"]
 
-SEVEN_DAYS = 7 * 86_400_000
 INCOME_TYPES = ("TRANSFER", "WELCOME_BONUS", "REALIZED_PNL", "FUNDING_FEE", "COMMISSION",
                 "INSURANCE_CLEAR", "MARKET_MERCHANT_RETURN_REWARD")
 OK = {"code": 200, "msg": "success"}
@@ -323,9 +323,7 @@ def _dual(trading: PerpTrading, r: SignedRequest) -> dict:
 
 # -- history ---------------------------------------------------------------------------------
 def _window(r: SignedRequest, default: int, most: int) -> tuple[int | None, int | None, int]:
-    limit = r.int("limit") or default
-    if not 0 < limit <= most:
-        raise OrderError(-1130, "Data sent for parameter 'limit' is not valid.")
+    limit = check_limit(r.int("limit"), default, most)
     return r.int("startTime"), r.int("endTime"), limit
 
 
@@ -338,12 +336,12 @@ def _income(trading: PerpTrading, r: SignedRequest) -> list[dict]:
         raise OrderError(-1130, "Data sent for parameter 'incomeType' is not valid.")
     start, end, limit = _window(r, 100, 1000)
     if start is None and end is None:
-        start = now_ms() - SEVEN_DAYS
+        start = now_ms() - SEVEN_DAYS_MS
     rows = [row for row in trading.income.get(r.account.id, ())
             if (symbol is None or row["symbol"] == symbol)
             and (kind is None or row["incomeType"] == kind)
             and (start is None or row["time"] >= start) and (end is None or row["time"] <= end)]
-    return rows[:limit] if r.get("startTime") is not None else rows[-limit:]
+    return window(rows, limit, r.get("startTime") is not None)
 
 
 def _force_orders(trading: PerpTrading, r: SignedRequest) -> list[dict]:
@@ -355,7 +353,7 @@ def _force_orders(trading: PerpTrading, r: SignedRequest) -> list[dict]:
         raise OrderError(-1130, "Data sent for parameter 'autoCloseType' is not valid.")
     start, end, limit = _window(r, 50, 100)
     if start is None and end is not None:
-        start = end - SEVEN_DAYS
+        start = end - SEVEN_DAYS_MS
     symbols = [symbol] if symbol else list(trading.states)
     rows = sorted((o for s in symbols for o in trading.by_account.get((r.account.id, s), ())
                    if o.client_id.startswith(LIQUIDATION_PREFIX) and kind != "ADL"

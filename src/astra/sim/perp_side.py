@@ -10,6 +10,7 @@ below all of them.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,7 +34,7 @@ class PerpSide(Protocol):
     dual: set[int]
     last_funding: dict[str, dict]
     isolated: dict[tuple[int, str, str], int]
-    margin_history: dict[int, list[dict]]
+    margin_history: dict[int, deque[dict]]
     multi_assets: set[int]
     # Told of every liquidation order once it has been matched (the forceOrder streams).
     on_liquidation: Callable[[wire.ForceOrderEvent], None] | None

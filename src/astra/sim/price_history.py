@@ -3,9 +3,9 @@
 
 Invariants:
 - Every sample is the pair ``premiumIndex`` would publish at that moment (``views.mark_price``
-  with the flow's index), parsed exactly into 10**-8 units; one sample per flow step, and one
-  more whenever a kline request is served, so the newest candle closes at the figures
-  ``premiumIndex`` shows at the same time.
+  with the flow's index), exactly in 10**-8 units (``views.mark_index_e8``, from the numbers);
+  one sample per simulated second, and one more whenever a kline request is served, so the
+  newest candle closes at the figures ``premiumIndex`` shows at the same time.
 - Candles are one minute, ``[open, open + 60 s)``; longer intervals merge them exactly as the
   trade klines do (``state.bucket_open``); a minute without a sample has no candle. The
   ``Number of Data Points`` column counts the samples a candle merges.
@@ -15,8 +15,8 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
-from decimal import Decimal
 
+from .records import window
 from .state import MINUTE, bucket_close, bucket_open
 
 __all__ = ["PriceCandle", "PriceHistory", "kline_rows"]
@@ -39,10 +39,6 @@ class PriceCandle:
         self.points += points
 
 
-def _e8(text: str) -> int:
-    return int(Decimal(text).scaleb(8))
-
-
 def _fmt(e8: int) -> str:
     sign = "-" if e8 < 0 else ""
     whole, frac = divmod(abs(e8), 10**8)
@@ -55,11 +51,10 @@ class PriceHistory:
     def __init__(self) -> None:
         self._candles: dict[tuple[str, str], deque[PriceCandle]] = {}
 
-    def sample(self, symbol: str, ts: int, mark: str, index: str) -> None:
-        """Record the mark and index texts (``premiumIndex``'s) of ``symbol`` at ``ts``."""
-        for kind, text in (("mark", mark), ("index", index)):
+    def sample(self, symbol: str, ts: int, mark: int, index: int) -> None:
+        """Record the mark and index (``premiumIndex``'s, in 10**-8) of ``symbol`` at ``ts``."""
+        for kind, price in (("mark", mark), ("index", index)):
             candles = self._candles.setdefault((symbol, kind), deque(maxlen=MINUTES))
-            price = _e8(text)
             open_time = ts - ts % MINUTE
             if not candles or candles[-1].open_time < open_time:
                 candles.append(PriceCandle(open_time, price))
@@ -84,7 +79,7 @@ class PriceHistory:
             merged.high, merged.low = max(merged.high, c.high), min(merged.low, c.low)
             merged.close = c.close
             merged.points += c.points
-        return out[:limit] if start is not None else out[-limit:]
+        return window(out, limit, start is not None)
 
 
 def kline_rows(candles: list[PriceCandle], interval: str) -> list[list]:

@@ -16,19 +16,19 @@ import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
-import msgspec
 from aiohttp import web
 
 from .accounts import Account, AccountRegistry
 from .engine import BUY, SELL
 from .filters import FilterError, parse_decimal
 from .orders import OrderError, OrderManager, OrderRequest
+from .records import check_limit, window
+from .rest import json_response
 from .signing import Authenticator
 from .state import now_ms
 
 __all__ = ["Handler", "PrivateSide", "SignedRequest"]
 
-_encode = msgspec.json.Encoder().encode
 _CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 _TIFS = ("GTC", "IOC", "FOK", "GTX", "HIDDEN")
 _LIMIT_TYPES = ("LIMIT", "STOP", "TAKE_PROFIT")
@@ -38,12 +38,14 @@ _STOP_TYPES = ("STOP", "TAKE_PROFIT", "STOP_MARKET", "TAKE_PROFIT_MARKET")
 class SignedRequest:
     """An authenticated request: the account and its merged parameters."""
 
-    __slots__ = ("account", "params", "request")
+    __slots__ = ("account", "headers", "params", "request")
 
     def __init__(self, request: web.Request, account: Account, params: dict[str, str]) -> None:
         self.request = request
         self.account = account
         self.params = params
+        # Response headers (the ORDERS counts); a handler counting more orders updates them.
+        self.headers: dict[str, str] | None = None
 
     def get(self, name: str) -> str | None:
         value = self.params.get(name)
@@ -79,10 +81,6 @@ class SignedRequest:
 
 
 Handler = Callable[[SignedRequest], Awaitable[object] | object]
-
-
-def json_response(body: object, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=_encode(body), content_type="application/json", headers=headers)
 
 
 class PrivateSide:
@@ -127,11 +125,12 @@ class PrivateSide:
         async def endpoint(request: web.Request) -> web.Response:
             signed = await self._authenticate(request, key_only)
             # An order counts against the account's ORDERS limit before it is placed (429).
-            headers = self.on_order(signed.account) if order and self.on_order else None
+            if order and self.on_order:
+                signed.headers = self.on_order(signed.account)
             result = handler(signed)
             if isinstance(result, Awaitable):
                 result = await result
-            return json_response(result, headers)
+            return json_response(result, signed.headers)
 
         for version in versions:
             self.routes.append(web.route(method, f"{self.root}/{version}/{path}", endpoint))
@@ -179,15 +178,12 @@ class PrivateSide:
 
     def _all_orders(self, r: SignedRequest) -> list[dict]:
         symbol = self._symbol(r)
-        limit = r.int("limit") or 500
-        if not 0 < limit <= 1000:
-            raise OrderError(-1130, "Data sent for parameter 'limit' is not valid.")
+        limit = check_limit(r.int("limit"), 500, 1000)
         oid, start, end = r.int("orderId"), r.int("startTime"), r.int("endTime")
         rows = [o for o in self.trading.by_account.get((r.account.id, symbol), ())
                 if (oid is None or o.id >= oid)
                 and (start is None or o.time >= start) and (end is None or o.time <= end)]
-        rows = rows[:limit] if oid is not None else rows[-limit:]
-        return [o.to_json(self.kind == "perp") for o in rows]
+        return [o.to_json(self.kind == "perp") for o in window(rows, limit, oid is not None)]
 
     def _cancel_all(self, r: SignedRequest) -> object:
         self.trading.cancel_all(r.account.id, self._symbol(r))
@@ -199,9 +195,7 @@ class PrivateSide:
         if oid is not None and symbol is None:
             raise OrderError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, "
                                     "or malformed.")
-        limit = r.int("limit") or 500
-        if not 0 < limit <= 1000:
-            raise OrderError(-1130, "Data sent for parameter 'limit' is not valid.")
+        limit = check_limit(r.int("limit"), 500, 1000)
         from_id, start, end = r.int("fromId"), r.int("startTime"), r.int("endTime")
         if from_id is not None and (start is not None or end is not None):
             raise OrderError(-1128, "Combination of optional parameters invalid.")
@@ -211,7 +205,7 @@ class PrivateSide:
         rows = [t for t in rows if (oid is None or t["orderId"] == oid)
                 and (from_id is None or t["id"] >= from_id)
                 and (start is None or t["time"] >= start) and (end is None or t["time"] <= end)]
-        return rows[:limit] if from_id is not None else rows[-limit:]
+        return window(rows, limit, from_id is not None)
 
     # -- parameters --------------------------------------------------------------------------
     def order_request(self, r: SignedRequest) -> OrderRequest:

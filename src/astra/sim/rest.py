@@ -31,7 +31,10 @@ from .signing import AuthError
 from .state import KLINE_INTERVALS, MarketState, bucket_close, now_ms
 from .views import book_ticker, ticker_stats
 
-__all__ = ["SimApiError", "error_middleware", "int_param", "request_weight", "rest_routes"]
+__all__ = [
+    "SimApiError", "error_middleware", "int_param", "json_response", "request_weight",
+    "rest_routes",
+]
 
 log = logging.getLogger(__name__)
 DEPTH_LIMITS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}  # limit -> weight
@@ -44,8 +47,10 @@ class SimApiError(Exception):
         self.code, self.msg, self.status = code, msg, status
 
 
-def _json(body: object) -> web.Response:
-    return web.Response(body=_encode(body), content_type="application/json")
+def json_response(body: object, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON body encoded once with msgspec (every simulator answer)."""
+    return web.Response(body=_encode(body), content_type="application/json", headers=headers)
+
 
 
 def _error(status: int, code: int, msg: str) -> web.Response:
@@ -141,14 +146,14 @@ class _Side:
     def _each(self, request: web.Request, build: Callable[[MarketState], object]) -> web.Response:
         state = self._state(request, required=False)
         if state is not None:
-            return _json(build(state))
-        return _json([build(s) for s in self.states.values()])
+            return json_response(build(state))
+        return json_response([build(s) for s in self.states.values()])
 
     async def ping(self, request: web.Request) -> web.Response:
-        return _json({})
+        return json_response({})
 
     async def time(self, request: web.Request) -> web.Response:
-        return _json({"serverTime": now_ms()})
+        return json_response({"serverTime": now_ms()})
 
     async def exchange_info(self, request: web.Request) -> web.Response:
         info: dict = {"timezone": "UTC", "serverTime": now_ms()}
@@ -166,7 +171,7 @@ class _Side:
         else:
             info["assets"] = [{"asset": a} for a in assets]
         info["symbols"] = [s.market.exchange_info_symbol() for s in self.states.values()]
-        return _json(info)
+        return json_response(info)
 
     async def depth(self, request: web.Request) -> web.Response:
         state = self._state(request)
@@ -175,7 +180,7 @@ class _Side:
             raise SimApiError(-4021, f"{limit} is not a valid depth limit.")
         bids, asks = state.engine.depth(limit)
         fmt_p, fmt_q = state.market.format_price, state.market.format_qty
-        return _json(
+        return json_response(
             wire.DepthSnapshot(
                 lastUpdateId=state.engine.update_id,
                 E=now_ms(),
@@ -219,7 +224,7 @@ class _Side:
         state = self._state(request)
         limit = int_param(request, "limit", 500, maximum=1000)
         records = list(state.trades)[-limit:]
-        return _json(self._trade_rows(state, records))
+        return json_response(self._trade_rows(state, records))
 
     async def historical_trades(self, request: web.Request) -> web.Response:
         state = self._state(request)
@@ -230,7 +235,7 @@ class _Side:
             records = records[-limit:]
         else:
             records = [t for t in records if t.id >= from_id][:limit]
-        return _json(self._trade_rows(state, records))
+        return json_response(self._trade_rows(state, records))
 
     async def agg_trades(self, request: web.Request) -> web.Response:
         state = self._state(request)
@@ -254,7 +259,7 @@ class _Side:
         else:
             rows = rows[-limit:]
         m = state.market
-        return _json(
+        return json_response(
             [
                 {
                     "a": a.id,
@@ -292,7 +297,7 @@ class _Side:
             if self.kind == "perp":
                 row.append("0")  # the futures docs' trailing "Ignore" field
             rows.append(row)
-        return _json(rows)
+        return json_response(rows)
 
     def _ticker(self, state: MarketState) -> dict:
         s = ticker_stats(state)
@@ -401,7 +406,8 @@ def request_weight(kind: str) -> Callable[[web.Request], int | None]:
             return per_symbol[name]
         if name == "forceOrders":
             return 20
-        if name in ("indexPriceKlines", "markPriceKlines"):  # the docs' table, by limit
+        # The futures docs' table, by limit, for every kline endpoint (spot klines weigh 1).
+        if name in ("indexPriceKlines", "markPriceKlines") or (kind == "perp" and name == "klines"):
             text = request.query.get("limit", "")
             limit = int(text) if text.isascii() and text.isdigit() and len(text) < 6 else 500
             return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10

@@ -19,9 +19,12 @@ rows of an asset sum to the balance changes they describe.
 
 from __future__ import annotations
 
+from collections import deque
+
 from .engine import BUY
-from .ledger import AMOUNT_DP, FEES, HOUSE, InsufficientBalance, format_amount
+from .ledger import AMOUNT_DP, FEES, HOUSE, InsufficientBalance, TranIds, format_amount
 from .orders import OrderError, OrderManager, OrderRequest, UserOrder
+from .records import history
 from .state import MarketState, now_ms
 
 __all__ = ["SPOT_MAKER_PPM", "SPOT_TAKER_PPM", "SpotTrading"]
@@ -66,24 +69,30 @@ class SpotTrading(OrderManager):
         kwargs.setdefault("maker_ppm", SPOT_MAKER_PPM)
         kwargs.setdefault("taker_ppm", SPOT_TAKER_PPM)
         super().__init__(*args, **kwargs)
-        self.transactions: dict[int, list[dict]] = {}  # transactionHistory, oldest first
-        self._tran_id = 0
+        # transactionHistory per account, oldest first (bounded: records.history)
+        self.transactions: dict[int, deque[dict]] = {}
+        self.tran_ids = TranIds()  # shared with the perpetual side (app.py)
         self._trade_id = 0  # public id of the fill being settled
 
     def record(self, account: int, asset: str, delta: int, kind: str, symbol: str = "",
-               trade_id: int | None = None) -> None:
-        """One ``transactionHistory`` row (``delta`` in ledger units)."""
-        self._tran_id += 1
-        self.transactions.setdefault(account, []).append({
-            "tranId": self._tran_id, "tradeId": trade_id, "asset": asset, "symbol": symbol,
+               trade_id: int | None = None, tran_id: int | None = None) -> None:
+        """One ``transactionHistory`` row (``delta`` in ledger units); ``tran_id`` when the
+        movement already has one (a transfer, numbered by the perpetual side's record)."""
+        rows = self.transactions.get(account)
+        if rows is None:
+            rows = self.transactions[account] = history()
+        rows.append({
+            "tranId": tran_id if tran_id is not None else self.tran_ids.next(),
+            "tradeId": trade_id, "asset": asset, "symbol": symbol,
             "balanceDelta": format_amount(delta), "balanceInfo": kind, "time": now_ms(),
             "type": kind,
         })
 
-    def record_transfer(self, account: int, asset: str, delta: int) -> None:
-        """A transfer with the perp wallet seen from spot (``delta`` > 0: into spot)."""
+    def record_transfer(self, account: int, asset: str, delta: int, tran_id: int) -> None:
+        """A transfer with the perp wallet seen from spot (``delta`` > 0: into spot), under
+        the ``tranId`` the transfer's answer and its income row carry."""
         kind = "TRANSFER_FUTURE_TO_SPOT" if delta > 0 else "TRANSFER_SPOT_TO_FUTURE"
-        self.record(account, asset, delta, kind)
+        self.record(account, asset, delta, kind, tran_id=tran_id)
 
     def _fill(self, order: UserOrder, trade_id: int, price: int, qty: int, maker: bool,
               other: int) -> None:
@@ -237,13 +246,13 @@ class SpotTrading(OrderManager):
 
     def to_dict(self) -> dict:
         data = super().to_dict()
-        data["transactions"] = [[a, rows] for a, rows in self.transactions.items()]
-        data["tran_id"] = self._tran_id
+        data["transactions"] = [[a, list(rows)] for a, rows in self.transactions.items()]
+        data["tran_id"] = self.tran_ids.last
         return data
 
     def load(self, data: dict) -> None:
-        self.transactions.update({a: rows for a, rows in data.get("transactions", ())})
-        self._tran_id = max(self._tran_id, data.get("tran_id", 0))
+        self.transactions.update({a: history(rows) for a, rows in data.get("transactions", ())})
+        self.tran_ids.last = max(self.tran_ids.last, data.get("tran_id", 0))
         super().load(data)
 
     def account_json(self, account: int) -> dict:

@@ -3,8 +3,8 @@ path of the transfer between the spot and perp wallets; the perpetual path is th
 operation) and ``transactionHistory`` (V1 HMAC ``/api/v1/…``, V3 EIP-712 ``/api/v3/…``).
 
 Invariant: a transfer made on either path is one ledger move, one perp income row and one
-spot ``transactionHistory`` row (``PerpTrading.on_transfer``), with one ``clientTranId``
-namespace per account.
+spot ``transactionHistory`` row (``PerpTrading.on_transfer``), all three under the one
+``tranId`` the answer carries, with one ``clientTranId`` namespace per account.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from .orders import OrderError
 from .perp import PerpTrading
 from .perp_rest import wallet_transfer
 from .private import PrivateSide, SignedRequest
+from .records import SEVEN_DAYS_MS, check_limit, window
 from .spot import SpotTrading
 from .state import now_ms
 
 __all__ = ["TRANSACTION_TYPES", "add_spot_routes"]
 
-SEVEN_DAYS = 7 * 86_400_000
 TRANSACTION_TYPES = (
     "TRADE_TARGET", "TRADE_SOURCE", "TRANSFER_SPOT_TO_FUTURE", "TRANSFER_FUTURE_TO_SPOT",
     "TRANSFER_SPOT_TO_SPOT", "AIRDROP", "DIVIDEND", "TRANSFER_REFUND", "INTERNAL_TRANSFER",
@@ -36,15 +36,13 @@ def _history(spot: SpotTrading, r: SignedRequest) -> list[dict]:
     asset, kind = r.get("asset"), r.get("type")
     if kind is not None and kind not in TRANSACTION_TYPES:
         raise OrderError(-1130, "Data sent for parameter 'type' is not valid.")
-    limit = r.int("limit") or 100
-    if not 0 < limit <= 1000:
-        raise OrderError(-1130, "Data sent for parameter 'limit' is not valid.")
+    limit = check_limit(r.int("limit"), 100, 1000)
     start, end = r.int("startTime"), r.int("endTime")
     if start is not None and end is not None and start > end:
         raise OrderError(-1023, "Start time is greater than end time.")
     if start is None and end is None:  # the docs: only the most recent 7 days
-        start = now_ms() - SEVEN_DAYS
+        start = now_ms() - SEVEN_DAYS_MS
     rows = [row for row in spot.transactions.get(r.account.id, ())
             if (asset is None or row["asset"] == asset) and (kind is None or row["type"] == kind)
             and (start is None or row["time"] >= start) and (end is None or row["time"] <= end)]
-    return rows[:limit] if r.get("startTime") is not None else rows[-limit:]
+    return window(rows, limit, r.get("startTime") is not None)

@@ -5,6 +5,9 @@ state then records trades, aggregate trades and one-minute candles, and tells it
 (the stream scheduler) what changed. Nothing else mutates the engine.
 
 Invariants:
+- The listener's ``on_book`` is called exactly when the engine's ``update_id`` moved (a
+  displayed level changed), never for activity of hidden orders alone (resting, filling or
+  canceling one): the diff streams' ``U == previous u + 1`` chain depends on it.
 - Trade ids and aggregate trade ids start at 1 and increase by one per trade / aggregate,
   in match order; an aggregate spans the consecutive fills of one taker at one price.
 - Candle volumes are exact integers: base volume in quantity units, quote volume in
@@ -209,8 +212,11 @@ class MarketState:
         return order, fills
 
     def cancel(self, order_id: int) -> Order | None:
+        before = self.engine.update_id
         order = self.engine.cancel(order_id)
-        if order is not None:
+        # A hidden order leaves no published level: telling the feeds would open a diff
+        # window at an update id that did not move (an empty event, U == previous u).
+        if self.engine.update_id != before:
             self._changed()
         return order
 

@@ -7,6 +7,8 @@ volumes and prices are formatted from the state's exact integers.
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_EVEN, Decimal
+
 from astra.venues.aster import schemas as wire
 
 from .engine import BUY, SELL
@@ -15,7 +17,7 @@ from .state import MarketState, bucket_close, bucket_open, now_ms
 
 __all__ = [
     "FUNDING_CLAMP", "INTEREST_RATE", "PREMIUM_DEADBAND", "book_ticker", "funding_rate",
-    "kline_of", "mark_price", "mini_ticker", "ticker_24hr", "ticker_stats",
+    "kline_of", "mark_index_e8", "mark_price", "mini_ticker", "ticker_24hr", "ticker_stats",
 ]  # fmt: skip
 
 FUNDING_CLAMP = 0.003  # the premium's share of a funding rate is held within +-0.3 %
@@ -79,6 +81,20 @@ def mark_price(state: MarketState, index: float | None) -> wire.MarkPriceUpdate:
         r=f"{rate:.8f}",
         T=now - now % eight_h + eight_h,
     )
+
+
+def mark_index_e8(state: MarketState, index: float | None) -> tuple[int, int]:
+    """``mark_price``'s mark and index exactly, in 10**-8 units, from the numbers (no message
+    built, no text parsed): the mark is the exact book mid (``price_dp <= 7``, so it is a
+    whole number of units), the index the float rounded half-even to 8 decimals, which is
+    what ``f"{index:.8f}"`` writes."""
+    market = state.market
+    index = index or market.start_price
+    index_e8 = int(Decimal(index).scaleb(8).to_integral_value(ROUND_HALF_EVEN))
+    bid, ask = state.engine.best_bid(), state.engine.best_ask()
+    if bid is None or ask is None:
+        return index_e8, index_e8
+    return (bid + ask) * 10**8 // (2 * 10**market.price_dp), index_e8
 
 
 def kline_of(state: MarketState, interval: str, now: int) -> wire.Kline:

@@ -75,6 +75,7 @@ from astra.core import (
     VenueTimeout,
     VenueUnavailable,
 )
+from astra.core._redact import URL, squeeze, without_url_queries
 from astra.venues.venue_answers import (
     BINANCE_LIKE,
     COUNT_LIMITS,
@@ -108,23 +109,16 @@ _SENSITIVE = (
     r"|private[-_]?key|access[-_]?key|(?:ok|cb|kc)-access-(?:key|sign|passphrase)"
     r"|kc-api-(?:key|sign|passphrase)|api-sign|authorization"
 )
-_URL_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#\"'<>]*)[?#][^\s\"'<>]*", re.IGNORECASE)
 _PAIR = re.compile(rf"\b({_SENSITIVE})(\s*[=:]\s*|\"\s*:\s*\"?)[^\s&,;\"'}}]+", re.IGNORECASE)
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
-_SPACES = re.compile(r"\s+")
 
 
 def sanitize(text: str, limit: int = MAX_MESSAGE) -> str:
     """``text`` made safe to show: registered secrets scrubbed, URL query strings dropped,
     sensitive ``name=value``/``Name: value`` pairs redacted, whitespace collapsed, cut to
     ``limit`` characters."""
-    text = REDACTOR.scrub(str(text))
-    text = _URL_QUERY.sub(r"\1", text)
+    text = without_url_queries(REDACTOR.scrub(str(text)))
     text = _PAIR.sub(lambda m: f"{m[1]}{m[2]}{REDACTED}", text)
-    text = _SPACES.sub(" ", text).strip()
-    if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
+    return squeeze(text, limit)
 
 
 # ccxt prefixes its messages with the exchange id ("aster {...}").
@@ -172,7 +166,7 @@ def _venue_text(exc: BaseException, venue_message: str | None) -> str | None:
         return None
     text = str(exc)
     # ccxt's network and HTTP-status messages quote the signed URL: never quoted at all.
-    if _URL.search(text) or http_status_of(exc) is not None or json_in(text) is not None:
+    if URL.search(text) or http_status_of(exc) is not None or json_in(text) is not None:
         return None
     text = _CCXT_ID.sub("", text, count=1)
     return sanitize(text) or None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import ssl
@@ -63,7 +64,7 @@ from astra.venues.ccxt_normalize import (
     order_in_base,
     position_from_ccxt,
 )
-from astra.venues.limiter import VenueLimiter
+from astra.venues.limiter import VenueLimiter, attach_routed
 
 from ._keccak import install_fast_keccak
 from .clients import ClientCache
@@ -211,12 +212,18 @@ class TradingService:
                                    f"{' and '.join(accounts)}: expected one of "
                                    f"{', '.join(accounts)}, got {account[:40]!r}")
 
-    def _limiter(self, exchange: str) -> VenueLimiter:
+    def _limiter(self, exchange: str, market: VenueMarket | None = None,
+                 url: str | None = None) -> VenueLimiter:
+        """The limiter a private call on ``market`` (or a request to ``url``) counts against:
+        one given for the venue (``limiters``), else the venue's for that product
+        (``Venue.limiter_for``: per product where the venue counts them apart, e.g.
+        Binance), else one made per venue: limits are per IP or account, not per key."""
         limiter = self.limiters.get(exchange)
-        if limiter is None:  # one per venue per gateway: venues limit per IP, not per key
+        if limiter is None:
             venue = self.venues.get(exchange)
-            shared = venue.limiter if venue is not None else None  # its public REST's too
-            limiter = self.limiters[exchange] = shared or VenueLimiter(exchange)
+            limiter = venue.limiter_for(market, url=url) if venue is not None else None
+            if limiter is None:
+                limiter = self.limiters[exchange] = VenueLimiter(exchange)
         return limiter
 
     @contextlib.asynccontextmanager
@@ -228,7 +235,13 @@ class TradingService:
             config = creds.ccxt_config()
             config.update(self._transport())
             client = venue.private_client(config)
-            self._limiter(venue.code).attach(client)  # sees 429/418 + Retry-After first
+            # sees 429/418 + Retry-After first; an account-scoped limit (-1015) closes only
+            # this account's gate, not public REST's nor other users' orders
+            # Each answer feeds the limiter of the API it came from (one client may call
+            # several the venue counts apart: Binance's products).
+            code = venue.code
+            attach_routed(client, lambda url: self._limiter(code, url=url),
+                          account=_limit_account(creds), key=self)
             return client
 
         async with self.clients.lease(venue.code, creds, build) as client:
@@ -249,19 +262,24 @@ class TradingService:
         """Close the cached clients (HTTP sessions belong to the venues, closed with them)."""
         await self.clients.close()
 
-    async def _call(self, venue: TradingVenue, coro_factory, *, sent: bool = False,
+    async def _call(self, venue: TradingVenue, creds: ExchangeCredentials, coro_factory, *,
+                    market: VenueMarket | None = None, sent: bool = False,
                     order: bool = True) -> Any:
-        """``coro_factory()`` under the venue's limiter and timeout; any failure becomes one
-        Astra error (``order=False``: an account read, whose bad request is no bad order)."""
-        limiter = self._limiter(venue.code)
+        """``coro_factory()`` under the limiter of ``market``'s API (None: the venue's, for
+        calls naming no market), as ``creds``' account, and the timeout; any failure becomes
+        one Astra error (``order=False``: an account read, whose bad request is no bad
+        order)."""
+        limiter = self._limiter(venue.code, market)
+        account = _limit_account(creds)
         try:
-            async with limiter.slot():
+            async with limiter.slot(account=account):
                 async with asyncio.timeout(self.timeout):
                     return await coro_factory()
         except Exception as exc:  # every venue failure becomes one Astra error
             # ``from None``: the original text may hold a signed URL.
             raise map_venue_error(
-                exc, venue.code, sent=sent, order=order, retry_after=limiter.retry_after()
+                exc, venue.code, sent=sent, order=order,
+                retry_after=limiter.retry_after(account),
             ) from None
 
     # -- orders ------------------------------------------------------------------------------
@@ -317,15 +335,16 @@ class TradingService:
                 params["stopPrice"] = client.price_to_precision(symbol, body.stop_price)
             units, at = _units(market), body.price or body.stop_price
             if units is not None and units.inverse and at is None:  # a market order
-                at = await self._last_price(venue, client, symbol)
+                at = await self._last_price(venue, creds, client, market, symbol)
             amount = client.amount_to_precision(
                 symbol, _venue_quantity(client, symbol, units, body.quantity, at))
             price = (client.price_to_precision(symbol, body.price)
                      if body.price is not None else None)
             await asyncio.to_thread(self.journal.mark_sent, entry.id)
             try:
-                raw = await self._call(venue, lambda: client.create_order(
-                    symbol, kind, body.side.lower(), amount, price, params), sent=True)
+                raw = await self._call(venue, creds, lambda: client.create_order(
+                    symbol, kind, body.side.lower(), amount, price, params), market=market,
+                    sent=True)
             except Exception as err:
                 if getattr(err, "code", "") == "ORDER_STATUS_UNKNOWN":
                     await asyncio.to_thread(self.journal.mark_unknown, entry.id, err)
@@ -339,9 +358,11 @@ class TradingService:
                                 _order_json(order))
         return order
 
-    async def _last_price(self, venue: TradingVenue, client: Any, symbol: str) -> float:
+    async def _last_price(self, venue: TradingVenue, creds: ExchangeCredentials, client: Any,
+                          market: VenueMarket, symbol: str) -> float:
         """The venue's last price: what an inverse contract's market order converts at."""
-        ticker = await self._call(venue, lambda: client.fetch_ticker(symbol))
+        ticker = await self._call(venue, creds, lambda: client.fetch_ticker(symbol),
+                                  market=market)
         last = ticker.get("last") or ticker.get("close")
         if not last:
             raise VenueUnavailable(venue.code, f"{venue.code} gave no last price for {symbol}")
@@ -370,8 +391,8 @@ class TradingService:
         async with self._client(venue, creds) as client:
             symbol = ccxt_market(client, market)["symbol"]
             try:
-                raw = await self._call(venue, lambda: client.fetch_order(
-                    "", symbol, {"clientOrderId": entry.client_order_id}))
+                raw = await self._call(venue, creds, lambda: client.fetch_order(
+                    "", symbol, {"clientOrderId": entry.client_order_id}), market=market)
             except Exception as err:
                 if getattr(err, "code", "") != "ORDER_NOT_FOUND":
                     raise
@@ -437,8 +458,8 @@ class TradingService:
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
             params = {"clientOrderId": client_order_id} if order_id is None else {}
-            raw = await self._call(venue, lambda: client.cancel_order(
-                order_id or "", ccxt_symbol, params))
+            raw = await self._call(venue, creds, lambda: client.cancel_order(
+                order_id or "", ccxt_symbol, params), market=market)
         order = order_in_base(order_from_ccxt(raw, market.symbol), _units(market))
         await self._journal_update(key_id, venue.code, order)
         return order
@@ -448,8 +469,10 @@ class TradingService:
         venue, market = await self.market(symbol)
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
-            opened = await self._call(venue, lambda: client.fetch_open_orders(ccxt_symbol))
-            await self._call(venue, lambda: client.cancel_all_orders(ccxt_symbol))
+            opened = await self._call(venue, creds, lambda: client.fetch_open_orders(
+                ccxt_symbol), market=market)
+            await self._call(venue, creds, lambda: client.cancel_all_orders(ccxt_symbol),
+                             market=market)
         return len(opened)
 
     async def open_orders(self, key_id: str, creds: ExchangeCredentials,
@@ -457,7 +480,8 @@ class TradingService:
         venue, market = await self.market(symbol)
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
-            raw = await self._call(venue, lambda: client.fetch_open_orders(ccxt_symbol))
+            raw = await self._call(venue, creds, lambda: client.fetch_open_orders(ccxt_symbol),
+                                   market=market)
         units = _units(market)
         return [order_in_base(order_from_ccxt(r, market.symbol), units) for r in raw]
 
@@ -467,7 +491,8 @@ class TradingService:
         self.check_order_ids(venue, order_id)
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
-            raw = await self._call(venue, lambda: client.fetch_order(order_id, ccxt_symbol))
+            raw = await self._call(venue, creds, lambda: client.fetch_order(
+                order_id, ccxt_symbol), market=market)
         order = order_in_base(order_from_ccxt(raw, market.symbol), _units(market))
         await self._journal_update(key_id, venue.code, order)
         return order
@@ -477,8 +502,8 @@ class TradingService:
         venue, market = await self.market(symbol)
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
-            raw = await self._call(venue, lambda: client.fetch_my_trades(ccxt_symbol, since),
-                                   order=False)
+            raw = await self._call(venue, creds, lambda: client.fetch_my_trades(
+                ccxt_symbol, since), market=market, order=False)
         units = _units(market)
         return [fill_in_base(fill_from_ccxt(r, market.symbol, venue.code), units) for r in raw]
 
@@ -489,7 +514,7 @@ class TradingService:
         await venue.load_markets()
         params = {"type": account} if account else {}
         async with self._client(venue, creds) as client:
-            raw = await self._call(venue, lambda: client.fetch_balance(params), order=False)
+            raw = await self._call(venue, creds, lambda: client.fetch_balance(params), order=False)
             account = account or _default_account(client)
         return balances_from_ccxt(raw, venue.code, account)
 
@@ -498,7 +523,7 @@ class TradingService:
         venue = self._venue(exchange)
         markets = await venue.load_markets()
         async with self._client(venue, creds) as client:
-            raw = await self._call(venue, lambda: client.fetch_positions(), order=False)
+            raw = await self._call(venue, creds, lambda: client.fetch_positions(), order=False)
             by_ccxt: dict[str, VenueMarket] = {}
             for m in markets.values():
                 with contextlib.suppress(KeyError):
@@ -526,6 +551,14 @@ def _request_json(body: PlaceOrder, cid: str) -> dict:
     data = msgspec.to_builtins(body)
     data["clientOrderId"] = cid
     return data
+
+
+def _limit_account(creds: ExchangeCredentials) -> str:
+    """The venue account ``creds`` trade as, as the limiter's ``account=``: venues count
+    some limits per account (Binance's -1015), so one account's limit must not close the
+    gate for the others. A digest of the key (or wallet), so the limiter holds no secret."""
+    ident = creds.api_key or creds.account or creds.private_key or ""
+    return hashlib.sha256(f"{creds.exchange}:{ident}".encode()).hexdigest()[:16]
 
 
 def _default_account(client: Any) -> str | None:

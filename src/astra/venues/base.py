@@ -98,8 +98,9 @@ class UserDataSink(Protocol):
 class Venue(ABC):
     code: str
     capabilities: Capabilities
-    # The venue's REST limiter, shared by its public calls and every private client (venues
-    # limit per IP); None: the venue paces its REST calls itself (ccxt's throttle).
+    # The limiter trading paces private calls by (``limiter_for`` per market): the public
+    # one where the venue counts both per IP, its own where it counts private calls per
+    # account or user (Coinbase, Kraken, KuCoin, HTX, OKX); None: the gateway makes one.
     limiter: VenueLimiter | None = None
     # Its trade feed calls ``TradeSink.on_connection``: recent trades can come from the feed.
     live_trades: ClassVar[bool] = False
@@ -109,6 +110,15 @@ class Venue(ABC):
     # APIs take numbers only).
     balance_accounts: tuple[str, ...] = ("spot", "swap", "future")
     order_id_pattern: str = r"[A-Za-z0-9._:-]{1,64}"
+
+    def limiter_for(
+        self, market: VenueMarket | None = None, *, url: str | None = None
+    ) -> VenueLimiter | None:
+        """The limiter of the API a private call on ``market`` (None: a call naming none,
+        e.g. balances), or a request to ``url`` (what an attached ccxt hook sees), is counted
+        against. Default: the venue's one ``limiter``; a venue that counts products apart
+        (Binance) answers per product."""
+        return self.limiter
 
     @abstractmethod
     async def load_markets(self) -> dict[str, VenueMarket]:

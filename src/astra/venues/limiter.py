@@ -42,6 +42,9 @@ Invariants:
   wait, never a URL or a body.
 - ``slot`` feeds the exception its body raised to ``observe`` (once: not again when the
   attached hook already saw that response), and a body that succeeds resets the backoff.
+  Whether a request met a rate limit is decided by that request alone, never by what
+  concurrent requests met (``limiter_slot``: ``slot(...).limited``; ``attach_routed`` for a
+  client calling several separately counted APIs).
 - The bucket never holds more than ``capacity`` tokens; a request cancelled while waiting
   gives its tokens back.
 - Account-scoped limits (Binance-style ``-1015`` "too many new orders", which the venue
@@ -67,8 +70,10 @@ from ccxt.base import errors as ccxt_errors
 
 from astra.core import AstraError, RateLimited
 
+from .limiter_slot import Slot, attach_routed
 from .venue_answers import (
     COUNT_LIMITS,
+    MAX_WAIT,
     banned_until,
     http_status_of,
     retry_after_from_headers,
@@ -78,6 +83,7 @@ from .venue_answers import (
 __all__ = [
     "CCXT_IDS",
     "VenueLimiter",
+    "attach_routed",
     "ccxt_rate",
     "retry_after_from_headers",
 ]
@@ -120,39 +126,6 @@ def ccxt_rate(venue: str) -> float:
 
         _rates[venue] = 1000.0 / float(getattr(ccxt, ccxt_id)().rateLimit)
     return _rates[venue]
-
-
-class _Slot:
-    """``async with limiter.slot(weight):`` (see ``VenueLimiter.slot``)."""
-
-    __slots__ = ("_account", "_limiter", "_low", "_max_wait", "_signals", "_weight")
-
-    def __init__(
-        self,
-        limiter: VenueLimiter,
-        weight: float,
-        account: str | None,
-        max_wait: float | None = None,
-        low_priority: bool = False,
-    ) -> None:
-        self._limiter, self._weight, self._account = limiter, weight, account
-        self._max_wait, self._low = max_wait, low_priority
-        self._signals = 0
-
-    async def __aenter__(self) -> None:
-        await self._limiter.acquire(
-            self._weight, account=self._account, max_wait=self._max_wait, low_priority=self._low
-        )
-        self._signals = self._limiter.signals
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        limiter = self._limiter
-        if exc is None:
-            limiter._strikes = 0
-        elif isinstance(exc, Exception) and limiter.signals == self._signals:
-            # Not seen yet by the attached hook (no hook, or a limit in a 200 body).
-            limiter.observe(exc, account=self._account)
-        return False
 
 
 class VenueLimiter:
@@ -207,6 +180,10 @@ class VenueLimiter:
         until = max(self._gates.get(None, 0.0), self._gates.get(account, 0.0) if account else 0)
         return until - now if until > now else None
 
+    def succeeded(self) -> None:
+        """A request got its answer: the backoff starts over."""
+        self._strikes = 0
+
     @property
     def closed(self) -> bool:
         return self.retry_after() is not None
@@ -238,6 +215,7 @@ class VenueLimiter:
                 wait = self.ban_default
             else:
                 wait = min(self.backoff_cap, self.backoff_base * 2**self._strikes)
+        wait = min(MAX_WAIT, wait)  # whatever the venue said: never a gate closed for decades
         self._strikes += 1
         self.signals += 1
         scoped = (self.venue.upper(), code) in _ACCOUNT_SCOPED
@@ -296,11 +274,20 @@ class VenueLimiter:
         if isinstance(signal, AstraError):
             return None
         if isinstance(signal, BaseException):
-            # Once per exception: ``slot`` already fed it when it ended the block.
-            if getattr(signal, "_astra_observed_by", None) is self:
-                return self.retry_after(account)
+            # Once per exception: ``slot`` already fed it when it ended the block. Whether it
+            # was a limit is its own answer, not whether the gate is closed now.
+            seen = getattr(signal, "_astra_observed", None)
+            if seen is not None and seen[0] is self:
+                return self.retry_after(account) if seen[1] else None
+            wait = self._observe(signal, account, headers)
             with contextlib.suppress(AttributeError, TypeError):
-                signal._astra_observed_by = self  # type: ignore[attr-defined]
+                signal._astra_observed = (self, wait is not None)  # type: ignore[attr-defined]
+            return wait
+        return self._observe(signal, account, headers)
+
+    def _observe(
+        self, signal: object, account: str | None, headers: Mapping[str, Any] | None
+    ) -> float | None:
         if isinstance(signal, ccxt_errors.BaseError):
             status = http_status_of(signal)
             limit = isinstance(signal, ccxt_errors.RateLimitExceeded | ccxt_errors.DDoSProtection)
@@ -335,19 +322,7 @@ class VenueLimiter:
     def attach(self, exchange: Any, *, account: str | None = None) -> Any:
         """Let this limiter see every HTTP answer of a ccxt ``exchange`` (status and headers,
         before ccxt turns it into an exception); idempotent. Returns ``exchange``."""
-        if getattr(exchange, "_astra_limiter", None) is self:
-            return exchange
-        original = exchange.on_rest_response
-
-        def on_rest_response(
-            code: Any, reason: Any, url: Any, method: Any, headers: Any, body: Any, *rest: Any
-        ) -> Any:
-            self.observe_response(code, headers, body, account=account)
-            return original(code, reason, url, method, headers, body, *rest)
-
-        exchange.on_rest_response = on_rest_response
-        exchange._astra_limiter = self
-        return exchange
+        return attach_routed(exchange, lambda url: self, account=account, key=self)
 
     # --- the bucket ------------------------------------------------------------------------
 
@@ -422,9 +397,10 @@ class VenueLimiter:
         account: str | None = None,
         max_wait: float | None = None,
         low_priority: bool = False,
-    ) -> _Slot:
+    ) -> Slot:
         """``async with limiter.slot(weight):`` around one request to the venue: waits for the
         bucket (bounded by ``max_wait``), raises ``RateLimited`` while the gate is closed, and
         feeds the request's exception, if any, to ``observe``. ``low_priority``: see the
         module docstring."""
-        return _Slot(self, weight, account, max_wait, low_priority)
+        return Slot(self, weight, account, max_wait, low_priority)
+

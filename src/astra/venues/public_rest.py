@@ -1,11 +1,14 @@
 """Public REST (markets, book snapshots, recent trades) paced by a venue's limiter.
 
 Every venue prices each public call at its documented weight (the tables live in each venue
-package, beside the calls) and takes it from a ``VenueLimiter``: the venue's ``limiter``,
-which its trading clients share, or, where the venue documents a separate budget (Binance
-per product, OKX per endpoint, Kraken spot and futures, HTX per host), that budget's
-limiter. ccxt's own throttle is off on every public client (``enableRateLimit: False``): it
-queues every call without bound.
+package, beside the calls) and takes it from a ``VenueLimiter`` of the budget the venue
+documents: per product on Binance (which trading shares, product by product: Binance counts
+public and private weight together per IP), per endpoint on OKX, per API on Kraken, per
+host on HTX, one per IP on KuCoin, Coinbase and Aster (Aster's is trading's too). Where the
+venue counts private calls per account or key (Coinbase, Kraken, KuCoin, HTX, OKX), trading
+has a limiter of its own (``Venue.limiter``), so an account's 429 closes no public call.
+ccxt's own throttle is off on every public client (``enableRateLimit: False``): it queues
+every call without bound.
 
 Invariants:
 - A book snapshot is a normal request: first come, first served, waiting at most the
@@ -19,7 +22,8 @@ Invariants:
 - A 429/418 answer closes the limiter's gate (the ``slot`` feeds the exception to
   ``observe``; ccxt clients are also ``attach``ed, which sees ``Retry-After``); a call that
   met one, or found the gate closed, raises ``RateLimited`` with the seconds left, never a
-  venue error (503).
+  venue error (503). Only the call's own answer counts: a concurrent call's 429 leaves this
+  one's 500, bad symbol or timeout what it is.
 """
 
 from __future__ import annotations
@@ -86,14 +90,14 @@ async def _paced(
     max_wait: float | None = None,
     low_priority: bool = False,
 ) -> T:
-    signals = limiter.signals
+    slot = limiter.slot(weight, max_wait=max_wait, low_priority=low_priority)
     try:
-        async with limiter.slot(weight, max_wait=max_wait, low_priority=low_priority):
+        async with slot:
             return await fetch()
     except RateLimited:
         raise
     except Exception:
-        if limiter.signals > signals:  # the venue answered 429/418 (seen by the limiter)
+        if slot.limited:  # this request's answer was a 429/418 (not a concurrent one's)
             raise _limited(limiter) from None
         raise
 

@@ -8,6 +8,8 @@ the trading layer) and by ``astra.trading.errors`` (mapping failures to Astra er
 Invariants:
 - Pure functions of their arguments (plus the wall clock where a time is relative); nothing
   here sanitizes: callers that show a venue's text pass it through ``trading.errors.sanitize``.
+- Every wait read here is at most ``MAX_WAIT`` (3 days, Binance's documented longest IP
+  ban): a venue's (or a middlebox's) ``Retry-After: 1e9`` cannot close a gate for decades.
 - ``COUNT_LIMITS``: venue codes ccxt reports as ``RateLimitExceeded`` that count open orders,
   not requests: waiting does not help, so they close no rate-limit gate.
 """
@@ -24,6 +26,7 @@ from typing import Any
 __all__ = [
     "BINANCE_LIKE",
     "COUNT_LIMITS",
+    "MAX_WAIT",
     "banned_until",
     "http_status_of",
     "json_in",
@@ -41,6 +44,7 @@ COUNT_LIMITS = frozenset((v, c) for v in BINANCE_LIKE for c in ("-2025", "-4045"
 _HTTP_STATUS = re.compile(
     r"^[a-z0-9]+ (?:(?:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS) \S+ )?([1-5]\d\d)(?: |$)"
 )
+MAX_WAIT = 3 * 24 * 3600.0  # seconds: Binance bans "scale from 2 minutes to 3 days"
 _BANNED_UNTIL = re.compile(r"banned until (\d{12,14})")
 _MAX_JSON_TRIES = 8
 
@@ -183,7 +187,8 @@ def venue_details(exc: BaseException | str, venue: str) -> tuple[str | None, str
 
 def parse_retry_after(value: object, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP date (relative
-    to the wall clock ``now``, default ``time.time()``); None when absent or unreadable."""
+    to the wall clock ``now``, default ``time.time()``), at most ``MAX_WAIT``; None when
+    absent or unreadable."""
     if value is None:
         return None
     text = str(value).strip()
@@ -201,7 +206,7 @@ def parse_retry_after(value: object, *, now: float | None = None) -> float | Non
         seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds or seconds in (float("inf"), float("-inf")):  # nan, inf
         return None
-    return max(0.0, seconds)
+    return min(MAX_WAIT, max(0.0, seconds))
 
 
 def banned_until(text: str, *, now: float | None = None) -> float | None:
@@ -209,7 +214,7 @@ def banned_until(text: str, *, now: float | None = None) -> float | None:
     m = _BANNED_UNTIL.search(text)
     if m is None:
         return None
-    return max(0.0, int(m[1]) / 1000 - (time.time() if now is None else now))
+    return min(MAX_WAIT, max(0.0, int(m[1]) / 1000 - (time.time() if now is None else now)))
 
 
 def _header(headers: Mapping[str, Any] | None, name: str) -> Any:
@@ -231,5 +236,5 @@ def retry_after_from_headers(
     if wait is None:
         reset = _header(headers, "gw-ratelimit-reset")
         if reset is not None and str(reset).strip().isdigit():
-            wait = int(str(reset).strip()) / 1000
+            wait = min(MAX_WAIT, int(str(reset).strip()) / 1000)
     return wait

@@ -14,7 +14,6 @@ from aiohttp import web
 
 from astra.core import RateLimited, Side
 from astra.venues.binance import BinanceUrls, BinanceVenue
-from astra.venues.binance.feed import retry_after_seconds
 
 SYMBOL = "BINANCE-SPOT-NKN-USDT"
 
@@ -174,21 +173,6 @@ async def test_markets_over_rest_through_ccxt(recording, fake_binance, exchange_
         await venue.close()
     assert markets[SYMBOL].exchange_symbol == "NKNUSDT"
     assert len(markets) == len(exchange_info["spot"]["symbols"])
-
-
-@pytest.mark.parametrize(
-    ("headers", "seconds"),
-    [
-        ({"Retry-After": "7"}, 7.0),
-        ({"retry-after": "0"}, 0.0),
-        ({"Retry-After": "soon"}, 30.0),
-        ({"Retry-After": "-3"}, 30.0),
-        ({}, 30.0),
-        (None, 30.0),
-    ],
-)
-def test_retry_after_header(headers, seconds):
-    assert retry_after_seconds(headers) == seconds
 
 
 async def test_unanswered_pings_reconnect_before_silence(exchange_info, book_sink):

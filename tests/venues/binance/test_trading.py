@@ -486,6 +486,69 @@ async def test_rate_limit_closes_the_gate(fake, service, creds):
     assert len(fake.private()) == 1  # the venue was not called again
 
 
+async def test_each_product_keeps_its_own_budget(fake, venue, service, creds):
+    """Binance counts request weight per product (api, fapi, dapi): a USD-M order is paced by
+    USD-M's limiter and a 429 from /fapi closes USD-M's gate only; spot orders still go."""
+    fake.answer("POST", "/fapi/v1/order", TOO_MANY, status=429, headers={"Retry-After": "30"})
+    fake.answer("POST", "/api/v3/order", SPOT_NEW)
+    await run(venue.load_markets())
+    spot, usdm, coinm = (venue.limiters[p] for p in ("spot", "usdm", "coinm"))
+
+    def order(market: str, cid: str) -> PlaceOrder:
+        return PlaceOrder(market=market, side=Side.BUY, type=OrderType.LIMIT, quantity=0.002,
+                          price=60000.1, time_in_force=TimeInForce.GTC, client_order_id=cid)
+
+    with pytest.raises(RateLimited) as caught:
+        await run(service.place(KEY, creds, order(PERP, "perp-1")))
+    assert 28 < caught.value.retry_after <= 30
+    assert 28 < usdm.retry_after() <= 30 and usdm.signals == 1  # the hook fed USD-M's gate
+    assert (spot.retry_after(), spot.signals, coinm.retry_after()) == (None, 0, None)
+
+    placed = await run(service.place(KEY, creds, order(SPOT, "spot-1")))  # spot goes on
+    assert placed.order_id == "28"
+    refused = await refused_fast(service.place(KEY, creds, order(PERP, "perp-2")))
+    assert 28 < refused.retry_after <= 30
+    assert (usdm.blocked, spot.blocked) == (1, 0)  # refused at USD-M's own gate
+    assert [s.path for s in fake.private()] == ["/fapi/v1/order", "/api/v3/order"]
+
+
+TOO_MANY_ORDERS = {"code": -1015, "msg": "Too many new orders; current limit is 100 orders "
+                   "per 10 SECOND."}
+
+
+async def test_an_account_limit_closes_only_that_accounts_gate(fake, venue, service, creds):
+    """-1015 is counted per account: after one, that account is refused at the gate, while
+    public REST (a book snapshot) and another account's orders still reach the venue."""
+    fake.answer("POST", "/api/v3/order", TOO_MANY_ORDERS, status=429,
+                headers={"Retry-After": "30"})
+    fake.answer("POST", "/api/v3/order", SPOT_NEW)
+    fake.answer("GET", "/api/v3/depth", {"lastUpdateId": 7, "bids": [["60000.0", "1.5"]],
+                                         "asks": [["60001.0", "2.0"]]})
+    other = ExchangeCredentials("BINANCE", api_key=secrets.token_urlsafe(48)[:64],
+                                secret=secrets.token_urlsafe(48)[:64])
+
+    def order(cid: str) -> PlaceOrder:
+        return PlaceOrder(market=SPOT, side=Side.BUY, type=OrderType.LIMIT, quantity=0.001,
+                          price=60000.01, time_in_force=TimeInForce.GTC, client_order_id=cid)
+
+    with pytest.raises(RateLimited) as caught:
+        await run(service.place(KEY, creds, order("desk-1")))
+    assert (caught.value.venue_code, caught.value.status) == ("-1015", 429)
+    assert 28 < caught.value.retry_after <= 30
+
+    snapshot = await run(venue.snapshot((await venue.load_markets())[SPOT]))
+    assert (snapshot.last_update_id, snapshot.bids, snapshot.asks) == (
+        7, [(60000.0, 1.5)], [(60001.0, 2.0)])
+    placed = await run(service.place("other-key", other, order("desk-2")))
+    assert placed.order_id == "28"
+    assert fake.calls("POST", "/api/v3/order")[-1].headers["X-MBX-APIKEY"] == other.api_key
+
+    refused = await refused_fast(service.place(KEY, creds, order("desk-3")))
+    assert 28 < refused.retry_after <= 30
+    assert [s.headers["X-MBX-APIKEY"] for s in fake.calls("POST", "/api/v3/order")] == [
+        creds.api_key, other.api_key]  # the limited account's third order never left
+
+
 # --- the gateway, end to end -----------------------------------------------------------------
 
 async def test_gateway_places_an_order_with_header_credentials(fake, venue, creds, key_store):

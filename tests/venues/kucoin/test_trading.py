@@ -74,8 +74,9 @@ def answers() -> dict[tuple[str, str], dict]:
     }
 
 
-@pytest.fixture
-async def kucoin(tmp_path, contracts_active):
+def kucoin_env(tmp_path, contracts_active, limiter: VenueLimiter | None):
+    """The fake, a venue over it and a ``TradingService`` pacing by ``limiter`` (None: the
+    venue's own)."""
     symbols = doc("symbols")
 
     async def markets():
@@ -91,8 +92,12 @@ async def kucoin(tmp_path, contracts_active):
         secret=secrets.token_hex(18),
         passphrase="pass-" + secrets.token_urlsafe(12),
     )
-    limiter = VenueLimiter("KUCOIN", rate=math.inf)
-    async with trading_env(fake, venue, creds, tmp_path, limiter) as env:
+    return trading_env(fake, venue, creds, tmp_path, limiter)
+
+
+@pytest.fixture
+async def kucoin(tmp_path, contracts_active):
+    async with kucoin_env(tmp_path, contracts_active, VenueLimiter("KUCOIN", rate=math.inf)) as env:
         yield env
 
 
@@ -246,6 +251,28 @@ async def test_a_429_is_rate_limited_for_gw_ratelimit_reset_and_the_next_call_fa
     with pytest.raises(RateLimited):
         await kucoin.run(kucoin.service.positions(KEY_ID, kucoin.creds, "KUCOIN"))
     assert len(kucoin.fake.seen) == reached  # neither reached the venue
+
+
+async def test_an_accounts_429_leaves_public_rest_alone(tmp_path, contracts_active):
+    """KuCoin counts private calls per UID, public ones per IP: trading paces by the venue's
+    own trading limiter, so an account's 429 closes neither public REST (the book snapshot
+    still goes) nor its budget."""
+    async with kucoin_env(tmp_path, contracts_active, None) as env:
+        env.fake.answer("GET", "/api/v1/accounts", doc("spot", "too_many"), status=429,
+                        headers={"gw-ratelimit-reset": "15000"})
+        env.fake.answer("GET", "/api/v1/market/orderbook/level2_100", {
+            "code": "200000", "data": {"sequence": "42", "time": 1700000000000,
+                                       "bids": [["100", "1"]], "asks": [["101", "2"]]}})
+        with pytest.raises(RateLimited) as err:
+            await env.run(env.service.balances(KEY_ID, env.creds, "KUCOIN"))
+        assert 12 <= err.value.retry_after <= 15
+        assert 12 <= env.venue.limiter.retry_after() <= 15  # trading's gate
+        assert env.venue.public_limiter.retry_after() is None
+        market = (await env.run(env.venue.load_markets()))[SPOT]
+        snapshot = await env.run(env.venue.snapshot(market))
+        assert (snapshot.sequence, snapshot.bids) == (42, [(100.0, 1.0)])
+        assert [s.path for s in env.fake.seen] == [
+            "/api/v1/accounts", "/api/v1/market/orderbook/level2_100"]
 
 
 async def test_futures_order_lookup_and_cancel(kucoin):

@@ -149,7 +149,8 @@ class AsterVenue(Venue):
         return f"{base}/ws/{market.exchange_symbol.lower()}@{stream}"
 
     async def snapshot(self, market: VenueMarket, limit: int = SNAPSHOT_LIMIT) -> Snapshot:
-        request = {"symbol": market.exchange_symbol, "limit": limit}
+        # aggTrades take at most 1000 rows (Aster's docs, as Binance's).
+        request = {"symbol": market.exchange_symbol, "limit": max(1, min(limit, 1000))}
         ccxt = self._ccxt
         depth = ccxt.fapiPublicGetV3Depth if market.kind == "perp" else ccxt.sapiPublicGetV3Depth
         weight = DEPTH_WEIGHTS.get(limit, DEPTH_WEIGHTS[SNAPSHOT_LIMIT])
@@ -178,7 +179,8 @@ class AsterVenue(Venue):
     async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
         # aggTrades, decoded per the docs: ccxt's parse of spot /trades reads the quote
         # quantity as the amount (see README), so the raw response is parsed here.
-        request = {"symbol": market.exchange_symbol, "limit": limit}
+        # aggTrades take at most 1000 rows (Aster's docs, as Binance's).
+        request = {"symbol": market.exchange_symbol, "limit": max(1, min(limit, 1000))}
         ccxt = self._ccxt
         trades = ccxt.fapiPublicGetV3AggTrades if market.kind == "perp" else (
             ccxt.sapiPublicGetV3AggTrades

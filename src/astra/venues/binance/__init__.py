@@ -17,7 +17,10 @@ Public REST is paced by one ``VenueLimiter`` per product (``limiters``: Binance 
 weight per IP separately for api, fapi, dapi and eapi), at the documented weights below, not
 by ccxt's throttle (``astra.venues.public_rest``): a depth snapshot goes ahead of recent-trade
 fetches, which are low priority and refused (429) rather than queued; a 429/418 closes that
-product's gate for its ``Retry-After``. ``limiter`` (the spot one) is what trading shares.
+product's gate for its ``Retry-After``. Trading shares them per product (``limiter_for``): an
+order on a USD-M market takes USD-M's budget, and a trading client's answer from ``/fapi``
+feeds USD-M's gate, not spot's. Recent trades ask for at most each product's documented
+maximum (``TRADES_MAX_LIMITS``).
 
 User data (``run_user_stream``, the gateway's ``WS /ws``): one stream per product the venue
 has markets of. Spot subscribes on the WebSocket API (``spot_ws_api``,
@@ -39,7 +42,6 @@ from typing import Any
 import aiohttp
 import ccxt.async_support as ccxt_async
 import msgspec
-from ccxt.base.errors import DDoSProtection, RateLimitExceeded
 
 from astra.core import Trade
 from astra.venues import public_rest
@@ -49,13 +51,19 @@ from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMar
 from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
 
-from .feed import BookConsumer, TradeConsumer, retry_after_seconds
+from .feed import BookConsumer, TradeConsumer
 from .private import BinancePrivate, private_api_urls
 from .schemas import AggTrade, OptionRecentTrade
 from .streams import FUTURES_LIMITS, OPTIONS_LIMITS, SPOT_LIMITS, Limits, StreamPool
 from .symbols import SECTIONS, markets_from_exchange_info
 from .userdata import run_spot_user_stream, sign_params
-from .weights import BUDGETS, DEPTH_WEIGHTS, EXCHANGE_INFO_WEIGHTS, TRADES_WEIGHTS
+from .weights import (
+    BUDGETS,
+    DEPTH_WEIGHTS,
+    EXCHANGE_INFO_WEIGHTS,
+    TRADES_MAX_LIMITS,
+    TRADES_WEIGHTS,
+)
 
 __all__ = ["CAPABILITIES", "BinanceUrls", "BinanceVenue", "from_config"]
 
@@ -156,19 +164,6 @@ _OPTION_KEYS = frozenset(
 _BALANCE_ACCOUNTS: dict[str, str | None] = {"usdm": "future", "coinm": None}
 
 
-class _BinanceRest(ccxt_async.binance):
-    """ccxt's binance client; its 429/418 errors also carry the ``Retry-After`` seconds."""
-
-    def handle_errors(self, code, reason, url, method, headers, body, response, *request):
-        try:
-            return super().handle_errors(
-                code, reason, url, method, headers, body, response, *request
-            )
-        except (DDoSProtection, RateLimitExceeded) as exc:
-            exc.retry_after = retry_after_seconds(headers)
-            raise
-
-
 class BinanceVenue(Venue):
     """``exchange_info`` (raw exchangeInfo responses by section: ``spot``, ``usdm``,
     ``coinm``, ``option``) replaces the REST fetch of the markets; ``sections`` picks the
@@ -221,7 +216,7 @@ class BinanceVenue(Venue):
         # One ccxt client and one limiter (weights, 429/418 pause) per product: Binance
         # counts request weight per IP separately for api, fapi, dapi and eapi. Each keeps a
         # snapshot's weight from trade fetches; it may burst a snapshot and a trade fetch.
-        self._clients: dict[str, _BinanceRest] = {}
+        self._clients: dict[str, ccxt_async.binance] = {}
         self.limiters = {
             section: public_rest.public_limiter(
                 code,
@@ -232,7 +227,7 @@ class BinanceVenue(Venue):
             )
             for section in SECTIONS
         }
-        self.limiter: VenueLimiter = self.limiters["spot"]  # shared with trading
+        self.limiter: VenueLimiter = self.limiters["spot"]  # calls naming no product
         self._exchange_info = exchange_info
         self._own_session = session is None
         self._session = session
@@ -262,11 +257,11 @@ class BinanceVenue(Venue):
             self._session = aiohttp.ClientSession()
         return self._session
 
-    def _client(self, section: str) -> _BinanceRest:
+    def _client(self, section: str) -> ccxt_async.binance:
         client = self._clients.get(section)
         if client is None:
             # ccxt's throttle off: the product's limiter paces by the documented weights.
-            client = self._clients[section] = _BinanceRest({"enableRateLimit": False})
+            client = self._clients[section] = ccxt_async.binance({"enableRateLimit": False})
             self.limiters[section].attach(client)  # sees 429/418 + Retry-After first
             api, urls = client.urls["api"], self.urls
             api["public"] = f"{urls.spot_rest}/v3"
@@ -303,6 +298,23 @@ class BinanceVenue(Venue):
         return self._markets
 
     # --- trading -------------------------------------------------------------------------
+
+    def limiter_for(
+        self, market: VenueMarket | None = None, *, url: str | None = None
+    ) -> VenueLimiter:
+        """The product's limiter: ``market``'s kind, or the product whose REST root ``url``
+        is under (``/fapi`` USD-M, ``/dapi`` COIN-M, ``/eapi`` options by default); anything
+        else (spot, ``/sapi``, no market) is spot's. Binance counts each product's weight
+        apart, and one trading client calls several: each answer goes to its own budget."""
+        if market is not None:
+            return self.limiters.get(market.kind, self.limiter)
+        if url is not None:
+            urls = self.urls
+            for root, kind in ((urls.usdm_rest, "usdm"), (urls.coinm_rest, "coinm"),
+                               (urls.option_rest, "option")):  # fmt: skip
+                if url.startswith(f"{root.rstrip('/')}/"):
+                    return self.limiters[kind]
+        return self.limiter
 
     def private_client(self, config: Mapping[str, object]) -> BinancePrivate:
         """A ccxt client for one set of credentials (``ExchangeCredentials.ccxt_config()``)
@@ -457,6 +469,8 @@ class BinanceVenue(Venue):
         await self._consume(market, "trades", consumer)
 
     async def recent_trades(self, market: VenueMarket, limit: int) -> list[Trade]:
+        # Within the product's documented maximum: options refuse more than 500.
+        limit = max(1, min(limit, TRADES_MAX_LIMITS[market.kind]))
         request = {"symbol": market.exchange_symbol, "limit": limit}
         rows = await public_rest.trades(
             self.limiters[market.kind],

@@ -30,7 +30,6 @@ Integrity rule (Binance's documented "manage a local order book" procedure), per
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 import msgspec
 
@@ -39,30 +38,12 @@ from astra.venues.base import TradeSink
 
 from .schemas import AggTrade, DepthUpdate, OptionTrade
 
-__all__ = [
-    "DEFAULT_RETRY_AFTER",
-    "BookConsumer",
-    "TradeConsumer",
-    "retry_after_seconds",
-]
+__all__ = ["BookConsumer", "TradeConsumer"]
 
 log = logging.getLogger(__name__)
-DEFAULT_RETRY_AFTER = 30.0  # when a 429/418 comes without a usable Retry-After header
 _decode_depth = msgspec.json.Decoder(DepthUpdate).decode
 _decode_agg_trade = msgspec.json.Decoder(AggTrade).decode
 _decode_option_trade = msgspec.json.Decoder(OptionTrade).decode
-
-
-def retry_after_seconds(headers: Mapping[str, str] | None, default: float = DEFAULT_RETRY_AFTER):
-    """Seconds to wait from a ``Retry-After`` header (Binance sends whole seconds)."""
-    for key, value in (headers or {}).items():
-        if key.lower() == "retry-after":
-            try:
-                seconds = float(value)
-            except (TypeError, ValueError):
-                return default
-            return seconds if seconds >= 0 else default
-    return default
 
 
 class BookConsumer:

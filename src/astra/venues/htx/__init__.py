@@ -10,9 +10,12 @@ refresh (or, with ``spot_book="depth"``, from full ``depth.step0`` pushes), swap
 
 Public REST (instruments, recent trades; books need none) is paced per host at HTX's
 documented per-IP limit for market data, ``MARKET_DATA_LIMIT`` requests per
-``MARKET_DATA_WINDOW`` seconds (``astra.venues.public_rest``): ``limiter`` (spot,
-``api.huobi.pro``; shared with trading) and ``contract_limiter`` (``api.hbdm.com``). Recent
-trades are low priority and refused (429) rather than queued; a 429 closes that host's gate.
+``MARKET_DATA_WINDOW`` seconds (``astra.venues.public_rest``): ``public_limiter`` (spot,
+``api.huobi.pro``) and ``contract_limiter`` (``api.hbdm.com``); the instrument lists, a few
+calls at load, by ``instruments_limiter`` at the other public endpoints' ``INSTRUMENTS_LIMIT``
+per ``INSTRUMENTS_WINDOW`` seconds. Recent trades are low priority and refused (429) rather
+than queued; a 429 closes that host's gate. Trading has its own ``limiter``: HTX counts
+private calls per UID, so one account's 429 leaves public REST alone.
 
 Quantities here are the venue's: base asset on spot, contracts on swaps; the gateway serves
 them in base units (``astra.core.ContractUnits``, from ``contractSize`` in the metadata).
@@ -47,6 +50,7 @@ from astra.core import Trade
 from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import UserDataSink, ccxt_symbols, run_ccxt_user_stream
+from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
 
 from .feed import run_depth_feed, run_mbp_feed, run_trade_feed
@@ -93,11 +97,13 @@ class HtxUrls:
                    f"{ws}/ws/v2", f"{ws}/ws/v5/notification")
 
 
-# HTX documents 800 requests a second per IP for market-data REST and 120 per 3 s for the
-# other public endpoints (instruments). One budget per host at a tenth of the market-data
-# figure stays under both, as the gateway needs only instruments and recent trades here.
+# HTX documents 800 requests a second per IP for market-data REST (recent trades: one budget
+# per host at a tenth of that) and 120 per 3 s, 40 a second, for the other public endpoints
+# (the instrument lists: their own budget, so they stay under it).
 MARKET_DATA_LIMIT = 800
 MARKET_DATA_WINDOW = 10.0
+INSTRUMENTS_LIMIT = 120
+INSTRUMENTS_WINDOW = 3.0
 _decode_history = msgspec.json.Decoder(TradeHistory, strict=False).decode
 _HISTORY_PATHS = {
     "spot": ("spot_rest", "/market/history/trade", "symbol"),
@@ -176,12 +182,16 @@ class HtxVenue(Venue):
         self._private_http = PrivateHttp()
         self._accounts: OrderedDict[str, list] = OrderedDict()  # by API-key hash: account ids
         self._lock = asyncio.Lock()
-        self.limiter = public_rest.public_limiter(  # api.huobi.pro, shared with trading
+        self.public_limiter = public_rest.public_limiter(  # api.huobi.pro
             code, per=MARKET_DATA_WINDOW, limit=MARKET_DATA_LIMIT
         )
         self.contract_limiter = public_rest.public_limiter(  # api.hbdm.com
             code, per=MARKET_DATA_WINDOW, limit=MARKET_DATA_LIMIT
         )
+        self.instruments_limiter = public_rest.public_limiter(
+            code, per=INSTRUMENTS_WINDOW, limit=INSTRUMENTS_LIMIT
+        )
+        self.limiter = VenueLimiter(code)  # trading's: HTX counts private calls per UID
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -197,16 +207,16 @@ class HtxVenue(Venue):
             raise RuntimeError(f"{url}: {body.get('err-code')} {body.get('err-msg')}")
         return body
 
-    def _instruments(self, limiter, url: str, params: dict):
+    def _instruments(self, url: str, params: dict):
+        limiter = self.instruments_limiter
         return public_rest.markets(limiter, 1, lambda: self._get_json(url, params))
 
     async def _fetch_instruments(self) -> dict[str, dict]:
-        u, contract = self.urls, self.contract_limiter
+        u = self.urls
         spot, inverse, linear = await asyncio.gather(
-            self._instruments(self.limiter, f"{u.spot_rest}/v1/common/symbols", {}),
-            self._instruments(contract, f"{u.contract_rest}/swap-api/v1/swap_contract_info", {}),
+            self._instruments(f"{u.spot_rest}/v1/common/symbols", {}),
+            self._instruments(f"{u.contract_rest}/swap-api/v1/swap_contract_info", {}),
             self._instruments(
-                contract,
                 f"{u.contract_rest}/linear-swap-api/v1/swap_contract_info",
                 {"business_type": "swap"},
             ),
@@ -368,7 +378,7 @@ class HtxVenue(Venue):
                 resp.raise_for_status()
                 return await resp.read()
 
-        limiter = self.limiter if market.kind == "spot" else self.contract_limiter
+        limiter = self.public_limiter if market.kind == "spot" else self.contract_limiter
         body = _decode_history(await public_rest.trades(limiter, 1, fetch))
         if body.status != "ok":
             raise RuntimeError(f"{url}: {body.err_code} {body.err_msg}")

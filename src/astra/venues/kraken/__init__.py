@@ -23,10 +23,11 @@ nothing touches the network until a feed starts.
 
 Public REST (markets, recent trades; books need none) is paced by a limiter per API, at the
 documented rates (``astra.venues.public_rest``; ccxt's throttle off): spot public calls 1 a
-second per IP (``limiter``, shared with trading, as Kraken's REST docs advise), futures
-public calls ``FUTURES_PUBLIC_RATE`` a second (``futures_limiter``: ccxt krakenfutures'
-``rateLimit`` of 600 ms, cost 1 for instruments and history). Recent trades are low priority
-and refused (429) rather than queued; a 429 closes that API's gate.
+second per IP (``public_limiter``), futures public calls ``FUTURES_PUBLIC_RATE`` a second
+(``futures_limiter``: ccxt krakenfutures' ``rateLimit`` of 600 ms, cost 1 for instruments
+and history). Recent trades are low priority and refused (429) rather than queued; a 429
+closes that API's gate. Trading has its own ``limiter`` (ccxt's pace): Kraken counts private
+calls per API key, so one key's limit leaves public REST alone.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from astra.core import Side, Trade
 from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import ccxt_symbols, run_ccxt_user_stream
+from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
 
 from .feed import BOOK_DEPTHS, MAX_SUBSCRIPTIONS_PER_CONNECTION, SpotPool
@@ -123,9 +125,10 @@ class KrakenVenue(Venue):
         self.urls = urls or KrakenUrls()
         self.silence, self.depth, self.futures = silence, depth, futures
         # ccxt's throttle off (it queues every call without bound): the limiters pace.
-        self.limiter = public_rest.public_limiter(code, per=1.0, limit=SPOT_PUBLIC_RATE)
+        self.public_limiter = public_rest.public_limiter(code, per=1.0, limit=SPOT_PUBLIC_RATE)
         self.futures_limiter = public_rest.public_limiter(code, per=1.0, limit=FUTURES_PUBLIC_RATE)
-        self._ccxt = self.limiter.attach(ccxt_async.kraken({"enableRateLimit": False}))
+        self.limiter = VenueLimiter(code)  # trading's: Kraken counts private calls per key
+        self._ccxt = self.public_limiter.attach(ccxt_async.kraken({"enableRateLimit": False}))
         self._ccxt.urls["api"]["public"] = self.urls.rest
         self._ccxt_futures = self.futures_limiter.attach(
             ccxt_async.krakenfutures({"enableRateLimit": False})
@@ -174,7 +177,7 @@ class KrakenVenue(Venue):
         async with self._lock:
             if self._markets is None:
                 spot, futures = self._markets_source, self._futures_source
-                sources = [public_rest.markets(self.limiter, 1, lambda: _call(spot))]
+                sources = [public_rest.markets(self.public_limiter, 1, lambda: _call(spot))]
                 if self.futures:
                     sources.append(
                         public_rest.markets(self.futures_limiter, 1, lambda: _call(futures))
@@ -320,9 +323,10 @@ class KrakenVenue(Venue):
         if isinstance(market, KrakenFuturesMarket):
             return await self._recent_futures_trades(market, limit)
         # GET /0/public/Trades rows: [price, volume, time (s), "b"|"s", ordertype, misc, id].
-        request = {"pair": market.exchange_symbol, "count": limit}
+        # ``count`` is documented as 1 to 1000.
+        request = {"pair": market.exchange_symbol, "count": max(1, min(limit, 1000))}
         raw = await public_rest.trades(
-            self.limiter, 1, lambda: self._ccxt.publicGetTrades(request)
+            self.public_limiter, 1, lambda: self._ccxt.publicGetTrades(request)
         )
         rows = next((v for k, v in raw["result"].items() if k != "last"), [])
         return [

@@ -6,9 +6,10 @@ venue's raw instrument lists; market data comes from native WebSocket feed handl
 token (``connection.py``: up to 300 topics per spot connection, 100 per futures one, batched
 live (un)subscribes paced under KuCoin's 100 messages per 10 s).
 REST (tokens, snapshots, recent trades) is plain aiohttp so 429s and ``Retry-After`` are
-seen; it is paced by the venue's ``limiter`` (shared with trading) at the documented weights
-of KuCoin's per-IP Public resource pool (``astra.venues.public_rest``): a snapshot goes ahead
-of recent-trade fetches, which are low priority and refused (429) rather than queued.
+seen; it is paced by the venue's ``public_limiter`` (trading has its own ``limiter``: private
+calls count per UID) at the documented weights of KuCoin's per-IP Public resource pool
+(``astra.venues.public_rest``): a snapshot goes ahead of recent-trade fetches, which are low
+priority and refused (429) rather than queued.
 Every URL is configurable: REST bases, and optionally the WebSocket endpoint that
 ``bullet-public`` would hand out (for replayers). ``markets_source`` replaces the instrument
 download (tests, cached instrument files).
@@ -42,6 +43,7 @@ from astra.core import Trade
 from astra.venues import public_rest
 from astra.venues.base import BookSink, Capabilities, TradeSink, Venue, VenueMarket
 from astra.venues.ccxt_user_stream import UserDataSink, ccxt_symbols, run_ccxt_user_stream
+from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
 
 from . import rest
@@ -160,12 +162,14 @@ class KucoinVenue(Venue):
         self._market_source: KucoinPrivate | None = None  # those markets, indexed once
         self._private_http = PrivateHttp()
         self._lock = asyncio.Lock()
-        # One budget per IP for public REST, shared with trading; a snapshot's weight is kept
-        # from trade fetches.
+        # One budget per IP for public REST; a snapshot's weight is kept from trade fetches.
         snapshot = max(WEIGHTS["spot"]["snapshot"], WEIGHTS["futures"]["snapshot"])
-        self.limiter = public_rest.public_limiter(
+        self.public_limiter = public_rest.public_limiter(
             code, per=POOL_WINDOW, limit=PUBLIC_POOL, reserve=snapshot
         )
+        # Trading's own: KuCoin counts private calls per UID (its Spot and Futures pools),
+        # so one account's 429 closes neither public REST nor the snapshots.
+        self.limiter = VenueLimiter(code)
 
     @classmethod
     def from_config(cls, options: dict[str, Any], code: str = "KUCOIN") -> KucoinVenue:
@@ -207,7 +211,9 @@ class KucoinVenue(Venue):
         async with self._lock:
             if self._markets is None:
                 weight = WEIGHTS["spot"]["markets"] + WEIGHTS["futures"]["markets"]
-                source = await public_rest.markets(self.limiter, weight, self._markets_source)
+                source = await public_rest.markets(
+                    self.public_limiter, weight, self._markets_source
+                )
                 parsed = list(source)
                 self._markets = markets_from_ccxt(self.code, parsed)
                 self._ccxt_markets = parsed
@@ -305,7 +311,7 @@ class KucoinVenue(Venue):
         """A fresh public connect token for ``market``'s side (spot or futures)."""
         base, side = self._rest_base(market), "spot" if market.kind == "spot" else "futures"
         return await public_rest.snapshot(  # a normal request, as a snapshot is
-            self.limiter,
+            self.public_limiter,
             WEIGHTS[side]["bullet"],
             lambda: rest.post(self._http(), base, "/api/v1/bullet-public", Bullet),
         )
@@ -316,7 +322,7 @@ class KucoinVenue(Venue):
             path = f"/api/v1/level2/snapshot?symbol={symbol}"
             base = self.urls.futures_rest
             raw = await public_rest.snapshot(
-                self.limiter,
+                self.public_limiter,
                 WEIGHTS["futures"]["snapshot"],
                 lambda: rest.get(http, base, path, ContractSnapshot, strict=False),
             )
@@ -328,7 +334,7 @@ class KucoinVenue(Venue):
             path = f"/api/v1/market/orderbook/level2_{SPOT_SNAPSHOT_DEPTH}?symbol={symbol}"
             depth, weight = SPOT_SNAPSHOT_DEPTH, WEIGHTS["spot"]["snapshot"]
         raw = await public_rest.snapshot(
-            self.limiter,
+            self.public_limiter,
             weight,
             lambda: rest.get(
                 http, self.urls.spot_rest, path, SpotSnapshot, self.credentials, strict=False
@@ -388,7 +394,7 @@ class KucoinVenue(Venue):
             path, row = f"/api/v1/trade/history?symbol={symbol}", ContractTradeHistory
             weight = WEIGHTS["futures"]["trades"]
         rows = await public_rest.trades(
-            self.limiter,
+            self.public_limiter,
             weight,
             lambda: rest.get(self._http(), self._rest_base(market), path, list[row]),
         )

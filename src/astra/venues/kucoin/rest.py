@@ -28,7 +28,7 @@ __all__ = ["POOL_WINDOW", "PUBLIC_POOL", "WEIGHTS", "KucoinCredentials", "RestEr
 
 # Documented request weights (KuCoin's REST docs; ccxt's kucoin costs, and its kucoinfutures
 # costs' "PW" notes at half the cost), counted against the Public resource pool: 2000 per
-# 30 s per IP. The venue's limiter (``KucoinVenue.limiter``) takes them.
+# 30 s per IP. The venue's ``KucoinVenue.public_limiter`` takes them.
 PUBLIC_POOL = 2000  # weight per POOL_WINDOW seconds
 POOL_WINDOW = 30.0
 WEIGHTS = {
