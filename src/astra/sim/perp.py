@@ -34,16 +34,21 @@ Margin model (deliberately simple; every amount is an exact integer of ledger un
   ``closePosition`` stops close whatever the position is when they fire. An opening stop is
   margin-checked when placed and again when it fires (EXPIRED if the margin is gone then).
 
-Modules: ``perp_positions`` (constants, positions, figures), ``perp_events`` (user-stream
-payloads), ``perp_rest`` (the perpetual-only endpoints), ``perp_batch`` (batch orders,
-countdown cancel, order/test), ``perp_margin`` (position margin, Multi-Assets, ADL),
-``perp_market`` (funding history and info, index / mark klines from ``price_history``, sampled
-once a second here), ``funding`` (funding, liquidation).
-
 Reduce rules: ``reduceOnly`` (one-way only) and hedge-mode closing orders (SELL LONG,
 BUY SHORT) may only shrink a position: at placement the order plus the other resting
 reducing orders of that position must fit in it (else -2022), and after every batch of fills
 resting reducing orders that no longer fit expire, newest first, so they never flip it.
+
+Modules: ``perp_positions`` (constants, positions, the fill arithmetic), ``perp_figures``
+(margin figures, the margin check), ``perp_rules`` (position side, reduce and trailing-stop
+rules), ``perp_wallet`` (income rows, deficit cover, transfers), ``perp_persist`` (the state
+document), ``perp_events`` (user-stream payloads), ``perp_rest`` (the perpetual-only
+endpoints), ``perp_batch`` (batch orders, countdown cancel, order/test), ``perp_margin``
+(position margin, Multi-Assets, ADL), ``perp_market`` (funding history and info, index / mark
+klines from ``price_history``, sampled once a second here), ``funding`` (funding,
+liquidation). This module is the side's ``OrderManager``: its state, the order hooks, a fill's
+settlement, the user stream and the per-step work; the helper modules work on it through the
+``perp_side.PerpSide`` Protocol.
 """
 
 from __future__ import annotations
@@ -57,14 +62,21 @@ from astra.venues.aster import schemas as wire
 from .engine import BUY, Fill
 from .funding import check_liquidations, settle_funding
 from .ledger import AMOUNT_DP, FEES, HOUSE, TranIds, format_amount
-from .orders import FINAL, STOP_TYPES, OrderError, OrderManager, OrderRequest, UserOrder
+from .orders import OrderManager, OrderRequest, UserOrder
 from .perp_events import account_update, config_update, order_trade_update
-from .perp_margin import draw_isolated, release_isolated
+from .perp_figures import (
+    account_figures,
+    check_margin,
+    order_im,
+    position_figures,
+    wallet_balance,
+)
+from .perp_margin import release_isolated
+from .perp_persist import dump_perp, load_perp
 from .perp_positions import (
     DEFAULT_LEVERAGE,
     FUNDING_INTERVAL_MS,
     LIQUIDATION_PREFIX,
-    MAINT_PERMILLE,
     MARGIN_ASSET,
     PERP_MAKER_PPM,
     PERP_TAKER_PPM,
@@ -72,16 +84,13 @@ from .perp_positions import (
     Figures,
     Position,
     apply_fill,
-    ceil_div,
-    in_book,
-    max_notional,
-    permille,
+    is_reduce,
     units,
-    value_at,
 )
+from .perp_rules import excess_reduce, fit_triggered, pre_check, trailing_triggered
+from .perp_wallet import add_income, clear_deficit, transfer
 from .price_history import PriceHistory
 from .records import FUNDING_ROWS, history
-from .spot import walk_cost
 from .state import MarketState, now_ms
 from .views import mark_index_e8, mark_price
 
@@ -169,213 +178,36 @@ class PerpTrading(OrderManager):
         """``mark_e8`` of every market (one consistent view for several figures)."""
         return {symbol: self.mark_e8(state) for symbol, state in self.states.items()}
 
-    # -- margin figures ----------------------------------------------------------------------
+    # -- margin figures (perp_figures) -------------------------------------------------------
     def position_figures(self, account: int, symbol: str, ps: str, mark: int) -> Figures:
-        """uPnL, initial and maintenance margin of one position (wallet left at 0) at the
-        mark price ``mark`` (``mark_e8``)."""
-        pos = self.positions.get(account, {}).get((symbol, ps))
-        if pos is None or not pos.amt:
-            return Figures()
-        market = self.states[symbol].market
-        value = value_at(market, pos.amt, mark)
-        notional = abs(value)
-        signed_cost = pos.cost if pos.amt > 0 else -pos.cost
-        return Figures(
-            upnl=value - units(market, signed_cost),
-            pos_im=ceil_div(notional, self.leverage(account, symbol)),
-            maint=ceil_div(notional * MAINT_PERMILLE, 1000),
-        )
+        return position_figures(self, account, symbol, ps, mark)
 
     def wallet(self, account: int) -> int:
-        free, locked = self.ledger.balances(WALLET, account).get(MARGIN_ASSET, (0, 0))
-        return free + locked
+        return wallet_balance(self, account)
 
     def figures(self, account: int, marks: dict[str, int] | None = None) -> Figures:
-        out = Figures(wallet=self.wallet(account))
-        held = {s for (s, _), p in self.positions.get(account, {}).items() if p.amt}
-        for symbol, state in self.states.items():
-            if symbol in held:
-                mark = marks[symbol] if marks is not None else self.mark_e8(state)
-                for ps in ("BOTH", "LONG", "SHORT"):
-                    f = self.position_figures(account, symbol, ps, mark)
-                    out.upnl += f.upnl
-                    out.pos_im += f.pos_im
-                    out.maint += f.maint
-            if self.open.get((account, symbol)):
-                out.order_im += sum(self.order_im(account, symbol, ps)
-                                    for ps in self.sides_of(account))
-        out.isolated = self.ledger.locked(WALLET, account, MARGIN_ASSET)
-        return out
+        return account_figures(self, account, marks)
 
     def order_im(self, account: int, symbol: str, ps: str, extra: UserOrder | None = None,
                  without: UserOrder | None = None) -> int:
-        """Initial margin of the open orders on one position side, with ``extra`` counted
-        (whatever its type) and ``without`` left out."""
-        buy_q = buy_n = sell_q = sell_n = 0
-        orders = [o for o in self.open.get((account, symbol), {}).values()
-                  if o is not extra and o is not without]
-        if extra is not None:
-            orders.append(extra)
-        for o in orders:
-            if o.position_side != ps or self.is_reduce(o) or o.status in FINAL:
-                continue
-            if o is not extra and (o.exec_type != "LIMIT" or not in_book(o)):
-                continue  # market orders are transient; untriggered stops hold no margin
-            q, n = self._order_notional(o)
-            if o.side == BUY:
-                buy_q, buy_n = buy_q + q, buy_n + n
-            else:
-                sell_q, sell_n = sell_q + q, sell_n + n
-        if ps == "LONG":
-            sell_n = 0
-        elif ps == "SHORT":
-            buy_n = 0
-        else:  # one-way: each side first closes the opposite position
-            amt = self.amount(account, symbol, ps)
-            if buy_q:
-                buy_n = buy_n * max(0, buy_q - max(0, -amt)) // buy_q
-            if sell_q:
-                sell_n = sell_n * max(0, sell_q - max(0, amt)) // sell_q
-        market = self.states[symbol].market
-        return ceil_div(units(market, max(buy_n, sell_n)), self.leverage(account, symbol))
+        return order_im(self, account, symbol, ps, extra, without)
 
-    def _order_notional(self, order: UserOrder) -> tuple[int, int]:
-        """(quantity, notional) an order would trade: its limit price, the book for a market
-        order, the trigger reference for a stop still waiting."""
-        state = order.state
-        qty = order.remaining
-        if order.exec_type == "LIMIT":
-            return qty, qty * order.price
-        if order.type in STOP_TYPES and not order.triggered:
-            ref = order.stop_price or order.activation_price
-            if ref is None:
-                last = state.last_trade()
-                ref = last.price if last is not None else self.mark_units(state)
-            return qty, qty * ref
-        got, cost = walk_cost(state, order.side, qty, None)
-        return qty, cost + (qty - got) * self.mark_units(state)
-
-    # -- reduce rules ------------------------------------------------------------------------
-    @staticmethod
-    def is_reduce(o: UserOrder | OrderRequest) -> bool:
-        return (o.reduce_only or o.close_position
-                or (o.position_side == "LONG" and o.side != BUY)
-                or (o.position_side == "SHORT" and o.side == BUY))
-
-    def closable(self, account: int, symbol: str, side: int, ps: str) -> int:
-        """How much of the position an order of ``side`` on ``ps`` can close."""
-        amt = self.amount(account, symbol, ps)
-        if side == BUY:
-            return -amt if amt < 0 and ps != "LONG" else 0
-        return amt if amt > 0 and ps != "SHORT" else 0
-
-    def _resting_reduce(self, account: int, symbol: str, side: int, ps: str,
-                        exclude: UserOrder | None = None) -> list[UserOrder]:
-        return sorted(
-            (o for o in self.open.get((account, symbol), {}).values()
-             if o is not exclude and o.side == side and o.position_side == ps
-             and self.is_reduce(o) and in_book(o)),
-            key=lambda o: o.id,
-        )
-
-    def _sweep(self, account: int, symbol: str) -> None:
-        """Expire resting reducing orders that no longer fit in their position."""
-        for ps in ("BOTH", "LONG", "SHORT"):
-            for side in (0, 1):
-                orders = self._resting_reduce(account, symbol, side, ps)
-                if not orders:
-                    continue
-                room = self.closable(account, symbol, side, ps)
-                total = sum(o.remaining for o in orders)
-                for o in reversed(orders):
-                    if total <= room:
-                        break
-                    total -= o.remaining
-                    o.state.cancel(o.id)
-                    self._finish(o, "EXPIRED")
-
-    # -- order hooks -------------------------------------------------------------------------
+    # -- order hooks (perp_rules, perp_figures) ----------------------------------------------
     def _pre_check(self, account: int, state: MarketState, req: OrderRequest) -> None:
-        dual = account in self.dual
-        if (req.position_side == "BOTH") == dual:
-            raise OrderError(-4061, "Order's position side does not match user's setting.")
-        if req.reduce_only and dual:
-            raise OrderError(-1106, "Parameter 'reduceOnly' sent when not required.")
-        if req.close_position:
-            if req.type not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
-                raise OrderError(-1106, "Parameter 'closePosition' sent when not required.")
-            if req.qty is not None:
-                raise OrderError(-4137, "Quantity must be zero with closePosition equals true")
-            if req.reduce_only:
-                raise OrderError(-4138, "Reduce only must be true with closePosition equals true")
-            if dual and (req.position_side == "LONG") == (req.side == BUY):
-                raise OrderError(-2022, "ReduceOnly Order is rejected.")
-        elif req.qty is None:
-            raise OrderError(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, "
-                                    "or malformed.")
-        if req.type == "TRAILING_STOP_MARKET":
-            self._check_trailing(state, req)
-        if self.is_reduce(req) and not req.close_position and req.type not in STOP_TYPES:
-            room = self.closable(account, req.symbol, req.side, req.position_side)
-            pending = sum(o.remaining for o in self._resting_reduce(
-                account, req.symbol, req.side, req.position_side))
-            if room == 0 or req.qty + pending > room:
-                raise OrderError(-2022, "ReduceOnly Order is rejected.")
-
-    @staticmethod
-    def _check_trailing(state: MarketState, req: OrderRequest) -> None:
-        if req.callback_rate is None:
-            raise OrderError(-1102, "Mandatory parameter 'callbackRate' was not sent, was "
-                                    "empty/null, or malformed.")
-        if permille(req.callback_rate) is None:
-            raise OrderError(-1130, "Data sent for parameter 'callbackRate' is not valid.")
-        m = state.market
-        act = req.activation_price
-        if act is not None and (act < m.min_price or act > m.max_price
-                                or (act - m.min_price) % m.tick):
-            raise OrderError(-4135, "Invalid activation price")
+        pre_check(self, account, state, req)
 
     def _reserve(self, order: UserOrder) -> None:
-        if not self.is_reduce(order):
-            self._check_margin(order)
-
-    def _check_margin(self, order: UserOrder) -> None:
-        account, symbol, ps = order.account, order.symbol, order.position_side
-        market = order.state.market
-        without = self.order_im(account, symbol, ps, without=order)
-        added = self.order_im(account, symbol, ps, extra=order) - without
-        qty, notional = self._order_notional(order)
-        fee = ceil_div(units(market, notional) * self.taker_ppm, 1_000_000)
-        # The figures count the order itself once it rests (a triggered stop-limit): not here.
-        available = self.figures(account).available + self.order_im(account, symbol, ps) - without
-        if added > 0 and available < added + fee:
-            raise OrderError(-2019, "Margin is insufficient.")
-        amt = self.amount(account, symbol, ps)
-        after = abs(amt + (qty if order.side == BUY else -qty))
-        cap = max_notional(self.leverage(account, symbol)) * 10 ** (market.price_dp + market.qty_dp)
-        if after > abs(amt) and qty and after * (notional // qty) > cap:
-            raise OrderError(-2027, "Exceeded the maximum allowable position at current leverage.")
+        if not is_reduce(order):
+            check_margin(self, order)
 
     def _release(self, order: UserOrder) -> None:
         order.reserve = 0  # perpetual orders lock nothing (margin is computed)
 
     def _on_trigger(self, order: UserOrder) -> None:
         order.triggered = True
-        if self.is_reduce(order):
-            room = self.closable(order.account, order.symbol, order.side, order.position_side)
-            room -= sum(o.remaining for o in self._resting_reduce(
-                order.account, order.symbol, order.side, order.position_side, exclude=order))
-            qty = room if order.close_position else min(order.orig_qty, room)
-            if qty <= 0:
-                self._finish(order, "EXPIRED")
-                return
-            order.orig_qty = qty
-        else:
-            try:
-                self._check_margin(order)
-            except OrderError:
-                self._finish(order, "EXPIRED")
-                return
+        if not fit_triggered(self, order):
+            self._finish(order, "EXPIRED")
+            return
         super()._on_trigger(order)
 
     def _trigger_price(self, order: UserOrder, state: MarketState) -> int | None:
@@ -387,30 +219,17 @@ class PerpTrading(OrderManager):
         if order.type != "TRAILING_STOP_MARKET":
             return super()._triggered(order, state, initial=initial)
         price = self._trigger_price(order, state)
-        if price is None:
-            return False
-        buy = order.side == BUY
-        act = order.activation_price
-        if order.extreme is None:
-            if act is None or (price <= act if buy else price >= act):
-                if initial and act is not None:
-                    return True  # the docs: a BUY activates below, a SELL above the latest price
-                order.extreme = price  # activated (without activationPrice: at once)
-                if act is None:
-                    order.activation_price = price  # reported as activatePrice
-            return False
-        order.extreme = min(order.extreme, price) if buy else max(order.extreme, price)
-        rate = permille(order.callback_rate or "") or 0
-        if buy:
-            return price * 1000 >= order.extreme * (1000 + rate)
-        return price * 1000 <= order.extreme * (1000 - rate)
+        return price is not None and trailing_triggered(order, price, initial=initial)
 
     # -- fills -------------------------------------------------------------------------------
     def _on_fills(self, state: MarketState, fills: list[Fill]) -> None:
         super()._on_fills(state, fills)
         owners = {o for f in fills for o in (f.maker_owner, f.taker_owner) if o > 0}
         for account in sorted(owners):
-            self._sweep(account, state.market.symbol)
+            # Resting reducing orders that no longer fit in their position expire.
+            for o in excess_reduce(self, account, state.market.symbol):
+                o.state.cancel(o.id)
+                self._finish(o, "EXPIRED")
 
     def _fill(self, order: UserOrder, trade_id: int, price: int, qty: int, maker: bool,
               other: int) -> None:
@@ -469,52 +288,16 @@ class PerpTrading(OrderManager):
         self._submit(order)
         return order
 
-    # -- money helpers -----------------------------------------------------------------------
+    # -- money helpers (perp_wallet) ---------------------------------------------------------
     def add_income(self, account: int, symbol: str, kind: str, amount: int,
                    trade_id: str = "", asset: str = MARGIN_ASSET) -> dict:
-        row = {"symbol": symbol, "incomeType": kind, "income": format_amount(amount),
-               "asset": asset, "info": kind, "time": now_ms(),
-               "tranId": str(self.tran_ids.next()),
-               "tradeId": trade_id}
-        rows = self.income.get(account)
-        if rows is None:
-            rows = self.income[account] = history()
-        rows.append(row)
-        return row
+        return add_income(self, account, symbol, kind, amount, trade_id, asset)
 
     def clear_deficit(self, account: int, symbol: str) -> None:
-        """A wallet below zero is refilled by the house (the insurance fund)."""
-        free = self.ledger.free(WALLET, account, MARGIN_ASSET)
-        if free < 0 and self.ledger.locked(WALLET, account, MARGIN_ASSET):
-            # Set-aside margin pays before the house does, only as much as is missing.
-            free += draw_isolated(self, account, -free, symbol)
-        if free < 0:
-            self.ledger.move(WALLET, MARGIN_ASSET, -free, HOUSE, account)
-            self.add_income(account, symbol, "INSURANCE_CLEAR", -free)
+        clear_deficit(self, account, symbol)
 
     def transfer(self, account: int, asset: str, amount: int, kind: str, client_id: str) -> int:
-        """``asset/wallet/transfer``: between the spot and perp wallets; returns the tranId."""
-        if (account, client_id) in self.transfers:
-            raise OrderError(-4115, "clientTranId  is duplicated")
-        if kind == "FUTURE_SPOT":
-            free = self.ledger.free(WALLET, account, asset)
-            limit = free if asset != MARGIN_ASSET else min(free, self.figures(account).available)
-            if amount > limit:
-                raise OrderError(-2018, "Balance is insufficient.")
-            self.ledger.move(WALLET, asset, amount, account, account, dst_wallet="spot")
-            change = -amount
-        else:
-            if amount > self.ledger.free("spot", account, asset):
-                raise OrderError(-2018, "Balance is insufficient.")
-            self.ledger.move("spot", asset, amount, account, account, dst_wallet=WALLET)
-            change = amount
-        self.transfers.add((account, client_id))
-        row = self.add_income(account, "", "TRANSFER", change, asset=asset)
-        tran_id = int(row["tranId"])
-        if self.on_transfer is not None:  # the same transfer, the same tranId, on spot
-            self.on_transfer(account, asset, -change, tran_id)
-        self.account_update(account, "ASSET_TRANSFER", [], change, asset)
-        return tran_id
+        return transfer(self, account, asset, amount, kind, client_id)
 
     # -- user stream -------------------------------------------------------------------------
     def _events(self, order: UserOrder, exec_type: str, trade: dict | None = None) -> None:
@@ -569,41 +352,13 @@ class PerpTrading(OrderManager):
             mark, index = mark_index_e8(state, self.index_price(state))
             self.price_history.sample(symbol, now, mark, index)
 
-    # -- persistence -------------------------------------------------------------------------
+    # -- persistence (perp_persist) ----------------------------------------------------------
     def to_dict(self) -> dict:
         data = super().to_dict()
-        data["perp"] = {
-            "positions": [[a, s, ps, p.amt, p.cost, p.realized, p.update_time]
-                          for a, book in self.positions.items() for (s, ps), p in book.items()],
-            "leverage": [[a, s, v] for (a, s), v in self.leverages.items()],
-            "margin_type": [[a, s, v] for (a, s), v in self.margin_types.items()],
-            "dual": sorted(self.dual),
-            "income": [[a, list(rows)] for a, rows in self.income.items()],
-            "transfers": sorted([a, c] for a, c in self.transfers),
-            "tran_id": self.tran_ids.last,
-            "funding_history": list(self.funding_history),
-            "isolated": [[a, s, ps, v] for (a, s, ps), v in self.isolated.items()],
-            "margin_history": [[a, list(rows)] for a, rows in self.margin_history.items()],
-            "multi_assets": sorted(self.multi_assets),
-            "countdowns": [[a, s, t] for (a, s), t in self.countdowns.items()],
-        }
+        data["perp"] = dump_perp(self)
         return data
 
     def load(self, data: dict) -> None:
         """Positions and settings first: re-entering open orders may fill against them."""
-        perp = data.get("perp", {})
-        for a, s, ps, amt, cost, realized, t in perp.get("positions", ()):
-            self.positions.setdefault(a, {})[(s, ps)] = Position(amt, cost, realized, t)
-        self.leverages.update({(a, s): v for a, s, v in perp.get("leverage", ())})
-        self.margin_types.update({(a, s): v for a, s, v in perp.get("margin_type", ())})
-        self.dual.update(perp.get("dual", ()))
-        self.income.update({a: history(rows) for a, rows in perp.get("income", ())})
-        self.transfers.update((a, c) for a, c in perp.get("transfers", ()))
-        self.tran_ids.last = max(self.tran_ids.last, perp.get("tran_id", 0))
-        self.funding_history.extend(perp.get("funding_history", ()))
-        self.isolated.update({(a, s, ps): v for a, s, ps, v in perp.get("isolated", ())})
-        self.margin_history.update({a: history(rows)
-                                    for a, rows in perp.get("margin_history", ())})
-        self.multi_assets.update(perp.get("multi_assets", ()))
-        self.countdowns.update({(a, s): t for a, s, t in perp.get("countdowns", ())})
+        load_perp(self, data.get("perp", {}))
         super().load(data)

@@ -1,5 +1,6 @@
 """Perpetual positions and margin arithmetic: the constants of the margin model, a position
-(signed quantity + entry cost), an account's margin figures, and the fill arithmetic.
+(signed quantity + entry cost), an account's margin figures, the order predicates
+(``in_book``, ``is_reduce``) and the fill arithmetic.
 
 Everything is an exact integer: quantities in the market's quantity units, prices in its price
 units, money in ledger units (10**-8 USDT). See ``perp.py`` for the model as a whole.
@@ -13,13 +14,13 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from .engine import BUY
 from .ledger import AMOUNT_DP
 from .markets import SimMarket
-from .orders import STOP_TYPES, UserOrder
+from .orders import STOP_TYPES, OrderRequest, UserOrder
 
 __all__ = [
     "BRACKETS", "DEFAULT_LEVERAGE", "FUNDING_INTERVAL_MS", "LIQUIDATION_PREFIX", "MAINT_PERMILLE",
     "MARGIN_ASSET", "MAX_LEVERAGE", "PERP_MAKER_PPM", "PERP_TAKER_PPM", "WALLET", "Figures",
-    "Position", "apply_fill", "ceil_div", "in_book", "max_notional", "permille", "units",
-    "value_at",
+    "Position", "apply_fill", "ceil_div", "in_book", "is_reduce", "max_notional", "permille",
+    "units", "value_at",
 ]  # fmt: skip
 
 WALLET = "perp"
@@ -99,6 +100,14 @@ class Figures:
 def in_book(order: UserOrder) -> bool:
     """Whether an order is (or is entering) the book: not a stop still waiting."""
     return order.type not in STOP_TYPES or order.triggered
+
+
+def is_reduce(o: UserOrder | OrderRequest) -> bool:
+    """Whether an order (or request) may only shrink its position: ``reduceOnly``,
+    ``closePosition``, or a hedge-mode closing side (SELL LONG, BUY SHORT)."""
+    return (o.reduce_only or o.close_position
+            or (o.position_side == "LONG" and o.side != BUY)
+            or (o.position_side == "SHORT" and o.side == BUY))
 
 
 def apply_fill(pos: Position, side: int, qty: int, price: int) -> int:

@@ -1,11 +1,12 @@
 """What the perpetual helper modules need from the perpetual trading side, as a Protocol.
 
-``funding`` (funding and liquidation), ``perp_events`` (user-stream payloads) and
-``perp_margin`` (position margin) work on a ``PerpSide`` passed to them; ``perp.PerpTrading``
-implements it and imports those modules. They annotate with this Protocol rather than with
-``PerpTrading``, so none of them imports ``perp`` (not even for type checking) and the
-simulator has no import cycle. Only names are imported here, for type checking, from modules
-below all of them.
+``funding`` (funding and liquidation), ``perp_events`` (user-stream payloads),
+``perp_margin`` (position margin), ``perp_figures`` (margin figures), ``perp_rules`` (order
+rules), ``perp_wallet`` (income, deficit cover, transfers) and ``perp_persist`` (the state
+document) work on a ``PerpSide`` passed to them; ``perp.PerpTrading`` implements it and imports
+those modules. They annotate with this Protocol rather than with ``PerpTrading``, so none of
+them imports ``perp`` (not even for type checking) and the simulator has no import cycle. Only
+names are imported here, for type checking, from modules below all of them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from astra.venues.aster import schemas as wire
 
-    from .ledger import Ledger
+    from .ledger import Ledger, TranIds
     from .orders import OrderRequest, UserOrder
     from .perp_positions import Figures, Position
     from .state import MarketState
@@ -36,6 +37,16 @@ class PerpSide(Protocol):
     isolated: dict[tuple[int, str, str], int]
     margin_history: dict[int, deque[dict]]
     multi_assets: set[int]
+    leverages: dict[tuple[int, str], int]
+    margin_types: dict[tuple[int, str], str]
+    funding_history: deque[dict]  # fundingRate rows, oldest first (records.history)
+    countdowns: dict[tuple[int, str], int]  # countdownCancelAll deadlines, epoch ms
+    taker_ppm: int
+    income: dict[int, deque[dict]]  # per account, bounded (records.history)
+    transfers: set[tuple[int, str]]  # (account, clientTranId) of every transfer
+    tran_ids: TranIds
+    # Told of every transfer (account, asset, spot delta, tranId): spot transactionHistory.
+    on_transfer: Callable[[int, str, int, int], None] | None
     # Told of every liquidation order once it has been matched (the forceOrder streams).
     on_liquidation: Callable[[wire.ForceOrderEvent], None] | None
 
@@ -49,6 +60,8 @@ class PerpSide(Protocol):
     def peek(self, account: int, symbol: str, ps: str) -> Position: ...
     def amount(self, account: int, symbol: str, ps: str) -> int: ...
     def margin_type(self, account: int, symbol: str) -> str: ...
+    def leverage(self, account: int, symbol: str) -> int: ...
+    def sides_of(self, account: int) -> tuple[str, ...]: ...
     def cancel(
         self, account: int, symbol: str, oid: int | None, client_id: str | None
     ) -> UserOrder: ...
