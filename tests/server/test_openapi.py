@@ -26,7 +26,7 @@ from astra.core import (
 )
 from astra.server.openapi import openapi_document
 from astra.server.params import WS_DATA_TYPES, int_param
-from astra.trading.service import BALANCE_ACCOUNTS
+from astra.venues.base import BALANCE_ACCOUNTS
 
 DOC = openapi_document()
 SPOT = "SIM-SPOT-BTC-USDT"

@@ -63,6 +63,28 @@ def test_rejects_bad_orders():
         eng.submit(_order(3, BUY, 99, 1))
 
 
+def test_reachable_merges_displayed_and_hidden_levels_best_first_and_lazily():
+    eng = MatchingEngine()
+    for oid, side, price, qty, hidden in [
+        (1, SELL, 103, 2, False), (2, SELL, 101, 4, True), (3, SELL, 103, 5, True),
+        (4, SELL, 102, 1, False), (5, BUY, 99, 3, False), (6, BUY, 100, 2, True),
+        (7, BUY, 99, 1, True), (8, BUY, 97, 6, False),
+    ]:
+        eng.submit(_order(oid, side, price, qty, hidden=hidden))
+    # One row per price, displayed + hidden summed, in the order a taker would reach them.
+    assert list(eng.reachable(SELL)) == [(101, 4), (102, 1), (103, 7)]
+    assert list(eng.reachable(BUY)) == [(100, 2), (99, 4), (97, 6)]
+    asks = eng.reachable(SELL)
+    assert next(asks) == (101, 4)  # a generator: read one level, stop
+    # Fill-or-kill sees the merged levels: 4 + 1 + 7 = 12 reachable up to 103, 5 up to 102.
+    assert eng.submit(_order(9, BUY, 102, 6), all_or_none=True, rest=False) == []
+    fills = eng.submit(_order(10, BUY, 103, 12), all_or_none=True, rest=False)
+    assert [(f.maker_id, f.price, f.qty) for f in fills] == [(2, 101, 4), (4, 102, 1),
+                                                              (1, 103, 2), (3, 103, 5)]
+    assert list(eng.reachable(SELL)) == []
+    eng.check_invariants()
+
+
 def test_hidden_order_rests_unseen_and_fills_when_crossed():
     eng = MatchingEngine()
     eng.submit(_order(1, SELL, 105, 2))
@@ -86,8 +108,9 @@ def test_hidden_order_rests_unseen_and_fills_when_crossed():
     # A hidden order that crosses takes first, then rests hidden; cancel removes it unseen.
     fills = eng.submit(_order(6, BUY, 105, 3, hidden=True))
     assert [(f.maker_id, f.qty) for f in fills] == [(1, 2)] and eng.depth() == ([], [])
-    assert eng.orders[6].qty == 1 and eng.all_depth() == ([(105, 1)], [])
-    assert eng.cancel(6).qty == 1 and eng.all_depth() == ([], []) and 6 not in eng.orders
+    assert eng.orders[6].qty == 1 and list(eng.reachable(BUY)) == [(105, 1)]
+    assert list(eng.reachable(SELL)) == []
+    assert eng.cancel(6).qty == 1 and list(eng.reachable(BUY)) == [] and 6 not in eng.orders
     eng.check_invariants()
 
 

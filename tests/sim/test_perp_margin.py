@@ -12,7 +12,7 @@ from tests.sim.test_perp_ccxt import BTC, call
 from tests.sim.test_perp_market import settle_fundings
 from tests.sim.test_perp_risk import HmacClient, account_id
 
-from astra.sim import SimExchange, SimServer
+from astra.sim import SELL, SimExchange, SimServer
 from astra.sim.admin import parse_deposits
 from astra.sim.ledger import HOUSE
 from astra.sim.perp_positions import MARGIN_ASSET, WALLET
@@ -168,7 +168,7 @@ async def test_new_records_survive_a_restart(tmp_path):
         engine = second.state("spot", SYM).engine
         assert hidden["orderId"] in engine.orders and engine.orders[hidden["orderId"]].hidden
         price = ask + 50_000  # 0.01 BTC (1000 units) there, none of it displayed
-        assert dict(engine.all_depth()[1])[price] - dict(engine.depth()[1]).get(price, 0) == 1000
+        assert dict(engine.reachable(SELL))[price] - dict(engine.depth()[1]).get(price, 0) == 1000
         await order(t, "SELL", quantity="0.05", reduceOnly="true")
         assert second.ledger.locked(WALLET, 1, MARGIN_ASSET) == 0
         second.ledger.check()

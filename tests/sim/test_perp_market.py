@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import aiohttp
 import pytest
@@ -153,7 +153,8 @@ async def test_ccxt_reads_funding_and_price_candles(still, ccxt_aster):
 
 def test_numeric_samples_equal_premium_index_figures():
     """The price history samples numbers (``mark_index_e8``), not texts: over a stretch of
-    flow they are exactly premiumIndex's markPrice and indexPrice, every step and market."""
+    flow they are exactly premiumIndex's markPrice and indexPrice, every step and market; so
+    are the trading side's ``mark_e8`` and ``mark_units`` (fills, liquidations, triggers)."""
     ex = SimExchange(seed=3)
     perp = ex.sides["perp"].trading
     for _ in range(400):
@@ -162,4 +163,7 @@ def test_numeric_samples_equal_premium_index_figures():
             mp = perp.mark(state)
             expected = (int(Decimal(mp.p).scaleb(8)), int(Decimal(mp.i).scaleb(8)))
             assert mark_index_e8(state, perp.index_price(state)) == expected
+            assert perp.mark_e8(state) == expected[0]
+            grid = Decimal(mp.p).scaleb(state.market.price_dp)
+            assert perp.mark_units(state) == int(grid.to_integral_value(ROUND_HALF_EVEN))
 

@@ -51,6 +51,25 @@ def test_history_records_keep_their_newest_rows_in_memory_and_on_disk():
     assert perp.funding_history[0]["fundingTime"] == 1
 
 
+def test_the_shared_tran_id_counter_is_saved_once_and_old_files_still_load():
+    ex = SimExchange(seed=1)
+    spot, perp = ex.sides["spot"].trading, ex.sides["perp"].trading
+    assert perp.tran_ids is spot.tran_ids  # one counter for both sides (app.py)
+    spot.record(7, "USDT", 1, "TRADE_TARGET")
+    perp.add_income(7, SYM, "COMMISSION", -1)
+    saved_spot, saved_perp = spot.to_dict(), perp.to_dict()
+    assert saved_spot["tran_id"] == 2 and "tran_id" not in saved_perp["perp"]
+    again = SimExchange(seed=1)
+    again.sides["perp"].trading.load(saved_perp)
+    again.sides["spot"].trading.load(saved_spot)
+    assert again.sides["perp"].trading.add_income(7, SYM, "COMMISSION", -1)["tranId"] == "3"
+    # A file written when both sides saved the counter: the larger one is the last id used.
+    old = SimExchange(seed=1)
+    old.sides["perp"].trading.load({**saved_perp, "perp": {**saved_perp["perp"], "tran_id": 9}})
+    old.sides["spot"].trading.load({**saved_spot, "tran_id": 4})
+    assert old.sides["spot"].trading.tran_ids.next() == 10
+
+
 async def test_position_margin_history_is_bounded(still, make_trader):
     t = make_trader("USDT=10000")
     await ok(t.v1("POST", "/fapi/v1/marginType", symbol=SYM, marginType="ISOLATED"))
@@ -73,6 +92,20 @@ async def test_limit_zero_is_invalid_on_signed_records(still, make_trader, metho
     t = make_trader("USDT=1000")
     assert await error(t.v1(method, path, **params, limit=0)) == -1130
     await ok(t.v1(method, path, **params, limit=1))
+
+
+@pytest.mark.parametrize("path,params", [
+    ("/fapi/v1/income", {}),
+    ("/fapi/v1/forceOrders", {}),
+    ("/fapi/v1/positionMargin/history", {"symbol": SYM}),
+    ("/api/v1/transactionHistory", {}),
+])
+async def test_start_after_end_is_invalid_on_signed_history(still, make_trader, path, params):
+    """``records.query_window``: every history query answers -1023 for a start after its
+    end (only transactionHistory did), and a one-instant window is fine."""
+    t = make_trader("USDT=1000")
+    assert await error(t.v1("GET", path, **params, startTime=2000, endTime=1000)) == -1023
+    assert await ok(t.v1("GET", path, **params, startTime=1000, endTime=1000)) == []
 
 
 @pytest.mark.parametrize("path,params", [

@@ -6,22 +6,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from tests.sim.test_perp import error, ok
 from tests.sim.test_perp_ccxt import call
 from tests.sim.test_spot_trading import D, balances
 
 SYM = "BTCUSDT"
-
-
-async def ok(call_) -> object:
-    status, body = await call_
-    assert status == 200, body
-    return body
-
-
-async def error(call_) -> int:
-    status, body = await call_
-    assert status == 400, body
-    return body["code"]
 
 
 async def perp_usdt(t) -> Decimal:

@@ -32,15 +32,8 @@ from astra.core import (
 )
 from astra.core.credentials import ExchangeCredentials
 from astra.trading.credentials import REDACTOR, redacting
-from astra.trading.errors import (
-    DEFAULT_RETRY_AFTER,
-    MAX_MESSAGE,
-    banned_until,
-    http_status_of,
-    map_venue_error,
-    parse_retry_after,
-    sanitize,
-)
+from astra.trading.errors import DEFAULT_RETRY_AFTER, MAX_MESSAGE, map_venue_error, sanitize
+from astra.venues.venue_answers import banned_until, http_status_of, parse_retry_after
 
 SIG = "9f2c4e7a1b3d5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4"
 API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"

@@ -510,7 +510,8 @@ async def test_each_slot_is_judged_by_its_own_answer():
 async def test_ccxt_calls_the_attached_hook_on_loopback():
     """``attach`` relies on ccxt's undocumented ``on_rest_response``: a real ccxt call to a
     loopback venue answering 429 must reach it, with the request's URL and the response
-    headers (else Retry-After would be unseen and the wait a 1 s backoff instead of 7 s)."""
+    headers (else Retry-After would be unseen and the wait a 1 s backoff instead of 7 s).
+    A 200 is not routed at all: the hook asks no limiter about an answer that is no limit."""
     t = FakeTime()
     lim = make(t)
     urls: list[str] = []
@@ -525,6 +526,10 @@ async def test_ccxt_calls_the_attached_hook_on_loopback():
 
     app = web.Application()
     app.router.add_get("/api/v3/time", limited)
+    async def pong(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app.router.add_get("/api/v3/ping", pong)
     async with serve(app) as base:
         ex = ccxt_async.binance({"enableRateLimit": False, "timeout": 5000, "timeout_on_exit": 0})
         ex.urls["api"]["public"] = f"{base}/api/v3"
@@ -532,9 +537,11 @@ async def test_ccxt_calls_the_attached_hook_on_loopback():
         try:
             with pytest.raises(ccxt.DDoSProtection):
                 async with asyncio.timeout(10):
+                    async with lim.slot() as ok:
+                        assert await ex.public_get_ping() == {}
                     async with lim.slot() as slot:
                         await ex.fetch_time()
         finally:
             await ex.close()
     assert urls == [f"{base}/api/v3/time"]
-    assert (lim.retry_after(), lim.signals, slot.limited) == (7.0, 1, True)
+    assert (lim.retry_after(), lim.signals, slot.limited, ok.limited) == (7.0, 1, True, False)

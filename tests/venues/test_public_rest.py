@@ -446,6 +446,25 @@ def _trades_venue(name: str, base: str):
     return venue, _market("COINBASE-SPOT-BTC-USD", "BTC-USD", "spot")
 
 
+async def test_aster_prices_a_snapshot_by_the_bracket_of_the_rows_it_asks_for():
+    """Aster's depth weight is its documented bracket of the (clamped) limit asked: 7 and 0
+    rows cost the 5-row bracket's 2, 100 rows 5; so 9 tokens take all three at once (priced
+    at the 1000-row 20 each, the second would be refused)."""
+    fake = FakeRest({"/api/v3/depth": BINANCE_DEPTH})
+    t = VirtualTime()
+    async with fake.running() as base:
+        venue, market = _trades_venue("aster", base)
+        venue.limiter = VenueLimiter("ASTER", rate=1.0, capacity=9.0, clock=t,
+                                     wall_clock=t.wall, sleep=t.sleep)  # fmt: skip
+        try:
+            async with asyncio.timeout(10):
+                snaps = [await venue.snapshot(market, n) for n in (7, 0, 100)]
+        finally:
+            await venue.close()
+    assert not t.parked and [s.last_update_id for s in snaps] == [7, 7, 7]
+    assert [q["limit"] for _, q in fake.log] == ["7", "1", "100"]  # clamped to 1..1000
+
+
 # --- a venue's 429 closes the gate ---------------------------------------------------------
 
 

@@ -115,9 +115,11 @@ class MarketDataEngine:
 
     async def recent_trades(self, symbol: str, limit: int) -> list[Trade]:
         venue, market = await self.resolve(symbol)
+        units = None
         try:
             if venue.live_trades:
                 channel = self._channel(venue, market, DataType.TRADE)
+                units = channel.units
                 # A reference held across the read: a fetch that outlasts ``linger`` must not
                 # retire the channel (and cancel the fetch) under the request.
                 channel.acquire()
@@ -127,6 +129,7 @@ class MarketDataEngine:
                     channel.release()
             else:
                 trades = await venue.recent_trades(market, limit)
+                units = units_of(market)
         except AstraError:
             raise  # e.g. RateLimited: the limiter's answer, with its Retry-After
         except Exception as exc:
@@ -134,7 +137,6 @@ class MarketDataEngine:
             raise VenueUnavailable(
                 venue.code, f"{venue.code} trades unavailable ({type(exc).__name__})"
             ) from exc
-        units = units_of(market)
         return trades if units is None else units.trades(trades)
 
     def subscribe(

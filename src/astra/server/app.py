@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-import msgspec
 from aiohttp import WSCloseCode, web
 
 from astra.core import DataType, InvalidParameter, TradesMessage
@@ -27,28 +26,23 @@ from astra.marketdata.engine import MarketDataEngine
 from astra.net import BoundedSender
 
 from .auth import WS_PROTOCOL
-from .errors import MAX_BODY_BYTES, error_middleware, error_response
+from .errors import MAX_BODY_BYTES, error_middleware, json_response
 from .openapi import openapi_document
 from .params import (
     DEFAULT_TRADES_LIMIT,
     MAX_DEPTH,
     MAX_TRADES_LIMIT,
+    PRIVATE_DATA_TYPES,
     WS_DATA_TYPES,
     int_param,
     required,
 )
-from .private import PRIVATE_DATA_TYPES
 from .sessions import WsSessions, attach_ws
 
-__all__ = ["Metrics", "build_app", "build_metrics_app", "error_response"]
+__all__ = ["Metrics", "build_app", "build_metrics_app"]
 
 log = logging.getLogger(__name__)
-_encode = msgspec.json.Encoder().encode
 _DATA_TYPES = {d.value: d for d in DataType}
-
-
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(body=_encode(body), status=status, content_type="application/json")
 
 
 class Metrics:
@@ -77,10 +71,6 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def _required(request: web.Request, name: str) -> str:
-    return required(request.query, name)
-
-
 class _Routes:
     def __init__(
         self,
@@ -95,21 +85,21 @@ class _Routes:
         self.max_queue, self.send_buffer = max_queue, send_buffer
 
     async def markets(self, request: web.Request) -> web.Response:
-        return _json(await self.engine.markets(_required(request, "exchange")))
+        return json_response(await self.engine.markets(required(request.query, "exchange")))
 
     async def orderbook(self, request: web.Request) -> web.Response:
-        market = _required(request, "market")
+        market = required(request.query, "market")
         depth = int_param(request.query, "depth", None, MAX_DEPTH)
         body = await self.engine.order_book(market, depth)  # encoded once per book version
         return web.Response(body=body, content_type="application/json")
 
     async def trades(self, request: web.Request) -> web.Response:
-        market = _required(request, "market")
+        market = required(request.query, "market")
         limit = int_param(request.query, "limit", DEFAULT_TRADES_LIMIT, MAX_TRADES_LIMIT)
-        return _json(TradesMessage(trades=await self.engine.recent_trades(market, limit)))
+        return json_response(TradesMessage(trades=await self.engine.recent_trades(market, limit)))
 
     async def exchanges(self, request: web.Request) -> web.Response:
-        return _json(
+        return json_response(
             [
                 {"exchange": code, "capabilities": venue.capabilities}
                 for code, venue in sorted(self.engine.venues.items())
@@ -117,13 +107,13 @@ class _Routes:
         )
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return _json(openapi_document(self.engine.venues))  # narrowed to the served venues
+        return json_response(openapi_document(self.engine.venues))  # narrowed to the served venues
 
     async def ws(self, request: web.Request) -> web.StreamResponse:
-        raw_type = _required(request, "dataType")
+        raw_type = required(request.query, "dataType")
         if self.private_ws is not None and raw_type in PRIVATE_DATA_TYPES:
             return await self.private_ws(request)
-        market = _required(request, "market")
+        market = required(request.query, "market")
         data_type = _DATA_TYPES.get(raw_type)
         if data_type is None:
             raise InvalidParameter("dataType", f"expected one of {', '.join(WS_DATA_TYPES)}")
@@ -191,7 +181,7 @@ def build_metrics_app(metrics: Metrics) -> web.Application:
     """``/health`` and ``/metrics`` for operators, on their own port."""
 
     async def health(request: web.Request) -> web.Response:
-        return _json(
+        return json_response(
             {
                 "status": "ok",
                 "venues": sorted(metrics.engine.venues),

@@ -40,6 +40,7 @@ __all__ = [
     "WEBSOCKET_PATHS",
     "error_middleware",
     "error_response",
+    "json_response",
 ]
 
 log = logging.getLogger("astra.server.app")  # where these lines always went
@@ -50,7 +51,8 @@ MAX_BODY_BYTES = 1024 * 1024  # the largest request body (aiohttp's client_max_s
 WEBSOCKET_PATHS = frozenset({"/ws"})  # every WebSocket route of the API
 
 
-def _json(body: object, status: int) -> web.Response:
+def json_response(body: object, status: int = 200) -> web.Response:
+    """``body`` (a msgspec Struct, or plain data) encoded once as the JSON answer."""
     return web.Response(body=_encode(body), status=status, content_type="application/json")
 
 
@@ -58,7 +60,7 @@ def error_response(err: AstraError) -> web.Response:
     model = err.to_model()
     if err.venue is not None:
         model.message = without_locations(model.message)
-    resp = _json(model, err.status)
+    resp = json_response(model, err.status)
     if err.retry_after is not None:
         resp.headers["Retry-After"] = str(int(err.retry_after + 0.999))
     return resp
@@ -85,7 +87,7 @@ def _from_http(exc: web.HTTPException, request: web.Request, name: str) -> web.R
     if isinstance(exc, web.HTTPBadRequest) and name in WEBSOCKET_PATHS:
         return error_response(WebSocketUpgradeRequired())  # the handshake refused the request
     code = "BAD_REQUEST" if exc.status == 400 else f"HTTP_{exc.status}"
-    resp = _json(Error(code=code, message=exc.reason), exc.status)
+    resp = json_response(Error(code=code, message=exc.reason), exc.status)
     for header in ("Allow", "Retry-After"):
         if header in exc.headers:
             resp.headers[header] = exc.headers[header]

@@ -40,9 +40,9 @@ from astra.core._trading import (
     Position,
     ResyncMessage,
 )
-from astra.store.journal import CLIENT_ORDER_ID_MAX_LENGTH
-from astra.trading.service import BALANCE_ACCOUNTS, MAX_ORDER_VALUE
-from astra.venues.base import Capabilities, Venue
+from astra.store.journal import CLIENT_ORDER_ID_PATTERN
+from astra.trading.service import MAX_ORDER_VALUE, PRICED_TYPES, STOP_TYPES
+from astra.venues.base import BALANCE_ACCOUNTS, Capabilities, Venue
 
 from .params import DEFAULT_TRADES_LIMIT, MAX_DEPTH, MAX_SINCE, MAX_TRADES_LIMIT, WS_DATA_TYPES
 
@@ -51,7 +51,7 @@ __all__ = ["openapi_document"]
 EXCHANGES = [e.value for e in Exchange]
 CLIENT_ORDER_ID_SCHEMA = {
     "type": "string",
-    "pattern": f"^[A-Za-z0-9._:/-]{{1,{CLIENT_ORDER_ID_MAX_LENGTH}}}$",
+    "pattern": f"^{CLIENT_ORDER_ID_PATTERN}$",
 }
 # Prices and quantities of an order: positive, finite, bounded (check_order's 422 otherwise).
 ORDER_VALUE_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_ORDER_VALUE}
@@ -97,8 +97,8 @@ _ERRORS = {
 
 
 # The order types that need a price, and those that need a stopPrice (check_order's 422).
-_PRICED = ["LIMIT", "STOP_LIMIT", "TAKE_PROFIT_LIMIT"]
-_STOPPED = ["STOP_LIMIT", "STOP_MARKET", "TAKE_PROFIT_LIMIT", "TAKE_PROFIT_MARKET"]
+_PRICED = [t.value for t in PRICED_TYPES]
+_STOPPED = [t.value for t in STOP_TYPES]
 
 
 def _when_type(types: list[str], then: dict, otherwise: dict) -> dict:

@@ -49,15 +49,13 @@ from astra.trading.credentials import REDACTOR, CredentialSource, resolve_creden
 from astra.trading.service import TradingService
 from astra.venues.ccxt_normalize import fill_in_base, order_in_base
 
-from . import params
 from .auth import API_KEY, WS_PROTOCOL
-from .errors import error_response
+from .errors import error_response, json_response
 from .params import MAX_SINCE, int_param, required
 from .sessions import attach_ws
 
-__all__ = ["DEFAULT_BODY_TIMEOUT", "PRIVATE_DATA_TYPES", "private_routes", "private_ws"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "private_routes", "private_ws"]
 
-PRIVATE_DATA_TYPES = frozenset(params.PRIVATE_DATA_TYPES)
 DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a request body (1 MiB at most)
 log = logging.getLogger(__name__)
 
@@ -65,10 +63,6 @@ _encode = msgspec.json.Encoder().encode
 _decode_order = msgspec.json.Decoder(PlaceOrder).decode
 # msgspec's messages: the field at fault, so the 400 names it (else the whole ``body``).
 _FIELD = re.compile(r"unknown field `(\w+)`|at `\$\.(\w+)`|missing required field `(\w+)`")
-
-
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(body=_encode(body), status=status, content_type="application/json")
 
 
 class _Private:
@@ -137,7 +131,7 @@ class _Private:
         creds = self._creds(request, venue.code)
         key_id = self._key_id(request)
         order = await self.service.place(key_id, creds, body)
-        return _json(order, 202 if order.status == OrderStatus.UNKNOWN else 200)
+        return json_response(order, 202 if order.status == OrderStatus.UNKNOWN else 200)
 
     async def cancel(self, request: web.Request) -> web.Response:
         market, venue = await self._market(request)
@@ -146,16 +140,16 @@ class _Private:
         creds = self._creds(request, venue.code)
         if oid is None and cid is None:
             canceled = await self.service.cancel_all(self._key_id(request), creds, market)
-            return _json({"market": market, "canceled": canceled})
+            return json_response({"market": market, "canceled": canceled})
         order = await self.service.cancel(self._key_id(request), creds, market, oid, cid)
-        return _json(order)
+        return json_response(order)
 
     async def open_orders(self, request: web.Request) -> web.Response:
         market, venue = await self._market(request)
         creds = self._creds(request, venue.code)
         key_id = self._key_id(request)
         await self.service.reconcile_pending(key_id, venue.code, creds)
-        return _json(await self.service.open_orders(key_id, creds, market))
+        return json_response(await self.service.open_orders(key_id, creds, market))
 
     async def get_order(self, request: web.Request) -> web.Response:
         market, venue = await self._market(request)
@@ -163,26 +157,27 @@ class _Private:
         self.service.check_order_ids(venue, order_id)
         creds = self._creds(request, venue.code)
         order = await self.service.get_order(self._key_id(request), creds, market, order_id)
-        return _json(order)
+        return json_response(order)
 
     async def fills(self, request: web.Request) -> web.Response:
         market, venue = await self._market(request)
         since = int_param(request.query, "since", None, MAX_SINCE, minimum=0)
         creds = self._creds(request, venue.code)
-        return _json(await self.service.fills(self._key_id(request), creds, market, since))
+        return json_response(await self.service.fills(self._key_id(request), creds, market, since))
 
     async def balances(self, request: web.Request) -> web.Response:
         exchange = required(request.query, "exchange")
         account = request.query.get("account")
         self.service.check_balance_account(self.service._venue(exchange), account)
         creds = self._creds(request, exchange)
-        return _json(await self.service.balances(self._key_id(request), creds, exchange, account))
+        balances = await self.service.balances(self._key_id(request), creds, exchange, account)
+        return json_response(balances)
 
     async def positions(self, request: web.Request) -> web.Response:
         exchange = required(request.query, "exchange")
         self.service._venue(exchange)  # an unknown exchange is named before the credentials
         creds = self._creds(request, exchange)
-        return _json(await self.service.positions(self._key_id(request), creds, exchange))
+        return json_response(await self.service.positions(self._key_id(request), creds, exchange))
 
     async def ws(self, request: web.Request) -> web.StreamResponse:
         """``WS /ws?dataType=ORDERS|FILLS|BALANCES&exchange=``: the account's normalized

@@ -41,10 +41,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Session:
-    __slots__ = ("closer", "key_id", "owner", "revoked", "ws")
+    __slots__ = ("closer", "owner", "revoked", "ws")
 
-    def __init__(self, key_id: str, owner: WsSessions) -> None:
-        self.key_id = key_id
+    def __init__(self, owner: WsSessions) -> None:
         self.owner = owner
         self.ws: web.WebSocketResponse | None = None
         self.revoked = False
@@ -94,7 +93,7 @@ class WsSessions:
                 f"at most {self.per_key} at once",
                 retry_after=RETRY_AFTER,
             )
-        session = _Session(info.key_id, self)
+        session = _Session(self)
         sessions.add(session)
         request[_SESSION] = session
         try:

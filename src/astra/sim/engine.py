@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import deque
+from collections.abc import Iterator
+from heapq import merge
 from typing import NamedTuple
 
 __all__ = ["BUY", "SELL", "Fill", "MatchingEngine", "Order"]
@@ -106,16 +108,22 @@ class MatchingEngine:
     def level_qty(self, side: int, price: int) -> int:
         return self.levels[side].get(price, 0)
 
-    def all_depth(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """Every resting quantity per price, hidden orders included (what a taker can reach;
-        never published)."""
-        out: list[list[tuple[int, int]]] = []
-        for side in (BUY, SELL):
-            merged = dict(self.levels[side])
-            for price, queue in self._hidden_queues[side].items():
-                merged[price] = merged.get(price, 0) + sum(o.qty for o in queue)
-            out.append(sorted(merged.items(), reverse=side == BUY))
-        return out[0], out[1]
+    def reachable(self, side: int) -> Iterator[tuple[int, int]]:
+        """``side``'s resting quantity per price, best first, hidden orders included (what a
+        taker can reach; never published). Lazy, so a caller that stops early pays only for
+        the levels it read; the book must not change while it is being iterated."""
+        shown, hidden = self._prices[side], self._hidden_prices[side]
+        if side == BUY:
+            prices = merge(reversed(shown), reversed(hidden), reverse=True)
+        else:
+            prices = merge(shown, hidden)
+        levels, queues = self.levels[side], self._hidden_queues[side]
+        last = None
+        for price in prices:
+            if price == last:  # a price resting in both books comes twice, adjacent
+                continue
+            last = price
+            yield price, levels.get(price, 0) + sum(o.qty for o in queues.get(price, ()))
 
     # -- operations --------------------------------------------------------------------------
     def submit(
@@ -189,8 +197,7 @@ class MatchingEngine:
         """Quantity available to this order right now (hidden orders included), up to its
         size."""
         total = 0
-        bids, asks = self.all_depth()
-        for p, qty in asks if order.side == BUY else bids:
+        for p, qty in self.reachable(SELL if order.side == BUY else BUY):
             if (limit and (p > order.price if order.side == BUY else p < order.price)) or (
                 total >= order.qty
             ):

@@ -379,7 +379,7 @@ class OrderManager:
         order.cum_quote += price * qty
         order.update_time = now_ms()
         fee_ppm = self.maker_ppm if maker else self.taker_ppm
-        trade = self._settle(order, price, qty, maker, other, fee_ppm)
+        trade = self._settle(order, trade_id, price, qty, maker, other, fee_ppm)
         trade.update(id=trade_id, orderId=order.id, time=order.update_time)
         self.trades.setdefault((order.account, order.symbol), []).append(trade)
         if order.remaining == 0:
@@ -431,9 +431,11 @@ class OrderManager:
         raise NotImplementedError
 
     def _settle(
-        self, order: UserOrder, price: int, qty: int, maker: bool, other: int, fee_ppm: int
+        self, order: UserOrder, trade_id: int, price: int, qty: int, maker: bool, other: int,
+        fee_ppm: int,
     ) -> dict:
-        """Move the money of one fill; returns the userTrades row (without id/orderId/time)."""
+        """Move the money of one fill (public trade ``trade_id``); returns the userTrades row
+        (without id/orderId/time)."""
         raise NotImplementedError
 
     def _events(self, order: UserOrder, exec_type: str, trade: dict | None = None) -> None:

@@ -124,7 +124,6 @@ class PerpTrading(OrderManager):
         # Told of every liquidation order once matched (the forceOrder streams; funding.py).
         self.on_liquidation: Callable[[wire.ForceOrderEvent], None] | None = None
         self.tran_ids = TranIds()  # app.py shares the spot side's: one id space for both
-        self._trade_id = 0  # public id of the fill being settled
         self._sampled_second = 0  # the simulated second of the last price-history sample
         self.set_funding_interval(funding_interval_ms)
 
@@ -166,12 +165,13 @@ class PerpTrading(OrderManager):
         return mark_price(state, self.index_price(state))
 
     def mark_e8(self, state: MarketState) -> int:
-        """The mark price exactly, in 10**-8 of the quote asset (ledger units per 1 base)."""
-        return int(Decimal(self.mark(state).p).scaleb(AMOUNT_DP))
+        """The mark price exactly, in 10**-8 of the quote asset (ledger units per 1 base):
+        ``mark``'s ``p`` from the numbers (no message built, no text parsed)."""
+        return mark_index_e8(state, self.index_price(state))[0]
 
     def mark_units(self, state: MarketState) -> int:
-        """The mark price on the market's price grid (trigger comparisons)."""
-        value = Decimal(self.mark(state).p).scaleb(state.market.price_dp)
+        """The mark price on the market's price grid (trigger comparisons), half-even."""
+        value = Decimal(self.mark_e8(state)).scaleb(state.market.price_dp - AMOUNT_DP)
         return int(value.to_integral_value(ROUND_HALF_EVEN))
 
     def marks(self) -> dict[str, int]:
@@ -231,13 +231,8 @@ class PerpTrading(OrderManager):
                 o.state.cancel(o.id)
                 self._finish(o, "EXPIRED")
 
-    def _fill(self, order: UserOrder, trade_id: int, price: int, qty: int, maker: bool,
-              other: int) -> None:
-        self._trade_id = trade_id
-        super()._fill(order, trade_id, price, qty, maker, other)
-
-    def _settle(self, order: UserOrder, price: int, qty: int, maker: bool, other: int,
-                fee_ppm: int) -> dict:
+    def _settle(self, order: UserOrder, trade_id: int, price: int, qty: int, maker: bool,
+                other: int, fee_ppm: int) -> dict:
         market = order.state.market
         account, symbol = order.account, order.symbol
         pos = self.position(account, symbol, order.position_side)
@@ -253,11 +248,10 @@ class PerpTrading(OrderManager):
         ledger = self.ledger
         ledger.move(WALLET, MARGIN_ASSET, pnl, HOUSE, account, allow_negative=True)
         ledger.move(WALLET, MARGIN_ASSET, fee, account, FEES, allow_negative=True)
-        trade_id = str(self._trade_id)
         if pnl:
-            self.add_income(account, symbol, "REALIZED_PNL", pnl, trade_id)
+            self.add_income(account, symbol, "REALIZED_PNL", pnl, str(trade_id))
         if fee:
-            self.add_income(account, symbol, "COMMISSION", -fee, trade_id)
+            self.add_income(account, symbol, "COMMISSION", -fee, str(trade_id))
         self.clear_deficit(account, symbol)
         return {
             "buyer": order.side == BUY,

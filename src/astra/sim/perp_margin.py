@@ -29,7 +29,7 @@ from .filters import FilterError, parse_decimal
 from .ledger import InsufficientBalance, format_amount
 from .orders import OrderError
 from .perp_positions import MARGIN_ASSET, WALLET
-from .records import check_limit, history, window
+from .records import history, query_window, window
 from .state import now_ms
 
 if TYPE_CHECKING:
@@ -41,12 +41,22 @@ __all__ = ["add_margin_routes", "adl_quantile", "draw_isolated", "release_isolat
 OK = {"code": 200, "msg": "success"}
 
 
-def release_isolated(trading: PerpSide, account: int, symbol: str | None = None,
-                     ps: str | None = None) -> None:
-    """Unlock the margin set aside for one position (or every position of ``account``)."""
-    for key in [k for k in trading.isolated if k[0] == account
-                and (symbol is None or k[1] == symbol) and (ps is None or k[2] == ps)]:
-        trading.ledger.unlock(WALLET, account, MARGIN_ASSET, trading.isolated.pop(key))
+def release_isolated(trading: PerpSide, account: int, symbol: str, ps: str) -> None:
+    """Unlock the margin set aside for one position (closed or flipped)."""
+    held = trading.isolated.pop((account, symbol, ps), 0)
+    if held:
+        trading.ledger.unlock(WALLET, account, MARGIN_ASSET, held)
+
+
+def _unset(trading: PerpSide, key: tuple[int, str, str], amount: int) -> None:
+    """Unlock ``amount`` (at most what is held) of one position's set-aside margin; an entry
+    exists only while positive, so an emptied one is deleted."""
+    trading.ledger.unlock(WALLET, key[0], MARGIN_ASSET, amount)
+    held = trading.isolated[key] - amount
+    if held:
+        trading.isolated[key] = held
+    else:
+        del trading.isolated[key]
 
 
 def draw_isolated(trading: PerpSide, account: int, need: int, symbol: str) -> int:
@@ -60,11 +70,7 @@ def draw_isolated(trading: PerpSide, account: int, need: int, symbol: str) -> in
             break
         held = trading.isolated[key]
         take = min(held, need - drawn)
-        trading.ledger.unlock(WALLET, account, MARGIN_ASSET, take)
-        if take == held:
-            del trading.isolated[key]
-        else:
-            trading.isolated[key] = held - take
+        _unset(trading, key, take)
         drawn += take
     return drawn
 
@@ -128,11 +134,7 @@ def _modify(trading: PerpSide, r: SignedRequest) -> dict:
     else:
         if amount > held:
             raise OrderError(-4051, "Isolated balance insufficient.")
-        trading.ledger.unlock(WALLET, account, MARGIN_ASSET, amount)
-        if amount == held:
-            del trading.isolated[key]
-        else:
-            trading.isolated[key] = held - amount
+        _unset(trading, key, amount)
     rows = trading.margin_history.get(account)
     if rows is None:
         rows = trading.margin_history[account] = history()
@@ -151,8 +153,7 @@ def _history(trading: PerpSide, r: SignedRequest) -> list[dict]:
     kind = r.int("type")
     if kind is not None and kind not in (1, 2):
         raise OrderError(-1130, "Data sent for parameter 'type' is not valid.")
-    limit = check_limit(r.int("limit"), 500, 1000)
-    start, end = r.int("startTime"), r.int("endTime")
+    start, end, limit = query_window(r, 500, 1000)
     rows = [row for row in trading.margin_history.get(r.account.id, ())
             if row["symbol"] == symbol and (kind is None or row["type"] == kind)
             and (start is None or row["time"] >= start) and (end is None or row["time"] <= end)]

@@ -19,16 +19,11 @@ from aiohttp import web
 from .perp import PerpTrading
 from .price_history import kline_rows
 from .records import window
-from .rest import SimApiError, int_param, json_response, kline_window
+from .rest import SimApiError, int_param, json_response, kline_window, market_state
 from .state import now_ms
 from .views import FUNDING_CLAMP, INTEREST_RATE
 
 __all__ = ["market_routes"]
-
-def _mandatory(name: str) -> SimApiError:
-    return SimApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, "
-                              "or malformed.")
-
 
 class _Market:
     def __init__(self, trading: PerpTrading) -> None:
@@ -36,14 +31,8 @@ class _Market:
 
     def _symbol(self, request: web.Request, name: str = "symbol", required: bool = False
                 ) -> str | None:
-        symbol = request.query.get(name) or None
-        if symbol is None:
-            if required:
-                raise _mandatory(name)
-            return None
-        if symbol not in self.trading.states:
-            raise SimApiError(-1121, "Invalid symbol.")
-        return symbol
+        state = market_state(request, self.trading.states, name, required)
+        return state.market.symbol if state is not None else None
 
     async def funding_rate(self, request: web.Request) -> web.Response:
         symbol = self._symbol(request)

@@ -5,7 +5,8 @@ Invariants:
 - ``load_perp(dump_perp(side))`` on a fresh side restores every field ``dump_perp`` writes;
   the document is plain JSON (lists, not tuples or sets), so ``persist`` can encode it.
 - A missing field loads as empty, so a document written before a field existed still loads.
-- The tranId counter never goes backwards on load (the spot side shares it, ``app.py``).
+- The tranId counter never goes backwards on load (the spot side shares it, ``app.py``, and
+  is the one that saves it; older documents carry it here too).
 - Only the perpetual state is here; orders and trades are ``OrderManager``'s, and
   ``PerpTrading.load`` restores this part first: re-entering open orders may fill against
   the positions.
@@ -37,7 +38,6 @@ def dump_perp(trading: PerpSide) -> dict:
         "dual": sorted(trading.dual),
         "income": [[a, list(rows)] for a, rows in trading.income.items()],
         "transfers": sorted([a, c] for a, c in trading.transfers),
-        "tran_id": trading.tran_ids.last,
         "funding_history": list(trading.funding_history),
         "isolated": [[a, s, ps, v] for (a, s, ps), v in trading.isolated.items()],
         "margin_history": [[a, list(rows)] for a, rows in trading.margin_history.items()],
@@ -55,6 +55,8 @@ def load_perp(trading: PerpSide, perp: dict) -> None:
     trading.dual.update(perp.get("dual", ()))
     trading.income.update({a: history(rows) for a, rows in perp.get("income", ())})
     trading.transfers.update((a, c) for a, c in perp.get("transfers", ()))
+    # The shared tranId counter is saved once, by the spot side; files written before that
+    # carry it here too (the larger of the two is the last id used).
     trading.tran_ids.last = max(trading.tran_ids.last, perp.get("tran_id", 0))
     trading.funding_history.extend(perp.get("funding_history", ()))
     trading.isolated.update({(a, s, ps): v for a, s, ps, v in perp.get("isolated", ())})

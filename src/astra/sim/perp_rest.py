@@ -30,7 +30,7 @@ from .perp_positions import (
     value_at,
 )  # fmt: skip
 from .private import PrivateSide, SignedRequest
-from .records import SEVEN_DAYS_MS, check_limit, window
+from .records import SEVEN_DAYS_MS, query_window, window
 from .state import now_ms
 
 __all__ = ["account_json", "add_perp_routes", "balance_json", "position_risk", "wallet_transfer"]
@@ -237,19 +237,20 @@ def position_risk(trading: PerpTrading, r: SignedRequest) -> list[dict]:
         for ps in trading.sides_of(account):
             pos = trading.peek(account, sym, ps)
             p = trading.position_figures(account, sym, ps, marks[sym])
+            iso_wallet, iso_margin = _isolated(trading, account, sym, ps, p)
             rows.append({
                 "entryPrice": pos.entry(market),
                 "marginType": "isolated" if trading.margin_type(account, sym) == "ISOLATED"
                 else "cross",
                 "isAutoAddMargin": "false",
-                "isolatedMargin": _isolated(trading, account, sym, ps, p)[1],
+                "isolatedMargin": iso_margin,
                 "leverage": str(lev),
                 "liquidationPrice": liquidation_price(trading, account, sym, ps, marks, f),
                 "markPrice": mark_text,
                 "maxNotionalValue": str(max_notional(lev)),
                 "positionAmt": market.format_qty(pos.amt),
                 "notional": _notional(trading, sym, pos.amt, marks[sym]),
-                "isolatedWallet": _isolated(trading, account, sym, ps, p)[0],
+                "isolatedWallet": iso_wallet,
                 "symbol": sym,
                 "unRealizedProfit": format_amount(p.upnl),
                 "positionSide": ps,
@@ -322,11 +323,6 @@ def _dual(trading: PerpTrading, r: SignedRequest) -> dict:
 
 
 # -- history ---------------------------------------------------------------------------------
-def _window(r: SignedRequest, default: int, most: int) -> tuple[int | None, int | None, int]:
-    limit = check_limit(r.int("limit"), default, most)
-    return r.int("startTime"), r.int("endTime"), limit
-
-
 def _income(trading: PerpTrading, r: SignedRequest) -> list[dict]:
     symbol = r.get("symbol")
     if symbol is not None:
@@ -334,7 +330,7 @@ def _income(trading: PerpTrading, r: SignedRequest) -> list[dict]:
     kind = r.get("incomeType")
     if kind is not None and kind not in INCOME_TYPES:
         raise OrderError(-1130, "Data sent for parameter 'incomeType' is not valid.")
-    start, end, limit = _window(r, 100, 1000)
+    start, end, limit = query_window(r, 100, 1000)
     if start is None and end is None:
         start = now_ms() - SEVEN_DAYS_MS
     rows = [row for row in trading.income.get(r.account.id, ())
@@ -351,7 +347,7 @@ def _force_orders(trading: PerpTrading, r: SignedRequest) -> list[dict]:
     kind = r.get("autoCloseType")
     if kind is not None and kind not in ("LIQUIDATION", "ADL"):
         raise OrderError(-1130, "Data sent for parameter 'autoCloseType' is not valid.")
-    start, end, limit = _window(r, 50, 100)
+    start, end, limit = query_window(r, 50, 100)
     if start is None and end is not None:
         start = end - SEVEN_DAYS_MS
     symbols = [symbol] if symbol else list(trading.states)

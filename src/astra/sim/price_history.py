@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 
 from .records import window
-from .state import MINUTE, bucket_close, bucket_open
+from .state import MINUTE, bucket_close, bucket_open, merge_buckets, since
 
 __all__ = ["PriceCandle", "PriceHistory", "kline_rows"]
 
@@ -37,6 +37,13 @@ class PriceCandle:
         self.low = min(self.low, price)
         self.close = price
         self.points += points
+
+    def merge(self, other: PriceCandle) -> None:
+        """Take in a later candle of the same bucket (``state.merge_buckets``)."""
+        self.high = max(self.high, other.high)
+        self.low = min(self.low, other.low)
+        self.close = other.close
+        self.points += other.points
 
 
 def _fmt(e8: int) -> str:
@@ -65,20 +72,10 @@ class PriceHistory:
         limit: int,
     ) -> list[PriceCandle]:
         """Candles of ``interval``: the first ``limit`` from ``start``, else the latest."""
-        out: list[PriceCandle] = []
-        first = None if start is None else bucket_open(interval, start)
-        for c in self._candles.get((symbol, kind), ()):
-            if first is not None and c.open_time < first:
-                continue
-            if end is not None and c.open_time > end:
-                break
-            open_time = bucket_open(interval, c.open_time)
-            if not out or out[-1].open_time != open_time:
-                out.append(PriceCandle(open_time, c.open))
-            merged = out[-1]
-            merged.high, merged.low = max(merged.high, c.high), min(merged.low, c.low)
-            merged.close = c.close
-            merged.points += c.points
+        source = self._candles.get((symbol, kind), deque())
+        if start is not None:  # walks back from the newest, not over the whole record
+            source = since(source, bucket_open(interval, start))
+        out = merge_buckets(source, interval, end, lambda t, c: PriceCandle(t, c.open))
         return window(out, limit, start is not None)
 
 

@@ -32,8 +32,8 @@ from .state import KLINE_INTERVALS, MarketState, bucket_close, now_ms
 from .views import book_ticker, ticker_stats
 
 __all__ = [
-    "SimApiError", "error_middleware", "int_param", "json_response", "request_weight",
-    "rest_routes",
+    "SimApiError", "error_middleware", "int_param", "json_response", "market_state",
+    "request_weight", "rest_routes",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,23 @@ def kline_window(request: web.Request) -> tuple[str, int, int | None, int | None
     return interval, limit, start, end
 
 
+def market_state(request: web.Request, states: dict[str, MarketState], name: str = "symbol",
+                 required: bool = True) -> MarketState | None:
+    """The market a public request names in ``name`` (``pair`` for index klines): -1102 when
+    it is required and absent or empty, -1121 when no market has that symbol."""
+    symbol = request.query.get(name)
+    if not symbol:
+        if not required:
+            return None
+        raise SimApiError(
+            -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+        )
+    state = states.get(symbol)
+    if state is None:
+        raise SimApiError(-1121, "Invalid symbol.")
+    return state
+
+
 class _Side:
     """The REST handlers of one side (spot or perpetual)."""
 
@@ -130,21 +147,8 @@ class _Side:
         self.states = states  # by venue symbol, e.g. "BTCUSDT"
         self.feeds = feeds
 
-    def _state(self, request: web.Request, required: bool = True) -> MarketState | None:
-        symbol = request.query.get("symbol")
-        if not symbol:
-            if not required:
-                return None
-            raise SimApiError(
-                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
-            )
-        state = self.states.get(symbol)
-        if state is None:
-            raise SimApiError(-1121, "Invalid symbol.")
-        return state
-
     def _each(self, request: web.Request, build: Callable[[MarketState], object]) -> web.Response:
-        state = self._state(request, required=False)
+        state = market_state(request, self.states, required=False)
         if state is not None:
             return json_response(build(state))
         return json_response([build(s) for s in self.states.values()])
@@ -174,7 +178,7 @@ class _Side:
         return json_response(info)
 
     async def depth(self, request: web.Request) -> web.Response:
-        state = self._state(request)
+        state = market_state(request, self.states)
         limit = int_param(request, "limit", 500 if self.kind == "perp" else 100)
         if limit not in DEPTH_LIMITS:
             raise SimApiError(-4021, f"{limit} is not a valid depth limit.")
@@ -221,13 +225,13 @@ class _Side:
         return rows
 
     async def trades(self, request: web.Request) -> web.Response:
-        state = self._state(request)
+        state = market_state(request, self.states)
         limit = int_param(request, "limit", 500, maximum=1000)
         records = list(state.trades)[-limit:]
         return json_response(self._trade_rows(state, records))
 
     async def historical_trades(self, request: web.Request) -> web.Response:
-        state = self._state(request)
+        state = market_state(request, self.states)
         limit = int_param(request, "limit", 500, maximum=1000)
         from_id = int_param(request, "fromId")
         records = list(state.trades)
@@ -238,7 +242,7 @@ class _Side:
         return json_response(self._trade_rows(state, records))
 
     async def agg_trades(self, request: web.Request) -> web.Response:
-        state = self._state(request)
+        state = market_state(request, self.states)
         limit = int_param(request, "limit", 500, maximum=1000)
         from_id = int_param(request, "fromId")
         start, end = int_param(request, "startTime"), int_param(request, "endTime")
@@ -275,7 +279,7 @@ class _Side:
         )
 
     async def klines(self, request: web.Request) -> web.Response:
-        state = self._state(request)
+        state = market_state(request, self.states)
         interval, limit, start, end = kline_window(request)
         m = state.market
         qdp = m.price_dp + m.qty_dp

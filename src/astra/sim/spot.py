@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .engine import BUY
+from .engine import BUY, SELL
 from .ledger import AMOUNT_DP, FEES, HOUSE, InsufficientBalance, TranIds, format_amount
 from .orders import OrderError, OrderManager, OrderRequest, UserOrder
 from .records import history
@@ -47,10 +47,10 @@ def _quote_units(state: MarketState, notional: int) -> int:
 def walk_cost(state: MarketState, side: int, qty: int | None, quote: int | None) -> tuple[int, int]:
     """(quantity, notional) a market order would take from the book right now, for either a
     base ``qty`` or a ``quote`` budget (notional units); the quantity stays on the step."""
-    bids, asks = state.engine.all_depth()  # hidden orders fill market orders too
     step = state.market.step
     got = cost = 0
-    for price, level in asks if side == BUY else bids:
+    # Hidden orders fill market orders too.
+    for price, level in state.engine.reachable(SELL if side == BUY else BUY):
         if qty is not None:
             take = min(level, qty - got)
         else:
@@ -72,7 +72,6 @@ class SpotTrading(OrderManager):
         # transactionHistory per account, oldest first (bounded: records.history)
         self.transactions: dict[int, deque[dict]] = {}
         self.tran_ids = TranIds()  # shared with the perpetual side (app.py)
-        self._trade_id = 0  # public id of the fill being settled
 
     def record(self, account: int, asset: str, delta: int, kind: str, symbol: str = "",
                trade_id: int | None = None, tran_id: int | None = None) -> None:
@@ -93,11 +92,6 @@ class SpotTrading(OrderManager):
         the ``tranId`` the transfer's answer and its income row carry."""
         kind = "TRANSFER_FUTURE_TO_SPOT" if delta > 0 else "TRANSFER_SPOT_TO_FUTURE"
         self.record(account, asset, delta, kind, tran_id=tran_id)
-
-    def _fill(self, order: UserOrder, trade_id: int, price: int, qty: int, maker: bool,
-              other: int) -> None:
-        self._trade_id = trade_id
-        super()._fill(order, trade_id, price, qty, maker, other)
 
     def _pre_check(self, account: int, state: MarketState, req: OrderRequest) -> None:
         if req.type == "MARKET" and req.qty is None:
@@ -156,7 +150,8 @@ class SpotTrading(OrderManager):
             order.reserve = 0
 
     def _settle(
-        self, order: UserOrder, price: int, qty: int, maker: bool, other: int, fee_ppm: int
+        self, order: UserOrder, trade_id: int, price: int, qty: int, maker: bool, other: int,
+        fee_ppm: int,
     ) -> dict:
         state = order.state
         m = state.market
@@ -179,9 +174,8 @@ class SpotTrading(OrderManager):
             ledger.unlock(WALLET, order.account, pay_asset, portion - pay)
         order.reserve -= portion
         fee = recv * fee_ppm // 1_000_000
-        self.record(order.account, pay_asset, -pay, "TRADE_SOURCE", m.symbol, self._trade_id)
-        self.record(order.account, recv_asset, recv - fee, "TRADE_TARGET", m.symbol,
-                    self._trade_id)
+        self.record(order.account, pay_asset, -pay, "TRADE_SOURCE", m.symbol, trade_id)
+        self.record(order.account, recv_asset, recv - fee, "TRADE_TARGET", m.symbol, trade_id)
         if other == HOUSE:  # the synthetic side pays its leg here; a user pays in its own fill
             ledger.move(WALLET, recv_asset, recv - fee, HOUSE, order.account)
             ledger.move(WALLET, recv_asset, fee, HOUSE, FEES)
@@ -247,7 +241,7 @@ class SpotTrading(OrderManager):
     def to_dict(self) -> dict:
         data = super().to_dict()
         data["transactions"] = [[a, list(rows)] for a, rows in self.transactions.items()]
-        data["tran_id"] = self.tran_ids.last
+        data["tran_id"] = self.tran_ids.last  # the one copy of the counter both sides share
         return data
 
     def load(self, data: dict) -> None:

@@ -13,7 +13,7 @@ from .orders import OrderError
 from .perp import PerpTrading
 from .perp_rest import wallet_transfer
 from .private import PrivateSide, SignedRequest
-from .records import SEVEN_DAYS_MS, check_limit, window
+from .records import SEVEN_DAYS_MS, query_window, window
 from .spot import SpotTrading
 from .state import now_ms
 
@@ -36,10 +36,7 @@ def _history(spot: SpotTrading, r: SignedRequest) -> list[dict]:
     asset, kind = r.get("asset"), r.get("type")
     if kind is not None and kind not in TRANSACTION_TYPES:
         raise OrderError(-1130, "Data sent for parameter 'type' is not valid.")
-    limit = check_limit(r.int("limit"), 100, 1000)
-    start, end = r.int("startTime"), r.int("endTime")
-    if start is not None and end is not None and start > end:
-        raise OrderError(-1023, "Start time is greater than end time.")
+    start, end, limit = query_window(r, 100, 1000)
     if start is None and end is None:  # the docs: only the most recent 7 days
         start = now_ms() - SEVEN_DAYS_MS
     rows = [row for row in spot.transactions.get(r.account.id, ())

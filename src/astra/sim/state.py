@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, Self, TypeVar
 
 from .engine import BUY, SELL, Fill, MatchingEngine, Order
 from .markets import SimMarket
 
-__all__ = ["AggRecord", "Candle", "MarketState", "StateListener", "TradeRecord", "interval_ms"]
+__all__ = [
+    "AggRecord", "Candle", "MarketState", "StateListener", "TradeRecord", "interval_ms",
+    "merge_buckets", "since",
+]  # fmt: skip
 
 MINUTE = 60_000
 _INTERVALS = {
@@ -65,6 +68,44 @@ def bucket_open(interval: str, ts: int) -> int:
         return ts - (ts - _MONDAY_OFFSET) % span
     span = interval_ms(interval)
     return ts - ts % span
+
+
+class _Bar(Protocol):
+    open_time: int
+
+    def merge(self, other: Self) -> None: ...
+
+
+B = TypeVar("B", bound=_Bar)
+
+
+def since(candles: Sequence[B], first: int) -> list[B]:
+    """The candles (oldest first) opening at or after ``first``; walks from the newest, so
+    the cost is proportional to what is returned, not to the whole record."""
+    out = []
+    for c in reversed(candles):
+        if c.open_time < first:
+            break
+        out.append(c)
+    out.reverse()
+    return out
+
+
+def merge_buckets(
+    candles: Iterable[B], interval: str, end: int | None, make: Callable[[int, B], B]
+) -> list[B]:
+    """1m ``candles`` (oldest first) merged into ``interval`` candles, up to those opening
+    after ``end``; ``make(open_time, first)`` starts a bucket that ``first`` then merges
+    into. A bucket no candle falls in has no candle."""
+    out: list[B] = []
+    for c in candles:
+        if end is not None and c.open_time > end:
+            break
+        open_time = bucket_open(interval, c.open_time)
+        if not out or out[-1].open_time != open_time:
+            out.append(make(open_time, c))
+        out[-1].merge(c)
+    return out
 
 
 def bucket_close(interval: str, open_time: int) -> int:
@@ -269,41 +310,22 @@ class MarketState:
     def last_trade(self) -> TradeRecord | None:
         return self.trades[-1] if self.trades else None
 
-    def _recent(self, since: int) -> list[Candle]:
-        """1m candles opening at or after ``since``, oldest first (walks from the newest, so
-        the cost is proportional to what is returned, not to the whole record)."""
-        out = []
-        for c in reversed(self.candles):
-            if c.open_time < since:
-                break
-            out.append(c)
-        out.reverse()
-        return out
-
     def klines(
         self, interval: str, start: int | None = None, end: int | None = None, limit: int = 500
     ) -> list[Candle]:
         """Candles of ``interval`` built from the 1m record: the first ``limit`` from
         ``start``, or the most recent ``limit`` when no start is given. Periods without
         trades produce no candle."""
-        source = self.candles if start is None else self._recent(bucket_open(interval, start))
-        out: list[Candle] = []
-        for c in source:
-            if end is not None and c.open_time > end:
-                break
-            open_time = bucket_open(interval, c.open_time)
-            if out and out[-1].open_time == open_time:
-                out[-1].merge(c)
-            else:
-                merged = Candle(open_time, c.open, c.first_id)
-                merged.merge(c)
-                out.append(merged)
+        source = self.candles
+        if start is not None:
+            source = since(source, bucket_open(interval, start))
+        out = merge_buckets(source, interval, end, lambda t, c: Candle(t, c.open, c.first_id))
         return out[:limit] if start is not None else out[-limit:]
 
     def window(self, span_ms: int = 1440 * MINUTE) -> Candle | None:
         """One candle merging the record over the last ``span_ms`` (the 24h ticker's view)."""
         merged: Candle | None = None
-        for c in self._recent(now_ms() - span_ms - MINUTE + 1):
+        for c in since(self.candles, now_ms() - span_ms - MINUTE + 1):
             if merged is None:
                 merged = Candle(c.open_time, c.open, c.first_id)
             merged.merge(c)

@@ -109,6 +109,7 @@ from ._db import METADATA
 
 __all__ = [
     "CLIENT_ORDER_ID_MAX_LENGTH",
+    "CLIENT_ORDER_ID_PATTERN",
     "CLIENT_ORDER_ID_PREFIX",
     "CLOSED_ORDER_STATUSES",
     "ORDERS_JOURNAL",
@@ -277,7 +278,9 @@ class JournalEntry:
 # ---------------------------------------------------------------------------- client order ids
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_GENERIC_ID = re.compile(rf"[A-Za-z0-9._:/-]{{1,{CLIENT_ORDER_ID_MAX_LENGTH}}}")
+# Any venue's client order id at most: the OpenAPI document publishes this same pattern.
+CLIENT_ORDER_ID_PATTERN = rf"[A-Za-z0-9._:/-]{{1,{CLIENT_ORDER_ID_MAX_LENGTH}}}"
+_GENERIC_ID = re.compile(CLIENT_ORDER_ID_PATTERN)
 _BINANCE_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _HEX = "[0-9a-fA-F]"
 _VENUE_IDS: dict[str, re.Pattern[str]] = {

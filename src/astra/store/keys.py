@@ -188,10 +188,6 @@ class ApiKeyStore:
         self._revoke_listeners: list[Callable[[str], None]] = []
         API_KEYS.create(engine, checkfirst=True)
 
-    @property
-    def cache_ttl(self) -> float:
-        return self._ttl
-
     def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(key_id)`` after each key this store revokes (in the revoking
         thread); revocations by other processes are not seen here (poll ``load``/``get``).

@@ -82,7 +82,6 @@ from astra.venues.venue_answers import (
     banned_until,
     http_status_of,
     json_in,
-    parse_retry_after,
     venue_details,
 )
 
@@ -91,12 +90,8 @@ from .credentials import REDACTED, REDACTOR
 __all__ = [
     "DEFAULT_RETRY_AFTER",
     "MAX_MESSAGE",
-    "banned_until",
-    "http_status_of",
     "map_venue_error",
-    "parse_retry_after",
     "sanitize",
-    "venue_details",
 ]
 
 MAX_MESSAGE = 200

@@ -54,7 +54,7 @@ from astra.store.journal import (
     generate_client_order_id,
     is_valid_client_order_id,
 )
-from astra.venues.base import Venue, VenueMarket
+from astra.venues.base import BALANCE_ACCOUNTS, Venue, VenueMarket
 from astra.venues.ccxt_normalize import (
     balances_from_ccxt,
     ccxt_market,
@@ -70,10 +70,7 @@ from ._keccak import install_fast_keccak
 from .clients import ClientCache
 from .errors import map_venue_error
 
-__all__ = ["BALANCE_ACCOUNTS", "TradingService", "TradingVenue"]
-
-# The ``GET /balances?account=`` values: ccxt's ``type`` for ``fetch_balance``.
-BALANCE_ACCOUNTS = ("spot", "swap", "future")
+__all__ = ["PRICED_TYPES", "STOP_TYPES", "TradingService", "TradingVenue"]
 
 log = logging.getLogger(__name__)
 install_fast_keccak()  # wallet-signed venues (Aster, SIM): C Keccak instead of pure Python
@@ -99,6 +96,12 @@ def _d(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
+# The order types that need a price (all others refuse one), and those that need a stopPrice
+# (all others refuse one): check_order's rule, which the OpenAPI document states too.
+PRICED_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT)
+STOP_TYPES = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_LIMIT,
+              OrderType.TAKE_PROFIT_MARKET)
+
 # Larger than any real order (in base units or quote per unit); bounded so the tick and lot
 # arithmetic below stays exact instead of overflowing the decimal context.
 MAX_ORDER_VALUE = 1e15
@@ -110,14 +113,13 @@ def check_order(body: PlaceOrder, market: VenueMarket) -> None:
     if not 0 < body.quantity <= MAX_ORDER_VALUE:  # (also refuses NaN)
         raise Unprocessable(f"quantity must be a positive number up to {MAX_ORDER_VALUE:g}",
                             parameter="quantity")
-    limit_types = (OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT)
-    if body.type in limit_types and body.price is None:
+    if body.type in PRICED_TYPES and body.price is None:
         raise Unprocessable(f"price is required for {body.type} orders", parameter="price")
-    if body.type not in limit_types and body.price is not None:
+    if body.type not in PRICED_TYPES and body.price is not None:
         raise Unprocessable(f"price is not allowed for {body.type} orders", parameter="price")
-    if body.type not in (OrderType.LIMIT, OrderType.MARKET) and body.stop_price is None:
+    if body.type in STOP_TYPES and body.stop_price is None:
         raise Unprocessable(f"stopPrice is required for {body.type}", parameter="stopPrice")
-    if body.type in (OrderType.LIMIT, OrderType.MARKET) and body.stop_price is not None:
+    if body.type not in STOP_TYPES and body.stop_price is not None:
         raise Unprocessable(f"stopPrice is not allowed for {body.type} orders",
                             parameter="stopPrice")
     for name, value in (("price", body.price), ("stopPrice", body.stop_price)):
@@ -289,8 +291,7 @@ class TradingService:
         cid = body.client_order_id
         if cid is None:  # (an empty one is refused below, not silently replaced)
             cid = generate_client_order_id(venue.code)
-        if not is_valid_client_order_id(cid, venue.code):
-            raise InvalidParameter("clientOrderId", f"not a valid client order id for {venue.code}")
+        self.check_order_ids(venue, None, cid)
         request = _request_json(body, cid)
         key = (key_id, venue.code, cid)
         waiting = self._inflight.get(key)
@@ -447,8 +448,8 @@ class TradingService:
 
     async def cancel(self, key_id: str, creds: ExchangeCredentials, symbol: str,
                      order_id: str | None, client_order_id: str | None) -> Order:
+        # (the route checks the ids before the credentials: the server is the only caller)
         venue, market = await self.market(symbol)
-        self.check_order_ids(venue, order_id, client_order_id)
         if order_id is None and client_order_id is not None:
             # The journal knows the venue's id for orders placed through Astra: venues that
             # cannot cancel by client id (Coinbase) then need no search.
@@ -487,8 +488,7 @@ class TradingService:
 
     async def get_order(self, key_id: str, creds: ExchangeCredentials, symbol: str,
                         order_id: str) -> Order:
-        venue, market = await self.market(symbol)
-        self.check_order_ids(venue, order_id)
+        venue, market = await self.market(symbol)  # (ids checked by the route, as in cancel)
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
             raw = await self._call(venue, creds, lambda: client.fetch_order(
@@ -509,8 +509,7 @@ class TradingService:
 
     async def balances(self, key_id: str, creds: ExchangeCredentials,
                        exchange: str, account: str | None = None) -> list[Balance]:
-        venue = self._venue(exchange)
-        self.check_balance_account(venue, account)
+        venue = self._venue(exchange)  # (``account`` checked by the route, as in cancel)
         await venue.load_markets()
         params = {"type": account} if account else {}
         async with self._client(venue, creds) as client:

@@ -28,6 +28,7 @@ from astra.venues.book import L2Book
 from .limiter import VenueLimiter
 
 __all__ = [
+    "BALANCE_ACCOUNTS",
     "RECONNECTING",
     "BookSink",
     "Capabilities",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 RECONNECTING = "reconnecting: "  # prefix of a resync reason: the connection is down
+# Every ``GET /balances?account=`` value (ccxt's ``fetch_balance`` type); a venue reads all
+# of them unless its ``balance_accounts`` says fewer.
+BALANCE_ACCOUNTS: tuple[str, ...] = ("spot", "swap", "future")
 
 
 class Capabilities(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
@@ -108,7 +112,7 @@ class Venue(ABC):
     # ``GET /balances?account=`` values (ccxt's ``fetch_balance`` type) that read one of this
     # venue's accounts, and the form of its order ids (a regular expression; Binance-style
     # APIs take numbers only).
-    balance_accounts: tuple[str, ...] = ("spot", "swap", "future")
+    balance_accounts: tuple[str, ...] = BALANCE_ACCOUNTS
     order_id_pattern: str = r"[A-Za-z0-9._:-]{1,64}"
 
     def limiter_for(

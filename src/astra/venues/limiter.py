@@ -70,7 +70,7 @@ from ccxt.base import errors as ccxt_errors
 
 from astra.core import AstraError, RateLimited
 
-from .limiter_slot import Slot, attach_routed
+from .limiter_slot import LIMIT_STATUSES, Slot, attach_routed
 from .venue_answers import (
     COUNT_LIMITS,
     MAX_WAIT,
@@ -106,7 +106,6 @@ CCXT_IDS: Mapping[str, str] = {
 # a second; Aster documents 2400 a minute (its perpetual exchangeInfo's REQUEST_WEIGHT).
 _DOCUMENTED_RATES: Mapping[str, float] = {"SIM": 100.0, "ASTER": 40.0}
 
-LIMIT_STATUSES = frozenset({429, 418})
 # (venue, venue code) of limits the venue counts per account, not per IP.
 _ACCOUNT_SCOPED = frozenset((v, "-1015") for v in ("BINANCE", "ASTER", "SIM"))
 

@@ -17,7 +17,10 @@ import contextvars
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-__all__ = ["Limiter", "Slot", "attach_routed"]
+__all__ = ["LIMIT_STATUSES", "Limiter", "Slot", "attach_routed"]
+
+# The HTTP statuses of a rate limit: the hook asks a limiter about no other answer.
+LIMIT_STATUSES = frozenset({429, 418})
 
 
 class Limiter(Protocol):
@@ -37,20 +40,11 @@ class Limiter(Protocol):
     def succeeded(self) -> None: ...
 
 
-class _Request:
-    """What one ``slot``'s request met: set by the attached hook that saw its answer."""
-
-    __slots__ = ("limited",)
-
-    def __init__(self) -> None:
-        self.limited = False
-
-
-# The request of the ``slot`` the current task is in: the attached hook runs inside the
-# caller's task (ccxt's fetch is awaited there), so it tells that slot, and no other, that
-# its answer was a 429/418. Concurrent requests each have their own.
-_current: contextvars.ContextVar[_Request | None] = contextvars.ContextVar(
-    "astra_limiter_request", default=None
+# The ``slot`` the current task is in: the attached hook runs inside the caller's task
+# (ccxt's fetch is awaited there), so it tells that slot, and no other, that its answer was a
+# 429/418. Concurrent requests each have their own.
+_current: contextvars.ContextVar[Slot | None] = contextvars.ContextVar(
+    "astra_limiter_slot", default=None
 )
 
 
@@ -58,8 +52,7 @@ class Slot:
     """``async with limiter.slot(weight):`` (see ``VenueLimiter.slot``). ``limited``, once
     the block is over: whether this request's own answer was a rate limit."""
 
-    __slots__ = ("_account", "_limiter", "_low", "_max_wait", "_request", "_token", "_weight",
-                 "limited")
+    __slots__ = ("_account", "_limiter", "_low", "_max_wait", "_token", "_weight", "limited")
 
     def __init__(
         self,
@@ -71,7 +64,6 @@ class Slot:
     ) -> None:
         self._limiter, self._weight, self._account = limiter, weight, account
         self._max_wait, self._low = max_wait, low_priority
-        self._request = _Request()
         self._token: contextvars.Token | None = None
         self.limited = False
 
@@ -79,7 +71,8 @@ class Slot:
         await self._limiter.acquire(
             self._weight, account=self._account, max_wait=self._max_wait, low_priority=self._low
         )
-        self._token = _current.set(self._request)
+        self.limited = False  # (set by the attached hook that sees this request's answer)
+        self._token = _current.set(self)
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
@@ -87,7 +80,6 @@ class Slot:
             _current.reset(self._token)
             self._token = None
         limiter = self._limiter
-        self.limited = self._request.limited
         if exc is None:
             limiter.succeeded()
         elif isinstance(exc, Exception) and not self.limited:
@@ -118,10 +110,11 @@ def attach_routed(
     def on_rest_response(
         code: Any, reason: Any, url: Any, method: Any, headers: Any, body: Any, *rest: Any
     ) -> Any:
-        if route(str(url)).observe_response(code, headers, body, account=account) is not None:
-            request = _current.get()
-            if request is not None:
-                request.limited = True
+        if code in LIMIT_STATUSES and route(str(url)).observe_response(
+                code, headers, body, account=account) is not None:
+            slot = _current.get()
+            if slot is not None:
+                slot.limited = True
         return original(code, reason, url, method, headers, body, *rest)
 
     exchange.on_rest_response = on_rest_response

@@ -45,7 +45,6 @@ CAPABILITIES = Capabilities(
 DEPTH_WEIGHTS = {5: 2, 10: 2, 20: 2, 50: 2, 100: 5, 500: 10, 1000: 20}  # limit -> weight
 AGG_TRADES_WEIGHT = 20
 SNAPSHOT_LIMIT = 1000
-TRADES_MAX_WAIT = public_rest.TRADES_MAX_WAIT  # a recent-trades fetch's wait, then 429
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +148,12 @@ class AsterVenue(Venue):
         return f"{base}/ws/{market.exchange_symbol.lower()}@{stream}"
 
     async def snapshot(self, market: VenueMarket, limit: int = SNAPSHOT_LIMIT) -> Snapshot:
-        # aggTrades take at most 1000 rows (Aster's docs, as Binance's).
+        # Depth takes 1 to 1000 rows (Aster's docs, as Binance's); the weight is the bracket
+        # of the rows actually asked for.
         request = {"symbol": market.exchange_symbol, "limit": max(1, min(limit, 1000))}
         ccxt = self._ccxt
         depth = ccxt.fapiPublicGetV3Depth if market.kind == "perp" else ccxt.sapiPublicGetV3Depth
-        weight = DEPTH_WEIGHTS.get(limit, DEPTH_WEIGHTS[SNAPSHOT_LIMIT])
+        weight = public_rest.weight_for(DEPTH_WEIGHTS, request["limit"])
         raw = await public_rest.snapshot(self.limiter, weight, lambda: depth(request))
         return Snapshot(
             last_update_id=int(raw["lastUpdateId"]),
