@@ -14,7 +14,7 @@ import ccxt.async_support as ccxt_async
 import pytest
 from eth_account import Account
 
-from astra.core import Exchange, InvalidCredentials, MissingCredentials, UnknownExchange
+from astra.core import SIM_CODES, Exchange, InvalidCredentials, MissingCredentials, UnknownExchange
 from astra.core.credentials import (
     ExchangeCredentials,
     allowed_for,
@@ -50,9 +50,11 @@ def test_required_for_each_venue() -> None:
         "OKX": [ksp],
         "KUCOIN": [ksp],
         "ASTER": [ks, wallet],
-        "SIM": [ks, wallet],
+        **{code: [ks, wallet] for code in SIM_CODES},
     }
-    assert set(expected) == {e.value for e in Exchange}
+    assert set(expected) | {"SMART"} == {e.value for e in Exchange}
+    with pytest.raises(UnknownExchange, match="member venue"):
+        required_for("SMART")
     for exchange, alts in expected.items():
         assert [set(a) for a in required_for(exchange)] == alts
     assert allowed_for("ASTER") == {"api_key", "secret", "private_key", "account"}

@@ -38,6 +38,9 @@ from ._errors import (
     WebSocketUpgradeRequired,
 )
 from ._models import (
+    MAX_SIM_VENUES,
+    SIM_CODES,
+    SMART,
     AssetType,
     BookResync,
     BookUpdate,
@@ -52,6 +55,8 @@ from ._models import (
     Side,
     Trade,
     TradesMessage,
+    sim_code,
+    venue_family,
 )
 from ._symbols import (
     MARKET_PATTERN,
@@ -67,6 +72,9 @@ from ._units import ContractUnits
 __all__ = [
     "MARKET_PATTERN",
     "MAX_MARKET_LENGTH",
+    "MAX_SIM_VENUES",
+    "SIM_CODES",
+    "SMART",
     "AssetType",
     "AstraError",
     "BookResync",
@@ -118,4 +126,6 @@ __all__ = [
     "market_pattern",
     "normalize_token",
     "parse_market",
+    "sim_code",
+    "venue_family",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ._models import Error, Exchange, FeedState
+from ._models import SIM_CODES, Error, Exchange, FeedState
 
 __all__ = [
     "AstraError",
@@ -185,7 +185,8 @@ class UnknownExchange(AstraError, code="UNKNOWN_EXCHANGE", status=400):
 
     def __init__(self, exchange: str, message: str | None = None, **extra: Any) -> None:
         extra.setdefault("parameter", "exchange")
-        known = ", ".join(Exchange)
+        known = ", ".join(e for e in Exchange if e not in SIM_CODES[1:])
+        known += f" (and the simulator's {SIM_CODES[1]} ... {SIM_CODES[-1]})"
         super().__init__(
             message or f"unknown exchange '{exchange}': expected one of {known}", **extra
         )

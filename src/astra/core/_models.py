@@ -21,6 +21,9 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "MAX_SIM_VENUES",
+    "SIM_CODES",
+    "SMART",
     "AssetType",
     "BookResync",
     "BookUpdate",
@@ -35,11 +38,18 @@ __all__ = [
     "Side",
     "Trade",
     "TradesMessage",
+    "sim_code",
+    "venue_family",
 ]
 
 
+MAX_SIM_VENUES = 16  # SIM, SIM2 ... SIM16: the built-in simulator's venues
+
+
 class Exchange(StrEnum):
-    """Trading venues: the seed's six, plus ``ASTER`` and the built-in simulator ``SIM``."""
+    """Trading venues: the seed's six, ``ASTER``, the built-in simulator's venues ``SIM``,
+    ``SIM2`` ... ``SIM16`` (``astra sim --venues N``), and ``SMART``: not a venue but the
+    consolidated book and smart order router across the configured ones."""
 
     BINANCE = "BINANCE"
     COINBASE = "COINBASE"
@@ -49,6 +59,39 @@ class Exchange(StrEnum):
     KRAKEN = "KRAKEN"
     ASTER = "ASTER"
     SIM = "SIM"
+    SIM2 = "SIM2"
+    SIM3 = "SIM3"
+    SIM4 = "SIM4"
+    SIM5 = "SIM5"
+    SIM6 = "SIM6"
+    SIM7 = "SIM7"
+    SIM8 = "SIM8"
+    SIM9 = "SIM9"
+    SIM10 = "SIM10"
+    SIM11 = "SIM11"
+    SIM12 = "SIM12"
+    SIM13 = "SIM13"
+    SIM14 = "SIM14"
+    SIM15 = "SIM15"
+    SIM16 = "SIM16"
+    SMART = "SMART"
+
+
+SIM_CODES: tuple[str, ...] = ("SIM", *(f"SIM{n}" for n in range(2, MAX_SIM_VENUES + 1)))
+SMART = "SMART"
+
+
+def sim_code(index: int) -> str:
+    """The code of the simulator's ``index``-th venue (1-based): SIM, SIM2, SIM3, ..."""
+    if not 1 <= index <= MAX_SIM_VENUES:
+        raise ValueError(f"the simulator runs 1 to {MAX_SIM_VENUES} venues, not {index}")
+    return "SIM" if index == 1 else f"SIM{index}"
+
+
+def venue_family(code: str) -> str:
+    """``SIM`` for every simulator venue (they speak one API), else ``code`` itself: the key
+    of per-venue tables (rate rules, error codes, order-id formats) shared by the SIMs."""
+    return "SIM" if code in SIM_CODES else code
 
 
 class AssetType(StrEnum):

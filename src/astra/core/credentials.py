@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ._errors import InvalidCredentials, MissingCredentials, UnknownExchange
-from ._models import Exchange
+from ._models import SIM_CODES, Exchange
 
 __all__ = [
     "FIELDS",
@@ -59,7 +59,7 @@ _RULES: Mapping[Exchange, tuple[frozenset[str], ...]] = {
     Exchange.KUCOIN: (_KEY_SECRET_PASSPHRASE,),
     Exchange.KRAKEN: (_KEY_SECRET,),
     Exchange.ASTER: (_KEY_SECRET, _WALLET),
-    Exchange.SIM: (_KEY_SECRET, _WALLET),
+    **{Exchange(code): (_KEY_SECRET, _WALLET) for code in SIM_CODES},
 }
 _ALLOWED: Mapping[Exchange, frozenset[str]] = {
     ex: frozenset().union(*alts) | ({"account"} if _WALLET in alts else frozenset())
@@ -79,9 +79,13 @@ _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD036414
 def exchange_of(exchange: Exchange | str) -> Exchange:
     """``exchange`` as an ``Exchange``; ``UnknownExchange`` (400) when it is none."""
     try:
-        return Exchange(exchange)
+        found = Exchange(exchange)
     except ValueError:
         raise UnknownExchange(str(exchange)[:32]) from None
+    if found is Exchange.SMART:  # the router: it trades with each member venue's credentials
+        raise UnknownExchange(
+            "SMART", "SMART has no credentials of its own: store them for each member venue")
+    return found
 
 
 def required_for(exchange: Exchange | str) -> tuple[frozenset[str], ...]:

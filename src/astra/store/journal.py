@@ -103,7 +103,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from astra.core import MAX_MARKET_LENGTH, AstraError, Conflict
+from astra.core import MAX_MARKET_LENGTH, SIM_CODES, AstraError, Conflict
 
 from ._db import METADATA
 
@@ -286,7 +286,7 @@ _HEX = "[0-9a-fA-F]"
 _VENUE_IDS: dict[str, re.Pattern[str]] = {
     "BINANCE": _BINANCE_ID,
     "ASTER": _BINANCE_ID,
-    "SIM": _BINANCE_ID,
+    **dict.fromkeys(SIM_CODES, _BINANCE_ID),
     "OKX": re.compile(r"[A-Za-z0-9]{1,32}"),
     "KUCOIN": re.compile(r"[A-Za-z0-9_-]{1,40}"),
     "KRAKEN": re.compile(

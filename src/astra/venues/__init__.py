@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Callable
 from importlib import import_module
 
+from astra.core import SIM_CODES
+
 from .base import Venue
 
 __all__ = ["VENUE_CODES", "build_venue"]
@@ -18,12 +20,12 @@ __all__ = ["VENUE_CODES", "build_venue"]
 def _aster(code: str, options: dict) -> Venue:
     from .aster import AsterUrls, AsterVenue
 
-    if code == "SIM":
+    if code in SIM_CODES:
         url = options.pop("url", None)
         if not url:
-            raise ValueError("venue SIM needs a url (or let astra serve start one)")
+            raise ValueError(f"venue {code} needs a url (or let astra serve start one)")
         _no_more(code, options)
-        return AsterVenue("SIM", AsterUrls.for_simulator(url))
+        return AsterVenue(code, AsterUrls.for_simulator(url))
     return AsterVenue("ASTER", _urls(code, AsterUrls, options))
 
 
@@ -42,7 +44,7 @@ def _no_more(code: str, options: dict) -> None:
 # code -> factory(code, options). Packages register by module path so nothing is imported
 # until that venue is configured.
 _FACTORIES: dict[str, Callable[[str, dict], Venue] | str] = {
-    "SIM": _aster,
+    **dict.fromkeys(SIM_CODES, _aster),
     "ASTER": _aster,
     "HUOBI": "astra.venues.htx",
     "OKX": "astra.venues.okx",

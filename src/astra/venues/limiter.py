@@ -68,7 +68,7 @@ from typing import Any
 import aiohttp
 from ccxt.base import errors as ccxt_errors
 
-from astra.core import AstraError, RateLimited
+from astra.core import SIM_CODES, AstraError, RateLimited
 
 from .limiter_slot import LIMIT_STATUSES, Slot, attach_routed
 from .venue_answers import (
@@ -99,15 +99,15 @@ CCXT_IDS: Mapping[str, str] = {
     "KUCOIN": "kucoin",
     "KRAKEN": "kraken",
     "ASTER": "aster",
-    "SIM": "binance",  # the simulator speaks Binance's API
+    **dict.fromkeys(SIM_CODES, "binance"),  # the simulator speaks Binance's API
 }
 # Venues whose documented limit is not ccxt's pace, in request weight per second: the
 # simulator allows 6000 weight a minute per IP (its exchangeInfo), i.e. 100 weight-1 requests
 # a second; Aster documents 2400 a minute (its perpetual exchangeInfo's REQUEST_WEIGHT).
-_DOCUMENTED_RATES: Mapping[str, float] = {"SIM": 100.0, "ASTER": 40.0}
+_DOCUMENTED_RATES: Mapping[str, float] = {**dict.fromkeys(SIM_CODES, 100.0), "ASTER": 40.0}
 
 # (venue, venue code) of limits the venue counts per account, not per IP.
-_ACCOUNT_SCOPED = frozenset((v, "-1015") for v in ("BINANCE", "ASTER", "SIM"))
+_ACCOUNT_SCOPED = frozenset((v, "-1015") for v in ("BINANCE", "ASTER", *SIM_CODES))
 
 _rates: dict[str, float] = {}
 

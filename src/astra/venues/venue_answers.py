@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from astra.core import SIM_CODES
+
 __all__ = [
     "BINANCE_LIKE",
     "COUNT_LIMITS",
@@ -35,7 +37,7 @@ __all__ = [
     "venue_details",
 ]
 
-BINANCE_LIKE = ("BINANCE", "ASTER", "SIM")
+BINANCE_LIKE = ("BINANCE", "ASTER", *SIM_CODES)
 # -2025 / -4045 "max open (stop) orders": ccxt says RateLimitExceeded, but it is a count.
 COUNT_LIMITS = frozenset((v, c) for v in BINANCE_LIKE for c in ("-2025", "-4045"))
 
@@ -167,7 +169,7 @@ def _generic(body: Any) -> tuple[str | None, str | None]:
 _PARSERS = {
     "BINANCE": _binance,
     "ASTER": _binance,
-    "SIM": _binance,
+    **dict.fromkeys(SIM_CODES, _binance),
     "OKX": _okx,
     "KUCOIN": _kucoin,
     "HUOBI": _htx,
