@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -135,3 +136,152 @@ async def _stalled_ws(port: int, path: str, headers: str = "") -> asyncio.Stream
 def stalled_ws():
     """``await stalled_ws(port, path)``: a connected WebSocket client that never reads."""
     return _stalled_ws
+
+
+# -- routed (SMART) orders: three simulated venues, a gateway over them -------------------------
+
+SOR_CODES = ("SIM", "SIM2", "SIM3")
+
+
+async def _stopped(server: SimServer) -> SimServer:
+    task = server.exchange._task
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return server
+
+
+@pytest.fixture
+async def sor_sims():
+    """Three independent simulated venues ``SIM``, ``SIM2``, ``SIM3`` (each with its own
+    profile: fees, ticks, depth), each its own server on a loopback port, clocks running
+    (``SorDesk.freeze`` stops them)."""
+    from astra.sim.venues import profile_for
+
+    async with contextlib.AsyncExitStack() as stack:
+        sims = {}
+        for i, code in enumerate(SOR_CODES):
+            exchange = SimExchange(seed=i + 1, profile=profile_for(code), latency_ms=0)
+            sims[code] = await stack.enter_async_context(SimServer(exchange))
+        yield sims
+
+
+async def _publish_only(server: SimServer) -> None:
+    """A stopped venue's feeds flushed every 10 ms: no synthetic flow moves its books, but
+    the trades tests make on them reach subscribers as diffs, as on a live venue."""
+    feeds = [side.feeds for side in server.exchange.sides.values()]
+    while True:
+        for f in feeds:
+            f.tick()
+        await asyncio.sleep(0.01)
+
+
+class SorDesk:
+    """A gateway over ``sor_sims`` and one API key whose accounts (one per venue, funded as
+    asked) are its stored credentials."""
+
+    def __init__(self, sims, key_store, journal=None) -> None:
+        self.sims, self.key_store, self.journal = sims, key_store, journal
+        self.token = key_store.create("sor").token
+        self.key_id = self.token.split(".")[0]
+        self.accounts: dict = {}  # code -> NewCredentials
+        self.gw = None
+        self.feeds: list[asyncio.Task] = []
+
+    async def close(self) -> None:
+        for task in self.feeds:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.feeds.clear()
+        if self.gw is not None:
+            await self.gw.close()
+            self.gw = None
+
+    def fund(self, code: str, deposit: str) -> None:
+        from astra.sim.admin import parse_deposits
+
+        self.accounts[code] = self.sims[code].exchange.create_account(parse_deposits(deposit))
+
+    def credentials(self):
+        from astra.core.credentials import ExchangeCredentials
+        from astra.trading.paper import LayeredCredentials
+
+        stored = LayeredCredentials()
+        for code, creds in self.accounts.items():
+            stored.add_default(self.key_id, ExchangeCredentials(
+                exchange=code, private_key=creds.signerPrivateKey))
+        return stored
+
+    def venues(self, urls: dict | None = None) -> dict:
+        from astra.venues import build_venue
+
+        return {code: build_venue(code, {"url": (urls or {}).get(code, s.base_url)})
+                for code, s in self.sims.items()}
+
+    async def start(self, venues: dict | None = None, *, stored: bool = True):
+        """A gateway over the venues; ``stored``: the accounts are the key's stored
+        credentials (else the key must send them as headers)."""
+        from astra.server.gateway import Gateway
+
+        self.gw = await Gateway(venues or self.venues(), self.key_store, port=0,
+                                metrics_port=0, linger=1.0, journal=self.journal,
+                                credentials=self.credentials() if stored else None).start()
+        return self.gw
+
+    async def freeze(self, market: str = "SMART-SPOT-BTC-USDT", kind: str = "spot") -> None:
+        """Every member book synced in the gateway, then every venue's clock stopped and the
+        gateway's books caught up with each venue's own book (levels equal)."""
+        async with asyncio.timeout(30):
+            while True:
+                books = await self.gw.engine.member_books(market)
+                if all(m.state == "synced" for m in books.members):
+                    break
+                await asyncio.sleep(0.05)
+            for server in self.sims.values():
+                await _stopped(server)
+                # The books stand still, but what trades on them is still published.
+                self.feeds.append(asyncio.create_task(_publish_only(server)))
+        await self.publish(market, kind)  # changes since the last diff flush
+
+    async def publish(self, market: str = "SMART-SPOT-BTC-USDT", kind: str = "spot") -> None:
+        """With clocks stopped: wait until the gateway's member books equal the venues' own
+        (``freeze`` keeps each venue's feeds publishing the changes trades make)."""
+        async with asyncio.timeout(20):
+            while True:
+                books = await self.gw.engine.member_books(market)
+                if all(m.state == "synced" and self.venue_depth(
+                        m.venue, kind, m.market.exchange_symbol) == (m.bids, m.asks)
+                       for m in books.members):
+                    return
+                await asyncio.sleep(0.02)
+
+    def venue_depth(self, code: str, kind: str, symbol: str):
+        """The venue's own whole book (its engine), best first, as floats."""
+        state = self.sims[code].exchange.sides[kind].states[symbol]
+        bids, asks = state.engine.depth()
+        pu, qu = 10**state.market.price_dp, 10**state.market.qty_dp
+        return ([(p / pu, q / qu) for p, q in bids], [(p / pu, q / qu) for p, q in asks])
+
+    def creds_for(self, code: str):
+        from astra.core import MissingCredentials
+
+        creds = self.credentials().get(self.key_id, code)
+        if creds is None:
+            raise MissingCredentials(f"no {code} credentials", venue=code)
+        return creds
+
+    def account_id(self, code: str) -> int:
+        sim = self.sims[code].exchange
+        return sim.registry.by_api_key(self.accounts[code].apiKey).id
+
+
+@pytest.fixture
+async def sor_desk(sor_sims, key_store):
+    """``SorDesk`` over the three stopped venues: fund, then ``await desk.start()``."""
+    desk = SorDesk(sor_sims, key_store)
+    try:
+        yield desk
+    finally:
+        await desk.close()

@@ -40,6 +40,60 @@ def test_astra_sim_prints_urls_serves_and_stops_on_ctrl_c():
             proc.wait(timeout=5)
 
 
+def test_astra_sim_runs_several_venues_each_on_its_own_port():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "astra", "sim", "--venues", "3", "--port", "0", "--seed", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        while not any("new account" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"astra sim exited early: {''.join(lines)} {proc.stderr.read()}"
+            lines.append(line)
+        out = "".join(lines)
+        venues = re.findall(r"venue (SIM\d*) \(seed 2\) listening on (http://[\d.:]+)", out)
+        assert [code for code, _ in venues] == ["SIM", "SIM2", "SIM3"]
+        assert len({url for _, url in venues}) == 3
+        takers = set()
+        for code, url in venues:
+            for root in ("api", "fapi"):
+                with urllib.request.urlopen(f"{url}/{root}/v1/depth?symbol=BTCUSDT",
+                                            timeout=5) as resp:
+                    book = msgspec.json.decode(resp.read())
+                assert book["bids"] and book["asks"], (code, root)
+                assert float(book["bids"][0][0]) < float(book["asks"][0][0])
+            with urllib.request.urlopen(f"{url}/api/v1/exchangeInfo", timeout=5) as resp:
+                info = msgspec.json.decode(resp.read())
+            takers.add(info["symbols"][0]["takerCommissionRate"])
+        assert len(takers) == 3  # three venues, three fee schedules
+        created = subprocess.run(  # each venue has its own accounts: one on SIM2
+            [sys.executable, "-m", "astra", "sim", "account", "create", "--url", venues[1][1],
+             "--deposit", "USDT=5", "--json"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert created.returncode == 0, created.stderr
+        assert msgspec.json.decode(created.stdout)["deposit"] == {"USDT": "5"}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.mark.parametrize("count", ["0", "17", "x"])
+def test_astra_sim_refuses_a_venue_count_out_of_range(count):
+    proc = subprocess.run(
+        [sys.executable, "-m", "astra", "sim", "--venues", count, "--port", "0"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2
+    assert f"the simulator runs 1 to 16 venues, not '{count}'" in proc.stderr
+
+
 def _serve(tmp_path, env_extra: dict[str, str]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "ASTRA_API_KEY"}
     env.update(ASTRA_DATA_DIR=str(tmp_path), **env_extra)
@@ -53,8 +107,8 @@ def _serve(tmp_path, env_extra: dict[str, str]) -> subprocess.Popen:
 
 
 def _read_until_listening(proc: subprocess.Popen) -> str:
-    lines = []
-    while not any("running at" in line for line in lines):
+    lines = []  # up to the "try: curl" line, printed once every simulator venue is listed
+    while not any("try: curl" in line for line in lines):
         line = proc.stdout.readline()
         assert line, f"astra serve exited early: {''.join(lines)} {proc.stderr.read()}"
         lines.append(line)
@@ -77,8 +131,14 @@ def test_astra_serve_prints_a_key_once_serves_sim_and_stops_its_child(tmp_path):
         key = re.search(r"Bearer (\S+)", out)[1]
         base = re.search(r"listening on (http://\S+)", out)[1]
         sim = re.search(r"running at (http://\S+)", out)[1]
-        status, book = _get(f"{base}/orderbook?market=SIM-SPOT-BTC-USDT", key)
-        assert status == 200 and book["bids"] and book["asks"]
+        # No configuration: three simulated venues, SIM, SIM2 and SIM3, one child process.
+        children = re.findall(r"simulator \((SIM\d*)\) running at (http://\S+) \(pid (\d+)\)", out)
+        assert [c for c, _, _ in children] == ["SIM", "SIM2", "SIM3"]
+        assert len({u for _, u, _ in children}) == 3 and len({p for _, _, p in children}) == 1
+        assert "venues: SIM, SIM2, SIM3" in out
+        for code in ("SIM", "SIM2", "SIM3"):
+            status, book = _get(f"{base}/orderbook?market={code}-SPOT-BTC-USDT", key)
+            assert status == 200 and book["bids"] and book["asks"]
         assert _get(f"{base}/orderbook?market=SIM-SPOT-BTC-USDT", "x" * 20 + ".y" * 20)[0] == 401
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
@@ -120,21 +180,30 @@ def test_astra_serve_paper_trades_on_sim_with_only_an_astra_key(tmp_path):
     try:
         out = _read_until_listening(proc)
         base = re.search(r"listening on (http://\S+)", out)[1]
-        body = msgspec.json.encode(
-            {"market": "SIM-SPOT-BTC-USDT", "side": "BUY", "type": "MARKET", "quantity": 0.01}
-        )
-        request = urllib.request.Request(
-            f"{base}/orders",
-            data=body,
-            method="POST",
-            headers={"x-astra-api-key": f"Bearer {key}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=20) as resp:
-            order = msgspec.json.decode(resp.read())
-        assert order["status"] == "FILLED" and order["filledQuantity"] == 0.01
-        status, balances = _get(f"{base}/balances?exchange=SIM", key)
+        assert "an account on each of SIM, SIM2, SIM3" in out
+        # A paper account on every simulated venue: orders on SIM and on SIM2.
+        for code in ("SIM", "SIM2"):
+            body = msgspec.json.encode(
+                {"market": f"{code}-SPOT-BTC-USDT", "side": "BUY", "type": "MARKET",
+                 "quantity": 0.01}
+            )
+            request = urllib.request.Request(
+                f"{base}/orders",
+                data=body,
+                method="POST",
+                headers={"x-astra-api-key": f"Bearer {key}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=20) as resp:
+                order = msgspec.json.decode(resp.read())
+            assert order["status"] == "FILLED" and order["filledQuantity"] == 0.01
+            assert order["market"] == f"{code}-SPOT-BTC-USDT"
+            status, balances = _get(f"{base}/balances?exchange={code}", key)
+            by_asset = {b["asset"]: b["total"] for b in balances}
+            assert status == 200 and 2.0 < by_asset["BTC"] < 2.01 and by_asset["USDT"] < 100000
+        # SIM3's account is funded and untouched: each venue keeps its own ledger.
+        status, balances = _get(f"{base}/balances?exchange=SIM3", key)
         by_asset = {b["asset"]: b["total"] for b in balances}
-        assert status == 200 and 2.0 < by_asset["BTC"] < 2.01 and by_asset["USDT"] < 100000
+        assert status == 200 and by_asset["BTC"] == 2.0 and by_asset["USDT"] == 100000
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0

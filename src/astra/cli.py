@@ -12,6 +12,8 @@ import sys
 import threading
 from collections.abc import Coroutine, Sequence
 
+from astra.core import MAX_SIM_VENUES
+
 __all__ = ["main"]
 
 
@@ -73,6 +75,17 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(1)
 
 
+def _venue_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_SIM_VENUES:
+        raise argparse.ArgumentTypeError(
+            f"the simulator runs 1 to {MAX_SIM_VENUES} venues, not {text!r}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     from astra.server.serve import add_serve_parser
     from astra.store import add_credentials_parser, add_keys_parser
@@ -80,12 +93,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="astra", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve_parser(sub)
-    sim = sub.add_parser("sim", help="run the built-in exchange simulator (venue SIM)")
+    sim = sub.add_parser("sim", help="run the built-in exchange simulator (venues SIM, SIM2...)")
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    sim.add_argument("--port", type=int, default=7070, help="port (0 picks a free one)")
+    sim.add_argument(
+        "--port", type=int, default=7070,
+        help="SIM's port; SIM2 gets PORT+1 and so on (0: each venue picks a free one)",
+    )
     sim.add_argument("--seed", type=int, default=0, help="seed of the synthetic order flow")
     sim.add_argument(
-        "--data", metavar="FILE", help="keep accounts, balances and orders in FILE across restarts"
+        "--venues", type=_venue_count, default=1, metavar="N",
+        help=f"run N venues SIM, SIM2 ... around one fair price (1 to {MAX_SIM_VENUES})",
+    )
+    sim.add_argument(
+        "--no-latency", dest="latency", action="store_false",
+        help="answer REST requests without the venues' simulated latency",
+    )
+    sim.add_argument(
+        "--data", metavar="FILE",
+        help="keep accounts, balances and orders in FILE across restarts (SIM's; SIM2's in "
+        "FILE.SIM2 and so on)",
     )
     sim.add_argument(  # for `astra serve`, which runs the simulator as its child: its pid
         "--exit-with-parent", nargs="?", type=int, const=0, default=None, metavar="PID",
@@ -104,12 +130,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.exit(run_account_command(args))
     elif args.command == "sim":
-        from astra.sim.server import serve_sim
+        from astra.sim.cluster import serve_sim
 
         if args.exit_with_parent is not None:
             _die_with_parent(args.exit_with_parent)
             _exit_at_stdin_eof()
-        _run(serve_sim(args.host, args.port, args.seed, args.data))
+        _run(serve_sim(args.host, args.port, args.seed, args.data, args.venues, args.latency))
     elif args.command == "serve":
         from astra.server.serve import serve
 

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from astra.core import SIM_CODES
 from astra.server.gateway import load_config, venues_from_config
 from astra.venues.aster import AsterUrls
 
@@ -52,12 +53,12 @@ def test_bad_configuration_is_refused_with_the_reason(config, message):
 def test_every_registered_venue_builds_from_an_empty_section():
     from astra.venues import VENUE_CODES
 
-    config = {"venues": {code: {} for code in VENUE_CODES if code != "SIM"}}
+    config = {"venues": {code: {} for code in VENUE_CODES if code not in SIM_CODES}}
     venues = venues_from_config(config, None)
-    assert sorted(venues) == sorted(c for c in VENUE_CODES if c != "SIM")
+    assert sorted(venues) == sorted(c for c in VENUE_CODES if c not in SIM_CODES)
     assert {code: venue.code for code, venue in venues.items()} == {c: c for c in venues}
     assert set(VENUE_CODES) == {
-        "SIM",
+        *SIM_CODES,
         "ASTER",
         "BINANCE",
         "COINBASE",

@@ -22,6 +22,7 @@ VERSIONS = ("v1", "v3")
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 LIVE_INFO = {"spot": "spot-exchangeInfo.json", "perp": "futures-exchangeInfo.json"}
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+FEE_KEYS = {"makerCommissionRate", "takerCommissionRate"}
 DEFAULT_DEPTH = {"spot": 100, "perp": 500}
 TRADE_KEYS = {
     "spot": {"id", "price", "qty", "baseQty", "time", "isBuyerMaker"},
@@ -136,8 +137,11 @@ async def test_exchange_info_has_the_live_shape(sim, http, shared_fixture, kind)
     assert set(ours) == set(live)
     assert [s["symbol"] for s in ours["symbols"]] == list(SYMBOLS)
     live_keys = set(live_entry(live))
+    fees = {"spot": ("0.0001", "0.0004"), "perp": ("0.0002", "0.0004")}[kind]  # SIM's
     for entry in ours["symbols"]:
-        assert set(entry) == live_keys, entry["symbol"]
+        # The live keys plus the simulator's documented extension: the venue's fee rates.
+        assert set(entry) == live_keys | FEE_KEYS, entry["symbol"]
+        assert (entry["makerCommissionRate"], entry["takerCommissionRate"]) == fees
         assert entry["status"] == "TRADING"
         assert entry["quoteAsset"] == "USDT"
         assert entry["symbol"] == entry["baseAsset"] + entry["quoteAsset"]

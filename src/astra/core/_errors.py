@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ._models import SIM_CODES, Error, Exchange, FeedState
+from ._models import Error, Exchange, FeedState
 
 __all__ = [
     "AstraError",
@@ -60,6 +60,7 @@ class AstraError(Exception):
     status: ClassVar[int] = 500
     default_message: ClassVar[str] = "internal error"
     feed: FeedState | None = None  # set by FeedUnavailable
+    members: list | None = None  # MemberStates: set by FeedUnavailable for a SMART market
 
     def __init_subclass__(
         cls, *, code: str | None = None, status: int | None = None, message: str | None = None
@@ -110,6 +111,7 @@ class AstraError(Exception):
             venue_code=self.venue_code,
             retry_after=self.retry_after,
             feed=self.feed,
+            members=self.members,
         )
 
     @staticmethod
@@ -132,6 +134,7 @@ class AstraError(Exception):
             retry_after=model.retry_after,
         )
         err.feed = model.feed
+        err.members = model.members
         if klass is AstraError and model.code != AstraError.code:
             err.code = model.code  # keep a code this version does not know
         return err
@@ -185,8 +188,7 @@ class UnknownExchange(AstraError, code="UNKNOWN_EXCHANGE", status=400):
 
     def __init__(self, exchange: str, message: str | None = None, **extra: Any) -> None:
         extra.setdefault("parameter", "exchange")
-        known = ", ".join(e for e in Exchange if e not in SIM_CODES[1:])
-        known += f" (and the simulator's {SIM_CODES[1]} ... {SIM_CODES[-1]})"
+        known = ", ".join(Exchange)
         super().__init__(
             message or f"unknown exchange '{exchange}': expected one of {known}", **extra
         )
@@ -332,6 +334,14 @@ class InsufficientBalance(
     pass
 
 
+class InsufficientLiquidity(
+    AstraError, code="INSUFFICIENT_LIQUIDITY", status=422,
+    message="not enough liquidity inside the order's limits",
+):
+    """A routed (SMART) order the member books cannot fill as asked: no liquidity inside the
+    price or slippage bound, or a FOK order the books do not cover whole. Nothing was sent."""
+
+
 class InvalidOrder(AstraError, code="INVALID_ORDER", status=422, message="invalid order"):
     """The venue refused the order's parameters (size, price, filters, time in force...)."""
 
@@ -391,10 +401,12 @@ class FeedUnavailable(VenueUnavailable):
     (``FeedState``: disconnected since when, and why) so a client knows what it waits for."""
 
     def __init__(
-        self, venue: str, message: str, *, feed: FeedState, retry_after: float | None = None
+        self, venue: str, message: str, *, feed: FeedState, retry_after: float | None = None,
+        members: list | None = None,
     ) -> None:
         super().__init__(venue, message, retry_after=retry_after)
         self.feed = feed
+        self.members = members
 
 
 class VenueTimeout(VenueError, code="VENUE_TIMEOUT", status=504, message="venue {venue} timed out"):

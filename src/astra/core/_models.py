@@ -25,14 +25,20 @@ __all__ = [
     "SIM_CODES",
     "SMART",
     "AssetType",
+    "Bbo",
+    "BboQuote",
     "BookResync",
     "BookUpdate",
+    "ConsolidatedBook",
+    "ConsolidatedLevel",
+    "ConsolidatedUpdate",
     "DataType",
     "Error",
     "Exchange",
     "FeedState",
     "Level",
     "MarketMetadata",
+    "MemberState",
     "OptionType",
     "OrderBook",
     "Side",
@@ -118,6 +124,7 @@ class DataType(StrEnum):
 
     ORDERBOOK = "ORDERBOOK"
     TRADE = "TRADE"
+    BBO = "BBO"  # best bid and offer, sent only when it changes
 
 
 # Levels and trades are created by the million on the feed path: frozen (hashable, immutable)
@@ -156,6 +163,11 @@ class MarketMetadata(
     option_type: OptionType | None = None
     status: str | None = None  # venue trading status normalized by the venue package, e.g. TRADING
     exchange_symbol: str | None = None  # the venue's own instrument id, e.g. "BTCUSD_PERP"
+    # The venue's published base-tier fee rates, as fractions (0.0004 = 4 bps).
+    maker_fee: float | None = None
+    taker_fee: float | None = None
+    # SMART markets only: the member venues' market symbols, in the configured venue order.
+    members: tuple[str, ...] | None = None
 
 
 class OrderBook(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
@@ -244,3 +256,79 @@ class Error(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     venue_code: str | None = None  # the venue's own error code, as text
     retry_after: float | None = None  # seconds; also sent as a Retry-After header on HTTP
     feed: FeedState | None = None  # a market's feed state, when its live data is unavailable
+    members: list[MemberState] | None = None  # a SMART market's member books, when none is live
+
+
+# --- the consolidated (SMART) book and best bid/offer ------------------------------------------
+
+
+class MemberState(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """One member venue of a SMART market and the state of its book: ``synced`` (it
+    contributes), ``connecting``, ``resyncing``, ``stale`` (synced, but unchanged for longer
+    than the configured ``stale_after``) or ``disconnected``."""
+
+    venue: str
+    market: str
+    state: Literal["synced", "connecting", "resyncing", "stale", "disconnected"]
+    since: int | None = None  # epoch ms when it entered that state
+    reason: str | None = None
+
+
+class ConsolidatedLevel(msgspec.Struct, kw_only=True, frozen=True, gc=False):
+    """A SMART book level: ``quantity`` is the sum of ``venues``' quantities at ``price``
+    (base units). In a ``ConsolidatedUpdate`` a quantity of 0 deletes the level."""
+
+    price: float
+    quantity: float
+    venues: dict[str, float]
+
+
+class ConsolidatedBook(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """``GET /orderbook`` on a ``SMART-`` market: the in-sync members' books merged at exact
+    venue prices (bids descending, asks ascending; a crossed book is shown as it is).
+    ``fee_adjusted``: prices are net of each venue's taker fee (bids x (1 - fee), asks x
+    (1 + fee)). ``members`` lists every requested member venue and its book's state."""
+
+    market: str
+    bids: list[ConsolidatedLevel]
+    asks: list[ConsolidatedLevel]
+    update_id: int
+    timestamp: int | None = None
+    fee_adjusted: bool = False
+    members: list[MemberState]
+
+
+class ConsolidatedUpdate(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """WebSocket ORDERBOOK message of a ``SMART-`` market. ``update_id`` is the gateway's own
+    sequence for that market: +1 per message, never reused (also across member resyncs). A
+    ``snapshot`` (with ``members``) follows any member's change of state."""
+
+    type: Literal["snapshot", "update"]
+    market: str
+    update_id: int
+    bids: list[ConsolidatedLevel]
+    asks: list[ConsolidatedLevel]
+    timestamp: int | None = None
+    members: list[MemberState] | None = None
+
+
+class BboQuote(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True, gc=False):
+    """One side of the best bid and offer; ``venue`` is where it rests (on SMART, the venue
+    with the most quantity at that price when several share it; ``venues`` has them all)."""
+
+    price: float
+    quantity: float
+    venue: str
+    venues: dict[str, float] | None = None  # SMART only
+
+
+class Bbo(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """``GET /bbo`` and WebSocket ``dataType=BBO``: the best bid and offer (None when that
+    side is empty). ``update_id``: the book's (single venue) or the gateway's (SMART)."""
+
+    type: Literal["bbo"]
+    market: str
+    bid: BboQuote | None = None
+    ask: BboQuote | None = None
+    update_id: int
+    timestamp: int | None = None

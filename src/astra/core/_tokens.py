@@ -13,7 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
-__all__ = ["normalize_token"]
+__all__ = ["VENUE_SPECIFIC_NAMES", "normalize_token"]
 
 # Names that mean the same token on every venue.
 _GLOBAL: dict[str, str] = {
@@ -53,6 +53,10 @@ _BY_EXCHANGE: dict[str, dict[str, str]] = {
 }
 
 _EMPTY: dict[str, str] = {}
+
+# Names that mean a particular token only on some venues (``BCC`` is BCH on Binance, another
+# coin elsewhere): on a venue whose table does not map them, their meaning is unknown.
+VENUE_SPECIFIC_NAMES: frozenset[str] = frozenset(n for t in _BY_EXCHANGE.values() for n in t)
 
 
 def normalize_token(name: str, exchange: str | None = None) -> str:

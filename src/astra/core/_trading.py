@@ -22,6 +22,7 @@ from ._models import Side
 __all__ = [
     "Balance",
     "BalancesMessage",
+    "ExecutionReport",
     "Fill",
     "FillsMessage",
     "Liquidity",
@@ -30,10 +31,17 @@ __all__ = [
     "OrderType",
     "OrdersMessage",
     "PlaceOrder",
+    "PlanMember",
+    "PlannedLeg",
     "Position",
     "PositionSide",
     "ResyncMessage",
+    "SmartChild",
+    "SmartOrder",
+    "SmartOrderRequest",
+    "SmartPlan",
     "TimeInForce",
+    "VenueFills",
 ]
 
 
@@ -167,3 +175,130 @@ class ResyncMessage(msgspec.Struct, tag="resync", tag_field="type", **_STRUCT):
 
     exchange: str
     reason: str
+
+
+# -- routed (SMART) orders: ``POST /orders`` on a ``SMART-`` market ----------------------------
+# A parent order on the consolidated market, executed as child orders on its member venues
+# (``astra.routing``). Quantities are base units; fees are quote units at each venue's
+# published rate; bps are positive when worse for the taker (``vsBestSingleBps``: positive
+# when the routed order did better than the best single venue would have).
+
+
+class SmartOrderRequest(msgspec.Struct, forbid_unknown_fields=True, **_STRUCT):
+    """``POST /orders`` body on a ``SMART-`` market: ``PlaceOrder`` plus the router's fields."""
+
+    market: str
+    side: Side
+    type: OrderType
+    quantity: float
+    price: float | None = None
+    stop_price: float | None = None
+    time_in_force: TimeInForce | None = None
+    post_only: bool = False
+    reduce_only: bool = False
+    client_order_id: str | None = None
+    venues: list[str] | None = None  # member venue codes to route to (default: every member)
+    max_slippage_bps: float | None = None  # bound around the arrival consolidated mid
+    dry_run: bool = False  # plan only: nothing is sent, nothing journaled
+
+
+class SmartChild(msgspec.Struct, **_STRUCT):
+    """One child order of a routed order, as journaled and as its venue last reported it."""
+
+    client_order_id: str
+    venue: str
+    market: str
+    round: int  # 1..rounds for the IOC rounds; rounds + 1 for the GTC rest
+    leg: int
+    side: Side
+    time_in_force: TimeInForce
+    quantity: float
+    price: float  # its LIMIT price (the worst venue price the leg takes)
+    status: OrderStatus
+    filled_quantity: float = 0.0
+    order_id: str | None = None
+    average_price: float | None = None
+    fee: float | None = None  # estimated: filled notional x the venue's published rate
+    latency_ms: float | None = None  # from send to the venue's answer
+    error: str | None = None
+
+
+class VenueFills(msgspec.Struct, **_STRUCT):
+    venue: str
+    quantity: float
+    notional: float
+    fee: float
+    average_price: float | None = None
+
+
+class ExecutionReport(msgspec.Struct, **_STRUCT):
+    """What a routed order did: fills per venue, prices, fees and slippage."""
+
+    filled_quantity: float
+    notional: float
+    fees: float
+    rounds: int
+    fills: list[VenueFills]
+    average_price: float | None = None
+    net_average_price: float | None = None  # fees included
+    arrival_mid: float | None = None  # the consolidated mid when the order arrived
+    slippage_bps: float | None = None  # average price vs the arrival mid
+    best_single_venue: str | None = None
+    best_single_net_price: float | None = None  # that venue alone, same size, fees included
+    vs_best_single_bps: float | None = None  # positive: the routed order did better
+
+
+class SmartOrder(Order, **_STRUCT):
+    """The parent order on a ``SMART-`` market (``orderId`` ``sor-...``) with its children."""
+
+    venues: list[str] | None = None
+    max_slippage_bps: float | None = None
+    children: list[SmartChild] = []
+    report: ExecutionReport | None = None
+
+
+class PlannedLeg(msgspec.Struct, **_STRUCT):
+    venue: str
+    market: str
+    quantity: float
+    limit_price: float
+    average_price: float
+    notional: float
+    fee: float
+
+
+class PlanMember(msgspec.Struct, **_STRUCT):
+    """A member venue as the planner saw it: its book state and the capacity it was given."""
+
+    venue: str
+    market: str
+    state: str  # the book's state, or why the venue was left out
+    taker_fee: float | None = None
+    capacity: float | None = None  # free balance usable there
+    capacity_asset: str | None = None
+    reason: str | None = None  # why it was not planned on (no credentials, balance unread...)
+
+
+class SmartPlan(msgspec.Struct, **_STRUCT):
+    """``dryRun: true``: the plan the router would execute now; nothing was sent."""
+
+    market: str
+    side: Side
+    type: OrderType
+    requested: float
+    quantity: float
+    unfilled: float
+    legs: list[PlannedLeg]
+    members: list[PlanMember]
+    fees: float
+    dry_run: bool  # always true: says what this answer is
+    time_in_force: TimeInForce | None = None
+    average_price: float | None = None
+    net_average_price: float | None = None
+    arrival_mid: float | None = None
+    slippage_bps: float | None = None
+    best_single_venue: str | None = None
+    best_single_net_price: float | None = None
+    vs_best_single_bps: float | None = None
+    price_bound: float | None = None
+    limited_by: str | None = None

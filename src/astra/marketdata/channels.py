@@ -13,6 +13,10 @@ Invariants:
   state); of a ``connecting``/``resyncing`` one it waits for the snapshot, but no longer than
   the engine's ``book_wait`` and no longer than the feed stays up.
 - Trade channels (their memory, their drops) are ``trades.TradeChannel``'s.
+- A book channel's ``listeners`` (the SMART consolidated book, BBO feeds) are told, in the
+  feed's own call, about every snapshot, every update (with the venue-unit levels) and every
+  change of state; with no listener the feed pays one emptiness check per event. A listener
+  that raises is logged and does not disturb the feed or the other listeners.
 - Reasons shown to clients lose anything in parentheses and any URL (they name error
   classes, not hosts).
 """
@@ -43,7 +47,15 @@ from astra.core._redact import squeeze, without_locations
 from astra.venues.base import RECONNECTING, Venue, VenueMarket
 from astra.venues.book import L2Book
 
-__all__ = ["BookChannel", "Channel", "Client", "public_reason", "resync_frame", "units_of"]
+__all__ = [
+    "BookChannel",
+    "BookListener",
+    "Channel",
+    "Client",
+    "public_reason",
+    "resync_frame",
+    "units_of",
+]
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -52,6 +64,19 @@ _PARENS = re.compile(r"\([^()]*\)")
 
 class Client(Protocol):
     def deliver(self, frame: bytes) -> None: ...
+
+
+class BookListener(Protocol):
+    """Told by a ``BookChannel`` about its book (levels in the venue's units, as applied)."""
+
+    def book_snapshot(self, channel: BookChannel) -> None: ...
+
+    def book_update(
+        self, channel: BookChannel, bids: list[tuple[float, float]],
+        asks: list[tuple[float, float]],
+    ) -> None: ...
+
+    def book_state(self, channel: BookChannel) -> None: ...
 
 
 class Owner(Protocol):
@@ -174,6 +199,7 @@ class BookChannel(Channel):
         self._changed = asyncio.Event()  # set (and replaced) on every state change
         self._snapshot_frame: tuple[int, bytes] | None = None
         self._rest_frames: dict[int | None, tuple[int, bytes]] = {}  # depth -> (id, body)
+        self.listeners: set[BookListener] = set()  # internal consumers (SMART books, BBO)
 
     async def _run(self) -> None:
         await self.venue.run_book_feed(self.market, self)
@@ -283,6 +309,8 @@ class BookChannel(Channel):
         self.engine.stats["snapshots"] += 1
         if self.clients:
             self._fan_out(self.snapshot_frame())
+        if self.listeners:
+            self._tell("book_snapshot")
 
     def on_update(
         self,
@@ -305,6 +333,8 @@ class BookChannel(Channel):
                 )
             )
             self._fan_out(frame)
+        if self.listeners:
+            self._tell("book_update", bids, asks)
 
     def on_resync(self, reason: str) -> None:
         self.synced.clear()
@@ -314,3 +344,13 @@ class BookChannel(Channel):
             log.info("%s: %s (%s)", self.market.symbol, state, reason)
             if self.clients and (self._was_synced or state == "disconnected"):
                 self._fan_out(self._resync_frame())
+            if self.listeners:
+                self._tell("book_state")
+
+    def _tell(self, event: str, *levels: list[tuple[float, float]]) -> None:
+        for listener in tuple(self.listeners):
+            try:
+                getattr(listener, event)(self, *levels)
+            except Exception:  # a consumer's bug must not resync or stop the venue's feed
+                log.exception("%s: book listener %r failed on %s", self.market.symbol,
+                              listener, event)

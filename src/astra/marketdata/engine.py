@@ -18,18 +18,29 @@ Invariants:
   that names the venue, not its URL; a local rate limit is a 429 with ``Retry-After``.
 - Books keep the venue's units (their integrity checks are the venue's); quantities leave
   in base-asset units (``ContractUnits``: contracts converted at encoding, once per update).
+- ``SMART-`` symbols are consolidated markets (``smart.py``): their channel
+  (``consolidated.SmartChannel``) holds its members' book channels while it has users. Every
+  other symbol's path is unchanged (one prefix check in ``subscription``).
+- ``member_books`` (the router's read) waits, at most ``wait`` (default ``book_wait``), until
+  each requested member is synced or known down (disconnected, stale), then returns copies.
+  A REST read of a SMART book waits so only on the channel's first read, and later only while
+  no requested member contributes; with none then, 503 with every member's state.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+
+import msgspec
 
 from astra.core import (
     AstraError,
     DataType,
     Exchange,
     ExchangeNotServed,
+    InvalidMarket,
+    InvalidParameter,
     MarketMetadata,
     MarketNotFound,
     Trade,
@@ -39,15 +50,22 @@ from astra.core import (
 )
 from astra.venues.base import Venue, VenueMarket
 
+from .bbo import BboFeed, single_bbo
 from .channels import BookChannel, Channel, Client, units_of
+from .consolidated import SmartChannel
+from .smart import SMART_PREFIX, SmartBooks, SmartConfig, SmartMarket, build_smart_markets
 from .trades import TradeChannel
 
 __all__ = ["Client", "MarketDataEngine"]
 
+_encode = msgspec.json.Encoder().encode
+Subscription = tuple[Callable[[Client], None], Callable[[Client], None]]  # (add, remove)
+
 
 class MarketDataEngine:
     def __init__(
-        self, venues: Mapping[str, Venue], *, linger: float = 30.0, book_wait: float = 10.0
+        self, venues: Mapping[str, Venue], *, linger: float = 30.0, book_wait: float = 10.0,
+        smart: SmartConfig | None = None,
     ) -> None:
         self.venues = dict(venues)
         self.linger = linger
@@ -55,6 +73,9 @@ class MarketDataEngine:
         self.channels: dict[tuple[str, DataType], Channel] = {}
         self.stats = {"snapshots": 0, "book_updates": 0, "resyncs": 0, "trades": 0}
         self._retiring: set[asyncio.Task] = set()
+        self.smart_config = smart or SmartConfig()
+        self._smart: dict[str, SmartMarket] | None = None
+        self._bbo: dict[str, tuple[BookChannel, BboFeed]] = {}  # single-venue BBO streams
 
     def venue(self, exchange: str) -> Venue:
         venue = self.venues.get(exchange)
@@ -68,6 +89,8 @@ class MarketDataEngine:
         return venue
 
     async def markets(self, exchange: str) -> list[MarketMetadata]:
+        if exchange == "SMART":
+            return [m.metadata for m in (await self.smart_markets()).values()]
         venue = self.venue(exchange)
         try:
             markets = await venue.load_markets()
@@ -163,3 +186,177 @@ class MarketDataEngine:
         channels, self.channels = list(self.channels.values()), {}
         await asyncio.gather(*(c.stop() for c in channels), *self._retiring)
         await asyncio.gather(*(v.close() for v in self.venues.values()), return_exceptions=True)
+
+    # --- SMART markets -------------------------------------------------------------------------
+
+    def smart_venues(self) -> list[str]:
+        """The member venues, in configured order (``[smart] venues``, else every venue)."""
+        wanted = self.smart_config.venues
+        return [c for c in wanted if c in self.venues] if wanted else list(self.venues)
+
+    async def smart_markets(self) -> dict[str, SmartMarket]:
+        """Every SMART market by symbol. Kept once every member venue's markets loaded; a
+        venue whose markets cannot be read is left out of this answer (and retried)."""
+        if self._smart is not None:
+            return self._smart
+        codes = self.smart_venues()
+        found = await asyncio.gather(*(self.venues[c].load_markets() for c in codes),
+                                     return_exceptions=True)
+        loaded = {c: m for c, m in zip(codes, found, strict=True) if isinstance(m, dict)}
+        smart = build_smart_markets(loaded, self.smart_config, codes)
+        if len(loaded) == len(codes):
+            self._smart = smart
+        return smart
+
+    async def smart_market(self, symbol: str) -> SmartMarket:
+        parsed = parse_market(symbol)  # InvalidMarket names the bad part
+        if parsed.exchange != "SMART":
+            raise InvalidMarket(f"market '{symbol}' is not a SMART market", market=symbol,
+                                position=1)
+        market = (await self.smart_markets()).get(symbol)
+        if market is None:
+            raise MarketNotFound(symbol, f"market '{symbol}': no member venue lists it")
+        return market
+
+    def _smart_channel(self, smart: SmartMarket) -> SmartChannel:
+        key = (smart.symbol, DataType.ORDERBOOK)
+        channel = self.channels.get(key)
+        if channel is None:
+            channel = self.channels[key] = SmartChannel(
+                self, smart, self.venues, self.smart_config.stale_after)
+        return channel  # type: ignore[return-value]
+
+    @staticmethod
+    def _check_venues(smart: SmartMarket, venues: Sequence[str] | None) -> list[str] | None:
+        if venues is None:
+            return None
+        if not venues:
+            raise InvalidParameter("venues", "expected one or more member venues")
+        codes = list(dict.fromkeys(v.upper() for v in venues))
+        members = ", ".join(smart.members)
+        for code in codes:
+            if code not in Exchange.__members__ or code == "SMART":
+                raise InvalidParameter("venues", f"unknown venue {code[:20]!r}")
+            if code not in smart.members:
+                raise InvalidParameter(
+                    "venues", f"{code} is not a member of {smart.symbol} (members: {members})")
+        return [c for c in smart.members if c in codes]  # configured order
+
+    async def member_books(
+        self, symbol: str, venues: Sequence[str] | None = None, *, depth: int | None = None,
+        wait: float | None = None,
+    ) -> SmartBooks:
+        """Each requested member's book (copies, base units, best first) and state, after
+        waiting at most ``wait`` seconds for every one to be synced or known down."""
+        smart = await self.smart_market(symbol)
+        channel = self._smart_channel(smart)
+        members = channel.select(self._check_venues(smart, venues))
+        channel.acquire()  # held while waiting; released into linger: the feeds stay warm
+        try:
+            await channel.wait(members, self.book_wait if wait is None else wait)
+        finally:
+            channel.release()
+        return SmartBooks(smart, channel.member_books(members, depth))
+
+    async def _smart_read(self, symbol: str, venues: Sequence[str] | None):
+        smart = await self.smart_market(symbol)
+        channel = self._smart_channel(smart)
+        members = channel.select(self._check_venues(smart, venues))
+        if channel.settled and channel.task is not None and any(m.live for m in members):
+            channel.touch()
+            return channel, members
+        channel.acquire()
+        try:
+            await channel.wait(members, self.book_wait)
+            channel.settled = True
+        finally:
+            channel.release()
+        return channel, members
+
+    async def smart_order_book(
+        self, symbol: str, depth: int | None = None, venues: Sequence[str] | None = None,
+        fee_adjusted: bool = False,
+    ) -> bytes:
+        """The encoded ``ConsolidatedBook`` (503 with the members' states when none is live)."""
+        channel, members = await self._smart_read(symbol, venues)
+        return channel.rest_body(members, depth, fee_adjusted)
+
+    async def bbo(self, symbol: str, venues: Sequence[str] | None = None) -> bytes:
+        """The encoded ``Bbo`` of a single-venue or SMART market."""
+        if symbol.startswith(SMART_PREFIX):
+            channel, members = await self._smart_read(symbol, venues)
+            bbo = channel.current_bbo(members)
+            if bbo is None:
+                raise channel.unavailable(members)
+            return _encode(bbo)
+        if venues is not None:
+            raise InvalidParameter("venues", "only SMART markets take venues")
+        venue, market = await self.resolve(symbol)
+        channel = self._channel(venue, market, DataType.ORDERBOOK)
+        if not channel.synced.is_set():
+            channel.acquire()
+            try:
+                await channel.wait_synced(self.book_wait)
+            finally:
+                channel.release()
+        else:
+            channel.touch()
+        return _encode(single_bbo(channel))
+
+    async def subscription(self, symbol: str, data_type: DataType) -> Subscription:
+        """``(add, remove)`` of a WebSocket client on ``symbol``'s ``data_type`` stream;
+        raises (4xx) before anything starts when the market or the type does not fit."""
+        if symbol.startswith(SMART_PREFIX):
+            if data_type is DataType.TRADE:
+                raise InvalidParameter("dataType", "SMART markets stream ORDERBOOK and BBO")
+            smart = await self.smart_market(symbol)
+            held: list[SmartChannel] = []  # the channel ``add`` joined (looked up then: the
+            # one seen before the handshake may have been retired during it)
+
+            def add(client: Client) -> None:
+                channel = self._smart_channel(smart)
+                held.append(channel)
+                channel.acquire()
+                (channel if data_type is DataType.ORDERBOOK else channel.bbo).add_client(client)
+
+            def remove(client: Client) -> None:
+                for channel in held:
+                    target = channel if data_type is DataType.ORDERBOOK else channel.bbo
+                    if client in target.clients:
+                        target.clients.discard(client)
+                        channel.release()
+
+            return add, remove
+        venue, market = await self.resolve(symbol)
+        if data_type is not DataType.BBO:
+            return (lambda c: self.subscribe(venue, market, data_type, c),
+                    lambda c: self.unsubscribe(market, data_type, c))
+        return (lambda c: self._add_bbo(venue, market, c),
+                lambda c: self._remove_bbo(market, c))
+
+    def _add_bbo(self, venue: Venue, market: VenueMarket, client: Client) -> None:
+        entry = self._bbo.get(market.symbol)
+        if entry is None:
+            channel: BookChannel = self._channel(venue, market, DataType.ORDERBOOK)  # type: ignore[assignment]
+
+            def resync() -> bytes | None:
+                known = channel._was_synced or channel.state == "disconnected"
+                return channel._resync_frame() if known else None
+
+            feed = BboFeed(lambda: single_bbo(channel), resync)
+            channel.listeners.add(feed)
+            entry = self._bbo[market.symbol] = (channel, feed)
+        channel, feed = entry
+        channel.acquire()
+        feed.add_client(client)
+
+    def _remove_bbo(self, market: VenueMarket, client: Client) -> None:
+        entry = self._bbo.get(market.symbol)
+        if entry is None or client not in entry[1].clients:
+            return
+        channel, feed = entry
+        feed.clients.discard(client)
+        if not feed.clients:
+            channel.listeners.discard(feed)
+            del self._bbo[market.symbol]
+        channel.release()

@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, web
 
 from astra.core import DataType, InvalidParameter, TradesMessage
 from astra.marketdata.engine import MarketDataEngine
+from astra.marketdata.smart import SMART_PREFIX
 from astra.net import BoundedSender
 
 from .auth import WS_PROTOCOL
@@ -34,8 +35,10 @@ from .params import (
     MAX_TRADES_LIMIT,
     PRIVATE_DATA_TYPES,
     WS_DATA_TYPES,
+    bool_param,
     int_param,
     required,
+    venues_param,
 )
 from .sessions import WsSessions, attach_ws
 
@@ -90,7 +93,17 @@ class _Routes:
     async def orderbook(self, request: web.Request) -> web.Response:
         market = required(request.query, "market")
         depth = int_param(request.query, "depth", None, MAX_DEPTH)
-        body = await self.engine.order_book(market, depth)  # encoded once per book version
+        if market.startswith(SMART_PREFIX):  # the consolidated book (venues=, feeAdjusted=)
+            body = await self.engine.smart_order_book(
+                market, depth, venues_param(request.query),
+                bool_param(request.query, "feeAdjusted"))
+        else:
+            body = await self.engine.order_book(market, depth)  # encoded once per book version
+        return web.Response(body=body, content_type="application/json")
+
+    async def bbo(self, request: web.Request) -> web.Response:
+        market = required(request.query, "market")
+        body = await self.engine.bbo(market, venues_param(request.query))
         return web.Response(body=body, content_type="application/json")
 
     async def trades(self, request: web.Request) -> web.Response:
@@ -117,7 +130,7 @@ class _Routes:
         data_type = _DATA_TYPES.get(raw_type)
         if data_type is None:
             raise InvalidParameter("dataType", f"expected one of {', '.join(WS_DATA_TYPES)}")
-        venue, venue_market = await self.engine.resolve(market)
+        add, remove = await self.engine.subscription(market, data_type)
         protocol = request.get(WS_PROTOCOL)
         ws = web.WebSocketResponse(
             protocols=(protocol,) if protocol else (),
@@ -129,7 +142,7 @@ class _Routes:
         attach_ws(request, ws)  # its key's revocation closes it from now on
         client = BoundedSender(ws, request.transport, self.max_queue, send_buffer=self.send_buffer)
         writer = asyncio.create_task(client.writer())
-        self.engine.subscribe(venue, venue_market, data_type, client)
+        add(client)
         self.metrics.ws_clients[data_type] += 1
         try:
             async for _ in ws:  # one subscription per connection: client messages are ignored
@@ -137,7 +150,7 @@ class _Routes:
                     break
         finally:
             self.metrics.ws_clients[data_type] -= 1
-            self.engine.unsubscribe(venue_market, data_type, client)
+            remove(client)
             client.close(WSCloseCode.OK, "")
             with contextlib.suppress(TimeoutError, ConnectionError):
                 await asyncio.wait_for(writer, 5)
@@ -168,6 +181,7 @@ def build_app(
         [
             web.get("/markets", routes.markets),
             web.get("/orderbook", routes.orderbook),
+            web.get("/bbo", routes.bbo),
             web.get("/trades", routes.trades),
             web.get("/exchanges", routes.exchanges),
             web.get("/openapi.json", routes.openapi),

@@ -6,11 +6,14 @@ Configuration (``--config F``, TOML)::
     [venues.SIM]              # the built-in simulator
     url = "http://127.0.0.1:7070"   # a running `astra sim`; omit it to start one as a child
     seed = 0
+    [venues.SIM3]             # SIM2 ... SIM16: more simulated venues; without a url, the
+                              # child runs venues SIM ... SIM3 (up to the highest named)
     [venues.ASTER]            # a live venue (public data needs no exchange keys)
     perp_ws = "wss://fstream.asterdex.com"        # every URL is optional and overridable
     [venues.OKX]              # any of astra.venues.VENUE_CODES; keys per venue.from_config
 
-With no configuration the gateway serves ``SIM`` from a simulator child on loopback.
+With no configuration the gateway serves ``SIM``, ``SIM2`` and ``SIM3`` from a simulator
+child on loopback (``astra sim --venues 3``: three venues around one fair price).
 
 Top-level settings (all optional): ``header_timeout`` (seconds a connection may take to send
 a request's headers, default 10), ``keepalive_timeout`` (idle keep-alive connections, 75),
@@ -39,13 +42,17 @@ import os
 import re
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 from aiohttp import web
 
 from astra.marketdata.engine import MarketDataEngine
+from astra.marketdata.smart import SmartConfig
+from astra.routing.router import SmartRouter
 from astra.store import ApiKeyStore
 from astra.store.journal import OrderJournal
+from astra.store.routing_journal import RoutingJournal
 from astra.trading.credentials import CredentialSource, install_redactor
 from astra.trading.service import TradingService
 from astra.venues import build_venue
@@ -68,16 +75,22 @@ def load_config(path: Path | None) -> dict:
 
 
 class SimChild:
-    """``astra sim`` as a child process on loopback; ``url`` once started."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self.proc: asyncio.subprocess.Process | None = None
-        self.url = ""
+    """``astra sim --venues N`` as a child process on loopback; ``urls`` (venue code -> base
+    URL: ``SIM``, ``SIM2`` ...) once started, ``url`` the first's."""
 
     START_TIMEOUT = 20.0
+    # One line per venue once all of them listen: "Astra simulator venue SIM2 (seed 0)
+    # listening on http://127.0.0.1:7071" (older: "Astra simulator (venue SIM, seed 0) ...").
+    _LISTENING = re.compile(rb"venue (SIM\d*)\b.*?listening on (http://\S+)")
 
-    async def start(self) -> str:
+    def __init__(self, seed: int = 0, venues: int = 1) -> None:
+        self.seed = seed
+        self.venues = venues
+        self.proc: asyncio.subprocess.Process | None = None
+        self.urls: dict[str, str] = {}
+        self.url = ""
+
+    async def start(self) -> dict[str, str]:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -89,21 +102,34 @@ class SimChild:
             "0",
             "--seed",
             str(self.seed),
+            "--venues",
+            str(self.venues),
             "--exit-with-parent",
             str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,  # held open, never written: EOF means we are gone
             stdout=asyncio.subprocess.PIPE,
         )
-        async with asyncio.timeout(self.START_TIMEOUT):
-            line = await self.proc.stdout.readline()
-        match = re.search(rb"listening on (http://\S+)", line)
-        if match is None:
+        seen: list[bytes] = []
+        try:
+            async with asyncio.timeout(self.START_TIMEOUT):
+                while len(self.urls) < self.venues:
+                    line = await self.proc.stdout.readline()
+                    if not line:  # it exited (or closed its stdout) before listening
+                        break
+                    seen.append(line)
+                    match = self._LISTENING.search(line)
+                    if match is not None:
+                        self.urls[match[1].decode()] = match[2].decode()
+        except TimeoutError:
+            pass
+        if len(self.urls) < self.venues:
             await self.stop()
-            raise RuntimeError(f"simulator did not start: {line[:200]!r}")
-        self.url = match[1].decode()
+            got = b"".join(seen)[-400:]
+            raise RuntimeError(f"simulator did not start its {self.venues} venue(s): {got!r}")
+        self.url = next(iter(self.urls.values()))
         # Keep draining its stdout so the child never blocks on a full pipe.
         self._drain = asyncio.create_task(self.proc.stdout.read())
-        return self.url
+        return self.urls
 
     async def stop(self) -> None:
         proc = self.proc
@@ -117,17 +143,24 @@ class SimChild:
             await proc.wait()
 
 
-def venues_from_config(config: dict, sim_url: str | None) -> dict[str, Venue]:
-    """Venue objects by code. ``sim_url`` serves SIM when the config gives no URL for it,
-    and is the only venue when the config names none."""
+def venues_from_config(
+    config: dict, sim_urls: Mapping[str, str] | str | None
+) -> dict[str, Venue]:
+    """Venue objects by code. ``sim_urls`` (a simulator child's venues, code -> base URL; a
+    lone URL is ``SIM``'s) serve the simulator venues the config names without a URL, and
+    are every venue when the config names none."""
+    if isinstance(sim_urls, str):
+        sim_urls = {"SIM": sim_urls}
+    sim_urls = dict(sim_urls or {})
     venues: dict[str, Venue] = {}
     for code, options in (config.get("venues") or {}).items():
         options = dict(options or {})
-        if code.upper() == "SIM" and sim_url and not options.get("url"):
-            options["url"] = sim_url
+        if code.upper() in sim_urls and not options.get("url"):
+            options["url"] = sim_urls[code.upper()]
         venues[code.upper()] = build_venue(code, options)
-    if not venues and sim_url:
-        venues["SIM"] = build_venue("SIM", {"url": sim_url})
+    if not venues:
+        for code, url in sim_urls.items():
+            venues[code] = build_venue(code, {"url": url})
     return venues
 
 
@@ -152,10 +185,14 @@ class Gateway:
         ws_connections_per_key: int = 50,
         session_revalidate_seconds: float = 5.0,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        smart: SmartConfig | None = None,  # the [smart] section (consolidated markets)
     ) -> None:
-        self.engine = MarketDataEngine(venues, linger=linger)
+        self.engine = MarketDataEngine(venues, linger=linger, smart=smart)
         # The private API: the order journal lives in the same database as the keys.
         self.trading = TradingService(venues, journal or OrderJournal(keys._engine))
+        # Routed (SMART) orders: parents and children journaled in the same database.
+        self.router = SmartRouter(self.engine, self.trading,
+                                  RoutingJournal(self.trading.journal._engine))
         self.credentials = credentials
         self._reconciler: asyncio.Task | None = None
         self.metrics = Metrics(self.engine)
@@ -201,13 +238,19 @@ class Gateway:
             private_ws=private_ws(self.trading, self.credentials),
             **self._client_limits,
         )
-        app.add_routes(private_routes(self.trading, self.credentials, self.body_timeout))
+        app.add_routes(private_routes(self.trading, self.credentials, self.body_timeout,
+                                      self.router))
         self.port = await self._serve(app, self.port)
         self.sessions.start()  # once bound: a failed bind leaves no revalidation task
         # Orders a previous run left with an unknown outcome, for keys with stored credentials.
-        self._reconciler = asyncio.create_task(self.trading.reconcile_stored(self.credentials))
+        # Then routed parents left open, whose children those orders may be.
+        self._reconciler = asyncio.create_task(self._reconcile_stored())
         self.metrics_port = await self._serve(build_metrics_app(self.metrics), self.metrics_port)
         return self
+
+    async def _reconcile_stored(self) -> int:
+        done = await self.trading.reconcile_stored(self.credentials)
+        return done + await self.router.reconcile_stored(self.credentials)
 
     async def close(self) -> None:
         if self._reconciler is not None and not self._reconciler.done():

@@ -20,8 +20,11 @@ import msgspec
 
 from astra.core import (
     MAX_MARKET_LENGTH,
+    Bbo,
     BookResync,
     BookUpdate,
+    ConsolidatedBook,
+    ConsolidatedUpdate,
     Error,
     Exchange,
     MarketMetadata,
@@ -39,6 +42,9 @@ from astra.core._trading import (
     PlaceOrder,
     Position,
     ResyncMessage,
+    SmartOrder,
+    SmartOrderRequest,
+    SmartPlan,
 )
 from astra.store.journal import CLIENT_ORDER_ID_PATTERN
 from astra.trading.service import MAX_ORDER_VALUE, PRICED_TYPES, STOP_TYPES
@@ -206,39 +212,57 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
         exchanges = [code for code, _, _ in served]
         accounts = [a for a in BALANCE_ACCOUNTS if any(a in acc for _, _, acc in served)]
         id_patterns = sorted({pattern for _, pattern, _ in served})
-    market_schema = {"type": "string", "pattern": market_pattern(exchanges),
+    # SMART-... markets (the consolidated book, the router) are served whatever the venues.
+    with_smart = exchanges if "SMART" in exchanges else [*exchanges, "SMART"]
+    market_schema = {"type": "string", "pattern": market_pattern(with_smart),
                      "maxLength": MAX_MARKET_LENGTH}
     exchange_schema = {"type": "string", "enum": exchanges}
-    order_id_schema = {"type": "string",
-                       "pattern": "^(?:" + "|".join(f"(?:{p})" for p in id_patterns) + ")$"}
+    # (and SMART parents' ids, the router's own: ``sor-`` + 20 base62 characters)
+    order_id_schema = {"type": "string", "pattern": "^(?:" + "|".join(
+        f"(?:{p})" for p in [*id_patterns, "sor-[0-9A-Za-z]{20}"]) + ")$"}
     _, components = msgspec.json.schema_components(
         [MarketMetadata, OrderBook, BookUpdate, BookResync, TradesMessage, Error, ExchangeInfo,
+         ConsolidatedBook, ConsolidatedUpdate, Bbo,
          PlaceOrder, Order, Fill, Balance, Position, OrdersMessage, FillsMessage,
-         BalancesMessage, ResyncMessage],
+         BalancesMessage, ResyncMessage, SmartOrderRequest, SmartOrder, SmartPlan],
         ref_template="#/components/schemas/{name}",
     )
     market = _param("market", "Astra market symbol, e.g. SIM-SPOT-BTC-USDT",
                     schema=market_schema)
     exchange = _param("exchange", "Exchange code, e.g. SIM", schema=exchange_schema)
     orders = {"type": "array", "items": _ref("Order")}
+    _venues = _param("venues", "SMART only: comma-separated member venues (default: all)",
+                     False, {"type": "string", "pattern": "^[A-Za-z0-9]+(,[A-Za-z0-9]+)*$"})
     return {
         "openapi": "3.1.0",
         "info": {"title": "Astra API", "version": "1"},
         "security": [{"apiKey": []}],
         "paths": {
             "/markets": _get(
-                "Markets of an exchange",
-                [exchange],
+                "Markets of an exchange; exchange=SMART: the consolidated markets, each with "
+                "its member venues' markets (members)",
+                [_param("exchange", "Exchange code, e.g. SIM, or SMART",
+                        schema={"type": "string", "enum": with_smart})],
                 {"type": "array", "items": _ref("MarketMetadata")},
             ),
             "/orderbook": _get(
-                "L2 order book from the live synced book",
+                "L2 order book from the live synced book; on a SMART- market the consolidated "
+                "book of its in-sync members (ConsolidatedBook: per-venue quantities, each "
+                "member's state; 503 with the members' states when none is in sync)",
                 [
                     market,
                     _param("depth", f"levels per side (at most {MAX_DEPTH}; all when absent)",
                            False, {"type": "integer", "minimum": 1, "maximum": MAX_DEPTH}),
+                    _venues,
+                    _param("feeAdjusted", "SMART only: prices net of each venue's taker fee",
+                           False, {"type": "string", "enum": ["true", "false"]}),
                 ],
-                _ref("OrderBook"),
+                {"oneOf": [_ref("OrderBook"), _ref("ConsolidatedBook")]},
+            ),
+            "/bbo": _get(
+                "Best bid and offer (with venue) of a single-venue or SMART- market",
+                [market, _venues],
+                _ref("Bbo"),
             ),
             "/trades": _get(
                 "Recent public trades",
@@ -263,12 +287,14 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
                 "WebSocket: one subscription per connection. ORDERBOOK sends a "
                 "snapshot then updates (BookUpdate), and BookResync at once whenever the book "
                 "stops being trustworthy, before its next snapshot; TRADE sends "
-                "TradesMessage. The private "
+                "TradesMessage. BBO sends Bbo whenever the best bid or offer changes. On a "
+                "SMART- market ORDERBOOK sends ConsolidatedUpdate (gateway-assigned updateId; "
+                "a fresh snapshot whenever a member's state changes). The private "
                 "types ORDERS, FILLS, BALANCES (with exchange=, and exchange credentials as "
                 "for the private REST API) stream OrdersMessage, FillsMessage, "
                 "BalancesMessage, and ResyncMessage when the venue's user stream restarted.",
                 [
-                    _param("market", "Astra market symbol (ORDERBOOK, TRADE)", False,
+                    _param("market", "Astra market symbol (ORDERBOOK, TRADE, BBO)", False,
                            market_schema),
                     _param("exchange", "Exchange code (ORDERS, FILLS, BALANCES)", False,
                            exchange_schema),
@@ -279,13 +305,18 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
                     ),
                 ],
                 {"oneOf": [_ref(n) for n in ("BookUpdate", "BookResync", "TradesMessage",
+                                             "ConsolidatedUpdate", "Bbo",
                                              "OrdersMessage",
                                              "FillsMessage", "BalancesMessage",
                                              "ResyncMessage")]},
             ),
             "/orders": {
-                **_private("post", "Place an order (idempotent by clientOrderId)", [],
-                           _ref("Order"), _ref("PlaceOrder")),
+                **_private("post", "Place an order (idempotent by clientOrderId); on a "
+                           "SMART- market a routed order (SmartOrderRequest: venues, "
+                           "maxSlippageBps, dryRun) answered with its SmartOrder, or its "
+                           "SmartPlan for a dry run",
+                           [], {"oneOf": [_ref("Order"), _ref("SmartOrder"), _ref("SmartPlan")]},
+                           {"oneOf": [_ref("PlaceOrder"), _ref("SmartOrderRequest")]}),
                 **_private("get", "Open orders of a market", [market], orders),
                 **_private(
                     "delete",

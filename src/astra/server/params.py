@@ -18,10 +18,13 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_SINCE",
     "MAX_TRADES_LIMIT",
+    "MAX_VENUES",
     "PRIVATE_DATA_TYPES",
     "WS_DATA_TYPES",
+    "bool_param",
     "int_param",
     "required",
+    "venues_param",
 ]
 
 MAX_DEPTH = 5000  # GET /orderbook?depth=: levels per side
@@ -31,6 +34,32 @@ MAX_SINCE = 10**15 - 1  # GET /fills?since=: epoch ms, 15 digits (year 33658)
 # WS /ws?dataType=: the market streams, then the account streams (with exchange=).
 PRIVATE_DATA_TYPES = ("ORDERS", "FILLS", "BALANCES")
 WS_DATA_TYPES = (*(d.value for d in DataType), *PRIVATE_DATA_TYPES)
+
+
+MAX_VENUES = 32  # GET /orderbook?venues=: codes in the list
+
+
+def bool_param(query: Mapping[str, str], name: str) -> bool:
+    """``true``/``false`` (any case; absent is false)."""
+    text = query.get(name)
+    if text is None:
+        return False
+    lowered = text.lower()
+    if lowered not in ("true", "false"):
+        raise InvalidParameter(name, f"expected true or false, got {text[:40]!r}")
+    return lowered == "true"
+
+
+def venues_param(query: Mapping[str, str], name: str = "venues") -> list[str] | None:
+    """A comma-separated list of venue codes (None when absent; present but empty: 400)."""
+    text = query.get(name)
+    if text is None:
+        return None
+    codes = [c.upper() for c in text.split(",")]
+    if not all(c.isascii() and c.isalnum() for c in codes) or len(codes) > MAX_VENUES:
+        raise InvalidParameter(
+            name, f"expected 1 to {MAX_VENUES} comma-separated venue codes, got {text[:40]!r}")
+    return codes
 
 
 def required(query: Mapping[str, str], name: str) -> str:

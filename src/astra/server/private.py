@@ -1,6 +1,12 @@
 """The private REST API (seed 001): ``POST/GET/DELETE /orders``, ``GET /orders/{orderId}``,
 ``GET /fills``, ``GET /balances``, ``GET /positions``.
 
+Orders on a ``SMART-`` market go to the smart order router (``astra.routing``): the body is
+``SmartOrderRequest`` (``PlaceOrder`` plus ``venues``, ``maxSlippageBps``, ``dryRun``), each
+member venue's credentials are resolved as for a single venue (headers, else stored), and the
+order ids are the router's parent ids (``sor-...``). A body for any other market keeps the
+strict ``PlaceOrder`` decoding (unknown fields refused).
+
 Credentials come from the request's ``x-astra-exchange-*`` headers (used for that request
 only) or from the credential store for the caller's Astra key; see
 ``astra.trading.credentials``. Every body is validated before any venue is called: unknown
@@ -42,8 +48,11 @@ from astra.core._trading import (
     OrderStatus,
     PlaceOrder,
     ResyncMessage,
+    SmartOrderRequest,
 )
+from astra.marketdata.smart import is_smart
 from astra.net import BoundedSender
+from astra.routing.router import SmartRouter
 from astra.store import MASTER_KEY_ENV, CredentialStoreError, MasterKeyError
 from astra.trading.credentials import REDACTOR, CredentialSource, resolve_credentials
 from astra.trading.service import TradingService
@@ -61,16 +70,34 @@ log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 _decode_order = msgspec.json.Decoder(PlaceOrder).decode
+_decode_smart = msgspec.json.Decoder(SmartOrderRequest).decode
+
+
+class _MarketOnly(msgspec.Struct):
+    market: str
+
+
+_peek_market = msgspec.json.Decoder(_MarketOnly).decode
 # msgspec's messages: the field at fault, so the 400 names it (else the whole ``body``).
 _FIELD = re.compile(r"unknown field `(\w+)`|at `\$\.(\w+)`|missing required field `(\w+)`")
 
 
 class _Private:
     def __init__(self, service: TradingService, store: CredentialSource | None,
-                 body_timeout: float = DEFAULT_BODY_TIMEOUT) -> None:
+                 body_timeout: float = DEFAULT_BODY_TIMEOUT,
+                 router: SmartRouter | None = None) -> None:
         self.service = service
         self.store = store
         self.body_timeout = body_timeout
+        self.router = router
+
+    def _smart(self, symbol: str | None) -> bool:
+        """A ``SMART-`` market handled by the router (none configured: refused as today)."""
+        return self.router is not None and symbol is not None and is_smart(symbol)
+
+    def _creds_for(self, request: web.Request):
+        """Each member venue's credentials for this request (headers, else stored)."""
+        return lambda exchange: self._creds(request, exchange)
 
     def _creds(self, request: web.Request, exchange: str):
         key = request.get(API_KEY)
@@ -117,8 +144,9 @@ class _Private:
             await resp.write_eof()
             request.protocol.force_close()  # the transport flushes the answer, then closes
             return resp
+        smart = self._smart_body(raw)
         try:
-            body = _decode_order(raw)
+            body = _decode_smart(raw) if smart else _decode_order(raw)
         except msgspec.ValidationError as exc:
             match = _FIELD.search(str(exc))
             if match and match[3]:
@@ -127,13 +155,50 @@ class _Private:
             raise InvalidParameter(field, str(exc)[:200]) from None
         except msgspec.DecodeError:
             raise InvalidParameter("body", "not a JSON object") from None
+        if smart:
+            return await self._place_smart(request, body)
         _, venue = await self._market(request, body.market)
         creds = self._creds(request, venue.code)
         key_id = self._key_id(request)
         order = await self.service.place(key_id, creds, body)
         return json_response(order, 202 if order.status == OrderStatus.UNKNOWN else 200)
 
+    def _smart_body(self, raw: bytes) -> bool:
+        # A cheap byte test first: bodies for single venues pay nothing more.
+        if self.router is None or b'"SMART-' not in raw:
+            return False
+        try:
+            return is_smart(_peek_market(raw).market)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return False  # the strict decode names what is wrong
+
+    async def _place_smart(self, request: web.Request, body: SmartOrderRequest) -> web.Response:
+        key_id, creds_for = self._key_id(request), self._creds_for(request)
+        if not body.dry_run:
+            await self.router.reconcile_key(key_id, creds_for, body.market)
+        result = await self.router.place(key_id, creds_for, body)
+        status = 202 if getattr(result, "status", None) == OrderStatus.UNKNOWN else 200
+        return json_response(result, status)
+
+    async def _smart_cancel(self, request: web.Request, market: str) -> web.Response:
+        await self.router.engine.smart_market(market)  # unknown SMART markets named first
+        oid = request.query.get("orderId")
+        key_id, creds_for = self._key_id(request), self._creds_for(request)
+        if oid is None and request.query.get("clientOrderId") is not None:
+            parent = await asyncio.to_thread(self.router.journal.by_client_id, key_id,
+                                             request.query["clientOrderId"])
+            if parent is None:
+                raise InvalidParameter("clientOrderId", "no SMART order with this "
+                                       "clientOrderId for this API key")
+            oid = parent.parent_id
+        if oid is None:
+            canceled = await self.router.cancel_all(key_id, creds_for, market)
+            return json_response({"market": market, "canceled": canceled})
+        return json_response(await self.router.cancel(key_id, creds_for, market, oid))
+
     async def cancel(self, request: web.Request) -> web.Response:
+        if self._smart(request.query.get("market")):
+            return await self._smart_cancel(request, request.query["market"])
         market, venue = await self._market(request)
         oid, cid = request.query.get("orderId"), request.query.get("clientOrderId")
         self.service.check_order_ids(venue, oid, cid)
@@ -145,6 +210,11 @@ class _Private:
         return json_response(order)
 
     async def open_orders(self, request: web.Request) -> web.Response:
+        if self._smart(market := request.query.get("market")):
+            await self.router.engine.smart_market(market)
+            orders = await self.router.list_open(self._key_id(request),
+                                                 self._creds_for(request), market)
+            return json_response(orders)
         market, venue = await self._market(request)
         creds = self._creds(request, venue.code)
         key_id = self._key_id(request)
@@ -152,6 +222,11 @@ class _Private:
         return json_response(await self.service.open_orders(key_id, creds, market))
 
     async def get_order(self, request: web.Request) -> web.Response:
+        if self._smart(market := request.query.get("market")):
+            await self.router.engine.smart_market(market)
+            order = await self.router.get(self._key_id(request), self._creds_for(request),
+                                          market, request.match_info["order_id"])
+            return json_response(order)
         market, venue = await self._market(request)
         order_id = request.match_info["order_id"]
         self.service.check_order_ids(venue, order_id)
@@ -249,8 +324,9 @@ def private_ws(service: TradingService, store: CredentialSource | None):
 
 
 def private_routes(service: TradingService, store: CredentialSource | None,
-                   body_timeout: float = DEFAULT_BODY_TIMEOUT) -> list:
-    p = _Private(service, store, body_timeout)
+                   body_timeout: float = DEFAULT_BODY_TIMEOUT,
+                   router: SmartRouter | None = None) -> list:
+    p = _Private(service, store, body_timeout, router)
     return [
         web.post("/orders", p.place),
         web.delete("/orders", p.cancel),

@@ -1,4 +1,6 @@
-"""``astra serve``: keys, venues (the simulator child by default), gateway, until Ctrl-C.
+"""``astra serve``: keys, venues (by default a simulator child with three venues, ``SIM``,
+``SIM2`` and ``SIM3``, each with a funded paper account for the first API key), gateway, until
+Ctrl-C.
 
 Invariant: the top-level settings of ``--config`` are checked before anything starts
 (``check_settings``): a value of the wrong type or out of its range ends ``astra serve`` with
@@ -15,6 +17,8 @@ import signal
 import sys
 from pathlib import Path
 
+from astra.core import SIM_CODES
+from astra.marketdata.smart import SmartConfig
 from astra.store import ApiKeyStore, CredentialStore, load_master_key, open_database
 from astra.store.credentials import MASTER_KEY_ENV
 from astra.trading.paper import LayeredCredentials, create_paper_account
@@ -24,6 +28,7 @@ from .gateway import Gateway, SimChild, load_config, venues_from_config
 __all__ = ["add_serve_parser", "check_settings", "serve"]
 
 API_KEY_ENV = "ASTRA_API_KEY"
+DEFAULT_SIM_VENUES = 3  # with no configuration: SIM, SIM2 and SIM3 around one fair price
 _DAY = 86400.0
 # Top-level config settings passed to Gateway (see astra.server.gateway): (type, min, max).
 # Zero is refused too: a 0 timeout would drop every connection, 0 sessions refuse every
@@ -105,6 +110,7 @@ async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         settings = check_settings(config)
+        smart = SmartConfig.from_config(config.get("smart"))  # [smart]: SMART markets
     except ValueError as exc:
         print(f"astra serve: {args.config}: {exc}", file=sys.stderr)
         return 2
@@ -123,22 +129,28 @@ async def serve(args: argparse.Namespace) -> int:
     credentials = LayeredCredentials(store)
     venues_config = {k.upper(): v or {} for k, v in (config.get("venues") or {}).items()}
     config["venues"] = venues_config
-    # No venue named, or SIM named without a URL: run the simulator as a child.
-    wants_child = not venues_config or (
-        "SIM" in venues_config and not venues_config["SIM"].get("url")
-    )
-    child = SimChild(args.seed) if wants_child else None
+    # No venue named (SIM, SIM2, SIM3), or simulator venues named without a URL: run the
+    # simulator as a child, with as many venues as the highest such code's index.
+    from_child = [c for c, v in venues_config.items() if c in SIM_CODES and not v.get("url")]
+    count = (max(SIM_CODES.index(c) + 1 for c in from_child) if from_child
+             else 0 if venues_config else DEFAULT_SIM_VENUES)
+    child = SimChild(args.seed, count) if count else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        sim_url = await child.start() if child else None
+        sim_urls = await child.start() if child else {}
+        served = {c: u for c, u in sim_urls.items() if not venues_config or c in from_child}
         first_key = next((k for k in keys.list() if k.active), None)
-        if child and first_key is not None:  # paper trading out of the box
-            paper, paper_funds = await create_paper_account(sim_url)
-            credentials.add_default(first_key.key_id, paper)
-        venues = venues_from_config(config, sim_url)
+        paper_funds: dict[str, str] = {}
+        if served and first_key is not None:  # paper trading out of the box, on every venue
+            made = await asyncio.gather(
+                *(create_paper_account(url, code) for code, url in served.items()))
+            for paper, _ in made:
+                credentials.add_default(first_key.key_id, paper)
+            paper_funds = made[0][1]  # every venue's deposit is the simulator's default
+        venues = venues_from_config(config, sim_urls)
         gateway = Gateway(
             venues,
             keys,
@@ -148,6 +160,7 @@ async def serve(args: argparse.Namespace) -> int:
             if args.metrics_port is not None
             else config.get("metrics_port", 9090),
             credentials=credentials,
+            smart=smart,
             **settings,
         )
         async with gateway:
@@ -155,17 +168,21 @@ async def serve(args: argparse.Namespace) -> int:
                 f"Astra gateway listening on {gateway.base_url} "
                 f"(metrics on port {gateway.metrics_port}); venues: {', '.join(venues)}"
             )
-            if child:
-                print(f"  simulator (SIM) running at {sim_url} (pid {child.proc.pid})")
-                if first_key is not None:
-                    funds = ", ".join(f"{v} {k}" for k, v in paper_funds.items())
-                    print(f"  paper trading: a SIM account with {funds} (spot and perp) "
-                          f"for API key {first_key.key_id}; POST /orders needs no exchange keys")
+            for code, url in served.items():
+                print(f"  simulator ({code}) running at {url} (pid {child.proc.pid})")
+            if served and first_key is not None:
+                funds = ", ".join(f"{v} {k}" for k, v in paper_funds.items())
+                print(f"  paper trading: an account on each of {', '.join(served)} with "
+                      f"{funds} (spot and perp) for API key {first_key.key_id}; POST /orders "
+                      "needs no exchange keys")
             print(
                 f"  try: curl -H 'x-astra-api-key: Bearer <key>' "
                 f"'{gateway.base_url}/orderbook?market={next(iter(venues))}-SPOT-BTC-USDT'",
                 flush=True,
             )
+            if len(served) > 1:  # the consolidated book of the simulated venues
+                print(f"       curl -H 'x-astra-api-key: Bearer <key>' "
+                      f"'{gateway.base_url}/orderbook?market=SMART-SPOT-BTC-USDT'", flush=True)
             await stop.wait()
             print("shutting down", flush=True)
     except (ValueError, OSError, RuntimeError) as exc:

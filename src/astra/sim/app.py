@@ -5,7 +5,14 @@ URL layout on one port, so a client written for Aster needs only a base URL:
 ``/fstream/ws|stream`` perpetual WebSocket.
 
 The clock runs the flow in fixed ``STEP_MS`` steps; when the loop falls behind it catches up
-(bounded) rather than stretching simulated time, so the flow's rate holds under load.
+(bounded) rather than stretching simulated time, so the flow's rate holds under load. A venue
+of several (``cluster.py``) has no clock of its own (``own_clock=False``): the cluster's one
+clock steps the shared fair path, then every venue, in lockstep.
+
+A venue's ``profile`` (``venues.py``) sets its markets' ticks, lots and liquidity, its
+maker/taker fees (``commissionRate``, and ``makerCommissionRate`` / ``takerCommissionRate``
+on each ``exchangeInfo`` symbol: a simulator extension), the latency added to each REST
+response, and, with a shared ``fair`` path, its basis from it. No profile is ``SIM``'s.
 
 Trading state (accounts, the ledger, every user order and trade) lives here too; with a
 ``data_path`` it is loaded at start, saved every ``SAVE_EVERY_S`` seconds while it changes and
@@ -24,6 +31,7 @@ from aiohttp import web
 
 from .accounts import AccountRegistry, NewCredentials
 from .admin import admin_routes
+from .fairpath import FairPath, VenueFair
 from .feeds import Feeds, StreamHub
 from .flow import STEP_MS, SyntheticFlow
 from .ledger import Ledger
@@ -40,12 +48,40 @@ from .spot import SpotTrading
 from .spot_rest import add_spot_routes
 from .state import MarketState, now_ms
 from .userstream import UserStreams
+from .venues import VenueProfile, profile_for
 from .ws import WsLimits, WsSide
 
-__all__ = ["SimExchange", "VenueSide"]
+__all__ = ["SimExchange", "VenueSide", "run_clock"]
 
 _MAX_CATCH_UP = 40  # steps run at most per wake-up (2 s of simulated time)
 SAVE_EVERY_S = 2.0
+
+
+async def run_clock(step: Callable[[], None]) -> None:
+    """Call ``step`` every ``STEP_MS`` of real time until cancelled, catching up (bounded)
+    when the loop falls behind."""
+    period = STEP_MS / 1000
+    due = time.monotonic()
+    while True:
+        now = time.monotonic()
+        behind = int((now - due) / period) + 1
+        if behind > _MAX_CATCH_UP:  # overloaded: drop simulated time rather than spiral
+            due = now
+            behind = 1
+        for _ in range(behind):
+            step()
+        due += behind * period
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+
+def _latency_middleware(delay: float):
+    @web.middleware
+    async def latency(request: web.Request, handler):
+        if request.path.startswith(("/api/", "/fapi/")):  # REST only, not WS or admin
+            await asyncio.sleep(delay)
+        return await handler(request)
+
+    return latency
 
 
 @dataclass
@@ -71,9 +107,20 @@ class SimExchange:
         data_path: str | None = None,
         rate_limits: dict[str, RateLimits] | None = None,
         rate_clock: Callable[[], float] = time.monotonic,
+        *,
+        profile: VenueProfile | None = None,
+        fair: FairPath | None = None,
+        latency_ms: float | None = None,
+        own_clock: bool = True,
     ) -> None:
+        self.profile = profile = profile or profile_for("SIM")
+        self.code = profile.code
         self.seed = seed
         self.data_path = data_path
+        self.own_clock = own_clock
+        # Seconds added to each REST response (default: the profile's).
+        self.latency = (profile.latency_ms if latency_ms is None else latency_ms) / 1000
+        markets = profile.markets(markets)
         self.registry = AccountRegistry()
         self.ledger = Ledger()
         limits = {"spot": RateLimits.spot(), "perp": RateLimits.perp(), **(rate_limits or {})}
@@ -84,7 +131,15 @@ class SimExchange:
             hub = StreamHub()
             # A perpetual follows the spot market of the same symbol (its index), stepped first.
             spot = self.sides["spot"].states if kind == "perp" else {}
-            flows = [SyntheticFlow(s, seed, spot.get(sym)) for sym, s in states.items()]
+            flows = [
+                SyntheticFlow(
+                    s, seed, spot.get(sym), venue=self.code,
+                    fair=VenueFair(fair, s.market, self.code, profile)
+                    if fair is not None and kind == "spot" else None,
+                    quotes_per_side=profile.quotes_per_side,
+                )
+                for sym, s in states.items()
+            ]
             side = VenueSide(kind, states, flows, hub, Feeds(kind, list(states.values()), hub))
             side.ws = WsSide(
                 kind,
@@ -107,9 +162,12 @@ class SimExchange:
 
     def _attach_trading(self) -> None:
         spot = self.sides["spot"]
-        spot.trading = SpotTrading(spot.states, self.ledger, self._index_of(spot))
+        fees = self.profile.fees_ppm
+        spot.trading = SpotTrading(spot.states, self.ledger, self._index_of(spot),
+                                   maker_ppm=fees("spot")[0], taker_ppm=fees("spot")[1])
         perp = self.sides["perp"]
-        perp.trading = PerpTrading(perp.states, self.ledger, self._index_of(perp))
+        perp.trading = PerpTrading(perp.states, self.ledger, self._index_of(perp),
+                                   maker_ppm=fees("perp")[0], taker_ppm=fees("perp")[1])
         perp.trading.on_liquidation = perp.feeds.force_orders.on_liquidation  # @forceOrder
         perp.trading.on_transfer = spot.trading.record_transfer  # spot transactionHistory
         perp.trading.tran_ids = spot.trading.tran_ids  # one tranId per transfer on both
@@ -145,18 +203,7 @@ class SimExchange:
 
     async def run(self) -> None:
         """Advance in real time until cancelled."""
-        period = STEP_MS / 1000
-        due = time.monotonic()
-        while True:
-            now = time.monotonic()
-            behind = int((now - due) / period) + 1
-            if behind > _MAX_CATCH_UP:  # overloaded: drop simulated time rather than spiral
-                due = now
-                behind = 1
-            for _ in range(behind):
-                self.step()
-            due += behind * period
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        await run_clock(self.step)
 
     def app(self) -> web.Application:
         """The aiohttp application; starting it starts the clock, cleanup stops it."""
@@ -164,12 +211,14 @@ class SimExchange:
         limit_mws = [
             rate_limit_middleware(self.limiters[kind], request_weight(kind)) for kind in self.sides
         ]
-        app = web.Application(middlewares=[*limit_mws, error_middleware])
+        delay = [_latency_middleware(self.latency)] if self.latency > 0 else []
+        app = web.Application(middlewares=[*delay, *limit_mws, error_middleware])
         app.add_routes(admin_routes(self))
         for kind, side in self.sides.items():
             limiter = self.limiters[kind]
             app.add_routes(
-                rest_routes(kind, side.states, side.feeds, limiter.limits.rate_limits_json())
+                rest_routes(kind, side.states, side.feeds, limiter.limits.rate_limits_json(),
+                            fees=self.profile.fees_ppm(kind))
             )
             if side.trading is not None:
                 private = PrivateSide(
@@ -219,7 +268,8 @@ class SimExchange:
         return rates
 
     async def _clock(self, app: web.Application):
-        self._task = asyncio.create_task(self.run())
+        if self.own_clock:
+            self._task = asyncio.create_task(self.run())
         if self.data_path is not None:
             self._saver = asyncio.create_task(self._save_loop())
         yield

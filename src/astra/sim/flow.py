@@ -1,13 +1,15 @@
 """Seeded synthetic order flow: market makers around a random-walk fair price, and takers.
 
-Each market has its own ``random.Random`` seeded from (seed, kind, symbol), and the flow
-advances in fixed steps that do not look at the clock, so the same seed gives the same
-sequence of orders, cancels, trades and book states whatever the machine's speed. User
-orders (placed between steps) change what the flow's orders meet, not what it draws.
+Each market has its own ``random.Random`` seeded from (seed, kind, symbol) on venue ``SIM``
+and (seed, venue, kind, symbol) on ``SIM2``, ``SIM3``..., and the flow advances in fixed steps
+that do not look at the clock, so the same seed gives the same sequence of orders, cancels,
+trades and book states whatever the machine's speed. User orders (placed between steps)
+change what the flow's orders meet, not what it draws.
 
 Shape of the flow, per step (``STEP_MS`` of simulated time):
 - a spot market's fair price takes a log-normal step with a weak pull back towards the start
-  price;
+  price; or, on a venue of several (``fairpath.py``), is the shared fair path's price times
+  (1 + the venue's basis), read from ``fair`` (its draws do not come from this flow's rng);
 - a perpetual follows its spot market (``reference``, stepped first): its index is the spot
   mid, and its fair price is the index times (1 + basis), the basis a small mean-reverting
   walk held within ``MAX_BASIS``;
@@ -17,25 +19,29 @@ Shape of the flow, per step (``STEP_MS`` of simulated time):
 - on a perpetual, an arbitrageur then takes every bid above index * (1 + ``ARB_BAND``) and
   every ask below index * (1 - ``ARB_BAND``) (IOC limit orders at those prices), so the
   perpetual's best prices never stray further from the spot price than that, whatever the
-  takers, makers or users did.
+  takers, makers or users did; a spot market of a venue of several does the same around its
+  own fair price with the band its ``fair`` source gives (``band``: one quote spacing), so
+  the venues' books stay near the shared fair path and near each other.
 Every operation changes at least one level, and a step performs 3 to 9 of them, so each
 market sees about 120 book changes per second at the default 50 ms step.
 
 Invariant (after every step of a perpetual with a two-sided spot book): best bid <=
 index * (1 + ARB_BAND) and best ask >= index * (1 - ARB_BAND), to the tick; with
 |basis| <= MAX_BASIS < ARB_BAND the makers quote inside that band, and a side left beyond it
-(emptied by a large order) is requoted at once.
+(emptied by a large order) is requoted at once. Likewise for a spot market with a ``fair``
+source: best bid <= fair * (1 + band) and best ask >= fair * (1 - band), to the tick.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from typing import Protocol
 
 from .engine import BUY, SELL
 from .state import MarketState
 
-__all__ = ["ARB_BAND", "MAX_BASIS", "STEP_MS", "SyntheticFlow"]
+__all__ = ["ARB_BAND", "MAX_BASIS", "STEP_MS", "FairSource", "SyntheticFlow"]
 
 STEP_MS = 50
 MAKERS = (-1, -2, -3)  # owner ids < 0 are the simulator's own participants
@@ -51,14 +57,37 @@ BASIS_STEP = 0.00002  # per-step standard deviation of the basis (stationary sd 
 ARB_BAND = 0.0005
 
 
+class FairSource(Protocol):
+    """A spot market's fair price from outside its flow (``fairpath.VenueFair``), and the
+    band (a fraction of it) its arbitrageur keeps the book within."""
+
+    band: float
+    refill: float  # a best price farther than this from fair is requoted
+
+    def next(self) -> float: ...
+
+
 class SyntheticFlow:
     def __init__(
-        self, state: MarketState, seed: int, reference: MarketState | None = None
+        self,
+        state: MarketState,
+        seed: int,
+        reference: MarketState | None = None,
+        *,
+        venue: str = "SIM",
+        fair: FairSource | None = None,
+        quotes_per_side: tuple[int, int] = (MIN_QUOTES_PER_SIDE, MAX_QUOTES_PER_SIDE),
     ) -> None:
         market = state.market
         self.state = state
-        self.rng = random.Random(f"{seed}:{market.kind}:{market.symbol}")
+        venue_key = "" if venue == "SIM" else f"{venue}:"  # SIM's flow as it always was
+        self.rng = random.Random(f"{seed}:{venue_key}{market.kind}:{market.symbol}")
         self.fair = market.start_price
+        self.fair_source = fair  # None: the flow's own walk (a lone venue)
+        # The arbitrageur's band around the index: a perpetual's, or a shared-path spot's.
+        self.band = ARB_BAND if reference is not None else fair.band if fair else None
+        self.refill_band = ARB_BAND if reference is not None else fair.refill if fair else None
+        self.min_quotes, self.max_quotes = quotes_per_side
         # A perpetual's spot market: its mid is the index the perpetual follows.
         self.reference = reference
         self.index = market.start_price
@@ -70,7 +99,9 @@ class SyntheticFlow:
         self.steps = 0
 
     def seed_book(self, levels: int = 20) -> None:
-        """Initial ladders: each maker quotes ``levels`` prices per side."""
+        """Initial ladders: each maker quotes ``levels`` prices per side (at most its
+        maximum)."""
+        levels = min(levels, self.max_quotes)
         for maker in MAKERS:
             for side in (BUY, SELL):
                 for _ in range(levels):
@@ -79,7 +110,9 @@ class SyntheticFlow:
     def step(self) -> None:
         rng = self.rng
         self.steps += 1
-        if self.reference is None:
+        if self.fair_source is not None:
+            self.fair = self.index = self.fair_source.next()
+        elif self.reference is None:
             log_fair = math.log(self.fair)
             drift = 0.002 * (self._anchor - log_fair)
             self.fair = math.exp(log_fair + drift + rng.gauss(0.0, self.state.market.volatility))
@@ -95,17 +128,17 @@ class SyntheticFlow:
                 self._withdraw(maker, side, stale_first=False)
                 self._quote(maker, side)
             elif r < 0.75:
-                if quotes >= MAX_QUOTES_PER_SIDE:
+                if quotes >= self.max_quotes:
                     self._withdraw(maker, side, stale_first=True)
                 else:
                     self._quote(maker, side)
             elif r < 0.87:
                 self._take()
-            elif quotes > MIN_QUOTES_PER_SIDE:
+            elif quotes > self.min_quotes:
                 self._withdraw(maker, side, stale_first=True)
             else:
                 self._quote(maker, side)
-        if self.reference is not None:
+        if self.band is not None:
             self._arbitrage()
         for side in (BUY, SELL):  # a side emptied by takers or the arbitrageur is refilled
             self._refill(side)
@@ -122,11 +155,12 @@ class SyntheticFlow:
         self.fair = self.index * (1 + self.basis)
 
     def _arbitrage(self) -> None:
-        """Take the perpetual's bids above, and asks below, the index's band (IOC limits)."""
+        """Take the bids above, and asks below, the index's band (IOC limits): a perpetual's
+        index is its spot mid, a shared-path spot market's its own fair price."""
         market = self.state.market
         engine = self.state.engine
-        high = self.index * (1 + ARB_BAND) * self._unit
-        low = self.index * (1 - ARB_BAND) * self._unit
+        high = self.index * (1 + self.band) * self._unit
+        low = self.index * (1 - self.band) * self._unit
         bid = engine.best_bid()
         if bid is not None and bid > high:
             limit = -(-math.ceil(high) // market.tick) * market.tick  # first tick >= high
@@ -138,13 +172,14 @@ class SyntheticFlow:
 
     def _refill(self, side: int) -> None:
         """An empty side gets a quote from every maker (around fair), so the book is two-sided
-        after every step; on a perpetual, so does a side whose best price has fallen out of
-        the band away from the index (a hole a large order left), so the spread, and the mid,
-        stay within the band."""
+        after every step; on a perpetual (or a shared-path spot market), so does a side whose
+        best price has fallen out of the (refill) band away from the index (a hole a large
+        order left), so the spread, and the mid, stay within the band."""
         engine = self.state.engine
         best = engine.best_bid() if side == BUY else engine.best_ask()
-        if best is not None and self.reference is not None:
-            edge = self.index * (1 - ARB_BAND if side == BUY else 1 + ARB_BAND) * self._unit
+        if best is not None and self.refill_band is not None:
+            band = self.refill_band
+            edge = self.index * (1 - band if side == BUY else 1 + band) * self._unit
             if (best < edge) if side == BUY else (best > edge):
                 best = None
         if best is None:

@@ -9,6 +9,11 @@ Where the docs and ccxt disagree, the docs win. Spot ``/trades`` follows the spo
 ``qty`` is the quote quantity and ``baseQty`` the base quantity (the documented example
 ``price 1.01, qty 5, baseQty 4.95049505``); perpetual ``/trades`` has ``qty`` (base) and
 ``quoteQty``.
+
+One documented extension: each ``exchangeInfo`` symbol carries the venue's base-tier fees,
+``makerCommissionRate`` and ``takerCommissionRate`` (decimal fractions as strings, as
+``commissionRate`` answers them), so a client learns every simulated venue's fees without
+credentials; ccxt and Aster clients ignore keys they do not know.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 
 import msgspec
 from aiohttp import web
@@ -33,7 +39,7 @@ from .views import book_ticker, ticker_stats
 
 __all__ = [
     "SimApiError", "error_middleware", "int_param", "json_response", "market_state",
-    "request_weight", "rest_routes",
+    "ppm_rate", "request_weight", "rest_routes",
 ]
 
 log = logging.getLogger(__name__)
@@ -140,9 +146,18 @@ class _Side:
     """The REST handlers of one side (spot or perpetual)."""
 
     def __init__(
-        self, kind: str, states: dict[str, MarketState], feeds: Feeds, rate_limits: list[dict]
+        self,
+        kind: str,
+        states: dict[str, MarketState],
+        feeds: Feeds,
+        rate_limits: list[dict],
+        fees: tuple[int, int] | None = None,
     ) -> None:
         self.rate_limits = rate_limits
+        # (maker, taker) ppm -> the exchangeInfo extension's strings
+        self.fees = None if fees is None else {
+            "makerCommissionRate": ppm_rate(fees[0]), "takerCommissionRate": ppm_rate(fees[1])
+        }
         self.kind = kind
         self.states = states  # by venue symbol, e.g. "BTCUSDT"
         self.feeds = feeds
@@ -175,6 +190,9 @@ class _Side:
         else:
             info["assets"] = [{"asset": a} for a in assets]
         info["symbols"] = [s.market.exchange_info_symbol() for s in self.states.values()]
+        if self.fees is not None:
+            for entry in info["symbols"]:
+                entry.update(self.fees)
         return json_response(info)
 
     async def depth(self, request: web.Request) -> web.Response:
@@ -420,10 +438,19 @@ def request_weight(kind: str) -> Callable[[web.Request], int | None]:
     return weight
 
 
+def ppm_rate(ppm: int) -> str:
+    """A fee in parts per million as a decimal fraction string: 400 -> "0.0004"."""
+    return f"{Decimal(ppm).scaleb(-6).normalize():f}"
+
+
 def rest_routes(
-    kind: str, states: dict[str, MarketState], feeds: Feeds, rate_limits: list[dict]
+    kind: str,
+    states: dict[str, MarketState],
+    feeds: Feeds,
+    rate_limits: list[dict],
+    fees: tuple[int, int] | None = None,
 ) -> list[web.RouteDef]:
-    side = _Side(kind, states, feeds, rate_limits)
+    side = _Side(kind, states, feeds, rate_limits, fees)
     root = "/fapi" if kind == "perp" else "/api"
     endpoints: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
         "ping": side.ping,

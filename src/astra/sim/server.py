@@ -1,17 +1,14 @@
-"""Running the simulator on a socket: ``SimServer`` (an async context manager used by tests
-and by ``astra serve``) and ``serve_sim`` (the ``astra sim`` command's main loop)."""
+"""Running a simulated venue on a socket: ``SimServer``, an async context manager used by
+tests and by ``SimCluster`` (``cluster.py``, where ``serve_sim``, the ``astra sim`` command's
+main loop, lives)."""
 
 from __future__ import annotations
-
-import asyncio
-import signal
-import sys
 
 from aiohttp import web
 
 from .app import SimExchange
 
-__all__ = ["SimServer", "serve_sim"]
+__all__ = ["SimServer"]
 
 
 class SimServer:
@@ -58,21 +55,3 @@ class SimServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-async def serve_sim(host: str, port: int, seed: int, data: str | None = None) -> None:
-    """Run until SIGINT/SIGTERM, printing the base URLs once listening."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with SimServer(SimExchange(seed=seed, data_path=data), host, port) as server:
-        print(f"Astra simulator (venue SIM, seed {seed}) listening on {server.base_url}")
-        for name, url in server.urls().items():
-            print(f"  {name:<15} {url}")
-        if data:
-            print(f"  trading state   {data}")
-        print(f"  new account     astra sim account create --url {server.base_url}")
-        sys.stdout.flush()
-        await stop.wait()
-        print("shutting down", flush=True)

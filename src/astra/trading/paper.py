@@ -1,10 +1,11 @@
-"""Paper trading out of the box: ``astra serve`` on the built-in simulator funds a SIM account
-and lends its credentials to the first API key, so a new user can place SIM orders at once.
+"""Paper trading out of the box: ``astra serve`` on the built-in simulator funds an account on
+each simulated venue it starts (``SIM``, ``SIM2``, ``SIM3``) and lends their credentials to the
+first API key, so a new user can place orders on any of them, and routed ones, at once.
 
 The simulator child is started fresh by each ``astra serve`` (its accounts live as long as
 it does), so these credentials are kept in memory only, never in the credential store: after a
 restart they would name an account that no longer exists. Stored credentials, when a desk
-has set some for SIM, take precedence.
+has set some for a venue, take precedence.
 """
 
 from __future__ import annotations
@@ -37,17 +38,21 @@ class LayeredCredentials:
         return self._defaults.get((key_id, str(exchange)))
 
 
-async def create_paper_account(sim_url: str) -> tuple[ExchangeCredentials, dict[str, str]]:
-    """Create an account on the simulator at ``sim_url`` (its loopback admin endpoint), funded
-    with the simulator's default deposit (the one ``astra sim account create`` gives too);
-    returns its credentials and the amounts deposited, by asset."""
+async def create_paper_account(
+    sim_url: str, venue: str = "SIM"
+) -> tuple[ExchangeCredentials, dict[str, str]]:
+    """Create an account on the simulated venue ``venue`` at ``sim_url`` (its loopback admin
+    endpoint), funded with the simulator's default deposit (the one ``astra sim account
+    create`` gives too); returns its credentials (for ``venue``) and the amounts deposited,
+    by asset."""
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         async with http.post(f"{sim_url}/admin/accounts", json={}) as resp:
             body = await resp.json(content_type=None)
             if resp.status != 200:
-                raise RuntimeError(f"the simulator refused a paper account: {body.get('msg')}")
+                raise RuntimeError(
+                    f"the simulator ({venue}) refused a paper account: {body.get('msg')}")
     creds = ExchangeCredentials(
-        exchange="SIM", private_key=body["signerPrivateKey"], account=body["user"]
+        exchange=venue, private_key=body["signerPrivateKey"], account=body["user"]
     )
     return creds, body.get("deposit", {})

@@ -6,6 +6,8 @@ symbol keeps); this module does the parts that are the same everywhere: building
 tick, lot, minimums, margin asset and contract size from ccxt's ``precision``/``limits``.
 Lots and minimums become base units on contracts (``ContractUnits``); on inverse contracts,
 whose base size moves with the price, they are left out (``contract_size`` states the unit).
+Fees (``maker_fee``/``taker_fee``) are ccxt's ``maker``/``taker``: the venue's published
+base-tier rates as fractions, unless the venue package knows better (``fees=``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from astra.core import (
     normalize_token,
 )
 
-__all__ = ["astra_symbol", "metadata_from_ccxt"]
+__all__ = ["astra_symbol", "fee_rate", "metadata_from_ccxt"]
 
 _FROM_MARKET = object()  # contract_size not given: ccxt's contractSize for derivatives
 
@@ -57,6 +59,14 @@ def astra_symbol(
         return None
 
 
+def fee_rate(value: object) -> float | None:
+    """A fee rate as a float, or None when absent or not a number."""
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def metadata_from_ccxt(
     code: str,
     m: dict,
@@ -70,6 +80,7 @@ def metadata_from_ccxt(
     strike: Decimal | str | float | None = None,
     option_type: str | None = None,
     contract_size: float | object | None = _FROM_MARKET,
+    fees: tuple[float | None, float | None] | None = None,
 ) -> MarketMetadata:
     """MarketMetadata of ccxt market ``m``; ``base_asset``/``quote_asset`` are the venue's
     names (normalized here to AbstractTokens)."""
@@ -78,6 +89,9 @@ def metadata_from_ccxt(
     settle = m.get("settleId") if derivative else None
     if contract_size is _FROM_MARKET:
         contract_size = m.get("contractSize") if derivative else None
+    if fees is None:
+        fees = fee_rate(m.get("maker")), fee_rate(m.get("taker"))
+    maker, taker = fees
     meta = MarketMetadata(
         symbol=symbol,
         asset_type=asset_type,
@@ -94,6 +108,8 @@ def metadata_from_ccxt(
         option_type=option_type,
         status=status,
         exchange_symbol=m["id"],
+        maker_fee=maker,
+        taker_fee=taker,
     )
     units = ContractUnits.of(meta)
     if units is None:

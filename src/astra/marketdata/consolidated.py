@@ -1,0 +1,366 @@
+"""The consolidated (SMART) book of one SMART market: its member venues' books merged.
+
+No second copy of the books: the consolidated quantity at price p is, at any time, the sum
+over contributing members of that member book's quantity at p (converted to base units), so
+a member update at prices P is a consolidated update at exactly those prices.
+
+Invariants:
+- A member contributes only while its book is ``synced`` and not ``stale`` (unchanged for
+  ``stale_after`` seconds). States shown: ``synced``, ``connecting``, ``resyncing``,
+  ``stale``, ``disconnected``.
+- ``update_id`` is the gateway's own sequence for this SMART market: +1 on every change (a
+  contributing member's update, any member's change of state), with or without clients;
+  never reused while the channel lives, across member resyncs too. REST and WebSocket share
+  it, so a client can match a REST book to its stream.
+- WebSocket clients see a ``snapshot`` (with ``members``), then ``update``s that continue it
+  (per-venue quantities at each changed price; total 0 deletes the level). Any member's
+  change of state (resync, stale, down, back) produces a fresh snapshot of the members then
+  contributing; while none contributes, a ``{"type":"resync"}`` message instead.
+- The channel holds a reference on each member's book channel while it has users (clients,
+  REST reads: ``touch``), and releases them after its own ``linger``.
+- Levels are at exact venue prices (no bucketing); ``fee_adjusted`` prices are net of each
+  venue's taker fee (bids x (1 - fee), asks x (1 + fee)), rounded to 12 significant digits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+
+import msgspec
+
+from astra.core import (
+    Bbo,
+    BookResync,
+    ConsolidatedBook,
+    ConsolidatedLevel,
+    ConsolidatedUpdate,
+    DataType,
+    FeedState,
+    FeedUnavailable,
+    MemberState,
+)
+from astra.venues.base import Venue, VenueMarket
+
+from .bbo import BboFeed, best_quotes, total
+from .channels import BookChannel, Channel, Client, public_reason, units_of
+from .smart import MemberBook, SmartMarket
+
+__all__ = ["SmartChannel"]
+
+_encode = msgspec.json.Encoder().encode
+Side = dict[float, float]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Member:
+    """One member venue's book as seen by its SMART channel (a ``BookListener``)."""
+
+    __slots__ = (
+        "changed_at",
+        "channel",
+        "maker_fee",
+        "market",
+        "owner",
+        "stale",
+        "stale_since",
+        "taker_fee",
+        "units",
+        "venue",
+        "venue_code",
+    )
+
+    def __init__(self, owner: SmartChannel, code: str, venue: Venue, market: VenueMarket):
+        self.owner, self.venue_code, self.venue, self.market = owner, code, venue, market
+        self.units = units_of(market)
+        meta = market.metadata
+        self.taker_fee = (meta.taker_fee if meta is not None else None) or 0.0
+        self.maker_fee = (meta.maker_fee if meta is not None else None) or 0.0
+        self.channel: BookChannel | None = None
+        self.changed_at = 0.0  # loop time of the book's last change
+        self.stale = False
+        self.stale_since = 0
+
+    @property
+    def state(self) -> str:
+        channel = self.channel
+        if channel is None:
+            return "connecting"
+        if channel.state == "synced" and self.stale:
+            return "stale"
+        return channel.state
+
+    @property
+    def live(self) -> bool:
+        channel = self.channel
+        return channel is not None and channel.state == "synced" and not self.stale
+
+    def base(self, qty: float, price: float) -> float:
+        units = self.units
+        return qty if units is None else units.to_base(qty, price)
+
+    def member_state(self) -> MemberState:
+        channel, state = self.channel, self.state
+        if channel is None:
+            return MemberState(venue=self.venue_code, market=self.market.symbol, state=state)
+        since = self.stale_since if state == "stale" else channel.since
+        reason = public_reason(channel.reason) if channel.reason and state != "synced" else None
+        return MemberState(venue=self.venue_code, market=self.market.symbol, state=state,
+                           since=since, reason=reason)  # type: ignore[arg-type]
+
+    def levels(self, bid: bool, depth: int | None) -> list[tuple[float, float]]:
+        """This member's side, best first, base units (empty unless it contributes)."""
+        if not self.live:
+            return []
+        book = self.channel.book
+        side = book.sorted_bids() if bid else book.sorted_asks()
+        if depth is not None:
+            side = side[:depth]
+        return [(p, self.base(q, p)) for p, q in side]
+
+    # --- BookListener ----------------------------------------------------------------------
+
+    def book_snapshot(self, channel: BookChannel) -> None:
+        self.changed_at = asyncio.get_running_loop().time()
+        self.stale = False
+        self.owner._state_changed()
+
+    def book_update(self, channel: BookChannel, bids: list, asks: list) -> None:
+        self.changed_at = asyncio.get_running_loop().time()
+        if self.stale:  # alive again: a fresh snapshot with it
+            self.stale = False
+            self.owner._state_changed()
+        else:
+            self.owner._member_update(bids, asks)
+
+    def book_state(self, channel: BookChannel) -> None:
+        self.owner._state_changed()
+
+
+def _adjusted(price: float, fee: float, bid: bool) -> float:
+    if not fee:
+        return price
+    return float(f"{price * (1 - fee if bid else 1 + fee):.12g}")
+
+
+def _merge(members: Sequence[_Member], bid: bool, depth: int | None, fee_adjusted: bool,
+           ) -> list[ConsolidatedLevel]:
+    by_price: dict[float, dict[str, float]] = {}
+    for m in members:
+        fee = m.taker_fee if fee_adjusted else 0.0
+        for p, q in m.levels(bid, depth):
+            by_price.setdefault(_adjusted(p, fee, bid), {})[m.venue_code] = q
+    prices = sorted(by_price, reverse=bid)
+    if depth is not None:
+        prices = prices[:depth]
+    return [ConsolidatedLevel(price=p, quantity=total(list(by_price[p].values())),
+                              venues=by_price[p]) for p in prices]
+
+
+class SmartChannel(Channel):
+    """The consolidated book of one SMART market, its WebSocket and BBO clients."""
+
+    def __init__(self, engine, smart: SmartMarket, venues: Mapping[str, Venue],
+                 stale_after: float) -> None:
+        pseudo = VenueMarket(smart.symbol, smart.symbol, "smart", smart.metadata)
+        super().__init__(engine, (smart.symbol, DataType.ORDERBOOK), None, pseudo)
+        self.smart, self.stale_after = smart, stale_after
+        self.members = {code: _Member(self, code, venues[code], market)
+                        for code, market in smart.members.items()}
+        self.update_id = 0
+        self.settled = False  # a first read has waited for every member to settle
+        self._changed = asyncio.Event()  # set (and replaced) on every member state change
+        self._cache: dict[tuple, bytes] = {}  # REST bodies of the current update_id
+        self._cache_id = -1
+        self._sent_resync = False
+        self.bbo = BboFeed(self.current_bbo, self._resync_frame)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        if self.task is None:
+            self._attach()
+        super().acquire()
+
+    def _attach(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for member in self.members.values():
+            channel = self.engine._channel(member.venue, member.market, DataType.ORDERBOOK)
+            channel.acquire()
+            channel.listeners.add(member)
+            member.channel, member.changed_at, member.stale = channel, now, False
+
+    def _detach(self) -> None:
+        for member in self.members.values():
+            channel, member.channel = member.channel, None
+            if channel is not None:
+                channel.listeners.discard(member)
+                if self.engine.channels.get(channel.key) is channel:
+                    channel.release()
+
+    async def _run(self) -> None:
+        period = min(1.0, self.stale_after / 4)
+        while True:
+            await asyncio.sleep(period)
+            self.check_stale()
+
+    async def stop(self) -> None:
+        await super().stop()
+        self._detach()
+
+    def check_stale(self) -> None:
+        now = asyncio.get_running_loop().time()
+        changed = False
+        for m in self.members.values():
+            if m.live and now - m.changed_at > self.stale_after:
+                m.stale, m.stale_since, changed = True, _now_ms(), True
+        if changed:
+            self._state_changed()
+
+    # --- member events -----------------------------------------------------------------------
+
+    def _member_update(self, bids: list, asks: list) -> None:
+        self.update_id += 1
+        if self.clients:
+            live = [m for m in self.members.values() if m.live]
+            frame = _encode(ConsolidatedUpdate(
+                type="update", market=self.smart.symbol, update_id=self.update_id,
+                bids=self._levels_at(live, bids, True), asks=self._levels_at(live, asks, False),
+                timestamp=self._timestamp(live)))
+            self._fan_out(frame)
+        if self.bbo.clients:
+            self.bbo.changed()
+
+    def _levels_at(self, live: list[_Member], changes: list, bid: bool) -> list[ConsolidatedLevel]:
+        out = []
+        for p, _ in changes:
+            venues = {}
+            for m in live:
+                side = m.channel.book.bids if bid else m.channel.book.asks
+                q = side.get(p)
+                if q:
+                    venues[m.venue_code] = m.base(q, p)
+            qty = total(list(venues.values())) if venues else 0.0
+            out.append(ConsolidatedLevel(price=p, quantity=qty, venues=venues))
+        return out
+
+    def _state_changed(self) -> None:
+        self.update_id += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        if self.clients:
+            if any(m.live for m in self.members.values()):
+                self._sent_resync = False
+                self._fan_out(self.snapshot_frame())
+            elif not self._sent_resync:
+                self._sent_resync = True
+                self._fan_out(self._resync_frame())
+        if self.bbo.clients:
+            self.bbo.changed()
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def _timestamp(self, live: list[_Member]) -> int | None:
+        return max((m.channel.book.timestamp for m in live), default=0) or None
+
+    def member_states(self, members: Sequence[_Member] | None = None) -> list[MemberState]:
+        return [m.member_state() for m in (members or self.members.values())]
+
+    def _feed_state(self, members: Sequence[_Member]) -> FeedState:
+        states = [m.state for m in members]
+        state = ("connecting" if "connecting" in states else
+                 "resyncing" if "resyncing" in states or "stale" in states else "disconnected")
+        reason = "no member book in sync: " + ", ".join(
+            f"{m.venue_code} {s}" for m, s in zip(members, states, strict=True))
+        return FeedState(state=state, since=_now_ms(), reason=reason)  # type: ignore[arg-type]
+
+    def _resync_frame(self) -> bytes | None:
+        members = list(self.members.values())
+        if all(m.state == "connecting" for m in members):
+            return None  # nothing known yet: silence until the first snapshot
+        feed = self._feed_state(members)
+        return _encode(BookResync(market=self.smart.symbol, reason=feed.reason or feed.state,
+                                  state=feed.state, since=feed.since))
+
+    def unavailable(self, members: Sequence[_Member]) -> FeedUnavailable:
+        feed = self._feed_state(members)
+        return FeedUnavailable("SMART", f"no live book for '{self.smart.symbol}': {feed.reason}",
+                               feed=feed, retry_after=1.0, members=self.member_states(members))
+
+    def snapshot_frame(self) -> bytes:
+        live = [m for m in self.members.values() if m.live]
+        return _encode(ConsolidatedUpdate(
+            type="snapshot", market=self.smart.symbol, update_id=self.update_id,
+            bids=_merge(live, True, None, False), asks=_merge(live, False, None, False),
+            timestamp=self._timestamp(live), members=self.member_states()))
+
+    def add_client(self, client: Client) -> None:
+        self.clients.add(client)
+        if any(m.live for m in self.members.values()):
+            client.deliver(self.snapshot_frame())
+        else:
+            frame = self._resync_frame()
+            if frame is not None:
+                client.deliver(frame)
+
+    def select(self, venues: Sequence[str] | None) -> list[_Member]:
+        return list(self.members.values()) if not venues else [self.members[v] for v in venues]
+
+    async def wait(self, members: Sequence[_Member], deadline: float) -> None:
+        """Until every member is synced or known down (disconnected, stale), at most
+        ``deadline`` seconds (no error: the caller reads the states)."""
+        try:
+            async with asyncio.timeout(deadline):
+                while not all(m.state in ("synced", "stale", "disconnected") for m in members):
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+
+    def rest_body(self, members: Sequence[_Member], depth: int | None,
+                  fee_adjusted: bool) -> bytes:
+        """The ``GET /orderbook`` body (cached per update id); FeedUnavailable when none of
+        ``members`` contributes."""
+        live = [m for m in members if m.live]
+        if not live:
+            raise self.unavailable(members)
+        key = (tuple(m.venue_code for m in members), depth, fee_adjusted)
+        if self._cache_id != self.update_id:
+            self._cache.clear()
+            self._cache_id = self.update_id
+        body = self._cache.get(key)
+        if body is None:
+            body = _encode(ConsolidatedBook(
+                market=self.smart.symbol, bids=_merge(live, True, depth, fee_adjusted),
+                asks=_merge(live, False, depth, fee_adjusted), update_id=self.update_id,
+                timestamp=self._timestamp(live), fee_adjusted=fee_adjusted,
+                members=self.member_states(members)))
+            if len(self._cache) < 32:
+                self._cache[key] = body
+        return body
+
+    def member_books(self, members: Sequence[_Member], depth: int | None) -> list[MemberBook]:
+        out = []
+        for m in members:
+            live = m.live
+            book = m.channel.book if m.channel is not None else None
+            out.append(MemberBook(
+                venue=m.venue_code, market=m.market, state=m.state,
+                bids=m.levels(True, depth) if live else [],
+                asks=m.levels(False, depth) if live else [],
+                update_id=book.update_id if live and book is not None else None,
+                taker_fee=m.taker_fee, maker_fee=m.maker_fee))
+        return out
+
+    def current_bbo(self, members: Sequence[_Member] | None = None) -> Bbo | None:
+        live = [m for m in (members or self.members.values()) if m.live]
+        if not live:
+            return None
+        bid, ask = best_quotes(
+            [(m.venue_code, m.channel.book.bids, m.units) for m in live],
+            [(m.venue_code, m.channel.book.asks, m.units) for m in live], True)
+        return Bbo(type="bbo", market=self.smart.symbol, bid=bid, ask=ask,
+                   update_id=self.update_id, timestamp=self._timestamp(live))

@@ -1,0 +1,443 @@
+"""Executing routed orders: ``POST /orders`` on a ``SMART-`` market becomes IOC child orders on
+the member venues, in parallel, for a bounded number of rounds, then (GTC) one resting child.
+
+How an order runs (``SmartRouter.place``):
+1. Checks (4xx, nothing sent, nothing journaled): the SMART market, the type (LIMIT or
+   MARKET), prices and quantity, ``venues`` (members only), ``maxSlippageBps`` in (0, 10000],
+   the time in force (GTC needs LIMIT), the client order id (``legs.PARENT_CLIENT_ID_RE``: the
+   children's ids derive from it), and credentials for at least one member.
+2. Plan (``plan.plan_order``) on the member books (``MarketDataEngine.member_books``), each
+   venue's slice capped by the account's free balance there (read in parallel), the bound the
+   tighter of ``price`` and the arrival consolidated mid +/- ``maxSlippageBps`` (a MARKET order
+   without it gets ``DEFAULT_SLIPPAGE_BPS``, 100). ``dryRun`` returns this plan and stops.
+   An empty plan, a FOK plan short of the quantity, or a plan the balances cannot pay in full
+   (``limited_by`` "balance") is refused with the reason: balance, liquidity inside the
+   bound, or the venues' minimums. An IOC plan short only for liquidity executes what it can.
+3. The parent and its first children are journaled in one transaction (``RoutingJournal``)
+   before anything is sent; each child goes through ``TradingService.place`` (its own journal
+   entry under its client order id, before its own send): an IOC LIMIT at the leg's limit.
+4. The residual (requested - filled) is re-planned on refreshed books and balances, bounded by
+   the same arrival price, for at most ``rounds`` rounds (3), stopping at an empty plan. GTC:
+   the rest then rests as one LIMIT at the parent's price on the member with the lowest maker
+   fee that can hold it.
+
+Integrity rule: a child is sent at most once. A child whose outcome is unknown (a timeout, a
+gateway stopped mid-send) is resolved only by asking its venue by client order id (the order
+journal's reconciliation); a child journaled but never handed to the order journal is marked
+``NOT_SENT`` on reconciliation, never sent late. Rounds stop as soon as any child's outcome is
+unknown: the residual is not known, and over-filling is worse than under-filling. The same
+(API key, clientOrderId) gives one parent: a per-(key, id) lock in this process and the
+journal's UNIQUE constraint across processes. Parents left open by a stopped gateway are
+reconciled at startup (keys with stored credentials) and on the key's next SMART request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from astra.core import (
+    AstraError,
+    Conflict,
+    CredentialsUnreadable,
+    MissingCredentials,
+    OrderNotFound,
+)
+from astra.core._trading import (
+    Order,
+    PlaceOrder,
+    SmartOrder,
+    SmartOrderRequest,
+    SmartPlan,
+    TimeInForce,
+)
+from astra.core.credentials import ExchangeCredentials
+from astra.marketdata.engine import MarketDataEngine
+from astra.store.routing_journal import (
+    ChildEntry,
+    ChildIntent,
+    ParentEntry,
+    RoutingJournal,
+    new_parent_id,
+)
+from astra.trading.service import TradingService
+
+from .legs import MAX_ROUNDS, child_client_order_id, child_request, dec, rest_choice
+from .plan import Plan
+from .report import child_state, parent_state, plan_view, smart_order
+from .route import DEFAULT_SLIPPAGE_BPS, CredsFor, Route, Snapshot, check_route, refuse, snapshot
+
+__all__ = ["DEFAULT_ROUNDS", "DEFAULT_SLIPPAGE_BPS", "SmartRouter"]
+
+log = logging.getLogger(__name__)
+DEFAULT_ROUNDS = 3
+
+
+class SmartRouter:
+    """Routed orders of every API key (module docstring). ``before_send``: an optional hook
+    awaited with ``(round, plan)`` after a round is journaled and before it is sent (tests
+    move a book there to exercise the residual re-route)."""
+
+    def __init__(self, engine: MarketDataEngine, trading: TradingService,
+                 journal: RoutingJournal, *, rounds: int = DEFAULT_ROUNDS,
+                 book_wait: float | None = None, settle_wait: float = 1.0,
+                 orphan_ms: int = 60_000) -> None:
+        if not 1 <= rounds < MAX_ROUNDS:
+            raise ValueError(f"rounds must be 1 to {MAX_ROUNDS - 1}")
+        self.engine, self.trading, self.journal = engine, trading, journal
+        self.rounds = rounds
+        self.book_wait = book_wait
+        self.settle_wait = settle_wait
+        self.orphan_ms = orphan_ms
+        self.before_send: Callable[[int, Plan], Awaitable[None]] | None = None
+        self._locks: dict[tuple[str, str], list[Any]] = {}  # (key, cid) -> [lock, users]
+        self._active: set[str] = set()  # parents whose rounds run in this process
+
+    # -- placing -------------------------------------------------------------------------------
+    async def place(self, key_id: str, creds_for: CredsFor,
+                    body: SmartOrderRequest) -> SmartOrder | SmartPlan:
+        route = await check_route(self.engine, key_id, creds_for, body)
+        if body.dry_run:
+            snap = await self._snapshot(route, dec(body.quantity))
+            return plan_view(body, snap.plan, snap.members)
+        lock_key = (key_id, route.client_order_id)
+        slot = self._locks.setdefault(lock_key, [asyncio.Lock(), 0])
+        slot[1] += 1
+        try:
+            async with slot[0]:
+                existing = await asyncio.to_thread(self.journal.by_client_id, key_id,
+                                                   route.client_order_id)
+                if existing is not None:
+                    return await self._existing(existing, route, creds_for)
+                return await self._execute(route)
+        finally:
+            slot[1] -= 1
+            if slot[1] == 0:
+                del self._locks[lock_key]
+
+    def _request(self, route: Route) -> dict:
+        data = msgspec.to_builtins(route.body)
+        data.pop("dryRun", None)
+        data["clientOrderId"] = route.client_order_id
+        return data
+
+    async def _existing(self, parent: ParentEntry, route: Route,
+                        creds_for: CredsFor) -> SmartOrder:
+        if parent.request != self._request(route):
+            raise Conflict(f"clientOrderId '{route.client_order_id}' was already used for a "
+                           "different SMART order; send a new clientOrderId for a new order",
+                           parameter="clientOrderId")
+        if self._settleable(parent):
+            parent = await self._refresh(parent, creds_for)
+        return smart_order(parent)
+
+    async def _execute(self, route: Route) -> SmartOrder:
+        body, key_id = route.body, route.key_id
+        requested = dec(body.quantity)
+        snap = await self._snapshot(route, requested)
+        refuse(route, snap)
+        plan, mid = snap.plan, snap.mid
+        parent_id = new_parent_id()
+        summary = {"arrivalMid": str(mid) if mid is not None else None,
+                   "bestSingleVenue": plan.best_single_venue,
+                   "bestSingleNetPrice": (str(plan.best_single_net_price)
+                                          if plan.best_single_net_price is not None else None),
+                   "priceBound": str(plan.price_bound) if plan.price_bound is not None else None,
+                   "venues": route.venues, "maxSlippageBps": route.bound_bps}
+        self._active.add(parent_id)
+        try:
+            parent, created = await asyncio.to_thread(
+                self.journal.begin, key_id, body.market, route.client_order_id,
+                self._request(route), parent_id, summary, self._intents(route, snap, 1))
+            if not created:  # another gateway process took this id first
+                return smart_order(parent)
+            filled, round_ = Decimal(0), 1
+            while True:
+                kids = [c for c in parent.children if c.round == round_]
+                if self.before_send is not None:
+                    await self.before_send(round_, snap.plan)
+                outcomes = await self._send_round(route, kids)
+                filled += sum(f for f, _ in outcomes)
+                if any(unknown for _, unknown in outcomes) or round_ >= self.rounds:
+                    break
+                residual = requested - filled
+                if residual <= 0:
+                    break
+                traded = {c.venue for c, (f, _) in zip(kids, outcomes, strict=True) if f}
+                try:
+                    await self._books_show_fills(route, traded)
+                    snap = await self._snapshot(route, residual, mid)
+                except AstraError as exc:  # books or balances gone: what is done stands
+                    log.info("SMART order %s: no round %d (%s)", parent_id, round_ + 1,
+                             exc.message)
+                    break
+                if not snap.plan.legs:
+                    break
+                round_ += 1
+                await asyncio.to_thread(self.journal.add_children, parent_id,
+                                        self._intents(route, snap, round_))
+                parent = await self._parent(key_id, parent_id)
+            unknown = any(u for _, u in outcomes)
+            if route.tif == TimeInForce.GTC and not unknown and requested - filled > 0:
+                try:
+                    await self._rest(route, parent_id, requested - filled)
+                except AstraError as exc:  # the fills stand; the rest expires
+                    log.info("SMART order %s: the rest could not rest (%s)", parent_id,
+                             exc.message)
+            return await self._finish(await self._parent(key_id, parent_id))
+        finally:
+            self._active.discard(parent_id)
+
+    async def _snapshot(self, route: Route, quantity: Decimal,
+                        arrival_mid: Decimal | None = None) -> Snapshot:
+        return await snapshot(self.engine, self.trading, route, quantity, arrival_mid,
+                              self.book_wait)
+
+    async def _books_show_fills(self, route: Route, traded: set[str]) -> None:
+        """Before re-planning: wait (at most ``settle_wait``) until each venue this round
+        traded on has published a book update after its answers, so the next round does not
+        plan on liquidity this round already took."""
+        if not traded or self.settle_wait <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settle_wait
+        market, venues = route.body.market, sorted(traded)
+        first = (await self.engine.member_books(market, venues, wait=0)).members
+        seen = {b.venue: b.update_id for b in first}
+        while loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            books = (await self.engine.member_books(market, venues, wait=0)).members
+            if all(b.state != "synced" or b.update_id != seen[b.venue] for b in books):
+                return
+
+    def _intents(self, route: Route, snap: Snapshot, round_: int) -> list[ChildIntent]:
+        fees = {b.venue: b.taker_fee for b in snap.books}
+        out = []
+        for i, leg in enumerate(snap.plan.legs):
+            cid = child_client_order_id(route.client_order_id, round_, i)
+            out.append(ChildIntent(
+                round=round_, leg=i, venue=leg.venue, market=leg.market, client_order_id=cid,
+                request=child_request(leg.market, route.body.side, leg.quantity,
+                                      leg.limit_price, TimeInForce.IOC, cid),
+                fee_rate=float(fees.get(leg.venue, 0.0))))
+        return out
+
+    async def _send_round(self, route: Route,
+                          kids: list[ChildEntry]) -> list[tuple[Decimal, bool]]:
+        await asyncio.to_thread(self.journal.mark_sent, [c.id for c in kids])
+        return list(await asyncio.gather(*(self._send(route, c) for c in kids)))
+
+    async def _send(self, route: Route, child: ChildEntry) -> tuple[Decimal, bool]:
+        """One child through the order journal: ``(filled, outcome unknown)``."""
+        body = msgspec.convert(child.request, PlaceOrder)
+        started = time.perf_counter()
+        try:
+            order = await self.trading.place(route.key_id, route.creds[child.venue], body)
+        except Exception as err:  # an unexpected failure: its outcome is unknown
+            latency = (time.perf_counter() - started) * 1000
+            known = isinstance(err, AstraError) and err.status != 202
+            state = "REJECTED" if known else "UNKNOWN"
+            await asyncio.to_thread(self.journal.settle_child, child.id, state, error=err,
+                                    latency_ms=latency)
+            return Decimal(0), state == "UNKNOWN"
+        latency = (time.perf_counter() - started) * 1000
+        state = child_state(order.status)
+        await asyncio.to_thread(self.journal.settle_child, child.id, state,
+                                msgspec.to_builtins(order), latency_ms=latency)
+        if state == "UNKNOWN":  # ask the venue by client order id once, never send again
+            parent = await self._parent(route.key_id, child.parent_id)
+            fresh = next(c for c in parent.children if c.id == child.id)
+            fresh = await self._resolve(route.key_id, route.creds[child.venue], fresh)
+            return dec((fresh.last_order or {}).get("filledQuantity")), fresh.state in (
+                "INTENT", "SENT", "UNKNOWN")
+        return dec(order.filled_quantity), False
+
+    async def _rest(self, route: Route, parent_id: str, residual: Decimal) -> None:
+        """GTC: the remainder rests at the parent's price where it is cheapest to rest."""
+        snap = await self._snapshot(route, residual)  # refreshed books and capacities
+        books = [b for b in snap.books if b.venue in route.capacities]
+        choice = rest_choice(books, route.capacities, route.body.side, dec(route.body.price),
+                             residual)
+        if choice is None:
+            return
+        book, qty, price = choice
+        round_ = self.rounds + 1
+        cid = child_client_order_id(route.client_order_id, round_, 0)
+        intent = ChildIntent(round=round_, leg=0, venue=book.venue, market=book.market.symbol,
+                             client_order_id=cid, fee_rate=book.maker_fee,
+                             request=child_request(book.market.symbol, route.body.side, qty,
+                                                   price, TimeInForce.GTC, cid))
+        await asyncio.to_thread(self.journal.add_children, parent_id, [intent])
+        parent = await self._parent(route.key_id, parent_id)
+        await self._send_round(route, [c for c in parent.children if c.round == round_])
+
+    async def _finish(self, parent: ParentEntry) -> SmartOrder:
+        """The rounds are over (or were orphaned): the parent's state and status from its
+        children as last known."""
+        state = parent_state(parent)
+        view = smart_order(dataclasses.replace(parent, state=state))
+        await asyncio.to_thread(self.journal.update_parent, parent.parent_id, state=state,
+                                status=view.status.value)
+        parent = await self._parent(parent.key_id, parent.parent_id)
+        return smart_order(parent)
+
+    async def _parent(self, key_id: str, parent_id: str) -> ParentEntry:
+        parent = await asyncio.to_thread(self.journal.get, key_id, parent_id)
+        if parent is None:
+            raise OrderNotFound(f"no SMART order {parent_id} for this API key",
+                                parameter="orderId")
+        return parent
+
+    # -- reading, canceling, reconciling -------------------------------------------------------
+    async def get(self, key_id: str, creds_for: CredsFor, market: str,
+                  order_id: str) -> SmartOrder:
+        parent = await asyncio.to_thread(self.journal.get, key_id, order_id)
+        if parent is None or parent.market != market:
+            raise OrderNotFound(f"no SMART order {order_id[:40]} on {market} for this API key",
+                                parameter="orderId")
+        if self._settleable(parent):
+            parent = await self._refresh(parent, creds_for)
+        return smart_order(parent)
+
+    async def list_open(self, key_id: str, creds_for: CredsFor, market: str) -> list[SmartOrder]:
+        await self.reconcile_key(key_id, creds_for, market)
+        parents = await asyncio.to_thread(self.journal.live, key_id, market)
+        return [smart_order(p) for p in parents]
+
+    async def cancel(self, key_id: str, creds_for: CredsFor, market: str,
+                     order_id: str) -> SmartOrder:
+        """Cancel a parent's live remainder (its resting child) and mark it canceled."""
+        parent = await asyncio.to_thread(self.journal.get, key_id, order_id)
+        if parent is None or parent.market != market:
+            raise OrderNotFound(f"no SMART order {order_id[:40]} on {market} for this API key",
+                                parameter="orderId")
+        if parent.parent_id in self._active:
+            raise Conflict(f"SMART order {order_id} is still executing its rounds; cancel it "
+                           "again in a moment", parameter="orderId")
+        if parent.state == "DONE":
+            return smart_order(parent)
+        for child in parent.children:
+            if child.state != "OPEN":
+                continue
+            creds = creds_for(child.venue)
+            try:
+                order = await self.trading.cancel(key_id, creds, child.market, None,
+                                                  child.client_order_id)
+            except AstraError:
+                # Filled or canceled at the venue meanwhile? Its truth decides; a child that
+                # is still open there makes the cancel fail as the venue said.
+                if (await self._resolve(key_id, creds, child)).state == "OPEN":
+                    raise
+                continue
+            await asyncio.to_thread(self.journal.settle_child, child.id,
+                                    child_state(order.status), msgspec.to_builtins(order))
+        await asyncio.to_thread(self.journal.update_parent, parent.parent_id,
+                                state=parent.state, status=parent.status, canceled=True)
+        return smart_order(await self._refresh(await self._parent(key_id, order_id), creds_for))
+
+    async def cancel_all(self, key_id: str, creds_for: CredsFor, market: str) -> int:
+        parents = await asyncio.to_thread(self.journal.live, key_id, market)
+        done = 0
+        for p in parents:
+            if p.parent_id not in self._active:  # (one still executing: cancel it after)
+                done += (await self.cancel(key_id, creds_for, market, p.parent_id)).status in (
+                    "CANCELED", "FILLED", "EXPIRED")
+        return done
+
+    async def reconcile_key(self, key_id: str, creds_for: CredsFor,
+                            market: str | None = None) -> int:
+        """Settle this key's parents left open (a resting child, an unknown outcome, a
+        gateway stopped mid-round); returns how many are done now. A parent still executing
+        is left alone for ``orphan_ms`` (another process sharing the database may own it);
+        at startup (``reconcile_stored``) every one is an orphan."""
+        done = 0
+        for parent in await asyncio.to_thread(self.journal.live, key_id, market):
+            if not self._settleable(parent):
+                continue
+            try:
+                parent = await self._refresh(parent, creds_for)
+            except AstraError as exc:  # a venue down must not block this key's other orders
+                log.warning("reconciling SMART order %s failed: %s", parent.parent_id,
+                            exc.message)
+                continue
+            done += parent.state == "DONE"
+        return done
+
+    def _settleable(self, parent: ParentEntry) -> bool:
+        """Open, and not executing here nor (for ``orphan_ms``) maybe in another process."""
+        if parent.state == "DONE" or parent.parent_id in self._active:
+            return False
+        young = time.time_ns() // 1_000_000 - self.orphan_ms
+        return parent.state != "EXECUTING" or parent.updated_at <= young
+
+    async def reconcile_stored(self, source: Any) -> int:
+        """At startup: every open parent whose key has stored credentials."""
+        done = 0
+        for parent in await asyncio.to_thread(self.journal.live):
+            if parent.parent_id in self._active:
+                continue
+
+            def creds_for(venue: str, key_id: str = parent.key_id) -> ExchangeCredentials:
+                found = source.get(key_id, venue) if source is not None else None
+                if found is None:
+                    raise MissingCredentials(f"no stored {venue} credentials", venue=venue)
+                return found
+
+            try:
+                parent = await self._refresh(parent, creds_for)
+            except Exception as exc:  # one venue down must not stop the others
+                log.warning("reconciling SMART order %s failed: %s", parent.parent_id,
+                            getattr(exc, "message", None) or type(exc).__name__)
+                continue
+            done += parent.state == "DONE"
+        return done
+
+    async def _refresh(self, parent: ParentEntry, creds_for: CredsFor) -> ParentEntry:
+        """Ask the venues about every child not final, then recompute the parent. A parent
+        found ``EXECUTING`` here was orphaned by a stopped gateway: no further round runs."""
+        for child in parent.children:
+            if child.state not in ("INTENT", "SENT", "UNKNOWN", "OPEN"):
+                continue
+            try:
+                creds = creds_for(child.venue)
+            except (MissingCredentials, CredentialsUnreadable):
+                continue  # settled on a request that has them
+            await self._resolve(parent.key_id, creds, child)
+        await self._finish(await self._parent(parent.key_id, parent.parent_id))
+        return await self._parent(parent.key_id, parent.parent_id)
+
+    async def _resolve(self, key_id: str, creds: ExchangeCredentials,
+                       child: ChildEntry) -> ChildEntry:
+        """A child's venue truth, by client order id, through the order journal."""
+        orders = self.trading.journal
+        entry = await asyncio.to_thread(orders.get, key_id, child.venue, child.client_order_id)
+        if entry is None:  # never handed to the order journal, so never sent: never send it
+            await asyncio.to_thread(self.journal.settle_child, child.id, "NOT_SENT")
+        else:
+            if entry.pending:
+                await self.trading.reconcile_pending(key_id, child.venue, creds)
+                entry = await asyncio.to_thread(orders.get_entry, entry.id)
+            if entry.state == "ACKNOWLEDGED" and entry.last_order is not None:
+                order = msgspec.convert(entry.last_order, Order)
+                if child_state(order.status) == "OPEN" and entry.venue_order_id:
+                    order = await self.trading.get_order(key_id, creds, child.market,
+                                                         entry.venue_order_id)
+                await asyncio.to_thread(self.journal.settle_child, child.id,
+                                        child_state(order.status), msgspec.to_builtins(order))
+            elif entry.state == "REJECTED":
+                await asyncio.to_thread(self.journal.settle_child, child.id, "REJECTED",
+                                        error=entry.error or {"message": "rejected"})
+            elif entry.state == "NOT_PLACED":
+                await asyncio.to_thread(self.journal.settle_child, child.id, "NOT_SENT",
+                                        error={"message": "the venue does not have it"})
+            else:
+                await asyncio.to_thread(self.journal.settle_child, child.id, "UNKNOWN")
+        parent = await self._parent(key_id, child.parent_id)
+        return next(c for c in parent.children if c.id == child.id)
