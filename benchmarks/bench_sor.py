@@ -9,10 +9,18 @@
    the same books): the median improvement, in bps, of the routed net average price (fees
    included) over the best single venue's for the same size, and how often routing fills an
    order no single venue can.
-3. Routed order latency against a single-venue ``POST /orders``: see
-   ``bench_routed_latency`` (a hook; "not measured" until the router executes orders).
+3. Routed order latency against a single-venue ``POST /orders``: three simulated venues
+   (``SimCluster`` on loopback, clock running, each venue answering REST after its profile's
+   latency: SIM 0 ms, SIM2 1 ms, SIM3 3 ms) and a gateway with a paper account on each, all in
+   this process on one event loop; N routed MARKET IOC orders on ``SMART-SPOT-BTC-USDT``
+   (sizes of 1 to 25 typical maker orders, so one to three venues) alternate with N
+   single-venue MARKET orders of the same size on ``SIM-SPOT-BTC-USDT``, over one kept-alive
+   connection: median and p90 of each, their ratio, and each child leg's latency as the
+   parent's report gives it (``latencyMs``: the order journal's send to the venue's answer).
+   ``--no-latency`` measures once more with every venue's simulated latency off.
 
 Usage: python benchmarks/bench_sor.py [--orders 300] [--plans 2000] [--seed 11]
+       [--latency-orders 200] [--latency-warmup 10] [--no-latency]
 """
 
 from __future__ import annotations
@@ -155,18 +163,125 @@ def bench_improvement(orders: int, seed: int) -> dict:
     }
 
 
-# ---------------------------------------------------------------- 3. routed latency (hook)
+# ---------------------------------------------------------------- 3. routed latency
 
 
-def bench_routed_latency(args: argparse.Namespace) -> tuple[float, float] | None:
-    """HOOK, to be filled once ``SmartRouter`` executes orders (helper D / the integrator):
-    start ``astra serve`` with its three simulated venues in a child process (as
-    ``bench_sim.run_live`` starts the simulator), then time, side by side, N marketable
-    ``POST /orders`` on ``SMART-SPOT-BTC-USDT`` (routed: plan, children in parallel,
-    reconcile) and N on ``SIM-SPOT-BTC-USDT`` (one venue), and return (routed median ms,
-    single median ms). Until then it returns ``None`` and the table says "not measured":
-    no figure is faked."""
-    return None
+def _ms_summary(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(len(ordered) * 0.9)]
+
+
+async def _routed_latency(args: argparse.Namespace, latency: bool, data_dir: str) -> dict:
+    """Three simulated venues (clock running, each answering REST after its profile's
+    latency unless ``latency`` is False) and a gateway with paper accounts on each, in this
+    process; then ``args.latency_orders`` routed MARKET orders on SMART-SPOT-BTC-USDT
+    alternating with as many single-venue MARKET orders on SIM-SPOT-BTC-USDT of the same
+    size, one HTTP session (one kept-alive connection), sides alternating so balances hold."""
+    import asyncio
+    from pathlib import Path
+
+    import aiohttp
+
+    from astra.core.credentials import ExchangeCredentials
+    from astra.server.gateway import Gateway
+    from astra.sim import SimCluster
+    from astra.sim.admin import parse_deposits
+    from astra.store import ApiKeyStore, open_database
+    from astra.trading.paper import LayeredCredentials
+    from astra.venues import build_venue
+
+    rng = random.Random(args.seed)
+    keys = ApiKeyStore(open_database(data_dir=Path(data_dir)))  # keys and journals
+    token = keys.create("bench").token
+    key_id = token.split(".")[0]
+    routed, single, legs, n_legs, rounds, filled = [], [], [], [], [], 0
+    async with SimCluster(3, args.seed, latency=latency) as cluster:
+        stored = LayeredCredentials()
+        for code, exchange in cluster.exchanges.items():
+            creds = exchange.create_account(parse_deposits("USDT=10000000,BTC=100"))
+            stored.add_default(key_id, ExchangeCredentials(
+                exchange=code, private_key=creds.signerPrivateKey))
+        venues = {code: build_venue(code, {"url": url}) for code, url in cluster.urls().items()}
+        async with Gateway(venues, keys, port=0, metrics_port=0, credentials=stored) as gw:
+            async with asyncio.timeout(30):  # every member book in sync
+                while True:
+                    books = await gw.engine.member_books("SMART-SPOT-BTC-USDT")
+                    if all(m.state == "synced" for m in books.members):
+                        break
+                    await asyncio.sleep(0.05)
+            connector = aiohttp.TCPConnector(limit=1)  # one connection, reused throughout
+            async with aiohttp.ClientSession(
+                gw.base_url, connector=connector,
+                headers={"x-astra-api-key": f"Bearer {token}"},
+            ) as http:
+
+                async def post(body: dict) -> tuple[float, dict]:
+                    start = time.perf_counter()
+                    async with http.post("/orders", json=body) as resp:
+                        data = await resp.json()
+                    elapsed = (time.perf_counter() - start) * 1000
+                    assert resp.status == 200, data
+                    return elapsed, data
+
+                typical = 0.02  # BTC: SIM's typical maker order
+                for i in range(args.latency_warmup + args.latency_orders):
+                    side = "BUY" if i % 2 == 0 else "SELL"
+                    qty = round(typical * rng.uniform(1, 25), 3)
+                    order = {"side": side, "type": "MARKET", "quantity": qty}
+                    r_ms, parent = await post({**order, "market": "SMART-SPOT-BTC-USDT",
+                                               "timeInForce": "IOC"})
+                    s_ms, _ = await post({**order, "market": "SIM-SPOT-BTC-USDT"})
+                    if i < args.latency_warmup:  # connections, ccxt markets, caches
+                        continue
+                    routed.append(r_ms)
+                    single.append(s_ms)
+                    kids = [c for c in parent["children"] if c.get("latencyMs") is not None]
+                    n_legs.append(len({c["venue"] for c in kids}))
+                    legs.extend((c["venue"], c["latencyMs"]) for c in kids)
+                    rounds.append(max((c["round"] for c in kids), default=0))
+                    filled += parent["status"] == "FILLED"
+        profiles = {code: ex.latency * 1000 for code, ex in cluster.exchanges.items()}
+    return {"routed": routed, "single": single, "legs": legs, "n_legs": n_legs,
+            "rounds": rounds, "filled": filled, "profiles": profiles}
+
+
+def bench_routed_latency(args: argparse.Namespace, latency: bool = True) -> dict:
+    import asyncio
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-sor-", ignore_cleanup_errors=True) as tmp:
+        return asyncio.run(_routed_latency(args, latency, tmp))
+
+
+def print_latency(r: dict, latency: bool, orders: int) -> None:
+    lat = ", ".join(f"{c} {ms:g} ms" for c, ms in r["profiles"].items())
+    what = (f"each venue's simulated REST latency on ({lat})" if latency
+            else "no simulated REST latency (--no-latency)")
+    print(f"routed order latency, {orders} MARKET orders on SMART-SPOT-BTC-USDT alternating "
+          f"with {orders} on SIM-SPOT-BTC-USDT (same size, one connection; venues in this "
+          f"process, clocks running; {what}):")
+    r_med, r_p90 = _ms_summary(r["routed"])
+    s_med, s_p90 = _ms_summary(r["single"])
+    print(f"  routed (SMART)   median {r_med:7.2f} ms   p90 {r_p90:7.2f} ms")
+    print(f"  single (SIM)     median {s_med:7.2f} ms   p90 {s_p90:7.2f} ms")
+    print(f"  ratio            median {r_med / s_med:.1f}x   p90 {r_p90 / s_p90:.1f}x")
+    counts = {k: r["n_legs"].count(k) for k in sorted(set(r["n_legs"]))}
+    print("  venues per routed order: "
+          + ", ".join(f"{k}: {v}" for k, v in counts.items())
+          + f"; filled in full: {r['filled']} of {len(r['routed'])}")
+    # A round short of the quantity (an IOC child meeting a book that moved since the
+    # gateway's last diff) waits for the traded venues' next book update, then re-plans.
+    for n in sorted(set(r["rounds"])):
+        ms = [t for t, k in zip(r["routed"], r["rounds"], strict=True) if k == n]
+        med, p90 = _ms_summary(ms)
+        print(f"  routed in {n} round{'s' if n > 1 else ' '}  median {med:7.2f} ms   p90 "
+              f"{p90:7.2f} ms   ({len(ms)} orders)")
+    for code in r["profiles"]:
+        ms = [v for c, v in r["legs"] if c == code]
+        if ms:
+            med, p90 = _ms_summary(ms)
+            print(f"  leg on {code:<5} (child POST through the order journal) median "
+                  f"{med:6.2f} ms   p90 {p90:6.2f} ms   over {len(ms)} legs")
 
 
 def main() -> None:
@@ -174,6 +289,11 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=300)
     parser.add_argument("--plans", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--latency-orders", type=int, default=200,
+                        help="routed and as many single-venue orders, alternating")
+    parser.add_argument("--latency-warmup", type=int, default=10)
+    parser.add_argument("--no-latency", action="store_true",
+                        help="also measure with the venues' simulated REST latency off")
     args = parser.parse_args()
 
     print("plan time, plan_order on random books x 50 levels (Decimal, pure):")
@@ -201,14 +321,9 @@ def main() -> None:
         f"  slippage vs arrival consolidated mid (median): routed {r['slip_routed']:.2f} bp, "
         f"best single venue {r['slip_single']:.2f} bp"
     )
-    latency = bench_routed_latency(args)
-    if latency is None:
-        print("routed order latency vs single-venue POST /orders: not measured "
-              "(the router does not execute orders yet; see bench_routed_latency)")
-    else:
-        routed, single = latency
-        print(f"routed order latency: median {routed:.2f} ms vs single-venue POST /orders "
-              f"{single:.2f} ms ({routed / single:.1f}x)")
+    for latency in (True, False) if args.no_latency else (True,):
+        r = bench_routed_latency(args, latency)
+        print_latency(r, latency, args.latency_orders)
 
 
 if __name__ == "__main__":

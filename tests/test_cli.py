@@ -94,6 +94,66 @@ def test_astra_sim_refuses_a_venue_count_out_of_range(count):
     assert f"the simulator runs 1 to 16 venues, not '{count}'" in proc.stderr
 
 
+@pytest.mark.parametrize(("args", "status", "said"), [
+    (["--port", "70000"], 2, "argument --port: a port is 0 to 65535, not '70000'"),
+    (["--venues", "3", "--port", "65534"], 1,
+     "astra sim: 3 venue(s) from port 65534 need ports 65534 to 65536: the last port is 65535"),
+])
+def test_astra_sim_refuses_ports_past_the_last(args, status, said):
+    # Not a port the operating system wraps around to (70000 would listen on 4464).
+    proc = subprocess.run([sys.executable, "-m", "astra", "sim", *args],
+                          capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (status, "")
+    assert said in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--port", "--metrics-port"])
+def test_astra_serve_refuses_a_port_past_the_last(tmp_path, flag):
+    env = {**os.environ, "ASTRA_DATA_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "astra", "serve", flag, "70000"],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert f"argument {flag}: a port is 0 to 65535, not '70000'" in proc.stderr
+
+
+def test_astra_sim_with_a_venue_port_in_use_says_which_and_exits():
+    import socket
+
+    for _ in range(20):  # a free P whose P + 1 this test holds: SIM2's port is taken
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1] - 1
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                held.close()
+    else:
+        pytest.skip("no free port below a free ephemeral port was found")
+    with held:
+        proc = subprocess.run(
+            [sys.executable, "-m", "astra", "sim", "--venues", "3", "--port", str(port)],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr.startswith(f"astra sim: venue SIM2 cannot listen on 127.0.0.1:{port + 1}")
+    assert "address already in use" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_astra_sim_refuses_a_state_file_it_could_never_save(tmp_path):
+    # Its folder does not exist: found at start, not in a traceback at Ctrl-C.
+    path = tmp_path / "missing" / "sim.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "astra", "sim", "--venues", "2", "--port", "0", "--data",
+         str(path)], capture_output=True, text=True, timeout=30,
+    )
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (f"astra sim: venue SIM: cannot write its trading state to {path} "
+                           "(No such file or directory)\n")
+
+
 def _serve(tmp_path, env_extra: dict[str, str]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "ASTRA_API_KEY"}
     env.update(ASTRA_DATA_DIR=str(tmp_path), **env_extra)

@@ -87,7 +87,7 @@ def _venue_count(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from astra.server.serve import add_serve_parser
+    from astra.server.serve import add_serve_parser, port_arg
     from astra.store import add_credentials_parser, add_keys_parser
 
     parser = argparse.ArgumentParser(prog="astra", description=__doc__)
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run the built-in exchange simulator (venues SIM, SIM2...)")
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     sim.add_argument(
-        "--port", type=int, default=7070,
+        "--port", type=port_arg, default=7070,
         help="SIM's port; SIM2 gets PORT+1 and so on (0: each venue picks a free one)",
     )
     sim.add_argument("--seed", type=int, default=0, help="seed of the synthetic order flow")
@@ -135,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.exit_with_parent is not None:
             _die_with_parent(args.exit_with_parent)
             _exit_at_stdin_eof()
-        _run(serve_sim(args.host, args.port, args.seed, args.data, args.venues, args.latency))
+        sys.exit(_run(serve_sim(args.host, args.port, args.seed, args.data, args.venues,
+                                args.latency)))
     elif args.command == "serve":
         from astra.server.serve import serve
 

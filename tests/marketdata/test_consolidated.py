@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -17,6 +18,7 @@ from astra.core import (
     InvalidParameter,
     MarketMetadata,
     MarketNotFound,
+    VenueUnavailable,
 )
 from astra.marketdata.engine import MarketDataEngine
 from astra.marketdata.smart import SmartConfig
@@ -264,5 +266,173 @@ async def test_single_venue_bbo_is_sent_only_when_it_changes():
         channel = engine.channels[(a.market.symbol, DataType.ORDERBOOK)]
         remove(client)
         assert not channel.listeners and channel.refs == 0
+    finally:
+        await engine.close()
+
+
+class Late(Scripted):
+    """A venue whose markets cannot be read until ``up`` is set (down when SMART started)."""
+
+    up = False
+
+    async def load_markets(self) -> dict[str, VenueMarket]:
+        if not self.up:
+            raise ConnectionError("connection refused")
+        return await super().load_markets()
+
+
+async def test_a_member_whose_markets_load_late_joins_the_running_consolidated_book():
+    a, b = Scripted("SIM"), Late("SIM2")
+    engine = await engine_of(a, b)
+    try:
+        add, remove = await engine.subscription(SMART, DataType.ORDERBOOK)
+        client = Collector()
+        add(client)
+        await a.snapshot(1, [(100.0, 1.0)], [(101.0, 1.0)])
+        assert [m["venue"] for m in client.msgs[-1]["members"]] == ["SIM"]
+        with pytest.raises(VenueUnavailable, match="SIM2"):  # a member not known yet: no 400
+            await engine.smart_order_book(SMART, venues=["SIM2"])
+        b.up = True  # SIM2's markets load now: the running channel must take it in
+        books = await engine.member_books(SMART, ["SIM2"], wait=0)
+        assert [(m.venue, m.state) for m in books.members] == [("SIM2", "connecting")]
+        async with asyncio.timeout(5):
+            await b.running.wait()
+        await b.snapshot(1, [(100.0, 2.0), (99.5, 1.0)], [(101.0, 0.5)])
+        snap = client.msgs[-1]
+        assert snap["type"] == "snapshot"
+        assert [(m["venue"], m["state"]) for m in snap["members"]] == [
+            ("SIM", "synced"), ("SIM2", "synced")]
+        rest = json.loads(await engine.smart_order_book(SMART))
+        assert rest["bids"] == snap["bids"] == [
+            {"price": 100.0, "quantity": 3.0, "venues": {"SIM": 1.0, "SIM2": 2.0}},
+            {"price": 99.5, "quantity": 1.0, "venues": {"SIM2": 1.0}}]
+        only = json.loads(await engine.smart_order_book(SMART, venues=["SIM2"]))
+        assert only["asks"] == [{"price": 101.0, "quantity": 0.5, "venues": {"SIM2": 0.5}}]
+        remove(client)
+        channel = engine.channels[(SMART, DataType.ORDERBOOK)]
+        assert channel.refs == 0
+        assert [engine.channels[(v.market.symbol, DataType.ORDERBOOK)].refs for v in (a, b)] \
+            == [1, 1]  # held by the lingering SMART channel, once each
+    finally:
+        await engine.close()
+
+
+async def test_update_ids_go_on_when_the_smart_channel_is_retired_and_recreated():
+    a = Scripted("SIM")
+    engine = await engine_of(a)
+    try:
+        seen: list[int] = []
+        for round_ in range(2):
+            add, remove = await engine.subscription(SMART, DataType.ORDERBOOK)
+            client = Collector()
+            add(client)
+            await a.snapshot(10, [(100.0, 1.0)], [(101.0, 1.0)])
+            await a.update(11, [(100.0, 2.0)], [])
+            seen += [m["updateId"] for m in client.msgs]
+            seen.append(json.loads(await engine.smart_order_book(SMART))["updateId"])
+            remove(client)
+            async with asyncio.timeout(5):  # linger: the channel and its members' go
+                while True:
+                    if not engine.channels:
+                        break
+                    await asyncio.sleep(0.02)
+            assert round_ == 1 or seen[-1] >= 2
+        # Every id given out, over REST and WebSocket, by both channels: never going back.
+        assert seen == sorted(seen) and len(set(seen)) == len(seen) - 2  # REST = last update
+    finally:
+        await engine.close()
+
+
+async def test_an_empty_member_diff_is_no_consolidated_update_and_keeps_it_fresh():
+    a = Scripted("SIM")
+    engine = await engine_of(a, stale_after=0.5)
+    try:
+        add, remove = await engine.subscription(SMART, DataType.ORDERBOOK)
+        client = Collector()
+        add(client)
+        await a.snapshot(1, [(100.0, 1.0)], [(101.0, 1.0)])
+        for i in range(2, 10):  # quiet market, live feed: empty diffs for 0.8 s
+            await a.update(i, [], [])
+            await asyncio.sleep(0.1)
+        await a.update(10, [(100.0, 2.0)], [])
+        assert [(m["type"], m["updateId"]) for m in client.msgs] == [
+            ("snapshot", 1), ("update", 2)]
+        assert client.msgs[-1]["bids"] == [
+            {"price": 100.0, "quantity": 2.0, "venues": {"SIM": 2.0}}]
+        remove(client)
+    finally:
+        await engine.close()
+
+
+async def test_raw_prices_that_round_to_one_fee_adjusted_price_add_up():
+    a, b = Scripted("SIM", fee=0.001), Scripted("SIM2", fee=0.001)
+    engine = await engine_of(a, b)
+    try:
+        add, remove = await engine.subscription(SMART, DataType.ORDERBOOK)
+        client = Collector()
+        add(client)
+        # 1000 and 1000.0000000001 net of 0.1 %: 999 at 12 significant digits, both.
+        await a.snapshot(1, [(1000.0000000001, 1.5), (1000.0, 2.0)], [(1001.0, 1.0)])
+        await b.snapshot(1, [(1000.0, 0.25)], [(1001.0, 1.0)])
+        body = json.loads(await engine.smart_order_book(SMART, fee_adjusted=True))
+        assert body["bids"] == [{"price": 999.0, "quantity": 3.75,
+                                 "venues": {"SIM": 3.5, "SIM2": 0.25}}]
+        raw = json.loads(await engine.smart_order_book(SMART))
+        assert [lv["quantity"] for lv in raw["bids"]] == [1.5, 2.25]
+        remove(client)
+    finally:
+        await engine.close()
+
+
+async def test_summed_quantities_keep_every_digit_a_float_can_carry():
+    # Meme-coin sizes: 11 integer digits and 2 decimals; the exact sums have 13 to 15 digits.
+    a, b = Scripted("SIM"), Scripted("SIM2")
+    engine = await engine_of(a, b)
+    try:
+        add, remove = await engine.subscription(SMART, DataType.ORDERBOOK)
+        client = Collector()
+        add(client)
+        await a.snapshot(1, [(1e-05, 12345678901.25)], [(2e-05, 98765432109.87)])
+        await b.snapshot(1, [(1e-05, 1.5)], [(2e-05, 0.01)])
+        await b.update(2, [(1e-05, 0.75)], [])
+        rest = json.loads(await engine.smart_order_book(SMART))
+        exact = {"bids": (Decimal("12345678901.25") + Decimal("0.75")),
+                 "asks": (Decimal("98765432109.87") + Decimal("0.01"))}
+        for side in ("bids", "asks"):
+            assert [lv["quantity"] for lv in rest[side]] == [float(exact[side])]
+            assert replay(client.msgs)[side] == rest[side]
+        bbo = json.loads(await engine.bbo(SMART))
+        assert (bbo["bid"]["quantity"], bbo["ask"]["quantity"]) == (
+            float(exact["bids"]), float(exact["asks"]))
+        remove(client)
+    finally:
+        await engine.close()
+
+
+async def test_a_member_stuck_connecting_costs_one_wait_not_one_per_read():
+    a, b = Scripted("SIM"), Scripted("SIM2")  # SIM2 connects but never sends a snapshot
+    engine = await engine_of(a, b)  # book_wait 2 s
+    try:
+        first = asyncio.create_task(engine.member_books(SMART))
+        await a.snapshot(1, [(100.0, 1.0)], [(101.0, 1.0)])
+        books = await first  # waited for SIM2, in vain
+        assert [(m.venue, m.state) for m in books.members] == [
+            ("SIM", "synced"), ("SIM2", "connecting")]
+        async with asyncio.timeout(10):  # not again: each read would take its 30 s wait
+            for _ in range(3):
+                books = await engine.member_books(SMART, wait=30)
+                assert books.members[0].bids == [(100.0, 1.0)]
+            rest = json.loads(await engine.smart_order_book(SMART))
+        assert [m["state"] for m in rest["members"]] == ["synced", "connecting"]
+        # Once synced it is waited for again: a read during its resync sees it back.
+        await b.snapshot(1, [(100.0, 2.0)], [(101.0, 2.0)])
+        await b.do(lambda s: s.on_resync("gap"))
+        read = asyncio.create_task(engine.member_books(SMART, wait=30))
+        await asyncio.sleep(0)
+        await b.snapshot(5, [(100.0, 3.0)], [(101.0, 3.0)])
+        async with asyncio.timeout(10):
+            books = await read
+        assert [(m.venue, m.state, m.bids) for m in books.members] == [
+            ("SIM", "synced", [(100.0, 1.0)]), ("SIM2", "synced", [(100.0, 3.0)])]
     finally:
         await engine.close()

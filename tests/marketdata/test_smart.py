@@ -1,10 +1,23 @@
-"""SMART market membership (pure): what merges, what never does, and the ``[smart]`` config."""
+"""SMART market membership (pure): what merges, what never does, and the ``[smart]`` config;
+the catalog's loading of member venues' markets (``SmartCatalog``: a venue down or hanging)."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import json
 
-from astra.core import AssetType, MarketMetadata, normalize_token, parse_market
+import pytest
+from tests.marketdata.test_consolidated import SMART, Collector, Late, Scripted, engine_of
+
+from astra.core import (
+    AssetType,
+    DataType,
+    MarketMetadata,
+    MarketNotFound,
+    VenueUnavailable,
+    normalize_token,
+    parse_market,
+)
 from astra.marketdata.smart import SmartConfig, build_smart_markets
 from astra.venues.base import VenueMarket
 
@@ -113,3 +126,54 @@ def test_config_defaults_and_values():
     assert SmartConfig.from_config(None) == SmartConfig(None, (), 30.0)
     config = SmartConfig.from_config({"venues": ["sim", "SIM2", "SIM"], "stale_after": 5})
     assert config.venues == ("SIM", "SIM2") and config.stale_after == 5.0
+
+
+class Hanging(Scripted):
+    """A venue that never answers for its markets (a blackholed host)."""
+
+    loads = 0
+
+    async def load_markets(self) -> dict[str, VenueMarket]:
+        self.loads += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_member_that_never_answers_holds_up_neither_reads_nor_markets():
+    a, b = Scripted("SIM"), Hanging("SIM2")
+    engine = await engine_of(a, b)  # book_wait 2 s
+    try:
+        async with asyncio.timeout(10):  # without a bound on the load: never answered
+            markets = await engine.markets("SMART")
+            assert [(m.symbol, m.members) for m in markets] == [(SMART, ("SIM-PERP-BTC-USDT",))]
+            add, remove = await engine.subscription(SMART, DataType.ORDERBOOK)
+            client = Collector()
+            add(client)
+            await a.snapshot(1, [(100.0, 1.0)], [(101.0, 1.0)])
+            for _ in range(3):
+                body = json.loads(await engine.smart_order_book(SMART))
+                assert body["bids"] == [{"price": 100.0, "quantity": 1.0, "venues": {"SIM": 1.0}}]
+            remove(client)
+        assert b.loads == 1  # one load in flight, not one per request
+    finally:
+        await engine.close()
+
+
+async def test_markets_of_no_member_known_is_a_503_not_an_empty_list_or_a_404():
+    a, b = Late("SIM"), Late("SIM2")
+    engine = await engine_of(a, b)
+    try:
+        for read in (engine.markets("SMART"), engine.smart_order_book(SMART),
+                     engine.bbo(SMART)):
+            with pytest.raises(VenueUnavailable) as err:
+                await read
+            assert err.value.status == 503 and "SIM, SIM2" in str(err.value)
+        b.up = True  # one member answers: its markets, and a 404 for what it does not list
+        assert [m.members for m in await engine.markets("SMART")] == [("SIM2-PERP-BTC-USDT",)]
+        with pytest.raises(VenueUnavailable):  # SIM may list it: still not a 404
+            await engine.smart_market("SMART-SPOT-BTC-USDT")
+        a.up = True
+        with pytest.raises(MarketNotFound):
+            await engine.smart_market("SMART-SPOT-BTC-USDT")
+    finally:
+        await engine.close()

@@ -219,10 +219,13 @@ async def test_fok_that_the_books_cannot_cover_is_refused_and_nothing_is_sent(so
     gw = await _fund_and_freeze(desk)
     books = await gw.engine.member_books(SMART)
     best_ask = min(m.asks[0][0] for m in books.members)
+    # More than every member offers at that price (not a fixed 2.0: the venues' best level
+    # may hold that much).
+    there = sum((_d(q) for m in books.members for p, q in m.asks if p <= best_ask), D(0))
     with pytest.raises(InsufficientLiquidity) as err:
         await gw.router.place(desk.key_id, desk.creds_for, SmartOrderRequest(
-            market=SMART, side="BUY", type="LIMIT", quantity=2.0, price=best_ask,
-            time_in_force="FOK", client_order_id="fok1"))
+            market=SMART, side="BUY", type="LIMIT", quantity=float(there + D("0.5")),
+            price=best_ask, time_in_force="FOK", client_order_id="fok1"))
     assert err.value.status == 422 and "FOK" in err.value.message
     assert err.value.parameter == "price"
     for sim in desk.sims.values():

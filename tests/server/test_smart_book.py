@@ -26,8 +26,8 @@ CODES = ("SIM", "SIM2", "SIM3")
 
 
 def _sig(value: Decimal) -> float:
-    """12 significant digits, as the gateway rounds sums and fee-adjusted prices."""
-    return float(f"{value:.12g}") if value else 0.0
+    """15 significant digits, as the gateway rounds sums of venue quantities."""
+    return float(f"{value:.15g}") if value else 0.0
 
 
 async def _stop_clock(server: SimServer) -> None:
@@ -182,6 +182,17 @@ async def test_bad_parameters_name_the_parameter(desk):
         ({"market": SPOT, "depth": "0"}, "depth", 400),
         ({"market": "SMART-SPOT-DOGE-USDT"}, "market", 404),
         ({"market": "SMART-SPOTT-BTC-USDT"}, "market", 400),
+        ({"market": SPOT, "venues": "SIM,SMART"}, "venues", 400),
+        ({"market": SPOT, "venues": "smart"}, "venues", 400),
+        ({"market": SPOT, "depth": "NaN"}, "depth", 400),
+        ({"market": SPOT, "depth": "99999999999999999999999"}, "depth", 400),
+        ({"market": SPOT, "venues": ",".join(["SIM"] * 40)}, "venues", 400),
+        ({"market": SPOT + "-XYZ"}, "market", 404),
+        ({"market": "SMART-OPT-BTC-USDT-261225-100000-C"}, "market", 404),
+        ({"market": "SMART"}, "market", 400),
+        # Consolidation parameters on a single venue's book: not silently ignored.
+        ({"market": "SIM-SPOT-BTC-USDT", "venues": "SIM2"}, "venues", 400),
+        ({"market": "SIM-SPOT-BTC-USDT", "feeAdjusted": "true"}, "feeAdjusted", 400),
     ]
     for params, parameter, code in cases:
         status, body = await desk.get("/orderbook", **params)
@@ -318,3 +329,28 @@ async def test_the_smart_section_chooses_members_and_their_order(desk, key_store
         books = await gw.engine.member_books(SPOT, depth=3)
         assert [m.venue for m in books.members] == ["SIM3", "SIM"]
         assert all(m.state == "synced" and len(m.bids) == 3 for m in books.members)
+
+
+async def test_ws_clients_of_smart_release_every_reference_they_took(desk):
+    from astra.core import DataType
+
+    engine = desk.gw.engine
+    for _ in range(4):
+        async with desk.http.ws_connect(f"/ws?market={SPOT}&dataType=ORDERBOOK") as book_ws, \
+                desk.http.ws_connect(f"/ws?market={SPOT}&dataType=BBO") as bbo_ws:
+            for ws in (book_ws, bbo_ws):
+                assert (await ws.receive(timeout=20)).type is aiohttp.WSMsgType.TEXT
+    smart = engine.channels[(SPOT, DataType.ORDERBOOK)]
+    async with asyncio.timeout(10):  # the server's handlers finish after the client's close
+        while True:
+            if not (smart.refs or smart.clients or smart.bbo.clients):
+                break
+            await asyncio.sleep(0.02)
+    members = [engine.channels[(f"{c}-SPOT-BTC-USDT", DataType.ORDERBOOK)] for c in CODES]
+    assert [(m.refs, len(m.clients), len(m.listeners)) for m in members] == [(1, 0, 1)] * 3
+    async with asyncio.timeout(10):  # linger (1 s): the SMART channel goes, then its members
+        while True:
+            if not any(key[0] in {SPOT, *(m.key[0] for m in members)} for key in engine.channels):
+                break
+            await asyncio.sleep(0.05)
+    assert all(not m.listeners for m in members)

@@ -163,6 +163,8 @@ async def test_delete_by_client_order_id_and_every_open_parent(sor_desk):
     ({"type": "LIMIT"}, 422, "UNPROCESSABLE", "price"),
     ({"type": "STOP_MARKET", "stopPrice": 1.0}, 422, "UNPROCESSABLE", "type"),
     ({"timeInForce": "GTC"}, 422, "UNPROCESSABLE", "timeInForce"),
+    # Nothing to take, and no venue's tick holds the price: it could only expire.
+    ({"type": "LIMIT", "price": 1e-300, "timeInForce": "GTC"}, 422, "UNPROCESSABLE", "price"),
     ({"clientOrderId": "x" * 29}, 400, "INVALID_PARAMETER", "clientOrderId"),
     ({"clientOrderId": "has.dot"}, 400, "INVALID_PARAMETER", "clientOrderId"),
     ({"bogus": 1}, 400, "INVALID_PARAMETER", "bogus"),
@@ -198,3 +200,50 @@ async def test_no_member_with_credentials_and_strict_bodies_elsewhere(sor_desk):
             "dryRun": True})
         assert status == 400 and err["parameter"] == "dryRun"
     assert all(v == [] for v in _venue_orders(desk).values())
+
+
+async def test_delete_all_while_rounds_run_stops_them_and_nothing_rests_after(sor_desk):
+    """DELETE /orders (every open parent) arriving while a GTC parent's first round is in
+    flight: no further round and no rest go out after it; the parent ends CANCELED with the
+    first round's fills, and the answer counts it."""
+    desk = sor_desk
+    await _ready(desk)
+    books = await desk.gw.engine.member_books(SMART)
+    price = min(m.asks[0][0] for m in books.members)  # takes the best level, rests the rest
+    router = desk.gw.router
+    async with _session(desk) as http:
+        deleting: list[asyncio.Task] = []
+
+        async def cancel_midway(round_: int, plan) -> None:
+            if round_ != 1:
+                return
+            deleting.append(asyncio.create_task(call(http, "DELETE", "/orders",
+                                                     params={"market": SMART})))
+
+            async def stopping() -> None:
+                while True:
+                    if getattr(router, "_stopping", ()):
+                        return
+                    await asyncio.sleep(0.01)
+
+            seen = asyncio.create_task(stopping())
+            await asyncio.wait([deleting[0], seen], return_when=asyncio.FIRST_COMPLETED)
+            seen.cancel()
+
+        router.before_send = cancel_midway
+        status, order = await call(http, "POST", "/orders", json={
+            "market": SMART, "side": "BUY", "type": "LIMIT", "quantity": 3.0, "price": price,
+            "timeInForce": "GTC", "clientOrderId": "panic-1"})
+        async with asyncio.timeout(30):
+            del_status, answer = await deleting[0]
+    assert (del_status, answer) == (200, {"market": SMART, "canceled": 1}), answer
+    assert status == 200 and order["status"] == "CANCELED", order
+    assert all(c["timeInForce"] == "IOC" and c["round"] == 1 for c in order["children"])
+    venue = [o for v in _venue_orders(desk).values() for o in v]
+    assert sorted(o.client_id for o in venue) == sorted(
+        c["clientOrderId"] for c in order["children"])
+    assert not [o for o in venue if o.status in ("NEW", "PARTIALLY_FILLED")]  # none rests
+    filled = sum(Decimal(o.executed) / 10 ** o.state.market.qty_dp for o in venue)
+    assert 0 < filled == Decimal(str(order["filledQuantity"])) < Decimal("3.0")
+    parent = router.journal.by_client_id(desk.key_id, "panic-1")
+    assert (parent.state, parent.status, parent.canceled) == ("DONE", "CANCELED", True)

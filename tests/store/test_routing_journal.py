@@ -3,13 +3,18 @@ concurrent writers, children journaled once per (parent, round, leg), states as 
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from astra.store import ClientOrderIdConflict, open_database
 from astra.store.routing_journal import ChildIntent, RoutingJournal, new_parent_id
+
+from .test_journal import BACKENDS, PG_URL, PG_URL_ENV, _pg_engine
 
 REQUEST = {"market": "SMART-SPOT-BTC-USDT", "side": "BUY", "type": "MARKET", "quantity": 1.0,
            "clientOrderId": "p1"}
@@ -24,9 +29,31 @@ def _child(round_: int, leg: int, venue: str = "SIM") -> ChildIntent:
                            "clientOrderId": cid})
 
 
-@pytest.fixture
-def journal(tmp_path) -> RoutingJournal:
-    return RoutingJournal(open_database(data_dir=tmp_path / "data"))
+@pytest.fixture(params=BACKENDS)
+def journal(request: pytest.FixtureRequest, tmp_path) -> Iterator[RoutingJournal]:
+    """On SQLite; on PostgreSQL too when ASTRA_TEST_POSTGRES_URL is set (a schema of its own,
+    dropped after), as the order journal's tests run."""
+    if request.param == "sqlite":
+        engine = open_database(data_dir=tmp_path / "data")
+        yield RoutingJournal(engine)
+        engine.dispose()
+        return
+    schema = f"astra_test_{secrets.token_hex(6)}"
+    admin = sa.create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # no driver, no server, no rights: say why
+        admin.dispose()
+        pytest.skip(f"PostgreSQL at {PG_URL_ENV} is not usable: {exc!r}")
+    engine = _pg_engine(PG_URL, schema)
+    try:
+        yield RoutingJournal(engine)
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def test_begin_writes_parent_and_children_and_a_retry_finds_them(journal):

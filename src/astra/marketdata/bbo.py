@@ -30,10 +30,12 @@ Source = tuple[str, dict[float, float], ContractUnits | None]  # venue, one book
 
 
 def total(quantities: list[float]) -> float:
-    """A sum of venue quantities, rounded to 12 significant digits (0.1 + 0.2 is 0.3)."""
+    """A sum of venue quantities, rounded to 15 significant digits (0.1 + 0.2 is 0.3): the
+    exact decimal sum whenever it has at most 15 (a float carries 15 for certain; 12 would
+    turn 98765432109.87 + 0.01 into 98765432109.9)."""
     if len(quantities) == 1:
         return quantities[0]
-    return float(f"{fsum(quantities):.12g}")
+    return float(f"{fsum(quantities):.15g}")
 
 
 def _base(units: ContractUnits | None, qty: float, price: float) -> float:

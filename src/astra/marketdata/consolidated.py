@@ -9,9 +9,13 @@ Invariants:
   ``stale_after`` seconds). States shown: ``synced``, ``connecting``, ``resyncing``,
   ``stale``, ``disconnected``.
 - ``update_id`` is the gateway's own sequence for this SMART market: +1 on every change (a
-  contributing member's update, any member's change of state), with or without clients;
-  never reused while the channel lives, across member resyncs too. REST and WebSocket share
+  contributing member's non-empty update, any member's change of state), with or without
+  clients; never reused while the engine lives: across member resyncs, and across the
+  channel's retirement (its successor goes on from its last id). REST and WebSocket share
   it, so a client can match a REST book to its stream.
+- Members: the market's member venues when the channel began, plus any that join later (a
+  venue whose markets could not load then: ``extend``, with a fresh snapshot). One member
+  price is one consolidated price; raw prices that round to one fee-adjusted price add up.
 - WebSocket clients see a ``snapshot`` (with ``members``), then ``update``s that continue it
   (per-venue quantities at each changed price; total 0 deletes the level). Any member's
   change of state (resync, stale, down, back) produces a fresh snapshot of the members then
@@ -65,6 +69,7 @@ class _Member:
         "channel",
         "maker_fee",
         "market",
+        "overdue",
         "owner",
         "stale",
         "stale_since",
@@ -84,6 +89,7 @@ class _Member:
         self.changed_at = 0.0  # loop time of the book's last change
         self.stale = False
         self.stale_since = 0
+        self.overdue = False  # a read waited ``book_wait`` for it in vain: not again, until synced
 
     @property
     def state(self) -> str:
@@ -126,7 +132,7 @@ class _Member:
 
     def book_snapshot(self, channel: BookChannel) -> None:
         self.changed_at = asyncio.get_running_loop().time()
-        self.stale = False
+        self.stale = self.overdue = False
         self.owner._state_changed()
 
     def book_update(self, channel: BookChannel, bids: list, asks: list) -> None:
@@ -134,11 +140,14 @@ class _Member:
         if self.stale:  # alive again: a fresh snapshot with it
             self.stale = False
             self.owner._state_changed()
-        else:
+        elif bids or asks:  # an empty diff (a venue's heartbeat) shows it alive, changes nothing
             self.owner._member_update(bids, asks)
 
     def book_state(self, channel: BookChannel) -> None:
         self.owner._state_changed()
+
+
+_SETTLED = ("synced", "stale", "disconnected")
 
 
 def _adjusted(price: float, fee: float, bid: bool) -> float:
@@ -152,8 +161,11 @@ def _merge(members: Sequence[_Member], bid: bool, depth: int | None, fee_adjuste
     by_price: dict[float, dict[str, float]] = {}
     for m in members:
         fee = m.taker_fee if fee_adjusted else 0.0
+        code = m.venue_code
         for p, q in m.levels(bid, depth):
-            by_price.setdefault(_adjusted(p, fee, bid), {})[m.venue_code] = q
+            venues = by_price.setdefault(_adjusted(p, fee, bid), {})
+            # Two raw prices of one venue may round to one net price: their sum, not the last.
+            venues[code] = total([venues[code], q]) if code in venues else q
     prices = sorted(by_price, reverse=bid)
     if depth is not None:
         prices = prices[:depth]
@@ -165,13 +177,14 @@ class SmartChannel(Channel):
     """The consolidated book of one SMART market, its WebSocket and BBO clients."""
 
     def __init__(self, engine, smart: SmartMarket, venues: Mapping[str, Venue],
-                 stale_after: float) -> None:
+                 stale_after: float, first_id: int = 0) -> None:
         pseudo = VenueMarket(smart.symbol, smart.symbol, "smart", smart.metadata)
         super().__init__(engine, (smart.symbol, DataType.ORDERBOOK), None, pseudo)
-        self.smart, self.stale_after = smart, stale_after
+        self.smart, self.stale_after, self._venues = smart, stale_after, venues
         self.members = {code: _Member(self, code, venues[code], market)
                         for code, market in smart.members.items()}
-        self.update_id = 0
+        # The last id a retired channel of this market gave out: ids go on from it.
+        self.update_id = first_id
         self.settled = False  # a first read has waited for every member to settle
         self._changed = asyncio.Event()  # set (and replaced) on every member state change
         self._cache: dict[tuple, bytes] = {}  # REST bodies of the current update_id
@@ -187,12 +200,34 @@ class SmartChannel(Channel):
         super().acquire()
 
     def _attach(self) -> None:
-        now = asyncio.get_running_loop().time()
         for member in self.members.values():
-            channel = self.engine._channel(member.venue, member.market, DataType.ORDERBOOK)
-            channel.acquire()
-            channel.listeners.add(member)
-            member.channel, member.changed_at, member.stale = channel, now, False
+            self._attach_member(member)
+
+    def _attach_member(self, member: _Member) -> None:
+        channel = self.engine._channel(member.venue, member.market, DataType.ORDERBOOK)
+        channel.acquire()
+        channel.listeners.add(member)
+        member.channel, member.stale = channel, False
+        member.changed_at = asyncio.get_running_loop().time()
+
+    def extend(self, smart: SmartMarket, order: Sequence[str]) -> None:
+        """Members that ``smart`` lists and this channel lacks (a venue whose markets could
+        not load when the channel started) join it, in venue ``order``; its clients get a
+        fresh snapshot that names them. Members are never dropped here: a venue that fails
+        later shows as disconnected, not as gone."""
+        new = [code for code in smart.members if code not in self.members]
+        if not new:
+            return
+        self.smart = smart
+        self.market = VenueMarket(smart.symbol, smart.symbol, "smart", smart.metadata)
+        for code in new:
+            member = self.members[code] = _Member(
+                self, code, self._venues[code], smart.members[code])
+            if self.task is not None:
+                self._attach_member(member)
+        rank = {code: i for i, code in enumerate(order)}
+        self.members = dict(sorted(self.members.items(), key=lambda kv: rank.get(kv[0], 1e9)))
+        self._state_changed()
 
     def _detach(self) -> None:
         for member in self.members.values():
@@ -312,13 +347,18 @@ class SmartChannel(Channel):
 
     async def wait(self, members: Sequence[_Member], deadline: float) -> None:
         """Until every member is synced or known down (disconnected, stale), at most
-        ``deadline`` seconds (no error: the caller reads the states)."""
+        ``deadline`` seconds (no error: the caller reads the states). A member this wait
+        gives up on is ``overdue``: later waits do not wait for it again (one stuck venue
+        must not cost every read, every routed order, its ``deadline``) until it syncs."""
+        pending = [m for m in members if not m.overdue]
         try:
             async with asyncio.timeout(deadline):
-                while not all(m.state in ("synced", "stale", "disconnected") for m in members):
+                while not all(m.state in _SETTLED for m in pending):
                     await self._changed.wait()
         except TimeoutError:
-            pass
+            for m in pending:
+                if m.state not in _SETTLED:
+                    m.overdue = True
 
     def rest_body(self, members: Sequence[_Member], depth: int | None,
                   fee_adjusted: bool) -> bytes:

@@ -22,9 +22,13 @@ Invariants:
   (``consolidated.SmartChannel``) holds its members' book channels while it has users. Every
   other symbol's path is unchanged (one prefix check in ``subscription``).
 - ``member_books`` (the router's read) waits, at most ``wait`` (default ``book_wait``), until
-  each requested member is synced or known down (disconnected, stale), then returns copies.
+  each requested member is synced or known down (disconnected, stale), then returns copies;
+  a member a wait gave up on is not waited for again until it syncs (``SmartChannel.wait``).
   A REST read of a SMART book waits so only on the channel's first read, and later only while
   no requested member contributes; with none then, 503 with every member's state.
+- SMART markets come from the member venues' markets (``smart.SmartCatalog``, waiting at
+  most ``book_wait`` for a venue); a SMART symbol not found while a member's markets are
+  unavailable is a 503 naming those venues, not a 404.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from astra.venues.base import Venue, VenueMarket
 from .bbo import BboFeed, single_bbo
 from .channels import BookChannel, Channel, Client, units_of
 from .consolidated import SmartChannel
-from .smart import SMART_PREFIX, SmartBooks, SmartConfig, SmartMarket, build_smart_markets
+from .smart import SMART_PREFIX, SmartBooks, SmartCatalog, SmartConfig, SmartMarket
 from .trades import TradeChannel
 
 __all__ = ["Client", "MarketDataEngine"]
@@ -74,8 +78,9 @@ class MarketDataEngine:
         self.stats = {"snapshots": 0, "book_updates": 0, "resyncs": 0, "trades": 0}
         self._retiring: set[asyncio.Task] = set()
         self.smart_config = smart or SmartConfig()
-        self._smart: dict[str, SmartMarket] | None = None
+        self._catalog = SmartCatalog(self.venues, self.smart_config)
         self._bbo: dict[str, tuple[BookChannel, BboFeed]] = {}  # single-venue BBO streams
+        self._smart_ids: dict[str, int] = {}  # SMART symbol -> last update id given out
 
     def venue(self, exchange: str) -> Venue:
         venue = self.venues.get(exchange)
@@ -90,7 +95,10 @@ class MarketDataEngine:
 
     async def markets(self, exchange: str) -> list[MarketMetadata]:
         if exchange == "SMART":
-            return [m.metadata for m in (await self.smart_markets()).values()]
+            smart = await self.smart_markets()
+            if not smart and self._catalog.missing:  # not "none": nothing is known yet
+                raise self._catalog.unavailable("no SMART market is known")
+            return [m.metadata for m in smart.values()]
         venue = self.venue(exchange)
         try:
             markets = await venue.load_markets()
@@ -178,12 +186,15 @@ class MarketDataEngine:
     def _retire(self, channel: Channel) -> None:
         if channel.refs == 0 and self.channels.get(channel.key) is channel:
             del self.channels[channel.key]
+            if isinstance(channel, SmartChannel):  # its successor's ids go on from here
+                self._smart_ids[channel.smart.symbol] = channel.update_id
             task = asyncio.create_task(channel.stop())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
         channels, self.channels = list(self.channels.values()), {}
+        await self._catalog.close()
         await asyncio.gather(*(c.stop() for c in channels), *self._retiring)
         await asyncio.gather(*(v.close() for v in self.venues.values()), return_exceptions=True)
 
@@ -191,22 +202,12 @@ class MarketDataEngine:
 
     def smart_venues(self) -> list[str]:
         """The member venues, in configured order (``[smart] venues``, else every venue)."""
-        wanted = self.smart_config.venues
-        return [c for c in wanted if c in self.venues] if wanted else list(self.venues)
+        return self._catalog.codes()
 
     async def smart_markets(self) -> dict[str, SmartMarket]:
-        """Every SMART market by symbol. Kept once every member venue's markets loaded; a
-        venue whose markets cannot be read is left out of this answer (and retried)."""
-        if self._smart is not None:
-            return self._smart
-        codes = self.smart_venues()
-        found = await asyncio.gather(*(self.venues[c].load_markets() for c in codes),
-                                     return_exceptions=True)
-        loaded = {c: m for c, m in zip(codes, found, strict=True) if isinstance(m, dict)}
-        smart = build_smart_markets(loaded, self.smart_config, codes)
-        if len(loaded) == len(codes):
-            self._smart = smart
-        return smart
+        """Every SMART market by symbol (``SmartCatalog.markets``: a member venue whose
+        markets cannot be read is left out of the answer and tried again)."""
+        return await self._catalog.markets(self.book_wait)
 
     async def smart_market(self, symbol: str) -> SmartMarket:
         parsed = parse_market(symbol)  # InvalidMarket names the bad part
@@ -215,19 +216,23 @@ class MarketDataEngine:
                                 position=1)
         market = (await self.smart_markets()).get(symbol)
         if market is None:
+            if self._catalog.missing:  # a venue that could not answer may list it: not a 404
+                raise self._catalog.unavailable(f"market '{symbol}' is not known yet")
             raise MarketNotFound(symbol, f"market '{symbol}': no member venue lists it")
         return market
 
     def _smart_channel(self, smart: SmartMarket) -> SmartChannel:
         key = (smart.symbol, DataType.ORDERBOOK)
-        channel = self.channels.get(key)
+        channel: SmartChannel | None = self.channels.get(key)  # type: ignore[assignment]
         if channel is None:
             channel = self.channels[key] = SmartChannel(
-                self, smart, self.venues, self.smart_config.stale_after)
-        return channel  # type: ignore[return-value]
+                self, smart, self.venues, self.smart_config.stale_after,
+                self._smart_ids.get(smart.symbol, 0))
+        elif channel.smart is not smart:  # the market's members grew since the channel began
+            channel.extend(smart, self._catalog.codes())
+        return channel
 
-    @staticmethod
-    def _check_venues(smart: SmartMarket, venues: Sequence[str] | None) -> list[str] | None:
+    def _check_venues(self, smart: SmartMarket, venues: Sequence[str] | None) -> list[str] | None:
         if venues is None:
             return None
         if not venues:
@@ -237,6 +242,8 @@ class MarketDataEngine:
         for code in codes:
             if code not in Exchange.__members__ or code == "SMART":
                 raise InvalidParameter("venues", f"unknown venue {code[:20]!r}")
+            if code not in smart.members and code in self._catalog.missing:  # may be one
+                raise self._catalog.unavailable(f"{code} in {smart.symbol}")
             if code not in smart.members:
                 raise InvalidParameter(
                     "venues", f"{code} is not a member of {smart.symbol} (members: {members})")

@@ -19,6 +19,12 @@ Invariants (the merge rule):
 - The SMART symbol is built from the normalized names; a linear derivative margined in another
   asset than its quote gets that asset as disambiguator (``SMART-PERP-BTC-USD-USDC``).
 
+Loading (``SmartCatalog``): the answer is kept once every member venue's markets loaded.
+Until then each answer is built from the venues loaded so far; one load per venue is in
+flight, a load started by a call is waited for at most ``wait`` (a venue that hangs delays
+one answer, not each), and ``missing`` names the venues left out (a SMART symbol not found
+then is "not known yet", a 503, rather than a 404).
+
 Configuration, ``[smart]`` (all optional)::
 
     venues = ["SIM", "SIM2", "SIM3"]     # members (default: every configured venue)
@@ -28,6 +34,7 @@ Configuration, ``[smart]`` (all optional)::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -38,15 +45,17 @@ from astra.core import (
     InvalidMarket,
     MarketMetadata,
     MarketSymbol,
+    VenueUnavailable,
     normalize_token,
     parse_market,
 )
-from astra.venues.base import VenueMarket
+from astra.venues.base import Venue, VenueMarket
 
 __all__ = [
     "SMART_PREFIX",
     "MemberBook",
     "SmartBooks",
+    "SmartCatalog",
     "SmartConfig",
     "SmartMarket",
     "build_smart_markets",
@@ -188,3 +197,53 @@ def build_smart_markets(
         )
         smart[symbol] = SmartMarket(symbol, metadata, members)
     return smart
+
+
+class SmartCatalog:
+    """The SMART markets of ``venues`` under ``config`` (see the module docstring)."""
+
+    def __init__(self, venues: Mapping[str, Venue], config: SmartConfig) -> None:
+        self.venues, self.config = venues, config
+        self.missing: list[str] = []  # member venues left out of the last answer
+        self._kept: dict[str, SmartMarket] | None = None
+        self._loads: dict[str, asyncio.Task] = {}  # member venue -> its markets' load
+
+    def codes(self) -> list[str]:
+        """The member venues, in configured order (``[smart] venues``, else every venue)."""
+        wanted = self.config.venues
+        return [c for c in wanted if c in self.venues] if wanted else list(self.venues)
+
+    def _load(self, code: str, fresh: list[asyncio.Task]) -> asyncio.Task:
+        task = self._loads.get(code)
+        if task is None or (task.done() and (task.cancelled() or task.exception())):
+            task = self._loads[code] = asyncio.create_task(self.venues[code].load_markets())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen: no log
+            fresh.append(task)
+        return task
+
+    async def markets(self, wait: float) -> dict[str, SmartMarket]:
+        if self._kept is not None:
+            return self._kept
+        codes = self.codes()
+        fresh: list[asyncio.Task] = []
+        loads = [self._load(c, fresh) for c in codes]
+        if fresh:
+            await asyncio.wait(fresh, timeout=wait)
+        loaded = {c: t.result() for c, t in zip(codes, loads, strict=True)
+                  if t.done() and not t.cancelled() and not t.exception()
+                  and isinstance(t.result(), dict)}
+        smart = build_smart_markets(loaded, self.config, codes)
+        self.missing = [c for c in codes if c not in loaded]
+        if not self.missing:
+            self._kept, self._loads = smart, {}
+        return smart
+
+    def unavailable(self, what: str) -> VenueUnavailable:
+        return VenueUnavailable(
+            "SMART", f"{what}: the markets of {', '.join(self.missing)} are unavailable",
+            retry_after=1.0)
+
+    async def close(self) -> None:
+        for task in self._loads.values():
+            task.cancel()
+        await asyncio.gather(*self._loads.values(), return_exceptions=True)

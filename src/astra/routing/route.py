@@ -12,7 +12,8 @@ Pure checks and one read of the world (``snapshot``): nothing here sends an orde
   consolidated mid of the synced members' best bid and ask.
 - ``refuse``: the 4xx for a plan that cannot do what the order asks: INSUFFICIENT_BALANCE
   (naming each venue's capacity), INSUFFICIENT_LIQUIDITY (nothing inside the bound, or a FOK
-  short of the quantity) or UNPROCESSABLE (below every venue's minimums).
+  short of the quantity) or UNPROCESSABLE (below every venue's minimums, or a GTC order with
+  nothing to take that no member could hold at its price).
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ from astra.marketdata.smart import MemberBook, SmartMarket
 from astra.store.journal import generate_client_order_id
 from astra.trading.service import MAX_ORDER_VALUE, TradingService
 
-from .legs import PARENT_CLIENT_ID_MAX, PARENT_CLIENT_ID_RE, capacity_of, dec, venue_input
+from .legs import (
+    PARENT_CLIENT_ID_MAX,
+    PARENT_CLIENT_ID_RE,
+    capacity_of,
+    dec,
+    rest_choice,
+    venue_input,
+)
 from .plan import Plan, consolidated_mid, plan_order
 
 __all__ = [
@@ -206,7 +214,15 @@ def refuse(route: Route, snap: Snapshot) -> None:
     if plan.legs and not short and not unaffordable:
         return
     if resting and why in ("price", "liquidity", "slippage", None):
-        return  # a GTC order may rest whole
+        # A GTC order may rest whole, if some member can hold it (its price on a tick above
+        # zero, its quantity within the lot, minimums and balance): else it would only expire.
+        books = [b for b in snap.books if b.venue in route.capacities]
+        if rest_choice(books, route.capacities, body.side, dec(body.price),
+                       dec(body.quantity)) is not None:
+            return
+        raise Unprocessable(f"price {body.price:g} cannot rest on any member venue (each "
+                            "one's tick, lot, minimums and balance); nothing was sent",
+                            parameter="price")
     if why == "balance":
         caps = "; ".join(f"{m.venue} {m.capacity:g} {m.capacity_asset} free"
                          for m in snap.members if m.capacity is not None)

@@ -29,12 +29,17 @@ unknown: the residual is not known, and over-filling is worse than under-filling
 (API key, clientOrderId) gives one parent: a per-(key, id) lock in this process and the
 journal's UNIQUE constraint across processes. Parents left open by a stopped gateway are
 reconciled at startup (keys with stored credentials) and on the key's next SMART request.
+A venue still unreachable when a child's unknown outcome is first looked up leaves that child
+``UNKNOWN`` (the POST answers 202 with the other children's fills, never a 5xx for an order
+that traded); every child's send ends before its round does.
+
+Reading, canceling (a parent executing here is stopped, then canceled) and reconciling:
+``settle.py`` (``Settling``, this class's base).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -43,22 +48,14 @@ from typing import Any
 
 import msgspec
 
-from astra.core import (
-    AstraError,
-    Conflict,
-    CredentialsUnreadable,
-    MissingCredentials,
-    OrderNotFound,
-)
+from astra.core import AstraError, Conflict
 from astra.core._trading import (
-    Order,
     PlaceOrder,
     SmartOrder,
     SmartOrderRequest,
     SmartPlan,
     TimeInForce,
 )
-from astra.core.credentials import ExchangeCredentials
 from astra.marketdata.engine import MarketDataEngine
 from astra.store.routing_journal import (
     ChildEntry,
@@ -71,8 +68,9 @@ from astra.trading.service import TradingService
 
 from .legs import MAX_ROUNDS, child_client_order_id, child_request, dec, rest_choice
 from .plan import Plan
-from .report import child_state, parent_state, plan_view, smart_order
+from .report import child_state, plan_view, smart_order
 from .route import DEFAULT_SLIPPAGE_BPS, CredsFor, Route, Snapshot, check_route, refuse, snapshot
+from .settle import Settling
 
 __all__ = ["DEFAULT_ROUNDS", "DEFAULT_SLIPPAGE_BPS", "SmartRouter"]
 
@@ -80,7 +78,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ROUNDS = 3
 
 
-class SmartRouter:
+class SmartRouter(Settling):
     """Routed orders of every API key (module docstring). ``before_send``: an optional hook
     awaited with ``(round, plan)`` after a round is journaled and before it is sent (tests
     move a book there to exercise the residual re-route)."""
@@ -98,7 +96,10 @@ class SmartRouter:
         self.orphan_ms = orphan_ms
         self.before_send: Callable[[int, Plan], Awaitable[None]] | None = None
         self._locks: dict[tuple[str, str], list[Any]] = {}  # (key, cid) -> [lock, users]
-        self._active: set[str] = set()  # parents whose rounds run in this process
+        # Parents whose rounds run in this process (set when they end), and those whose owner
+        # canceled them meanwhile: no further round, no rest, then canceled.
+        self._active: dict[str, asyncio.Event] = {}
+        self._stopping: set[str] = set()
 
     # -- placing -------------------------------------------------------------------------------
     async def place(self, key_id: str, creds_for: CredsFor,
@@ -151,7 +152,7 @@ class SmartRouter:
                                           if plan.best_single_net_price is not None else None),
                    "priceBound": str(plan.price_bound) if plan.price_bound is not None else None,
                    "venues": route.venues, "maxSlippageBps": route.bound_bps}
-        self._active.add(parent_id)
+        self._active[parent_id] = asyncio.Event()
         try:
             parent, created = await asyncio.to_thread(
                 self.journal.begin, key_id, body.market, route.client_order_id,
@@ -166,6 +167,8 @@ class SmartRouter:
                 outcomes = await self._send_round(route, kids)
                 filled += sum(f for f, _ in outcomes)
                 if any(unknown for _, unknown in outcomes) or round_ >= self.rounds:
+                    break
+                if parent_id in self._stopping:
                     break
                 residual = requested - filled
                 if residual <= 0:
@@ -185,7 +188,11 @@ class SmartRouter:
                                         self._intents(route, snap, round_))
                 parent = await self._parent(key_id, parent_id)
             unknown = any(u for _, u in outcomes)
-            if route.tif == TimeInForce.GTC and not unknown and requested - filled > 0:
+            stopped = parent_id in self._stopping
+            if stopped:  # canceled by its owner while its rounds ran: what is done stands
+                await asyncio.to_thread(self.journal.update_parent, parent_id,
+                                        state="EXECUTING", status="NEW", canceled=True)
+            elif route.tif == TimeInForce.GTC and not unknown and requested - filled > 0:
                 try:
                     await self._rest(route, parent_id, requested - filled)
                 except AstraError as exc:  # the fills stand; the rest expires
@@ -193,7 +200,8 @@ class SmartRouter:
                              exc.message)
             return await self._finish(await self._parent(key_id, parent_id))
         finally:
-            self._active.discard(parent_id)
+            self._stopping.discard(parent_id)
+            self._active.pop(parent_id).set()
 
     async def _snapshot(self, route: Route, quantity: Decimal,
                         arrival_mid: Decimal | None = None) -> Snapshot:
@@ -232,7 +240,14 @@ class SmartRouter:
     async def _send_round(self, route: Route,
                           kids: list[ChildEntry]) -> list[tuple[Decimal, bool]]:
         await asyncio.to_thread(self.journal.mark_sent, [c.id for c in kids])
-        return list(await asyncio.gather(*(self._send(route, c) for c in kids)))
+        # Every child's task ends before the round does (no child left in flight behind an
+        # error); one that failed unexpectedly counts as unknown: no further round.
+        done = await asyncio.gather(*(self._send(route, c) for c in kids),
+                                    return_exceptions=True)
+        for child, result in zip(kids, done, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("SMART child %s: %s", child.client_order_id, type(result).__name__)
+        return [(Decimal(0), True) if isinstance(r, BaseException) else r for r in done]
 
     async def _send(self, route: Route, child: ChildEntry) -> tuple[Decimal, bool]:
         """One child through the order journal: ``(filled, outcome unknown)``."""
@@ -252,9 +267,15 @@ class SmartRouter:
         await asyncio.to_thread(self.journal.settle_child, child.id, state,
                                 msgspec.to_builtins(order), latency_ms=latency)
         if state == "UNKNOWN":  # ask the venue by client order id once, never send again
-            parent = await self._parent(route.key_id, child.parent_id)
-            fresh = next(c for c in parent.children if c.id == child.id)
-            fresh = await self._resolve(route.key_id, route.creds[child.venue], fresh)
+            try:
+                parent = await self._parent(route.key_id, child.parent_id)
+                fresh = next(c for c in parent.children if c.id == child.id)
+                fresh = await self._resolve(route.key_id, route.creds[child.venue], fresh)
+            except Exception as exc:  # still down: the child stays UNKNOWN, reconciled later;
+                # the parent's answer (with the other children's fills) must not become a 5xx
+                log.info("SMART child %s still unknown: %s", child.client_order_id,
+                         getattr(exc, "message", None) or type(exc).__name__)
+                return Decimal(0), True
             return dec((fresh.last_order or {}).get("filledQuantity")), fresh.state in (
                 "INTENT", "SENT", "UNKNOWN")
         return dec(order.filled_quantity), False
@@ -277,167 +298,3 @@ class SmartRouter:
         await asyncio.to_thread(self.journal.add_children, parent_id, [intent])
         parent = await self._parent(route.key_id, parent_id)
         await self._send_round(route, [c for c in parent.children if c.round == round_])
-
-    async def _finish(self, parent: ParentEntry) -> SmartOrder:
-        """The rounds are over (or were orphaned): the parent's state and status from its
-        children as last known."""
-        state = parent_state(parent)
-        view = smart_order(dataclasses.replace(parent, state=state))
-        await asyncio.to_thread(self.journal.update_parent, parent.parent_id, state=state,
-                                status=view.status.value)
-        parent = await self._parent(parent.key_id, parent.parent_id)
-        return smart_order(parent)
-
-    async def _parent(self, key_id: str, parent_id: str) -> ParentEntry:
-        parent = await asyncio.to_thread(self.journal.get, key_id, parent_id)
-        if parent is None:
-            raise OrderNotFound(f"no SMART order {parent_id} for this API key",
-                                parameter="orderId")
-        return parent
-
-    # -- reading, canceling, reconciling -------------------------------------------------------
-    async def get(self, key_id: str, creds_for: CredsFor, market: str,
-                  order_id: str) -> SmartOrder:
-        parent = await asyncio.to_thread(self.journal.get, key_id, order_id)
-        if parent is None or parent.market != market:
-            raise OrderNotFound(f"no SMART order {order_id[:40]} on {market} for this API key",
-                                parameter="orderId")
-        if self._settleable(parent):
-            parent = await self._refresh(parent, creds_for)
-        return smart_order(parent)
-
-    async def list_open(self, key_id: str, creds_for: CredsFor, market: str) -> list[SmartOrder]:
-        await self.reconcile_key(key_id, creds_for, market)
-        parents = await asyncio.to_thread(self.journal.live, key_id, market)
-        return [smart_order(p) for p in parents]
-
-    async def cancel(self, key_id: str, creds_for: CredsFor, market: str,
-                     order_id: str) -> SmartOrder:
-        """Cancel a parent's live remainder (its resting child) and mark it canceled."""
-        parent = await asyncio.to_thread(self.journal.get, key_id, order_id)
-        if parent is None or parent.market != market:
-            raise OrderNotFound(f"no SMART order {order_id[:40]} on {market} for this API key",
-                                parameter="orderId")
-        if parent.parent_id in self._active:
-            raise Conflict(f"SMART order {order_id} is still executing its rounds; cancel it "
-                           "again in a moment", parameter="orderId")
-        if parent.state == "DONE":
-            return smart_order(parent)
-        for child in parent.children:
-            if child.state != "OPEN":
-                continue
-            creds = creds_for(child.venue)
-            try:
-                order = await self.trading.cancel(key_id, creds, child.market, None,
-                                                  child.client_order_id)
-            except AstraError:
-                # Filled or canceled at the venue meanwhile? Its truth decides; a child that
-                # is still open there makes the cancel fail as the venue said.
-                if (await self._resolve(key_id, creds, child)).state == "OPEN":
-                    raise
-                continue
-            await asyncio.to_thread(self.journal.settle_child, child.id,
-                                    child_state(order.status), msgspec.to_builtins(order))
-        await asyncio.to_thread(self.journal.update_parent, parent.parent_id,
-                                state=parent.state, status=parent.status, canceled=True)
-        return smart_order(await self._refresh(await self._parent(key_id, order_id), creds_for))
-
-    async def cancel_all(self, key_id: str, creds_for: CredsFor, market: str) -> int:
-        parents = await asyncio.to_thread(self.journal.live, key_id, market)
-        done = 0
-        for p in parents:
-            if p.parent_id not in self._active:  # (one still executing: cancel it after)
-                done += (await self.cancel(key_id, creds_for, market, p.parent_id)).status in (
-                    "CANCELED", "FILLED", "EXPIRED")
-        return done
-
-    async def reconcile_key(self, key_id: str, creds_for: CredsFor,
-                            market: str | None = None) -> int:
-        """Settle this key's parents left open (a resting child, an unknown outcome, a
-        gateway stopped mid-round); returns how many are done now. A parent still executing
-        is left alone for ``orphan_ms`` (another process sharing the database may own it);
-        at startup (``reconcile_stored``) every one is an orphan."""
-        done = 0
-        for parent in await asyncio.to_thread(self.journal.live, key_id, market):
-            if not self._settleable(parent):
-                continue
-            try:
-                parent = await self._refresh(parent, creds_for)
-            except AstraError as exc:  # a venue down must not block this key's other orders
-                log.warning("reconciling SMART order %s failed: %s", parent.parent_id,
-                            exc.message)
-                continue
-            done += parent.state == "DONE"
-        return done
-
-    def _settleable(self, parent: ParentEntry) -> bool:
-        """Open, and not executing here nor (for ``orphan_ms``) maybe in another process."""
-        if parent.state == "DONE" or parent.parent_id in self._active:
-            return False
-        young = time.time_ns() // 1_000_000 - self.orphan_ms
-        return parent.state != "EXECUTING" or parent.updated_at <= young
-
-    async def reconcile_stored(self, source: Any) -> int:
-        """At startup: every open parent whose key has stored credentials."""
-        done = 0
-        for parent in await asyncio.to_thread(self.journal.live):
-            if parent.parent_id in self._active:
-                continue
-
-            def creds_for(venue: str, key_id: str = parent.key_id) -> ExchangeCredentials:
-                found = source.get(key_id, venue) if source is not None else None
-                if found is None:
-                    raise MissingCredentials(f"no stored {venue} credentials", venue=venue)
-                return found
-
-            try:
-                parent = await self._refresh(parent, creds_for)
-            except Exception as exc:  # one venue down must not stop the others
-                log.warning("reconciling SMART order %s failed: %s", parent.parent_id,
-                            getattr(exc, "message", None) or type(exc).__name__)
-                continue
-            done += parent.state == "DONE"
-        return done
-
-    async def _refresh(self, parent: ParentEntry, creds_for: CredsFor) -> ParentEntry:
-        """Ask the venues about every child not final, then recompute the parent. A parent
-        found ``EXECUTING`` here was orphaned by a stopped gateway: no further round runs."""
-        for child in parent.children:
-            if child.state not in ("INTENT", "SENT", "UNKNOWN", "OPEN"):
-                continue
-            try:
-                creds = creds_for(child.venue)
-            except (MissingCredentials, CredentialsUnreadable):
-                continue  # settled on a request that has them
-            await self._resolve(parent.key_id, creds, child)
-        await self._finish(await self._parent(parent.key_id, parent.parent_id))
-        return await self._parent(parent.key_id, parent.parent_id)
-
-    async def _resolve(self, key_id: str, creds: ExchangeCredentials,
-                       child: ChildEntry) -> ChildEntry:
-        """A child's venue truth, by client order id, through the order journal."""
-        orders = self.trading.journal
-        entry = await asyncio.to_thread(orders.get, key_id, child.venue, child.client_order_id)
-        if entry is None:  # never handed to the order journal, so never sent: never send it
-            await asyncio.to_thread(self.journal.settle_child, child.id, "NOT_SENT")
-        else:
-            if entry.pending:
-                await self.trading.reconcile_pending(key_id, child.venue, creds)
-                entry = await asyncio.to_thread(orders.get_entry, entry.id)
-            if entry.state == "ACKNOWLEDGED" and entry.last_order is not None:
-                order = msgspec.convert(entry.last_order, Order)
-                if child_state(order.status) == "OPEN" and entry.venue_order_id:
-                    order = await self.trading.get_order(key_id, creds, child.market,
-                                                         entry.venue_order_id)
-                await asyncio.to_thread(self.journal.settle_child, child.id,
-                                        child_state(order.status), msgspec.to_builtins(order))
-            elif entry.state == "REJECTED":
-                await asyncio.to_thread(self.journal.settle_child, child.id, "REJECTED",
-                                        error=entry.error or {"message": "rejected"})
-            elif entry.state == "NOT_PLACED":
-                await asyncio.to_thread(self.journal.settle_child, child.id, "NOT_SENT",
-                                        error={"message": "the venue does not have it"})
-            else:
-                await asyncio.to_thread(self.journal.settle_child, child.id, "UNKNOWN")
-        parent = await self._parent(key_id, child.parent_id)
-        return next(c for c in parent.children if c.id == child.id)

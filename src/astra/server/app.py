@@ -98,6 +98,9 @@ class _Routes:
                 market, depth, venues_param(request.query),
                 bool_param(request.query, "feeAdjusted"))
         else:
+            for name in ("venues", "feeAdjusted"):  # a book that is not what was asked: 400
+                if name in request.query:
+                    raise InvalidParameter(name, "only SMART markets take " + name)
             body = await self.engine.order_book(market, depth)  # encoded once per book version
         return web.Response(body=body, content_type="application/json")
 

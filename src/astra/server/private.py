@@ -175,7 +175,7 @@ class _Private:
     async def _place_smart(self, request: web.Request, body: SmartOrderRequest) -> web.Response:
         key_id, creds_for = self._key_id(request), self._creds_for(request)
         if not body.dry_run:
-            await self.router.reconcile_key(key_id, creds_for, body.market)
+            await self.router.reconcile_key(key_id, creds_for, body.market, unknown_only=True)
         result = await self.router.place(key_id, creds_for, body)
         status = 202 if getattr(result, "status", None) == OrderStatus.UNKNOWN else 200
         return json_response(result, status)

@@ -25,7 +25,7 @@ from astra.trading.paper import LayeredCredentials, create_paper_account
 
 from .gateway import Gateway, SimChild, load_config, venues_from_config
 
-__all__ = ["add_serve_parser", "check_settings", "serve"]
+__all__ = ["add_serve_parser", "check_settings", "port_arg", "serve"]
 
 API_KEY_ENV = "ASTRA_API_KEY"
 DEFAULT_SIM_VENUES = 3  # with no configuration: SIM, SIM2 and SIM3 around one fair price
@@ -71,13 +71,25 @@ def check_settings(config: dict) -> dict[str, int | float]:
             for name, limits in _GATEWAY_SETTINGS.items() if name in config}
 
 
+def port_arg(text: str) -> int:
+    """A ``--port`` value: 0 to 65535 (the operating system would wrap 70000 to 4464)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {text!r}")
+    return port
+
+
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="run the gateway (on the simulator by default)")
     p.add_argument(
         "--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)"
     )
-    p.add_argument("--port", type=int, default=None, help="API port (default 8080)")
-    p.add_argument("--metrics-port", type=int, default=None, help="metrics port (default 9090)")
+    p.add_argument("--port", type=port_arg, default=None, help="API port (default 8080)")
+    p.add_argument("--metrics-port", type=port_arg, default=None,
+                   help="metrics port (default 9090)")
     p.add_argument(
         "--data-dir",
         type=Path,

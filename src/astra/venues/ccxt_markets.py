@@ -60,11 +60,14 @@ def astra_symbol(
 
 
 def fee_rate(value: object) -> float | None:
-    """A fee rate as a float, or None when absent or not a number."""
+    """A fee rate as a float, or None when absent, not a number, not finite or not a
+    fraction in (-1, 1) (a rate of 1 or more would make a fee-adjusted bid 0 or negative; NaN
+    would unsort a fee-adjusted book)."""
     try:
-        return None if value is None or isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
+        rate = None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return rate if rate is not None and -1.0 < rate < 1.0 else None  # (NaN fails both)
 
 
 def metadata_from_ccxt(
