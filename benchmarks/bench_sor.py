@@ -20,7 +20,7 @@
    ``--no-latency`` measures once more with every venue's simulated latency off.
 
 Usage: python benchmarks/bench_sor.py [--orders 300] [--plans 2000] [--seed 11]
-       [--latency-orders 200] [--latency-warmup 10] [--no-latency]
+       [--latency-orders 200] [--latency-warmup 10] [--no-latency] [--latency-only]
 """
 
 from __future__ import annotations
@@ -294,7 +294,13 @@ def main() -> None:
     parser.add_argument("--latency-warmup", type=int, default=10)
     parser.add_argument("--no-latency", action="store_true",
                         help="also measure with the venues' simulated REST latency off")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only part 3 (routed order latency)")
     args = parser.parse_args()
+    if args.latency_only:
+        for latency in (True, False) if args.no_latency else (True,):
+            print_latency(bench_routed_latency(args, latency), latency, args.latency_orders)
+        return
 
     print("plan time, plan_order on random books x 50 levels (Decimal, pure):")
     print(f"  {'venues':>6}  {'order':>22}  {'median µs':>10}  {'p99 µs':>8}")

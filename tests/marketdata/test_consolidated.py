@@ -436,3 +436,40 @@ async def test_a_member_stuck_connecting_costs_one_wait_not_one_per_read():
             ("SIM", "synced", [(100.0, 1.0)]), ("SIM2", "synced", [(100.0, 3.0)])]
     finally:
         await engine.close()
+
+
+async def test_member_updates_wakes_on_each_members_next_update_and_gives_up_at_its_bound():
+    a, b, c = Scripted("SIM"), Scripted("SIM2"), Scripted("SIM3")
+    engine = await engine_of(a, b, c)
+    try:
+        add, remove = await engine.subscription(SMART, DataType.ORDERBOOK)
+        client = Collector()
+        add(client)  # the member feeds run while the consolidated book has a client
+        await a.snapshot(1, [(100.0, 1.0)], [(101.0, 1.0)])
+        await b.snapshot(1, [(100.0, 2.0)], [(101.0, 2.0)])
+        await c.snapshot(1, [(100.0, 3.0)], [(101.0, 3.0)])
+        async with asyncio.timeout(10):
+            waiting = asyncio.create_task(engine.member_updates(SMART, ["SIM", "SIM2"], 30))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            await c.update(2, [(100.0, 4.0)], [])  # not asked about: no wake-up
+            await a.update(2, [], [])  # a heartbeat is an update too (the id moved)
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # SIM2 has not published yet
+            await b.update(2, [(100.0, 5.0)], [])
+            assert await waiting is True
+            # A member that goes out of sync stops the wait (its book is not planned on).
+            waiting = asyncio.create_task(engine.member_updates(SMART, ["SIM2"], 30))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            await b.do(lambda s: s.on_resync("gap"))
+            assert await waiting is True
+            # A member already out of sync is not waited for; nothing moving: the bound.
+            assert await engine.member_updates(SMART, ["SIM2"], 30) is True
+            assert await engine.member_updates(SMART, ["SIM", "SIM3"], 0.2) is False
+            books = await engine.member_books(SMART, wait=0)
+            assert [(m.venue, m.state, m.update_id) for m in books.members] == [
+                ("SIM", "synced", 2), ("SIM2", "resyncing", None), ("SIM3", "synced", 2)]
+        remove(client)
+    finally:
+        await engine.close()

@@ -3,18 +3,16 @@ concurrent writers, children journaled once per (parent, round, leg), states as 
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from astra.store import ClientOrderIdConflict, open_database
+from astra.store import ClientOrderIdConflict
 from astra.store.routing_journal import ChildIntent, RoutingJournal, new_parent_id
 
-from .test_journal import BACKENDS, PG_URL, PG_URL_ENV, _pg_engine
+from .test_journal import Db
+from .test_journal import db as db  # the fixture, on every backend
 
 REQUEST = {"market": "SMART-SPOT-BTC-USDT", "side": "BUY", "type": "MARKET", "quantity": 1.0,
            "clientOrderId": "p1"}
@@ -29,31 +27,11 @@ def _child(round_: int, leg: int, venue: str = "SIM") -> ChildIntent:
                            "clientOrderId": cid})
 
 
-@pytest.fixture(params=BACKENDS)
-def journal(request: pytest.FixtureRequest, tmp_path) -> Iterator[RoutingJournal]:
-    """On SQLite; on PostgreSQL too when ASTRA_TEST_POSTGRES_URL is set (a schema of its own,
-    dropped after), as the order journal's tests run."""
-    if request.param == "sqlite":
-        engine = open_database(data_dir=tmp_path / "data")
-        yield RoutingJournal(engine)
-        engine.dispose()
-        return
-    schema = f"astra_test_{secrets.token_hex(6)}"
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # no driver, no server, no rights: say why
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {PG_URL_ENV} is not usable: {exc!r}")
-    engine = _pg_engine(PG_URL, schema)
-    try:
-        yield RoutingJournal(engine)
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+@pytest.fixture
+def journal(db: Db) -> RoutingJournal:
+    """On SQLite; on PostgreSQL too when ASTRA_TEST_POSTGRES_URL is set (the order journal's
+    ``db`` fixture: a schema of its own, dropped after)."""
+    return RoutingJournal(db.engine)
 
 
 def test_begin_writes_parent_and_children_and_a_retry_finds_them(journal):
@@ -108,3 +86,21 @@ def test_a_child_leg_is_journaled_once_and_states_move_as_written(journal):
     with pytest.raises(ValueError):
         journal.begin("k1", "SMART-SPOT-BTC-USDT", "p9", {**REQUEST, "apiSecret": "x"},
                       new_parent_id(), {}, [])
+
+
+def test_add_children_and_update_parent_return_what_a_read_would_show(db: Db):
+    """The router sends a later round's children and answers with the parent's final state
+    from these returns, without reading the parent again: they must equal a fresh read."""
+    ticks = iter(range(1_000, 2_000, 7))
+    journal = RoutingJournal(db.engine, clock=lambda: next(ticks))
+    pid = new_parent_id()
+    journal.begin("k1", "SMART-SPOT-BTC-USDT", "p1", REQUEST, pid, {}, [_child(1, 0)])
+    added = journal.add_children(pid, [_child(2, 1, "SIM3"), _child(2, 0, "SIM2")])
+    assert journal.add_children(pid, []) == []
+    at = journal.update_parent(pid, state="OPEN", status="PARTIALLY_FILLED")
+    fresh = journal.get("k1", pid)
+    assert added == [c for c in fresh.children if c.round == 2]
+    assert [(c.leg, c.venue, c.state) for c in added] == [(0, "SIM2", "INTENT"),
+                                                          (1, "SIM3", "INTENT")]
+    assert at == fresh.updated_at > fresh.created_at
+    assert (fresh.state, fresh.status) == ("OPEN", "PARTIALLY_FILLED")

@@ -184,19 +184,9 @@ class ResyncMessage(msgspec.Struct, tag="resync", tag_field="type", **_STRUCT):
 # when the routed order did better than the best single venue would have).
 
 
-class SmartOrderRequest(msgspec.Struct, forbid_unknown_fields=True, **_STRUCT):
+class SmartOrderRequest(PlaceOrder, forbid_unknown_fields=True, **_STRUCT):
     """``POST /orders`` body on a ``SMART-`` market: ``PlaceOrder`` plus the router's fields."""
 
-    market: str
-    side: Side
-    type: OrderType
-    quantity: float
-    price: float | None = None
-    stop_price: float | None = None
-    time_in_force: TimeInForce | None = None
-    post_only: bool = False
-    reduce_only: bool = False
-    client_order_id: str | None = None
     venues: list[str] | None = None  # member venue codes to route to (default: every member)
     max_slippage_bps: float | None = None  # bound around the arrival consolidated mid
     dry_run: bool = False  # plan only: nothing is sent, nothing journaled

@@ -22,6 +22,9 @@ Invariants:
   contributing; while none contributes, a ``{"type":"resync"}`` message instead.
 - The channel holds a reference on each member's book channel while it has users (clients,
   REST reads: ``touch``), and releases them after its own ``linger``.
+- ``next_updates`` (the router waiting for a round's fills to show) is woken by each member's
+  own events (update, heartbeat, snapshot, state, stale, detach): no polling; a member event
+  with nobody waiting costs one ``None`` check.
 - Levels are at exact venue prices (no bucketing); ``fee_adjusted`` prices are net of each
   venue's taker fee (bids x (1 - fee), asks x (1 + fee)), rounded to 12 significant digits.
 """
@@ -69,6 +72,7 @@ class _Member:
         "channel",
         "maker_fee",
         "market",
+        "moved",
         "overdue",
         "owner",
         "stale",
@@ -90,6 +94,13 @@ class _Member:
         self.stale = False
         self.stale_since = 0
         self.overdue = False  # a read waited ``book_wait`` for it in vain: not again, until synced
+        self.moved: asyncio.Event | None = None  # made by a waiter, set on the next change
+
+    def wake(self) -> None:
+        """The book changed (an update, a snapshot, a state): ``next_updates`` waiters go on."""
+        moved, self.moved = self.moved, None
+        if moved is not None:
+            moved.set()
 
     @property
     def state(self) -> str:
@@ -133,10 +144,12 @@ class _Member:
     def book_snapshot(self, channel: BookChannel) -> None:
         self.changed_at = asyncio.get_running_loop().time()
         self.stale = self.overdue = False
+        self.wake()
         self.owner._state_changed()
 
     def book_update(self, channel: BookChannel, bids: list, asks: list) -> None:
         self.changed_at = asyncio.get_running_loop().time()
+        self.wake()  # heartbeats too: the book's update id moved
         if self.stale:  # alive again: a fresh snapshot with it
             self.stale = False
             self.owner._state_changed()
@@ -144,6 +157,7 @@ class _Member:
             self.owner._member_update(bids, asks)
 
     def book_state(self, channel: BookChannel) -> None:
+        self.wake()
         self.owner._state_changed()
 
 
@@ -232,6 +246,7 @@ class SmartChannel(Channel):
     def _detach(self) -> None:
         for member in self.members.values():
             channel, member.channel = member.channel, None
+            member.wake()
             if channel is not None:
                 channel.listeners.discard(member)
                 if self.engine.channels.get(channel.key) is channel:
@@ -253,6 +268,7 @@ class SmartChannel(Channel):
         for m in self.members.values():
             if m.live and now - m.changed_at > self.stale_after:
                 m.stale, m.stale_since, changed = True, _now_ms(), True
+                m.wake()
         if changed:
             self._state_changed()
 
@@ -359,6 +375,22 @@ class SmartChannel(Channel):
             for m in pending:
                 if m.state not in _SETTLED:
                     m.overdue = True
+
+    async def next_updates(self, members: Sequence[_Member], deadline: float) -> bool:
+        """Until each of ``members`` is not live or has published a book update after this
+        call, at most ``deadline`` seconds: woken by the member's own book events, no polling.
+        True when every one did."""
+        seen = {m.venue_code: m.channel.book.update_id for m in members if m.live}
+        try:
+            async with asyncio.timeout(deadline):
+                for m in members:
+                    while m.live and m.channel.book.update_id == seen.get(m.venue_code):
+                        if m.moved is None:
+                            m.moved = asyncio.Event()
+                        await m.moved.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def rest_body(self, members: Sequence[_Member], depth: int | None,
                   fee_adjusted: bool) -> bytes:

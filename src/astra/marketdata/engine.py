@@ -26,6 +26,9 @@ Invariants:
   a member a wait gave up on is not waited for again until it syncs (``SmartChannel.wait``).
   A REST read of a SMART book waits so only on the channel's first read, and later only while
   no requested member contributes; with none then, 503 with every member's state.
+- ``member_updates`` (the router, before a residual round) waits, at most ``wait``, for each
+  named member's next book update, woken by that book's own events (no polling); the SMART
+  channel's members pay one ``None`` check per event for it, other books nothing.
 - SMART markets come from the member venues' markets (``smart.SmartCatalog``, waiting at
   most ``book_wait`` for a venue); a SMART symbol not found while a member's markets are
   unavailable is a 503 naming those venues, not a 404.
@@ -264,6 +267,18 @@ class MarketDataEngine:
         finally:
             channel.release()
         return SmartBooks(smart, channel.member_books(members, depth))
+
+    async def member_updates(self, symbol: str, venues: Sequence[str], wait: float) -> bool:
+        """Until each of ``venues``' books has published an update after this call (or is not
+        live), at most ``wait`` seconds, woken by the books' own events; True when all did."""
+        smart = await self.smart_market(symbol)
+        channel = self._smart_channel(smart)
+        members = channel.select(self._check_venues(smart, venues))
+        channel.acquire()
+        try:
+            return await channel.next_updates(members, wait)
+        finally:
+            channel.release()
 
     async def _smart_read(self, symbol: str, venues: Sequence[str] | None):
         smart = await self.smart_market(symbol)

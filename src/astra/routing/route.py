@@ -8,8 +8,9 @@ Pure checks and one read of the world (``snapshot``): nothing here sends an orde
   ``venues`` members only, the client order id (``legs.PARENT_CLIENT_ID_RE``), and at least one
   member with credentials for the key (members without are left out and named in the plan).
 - ``snapshot``: member books (``MarketDataEngine.member_books``) and each venue's capacity
-  (``TradingService.balances``, in parallel) into ``plan.plan_order``; the arrival mid is the
-  consolidated mid of the synced members' best bid and ask.
+  (``TradingService.balances``, in parallel; ``capacities`` reads them ahead, e.g. while the
+  router waits for books to show a round's fills) into ``plan.plan_order``; the arrival mid is
+  the consolidated mid of the synced members' best bid and ask.
 - ``refuse``: the 4xx for a plan that cannot do what the order asks: INSUFFICIENT_BALANCE
   (naming each venue's capacity), INSUFFICIENT_LIQUIDITY (nothing inside the bound, or a FOK
   short of the quantity) or UNPROCESSABLE (below every venue's minimums, or a GTC order with
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -53,9 +54,11 @@ from .plan import Plan, consolidated_mid, plan_order
 __all__ = [
     "DEFAULT_SLIPPAGE_BPS",
     "MAX_SLIPPAGE_BPS",
+    "Capacity",
     "CredsFor",
     "Route",
     "Snapshot",
+    "capacities",
     "check_numbers",
     "check_route",
     "refuse",
@@ -65,6 +68,7 @@ __all__ = [
 DEFAULT_SLIPPAGE_BPS = 100.0  # a MARKET order's bound around the arrival mid when none is given
 MAX_SLIPPAGE_BPS = 10_000.0
 CredsFor = Callable[[str], ExchangeCredentials]
+Capacity = tuple[str, str, Decimal]  # (kind, asset, free): ``legs.capacity_of``
 
 
 @dataclass
@@ -143,20 +147,23 @@ async def check_route(engine: MarketDataEngine, key_id: str, creds_for: CredsFor
 
 async def snapshot(engine: MarketDataEngine, trading: TradingService, route: Route,
                    quantity: Decimal, arrival_mid: Decimal | None = None,
-                   book_wait: float | None = None) -> Snapshot:
-    """The member books now, each venue's capacity read in parallel, and the plan on them."""
+                   book_wait: float | None = None,
+                   read: Mapping[str, Capacity | BaseException] | None = None) -> Snapshot:
+    """The member books now, each venue's capacity read in parallel, and the plan on them.
+    ``read``: capacities the caller already read (``capacities``) after everything it sent
+    had its answer; synced members missing from it are read here."""
     body = route.body
     books = (await engine.member_books(body.market, route.venues, wait=book_wait)).members
-    live = [b for b in books if b.venue in route.creds and b.state == "synced"]
-    reads = await asyncio.gather(*(_capacity(trading, route, b) for b in live),
-                                 return_exceptions=True)
-    caps = dict(zip([b.venue for b in live], reads, strict=True))
+    caps = dict(read or {})
+    live = [b.venue for b in books
+            if b.venue in route.creds and b.state == "synced" and b.venue not in caps]
+    caps.update(await capacities(trading, route, live))
     inputs, members = [], []
     route.capacities = {}
     for b in books:
         member = PlanMember(venue=b.venue, market=b.market.symbol, state=b.state,
                             taker_fee=b.taker_fee, reason=route.skipped.get(b.venue))
-        cap = caps.get(b.venue)
+        cap = caps.get(b.venue) if b.state == "synced" else None  # (read ahead: synced now?)
         if isinstance(cap, BaseException):
             member.reason = "balance unavailable: " + (getattr(cap, "message", None)
                                                        or type(cap).__name__)[:200]
@@ -190,16 +197,22 @@ async def snapshot(engine: MarketDataEngine, trading: TradingService, route: Rou
     return Snapshot(plan, members, books, mid)
 
 
-async def _capacity(trading: TradingService, route: Route,
-                    book: MemberBook) -> tuple[str, str, Decimal]:
-    venue = trading.venues[book.venue]
-    meta = book.market.metadata
+async def capacities(trading: TradingService, route: Route,
+                     venues: Sequence[str]) -> dict[str, Capacity | BaseException]:
+    """Each venue's capacity (``legs.capacity_of``) from its balances, read in parallel now;
+    a failed read is its exception."""
+    reads = await asyncio.gather(*(_capacity(trading, route, v) for v in venues),
+                                 return_exceptions=True)
+    return dict(zip(venues, reads, strict=True))
+
+
+async def _capacity(trading: TradingService, route: Route, code: str) -> Capacity:
+    venue, market = trading.venues[code], route.smart.members[code]
     account = None
-    if book.market.kind != "spot" and "swap" in getattr(venue, "balance_accounts", ()):
+    if market.kind != "spot" and "swap" in getattr(venue, "balance_accounts", ()):
         account = "swap"
-    balances = await trading.balances(route.key_id, route.creds[book.venue], book.venue,
-                                      account)
-    return capacity_of(meta, route.body.side, balances)
+    balances = await trading.balances(route.key_id, route.creds[code], code, account)
+    return capacity_of(market.metadata, route.body.side, balances)
 
 
 def refuse(route: Route, snap: Snapshot) -> None:

@@ -17,7 +17,10 @@ How an order runs (``SmartRouter.place``):
    before anything is sent; each child goes through ``TradingService.place`` (its own journal
    entry under its client order id, before its own send): an IOC LIMIT at the leg's limit.
 4. The residual (requested - filled) is re-planned on refreshed books and balances, bounded by
-   the same arrival price, for at most ``rounds`` rounds (3), stopping at an empty plan. GTC:
+   the same arrival price (once every child of the round has its answer, the balances of the
+   venues planned on are read again while the gateway waits, woken by the book events, for
+   each traded venue's next book update, so both show the round's fills), for at most
+   ``rounds`` rounds (3), stopping at an empty plan. GTC:
    the rest then rests as one LIMIT at the parent's price on the member with the lowest maker
    fee that can hold it.
 
@@ -69,7 +72,16 @@ from astra.trading.service import TradingService
 from .legs import MAX_ROUNDS, child_client_order_id, child_request, dec, rest_choice
 from .plan import Plan
 from .report import child_state, plan_view, smart_order
-from .route import DEFAULT_SLIPPAGE_BPS, CredsFor, Route, Snapshot, check_route, refuse, snapshot
+from .route import (
+    DEFAULT_SLIPPAGE_BPS,
+    CredsFor,
+    Route,
+    Snapshot,
+    capacities,
+    check_route,
+    refuse,
+    snapshot,
+)
 from .settle import Settling
 
 __all__ = ["DEFAULT_ROUNDS", "DEFAULT_SLIPPAGE_BPS", "SmartRouter"]
@@ -159,9 +171,8 @@ class SmartRouter(Settling):
                 self._request(route), parent_id, summary, self._intents(route, snap, 1))
             if not created:  # another gateway process took this id first
                 return smart_order(parent)
-            filled, round_ = Decimal(0), 1
+            filled, round_, kids = Decimal(0), 1, list(parent.children)
             while True:
-                kids = [c for c in parent.children if c.round == round_]
                 if self.before_send is not None:
                     await self.before_send(round_, snap.plan)
                 outcomes = await self._send_round(route, kids)
@@ -175,8 +186,15 @@ class SmartRouter(Settling):
                     break
                 traded = {c.venue for c, (f, _) in zip(kids, outcomes, strict=True) if f}
                 try:
-                    await self._books_show_fills(route, traded)
-                    snap = await self._snapshot(route, residual, mid)
+                    # Every child has its answer: balances read from now on show its fills,
+                    # so they are read while the books catch up with them (both end here).
+                    caps, shown = await asyncio.gather(
+                        capacities(self.trading, route, list(route.capacities)),
+                        self._books_show_fills(route, traded), return_exceptions=True)
+                    for result in (caps, shown):
+                        if isinstance(result, BaseException):
+                            raise result
+                    snap = await self._snapshot(route, residual, mid, caps)
                 except AstraError as exc:  # books or balances gone: what is done stands
                     log.info("SMART order %s: no round %d (%s)", parent_id, round_ + 1,
                              exc.message)
@@ -184,9 +202,8 @@ class SmartRouter(Settling):
                 if not snap.plan.legs:
                     break
                 round_ += 1
-                await asyncio.to_thread(self.journal.add_children, parent_id,
-                                        self._intents(route, snap, round_))
-                parent = await self._parent(key_id, parent_id)
+                kids = await asyncio.to_thread(self.journal.add_children, parent_id,
+                                               self._intents(route, snap, round_))
             unknown = any(u for _, u in outcomes)
             stopped = parent_id in self._stopping
             if stopped:  # canceled by its owner while its rounds ran: what is done stands
@@ -198,32 +215,24 @@ class SmartRouter(Settling):
                 except AstraError as exc:  # the fills stand; the rest expires
                     log.info("SMART order %s: the rest could not rest (%s)", parent_id,
                              exc.message)
-            return await self._finish(await self._parent(key_id, parent_id))
+            return smart_order(await self._finish(key_id, parent_id))
         finally:
             self._stopping.discard(parent_id)
             self._active.pop(parent_id).set()
 
     async def _snapshot(self, route: Route, quantity: Decimal,
-                        arrival_mid: Decimal | None = None) -> Snapshot:
+                        arrival_mid: Decimal | None = None,
+                        read: dict[str, Any] | None = None) -> Snapshot:
         return await snapshot(self.engine, self.trading, route, quantity, arrival_mid,
-                              self.book_wait)
+                              self.book_wait, read)
 
     async def _books_show_fills(self, route: Route, traded: set[str]) -> None:
         """Before re-planning: wait (at most ``settle_wait``) until each venue this round
         traded on has published a book update after its answers, so the next round does not
-        plan on liquidity this round already took."""
+        plan on liquidity this round already took (woken by the books' own events)."""
         if not traded or self.settle_wait <= 0:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settle_wait
-        market, venues = route.body.market, sorted(traded)
-        first = (await self.engine.member_books(market, venues, wait=0)).members
-        seen = {b.venue: b.update_id for b in first}
-        while loop.time() < deadline:
-            await asyncio.sleep(0.01)
-            books = (await self.engine.member_books(market, venues, wait=0)).members
-            if all(b.state != "synced" or b.update_id != seen[b.venue] for b in books):
-                return
+        await self.engine.member_updates(route.body.market, sorted(traded), self.settle_wait)
 
     def _intents(self, route: Route, snap: Snapshot, round_: int) -> list[ChildIntent]:
         fees = {b.venue: b.taker_fee for b in snap.books}
@@ -295,6 +304,5 @@ class SmartRouter(Settling):
                              client_order_id=cid, fee_rate=book.maker_fee,
                              request=child_request(book.market.symbol, route.body.side, qty,
                                                    price, TimeInForce.GTC, cid))
-        await asyncio.to_thread(self.journal.add_children, parent_id, [intent])
-        parent = await self._parent(route.key_id, parent_id)
-        await self._send_round(route, [c for c in parent.children if c.round == round_])
+        kids = await asyncio.to_thread(self.journal.add_children, parent_id, [intent])
+        await self._send_round(route, kids)

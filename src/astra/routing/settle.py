@@ -56,15 +56,20 @@ class Settling:
     _active: dict[str, asyncio.Event]  # parents whose rounds run here (set when they end)
     _stopping: set[str]  # of those, the ones their owner canceled meanwhile
 
-    async def _finish(self, parent: ParentEntry) -> SmartOrder:
+    async def _finish(self, key_id: str, parent_id: str) -> ParentEntry:
         """The rounds are over (or were orphaned): the parent's state and status from its
-        children as last known."""
+        children as last known, read, recomputed and written in one trip to the journal."""
+        return await asyncio.to_thread(self._finish_sync, key_id, parent_id)
+
+    def _finish_sync(self, key_id: str, parent_id: str) -> ParentEntry:
+        parent = self.journal.get(key_id, parent_id)
+        if parent is None:
+            raise OrderNotFound(f"no SMART order {parent_id} for this API key",
+                                parameter="orderId")
         state = parent_state(parent)
-        view = smart_order(dataclasses.replace(parent, state=state))
-        await asyncio.to_thread(self.journal.update_parent, parent.parent_id, state=state,
-                                status=view.status.value)
-        parent = await self._parent(parent.key_id, parent.parent_id)
-        return smart_order(parent)
+        status = smart_order(dataclasses.replace(parent, state=state)).status.value
+        at = self.journal.update_parent(parent_id, state=state, status=status)
+        return dataclasses.replace(parent, state=state, status=status, updated_at=at)
 
     async def _parent(self, key_id: str, parent_id: str) -> ParentEntry:
         parent = await asyncio.to_thread(self.journal.get, key_id, parent_id)
@@ -217,8 +222,7 @@ class Settling:
             except (MissingCredentials, CredentialsUnreadable):
                 continue  # settled on a request that has them
             await self._resolve(parent.key_id, creds, child)
-        await self._finish(await self._parent(parent.key_id, parent.parent_id))
-        return await self._parent(parent.key_id, parent.parent_id)
+        return await self._finish(parent.key_id, parent.parent_id)
 
     async def _resolve(self, key_id: str, creds: ExchangeCredentials,
                        child: ChildEntry) -> ChildEntry:

@@ -8,7 +8,8 @@ The smart order router (``astra.routing``) writes here before anything reaches a
    with the same client order id gets ``(existing, False)`` and sends nothing. The same id with
    another request raises ``ClientOrderIdConflict`` (409).
 2. ``add_children`` journals a later round (a residual re-route, the GTC rest) before it is
-   sent; ``mark_sent`` marks a round's children just before they go out (``SENT``).
+   sent and returns its children as written; ``mark_sent`` marks a round's children just
+   before they go out (``SENT``).
 3. Each child's outcome: ``settle_child(id, state, order, ...)``: ``DONE`` (the venue's order is
    final), ``OPEN`` (resting), ``UNKNOWN`` (sent, no answer yet: reconciled by client order id
    through the order journal, never sent again), ``REJECTED`` or ``NOT_SENT`` (the gateway
@@ -206,9 +207,20 @@ class RoutingJournal:
         assert found is not None
         return found, True
 
-    def add_children(self, parent_id: str, children: Sequence[ChildIntent]) -> None:
+    def add_children(self, parent_id: str,
+                     children: Sequence[ChildIntent]) -> list[ChildEntry]:
+        """Journal a later round's children; returns them as written (``INTENT``, their ids),
+        read in the same transaction, so the caller sends them without reading the parent."""
         with self._engine.begin() as conn:
             self._insert_children(conn, parent_id, children, self._clock())
+            if not children:
+                return []
+            rounds = sorted({c.round for c in children})
+            rows = conn.execute(sa.select(_C).where(_C.c.parent_id == parent_id,
+                                                    _C.c.round.in_(rounds))
+                                .order_by(_C.c.round, _C.c.leg))
+            wanted = {(c.round, c.leg) for c in children}
+            return [_child(r) for r in rows if (r.round, r.leg) in wanted]
 
     def _insert_children(self, conn: sa.Connection, parent_id: str,
                          children: Sequence[ChildIntent], now: int) -> None:
@@ -242,7 +254,8 @@ class RoutingJournal:
             conn.execute(sa.update(_C).where(_C.c.id == child_id).values(values))
 
     def update_parent(self, parent_id: str, *, state: str, status: str,
-                      canceled: bool | None = None) -> None:
+                      canceled: bool | None = None) -> int:
+        """Returns the ``updated_at`` written (the caller's copy stays exact without a read)."""
         if state not in PARENT_STATES:
             raise ValueError(f"unknown parent state {state!r}")
         values: dict[str, Any] = {"state": state, "status": status, "updated_at": self._clock()}
@@ -250,6 +263,7 @@ class RoutingJournal:
             values["canceled"] = canceled
         with self._engine.begin() as conn:
             conn.execute(sa.update(_P).where(_P.c.parent_id == parent_id).values(values))
+        return values["updated_at"]
 
     # -- reading
 
