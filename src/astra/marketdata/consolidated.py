@@ -32,7 +32,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -51,140 +50,14 @@ from astra.core import (
 from astra.venues.base import Venue, VenueMarket
 
 from .bbo import BboFeed, best_quotes, total
-from .channels import BookChannel, Channel, Client, public_reason, units_of
+from .channels import Channel, Client
 from .smart import MemberBook, SmartMarket
+from .smart_members import SETTLED, Member, merge_levels, now_ms
 
 __all__ = ["SmartChannel"]
 
 _encode = msgspec.json.Encoder().encode
 Side = dict[float, float]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class _Member:
-    """One member venue's book as seen by its SMART channel (a ``BookListener``)."""
-
-    __slots__ = (
-        "changed_at",
-        "channel",
-        "maker_fee",
-        "market",
-        "moved",
-        "overdue",
-        "owner",
-        "stale",
-        "stale_since",
-        "taker_fee",
-        "units",
-        "venue",
-        "venue_code",
-    )
-
-    def __init__(self, owner: SmartChannel, code: str, venue: Venue, market: VenueMarket):
-        self.owner, self.venue_code, self.venue, self.market = owner, code, venue, market
-        self.units = units_of(market)
-        meta = market.metadata
-        self.taker_fee = (meta.taker_fee if meta is not None else None) or 0.0
-        self.maker_fee = (meta.maker_fee if meta is not None else None) or 0.0
-        self.channel: BookChannel | None = None
-        self.changed_at = 0.0  # loop time of the book's last change
-        self.stale = False
-        self.stale_since = 0
-        self.overdue = False  # a read waited ``book_wait`` for it in vain: not again, until synced
-        self.moved: asyncio.Event | None = None  # made by a waiter, set on the next change
-
-    def wake(self) -> None:
-        """The book changed (an update, a snapshot, a state): ``next_updates`` waiters go on."""
-        moved, self.moved = self.moved, None
-        if moved is not None:
-            moved.set()
-
-    @property
-    def state(self) -> str:
-        channel = self.channel
-        if channel is None:
-            return "connecting"
-        if channel.state == "synced" and self.stale:
-            return "stale"
-        return channel.state
-
-    @property
-    def live(self) -> bool:
-        channel = self.channel
-        return channel is not None and channel.state == "synced" and not self.stale
-
-    def base(self, qty: float, price: float) -> float:
-        units = self.units
-        return qty if units is None else units.to_base(qty, price)
-
-    def member_state(self) -> MemberState:
-        channel, state = self.channel, self.state
-        if channel is None:
-            return MemberState(venue=self.venue_code, market=self.market.symbol, state=state)
-        since = self.stale_since if state == "stale" else channel.since
-        reason = public_reason(channel.reason) if channel.reason and state != "synced" else None
-        return MemberState(venue=self.venue_code, market=self.market.symbol, state=state,
-                           since=since, reason=reason)  # type: ignore[arg-type]
-
-    def levels(self, bid: bool, depth: int | None) -> list[tuple[float, float]]:
-        """This member's side, best first, base units (empty unless it contributes)."""
-        if not self.live:
-            return []
-        book = self.channel.book
-        side = book.sorted_bids() if bid else book.sorted_asks()
-        if depth is not None:
-            side = side[:depth]
-        return [(p, self.base(q, p)) for p, q in side]
-
-    # --- BookListener ----------------------------------------------------------------------
-
-    def book_snapshot(self, channel: BookChannel) -> None:
-        self.changed_at = asyncio.get_running_loop().time()
-        self.stale = self.overdue = False
-        self.wake()
-        self.owner._state_changed()
-
-    def book_update(self, channel: BookChannel, bids: list, asks: list) -> None:
-        self.changed_at = asyncio.get_running_loop().time()
-        self.wake()  # heartbeats too: the book's update id moved
-        if self.stale:  # alive again: a fresh snapshot with it
-            self.stale = False
-            self.owner._state_changed()
-        elif bids or asks:  # an empty diff (a venue's heartbeat) shows it alive, changes nothing
-            self.owner._member_update(bids, asks)
-
-    def book_state(self, channel: BookChannel) -> None:
-        self.wake()
-        self.owner._state_changed()
-
-
-_SETTLED = ("synced", "stale", "disconnected")
-
-
-def _adjusted(price: float, fee: float, bid: bool) -> float:
-    if not fee:
-        return price
-    return float(f"{price * (1 - fee if bid else 1 + fee):.12g}")
-
-
-def _merge(members: Sequence[_Member], bid: bool, depth: int | None, fee_adjusted: bool,
-           ) -> list[ConsolidatedLevel]:
-    by_price: dict[float, dict[str, float]] = {}
-    for m in members:
-        fee = m.taker_fee if fee_adjusted else 0.0
-        code = m.venue_code
-        for p, q in m.levels(bid, depth):
-            venues = by_price.setdefault(_adjusted(p, fee, bid), {})
-            # Two raw prices of one venue may round to one net price: their sum, not the last.
-            venues[code] = total([venues[code], q]) if code in venues else q
-    prices = sorted(by_price, reverse=bid)
-    if depth is not None:
-        prices = prices[:depth]
-    return [ConsolidatedLevel(price=p, quantity=total(list(by_price[p].values())),
-                              venues=by_price[p]) for p in prices]
 
 
 class SmartChannel(Channel):
@@ -195,7 +68,7 @@ class SmartChannel(Channel):
         pseudo = VenueMarket(smart.symbol, smart.symbol, "smart", smart.metadata)
         super().__init__(engine, (smart.symbol, DataType.ORDERBOOK), None, pseudo)
         self.smart, self.stale_after, self._venues = smart, stale_after, venues
-        self.members = {code: _Member(self, code, venues[code], market)
+        self.members = {code: Member(self, code, venues[code], market)
                         for code, market in smart.members.items()}
         # The last id a retired channel of this market gave out: ids go on from it.
         self.update_id = first_id
@@ -217,7 +90,7 @@ class SmartChannel(Channel):
         for member in self.members.values():
             self._attach_member(member)
 
-    def _attach_member(self, member: _Member) -> None:
+    def _attach_member(self, member: Member) -> None:
         channel = self.engine._channel(member.venue, member.market, DataType.ORDERBOOK)
         channel.acquire()
         channel.listeners.add(member)
@@ -235,7 +108,7 @@ class SmartChannel(Channel):
         self.smart = smart
         self.market = VenueMarket(smart.symbol, smart.symbol, "smart", smart.metadata)
         for code in new:
-            member = self.members[code] = _Member(
+            member = self.members[code] = Member(
                 self, code, self._venues[code], smart.members[code])
             if self.task is not None:
                 self._attach_member(member)
@@ -267,7 +140,7 @@ class SmartChannel(Channel):
         changed = False
         for m in self.members.values():
             if m.live and now - m.changed_at > self.stale_after:
-                m.stale, m.stale_since, changed = True, _now_ms(), True
+                m.stale, m.stale_since, changed = True, now_ms(), True
                 m.wake()
         if changed:
             self._state_changed()
@@ -286,7 +159,7 @@ class SmartChannel(Channel):
         if self.bbo.clients:
             self.bbo.changed()
 
-    def _levels_at(self, live: list[_Member], changes: list, bid: bool) -> list[ConsolidatedLevel]:
+    def _levels_at(self, live: list[Member], changes: list, bid: bool) -> list[ConsolidatedLevel]:
         out = []
         for p, _ in changes:
             venues = {}
@@ -315,19 +188,19 @@ class SmartChannel(Channel):
 
     # --- reads -------------------------------------------------------------------------------
 
-    def _timestamp(self, live: list[_Member]) -> int | None:
+    def _timestamp(self, live: list[Member]) -> int | None:
         return max((m.channel.book.timestamp for m in live), default=0) or None
 
-    def member_states(self, members: Sequence[_Member] | None = None) -> list[MemberState]:
+    def member_states(self, members: Sequence[Member] | None = None) -> list[MemberState]:
         return [m.member_state() for m in (members or self.members.values())]
 
-    def _feed_state(self, members: Sequence[_Member]) -> FeedState:
+    def _feed_state(self, members: Sequence[Member]) -> FeedState:
         states = [m.state for m in members]
         state = ("connecting" if "connecting" in states else
                  "resyncing" if "resyncing" in states or "stale" in states else "disconnected")
         reason = "no member book in sync: " + ", ".join(
             f"{m.venue_code} {s}" for m, s in zip(members, states, strict=True))
-        return FeedState(state=state, since=_now_ms(), reason=reason)  # type: ignore[arg-type]
+        return FeedState(state=state, since=now_ms(), reason=reason)  # type: ignore[arg-type]
 
     def _resync_frame(self) -> bytes | None:
         members = list(self.members.values())
@@ -337,7 +210,7 @@ class SmartChannel(Channel):
         return _encode(BookResync(market=self.smart.symbol, reason=feed.reason or feed.state,
                                   state=feed.state, since=feed.since))
 
-    def unavailable(self, members: Sequence[_Member]) -> FeedUnavailable:
+    def unavailable(self, members: Sequence[Member]) -> FeedUnavailable:
         feed = self._feed_state(members)
         return FeedUnavailable("SMART", f"no live book for '{self.smart.symbol}': {feed.reason}",
                                feed=feed, retry_after=1.0, members=self.member_states(members))
@@ -346,7 +219,7 @@ class SmartChannel(Channel):
         live = [m for m in self.members.values() if m.live]
         return _encode(ConsolidatedUpdate(
             type="snapshot", market=self.smart.symbol, update_id=self.update_id,
-            bids=_merge(live, True, None, False), asks=_merge(live, False, None, False),
+            bids=merge_levels(live, True, None, False), asks=merge_levels(live, False, None, False),
             timestamp=self._timestamp(live), members=self.member_states()))
 
     def add_client(self, client: Client) -> None:
@@ -358,10 +231,10 @@ class SmartChannel(Channel):
             if frame is not None:
                 client.deliver(frame)
 
-    def select(self, venues: Sequence[str] | None) -> list[_Member]:
+    def select(self, venues: Sequence[str] | None) -> list[Member]:
         return list(self.members.values()) if not venues else [self.members[v] for v in venues]
 
-    async def wait(self, members: Sequence[_Member], deadline: float) -> None:
+    async def wait(self, members: Sequence[Member], deadline: float) -> None:
         """Until every member is synced or known down (disconnected, stale), at most
         ``deadline`` seconds (no error: the caller reads the states). A member this wait
         gives up on is ``overdue``: later waits do not wait for it again (one stuck venue
@@ -369,14 +242,14 @@ class SmartChannel(Channel):
         pending = [m for m in members if not m.overdue]
         try:
             async with asyncio.timeout(deadline):
-                while not all(m.state in _SETTLED for m in pending):
+                while not all(m.state in SETTLED for m in pending):
                     await self._changed.wait()
         except TimeoutError:
             for m in pending:
-                if m.state not in _SETTLED:
+                if m.state not in SETTLED:
                     m.overdue = True
 
-    async def next_updates(self, members: Sequence[_Member], deadline: float) -> bool:
+    async def next_updates(self, members: Sequence[Member], deadline: float) -> bool:
         """Until each of ``members`` is not live or has published a book update after this
         call, at most ``deadline`` seconds: woken by the member's own book events, no polling.
         True when every one did."""
@@ -392,7 +265,7 @@ class SmartChannel(Channel):
             return False
         return True
 
-    def rest_body(self, members: Sequence[_Member], depth: int | None,
+    def rest_body(self, members: Sequence[Member], depth: int | None,
                   fee_adjusted: bool) -> bytes:
         """The ``GET /orderbook`` body (cached per update id); FeedUnavailable when none of
         ``members`` contributes."""
@@ -406,15 +279,15 @@ class SmartChannel(Channel):
         body = self._cache.get(key)
         if body is None:
             body = _encode(ConsolidatedBook(
-                market=self.smart.symbol, bids=_merge(live, True, depth, fee_adjusted),
-                asks=_merge(live, False, depth, fee_adjusted), update_id=self.update_id,
+                market=self.smart.symbol, bids=merge_levels(live, True, depth, fee_adjusted),
+                asks=merge_levels(live, False, depth, fee_adjusted), update_id=self.update_id,
                 timestamp=self._timestamp(live), fee_adjusted=fee_adjusted,
                 members=self.member_states(members)))
             if len(self._cache) < 32:
                 self._cache[key] = body
         return body
 
-    def member_books(self, members: Sequence[_Member], depth: int | None) -> list[MemberBook]:
+    def member_books(self, members: Sequence[Member], depth: int | None) -> list[MemberBook]:
         out = []
         for m in members:
             live = m.live
@@ -427,7 +300,7 @@ class SmartChannel(Channel):
                 taker_fee=m.taker_fee, maker_fee=m.maker_fee))
         return out
 
-    def current_bbo(self, members: Sequence[_Member] | None = None) -> Bbo | None:
+    def current_bbo(self, members: Sequence[Member] | None = None) -> Bbo | None:
         live = [m for m in (members or self.members.values()) if m.live]
         if not live:
             return None
