@@ -1,4 +1,4 @@
-"""One member venue's book as its SMART channel sees it (``_Member``, a ``BookListener`` on the
+"""One member venue's book as its SMART channel sees it (``Member``, a ``BookListener`` on the
 member's ``BookChannel``), and the merge of members' levels at exact or fee-adjusted prices.
 
 Invariants: a member is ``live`` (contributes) only while its book is synced and not stale;
@@ -20,6 +20,8 @@ from astra.venues.base import Venue, VenueMarket
 from .bbo import total
 from .channels import BookChannel, public_reason, units_of
 
+__all__ = ["SETTLED", "Member", "MemberOwner", "merge_levels", "now_ms"]
+
 
 class MemberOwner(Protocol):
     """What a member needs of its SMART channel (``consolidated.SmartChannel``)."""
@@ -27,8 +29,6 @@ class MemberOwner(Protocol):
     def _state_changed(self) -> None: ...
 
     def _member_update(self, bids: list, asks: list) -> None: ...
-
-__all__ = ["SETTLED", "Member", "MemberOwner", "merge_levels", "now_ms"]
 
 
 def now_ms() -> int:
