@@ -99,6 +99,16 @@ class HoldingProxy:
             await self.runner.cleanup()
 
 
+def _sim2_through(desk, proxy) -> dict:
+    """The desk's venues, SIM2's REST reached through ``proxy`` (which holds or drops its
+    answers)."""
+    venues = desk.venues()
+    real = AsterUrls.for_simulator(desk.sims["SIM2"].base_url)
+    venues["SIM2"] = AsterVenue("SIM2", dataclasses.replace(
+        real, spot_rest=proxy.url + "/api", perp_rest=proxy.url + "/fapi"))
+    return venues
+
+
 @pytest.mark.parametrize("stored", [True, False], ids=["stored-credentials", "headers"])
 async def test_a_gateway_stopped_mid_send_reconciles_the_parent_on_restart(sor_desk, stored):
     """Stored credentials: reconciled at startup. Header credentials: on the key's next
@@ -108,10 +118,7 @@ async def test_a_gateway_stopped_mid_send_reconciles_the_parent_on_restart(sor_d
         desk.fund(code, "USDT=500000,BTC=5")
     proxy = await HoldingProxy(desk.sims["SIM2"].base_url).start()
     try:
-        venues = desk.venues()
-        real = AsterUrls.for_simulator(desk.sims["SIM2"].base_url)
-        venues["SIM2"] = AsterVenue("SIM2", dataclasses.replace(
-            real, spot_rest=proxy.url + "/api", perp_rest=proxy.url + "/fapi"))
+        venues = _sim2_through(desk, proxy)
         gw = await desk.start(venues)
         await desk.freeze()
         headers = {"x-astra-api-key": f"Bearer {desk.token}"}
@@ -172,10 +179,7 @@ async def test_a_child_that_times_out_is_resolved_by_client_order_id_not_resent(
         desk.fund(code, "USDT=500000,BTC=5")
     proxy = await HoldingProxy(desk.sims["SIM2"].base_url).start()
     try:
-        venues = desk.venues()
-        real = AsterUrls.for_simulator(desk.sims["SIM2"].base_url)
-        venues["SIM2"] = AsterVenue("SIM2", dataclasses.replace(
-            real, spot_rest=proxy.url + "/api", perp_rest=proxy.url + "/fapi"))
+        venues = _sim2_through(desk, proxy)
         gw = await desk.start(venues)
         gw.trading.timeout = 2.0  # the venue's answer is lost: time out soon
         await desk.freeze()
@@ -310,10 +314,7 @@ async def test_startup_reconciles_what_it_can_when_a_venues_stored_row_is_unread
     try:
         for code in ("SIM", "SIM2", "SIM3"):
             desk.fund(code, "USDT=500000,BTC=5")
-        venues = desk.venues()
-        real = AsterUrls.for_simulator(desk.sims["SIM2"].base_url)
-        venues["SIM2"] = AsterVenue("SIM2", dataclasses.replace(
-            real, spot_rest=proxy.url + "/api", perp_rest=proxy.url + "/fapi"))
+        venues = _sim2_through(desk, proxy)
         await desk.start(venues)
         await desk.freeze()
         body = {"market": SMART, "side": "BUY", "type": "MARKET", "quantity": 3.0,
