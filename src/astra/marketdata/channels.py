@@ -296,8 +296,15 @@ class BookChannel(Channel):
         self.clients.add(client)
         if self.synced.is_set():
             client.deliver(self.snapshot_frame())
-        elif self._was_synced or self.state == "disconnected":
-            client.deliver(self._resync_frame())  # not silence: it knows what it waits for
+        elif (frame := self.known_resync_frame()) is not None:
+            client.deliver(frame)  # not silence: it knows what it waits for
+
+    def known_resync_frame(self) -> bytes | None:
+        """The resync message for a client joining this unsynced book, when there is
+        something to say: it was synced before, or the venue is known down."""
+        if self._was_synced or self.state == "disconnected":
+            return self._resync_frame()
+        return None
 
     def on_snapshot(self, book: L2Book) -> None:
         self.book = book

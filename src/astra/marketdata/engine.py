@@ -135,17 +135,21 @@ class MarketDataEngine:
 
     async def order_book(self, symbol: str, depth: int | None = None) -> bytes:
         """The encoded ``OrderBook`` from the live synced book (starting its feed if needed)."""
+        return (await self._synced_book(symbol)).rest_frame(depth)
+
+    async def _synced_book(self, symbol: str) -> BookChannel:
+        """``symbol``'s book channel once synced (starting its feed if needed)."""
         venue, market = await self.resolve(symbol)
-        channel = self._channel(venue, market, DataType.ORDERBOOK)
+        channel: BookChannel = self._channel(venue, market, DataType.ORDERBOOK)  # type: ignore[assignment]
         if channel.synced.is_set():  # the hot path: no await, no reference held
             channel.touch()
-            return channel.rest_frame(depth)
+            return channel
         channel.acquire()  # held while waiting: a wait longer than ``linger`` keeps the feed
         try:
             await channel.wait_synced(self.book_wait)
         finally:
             channel.release()
-        return channel.rest_frame(depth)
+        return channel
 
     async def recent_trades(self, symbol: str, limit: int) -> list[Trade]:
         venue, market = await self.resolve(symbol)
@@ -252,28 +256,30 @@ class MarketDataEngine:
                     "venues", f"{code} is not a member of {smart.symbol} (members: {members})")
         return [c for c in smart.members if c in codes]  # configured order
 
+    async def _members(self, symbol: str, venues: Sequence[str] | None):
+        """The SMART channel of ``symbol`` and its members named by ``venues`` (all: None)."""
+        smart = await self.smart_market(symbol)
+        channel = self._smart_channel(smart)
+        return channel, channel.select(self._check_venues(smart, venues))
+
     async def member_books(
         self, symbol: str, venues: Sequence[str] | None = None, *, depth: int | None = None,
         wait: float | None = None,
     ) -> SmartBooks:
         """Each requested member's book (copies, base units, best first) and state, after
         waiting at most ``wait`` seconds for every one to be synced or known down."""
-        smart = await self.smart_market(symbol)
-        channel = self._smart_channel(smart)
-        members = channel.select(self._check_venues(smart, venues))
+        channel, members = await self._members(symbol, venues)
         channel.acquire()  # held while waiting; released into linger: the feeds stay warm
         try:
             await channel.wait(members, self.book_wait if wait is None else wait)
         finally:
             channel.release()
-        return SmartBooks(smart, channel.member_books(members, depth))
+        return SmartBooks(channel.smart, channel.member_books(members, depth))
 
     async def member_updates(self, symbol: str, venues: Sequence[str], wait: float) -> bool:
         """Until each of ``venues``' books has published an update after this call (or is not
         live), at most ``wait`` seconds, woken by the books' own events; True when all did."""
-        smart = await self.smart_market(symbol)
-        channel = self._smart_channel(smart)
-        members = channel.select(self._check_venues(smart, venues))
+        channel, members = await self._members(symbol, venues)
         channel.acquire()
         try:
             return await channel.next_updates(members, wait)
@@ -281,9 +287,7 @@ class MarketDataEngine:
             channel.release()
 
     async def _smart_read(self, symbol: str, venues: Sequence[str] | None):
-        smart = await self.smart_market(symbol)
-        channel = self._smart_channel(smart)
-        members = channel.select(self._check_venues(smart, venues))
+        channel, members = await self._members(symbol, venues)
         if channel.settled and channel.task is not None and any(m.live for m in members):
             channel.touch()
             return channel, members
@@ -313,17 +317,7 @@ class MarketDataEngine:
             return _encode(bbo)
         if venues is not None:
             raise InvalidParameter("venues", "only SMART markets take venues")
-        venue, market = await self.resolve(symbol)
-        channel = self._channel(venue, market, DataType.ORDERBOOK)
-        if not channel.synced.is_set():
-            channel.acquire()
-            try:
-                await channel.wait_synced(self.book_wait)
-            finally:
-                channel.release()
-        else:
-            channel.touch()
-        return _encode(single_bbo(channel))
+        return _encode(single_bbo(await self._synced_book(symbol)))
 
     async def subscription(self, symbol: str, data_type: DataType) -> Subscription:
         """``(add, remove)`` of a WebSocket client on ``symbol``'s ``data_type`` stream;
@@ -361,11 +355,7 @@ class MarketDataEngine:
         if entry is None:
             channel: BookChannel = self._channel(venue, market, DataType.ORDERBOOK)  # type: ignore[assignment]
 
-            def resync() -> bytes | None:
-                known = channel._was_synced or channel.state == "disconnected"
-                return channel._resync_frame() if known else None
-
-            feed = BboFeed(lambda: single_bbo(channel), resync)
+            feed = BboFeed(lambda: single_bbo(channel), channel.known_resync_frame)
             channel.listeners.add(feed)
             entry = self._bbo[market.symbol] = (channel, feed)
         channel, feed = entry
