@@ -141,6 +141,9 @@ def stalled_ws():
 # -- routed (SMART) orders: three simulated venues, a gateway over them -------------------------
 
 SOR_CODES = ("SIM", "SIM2", "SIM3")
+OTC_HEDGE_KEY = "otc-desk"  # the OTC desk's default hedge_key
+OTC_DESK_DEPOSIT = "USDT=5000000,BTC=50,ETH=500,SOL=20000"
+OTC_CLIENT_DEPOSIT = {"USDT": "100000", "USD": "100000", "BTC": "2", "ETH": "20"}
 
 
 async def _stopped(server: SimServer) -> SimServer:
@@ -186,6 +189,10 @@ class SorDesk:
         self.token = key_store.create("sor").token
         self.key_id = self.token.split(".")[0]
         self.accounts: dict = {}  # code -> NewCredentials
+        self.desk_accounts: dict = {}  # code -> NewCredentials: the OTC desk's hedge accounts
+        self.otc = None  # an OtcConfig for the gateway (None: the defaults)
+        self.linger = 1.0  # seconds an unused feed stays up
+        self.smart = None  # a SmartConfig (None: the defaults)
         self.gw = None
         self.feeds: list[asyncio.Task] = []
 
@@ -204,15 +211,34 @@ class SorDesk:
 
         self.accounts[code] = self.sims[code].exchange.create_account(parse_deposits(deposit))
 
+    def fund_desk(self, code: str, deposit: str) -> None:
+        """An account on venue ``code`` for the OTC desk's hedges (key id ``otc-desk``)."""
+        from astra.sim.admin import parse_deposits
+
+        self.desk_accounts[code] = self.sims[code].exchange.create_account(
+            parse_deposits(deposit))
+
     def credentials(self):
         from astra.core.credentials import ExchangeCredentials
         from astra.trading.paper import LayeredCredentials
 
         stored = LayeredCredentials()
-        for code, creds in self.accounts.items():
-            stored.add_default(self.key_id, ExchangeCredentials(
-                exchange=code, private_key=creds.signerPrivateKey))
+        for key_id, accounts in ((self.key_id, self.accounts),
+                                 (OTC_HEDGE_KEY, self.desk_accounts)):
+            for code, creds in accounts.items():
+                stored.add_default(key_id, ExchangeCredentials(
+                    exchange=code, private_key=creds.signerPrivateKey))
         return stored
+
+    def otc_account(self, deposits: dict[str, str], key_id: str | None = None) -> str:
+        """A new OTC account of ``key_id`` (default this desk's key) holding ``deposits``."""
+        from decimal import Decimal
+
+        store = self.gw.desk.store
+        account_id = store.create_account(key_id or self.key_id).account_id
+        for asset, amount in deposits.items():
+            store.deposit(account_id, asset, Decimal(amount))
+        return account_id
 
     def venues(self, urls: dict | None = None) -> dict:
         from astra.venues import build_venue
@@ -226,8 +252,9 @@ class SorDesk:
         from astra.server.gateway import Gateway
 
         self.gw = await Gateway(venues or self.venues(), self.key_store, port=0,
-                                metrics_port=0, linger=1.0, journal=self.journal,
-                                credentials=self.credentials() if stored else None).start()
+                                metrics_port=0, linger=self.linger, journal=self.journal,
+                                credentials=self.credentials() if stored else None,
+                                otc=self.otc, smart=self.smart).start()
         return self.gw
 
     async def freeze(self, market: str = "SMART-SPOT-BTC-USDT", kind: str = "spot") -> None:
@@ -282,6 +309,23 @@ async def sor_desk(sor_sims, key_store):
     """``SorDesk`` over the three stopped venues: fund, then ``await desk.start()``."""
     desk = SorDesk(sor_sims, key_store)
     try:
+        yield desk
+    finally:
+        await desk.close()
+
+
+@pytest.fixture
+async def otc_desk(sor_sims, key_store):
+    """``SorDesk`` started with the OTC desk: hedge accounts on the three venues (clocks
+    running; ``freeze`` stops them) and ``desk.account_id``, an OTC account of ``desk.key_id``
+    funded with ``OTC_CLIENT_DEPOSIT``."""
+    desk = SorDesk(sor_sims, key_store)
+    desk.linger = 600.0  # a frozen venue sends no diff, so a feed started after freeze never syncs
+    try:
+        for code in SOR_CODES:
+            desk.fund_desk(code, OTC_DESK_DEPOSIT)
+        await desk.start()
+        desk.account_id = desk.otc_account(OTC_CLIENT_DEPOSIT)
         yield desk
     finally:
         await desk.close()

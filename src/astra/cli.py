@@ -1,5 +1,5 @@
 """The ``astra`` command line: ``serve`` (the gateway), ``sim`` (the simulator), ``keys``,
-``credentials``."""
+``credentials``, ``otc``."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def _venue_count(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from astra.server.serve import add_serve_parser, port_arg
-    from astra.store import add_credentials_parser, add_keys_parser
+    from astra.store import add_credentials_parser, add_keys_parser, add_otc_parser
 
     parser = argparse.ArgumentParser(prog="astra", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_sim_account_parser(sim)
     add_keys_parser(sub)
     add_credentials_parser(sub)
+    add_otc_parser(sub)
     return parser
 
 
@@ -149,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from astra.store import run_credentials
 
         sys.exit(run_credentials(args))
+    elif args.command == "otc":
+        from astra.store import run_otc
+
+        sys.exit(run_otc(args))
 
 
 if __name__ == "__main__":

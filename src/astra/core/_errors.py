@@ -24,6 +24,7 @@ __all__ = [
     "Conflict",
     "CredentialsForbidden",
     "CredentialsUnreadable",
+    "DeskHalted",
     "DuplicateOrder",
     "FeedUnavailable",
     "Forbidden",
@@ -32,6 +33,8 @@ __all__ = [
     "InvalidMarket",
     "InvalidOrder",
     "InvalidParameter",
+    "InvalidQuoteSignature",
+    "LimitExceeded",
     "MarketNotFound",
     "MethodNotAllowed",
     "MissingCredentials",
@@ -39,11 +42,16 @@ __all__ = [
     "NotFound",
     "OrderNotFound",
     "OrderStatusUnknown",
+    "OtcAccountNotFound",
     "PayloadTooLarge",
+    "QuoteAlreadyAccepted",
+    "QuoteExpired",
     "RateLimited",
+    "StaleBook",
     "Unauthorized",
     "UnknownExchange",
     "Unprocessable",
+    "UnsupportedPair",
     "VenueError",
     "VenueTimeout",
     "VenueUnavailable",
@@ -410,4 +418,56 @@ class FeedUnavailable(VenueUnavailable):
 
 
 class VenueTimeout(VenueError, code="VENUE_TIMEOUT", status=504, message="venue {venue} timed out"):
+    pass
+
+
+# The OTC desk (``astra.otc``): request-quote and accept-quote refusals, each its own code.
+class QuoteExpired(AstraError, code="QUOTE_EXPIRED", status=410, message="the quote has expired"):
+    """``expiryTime`` has passed on the server's clock; nothing was booked."""
+
+
+class InvalidQuoteSignature(
+    AstraError, code="INVALID_QUOTE_SIGNATURE", status=400,
+    message="the quote's signature does not match its fields",
+):
+    """A quote field changed after signing, a signature the desk never issued, or one made
+    with a signing key the desk no longer holds; nothing was booked."""
+
+
+class QuoteAlreadyAccepted(
+    AstraError, code="QUOTE_ALREADY_ACCEPTED", status=409,
+    message="the quote was already accepted",
+):
+    """The quote was accepted before, for another account; its owner's repeat gets the same
+    trade instead."""
+
+
+class LimitExceeded(AstraError, code="LIMIT_EXCEEDED", status=422, message="limit exceeded"):
+    """A size past the account's maximum notional per trade or its daily volume, or past the
+    desk's own inventory limit for an asset; nothing was quoted or booked."""
+
+
+class UnsupportedPair(
+    AstraError, code="UNSUPPORTED_PAIR", status=400, message="the desk does not quote this pair"
+):
+    """No market, direct or through a bridge asset, prices this pair."""
+
+
+class StaleBook(
+    AstraError, code="STALE_BOOK", status=422,
+    message="a book the desk prices on is stale",
+):
+    """A member book the price would come from has not updated within its staleness bound."""
+
+
+class OtcAccountNotFound(
+    AstraError, code="ACCOUNT_NOT_FOUND", status=404, message="OTC account not found"
+):
+    pass
+
+
+class DeskHalted(
+    AstraError, code="DESK_HALTED", status=503,
+    message="the OTC desk is halted (kill switch): no quotes, no accepts",
+):
     pass

@@ -18,6 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -56,6 +57,7 @@ class Metrics:
         self.requests: Counter[tuple[str, int]] = Counter()
         self.ws_clients: Counter[str] = Counter()
         self.started = time.time()
+        self.desk: Any = None  # the OTC desk (astra.otc.Desk), when the gateway has one
 
     def render(self) -> str:
         lines = ["# TYPE astra_http_requests_total counter"]
@@ -69,6 +71,14 @@ class Metrics:
             lines.append(f"astra_{name}_total {value}")
         lines.append("# TYPE astra_feeds gauge")
         lines.append(f"astra_feeds {len(self.engine.channels)}")
+        if self.desk is not None:
+            lines.append("# TYPE astra_otc_events_total counter")
+            for name in ("quotes", "quotes_refused", "trades", "accepts_refused",
+                         "accepts_repeated"):
+                lines.append(f'astra_otc_events_total{{event="{name}"}} {self.desk.stats[name]}')
+            hedger = self.desk.hedger
+            lines.append("# TYPE astra_otc_hedge_legs_failed_total counter")
+            lines.append(f"astra_otc_hedge_legs_failed_total {hedger.failed if hedger else 0}")
         lines.append("# TYPE astra_uptime_seconds gauge")
         lines.append(f"astra_uptime_seconds {time.time() - self.started:.0f}")
         return "\n".join(lines) + "\n"

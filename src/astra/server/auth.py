@@ -4,8 +4,8 @@ Where the key is read, first found wins (an empty value counts as absent):
 
 1. the ``x-astra-api-key`` header, ``Bearer <token>`` (scheme case-insensitive) or the bare
    token;
-2. on a WebSocket handshake only (a GET upgrading to ``websocket`` on one of
-   ``WEBSOCKET_PATHS``), ``Sec-WebSocket-Protocol``: browsers cannot set headers, so
+2. on a WebSocket handshake only (a GET upgrading to ``websocket`` on a WebSocket path:
+   ``/ws`` and under ``/ws/``), ``Sec-WebSocket-Protocol``: browsers cannot set headers, so
    they offer the token as a subprotocol (``new WebSocket(url, [token])``), possibly among
    other comma-separated protocols. The value that is shaped like a token is taken, and the
    server must echo it: ``web.WebSocketResponse(protocols=[request[WS_PROTOCOL]])``, or the
@@ -45,7 +45,7 @@ from aiohttp import hdrs, web
 from astra.core import AstraError, Overloaded, Unauthorized
 from astra.store import ApiKeyStore, KeyInfo, parse_token
 
-from .errors import WEBSOCKET_PATHS, error_response
+from .errors import error_response, is_websocket_path
 
 __all__ = [
     "API_KEY",
@@ -98,7 +98,7 @@ def _is_handshake(request: web.BaseRequest) -> bool:
     """A WebSocket handshake: only then may the key come from the URL or a subprotocol."""
     return (
         request.method == hdrs.METH_GET
-        and request.path in WEBSOCKET_PATHS
+        and is_websocket_path(request.path)
         and is_websocket_upgrade(request)
     )
 

@@ -38,8 +38,10 @@ __all__ = [
     "CLIENT_CLOSED",
     "MAX_BODY_BYTES",
     "WEBSOCKET_PATHS",
+    "WEBSOCKET_PREFIX",
     "error_middleware",
     "error_response",
+    "is_websocket_path",
     "json_response",
 ]
 
@@ -48,7 +50,13 @@ _encode = msgspec.json.Encoder().encode
 
 CLIENT_CLOSED = 499
 MAX_BODY_BYTES = 1024 * 1024  # the largest request body (aiohttp's client_max_size)
-WEBSOCKET_PATHS = frozenset({"/ws"})  # every WebSocket route of the API
+WEBSOCKET_PATHS = frozenset({"/ws"})  # every WebSocket route of the API, with...
+WEBSOCKET_PREFIX = "/ws/"  # ...every route under this one (/ws/stream-otc-quotes/{accountId})
+
+
+def is_websocket_path(path: str) -> bool:
+    """A WebSocket endpoint's path (or route pattern)."""
+    return path in WEBSOCKET_PATHS or path.startswith(WEBSOCKET_PREFIX)
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -84,7 +92,7 @@ def _from_http(exc: web.HTTPException, request: web.Request, name: str) -> web.R
         return error_response(
             PayloadTooLarge(f"request body too large: at most {MAX_BODY_BYTES} bytes")
         )
-    if isinstance(exc, web.HTTPBadRequest) and name in WEBSOCKET_PATHS:
+    if isinstance(exc, web.HTTPBadRequest) and is_websocket_path(name):
         return error_response(WebSocketUpgradeRequired())  # the handshake refused the request
     code = "BAD_REQUEST" if exc.status == 400 else f"HTTP_{exc.status}"
     resp = json_response(Error(code=code, message=exc.reason), exc.status)

@@ -49,9 +49,11 @@ from aiohttp import web
 
 from astra.marketdata.engine import MarketDataEngine
 from astra.marketdata.smart import SmartConfig
+from astra.otc import Desk, Hedger, OtcConfig, QuoteSigner
 from astra.routing.router import SmartRouter
 from astra.store import ApiKeyStore
 from astra.store.journal import OrderJournal
+from astra.store.otc import OtcStore
 from astra.store.routing_journal import RoutingJournal
 from astra.trading.credentials import CredentialSource, install_redactor
 from astra.trading.service import TradingService
@@ -60,6 +62,7 @@ from astra.venues.base import Venue
 
 from .app import Metrics, build_app, build_metrics_app
 from .auth import KeyVerifier, auth_middleware
+from .otc import otc_routes
 from .private import DEFAULT_BODY_TIMEOUT, private_routes, private_ws
 from .protocol import GatewayRunner, install_log_scrubbers
 from .sessions import WsSessions
@@ -186,6 +189,7 @@ class Gateway:
         session_revalidate_seconds: float = 5.0,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         smart: SmartConfig | None = None,  # the [smart] section (consolidated markets)
+        otc: OtcConfig | None = None,  # the [otc] section (the OTC desk)
     ) -> None:
         self.engine = MarketDataEngine(venues, linger=linger, smart=smart)
         # The private API: the order journal lives in the same database as the keys.
@@ -194,8 +198,10 @@ class Gateway:
         self.router = SmartRouter(self.engine, self.trading,
                                   RoutingJournal(self.trading.journal._engine))
         self.credentials = credentials
+        self.desk = self._desk(otc or OtcConfig())
         self._reconciler: asyncio.Task | None = None
         self.metrics = Metrics(self.engine)
+        self.metrics.desk = self.desk
         self.keys = keys
         self.host, self.port, self.metrics_port = host, port, metrics_port
         self._runners: list[web.AppRunner] = []
@@ -206,6 +212,20 @@ class Gateway:
             keys, per_key=ws_connections_per_key, revalidate_every=session_revalidate_seconds
         )
         self.verifier = KeyVerifier(keys)  # key reads on their own threads, bounded
+
+    def _desk(self, config: OtcConfig) -> Desk:
+        """The OTC desk: its ledger in the same database; hedges through the router with the
+        desk's own venue credentials (``config.hedge_key``), unless ``hedge = "off"``."""
+        store = OtcStore(self.trading.journal._engine, precision=config.precision)
+        hedger = None
+        if config.hedge == "sor":
+            lookup = self.credentials.get if self.credentials is not None else (
+                lambda key_id, venue: None)
+            hedger = Hedger(self.engine, store, self.router, lookup, key_id=config.hedge_key,
+                            venues=config.venues, slippage_bps=config.hedge_slippage_bps,
+                            attempts=config.hedge_attempts, home=config.home, usd=config.usd,
+                            usd_rate=config.usd_rate)
+        return Desk(self.engine, store, QuoteSigner.from_config(config.section), config, hedger)
 
     @property
     def base_url(self) -> str:
@@ -240,11 +260,13 @@ class Gateway:
         )
         app.add_routes(private_routes(self.trading, self.credentials, self.body_timeout,
                                       self.router))
+        app.add_routes(otc_routes(self.desk, self.body_timeout))
         self.port = await self._serve(app, self.port)
         self.sessions.start()  # once bound: a failed bind leaves no revalidation task
         # Orders a previous run left with an unknown outcome, for keys with stored credentials.
         # Then routed parents left open, whose children those orders may be.
         self._reconciler = asyncio.create_task(self._reconcile_stored())
+        await self.desk.start()  # after the router's reconciliation is under way
         self.metrics_port = await self._serve(build_metrics_app(self.metrics), self.metrics_port)
         return self
 
@@ -257,6 +279,7 @@ class Gateway:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reconciler
+        await self.desk.close()
         await self.sessions.close()
         for runner in reversed(self._runners):
             with contextlib.suppress(Exception):

@@ -32,6 +32,15 @@ from astra.core import (
     TradesMessage,
     market_pattern,
 )
+from astra.core._otc import (
+    AcceptedQuote,
+    AcceptQuote,
+    ConvertsMessage,
+    OtcAccount,
+    OtcAccountsMessage,
+    QuoteRequest,
+    QuoteResponse,
+)
 from astra.core._trading import (
     Balance,
     BalancesMessage,
@@ -46,10 +55,12 @@ from astra.core._trading import (
     SmartOrderRequest,
     SmartPlan,
 )
+from astra.otc.assets import ASSET_RE, MAX_AMOUNT
 from astra.store.journal import CLIENT_ORDER_ID_PATTERN
 from astra.trading.service import MAX_ORDER_VALUE, PRICED_TYPES, STOP_TYPES
 from astra.venues.base import BALANCE_ACCOUNTS, Capabilities, Venue
 
+from .otc import DEFAULT_CONVERTS_LIMIT, MAX_CONVERTS_LIMIT
 from .params import DEFAULT_TRADES_LIMIT, MAX_DEPTH, MAX_SINCE, MAX_TRADES_LIMIT, WS_DATA_TYPES
 
 __all__ = ["openapi_document"]
@@ -193,6 +204,133 @@ def _private(method: str, summary: str, params: list[dict], schema: dict,
     return {method: op}
 
 
+# --- the OTC desk (astra.server.otc) -------------------------------------------------------
+_OTC_MODELS = (QuoteRequest, QuoteResponse, AcceptQuote, AcceptedQuote, ConvertsMessage,
+               OtcAccount, OtcAccountsMessage)
+_DECIMAL = {"type": "string", "format": "decimal"}  # msgspec's schema of a Decimal
+# Amounts go out as JSON numbers; a client may send them as numbers or decimal strings.
+# (Precision per asset, and the account's limits, are the desk's: a schema-valid size may
+# still be a 400 or 422.)
+_AMOUNT = {"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_AMOUNT)}
+_AMOUNT_IN = {"anyOf": [_AMOUNT, _DECIMAL]}
+_ASSET = {"type": "string", "pattern": ASSET_RE.pattern}
+_ACCOUNT_ID = {"type": "string", "minLength": 1, "maxLength": 64}
+_OTC_ERRORS = {
+    str(s): {"description": d, "content": {"application/json": {"schema": _ref("Error")}}}
+    for s, d in (
+        (400, "a bad parameter (named), exactly one amount, INVALID_QUOTE_SIGNATURE (any "
+              "field changed, or a signature the desk never issued), UNSUPPORTED_PAIR"),
+        (401, "missing or invalid API key"),
+        (403, "the account belongs to another API key"),
+        (404, "no such OTC account (ACCOUNT_NOT_FOUND)"),
+        (409, "QUOTE_ALREADY_ACCEPTED: accepted for another account (the same account gets "
+              "its trade again)"),
+        (410, "QUOTE_EXPIRED: expiryTime has passed on the server's clock"),
+        (422, "INSUFFICIENT_LIQUIDITY, INSUFFICIENT_BALANCE, LIMIT_EXCEEDED, STALE_BOOK"),
+        (503, "DESK_HALTED: the kill switch is on"),
+    )
+}
+
+
+def _decimals(node: object, replacement: dict) -> object:
+    """``node`` with every Decimal schema replaced (keeping a ``default``, as a number)."""
+    if isinstance(node, dict):
+        if {k: v for k, v in node.items() if k != "default"} == _DECIMAL:
+            out = dict(replacement)
+            if "default" in node:
+                out["default"] = int(node["default"])
+            return out
+        return {k: _decimals(v, replacement) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_decimals(v, replacement) for v in node]
+    return node
+
+
+def _otc_components(components: dict) -> dict:
+    """The OTC models' amounts as numbers; bounds and patterns msgspec cannot state."""
+    for name in ("QuoteRequest", "Quote"):  # what a client sends
+        components[name] = _decimals(components[name], _AMOUNT_IN)
+    for name in ("Convert", "OtcAccount"):  # what the server answers
+        components[name] = _decimals(components[name], {"type": "number"})
+    for name in ("QuoteRequest", "Quote"):
+        props = components[name]["properties"]
+        props["accountId"] = {**props["accountId"], **_ACCOUNT_ID}
+        props["fromAsset"] = {**props["fromAsset"], **_ASSET}
+        props["toAsset"] = {**props["toAsset"], **_ASSET}
+    components["Quote"]["properties"]["signature"]["pattern"] = "^[0-9a-f]{64}$"
+    given = {"not": {"type": "null"}}  # exactly one amount given (absent or null: not)
+    components["QuoteRequest"]["oneOf"] = [
+        {"required": [name], "properties": {name: given}} for name in ("fromAmount", "toAmount")
+    ]
+    return components
+
+
+def _otc(method: str, summary: str, params: list[dict], schema: dict,
+         body: dict | None = None) -> dict:
+    ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+    op: dict = {"summary": summary, "parameters": params, "responses": {"200": ok, **_OTC_ERRORS}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return {method: op}
+
+
+def _otc_paths() -> dict:
+    account = _param("accountId", "OTC account id (a UUID)", schema=_ACCOUNT_ID, where="path")
+    amount = _AMOUNT_IN
+    request = [
+        _param("accountId", "OTC account to quote for", schema=_ACCOUNT_ID),
+        _param("fromAsset", "the asset the client buys", schema=_ASSET),
+        _param("toAsset", "the asset the client sells", schema=_ASSET),
+        _param("fromAmount", "fromAsset to receive (exactly one amount)", False, amount),
+        _param("toAmount", "toAsset to pay (exactly one amount)", False, amount),
+    ]
+    stream_frame = {"oneOf": [_ref("QuoteResponse"), {
+        "type": "object", "required": ["type", "code", "message"],
+        "properties": {"type": {"const": "error"}, "code": {"type": "string"},
+                       "message": {"type": "string"}, "parameter": {"type": "string"}}}]}
+    return {
+        "/request-quote": {
+            **_otc("post", "A firm OTC quote: fromAsset is what the client buys, toAsset what "
+                   "it sells; exactly one of fromAmount, toAmount. expiryTime is Unix "
+                   "microseconds; accept before it with the signature.",
+                   [], _ref("QuoteResponse"), _ref("QuoteRequest")),
+            **_otc("get", "The same as POST, with the body's names as query parameters",
+                   request, _ref("QuoteResponse")),
+        },
+        "/accept-quote": _otc(
+            "post", "Accept a quote (at most once): the trade booked on the account",
+            [], _ref("AcceptedQuote"), _ref("AcceptQuote")),
+        "/otc/accept-quote/{accountId}": _otc(
+            "post", "Accept a quote for this account (AcceptQuote, or the bare Quote)",
+            [account], _ref("AcceptedQuote"),
+            {"oneOf": [_ref("AcceptQuote"), _ref("Quote")]}),
+        "/converts/{accountId}": _otc(
+            "get", "The account's OTC trades, newest first",
+            [account,
+             _param("limit", f"how many (default {DEFAULT_CONVERTS_LIMIT}, max "
+                    f"{MAX_CONVERTS_LIMIT})", False,
+                    {"type": "integer", "minimum": 1, "maximum": MAX_CONVERTS_LIMIT,
+                     "default": DEFAULT_CONVERTS_LIMIT}),
+             _param("before", "only trades before this time (Unix ms)", False,
+                    {"type": "integer", "minimum": 0, "maximum": MAX_SINCE})],
+            _ref("ConvertsMessage")),
+        "/otc/accounts": _otc("get", "This API key's OTC accounts, with balances", [],
+                              _ref("OtcAccountsMessage")),
+        "/otc/accounts/{accountId}": _otc("get", "One OTC account, with balances", [account],
+                                          _ref("OtcAccount")),
+        "/ws/stream-otc-quotes/{accountId}": _otc(
+            "get", "WebSocket: a fresh signed quote (QuoteResponse) every stream interval; a "
+            "refusal in a round is an error frame and the stream goes on. The first quote is "
+            "priced before the upgrade: bad parameters are an HTTP 4xx.",
+            [account, _param("from", "the asset the client buys", schema=_ASSET),
+             _param("to", "the asset the client sells", schema=_ASSET),
+             _param("fromQty", "fromAsset to receive (exactly one of fromQty, toQty)", False,
+                    amount),
+             _param("toQty", "toAsset to pay (exactly one of fromQty, toQty)", False, amount)],
+            stream_frame),
+    }
+
+
 def openapi_document(venues: Mapping[str, Venue] | None = None) -> dict:
     """The document; narrowed to ``venues`` (a gateway's, by code) when given."""
     if not venues:
@@ -224,7 +362,8 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
         [MarketMetadata, OrderBook, BookUpdate, BookResync, TradesMessage, Error, ExchangeInfo,
          ConsolidatedBook, ConsolidatedUpdate, Bbo,
          PlaceOrder, Order, Fill, Balance, Position, OrdersMessage, FillsMessage,
-         BalancesMessage, ResyncMessage, SmartOrderRequest, SmartOrder, SmartPlan],
+         BalancesMessage, ResyncMessage, SmartOrderRequest, SmartOrder, SmartPlan,
+         *_OTC_MODELS],
         ref_template="#/components/schemas/{name}",
     )
     market = _param("market", "Astra market symbol, e.g. SIM-SPOT-BTC-USDT",
@@ -347,9 +486,10 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
             "/positions": _private(
                 "get", "Open positions on an exchange", [exchange],
                 {"type": "array", "items": _ref("Position")}),
+            **_otc_paths(),
         },
         "components": {
-            "schemas": _tighten(components, market_schema),
+            "schemas": _otc_components(_tighten(components, market_schema)),
             "securitySchemes": {
                 "apiKey": {
                     "type": "apiKey",

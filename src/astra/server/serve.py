@@ -15,10 +15,12 @@ import asyncio
 import os
 import signal
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from astra.core import SIM_CODES
 from astra.marketdata.smart import SmartConfig
+from astra.otc import OtcConfig, QuoteSigner
 from astra.store import ApiKeyStore, CredentialStore, load_master_key, open_database
 from astra.store.credentials import MASTER_KEY_ENV
 from astra.trading.paper import LayeredCredentials, create_paper_account
@@ -29,6 +31,10 @@ __all__ = ["add_serve_parser", "check_settings", "port_arg", "serve"]
 
 API_KEY_ENV = "ASTRA_API_KEY"
 DEFAULT_SIM_VENUES = 3  # with no configuration: SIM, SIM2 and SIM3 around one fair price
+# On the simulator: the OTC desk's own account on each venue (what it hedges from) and the
+# first key's OTC account (what its client trades from).
+DESK_DEPOSIT = "USDT=5000000,BTC=50,ETH=500,SOL=20000"
+OTC_PAPER_DEPOSIT = {"USDT": "100000", "USD": "100000", "BTC": "2", "ETH": "20"}
 _DAY = 86400.0
 # Top-level config settings passed to Gateway (see astra.server.gateway): (type, min, max).
 # Zero is refused too: a 0 timeout would drop every connection, 0 sessions refuse every
@@ -118,11 +124,35 @@ def _api_key(keys: ApiKeyStore) -> None:
         print(f"  x-astra-api-key: Bearer {issued.token}")
 
 
+async def _otc_account(gateway: Gateway, key_id: str) -> None:
+    """On the simulated venues, the first key gets a funded OTC account (once: an existing
+    one is reused), so request-quote works at once."""
+    store = gateway.desk.store
+
+    def ensure() -> tuple[str, dict]:
+        accounts = store.accounts(key_id)
+        if accounts:
+            account_id = accounts[0].account_id
+        else:
+            account_id = store.create_account(key_id, name="paper").account_id
+            for asset, amount in OTC_PAPER_DEPOSIT.items():
+                store.deposit(account_id, asset, Decimal(amount))
+        return account_id, store.balances(account_id)
+
+    account_id, balances = await asyncio.to_thread(ensure)
+    funds = ", ".join(f"{v} {k}" for k, v in balances.items() if v) or "nothing"
+    print(f"  OTC desk: account {account_id} ({funds}); POST /request-quote with "
+          f'{{"accountId": "{account_id}", "fromAsset": "BTC", "toAsset": "USDT", '
+          '"fromAmount": 0.1}', flush=True)
+
+
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         settings = check_settings(config)
         smart = SmartConfig.from_config(config.get("smart"))  # [smart]: SMART markets
+        otc = OtcConfig.from_config(config.get("otc"))  # [otc]: the OTC desk
+        QuoteSigner.from_config(otc.section)  # its signing keys, checked before anything starts
     except ValueError as exc:
         print(f"astra serve: {args.config}: {exc}", file=sys.stderr)
         return 2
@@ -162,6 +192,11 @@ async def serve(args: argparse.Namespace) -> int:
             for paper, _ in made:
                 credentials.add_default(first_key.key_id, paper)
             paper_funds = made[0][1]  # every venue's deposit is the simulator's default
+        if served and otc.hedge == "sor":  # the OTC desk hedges from its own accounts
+            desk_accounts = await asyncio.gather(
+                *(create_paper_account(url, code, DESK_DEPOSIT) for code, url in served.items()))
+            for paper, _ in desk_accounts:
+                credentials.add_default(otc.hedge_key, paper)
         venues = venues_from_config(config, sim_urls)
         gateway = Gateway(
             venues,
@@ -173,6 +208,7 @@ async def serve(args: argparse.Namespace) -> int:
             else config.get("metrics_port", 9090),
             credentials=credentials,
             smart=smart,
+            otc=otc,
             **settings,
         )
         async with gateway:
@@ -195,6 +231,8 @@ async def serve(args: argparse.Namespace) -> int:
             if len(served) > 1:  # the consolidated book of the simulated venues
                 print(f"       curl -H 'x-astra-api-key: Bearer <key>' "
                       f"'{gateway.base_url}/orderbook?market=SMART-SPOT-BTC-USDT'", flush=True)
+            if served and first_key is not None:
+                await _otc_account(gateway, first_key.key_id)
             await stop.wait()
             print("shutting down", flush=True)
     except (ValueError, OSError, RuntimeError) as exc:

@@ -4,7 +4,8 @@
 ``add_keys_parser``/``run_keys`` are the ``astra keys`` command; ``OrderJournal`` writes every
 order intent before it is sent and reconciles unknown outcomes (``journal.py``);
 ``CredentialStore`` keeps exchange credentials encrypted under ``ASTRA_MASTER_KEY``
-(``astra credentials``, ``credentials_cli.py``). Invariant: no API key secret is ever written to
+(``astra credentials``, ``credentials_cli.py``); ``OtcStore`` is the OTC desk's ledger, quotes,
+trades and audit trail (``otc.py``, ``astra otc``). Invariant: no API key secret is ever written to
 disk or logs (only salted SHA-256 digests are stored), no exchange credential in clear.
 """
 
@@ -43,6 +44,8 @@ from .journal import (
 )
 from .keys import API_KEYS, ApiKeyStore, IssuedKey, KeyInfo, parse_token
 from .keys_cli import add_keys_parser, run_keys
+from .otc import AccountRow, DuplicateSignature, HedgeRow, OtcStore, QuoteRow, TradeRow
+from .otc_cli import add_otc_parser, run_otc
 
 __all__ = [
     "API_KEYS",
@@ -55,11 +58,14 @@ __all__ = [
     "METADATA",
     "ORDERS_JOURNAL",
     "RECONCILE_GRACE_MS",
+    "AccountRow",
     "ApiKeyStore",
     "ClientOrderIdConflict",
     "CredentialDecryptionError",
     "CredentialStore",
     "CredentialStoreError",
+    "DuplicateSignature",
+    "HedgeRow",
     "InvalidTransition",
     "IssuedKey",
     "JournalEntry",
@@ -67,10 +73,14 @@ __all__ = [
     "KeyInfo",
     "MasterKeyError",
     "OrderJournal",
+    "OtcStore",
+    "QuoteRow",
     "StoredCredentials",
+    "TradeRow",
     "UnknownApiKey",
     "add_credentials_parser",
     "add_keys_parser",
+    "add_otc_parser",
     "default_data_dir",
     "generate_client_order_id",
     "generate_master_key",
@@ -80,4 +90,5 @@ __all__ = [
     "parse_token",
     "run_credentials",
     "run_keys",
+    "run_otc",
 ]

@@ -39,15 +39,16 @@ class LayeredCredentials:
 
 
 async def create_paper_account(
-    sim_url: str, venue: str = "SIM"
+    sim_url: str, venue: str = "SIM", deposit: str | None = None
 ) -> tuple[ExchangeCredentials, dict[str, str]]:
     """Create an account on the simulated venue ``venue`` at ``sim_url`` (its loopback admin
-    endpoint), funded with the simulator's default deposit (the one ``astra sim account
-    create`` gives too); returns its credentials (for ``venue``) and the amounts deposited,
-    by asset."""
+    endpoint), funded with ``deposit`` (``"USDT=100000,BTC=2"``), by default the simulator's
+    default deposit (the one ``astra sim account create`` gives too); returns its credentials
+    (for ``venue``) and the amounts deposited, by asset."""
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        async with http.post(f"{sim_url}/admin/accounts", json={}) as resp:
+        body = {} if deposit is None else {"deposit": deposit}
+        async with http.post(f"{sim_url}/admin/accounts", json=body) as resp:
             body = await resp.json(content_type=None)
             if resp.status != 200:
                 raise RuntimeError(
