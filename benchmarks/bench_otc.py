@@ -88,7 +88,7 @@ async def _run(args: argparse.Namespace, data_dir: str) -> dict:
     token = keys.create("bench").token
     key_id = token.split(".")[0]
     out: dict = {"quote": [], "book": [], "accept": [], "hedged": [], "results": [],
-                 "notional": [], "failed": 0}
+                 "notional": [], "failed": 0, "refused": {}}
     async with SimCluster(3, args.seed, latency=not args.no_latency) as cluster:
         stored = LayeredCredentials()
         for code, exchange in cluster.exchanges.items():
@@ -115,12 +115,17 @@ async def _run(args: argparse.Namespace, data_dir: str) -> dict:
                 headers={"x-astra-api-key": f"Bearer {token}"},
             ) as http:
 
-                async def timed(method: str, path: str, **kw) -> tuple[float, dict]:
+                async def timed(method: str, path: str, **kw) -> tuple[float, dict | None]:
+                    """(ms, body); body None for a refusal (counted: a size the books could
+                    not take at that moment, INSUFFICIENT_LIQUIDITY)."""
                     start = time.perf_counter()
                     async with http.request(method, path, **kw) as resp:
                         body = await resp.json()
                     ms = (time.perf_counter() - start) * 1000
-                    assert resp.status == 200, (path, body)
+                    if resp.status != 200:
+                        assert resp.status == 422, (path, body)
+                        out["refused"][body["code"]] = out["refused"].get(body["code"], 0) + 1
+                        return ms, None
                     return ms, body
 
                 def request(i: int) -> dict:
@@ -143,15 +148,17 @@ async def _run(args: argparse.Namespace, data_dir: str) -> dict:
 
                 # 1. quote latency next to the consolidated book read
                 for i in range(args.warmup + args.quotes):
-                    q_ms, _ = await timed("POST", "/request-quote", json=request(i))
+                    q_ms, quoted = await timed("POST", "/request-quote", json=request(i))
                     b_ms, _ = await timed("GET", "/orderbook",
                                           params={"market": "SMART-SPOT-BTC-USDT", "depth": "20"})
-                    if i >= args.warmup:
+                    if i >= args.warmup and quoted is not None:
                         out["quote"].append(q_ms)
                         out["book"].append(b_ms)
                 # 2 + 3. accept, then wait until hedged; the desk's result per trade
                 for i in range(args.requests):
                     _, quoted = await timed("POST", "/request-quote", json=request(i))
+                    if quoted is None:
+                        continue
                     a_ms, accepted = await timed("POST", "/accept-quote",
                                                  json={"quote": quoted["quote"]})
                     trade_id = accepted["trade"]["tradeId"]
@@ -197,6 +204,9 @@ def main() -> None:
     print(f"  ratio                        p50 {q50 / b50:.1f}x   p99 {q99 / b99:.1f}x")
     a50, _, a99 = _summary(r["accept"])
     h50, _, h99 = _summary(r["hedged"])
+    if r["refused"]:
+        print("  refused (the books too thin for the size at that moment): "
+              + ", ".join(f"{n} {code}" for code, n in r["refused"].items()))
     print(f"accept and hedge over {len(r['accept'])} trades:")
     print(f"  POST /accept-quote           p50 {a50:6.2f} ms   p99 {a99:6.2f} ms")
     print(f"  accept -> hedged             p50 {h50:6.2f} ms   p99 {h99:6.2f} ms")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from astra.core import InvalidParameter
 from astra.otc.assets import (
+    DECIMAL_TEXT,
     check_amount,
     check_asset,
     normal,
@@ -153,3 +154,23 @@ def test_plain_is_by_value(x):
     assert plain(padded) == plain(x)
     assert D(plain(x)) == x
     assert "E" not in plain(x) and "e" not in plain(x)
+
+
+@pytest.mark.parametrize("text", ["1", "0.01", "-0.5", ".5", "5.", "1e-2", "1E+2", "0E-10",
+                                  "100000000000000000000", "1e999999999"])
+def test_decimal_text_takes_what_a_json_number_may_look_like(text):
+    assert DECIMAL_TEXT.fullmatch(text)
+    Decimal(text)  # and Decimal agrees it is a number
+
+
+@pytest.mark.parametrize("text", [
+    "1_000", " 1", "1 ", "1\n", "+1", "\u0661", "\uff11", "1.2.3", ".", "", "e5", "1e",
+    "0x10", "NaN", "Infinity", "-inf", "1,5", "\u00b2",
+])
+def test_decimal_text_refuses_what_only_decimal_would_take(text):
+    assert DECIMAL_TEXT.fullmatch(text) is None
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_every_finite_decimal_prints_as_decimal_text(x):
+    assert DECIMAL_TEXT.fullmatch(str(x)) and DECIMAL_TEXT.fullmatch(plain(x))

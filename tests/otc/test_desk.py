@@ -62,27 +62,16 @@ def _buy_cost(levels, base: Decimal) -> Decimal:
     raise AssertionError("book too thin")
 
 
-def _buy_with(levels, money: Decimal) -> Decimal:
-    """Base bought spending ``money`` (fees in) walking ``levels`` (asks)."""
-    got, left = Decimal(0), money
+def _for_money(levels, money: Decimal) -> Decimal:
+    """Base bought (walking asks) spending ``money``, or sold (walking bids) to receive
+    ``money``, fees in: either way each level trades at its fee-adjusted price."""
+    base, left = Decimal(0), money
     for adjusted, _, q in levels:
         take = min(q, left / adjusted)
-        got += take
+        base += take
         left -= take * adjusted
         if left <= 0:
-            return got
-    raise AssertionError("book too thin")
-
-
-def _sell_for(levels, money: Decimal) -> Decimal:
-    """Base to sell (walking bids) to receive ``money`` after fees."""
-    sold, left = Decimal(0), money
-    for adjusted, _, q in levels:
-        take = min(q, left / adjusted)
-        sold += take
-        left -= take * adjusted
-        if left <= 0:
-            return sold
+            return base
     raise AssertionError("book too thin")
 
 
@@ -125,13 +114,13 @@ async def test_quotes_equal_an_independent_computation_from_the_venues_books(otc
     got = await desk.gw.desk.request_quote(desk.key_id, _req(
         desk, from_asset="BTC", to_asset="USDT", to_amount=Decimal("20000")))
     assert got.quote.to_asset_quantity == Decimal("20000")
-    assert got.quote.from_asset_quantity == _down(_buy_with(asks, Decimal(20000) / markup), 8)
+    assert got.quote.from_asset_quantity == _down(_for_money(asks, Decimal(20000) / markup), 8)
     # The client buys 3 ETH selling BTC: through USDT (ETH bought on the asks, BTC sold on the
     # bids), the spread once on the whole.
     got = await desk.gw.desk.request_quote(desk.key_id, _req(
         desk, from_asset="ETH", to_asset="BTC", from_amount=Decimal("3")))
     usdt = _buy_cost(_levels(desk, "ETHUSDT", "asks"), Decimal(3))
-    btc = _sell_for(_levels(desk, "BTCUSDT", "bids"), usdt)
+    btc = _for_money(_levels(desk, "BTCUSDT", "bids"), usdt)
     assert got.quote.to_asset_quantity == _up(btc * markup, 8)
     # USD is USDT at 1.
     got = await desk.gw.desk.request_quote(desk.key_id, _req(
@@ -223,7 +212,8 @@ async def test_the_hedge_lands_on_the_venues_and_the_result_is_recorded(otc_desk
     cost = legs[0].average_price * legs[0].filled + legs[0].fees
     assert trade.hedge_cost == cost
     assert trade.result_home == got.quote.to_asset_quantity - cost
-    assert trade.result_bps == trade.result_home / trade.home_notional * 10000
+    assert trade.result_bps == (trade.result_home / trade.home_notional * 10000).quantize(
+        Decimal("0.0001"))
     assert trade.result_home > 0  # 10 bps of spread on a frozen book: the desk earns
     inventory = otc.store.inventory()
     assert inventory.get("BTC", Decimal(0)) == 0
@@ -303,3 +293,116 @@ async def test_a_stale_member_book_refuses_the_quote(sor_sims, key_store):
                 await asyncio.sleep(0.1)
     finally:
         await desk.close()
+
+
+async def test_the_kill_switch_stops_issued_quotes_but_not_the_hedger(otc_desk):
+    desk = otc_desk
+    await _frozen(desk)
+    otc = desk.gw.desk
+    await otc.hedger.close()  # its passes run by hand below
+    first = await otc.request_quote(desk.key_id, _req(
+        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.2")))
+    second = await otc.request_quote(desk.key_id, _req(
+        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.1")))
+    booked = await otc.accept(desk.key_id, AcceptQuote(quote=first.quote))
+    before = await otc.account(desk.key_id, desk.account_id)
+    otc.store.set_halted("risk review")
+    with pytest.raises(DeskHalted):  # issued before the halt, still unexpired: refused
+        await otc.accept(desk.key_id, AcceptQuote(quote=second.quote))
+    after = await otc.account(desk.key_id, desk.account_id)
+    assert after.balances == before.balances
+    assert otc.store.quote(second.quote_id).state == "ACTIVE"
+    # The hedge of the trade booked before the halt goes on: it reduces the desk's risk.
+    assert otc.store.inventory()["BTC"] == Decimal("-0.2")
+    assert await otc.hedger.run_once() is None
+    assert otc.store.trade(booked.trade.trade_id).hedge_state == "HEDGED"
+    assert otc.store.inventory().get("BTC", Decimal(0)) == 0
+    otc.store.set_halted(None)
+    again = await otc.accept(desk.key_id, AcceptQuote(quote=second.quote))
+    assert again.trade.from_asset_quantity == Decimal("0.1")
+
+
+async def test_a_per_trade_maximum_lowered_after_the_quote_refuses_its_accept(otc_desk):
+    import dataclasses
+
+    desk = otc_desk
+    await _frozen(desk)
+    otc = desk.gw.desk
+    got = await otc.request_quote(desk.key_id, _req(
+        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.5")))
+    notional = otc.store.quote(got.quote_id).home_notional
+    assert notional > 1000
+    # The desk's default (this account has none of its own) lowered under the trade's size.
+    otc.config = dataclasses.replace(otc.config, max_notional=Decimal(1000))
+    before = await otc.account(desk.key_id, desk.account_id)
+    with pytest.raises(LimitExceeded) as caught:
+        await otc.accept(desk.key_id, AcceptQuote(quote=got.quote))
+    assert caught.value.parameter == "quote" and "1000" in caught.value.message
+    assert (await otc.account(desk.key_id, desk.account_id)).balances == before.balances
+    assert otc.store.quote(got.quote_id).state == "ACTIVE"
+    otc.config = dataclasses.replace(otc.config, max_notional=notional)  # at the limit: books
+    done = await otc.accept(desk.key_id, AcceptQuote(quote=got.quote))
+    assert done.trade.to_asset_quantity == got.quote.to_asset_quantity
+    # Lowered again: the owner's retry of the booked accept still gets its trade back.
+    otc.config = dataclasses.replace(otc.config, max_notional=Decimal(1000))
+    assert (await otc.accept(desk.key_id, AcceptQuote(quote=got.quote))).trade == done.trade
+
+
+async def test_a_quote_books_only_as_issued_whatever_the_form_of_the_accept(otc_desk):
+    desk = otc_desk
+    await _frozen(desk)
+    otc = desk.gw.desk
+    got = await otc.request_quote(desk.key_id, _req(
+        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.1")))
+    q = got.quote
+    upper = msgspec.structs.replace(q, signature=q.signature.upper())
+    assert upper.signature != q.signature
+    with pytest.raises(InvalidQuoteSignature):  # a signature differing only in case
+        await otc.accept(desk.key_id, AcceptQuote(quote=upper))
+    with pytest.raises(InvalidParameter) as caught:  # a quoteId naming another quote
+        await otc.accept(desk.key_id, AcceptQuote(quote=q, quote_id=q.account_id))
+    assert caught.value.parameter == "quoteId"
+    sibling = desk.otc_account({"USDT": "1000000"})  # the same key's other account
+    with pytest.raises(InvalidParameter) as caught:
+        await otc.accept(desk.key_id, AcceptQuote(quote=q), account_id=sibling)
+    assert caught.value.parameter == "accountId"
+    with pytest.raises(Forbidden):  # another key's account named in the path
+        await otc.accept(desk.key_id, AcceptQuote(quote=q),
+                         account_id=desk.otc_account({}, key_id="someone-else"))
+    assert (await otc.converts(desk.key_id, desk.account_id)).converts == []
+    assert otc.store.balances(sibling) == {"USDT": Decimal(1000000)}
+    # The path form with the quote's own account, twice: one trade.
+    one = await otc.accept(desk.key_id, AcceptQuote(quote=q, quote_id=got.quote_id),
+                           account_id=desk.account_id)
+    two = await otc.accept(desk.key_id, AcceptQuote(quote=q), account_id=desk.account_id)
+    assert one.trade == two.trade
+    assert len((await otc.converts(desk.key_id, desk.account_id)).converts) == 1
+
+
+async def test_a_client_selling_btc_is_hedged_whole_and_the_margin_ends_in_usdt(otc_desk):
+    """The desk receives BTC; its hedge sells all of it (the spread included), so no BTC is
+    left in its inventory and its result, in USDT, is the spread."""
+    desk = otc_desk
+    await _frozen(desk)
+    otc = desk.gw.desk
+    dust = Decimal(0)
+    for body in ({"to_amount": Decimal("0.3")}, {"from_amount": Decimal("20000")}):
+        got = await otc.request_quote(desk.key_id, _req(
+            desk, from_asset="USDT", to_asset="BTC", **body))
+        done = await otc.accept(desk.key_id, AcceptQuote(quote=got.quote))
+        async with asyncio.timeout(30):
+            while True:
+                trade = otc.store.trade(done.trade.trade_id)
+                if trade.hedge_state != "PENDING":
+                    break
+                await asyncio.sleep(0.05)
+        [leg] = otc.store.hedges(trade_id=trade.trade_id)
+        assert (leg.side, leg.quantity) == ("SELL", got.quote.to_asset_quantity)
+        # All of it but the dust below the venues' lot (0.00001 BTC), which the desk keeps.
+        dust += leg.quantity - leg.filled
+        assert trade.hedge_state == "HEDGED" and Decimal(0) <= leg.quantity - leg.filled < \
+            Decimal("0.00001")
+        assert otc.store.inventory().get("BTC", Decimal(0)) == dust
+        # Frozen books: the spread (10 bps) is what is earned, give or take the lot's dust
+        # and the rounding of the client's amount (in the desk's favour).
+        assert Decimal("9.5") < trade.result_bps < Decimal("10.1"), trade

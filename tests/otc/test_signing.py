@@ -164,6 +164,30 @@ def test_canonical_by_value_for_any_amount(x):
                                                                 padded, 1)
 
 
+@pytest.mark.parametrize("x", [D("1E-19"), D("0.0000000000000000001"), D("1E-999999999"),
+                               D("1E+13"), D("1E+999999999"), D("-1E+999999999")])
+def test_canonical_refuses_an_amount_no_quote_has_before_printing_it(x):
+    """More than MAX_PLACES decimal places, or past MAX_AMOUNT: no quote's amount, and never
+    printed (1E-999999999 would be a billion digits)."""
+    with pytest.raises(ValueError):
+        canonical("k", "a", "B", "C", x, D(1), 1)
+    with pytest.raises(ValueError):
+        canonical("k", "a", "B", "C", D(1), x, 1)
+
+
+def test_canonical_takes_max_places_by_value():
+    assert canonical("k", "a", "B", "C", D("1E-18"), D("1.5" + "0" * 40), 1) == (
+        canonical("k", "a", "B", "C", D("0.000000000000000001"), D("1.5"), 1))
+
+
+@pytest.mark.parametrize("x", [D("1E-999999999"), D("1E-19"), D("1E+999999999")])
+def test_verify_is_false_for_an_amount_no_quote_has(x):
+    signer = QuoteSigner({"k1": K1}, "k1")
+    quote, _ = signed(signer)
+    for field in ("from_asset_quantity", "to_asset_quantity"):
+        assert not signer.verify(msgspec.structs.replace(quote, **{field: x}), "k1")
+
+
 def test_rotation():
     old = QuoteSigner({"k0": K0}, "k0")
     quote, key_id = signed(old)

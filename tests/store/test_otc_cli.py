@@ -135,7 +135,7 @@ def test_halt_resume_status_audit(data_dir: Path, key_id: str) -> None:
     assert status.returncode == 0, status.stderr
     assert "HALTED: venue maintenance" in status.stdout
     assert "BTC=-0.01 USDT=500" in status.stdout and "PENDING=1" in status.stdout
-    assert "trades:    1" in status.stdout and "0.25" in status.stdout
+    assert "trades:    1 (HEDGED=1)\n" in status.stdout and "0.25" in status.stdout
     assert astra(data_dir, "resume").returncode == 0
     state = json.loads(astra(data_dir, "status", "--json").stdout)
     assert state == {"halted": None, "inventory": {"BTC": "-0.01", "USDT": "500"},

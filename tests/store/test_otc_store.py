@@ -603,3 +603,95 @@ def test_the_kill_switch(db: Db, store: OtcStore) -> None:
     assert [(r["kind"], r["detail"]) for r in store.audit_rows()] == [
         ("RESUME", {}), ("RESUME", {}), ("HALT", {"reason": "still down"}),
         ("HALT", {"reason": "hedge venue down"})]
+
+
+def test_a_hedge_leg_is_claimed_and_settled_once_among_concurrent_hedgers(
+        store: OtcStore, clock: Clock) -> None:
+    # Several gateways' hedgers see the same PENDING leg: a compare-and-set claims it for one;
+    # the answer of its order moves the inventory once, however many settle it.
+    acc = funded(store, USDT="1000")
+    trade, _ = accept(store, new_quote(store, acc), hedge=True)
+    leg = store.hedges(trade_id=trade.trade_id)[0]
+    assert store.trade_ids("PENDING") == [trade.trade_id] and store.trade_ids("HEDGED") == []
+    with pytest.raises(ValueError):
+        store.trade_ids("MAYBE")
+    start = store.inventory()
+    barrier = threading.Barrier(8)
+    claims: list[bool] = []
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        claims.append(store.update_hedge(
+            leg.hedge_id, expect={"state": "PENDING", "attempts": 0}, state="SENT",
+            attempts=1, client_order_id=f"otc{leg.hedge_id}a1-{i}", sent_quantity=D("0.01")))
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claims) == [False] * 7 + [True]
+    sent = store.hedges(trade_id=trade.trade_id)[0]
+    assert (sent.state, sent.attempts) == ("SENT", 1)
+    expect = {"state": "SENT", "client_order_id": sent.client_order_id}
+    settled = []
+
+    def settle() -> None:
+        barrier.wait()
+        settled.append(store.settle_hedge(
+            leg.hedge_id, state="DONE", filled=D("0.01"), average_price=D("50000"),
+            fees=D("0.2"), inventory={"BTC": D("0.01"), "USDT": D("-500.2")}, expect=expect))
+
+    threads = [threading.Thread(target=settle) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(settled) == [False] * 7 + [True]
+    after = store.inventory()
+    assert after.get("BTC", D(0)) == start.get("BTC", D(0)) + D("0.01")
+    assert after.get("USDT", D(0)) == start.get("USDT", D(0)) - D("500.2")
+    assert len(store.audit_rows(kind="HEDGE", trade_id=trade.trade_id)) == 1
+    # A stale expectation (another try's id, an old timestamp) changes nothing.
+    assert not store.update_hedge(leg.hedge_id, expect={"client_order_id": "other"},
+                                  error="x")
+    assert not store.update_hedge(leg.hedge_id, expect={"updated_ms": sent.updated_ms - 1},
+                                  error="x")
+    assert store.hedges(trade_id=trade.trade_id)[0].error is None
+    with pytest.raises(ValueError, match="compared"):
+        store.update_hedge(leg.hedge_id, expect={"filled": None}, error="x")
+
+
+@pytest.mark.parametrize(("btc_limit", "expected"), [(D("0.0025"), 2), (None, 3)])
+def test_concurrent_accepts_of_many_quotes_stay_inside_the_daily_and_inventory_limits(
+        store: OtcStore, btc_limit: D | None, expected: int) -> None:
+    # Quotes each inside the limits, issued together, accepted at once: the limits bind the
+    # sum (each quote's own check at issue time saw none of the others).
+    acc = funded(store, USDT="100000")
+    quotes = [new_quote(store, acc, to_qty="30", from_qty="0.001") for _ in range(12)]
+    barrier = threading.Barrier(len(quotes))
+    booked: list[Any] = []
+    refused: list[BaseException] = []
+
+    def worker(q: QuoteRow) -> None:
+        barrier.wait()
+        try:
+            booked.append(accept(store, q, daily_limit=D(100), inventory_limits=(
+                {"BTC": btc_limit} if btc_limit is not None else {})))
+        except LimitExceeded as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(q,)) for q in quotes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(booked) + len(refused) == len(quotes)
+    # 0.0025 BTC of inventory binds at two trades, else the daily 100 at three.
+    assert len(booked) == expected
+    assert store.inventory()["BTC"] == D("-0.001") * expected
+    assert store.volume_on(acc, DAY) == 30 * expected
+    assert store.balances(acc) == {"BTC": D("0.001") * expected,
+                                   "USDT": D(100000 - 30 * expected)}
+    states = sorted(store.quote(q.quote_id).state for q in quotes)
+    assert states == ["ACCEPTED"] * expected + ["ACTIVE"] * (len(quotes) - expected)

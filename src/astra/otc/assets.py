@@ -22,7 +22,9 @@ from astra.core import InvalidParameter
 
 __all__ = [
     "ASSET_RE",
+    "DECIMAL_TEXT",
     "MAX_AMOUNT",
+    "MAX_PLACES",
     "check_amount",
     "check_asset",
     "normal",
@@ -32,7 +34,15 @@ __all__ = [
 ]
 
 ASSET_RE = re.compile(r"^[A-Z0-9]{1,16}$")
+# A number written as text, as strictly as a JSON number (ASCII digits, one point, an optional
+# exponent; ".5" and "5." too): Decimal() alone also takes "1_000", " 1 ", "+1", "Infinity" and
+# other scripts' digits ("\u0661" is one), each a surprise in an amount. Use with fullmatch.
+DECIMAL_TEXT = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 MAX_AMOUNT = Decimal(10) ** 12
+# The most decimal places an asset's amounts may have ([otc.precision] is 0..MAX_PLACES): no
+# amount the desk quotes has more, so a longer one is no quote's (and is not printed: plain()
+# of 1E-999999999 would be a billion digits).
+MAX_PLACES = 18
 # Enough digits for any quantize of an amount up to 1e12 at any sane precision: quantize
 # raises InvalidOperation when the result would need more digits than the context has.
 _PREC = 80

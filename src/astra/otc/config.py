@@ -37,6 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from .assets import DECIMAL_TEXT, MAX_PLACES
+
 __all__ = ["OtcConfig"]
 
 _ASSET = re.compile(r"^[A-Z0-9]{1,16}$")
@@ -47,18 +49,26 @@ _KEYS = {"home", "spread_bps", "max_notional", "daily_volume", "quote_ttl", "str
 
 
 def _number(section: Mapping, name: str, default, low: float, high: float, *,
-            optional: bool = False) -> Decimal | None:
+            optional: bool = False, setting: str | None = None, positive: bool = False,
+            kind: str = "a number") -> Decimal | None:
+    """``section[name]`` as a Decimal in [low, high] (> 0 when ``positive``); ``setting`` is
+    the name a message gives (default ``name``), ``kind`` what it says the value must be."""
+    setting = setting or name
     value = section.get(name, default)
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"[otc] {name} must be a number, got {value!r}")
+    # Text as strictly as a number: Decimal() alone takes "1_0", " 5" and other scripts' digits.
+    if isinstance(value, bool) or not isinstance(value, int | float | str) or (
+            isinstance(value, str) and DECIMAL_TEXT.fullmatch(value) is None):
+        raise ValueError(f"[otc] {setting} must be {kind}, got {value!r}")
     try:
         number = Decimal(str(value))
     except InvalidOperation:
-        raise ValueError(f"[otc] {name} must be a number, got {value!r}") from None
+        raise ValueError(f"[otc] {setting} must be {kind}, got {value!r}") from None
     if not number.is_finite() or not low <= number <= high:
-        raise ValueError(f"[otc] {name} must be between {low:g} and {high:g}, got {value!r}")
+        raise ValueError(f"[otc] {setting} must be between {low:g} and {high:g}, got {value!r}")
+    if positive and number <= 0:
+        raise ValueError(f"[otc] {setting} must be greater than 0, got {value!r}")
     return number
 
 
@@ -91,7 +101,11 @@ class OtcConfig:
 
     @classmethod
     def from_config(cls, section: Mapping | None) -> OtcConfig:
-        section = dict(section or {})
+        if section is None:
+            section = {}
+        if not isinstance(section, Mapping):  # otc = 5 in the file: not a table
+            raise ValueError("[otc] must be a table of settings")
+        section = dict(section)
         unknown = sorted(set(section) - _KEYS)
         if unknown:
             raise ValueError(f"[otc] unknown setting {unknown[0]!r}")
@@ -119,26 +133,30 @@ class OtcConfig:
             raise ValueError("[otc] inventory_limits and precision are tables of assets")
         for asset, dp in precision.items():
             _asset("precision", asset)
-            if isinstance(dp, bool) or not isinstance(dp, int) or not 0 <= dp <= 18:
-                raise ValueError(f"[otc] precision.{asset} must be an integer 0 to 18")
+            if isinstance(dp, bool) or not isinstance(dp, int) or not 0 <= dp <= MAX_PLACES:
+                raise ValueError(f"[otc] precision.{asset} must be an integer 0 to {MAX_PLACES}")
         return cls(
             home=home,
             spread_bps=_number(section, "spread_bps", 10, 0, 5000),
-            max_notional=_number(section, "max_notional", 1_000_000, 0, 1e15, optional=True),
-            daily_volume=_number(section, "daily_volume", 10_000_000, 0, 1e16, optional=True),
+            # 0 would refuse every quote: a limit is > 0 (leave it out for the default).
+            max_notional=_number(section, "max_notional", 1_000_000, 0, 1e15, optional=True,
+                                 positive=True),
+            daily_volume=_number(section, "daily_volume", 10_000_000, 0, 1e16, optional=True,
+                                 positive=True),
             quote_ttl=float(_number(section, "quote_ttl", 5, 0.1, 3600)),
             stream_interval=float(_number(section, "stream_interval", 1, 0.05, 3600)),
             bridges=tuple(_asset("bridges", b) for b in bridges),
             usd=_asset("usd", section.get("usd", "USDT")),
-            usd_rate=None if rate == "market" else _number(section, "usd_rate", 1, 1e-9, 1e9),
+            usd_rate=None if rate == "market" else _number(
+                section, "usd_rate", 1, 1e-9, 1e9, kind='a number or "market"'),
             venues=tuple(v.upper() for v in venues) if venues else None,
             hedge=hedge,
             hedge_key=hedge_key,
             hedge_slippage_bps=float(_number(section, "hedge_slippage_bps", 50, 0.01, 10000)),
             hedge_attempts=attempts,
             max_skew_bps=_number(section, "max_skew_bps", 5, 0, 1000),
-            inventory_limits={_asset("inventory_limits", a): _number(limits, a, None, 0, 1e15)
-                              for a in limits},
+            inventory_limits={_asset("inventory_limits", a): _number(
+                limits, a, None, 0, 1e15, setting=f"inventory_limits.{a}") for a in limits},
             precision=dict(precision),
             section=section,
         )

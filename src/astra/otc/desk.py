@@ -17,8 +17,10 @@ A quote (``request_quote``):
 4. The quote is signed (``signing.QuoteSigner``: HMAC-SHA256 over every field) and stored
    ``ACTIVE`` with what hedging it takes; ``expiryTime`` is now + ``quote_ttl``.
 
-An accept (``accept``): the kill switch; the signature (``INVALID_QUOTE_SIGNATURE`` for any
-changed field, an unknown signature, or a retired signing key); the account's owner (403); then
+An accept (``accept``): the kill switch (it stops the accepts of quotes already issued, not
+the hedger: hedging reduces the desk's risk); the signature (``INVALID_QUOTE_SIGNATURE`` for
+any changed field, an unknown signature, or a retired signing key); the account's owner (403);
+the account's maximum notional per trade as it is NOW (lowered since the quote: refused); then
 one database transaction (``OtcStore.accept``) moves the quote ACTIVE -> ACCEPTED (expired:
 ``QUOTE_EXPIRED``), books the client's side and the desk's inventory, checks the daily volume
 and inventory limits, and writes the trade and its hedge legs. Integrity rule: a quote books at
@@ -209,7 +211,7 @@ class Desk:
                              home=self.config.home, home_prices=None)
         self._check_limits(account, state, priced, from_asset, to_asset, amount_name)
         return await asyncio.to_thread(self._issue, account, from_asset, to_asset, priced,
-                                       markup, skew)
+                                       markup, skew, _hedges(route, priced))
 
     def _state(self, key_id: str, account_id: str, route) -> tuple[AccountRow, dict[str, Any]]:
         """What a quote needs from the database, read in one thread hop."""
@@ -289,13 +291,11 @@ class Desk:
                                       f"needs {plain(priced.to_quantity)}", parameter=amount_name)
 
     def _issue(self, account: AccountRow, from_asset: str, to_asset: str, priced: Priced,
-               markup: Decimal, skew: Decimal) -> QuoteResponse:
+               markup: Decimal, skew: Decimal, hedges: list[dict]) -> QuoteResponse:
         now_ms = int(self.clock() * 1000)
         expiry = int(self.clock() * 1_000_000) + int(self.config.quote_ttl * 1_000_000)
         detail = {
-            "hedges": [{"symbol": h.symbol, "side": h.side, "quantity": plain(h.quantity),
-                        "averagePrice": plain(h.average_price), "fees": plain(h.fees)}
-                       for h in priced.hedges],
+            "hedges": hedges,
             "cost": plain(priced.cost), "markupBps": plain(markup), "skewBps": plain(skew),
         }
         for _ in range(8):  # two equal quotes in one microsecond: the later expires 1 µs sooner
@@ -367,6 +367,11 @@ class Desk:
             raise DeskHalted(f"the OTC desk is halted: {halted}"[:300])
         row = self.store.quote_by_signature(quote.signature) \
             if isinstance(quote.signature, str) and len(quote.signature) == 64 else None
+        if row is not None and row.signing_key_id not in self.signer.key_ids:
+            raise InvalidQuoteSignature(
+                f"the quote was signed with key {row.signing_key_id!r}, which this gateway no "
+                "longer holds (retired, or an ephemeral key before a restart): request a new "
+                "quote", parameter="quote")
         if row is None or not self.signer.verify(quote, row.signing_key_id):
             raise InvalidQuoteSignature(parameter="quote")
         if body.quote_id is not None and body.quote_id != row.quote_id:
@@ -378,7 +383,17 @@ class Desk:
             if row.state == "ACCEPTED":
                 raise QuoteAlreadyAccepted(parameter="quote")
             raise InvalidParameter("accountId", "this quote was issued for another account")
-        return row, self._owned(key_id, self.store.account(row.account_id), row.account_id)
+        account = self._owned(key_id, self.store.account(row.account_id), row.account_id)
+        # The per-trade maximum again: lowered since the quote (a risk decision), it binds
+        # the quotes already out too. (The daily volume is checked in the booking itself.)
+        cap = account.max_notional if account.max_notional is not None \
+            else self.config.max_notional
+        # (an ACCEPTED quote is its owner's retry: it gets its trade back, booked before)
+        if cap is not None and row.home_notional > cap and row.state == "ACTIVE":
+            home = self.config.home
+            raise LimitExceeded(f"{plain(row.home_notional)} {home} is past this account's "
+                                f"maximum of {plain(cap)} {home} per trade", parameter="quote")
+        return row, account
 
     async def converts(self, key_id: str, account_id: str, limit: int = 100,
                        before_ms: int | None = None) -> ConvertsMessage:
@@ -386,6 +401,21 @@ class Desk:
         rows = await asyncio.to_thread(self.store.trades, account_id, limit=limit,
                                        before_ms=before_ms)
         return ConvertsMessage(converts=[_convert(r) for r in rows])
+
+
+def _hedges(route, priced: Priced) -> list[dict]:
+    """The legs that flatten the desk after the trade. The walk's legs deliver what the client
+    buys; when the desk's first hop SELLS what the client pays with (a non-home asset such as
+    BTC), that leg sells ALL of it, the markup included, so the desk's margin ends in the home
+    asset instead of staying behind as an unhedged position in the client's asset."""
+    legs = [{"symbol": h.symbol, "side": h.side, "quantity": plain(h.quantity),
+             "averagePrice": plain(h.average_price), "fees": plain(h.fees)}
+            for h in priced.hedges]
+    first = route[0] if route else None
+    if legs and first is not None and first.symbol is not None and first.side == "SELL" \
+            and legs[0]["symbol"] == first.symbol:
+        legs[0]["quantity"] = plain(priced.to_quantity)
+    return legs
 
 
 def _check_account_id(account_id: object) -> None:

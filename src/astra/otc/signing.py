@@ -4,7 +4,9 @@
 the account id, fromAsset, toAsset, fromAssetQuantity, toAssetQuantity and expiryTime. Numbers
 go by VALUE (``plain``: 1.25 and 1.250 sign alike; no exponent notation); strings go
 byte-exact (case matters: ``btc`` is not ``BTC``); ``expiryTime`` is an int. A string field
-holding a newline is refused, so no two field lists share a message.
+holding a newline is refused, so no two field lists share a message; so is an amount no quote
+can have (past ``MAX_AMOUNT``, or more than ``MAX_PLACES`` decimal places), before it is
+printed (``1E-999999999`` would be a billion digits).
 
 ``QuoteSigner`` holds one or more keys (id -> secret of at least 32 bytes) and signs with the
 current one; ``verify`` accepts a quote signed with any key it still holds (rotation: add the
@@ -27,7 +29,7 @@ from decimal import Decimal
 
 from astra.core._otc import Quote
 
-from .assets import MAX_AMOUNT, plain
+from .assets import MAX_AMOUNT, MAX_PLACES, normal, plain
 
 __all__ = ["ENV_KEY", "MIN_SECRET_BYTES", "QuoteSigner", "canonical"]
 
@@ -57,8 +59,20 @@ def canonical(
         raise ValueError("the quote's quantities must be Decimals")
     if type(expiry_us) is not int:  # not a bool, not a float
         raise ValueError("the quote's expiry must be an int (Unix microseconds)")
-    fields = (*strings, plain(from_quantity), plain(to_quantity), str(expiry_us))
+    fields = (*strings, _amount(from_quantity), _amount(to_quantity), str(expiry_us))
     return _PREFIX + "\n".join(fields).encode("utf-8")
+
+
+def _amount(x: Decimal) -> str:
+    """``plain(x)``, for an amount a quote can have: finite, |x| <= ``MAX_AMOUNT``, at most
+    ``MAX_PLACES`` decimal places by value; else ``ValueError`` (checked BEFORE printing:
+    ``1E+999999999`` and ``1E-999999999`` would each print a billion digits)."""
+    if not x.is_finite() or x.copy_abs() > MAX_AMOUNT:
+        raise ValueError("the quote's quantities must be finite, at most 1e12")
+    x = normal(x)
+    if -x.as_tuple().exponent > MAX_PLACES:
+        raise ValueError(f"the quote's quantities have at most {MAX_PLACES} decimal places")
+    return plain(x)
 
 
 class QuoteSigner:

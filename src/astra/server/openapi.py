@@ -55,12 +55,12 @@ from astra.core._trading import (
     SmartOrderRequest,
     SmartPlan,
 )
-from astra.otc.assets import ASSET_RE, MAX_AMOUNT
+from astra.otc.assets import ASSET_RE, DECIMAL_TEXT, MAX_AMOUNT
 from astra.store.journal import CLIENT_ORDER_ID_PATTERN
 from astra.trading.service import MAX_ORDER_VALUE, PRICED_TYPES, STOP_TYPES
 from astra.venues.base import BALANCE_ACCOUNTS, Capabilities, Venue
 
-from .otc import DEFAULT_CONVERTS_LIMIT, MAX_CONVERTS_LIMIT
+from .otc import ACCOUNT_ID_RE, DEFAULT_CONVERTS_LIMIT, MAX_CONVERTS_LIMIT
 from .params import DEFAULT_TRADES_LIMIT, MAX_DEPTH, MAX_SINCE, MAX_TRADES_LIMIT, WS_DATA_TYPES
 
 __all__ = ["openapi_document"]
@@ -212,9 +212,11 @@ _DECIMAL = {"type": "string", "format": "decimal"}  # msgspec's schema of a Deci
 # (Precision per asset, and the account's limits, are the desk's: a schema-valid size may
 # still be a 400 or 422.)
 _AMOUNT = {"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_AMOUNT)}
-_AMOUNT_IN = {"anyOf": [_AMOUNT, _DECIMAL]}
+# (as text: what a JSON number may look like, as the routes read it; not "1_000" or " 1")
+_AMOUNT_IN = {"anyOf": [_AMOUNT, {**_DECIMAL, "pattern": f"^{DECIMAL_TEXT.pattern}$"}]}
 _ASSET = {"type": "string", "pattern": ASSET_RE.pattern}
-_ACCOUNT_ID = {"type": "string", "minLength": 1, "maxLength": 64}
+_ACCOUNT_ID = {"type": "string", "minLength": 1, "maxLength": 64,
+               "pattern": f"^{ACCOUNT_ID_RE.pattern}$"}
 _OTC_ERRORS = {
     str(s): {"description": d, "content": {"application/json": {"schema": _ref("Error")}}}
     for s, d in (
@@ -227,8 +229,21 @@ _OTC_ERRORS = {
               "its trade again)"),
         (410, "QUOTE_EXPIRED: expiryTime has passed on the server's clock"),
         (422, "INSUFFICIENT_LIQUIDITY, INSUFFICIENT_BALANCE, LIMIT_EXCEEDED, STALE_BOOK"),
-        (503, "DESK_HALTED: the kill switch is on"),
+        (503, "DESK_HALTED: the kill switch is on; or OVERLOADED (Retry-After)"),
     )
+}
+# Only where a request body is read, and on the quote stream's handshake.
+_OTC_BODY_ERRORS = {
+    str(s): {"description": d, "content": {"application/json": {"schema": _ref("Error")}}}
+    for s, d in (
+        (408, "request body not received in time (REQUEST_TIMEOUT; the connection closes)"),
+        (413, "request body over 1 MiB"),
+    )
+}
+_OTC_STREAM_ERRORS = {
+    "429": {"description": "RATE_LIMITED: the API key has its most WebSockets open at once "
+            "(every WebSocket of the key counts); Retry-After says when to retry",
+            "content": {"application/json": {"schema": _ref("Error")}}},
 }
 
 
@@ -271,6 +286,7 @@ def _otc(method: str, summary: str, params: list[dict], schema: dict,
     op: dict = {"summary": summary, "parameters": params, "responses": {"200": ok, **_OTC_ERRORS}}
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"].update(_OTC_BODY_ERRORS)
     return {method: op}
 
 
@@ -288,7 +304,7 @@ def _otc_paths() -> dict:
         "type": "object", "required": ["type", "code", "message"],
         "properties": {"type": {"const": "error"}, "code": {"type": "string"},
                        "message": {"type": "string"}, "parameter": {"type": "string"}}}]}
-    return {
+    paths = {
         "/request-quote": {
             **_otc("post", "A firm OTC quote: fromAsset is what the client buys, toAsset what "
                    "it sells; exactly one of fromAmount, toAmount. expiryTime is Unix "
@@ -329,6 +345,8 @@ def _otc_paths() -> dict:
              _param("toQty", "toAsset to pay (exactly one of fromQty, toQty)", False, amount)],
             stream_frame),
     }
+    paths["/ws/stream-otc-quotes/{accountId}"]["get"]["responses"].update(_OTC_STREAM_ERRORS)
+    return paths
 
 
 def openapi_document(venues: Mapping[str, Venue] | None = None) -> dict:

@@ -11,7 +11,15 @@ Invariants:
   nested one), never a 500; a quote's quantity that no quote can have (NaN, <= 0, past
   ``MAX_AMOUNT``) is refused before the desk prints it to check the signature. Exactly one
   of ``fromAmount``/``toAmount`` is given (400 naming the extra or the missing one); an
-  amount's range and precision are checked by the desk.
+  amount's range and precision are checked by the desk. An amount sent as text (a JSON
+  string, a query value) must read as a JSON number would (``assets.DECIMAL_TEXT``):
+  ``Decimal()`` alone would take ``"1_000"``, ``" 1"`` or another script's digits.
+- An account id (path, body, query, a quote's) is 1..64 of ``A-Za-z0-9._-`` (``ACCOUNT_ID_RE``)
+  or a 400 before any database sees it (PostgreSQL refuses a NUL outright: a 500); one of
+  that shape that no account has is the desk's 404. A quote's signature that is not 64
+  lowercase hex digits is ``INVALID_QUOTE_SIGNATURE`` at once. A query name given twice is a
+  400; so is one the route does not take (the stream too: ``?fromAsset=ETH`` is not a stream
+  of ETH; only ``apiKey``, the handshake's key, is let through).
 - Answers are encoded with ``decimal_format="number"``: amounts are JSON numbers, as the
   reference shows, with the Decimal's own digits (never a float's rounding).
 - The caller's identity is the verified API key (``request[API_KEY]``), and nothing else: an
@@ -41,6 +49,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from astra.core import (
     AstraError,
     InvalidParameter,
+    InvalidQuoteSignature,
     MissingParameter,
     RequestTimeout,
     Unauthorized,
@@ -56,14 +65,15 @@ from astra.core._otc import (
     QuoteRequest,
     QuoteResponse,
 )
-from astra.otc.assets import MAX_AMOUNT
+from astra.otc.assets import DECIMAL_TEXT, MAX_AMOUNT, MAX_PLACES, normal
 
-from .auth import API_KEY, API_KEY_HEADER, WS_PROTOCOL
+from .auth import API_KEY, API_KEY_HEADER, API_KEY_QUERY, WS_PROTOCOL
 from .errors import error_response
 from .params import MAX_SINCE, int_param
 from .sessions import attach_ws
 
 __all__ = [
+    "ACCOUNT_ID_RE",
     "DEFAULT_CONVERTS_LIMIT",
     "MAX_CONVERTS_LIMIT",
     "STREAM_PARAMETERS",
@@ -80,6 +90,11 @@ DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a request body (as the private
 STREAM_PARAMETERS = {"from": "fromAsset", "to": "toAsset", "fromQty": "fromAmount",
                      "toQty": "toAmount"}
 _FROM_REQUEST = {field: name for name, field in STREAM_PARAMETERS.items()}
+# An OTC account id is text of these characters (the desk issues UUIDs; an id of this shape
+# it does not know is a 404). Anything else is a 400 before a database sees it: PostgreSQL
+# refuses a NUL in a text parameter outright, which would be a 500 (and no audit row).
+ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")  # (use with fullmatch)
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")  # what signing.QuoteSigner.sign writes
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 _decode_request = msgspec.json.Decoder(QuoteRequest).decode
@@ -92,6 +107,16 @@ class _Peek(msgspec.Struct):
 
 
 _peek = msgspec.json.Decoder(_Peek).decode
+
+
+class _AmountTexts(msgspec.Struct, rename="camel"):
+    """A request-quote body's amounts as sent (a JSON string's text is checked)."""
+
+    from_amount: msgspec.Raw = msgspec.Raw(b"")
+    to_amount: msgspec.Raw = msgspec.Raw(b"")
+
+
+_amount_texts = msgspec.json.Decoder(_AmountTexts).decode
 
 # msgspec's messages: the path of the field at fault, so the 400 names it.
 _AT = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
@@ -147,15 +172,47 @@ def _decode(decoder, raw: bytes):
         raise InvalidParameter("body", "not a JSON object") from None
 
 
-def _signed_numbers(body: AcceptQuote) -> AcceptQuote:
-    """A quote's quantities are amounts the desk could have signed (finite, > 0, at most
-    ``MAX_AMOUNT``): anything else is refused here, before it is printed for the signature
-    check (``1E+999999999`` has a billion digits)."""
+def _amount_text(name: str, text: str) -> None:
+    """``text`` (an amount as a string) is a plain decimal number (``DECIMAL_TEXT``: not
+    ``1_000``, `` 1``, ``+1`` or another script's digits, which ``Decimal()`` would take), else
+    a 400 naming it."""
+    if DECIMAL_TEXT.fullmatch(text) is None:
+        raise InvalidParameter(name, "must be a decimal number: ASCII digits, at most one "
+                               "point, an optional exponent")
+
+
+def _body_amount_texts(raw: bytes) -> None:
+    """The amounts a (decoded, valid) request-quote body gave as JSON strings are plain
+    decimal numbers; JSON numbers are strict already."""
+    texts = _amount_texts(raw)
+    for name, value in (("fromAmount", texts.from_amount), ("toAmount", texts.to_amount)):
+        if bytes(value).startswith(b'"'):
+            _amount_text(name, msgspec.json.decode(value, type=str))
+
+
+def _account_id(value: str, name: str = "accountId") -> str:
+    """``value`` when it is shaped like an OTC account id (``ACCOUNT_ID_RE``), else a 400."""
+    if ACCOUNT_ID_RE.fullmatch(value) is None:
+        raise InvalidParameter(name, "not an OTC account id (a UUID: 1 to 64 characters "
+                               "A-Z a-z 0-9 . _ -)")
+    return value
+
+
+def _signable(body: AcceptQuote) -> AcceptQuote:
+    """A quote's fields are ones the desk could have signed: quantities finite, > 0, at most
+    ``MAX_AMOUNT``, at most ``MAX_PLACES`` decimal places (``1E+999999999`` and
+    ``1E-999999999`` would each print a billion digits for the signature check),
+    an account id of its shape and a signature of 64 lowercase hex digits; anything else is
+    refused here, before the desk looks the quote up."""
     quote = body.quote
     for field, value in (("fromAssetQuantity", quote.from_asset_quantity),
                          ("toAssetQuantity", quote.to_asset_quantity)):
-        if not (value.is_finite() and 0 < value <= MAX_AMOUNT):
+        if not (value.is_finite() and 0 < value <= MAX_AMOUNT) or (
+                -normal(value).as_tuple().exponent > MAX_PLACES):  # 1E-999999999: no quote's
             raise InvalidParameter(f"quote.{field}", "not a quantity the desk quotes")
+    _account_id(quote.account_id, "quote.accountId")
+    if _SIGNATURE.fullmatch(quote.signature) is None:  # no quote the desk issued
+        raise InvalidQuoteSignature(parameter="quote")
     return body
 
 
@@ -175,12 +232,10 @@ def _one_amount(req: QuoteRequest, names: Mapping[str, str] | None = None) -> Qu
     return req
 
 
-def _single(query: Mapping[str, str], allowed: frozenset[str] | None = None) -> dict[str, str]:
+def _single(query: Mapping[str, str]) -> dict[str, str]:
     """The query as a dict; a name given twice is a 400 (which one would count?)."""
     out: dict[str, str] = {}
     for name in query:
-        if allowed is not None and name not in allowed:
-            continue
         if name in out:
             raise InvalidParameter(name[:40], "given more than once")
         out[name] = query[name]
@@ -209,20 +264,29 @@ class _Otc:
     # --- request-quote -------------------------------------------------------------------
 
     async def request_quote_post(self, request: web.Request) -> web.Response:
-        req = _one_amount(_decode(_decode_request, await self._body(request)))
+        raw = await self._body(request)
+        req = _decode(_decode_request, raw)
+        _body_amount_texts(raw)
+        _account_id(req.account_id)
+        req = _one_amount(req)
         return _answer(await self.desk.request_quote(self._key_id(request), req))
 
     async def request_quote_get(self, request: web.Request) -> web.Response:
+        query = _single(request.query)
+        for name in ("fromAmount", "toAmount"):
+            if name in query:
+                _amount_text(name, query[name])
         try:
-            req = msgspec.convert(_single(request.query), QuoteRequest)
+            req = msgspec.convert(query, QuoteRequest)
         except msgspec.ValidationError as exc:
             raise _bad_input(exc) from None
+        _account_id(req.account_id)
         return _answer(await self.desk.request_quote(self._key_id(request), _one_amount(req)))
 
     # --- accept-quote --------------------------------------------------------------------
 
     async def accept(self, request: web.Request) -> web.Response:
-        body = _signed_numbers(_decode(_decode_accept, await self._body(request)))
+        body = _signable(_decode(_decode_accept, await self._body(request)))
         return _answer(await self.desk.accept(self._key_id(request), body))
 
     async def accept_for(self, request: web.Request) -> web.Response:
@@ -232,17 +296,22 @@ class _Otc:
             body = _decode(_decode_accept, raw)
         else:
             body = AcceptQuote(quote=_decode(_decode_quote, raw))
-        account_id = request.match_info["accountId"]
-        return _answer(await self.desk.accept(self._key_id(request), _signed_numbers(body),
+        account_id = _account_id(request.match_info["accountId"])
+        return _answer(await self.desk.accept(self._key_id(request), _signable(body),
                                               account_id))
 
     # --- reads ---------------------------------------------------------------------------
 
     async def converts(self, request: web.Request) -> web.Response:
-        limit = int_param(request.query, "limit", DEFAULT_CONVERTS_LIMIT, MAX_CONVERTS_LIMIT)
-        before = int_param(request.query, "before", None, MAX_SINCE, minimum=0)
+        query = _single(request.query)
+        for name in query:
+            if name not in ("limit", "before"):  # ?limt=5 is no limit of 5
+                raise InvalidParameter(name[:40], "unknown parameter: expected limit, before")
+        limit = int_param(query, "limit", DEFAULT_CONVERTS_LIMIT, MAX_CONVERTS_LIMIT)
+        before = int_param(query, "before", None, MAX_SINCE, minimum=0)
         message = await self.desk.converts(self._key_id(request),
-                                           request.match_info["accountId"], limit, before)
+                                           _account_id(request.match_info["accountId"]),
+                                           limit, before)
         return _answer(message)
 
     async def accounts(self, request: web.Request) -> web.Response:
@@ -250,14 +319,21 @@ class _Otc:
 
     async def account(self, request: web.Request) -> web.Response:
         return _answer(await self.desk.account(self._key_id(request),
-                                               request.match_info["accountId"]))
+                                               _account_id(request.match_info["accountId"])))
 
     # --- the quote stream ----------------------------------------------------------------
 
     def _stream_request(self, request: web.Request) -> QuoteRequest:
-        fields = {STREAM_PARAMETERS[n]: v
-                  for n, v in _single(request.query, frozenset(STREAM_PARAMETERS)).items()}
-        fields["accountId"] = request.match_info["accountId"]
+        query = _single(request.query)
+        query.pop(API_KEY_QUERY, None)  # the handshake's key (auth.py), when sent that way
+        for name, value in query.items():
+            if name not in STREAM_PARAMETERS:  # not ignored: ?fromAsset=ETH is no stream of ETH
+                raise InvalidParameter(name[:40], "unknown parameter: the stream takes from, "
+                                       "to and one of fromQty, toQty")
+            if name in ("fromQty", "toQty"):
+                _amount_text(name, value)
+        fields = {STREAM_PARAMETERS[n]: v for n, v in query.items()}
+        fields["accountId"] = _account_id(request.match_info["accountId"])
         try:
             req = msgspec.convert(fields, QuoteRequest)
         except msgspec.ValidationError as exc:

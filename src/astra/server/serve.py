@@ -15,19 +15,22 @@ import asyncio
 import os
 import signal
 import sys
+import tomllib
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 
 from astra.core import SIM_CODES
 from astra.marketdata.smart import SmartConfig
 from astra.otc import OtcConfig, QuoteSigner
-from astra.store import ApiKeyStore, CredentialStore, load_master_key, open_database
+from astra.store import ApiKeyStore, CredentialStore, OtcStore, load_master_key, open_database
 from astra.store.credentials import MASTER_KEY_ENV
 from astra.trading.paper import LayeredCredentials, create_paper_account
 
 from .gateway import Gateway, SimChild, load_config, venues_from_config
 
-__all__ = ["add_serve_parser", "check_settings", "port_arg", "serve"]
+__all__ = ["add_serve_parser", "check_otc_precision", "check_settings", "otc_funds",
+           "otc_hedge_warning", "port_arg", "serve"]
 
 API_KEY_ENV = "ASTRA_API_KEY"
 DEFAULT_SIM_VENUES = 3  # with no configuration: SIM, SIM2 and SIM3 around one fair price
@@ -124,6 +127,42 @@ def _api_key(keys: ApiKeyStore) -> None:
         print(f"  x-astra-api-key: Bearer {issued.token}")
 
 
+def check_otc_precision(store: OtcStore, precision: dict[str, int]) -> None:
+    """``[otc.precision]`` against the database: an asset's places are fixed at its first use
+    (balances are integer units at them), e.g. by ``astra otc accounts deposit``, which reads
+    no config. A setting the database does not hold would be ignored without a word: refuse
+    it (``ValueError`` naming it) instead."""
+    for asset, places in sorted(precision.items()):
+        held = store.precision(asset)  # a first use fixes it at the setting: no conflict
+        if held != places:
+            raise ValueError(f"[otc] precision.{asset} = {places}, but this database keeps "
+                             f"{asset} at {held} decimal places since its first use: set it "
+                             f"to {held} or remove it")
+
+
+def otc_hedge_warning(otc: OtcConfig, venues: Iterable[str],
+                      credentials: LayeredCredentials) -> str | None:
+    """The line to print when the desk hedges (``hedge = "sor"``) on venues where its
+    ``hedge_key`` has no credentials: every hedge there would fail after its attempts, trade
+    after trade. (On the simulator ``astra serve`` gives the desk its own accounts.)"""
+    if otc.hedge != "sor":
+        return None
+    missing = [v for v in venues if (otc.venues is None or v in otc.venues)
+               and credentials.get(otc.hedge_key, v) is None]
+    if not missing:
+        return None
+    return (f"  OTC desk: hedge_key {otc.hedge_key!r} has no credentials on "
+            f"{', '.join(missing)}: hedges there will fail. Give the desk an API key (astra "
+            "keys create), its exchange credentials (astra credentials set --key-id <its id>) "
+            "and [otc] hedge_key = \"<its id>\", or hedge = \"off\"")
+
+
+def otc_funds(balances: dict[str, Decimal]) -> str:
+    """``"2 BTC, 0.00000001 ETH"``: never exponent notation (``str(Decimal)`` would print a
+    dust balance as ``1E-8``)."""
+    return ", ".join(f"{v:f} {k}" for k, v in balances.items() if v) or "nothing"
+
+
 async def _otc_account(gateway: Gateway, key_id: str) -> None:
     """On the simulated venues, the first key gets a funded OTC account (once: an existing
     one is reused), so request-quote works at once."""
@@ -140,21 +179,25 @@ async def _otc_account(gateway: Gateway, key_id: str) -> None:
         return account_id, store.balances(account_id)
 
     account_id, balances = await asyncio.to_thread(ensure)
-    funds = ", ".join(f"{v} {k}" for k, v in balances.items() if v) or "nothing"
-    print(f"  OTC desk: account {account_id} ({funds}); POST /request-quote with "
+    print(f"  OTC desk: account {account_id} ({otc_funds(balances)}); POST /request-quote with "
           f'{{"accountId": "{account_id}", "fromAsset": "BTC", "toAsset": "USDT", '
           '"fromAmount": 0.1}', flush=True)
 
 
 async def serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except (OSError, tomllib.TOMLDecodeError) as exc:  # missing, unreadable or not TOML
+        print(f"astra serve: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    where = args.config or "settings"
     try:
         settings = check_settings(config)
         smart = SmartConfig.from_config(config.get("smart"))  # [smart]: SMART markets
         otc = OtcConfig.from_config(config.get("otc"))  # [otc]: the OTC desk
         QuoteSigner.from_config(otc.section)  # its signing keys, checked before anything starts
     except ValueError as exc:
-        print(f"astra serve: {args.config}: {exc}", file=sys.stderr)
+        print(f"astra serve: {where}: {exc}", file=sys.stderr)
         return 2
     for code in filter(None, (args.venues or "").split(",")):
         config.setdefault("venues", {}).setdefault(code.strip().upper(), {})
@@ -165,6 +208,7 @@ async def serve(args: argparse.Namespace) -> int:
         # Stored exchange credentials need the master key; without it only headers work.
         store = CredentialStore(engine, load_master_key()) if os.environ.get(
             MASTER_KEY_ENV, "").strip() else None
+        check_otc_precision(OtcStore(engine, precision=otc.precision), otc.precision)
     except ValueError as exc:
         print(f"astra serve: {exc}", file=sys.stderr)
         return 2
@@ -231,6 +275,8 @@ async def serve(args: argparse.Namespace) -> int:
             if len(served) > 1:  # the consolidated book of the simulated venues
                 print(f"       curl -H 'x-astra-api-key: Bearer <key>' "
                       f"'{gateway.base_url}/orderbook?market=SMART-SPOT-BTC-USDT'", flush=True)
+            if (warning := otc_hedge_warning(otc, venues, credentials)) is not None:
+                print(warning, flush=True)
             if served and first_key is not None:
                 await _otc_account(gateway, first_key.key_id)
             await stop.wait()

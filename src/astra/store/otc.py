@@ -16,7 +16,9 @@ Integrity rules:
 - Value is conserved: a deposit or withdrawal changes one balance; a trade moves ``to_qty``
   of toAsset from the client to the desk and ``from_qty`` of fromAsset from the desk to the
   client; only ``settle_hedge`` (what the desk traded on the markets) changes the inventory
-  otherwise, in the same transaction as the hedge row it settles.
+  otherwise, in the same transaction as the hedge row it settles; with ``expect`` (what the
+  hedger passes) a leg is claimed and settled by compare-and-set, so one order's fills move
+  the inventory once however many gateway processes hedge.
 - Balances never go negative; amounts have at most their asset's precision (fixed at the
   asset's first use); the audit trail is append-only in the database (triggers).
 - Synchronous, like the order journal: an asyncio caller runs it in a thread. Safe to share
@@ -84,6 +86,7 @@ __all__ = ["AccountRow", "DuplicateSignature", "HedgeRow", "OtcStore", "QuoteRow
 _HALT = "halted"
 _HEDGE_FIELDS = frozenset({"state", "attempts", "client_order_id", "sent_quantity",
                            "parent_order_id", "error"})
+_HEDGE_EXPECT = frozenset({"state", "attempts", "client_order_id", "updated_ms"})
 
 
 class DuplicateSignature(Exception):
@@ -328,6 +331,18 @@ class OtcStore:
         with self._engine.connect() as conn:
             return [trade_row(r) for r in conn.execute(query)]
 
+    def trade_ids(self, hedge_state: str, *, limit: int = 1000) -> list[str]:
+        """Ids of the trades in ``hedge_state`` (e.g. PENDING: the hedger finishes those whose
+        legs are all final, even when the gateway that settled the last one stopped first),
+        oldest first."""
+        if hedge_state not in TRADE_HEDGE_STATES:
+            raise ValueError(f"unknown hedge state {hedge_state!r}")
+        query = (sa.select(OTC_TRADES.c.trade_id)
+                 .where(OTC_TRADES.c.hedge_state == hedge_state)
+                 .order_by(OTC_TRADES.c.time_ms, OTC_TRADES.c.trade_id).limit(limit))
+        with self._engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
     def hedges(self, *, states: Sequence[str] | None = None,
                trade_id: str | None = None) -> list[HedgeRow]:
         """Hedge legs (in those states, of that trade), oldest first."""
@@ -339,9 +354,13 @@ class OtcStore:
         with self._engine.connect() as conn:
             return [hedge_row(r) for r in conn.execute(query)]
 
-    def update_hedge(self, hedge_id: int, **fields: Any) -> None:
+    def update_hedge(self, hedge_id: int, *, expect: Mapping[str, Any] | None = None,
+                     **fields: Any) -> bool:
         """Set ``state``, ``attempts``, ``client_order_id``, ``sent_quantity`` (Decimal),
-        ``parent_order_id``, ``error``."""
+        ``parent_order_id``, ``error``. With ``expect`` ({column: value} among ``state``,
+        ``attempts``, ``client_order_id``, ``updated_ms``) only if the row still holds those
+        values: a compare-and-set, so of several hedgers (gateway processes) one claims a leg;
+        returns whether it was updated. Without ``expect``: LookupError for no such leg."""
         unknown = set(fields) - _HEDGE_FIELDS
         if unknown:
             raise ValueError(f"update_hedge cannot set {sorted(unknown)}")
@@ -350,19 +369,35 @@ class OtcStore:
         if fields.get("sent_quantity") is not None:
             fields["sent_quantity"] = dec_text(to_decimal(fields["sent_quantity"],
                                                           "sent_quantity"))
+        where = self._hedge_where(hedge_id, expect)
         with self._engine.begin() as conn:
-            n = conn.execute(sa.update(OTC_HEDGES).where(OTC_HEDGES.c.hedge_id == hedge_id)
+            n = conn.execute(sa.update(OTC_HEDGES).where(*where)
                              .values(**fields, updated_ms=self._clock())).rowcount
-        if n != 1:
+        if n != 1 and expect is None:
             raise LookupError(f"no hedge leg {hedge_id}")
+        return n == 1
+
+    @staticmethod
+    def _hedge_where(hedge_id: int, expect: Mapping[str, Any] | None) -> list:
+        where = [OTC_HEDGES.c.hedge_id == hedge_id]
+        for column, value in (expect or {}).items():
+            if column not in _HEDGE_EXPECT:
+                raise ValueError(f"a hedge leg cannot be compared on {column!r}")
+            col = OTC_HEDGES.c[column]
+            where.append(col.is_(None) if value is None else col == value)
+        return where
 
     def settle_hedge(self, hedge_id: int, *, state: str, filled: Decimal,
                      average_price: Decimal | None, fees: Decimal,
                      inventory: Mapping[str, Decimal], parent_order_id: str | None = None,
-                     error: str | None = None) -> None:
+                     error: str | None = None,
+                     expect: Mapping[str, Any] | None = None) -> bool:
         """Record a hedge leg's outcome and move the desk's inventory by ``inventory`` (signed,
         by asset; rounded half-even to each asset's precision: fills and fees are the
-        markets', not the desk's) in ONE transaction, with a ``HEDGE`` audit row."""
+        markets', not the desk's) in ONE transaction, with a ``HEDGE`` audit row. With
+        ``expect`` (as ``update_hedge``) only if the leg still holds those values, else
+        nothing moves and False: one order's fills move the inventory once, whatever the
+        number of hedgers that saw its answer."""
         if state not in HEDGE_STATES:
             raise ValueError(f"unknown hedge state {state!r}")
         deltas = {a: round_units(to_decimal(v, "inventory"), self.precision(a))
@@ -373,9 +408,11 @@ class OtcStore:
                   "error": error, "updated_ms": now}
         if parent_order_id is not None:
             values["parent_order_id"] = parent_order_id
+        where = self._hedge_where(hedge_id, expect)
         with self._engine.begin() as conn:
-            n = conn.execute(sa.update(OTC_HEDGES).where(OTC_HEDGES.c.hedge_id == hedge_id)
-                             .values(values)).rowcount
+            n = conn.execute(sa.update(OTC_HEDGES).where(*where).values(values)).rowcount
+            if n != 1 and expect is not None:
+                return False
             if n != 1:
                 raise LookupError(f"no hedge leg {hedge_id}")
             trade_id = conn.execute(sa.select(OTC_HEDGES.c.trade_id)
@@ -387,6 +424,7 @@ class OtcStore:
                 "averagePrice": dec_text(average_price), "fees": dec_text(fees),
                 "inventory": {a: dec_text(from_units(u, self.precision(a)))
                               for a, u in deltas.items()}, "error": error})
+        return True
 
     def finish_trade(self, trade_id: str, *, hedge_state: str, hedge_cost: Decimal | None = None,
                      result_home: Decimal | None = None,

@@ -170,7 +170,9 @@ def _run(store: OtcStore, keys: ApiKeyStore, args: argparse.Namespace) -> int:
         hedges = summary["hedgesByState"]
         print("hedges:    " + (" ".join(f"{k}={v}" for k, v in sorted(hedges.items()))
                                or "none"))
-        print(f"trades:    {summary['trades']}")
+        # A trade whose hedge is PENDING, PARTIAL or FAILED is the operator's to see here.
+        by_state = " ".join(f"{k}={v}" for k, v in sorted(summary["tradesByHedgeState"].items()))
+        print(f"trades:    {summary['trades']}" + (f" ({by_state})" if by_state else ""))
         print(f"result:    {summary['resultHome']} (home asset, hedged trades)")
         return 0
     if args.limit < 1:
