@@ -148,3 +148,16 @@ async def test_a_missing_config_file_is_exit_2_not_a_traceback(tmp_path, capsys)
     assert await serve(args) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "No such file" in err and len(err.strip().splitlines()) == 1
+
+
+async def test_otc_venues_naming_a_venue_not_served_is_exit_2(tmp_path, capsys):
+    from astra.cli import _parser
+    from astra.server.serve import serve
+
+    path = tmp_path / "astra.toml"
+    path.write_text('[otc]\nvenues = ["SIM", "BINANCE"]\n')  # the default serves SIM..SIM3
+    args = _parser().parse_args(["serve", "--config", str(path), "--data-dir", str(tmp_path)])
+    async with asyncio.timeout(60):
+        assert await serve(args) == 2
+    err = capsys.readouterr().err
+    assert "[otc] venues: BINANCE is not a served venue (served: SIM, SIM2, SIM3)" in err

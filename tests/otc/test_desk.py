@@ -312,6 +312,11 @@ async def test_the_kill_switch_stops_issued_quotes_but_not_the_hedger(otc_desk):
     after = await otc.account(desk.key_id, desk.account_id)
     assert after.balances == before.balances
     assert otc.store.quote(second.quote_id).state == "ACTIVE"
+    # A repeat of the accept booked before the halt still gets its trade (a client retrying
+    # after a lost answer learns it traded); nothing more is booked.
+    repeat = await otc.accept(desk.key_id, AcceptQuote(quote=first.quote))
+    assert repeat.trade == booked.trade
+    assert (await otc.account(desk.key_id, desk.account_id)).balances == before.balances
     # The hedge of the trade booked before the halt goes on: it reduces the desk's risk.
     assert otc.store.inventory()["BTC"] == Decimal("-0.2")
     assert await otc.hedger.run_once() is None
@@ -406,3 +411,25 @@ async def test_a_client_selling_btc_is_hedged_whole_and_the_margin_ends_in_usdt(
         # Frozen books: the spread (10 bps) is what is earned, give or take the lot's dust
         # and the rounding of the client's amount (in the desk's favour).
         assert Decimal("9.5") < trade.result_bps < Decimal("10.1"), trade
+
+
+async def test_quotes_never_accepted_are_pruned_an_hour_after_expiry(otc_desk):
+    desk = otc_desk
+    await _frozen(desk)
+    otc = desk.gw.desk
+    quotes = [await otc.request_quote(desk.key_id, _req(
+        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.01")))
+        for _ in range(3)]
+    booked = await otc.accept(desk.key_id, AcceptQuote(quote=quotes[0].quote))
+    assert await otc.prune() == 0  # none has expired an hour ago
+    otc.clock = lambda: time.time() + 5 + 3600 + 1
+    try:
+        assert await otc.prune() == 2
+    finally:
+        otc.clock = time.time
+    assert [otc.store.quote(q.quote_id) is None for q in quotes] == [False, True, True]
+    assert otc.store.trade(booked.trade.trade_id).quote_id == quotes[0].quote_id
+    issued = {r["quote_id"] for r in otc.store.audit_rows(kind="QUOTE", limit=10)}
+    assert {q.quote_id for q in quotes} <= issued  # the audit trail keeps every quote
+    with pytest.raises(InvalidQuoteSignature):
+        await otc.accept(desk.key_id, AcceptQuote(quote=quotes[1].quote))

@@ -195,7 +195,10 @@ class Hedger:
                 # a new id would send a second order. Asked again on the next pass.
                 await self._note(leg, cid, error)
                 return False
-            return await self._failed_try(leg, cid, error)
+            # Books not in sync yet (a gateway just started), a venue down or rate-limited:
+            # no try is spent, the leg waits for the next pass under the same id.
+            transient = exc.status in (429, 502, 503, 504)
+            return await self._failed_try(leg, cid, error, transient=transient)
         assert isinstance(order, SmartOrder)
         return await self._settle(leg, cid, order)
 
@@ -299,18 +302,21 @@ class Hedger:
             log.warning("OTC hedge leg %s flagged FAILED: %s", leg.hedge_id, error)
         return state != "PENDING"
 
-    async def _failed_try(self, leg: HedgeRow, cid: str | None, error: str) -> bool:
+    async def _failed_try(self, leg: HedgeRow, cid: str | None, error: str, *,
+                          transient: bool = False) -> bool:
         """A try that sent nothing: the router refused the order before journaling it (the
-        leg SENT under ``cid``), or the leg could not be prepared (still PENDING: None)."""
-        attempts = _tries(leg)
-        final = attempts >= self.attempts
+        leg SENT under ``cid``), or the leg could not be prepared (still PENDING: None).
+        ``transient`` (503-like: nothing wrong with the leg itself): not counted as a try."""
+        attempts = _tries(leg) - (1 if transient and leg.state == "PENDING" else 0)
+        final = not transient and attempts >= self.attempts
         state = "FAILED" if final else "PENDING"
         expect = ({"state": "SENT", "client_order_id": cid} if cid is not None
                   else {"state": "PENDING", "attempts": leg.attempts})
         if not await asyncio.to_thread(self.store.update_hedge, leg.hedge_id, expect=expect,
                                        state=state, attempts=attempts, error=error):
             return True
-        await asyncio.to_thread(self.store.audit, "HEDGE_FAILED" if final else "HEDGE_RETRY",
+        kind = "HEDGE_FAILED" if final else "HEDGE_WAIT" if transient else "HEDGE_RETRY"
+        await asyncio.to_thread(self.store.audit, kind,
                                 trade_id=leg.trade_id,
                                 detail={"hedgeId": leg.hedge_id, "error": error,
                                         "attempts": attempts})

@@ -220,6 +220,13 @@ async def serve(args: argparse.Namespace) -> int:
     from_child = [c for c, v in venues_config.items() if c in SIM_CODES and not v.get("url")]
     count = (max(SIM_CODES.index(c) + 1 for c in from_child) if from_child
              else 0 if venues_config else DEFAULT_SIM_VENUES)
+    # Venues the gateway will serve: those named, else the child's. [otc] venues names some.
+    serving = list(venues_config) or list(SIM_CODES[:count])
+    missing = [v for v in otc.venues or () if v not in serving]
+    if missing:
+        print(f"astra serve: {where}: [otc] venues: {missing[0]} is not a served venue "
+              f"(served: {', '.join(serving)})", file=sys.stderr)
+        return 2
     child = SimChild(args.seed, count) if count else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

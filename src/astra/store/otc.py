@@ -40,6 +40,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from astra.core import (
+    DeskHalted,
     InsufficientBalance,
     InvalidParameter,
     InvalidQuoteSignature,
@@ -278,6 +279,16 @@ class OtcStore:
     def quote_by_signature(self, signature: str) -> QuoteRow | None:
         return self._quote(OTC_QUOTES.c.signature == signature)
 
+    def prune_quotes(self, expired_before_us: int, *, batch: int = 5000) -> int:
+        """Delete quotes never accepted that expired before ``expired_before_us`` (at most
+        ``batch`` per call); the number deleted. Accepted quotes stay (their trades name them),
+        and the audit trail keeps a ``QUOTE`` row for every quote issued."""
+        q = OTC_QUOTES
+        with self._engine.begin() as conn:
+            ids = sa.select(q.c.quote_id).where(
+                q.c.state == "ACTIVE", q.c.expiry_us < expired_before_us).limit(batch)
+            return conn.execute(sa.delete(q).where(q.c.quote_id.in_(ids))).rowcount
+
     def _quote(self, where: sa.ColumnElement[bool]) -> QuoteRow | None:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(OTC_QUOTES).where(where)).first()
@@ -306,11 +317,20 @@ class OtcStore:
         if hedge:
             hedges = list(q.detail.get("hedges") or ())
         with self._engine.begin() as conn:
-            return ledger.accept(
+            trade, created = ledger.accept(
                 conn, q, account_id=account_id, now_us=now_us, now_ms=self._clock(), day=day,
                 units=units, precision=prec,
                 notional_units=round_units(q.home_notional, NOTIONAL_PLACES, up=True),
                 daily_limit=daily, inventory_limits=limits, hedges=hedges)
+            if created:
+                # The kill switch, read inside the booking transaction after its first write
+                # (so on the latest committed state): once `astra otc halt` has returned, no
+                # accept books. A repeat of a booked accept still gets its trade.
+                halted = conn.execute(sa.select(OTC_DESK.c.value)
+                                      .where(OTC_DESK.c.name == _HALT)).scalar()
+                if halted is not None:
+                    raise DeskHalted(f"the OTC desk is halted: {halted}"[:300])
+            return trade, created
 
     # -- trades and hedges
 
