@@ -87,6 +87,22 @@ def _req(desk, **kw) -> QuoteRequest:
     return QuoteRequest(account_id=kw.pop("account_id", desk.account_id), **kw)
 
 
+async def _buy_btc(desk, amount: str):
+    """A quote for the desk's account to buy ``amount`` BTC with USDT."""
+    return await desk.gw.desk.request_quote(desk.key_id, _req(
+        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal(amount)))
+
+
+async def _hedged(otc, trade_id: str):
+    """The trade once its hedge is final (the hedger runs on its own)."""
+    async with asyncio.timeout(30):
+        while True:
+            trade = otc.store.trade(trade_id)
+            if trade.hedge_state != "PENDING":
+                return trade
+            await asyncio.sleep(0.05)
+
+
 async def _frozen(desk) -> None:
     """Both books synced (a feed syncs on a venue's diff, and a frozen venue sends none: the
     fixture's feeds linger), then the venues' clocks stopped."""
@@ -105,8 +121,7 @@ async def test_quotes_equal_an_independent_computation_from_the_venues_books(otc
     await _frozen(desk)
     markup = ONE + SPREAD / 10000
     # The client buys 0.5 BTC paying USDT: the desk buys it on the asks.
-    got = await desk.gw.desk.request_quote(desk.key_id, _req(
-        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.5")))
+    got = await _buy_btc(desk, "0.5")
     asks = _levels(desk, "BTCUSDT", "asks")
     assert got.quote.from_asset_quantity == Decimal("0.5")
     assert got.quote.to_asset_quantity == _up(_buy_cost(asks, Decimal("0.5")) * markup, 6)
@@ -135,8 +150,7 @@ async def test_every_field_changed_is_refused_and_the_intact_quote_books_once(ot
     desk = otc_desk
     await _frozen(desk)
     otc = desk.gw.desk
-    got = await otc.request_quote(desk.key_id, _req(
-        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.1")))
+    got = await _buy_btc(desk, "0.1")
     q = got.quote
     other = desk.otc_account({"USDT": "1000000"})
     changes = {
@@ -174,8 +188,7 @@ async def test_an_expired_quote_is_refused_and_books_nothing(otc_desk):
     desk = otc_desk
     await _frozen(desk)
     otc = desk.gw.desk
-    got = await otc.request_quote(desk.key_id, _req(
-        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.1")))
+    got = await _buy_btc(desk, "0.1")
     otc.clock = lambda: time.time() + 6  # the server's clock past the 5 s TTL
     with pytest.raises(QuoteExpired):
         await otc.accept(desk.key_id, AcceptQuote(quote=got.quote))
@@ -187,15 +200,9 @@ async def test_the_hedge_lands_on_the_venues_and_the_result_is_recorded(otc_desk
     desk = otc_desk
     await _frozen(desk)
     otc = desk.gw.desk
-    got = await otc.request_quote(desk.key_id, _req(
-        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.8")))
+    got = await _buy_btc(desk, "0.8")
     done = await otc.accept(desk.key_id, AcceptQuote(quote=got.quote))
-    async with asyncio.timeout(30):
-        while True:
-            trade = otc.store.trade(done.trade.trade_id)
-            if trade.hedge_state != "PENDING":
-                break
-            await asyncio.sleep(0.05)
+    trade = await _hedged(otc, done.trade.trade_id)
     assert trade.hedge_state == "HEDGED", otc.store.hedges(trade_id=trade.trade_id)
     legs = otc.store.hedges(trade_id=trade.trade_id)
     assert [(leg.symbol, leg.side, leg.state) for leg in legs] == [(BTC, "BUY", "DONE")]
@@ -300,10 +307,8 @@ async def test_the_kill_switch_stops_issued_quotes_but_not_the_hedger(otc_desk):
     await _frozen(desk)
     otc = desk.gw.desk
     await otc.hedger.close()  # its passes run by hand below
-    first = await otc.request_quote(desk.key_id, _req(
-        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.2")))
-    second = await otc.request_quote(desk.key_id, _req(
-        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.1")))
+    first = await _buy_btc(desk, "0.2")
+    second = await _buy_btc(desk, "0.1")
     booked = await otc.accept(desk.key_id, AcceptQuote(quote=first.quote))
     before = await otc.account(desk.key_id, desk.account_id)
     otc.store.set_halted("risk review")
@@ -333,8 +338,7 @@ async def test_a_per_trade_maximum_lowered_after_the_quote_refuses_its_accept(ot
     desk = otc_desk
     await _frozen(desk)
     otc = desk.gw.desk
-    got = await otc.request_quote(desk.key_id, _req(
-        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.5")))
+    got = await _buy_btc(desk, "0.5")
     notional = otc.store.quote(got.quote_id).home_notional
     assert notional > 1000
     # The desk's default (this account has none of its own) lowered under the trade's size.
@@ -357,8 +361,7 @@ async def test_a_quote_books_only_as_issued_whatever_the_form_of_the_accept(otc_
     desk = otc_desk
     await _frozen(desk)
     otc = desk.gw.desk
-    got = await otc.request_quote(desk.key_id, _req(
-        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.1")))
+    got = await _buy_btc(desk, "0.1")
     q = got.quote
     upper = msgspec.structs.replace(q, signature=q.signature.upper())
     assert upper.signature != q.signature
@@ -395,12 +398,7 @@ async def test_a_client_selling_btc_is_hedged_whole_and_the_margin_ends_in_usdt(
         got = await otc.request_quote(desk.key_id, _req(
             desk, from_asset="USDT", to_asset="BTC", **body))
         done = await otc.accept(desk.key_id, AcceptQuote(quote=got.quote))
-        async with asyncio.timeout(30):
-            while True:
-                trade = otc.store.trade(done.trade.trade_id)
-                if trade.hedge_state != "PENDING":
-                    break
-                await asyncio.sleep(0.05)
+        trade = await _hedged(otc, done.trade.trade_id)
         [leg] = otc.store.hedges(trade_id=trade.trade_id)
         assert (leg.side, leg.quantity) == ("SELL", got.quote.to_asset_quantity)
         # All of it but the dust below the venues' lot (0.00001 BTC), which the desk keeps.
@@ -417,8 +415,7 @@ async def test_quotes_never_accepted_are_pruned_an_hour_after_expiry(otc_desk):
     desk = otc_desk
     await _frozen(desk)
     otc = desk.gw.desk
-    quotes = [await otc.request_quote(desk.key_id, _req(
-        desk, from_asset="BTC", to_asset="USDT", from_amount=Decimal("0.01")))
+    quotes = [await _buy_btc(desk, "0.01")
         for _ in range(3)]
     booked = await otc.accept(desk.key_id, AcceptQuote(quote=quotes[0].quote))
     assert await otc.prune() == 0  # none has expired an hour ago

@@ -343,25 +343,33 @@ def _spawn(db: Db, workdir: Path, mode: str, *extra: str) -> subprocess.Popen[st
     )
 
 
+def run_race(procs: list[subprocess.Popen[str]], work: Path, timeout: float = 60) -> list[str]:
+    """Start a race between ``procs`` (each touches ``work/ready-<i>``, then waits for
+    ``work/go``): once all are ready, go; their stdouts, each having exited 0. Every process is
+    gone afterwards."""
+    try:
+        deadline = time.monotonic() + 60
+        while sum((work / f"ready-{i}").exists() for i in range(len(procs))) < len(procs):
+            assert time.monotonic() < deadline, [p.poll() for p in procs]
+            time.sleep(0.01)
+        (work / "go").touch()
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0] * len(procs), [err for _, err in outs]
+    return [out for out, _ in outs]
+
+
 def test_processes_posting_one_client_id_create_one_entry(db: Db, tmp_path: Path) -> None:
     OrderJournal(db.engine)  # the table exists before the race
     work = tmp_path / "race"
     work.mkdir()
     (work / "request.json").write_text(json.dumps(REQUEST))
-    procs = [_spawn(db, work, "race", str(i)) for i in range(3)]
-    try:
-        deadline = time.monotonic() + 60
-        while sum((work / f"ready-{i}").exists() for i in range(3)) < 3:
-            assert time.monotonic() < deadline, [p.poll() for p in procs]
-            time.sleep(0.01)
-        (work / "go").touch()
-        outs = [p.communicate(timeout=60) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outs]
-    results = [json.loads(out) for out, _ in outs]
+    outs = run_race([_spawn(db, work, "race", str(i)) for i in range(3)], work)
+    results = [json.loads(out) for out in outs]
     assert sum(r["created"] for r in results) == 1
     assert len({r["id"] for r in results}) == 1
     assert row_count(db.engine) == 1

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from decimal import Decimal as D
 from pathlib import Path
@@ -38,7 +37,7 @@ from astra.core import (
 from astra.store import DuplicateSignature, OtcStore, QuoteRow, open_database
 from astra.store.otc_schema import OTC_AUDIT, OTC_BALANCES
 
-from .test_journal import Clock, Db, _script_env
+from .test_journal import Clock, Db, _script_env, run_race
 from .test_journal import db as db  # the fixture, on every backend
 
 DAY = "2026-01-02"
@@ -431,20 +430,8 @@ def test_processes_accepting_one_quote_book_one_trade(db: Db, store: OtcStore,
          q.quote_id, acc, str(NOW_US)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_script_env())
         for i in range(3)]
-    try:
-        deadline = time.monotonic() + 60
-        while sum((work / f"ready-{i}").exists() for i in range(3)) < 3:
-            assert time.monotonic() < deadline, [p.poll() for p in procs]
-            time.sleep(0.01)
-        (work / "go").touch()
-        outs = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outs]
-    results = [r for out, _ in outs for r in json.loads(out)]
+    outs = run_race(procs, work, timeout=120)
+    results = [r for out in outs for r in json.loads(out)]
     assert len(results) == 24 and not [r for r in results if r[0] == "error"], results
     assert sum(created for _, created in results) == 1
     assert len({trade_id for trade_id, _ in results}) == 1

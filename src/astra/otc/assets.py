@@ -21,6 +21,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from astra.core import InvalidParameter
 
 __all__ = [
+    "ACCOUNT_ID_RE",
     "ASSET_RE",
     "DECIMAL_TEXT",
     "MAX_AMOUNT",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 ASSET_RE = re.compile(r"^[A-Z0-9]{1,16}$")
+# An OTC account id (a UUID as issued; any 1..64 of these in a request): use with fullmatch.
+ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # A number written as text, as strictly as a JSON number (ASCII digits, one point, an optional
 # exponent; ".5" and "5." too): Decimal() alone also takes "1_000", " 1 ", "+1", "Infinity" and
 # other scripts' digits ("\u0661" is one), each a surprise in an amount. Use with fullmatch.

@@ -67,9 +67,10 @@ from astra.core._otc import (
     QuoteResponse,
 )
 from astra.marketdata.engine import MarketDataEngine
+from astra.routing.legs import dec
 from astra.store.otc import AccountRow, DuplicateSignature, OtcStore, QuoteRow, TradeRow
 
-from .assets import check_amount, check_asset, plain
+from .assets import ACCOUNT_ID_RE, check_amount, check_asset, plain
 from .config import OtcConfig
 from .hedger import Hedger
 from .pricing import (
@@ -96,10 +97,6 @@ PRUNE_EVERY = 300.0
 
 def _day(ms: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
-
-
-def _dec(value: float) -> Decimal:
-    return Decimal(repr(value))
 
 
 class Desk:
@@ -279,9 +276,9 @@ class Desk:
                             "updates again")
         members = tuple(
             MemberLevels(venue=m.venue,
-                         bids=tuple((_dec(p), _dec(q)) for p, q in m.bids),
-                         asks=tuple((_dec(p), _dec(q)) for p, q in m.asks),
-                         taker_fee=_dec(m.taker_fee))
+                         bids=tuple((dec(p), dec(q)) for p, q in m.bids),
+                         asks=tuple((dec(p), dec(q)) for p, q in m.asks),
+                         taker_fee=dec(m.taker_fee))
             for m in books.members if m.state == "synced")
         if not members:
             states = ", ".join(f"{m.venue} {m.state}" for m in books.members)
@@ -445,7 +442,7 @@ def _hedges(route, priced: Priced) -> list[dict]:
 
 
 def _check_account_id(account_id: object) -> None:
-    if not isinstance(account_id, str) or not 1 <= len(account_id) <= 64:
+    if not isinstance(account_id, str) or ACCOUNT_ID_RE.fullmatch(account_id) is None:
         raise InvalidParameter("accountId", "accountId must be an OTC account id (a UUID)")
 
 

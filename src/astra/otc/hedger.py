@@ -43,6 +43,7 @@ from astra.core import AstraError, MissingCredentials, Side
 from astra.core._trading import OrderStatus, OrderType, SmartOrder, SmartOrderRequest
 from astra.core.credentials import ExchangeCredentials
 from astra.marketdata.engine import MarketDataEngine
+from astra.routing.legs import dec
 from astra.routing.router import SmartRouter
 from astra.store.otc import HedgeRow, OtcStore
 
@@ -57,20 +58,9 @@ _FINAL = {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderSt
 CredentialsLookup = Callable[[str, str], ExchangeCredentials | None]  # (key id, venue)
 
 
-def _dec(value: float | None) -> Decimal:
-    return Decimal(repr(value)) if value else _ZERO
-
-
 def _tries(leg: HedgeRow) -> int:
     """Tries made once this one is counted (a SENT leg counted its try when it was sent)."""
     return leg.attempts if leg.state == "SENT" else leg.attempts + 1
-
-
-def _lot_places(lot: float | None) -> int:
-    if not lot:
-        return 8
-    exponent = Decimal(repr(lot)).normalize().as_tuple().exponent
-    return max(0, -int(exponent))
 
 
 class Hedger:
@@ -253,14 +243,10 @@ class Hedger:
 
     async def _rounded(self, symbol: str, quantity: Decimal) -> Decimal:
         smart = await self.engine.smart_market(symbol)
-        lots = [m.metadata.lot_size for v, m in smart.members.items()
-                if self.venues is None or v in self.venues]
-        places = min((_lot_places(lot) for lot in lots), default=8)
-        coarsest = max((_dec(lot) for lot in lots if lot), default=_ZERO)
-        rounded = quantize_down(quantity, places)
-        if coarsest > 0:
-            rounded = (rounded // coarsest) * coarsest
-        return rounded
+        # Down to the coarsest member's lot, so every venue can take any slice of it.
+        lot = max((dec(m.metadata.lot_size) for v, m in smart.members.items()
+                   if self.venues is None or v in self.venues), default=_ZERO)
+        return (quantity // lot) * lot if lot > 0 else quantize_down(quantity, 8)
 
     async def _settle(self, leg: HedgeRow, cid: str, order: SmartOrder) -> bool:
         if order.status not in _FINAL:
@@ -270,9 +256,9 @@ class Hedger:
                              "outcome not known yet")
             return False
         report = order.report
-        filled = _dec(order.filled_quantity)
-        notional = _dec(report.notional) if report else _ZERO
-        fees = _dec(report.fees) if report else _ZERO
+        filled = dec(order.filled_quantity)
+        notional = dec(report.notional) if report else _ZERO
+        fees = dec(report.fees) if report else _ZERO
         total = (leg.filled or _ZERO) + filled
         prior = (leg.average_price or _ZERO) * (leg.filled or _ZERO)
         average = (prior + notional) / total if total else None

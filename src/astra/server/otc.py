@@ -65,7 +65,7 @@ from astra.core._otc import (
     QuoteRequest,
     QuoteResponse,
 )
-from astra.otc.assets import DECIMAL_TEXT, MAX_AMOUNT, MAX_PLACES, normal
+from astra.otc.assets import ACCOUNT_ID_RE, DECIMAL_TEXT, MAX_AMOUNT, MAX_PLACES, normal
 
 from .auth import API_KEY, API_KEY_HEADER, API_KEY_QUERY, WS_PROTOCOL
 from .errors import error_response
@@ -93,7 +93,6 @@ _FROM_REQUEST = {field: name for name, field in STREAM_PARAMETERS.items()}
 # An OTC account id is text of these characters (the desk issues UUIDs; an id of this shape
 # it does not know is a 404). Anything else is a 400 before a database sees it: PostgreSQL
 # refuses a NUL in a text parameter outright, which would be a 500 (and no audit row).
-ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")  # (use with fullmatch)
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")  # what signing.QuoteSigner.sign writes
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
