@@ -24,6 +24,7 @@ RANK = {
     "core": 0,
     "net": 1,
     "store": 2,
+    "tape": 2.5,  # recorded market data on disk (history writes it, the simulator replays it)
     "venues": 3,
     "sim": 3.5,
     "marketdata": 4,

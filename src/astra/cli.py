@@ -1,5 +1,5 @@
 """The ``astra`` command line: ``serve`` (the gateway), ``sim`` (the simulator), ``keys``,
-``credentials``, ``otc``."""
+``credentials``, ``otc``, ``history``."""
 
 from __future__ import annotations
 
@@ -86,7 +86,22 @@ def _venue_count(text: str) -> int:
     return n
 
 
+def _replay_plans(args: argparse.Namespace) -> dict:
+    """``astra sim --replay ...`` checked and resolved against the record (exit 2 with the
+    reason otherwise). Imported here only when asked: it loads pyarrow."""
+    from astra.sim.replay import parse_replay_options, plan_replays
+
+    try:
+        sources = parse_replay_options(args.replay, args.replay_from, args.replay_to,
+                                       args.replay_speed, args.venues)
+        return plan_replays(sources, say=print)
+    except ValueError as exc:
+        print(f"astra sim: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
+    from astra.history.cli import add_history_parser
     from astra.server.serve import add_serve_parser, port_arg
     from astra.store import add_credentials_parser, add_keys_parser, add_otc_parser
 
@@ -113,6 +128,24 @@ def _parser() -> argparse.ArgumentParser:
         help="keep accounts, balances and orders in FILE across restarts (SIM's; SIM2's in "
         "FILE.SIM2 and so on)",
     )
+    sim.add_argument(
+        "--replay", action="append", default=[], metavar="[CODE=]DIR",
+        help="replay the books recorded in DIR (astra serve's [history] dir) on venue CODE "
+        "(default SIM): each market recorded there follows the record, its synthetic flow "
+        "off (repeatable, one DIR per venue)",
+    )
+    sim.add_argument(
+        "--replay-from", action="append", default=[], metavar="[CODE=]TIME",
+        help="where the replay starts: ISO 8601 or Unix ms (default: the record's start)",
+    )
+    sim.add_argument(
+        "--replay-to", action="append", default=[], metavar="[CODE=]TIME",
+        help="where it ends, its last book then staying (default: the record's end)",
+    )
+    sim.add_argument(
+        "--replay-speed", action="append", default=[], metavar="[CODE=]X",
+        help="record seconds per simulated second (default 1)",
+    )
     sim.add_argument(  # for `astra serve`, which runs the simulator as its child: its pid
         "--exit-with-parent", nargs="?", type=int, const=0, default=None, metavar="PID",
         help=argparse.SUPPRESS,
@@ -121,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     add_credentials_parser(sub)
     add_otc_parser(sub)
+    add_history_parser(sub)
     return parser
 
 
@@ -136,8 +170,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.exit_with_parent is not None:
             _die_with_parent(args.exit_with_parent)
             _exit_at_stdin_eof()
+        replay = None
+        if args.replay or args.replay_from or args.replay_to or args.replay_speed:
+            replay = _replay_plans(args)
         sys.exit(_run(serve_sim(args.host, args.port, args.seed, args.data, args.venues,
-                                args.latency)))
+                                args.latency, replay)))
     elif args.command == "serve":
         from astra.server.serve import serve
 
@@ -154,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from astra.store import run_otc
 
         sys.exit(run_otc(args))
+    elif args.command == "history":
+        from astra.history.cli import run_history
+
+        sys.exit(run_history(args))
 
 
 if __name__ == "__main__":

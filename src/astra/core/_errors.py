@@ -21,6 +21,7 @@ from ._models import Error, Exchange, FeedState
 
 __all__ = [
     "AstraError",
+    "BookNotInSync",
     "Conflict",
     "CredentialsForbidden",
     "CredentialsUnreadable",
@@ -39,6 +40,7 @@ __all__ = [
     "MethodNotAllowed",
     "MissingCredentials",
     "MissingParameter",
+    "NoHistory",
     "NotFound",
     "OrderNotFound",
     "OrderStatusUnknown",
@@ -327,6 +329,22 @@ class Conflict(AstraError, code="CONFLICT", status=409, message="conflict"):
 
 class Unprocessable(AstraError, code="UNPROCESSABLE", status=422, message="unprocessable request"):
     pass
+
+
+# History (``astra.history.query``): a past moment the record cannot answer for.
+class NoHistory(AstraError, code="NO_HISTORY", status=404, message="nothing recorded then"):
+    """A time outside what is recorded for the market (before its first row or after its
+    last); the message states the recorded range. (A time older than the retention keeps
+    is a 400 naming the parameter: no record can ever answer it.)"""
+
+
+class BookNotInSync(
+    AstraError, code="BOOK_NOT_IN_SYNC", status=409,
+    message="the recorded book was not in sync at that time",
+):
+    """The book at a past moment that fell in a gap of the record: after a resync (the
+    message names its time and reason, and when the next snapshot came) or while the
+    recorder was not running. ``parameter`` is ``time``."""
 
 
 class RateLimited(AstraError, code="RATE_LIMITED", status=429, message="rate limit exceeded"):

@@ -240,10 +240,12 @@ class Trade(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", gc
     trade_id: str | None = None  # the venue's trade id when it has one (dedup after reconnect)
 
 
-class TradesMessage(msgspec.Struct, kw_only=True):
-    """WebSocket TRADE message: the trades since the previous message."""
+class TradesMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """WebSocket TRADE message: the trades since the previous message. ``market`` is set on a
+    replay (``WS /ws?from=…``), where one connection may carry several markets."""
 
     trades: list[Trade]
+    market: str | None = None
 
 
 class Error(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from astra.core import DataType, InvalidParameter, TradesMessage
+from astra.core import DataType, InvalidParameter, MissingParameter, TradesMessage
 from astra.marketdata.engine import MarketDataEngine
 from astra.marketdata.smart import SMART_PREFIX
 from astra.net import BoundedSender
@@ -58,6 +58,7 @@ class Metrics:
         self.ws_clients: Counter[str] = Counter()
         self.started = time.time()
         self.desk: Any = None  # the OTC desk (astra.otc.Desk), when the gateway has one
+        self.recorder: Any = None  # the history recorder (astra.history.Recorder), when on
 
     def render(self) -> str:
         lines = ["# TYPE astra_http_requests_total counter"]
@@ -79,6 +80,16 @@ class Metrics:
             hedger = self.desk.hedger
             lines.append("# TYPE astra_otc_hedge_legs_failed_total counter")
             lines.append(f"astra_otc_hedge_legs_failed_total {hedger.failed if hedger else 0}")
+        if self.recorder is not None:
+            stats = self.recorder.stats
+            lines.append("# TYPE astra_history_rows_total counter")
+            for name in ("rows_recorded", "rows_dropped"):
+                lines.append(f'astra_history_rows_total{{outcome="{name[5:]}"}} {stats[name]}')
+            for name in ("files_written", "flushes", "write_errors"):
+                lines.append(f"# TYPE astra_history_{name}_total counter")
+                lines.append(f"astra_history_{name}_total {stats[name]}")
+            lines.append("# TYPE astra_history_pending_rows gauge")
+            lines.append(f"astra_history_pending_rows {self.recorder.pending}")
         lines.append("# TYPE astra_uptime_seconds gauge")
         lines.append(f"astra_uptime_seconds {time.time() - self.started:.0f}")
         return "\n".join(lines) + "\n"
@@ -92,9 +103,11 @@ class _Routes:
         max_queue: int,
         send_buffer: int,
         private_ws: Callable | None = None,
+        replay_ws: Callable | None = None,
     ) -> None:
         self.engine, self.metrics = engine, metrics
         self.private_ws = private_ws  # ORDERS / FILLS / BALANCES subscriptions
+        self.replay_ws = replay_ws  # recorded data: a query with `from` (server/replay.py)
         self.max_queue, self.send_buffer = max_queue, send_buffer
 
     async def markets(self, request: web.Request) -> web.Response:
@@ -136,6 +149,13 @@ class _Routes:
         return json_response(openapi_document(self.engine.venues))  # narrowed to the served venues
 
     async def ws(self, request: web.Request) -> web.StreamResponse:
+        if "from" in request.query:  # a replay of recorded data, not a live subscription
+            if self.replay_ws is None:
+                raise InvalidParameter("from", "this gateway serves no recorded data")
+            return await self.replay_ws(request)
+        for name in ("to", "speed"):  # replay parameters without a replay
+            if name in request.query:
+                raise MissingParameter("from")
         raw_type = required(request.query, "dataType")
         if self.private_ws is not None and raw_type in PRIVATE_DATA_TYPES:
             return await self.private_ws(request)
@@ -179,17 +199,19 @@ def build_app(
     max_queue: int = 5000,
     send_buffer: int = 256 * 1024,
     private_ws: Callable | None = None,
+    replay_ws: Callable | None = None,
 ) -> web.Application:
     """The public API. ``auth`` is the API-key middleware (None only in tests of routing);
     ``sessions`` caps and tracks WebSockets per key (closing a revoked key's);
-    ``max_queue`` (frames) and ``send_buffer`` (bytes) bound what a slow client may hold."""
+    ``max_queue`` (frames) and ``send_buffer`` (bytes) bound what a slow client may hold;
+    ``replay_ws`` serves ``/ws`` requests with ``from`` (replays, ``server/replay.py``)."""
     middlewares = [error_middleware(metrics.requests)]
     if auth is not None:
         middlewares.append(auth)
     if sessions is not None:  # after auth: it counts by the verified key
         middlewares.append(sessions.middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
-    routes = _Routes(engine, metrics, max_queue, send_buffer, private_ws)
+    routes = _Routes(engine, metrics, max_queue, send_buffer, private_ws, replay_ws)
     app.add_routes(
         [
             web.get("/markets", routes.markets),

@@ -47,6 +47,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from astra.core import SIM_CODES
+from astra.history.config import HistoryConfig
 from astra.marketdata.engine import MarketDataEngine
 from astra.marketdata.smart import SmartConfig
 from astra.otc import Desk, Hedger, OtcConfig, QuoteSigner
@@ -65,9 +67,11 @@ from .auth import KeyVerifier, auth_middleware
 from .otc import otc_routes
 from .private import DEFAULT_BODY_TIMEOUT, private_routes, private_ws
 from .protocol import GatewayRunner, install_log_scrubbers
+from .replay import replay_ws
 from .sessions import WsSessions
 
-__all__ = ["Gateway", "SimChild", "load_config", "venues_from_config"]
+__all__ = ["REPLAY_OPTIONS", "Gateway", "SimChild", "load_config", "replay_args",
+           "venues_from_config"]
 
 
 def load_config(path: Path | None) -> dict:
@@ -86,9 +90,12 @@ class SimChild:
     # listening on http://127.0.0.1:7071" (older: "Astra simulator (venue SIM, seed 0) ...").
     _LISTENING = re.compile(rb"venue (SIM\d*)\b.*?listening on (http://\S+)")
 
-    def __init__(self, seed: int = 0, venues: int = 1) -> None:
+    def __init__(self, seed: int = 0, venues: int = 1,
+                 replay: Mapping[str, Mapping[str, object]] | None = None) -> None:
         self.seed = seed
         self.venues = venues
+        # Venue code -> its [venues.CODE] replay options (replay_args): astra sim --replay.
+        self.replay_args = replay_args(replay or {})
         self.proc: asyncio.subprocess.Process | None = None
         self.urls: dict[str, str] = {}
         self.url = ""
@@ -107,6 +114,7 @@ class SimChild:
             str(self.seed),
             "--venues",
             str(self.venues),
+            *self.replay_args,
             "--exit-with-parent",
             str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,  # held open, never written: EOF means we are gone
@@ -146,6 +154,28 @@ class SimChild:
             await proc.wait()
 
 
+# [venues.SIMx] options for the simulator child (astra sim --replay ...), not the venue.
+REPLAY_OPTIONS = {"replay": "--replay", "replay_from": "--replay-from",
+                  "replay_to": "--replay-to", "replay_speed": "--replay-speed"}
+
+
+def replay_args(options: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """``astra sim`` arguments for each venue's ``replay``, ``replay_from``, ``replay_to``
+    and ``replay_speed`` options (TOML datetimes as ISO 8601, numbers as they are); a venue
+    without ``replay`` has none. The child checks them (exit 2 naming the option)."""
+    args: list[str] = []
+    for code, venue in options.items():
+        if venue.get("replay") in (None, ""):
+            continue
+        for key, flag in REPLAY_OPTIONS.items():
+            value = venue.get(key)
+            if value is None:
+                continue
+            text = value.isoformat() if hasattr(value, "isoformat") else str(value)
+            args += [flag, f"{code.upper()}={text}"]
+    return args
+
+
 def venues_from_config(
     config: dict, sim_urls: Mapping[str, str] | str | None
 ) -> dict[str, Venue]:
@@ -158,6 +188,9 @@ def venues_from_config(
     venues: dict[str, Venue] = {}
     for code, options in (config.get("venues") or {}).items():
         options = dict(options or {})
+        if code.upper() in SIM_CODES:  # the simulator child's options (SimChild), not the venue's
+            for key in REPLAY_OPTIONS:
+                options.pop(key, None)
         if code.upper() in sim_urls and not options.get("url"):
             options["url"] = sim_urls[code.upper()]
         venues[code.upper()] = build_venue(code, options)
@@ -190,6 +223,7 @@ class Gateway:
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         smart: SmartConfig | None = None,  # the [smart] section (consolidated markets)
         otc: OtcConfig | None = None,  # the [otc] section (the OTC desk)
+        history: HistoryConfig | None = None,  # the [history] section (recorder, queries)
     ) -> None:
         self.engine = MarketDataEngine(venues, linger=linger, smart=smart)
         # The private API: the order journal lives in the same database as the keys.
@@ -212,6 +246,10 @@ class Gateway:
             keys, per_key=ws_connections_per_key, revalidate_every=session_revalidate_seconds
         )
         self.verifier = KeyVerifier(keys)  # key reads on their own threads, bounded
+        # History: queries and replay read ``history.dir`` (also a record made earlier, or by
+        # another gateway); the recorder writes it when ``history.markets`` names any.
+        self.history = history
+        self.recorder = None  # astra.history.recorder.Recorder, once started
 
     def _desk(self, config: OtcConfig) -> Desk:
         """The OTC desk: its ledger in the same database; hedges through the router with the
@@ -256,11 +294,22 @@ class Gateway:
             auth=auth_middleware(self.keys, verifier=self.verifier),
             sessions=self.sessions,
             private_ws=private_ws(self.trading, self.credentials),
+            replay_ws=replay_ws(self.history.dir, self.history.retention_days,
+                                send_buffer=self._client_limits["send_buffer"])
+            if self.history is not None else None,
             **self._client_limits,
         )
         app.add_routes(private_routes(self.trading, self.credentials, self.body_timeout,
                                       self.router))
         app.add_routes(otc_routes(self.desk, self.body_timeout))
+        if self.history is not None:
+            # pyarrow loads with the history modules: not on every `astra` command's start.
+            from astra.history.query import HistoryReader
+
+            from .history import history_routes
+
+            app.add_routes(history_routes(
+                HistoryReader(self.history.dir, self.history.retention_days)))
         self.port = await self._serve(app, self.port)
         self.sessions.start()  # once bound: a failed bind leaves no revalidation task
         # Orders a previous run left with an unknown outcome, for keys with stored credentials.
@@ -268,6 +317,12 @@ class Gateway:
         self._reconciler = asyncio.create_task(self._reconcile_stored())
         await self.desk.start()  # after the router's reconciliation is under way
         self.metrics_port = await self._serve(build_metrics_app(self.metrics), self.metrics_port)
+        if self.history is not None and self.history.markets:
+            from astra.history.recorder import Recorder
+
+            # Another gateway recording into the same folder: RuntimeError (start fails).
+            self.recorder = await Recorder(self.engine, self.history).start()
+            self.metrics.recorder = self.recorder
         return self
 
     async def _reconcile_stored(self) -> int:
@@ -279,6 +334,10 @@ class Gateway:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reconciler
+        if self.recorder is not None:  # before the engine: its last rows are written
+            with contextlib.suppress(Exception):
+                await self.recorder.close()
+            self.recorder = None
         await self.desk.close()
         await self.sessions.close()
         for runner in reversed(self._runners):

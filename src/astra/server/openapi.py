@@ -60,6 +60,7 @@ from astra.store.journal import CLIENT_ORDER_ID_PATTERN
 from astra.trading.service import MAX_ORDER_VALUE, PRICED_TYPES, STOP_TYPES
 from astra.venues.base import BALANCE_ACCOUNTS, Capabilities, Venue
 
+from .openapi_history import HISTORY_MODELS, history_paths, replay_params
 from .otc import ACCOUNT_ID_RE, DEFAULT_CONVERTS_LIMIT, MAX_CONVERTS_LIMIT
 from .params import DEFAULT_TRADES_LIMIT, MAX_DEPTH, MAX_SINCE, MAX_TRADES_LIMIT, WS_DATA_TYPES
 
@@ -381,7 +382,7 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
          ConsolidatedBook, ConsolidatedUpdate, Bbo,
          PlaceOrder, Order, Fill, Balance, Position, OrdersMessage, FillsMessage,
          BalancesMessage, ResyncMessage, SmartOrderRequest, SmartOrder, SmartPlan,
-         *_OTC_MODELS],
+         *_OTC_MODELS, *HISTORY_MODELS],
         ref_template="#/components/schemas/{name}",
     )
     market = _param("market", "Astra market symbol, e.g. SIM-SPOT-BTC-USDT",
@@ -460,6 +461,7 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
                         ", ".join(WS_DATA_TYPES),
                         schema={"type": "string", "enum": list(WS_DATA_TYPES)},
                     ),
+                    *replay_params(_param),
                 ],
                 {"oneOf": [_ref(n) for n in ("BookUpdate", "BookResync", "TradesMessage",
                                              "ConsolidatedUpdate", "Bbo",
@@ -505,6 +507,7 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
                 "get", "Open positions on an exchange", [exchange],
                 {"type": "array", "items": _ref("Position")}),
             **_otc_paths(),
+            **history_paths(market_schema, _param, _get, _ref),
         },
         "components": {
             "schemas": _otc_components(_tighten(components, market_schema)),

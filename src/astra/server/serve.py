@@ -21,13 +21,21 @@ from decimal import Decimal
 from pathlib import Path
 
 from astra.core import SIM_CODES
+from astra.history.config import HistoryConfig
 from astra.marketdata.smart import SmartConfig
 from astra.otc import OtcConfig, QuoteSigner
-from astra.store import ApiKeyStore, CredentialStore, OtcStore, load_master_key, open_database
+from astra.store import (
+    ApiKeyStore,
+    CredentialStore,
+    OtcStore,
+    default_data_dir,
+    load_master_key,
+    open_database,
+)
 from astra.store.credentials import MASTER_KEY_ENV
 from astra.trading.paper import LayeredCredentials, create_paper_account
 
-from .gateway import Gateway, SimChild, load_config, venues_from_config
+from .gateway import REPLAY_OPTIONS, Gateway, SimChild, load_config, venues_from_config
 
 __all__ = ["add_serve_parser", "check_otc_precision", "check_settings", "otc_funds",
            "otc_hedge_warning", "port_arg", "serve"]
@@ -196,6 +204,12 @@ async def serve(args: argparse.Namespace) -> int:
         smart = SmartConfig.from_config(config.get("smart"))  # [smart]: SMART markets
         otc = OtcConfig.from_config(config.get("otc"))  # [otc]: the OTC desk
         QuoteSigner.from_config(otc.section)  # its signing keys, checked before anything starts
+        data_dir = args.data_dir or default_data_dir()
+        # [history]: what to record. With no configuration at all (the simulator), the
+        # simulator's BTC-USDT books and trades are recorded for two days.
+        history = (HistoryConfig.default_for_simulator(data_dir)
+                   if not config and not args.venues
+                   else HistoryConfig.from_config(config.get("history"), data_dir))
     except ValueError as exc:
         print(f"astra serve: {where}: {exc}", file=sys.stderr)
         return 2
@@ -227,7 +241,15 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"astra serve: {where}: [otc] venues: {missing[0]} is not a served venue "
               f"(served: {', '.join(serving)})", file=sys.stderr)
         return 2
-    child = SimChild(args.seed, count) if count else None
+    # [venues.SIMx] replay = "DIR" (replay_from, replay_to, replay_speed): the child replays.
+    replaying = {c: v for c, v in venues_config.items()
+                 if any(v.get(k) not in (None, "") for k in REPLAY_OPTIONS)}
+    for code, options in replaying.items():
+        if code not in from_child or options.get("replay") in (None, ""):
+            print(f"astra serve: {where}: [venues.{code}] replay options need replay = \"DIR\" "
+                  "on a simulator venue without a url (SIM, SIM2 ...)", file=sys.stderr)
+            return 2
+    child = SimChild(args.seed, count, replaying) if count else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -260,6 +282,7 @@ async def serve(args: argparse.Namespace) -> int:
             credentials=credentials,
             smart=smart,
             otc=otc,
+            history=history,
             **settings,
         )
         async with gateway:
@@ -282,6 +305,10 @@ async def serve(args: argparse.Namespace) -> int:
             if len(served) > 1:  # the consolidated book of the simulated venues
                 print(f"       curl -H 'x-astra-api-key: Bearer <key>' "
                       f"'{gateway.base_url}/orderbook?market=SMART-SPOT-BTC-USDT'", flush=True)
+            if gateway.recorder is not None:
+                print(f"  history: recording {', '.join(gateway.recorder.markets) or 'nothing yet'}"
+                      f" to {history.dir} (written every {history.flush_seconds:g} s, kept "
+                      f"{history.retention_days} days); GET /history/markets", flush=True)
             if (warning := otc_hedge_warning(otc, venues, credentials)) is not None:
                 print(warning, flush=True)
             if served and first_key is not None:

@@ -9,6 +9,9 @@ The clock runs the flow in fixed ``STEP_MS`` steps; when the loop falls behind i
 of several (``cluster.py``) has no clock of its own (``own_clock=False``): the cluster's one
 clock steps the shared fair path, then every venue, in lockstep.
 
+A market given a ``replay`` plan (``replay.py``) follows a recorded book instead of its
+synthetic flow, stepped by the same clock.
+
 A venue's ``profile`` (``venues.py``) sets its markets' ticks, lots and liquidity, its
 maker/taker fees (``commissionRate``, and ``makerCommissionRate`` / ``takerCommissionRate``
 on each ``exchangeInfo`` symbol: a simulator extension), the latency added to each REST
@@ -24,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -50,6 +54,9 @@ from .state import MarketState, now_ms
 from .userstream import UserStreams
 from .venues import VenueProfile, profile_for
 from .ws import WsLimits, WsSide
+
+if TYPE_CHECKING:
+    from .replay import ReplayPlan
 
 __all__ = ["SimExchange", "VenueSide", "run_clock"]
 
@@ -88,7 +95,7 @@ def _latency_middleware(delay: float):
 class VenueSide:
     kind: str  # "spot" or "perp"
     states: dict[str, MarketState]  # by venue symbol
-    flows: list[SyntheticFlow]
+    flows: list[SyntheticFlow]  # or a replay.BookReplay in a replayed market's place
     hub: StreamHub
     feeds: Feeds
     ws: WsSide = field(init=False)
@@ -112,6 +119,7 @@ class SimExchange:
         fair: FairPath | None = None,
         latency_ms: float | None = None,
         own_clock: bool = True,
+        replay: Sequence[ReplayPlan] = (),
     ) -> None:
         self.profile = profile = profile or profile_for("SIM")
         self.code = profile.code
@@ -148,6 +156,7 @@ class SimExchange:
                 (ws_limits or {}).get(kind),
             )
             self.sides[kind] = side
+        self._replace_flows(replay)
         for side in self.sides.values():
             for flow in side.flows:
                 flow.seed_book()
@@ -159,6 +168,17 @@ class SimExchange:
         self.steps = 0
         self._task: asyncio.Task | None = None
         self._saver: asyncio.Task | None = None
+
+    def _replace_flows(self, plans: Sequence[ReplayPlan]) -> None:
+        """A replayed market's synthetic flow gives way to the recorded book (``replay.py``)."""
+        if not plans:
+            return
+        from .replay import BookReplay  # pyarrow: loaded only by a replaying simulator
+
+        for plan in plans:
+            side = self.sides[plan.kind]
+            side.flows = [BookReplay(f.state, plan, venue=self.code)
+                          if f.state.market.symbol == plan.symbol else f for f in side.flows]
 
     def _attach_trading(self) -> None:
         spot = self.sides["spot"]

@@ -29,7 +29,8 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from astra.core import sim_code
 
@@ -40,6 +41,9 @@ from .ratelimit import RateLimits
 from .server import SimServer
 from .venues import VenueProfile, profile_for, venue_data_path
 from .ws import WsLimits
+
+if TYPE_CHECKING:
+    from .replay import ReplayPlan
 
 __all__ = ["MAX_PORT", "SimCluster", "serve_sim"]
 
@@ -67,6 +71,7 @@ class SimCluster:
         ws_limits: dict[str, WsLimits] | None = None,
         rate_limits: dict[str, RateLimits] | None = None,
         rate_clock: Callable[[], float] = time.monotonic,
+        replay: Mapping[str, Sequence[ReplayPlan]] | None = None,
     ) -> None:
         if port and not 0 < port <= MAX_PORT - max(venues, 1) + 1:
             raise ValueError(
@@ -84,6 +89,7 @@ class SimCluster:
                     seed, markets, ws_limits, path, rate_limits, rate_clock,
                     profile=profile_for(code), fair=self.fair,
                     latency_ms=None if latency else 0.0, own_clock=False,
+                    replay=(replay or {}).get(code, ()),
                 )  # fmt: skip
             except (OSError, ValueError) as exc:
                 raise _state_error(code, path, exc) from exc
@@ -191,12 +197,14 @@ def _describe(profile: VenueProfile, latency: float) -> str:
 
 async def serve_sim(
     host: str, port: int, seed: int, data: str | None = None, venues: int = 1,
-    latency: bool = True,
+    latency: bool = True, replay: Mapping[str, Sequence[ReplayPlan]] | None = None,
 ) -> int:
     """``astra sim``: run ``venues`` venues until SIGINT/SIGTERM, printing, once all of them
     listen, one ``Astra simulator venue CODE (seed S) listening on URL`` line per venue (what
-    ``astra serve``'s ``SimChild`` reads) followed by its URLs. One venue is the simulator as
-    it has always been (its own clock, no shared path); several are a ``SimCluster``.
+    ``astra serve``'s ``SimChild`` reads) followed by its URLs (and what it replays:
+    ``replay``, venue code -> ``replay.ReplayPlan``s, ``astra sim --replay``). One venue is
+    the simulator as it has always been (its own clock, no shared path); several are a
+    ``SimCluster``.
 
     Returns the exit status: 0 after a signal, 1 when a venue could not start (a port in use,
     a state file that cannot be loaded), said in one line on stderr, nothing left listening."""
@@ -209,7 +217,8 @@ async def serve_sim(
         if venues == 1:
             try:
                 exchange = SimExchange(seed=seed, data_path=data,
-                                       latency_ms=None if latency else 0.0)
+                                       latency_ms=None if latency else 0.0,
+                                       replay=(replay or {}).get("SIM", ()))
             except (OSError, ValueError) as exc:
                 raise _state_error("SIM", data, exc) from exc
             runner = SimServer(exchange, host, port)
@@ -217,7 +226,7 @@ async def serve_sim(
             exchanges = {"SIM": exchange}
         else:
             runner = SimCluster(venues, seed, host=host, port=port, data_path=data,
-                                latency=latency)
+                                latency=latency, replay=replay)
             servers = runner.servers  # filled by start()
             exchanges = runner.exchanges
         for code, exchange in exchanges.items():
@@ -238,6 +247,8 @@ async def serve_sim(
             print(f"  {'profile':<15} {_describe(ex.profile, ex.latency)}")
             if ex.data_path:
                 print(f"  {'trading state':<15} {ex.data_path}")
+            for plan in (replay or {}).get(code, ()):
+                print(f"  {'replay':<15} {plan.describe()}")
         first = next(iter(servers.values())).base_url
         print(f"  new account     astra sim account create --url {first}"
               + (" (or any venue's URL)" if venues > 1 else ""))
