@@ -353,3 +353,72 @@ async def test_no_patterns_records_nothing_and_leaves_the_folder_free(gateway, t
     finally:
         await idle.close()
     assert recorded(idle.root) == {}
+
+
+async def test_a_restart_after_a_crash_marks_the_rows_the_crash_lost(sim, gateway, tmp_path):
+    """A killed recorder leaves no ``recorder stopped`` row: the next one on the folder marks
+    the gap from just after the last row on disk, so neither the book at a time in it nor a
+    replay from it is the stale book of before the crash (and the trades show the gap)."""
+    from astra.core import BookNotInSync
+    from astra.history.query import HistoryReader
+    from astra.history.replay import replay_events
+
+    gw, _ = gateway
+    root = tmp_path / "history"
+    await _kill_mid_write(sim, root, 10)
+    before = read_table(root, MARKET, BOOK).to_pylist()
+    last = before[-1]["local_ts"]
+    assert before[-1]["type"] != "resync"  # killed: nothing marked the end
+    rec = await Recorder(gw.engine, _config(tmp_path, markets=("SIM-SPOT-*",))).start()
+    try:
+        await _until(lambda: len(rec._streams[(MARKET, BOOK)].items) >= 3)
+    finally:
+        await rec.close()
+    rows = _rows(root)
+    after = rows[len(before)]
+    assert (after["type"], after["reason"], after["local_ts"]) == (
+        "resync", "recorder stopped", last + 1)
+    assert (rows[len(before) + 1]["type"], rows[len(before) + 1]["reason"]) == (
+        "snapshot", "start")
+    with pytest.raises(BookNotInSync, match="recorder stopped"):
+        HistoryReader(root).book_at(MARKET, last + 1)
+    first = next(iter(replay_events(root, [MARKET], "ORDERBOOK", last + 1, last + 1)))
+    assert json.loads(first[1])["type"] == "resync"
+    trades = read_table(root, MARKET, TRADE).to_pylist()
+    marks = [r for r in trades if r["type"] == "resync"]
+    assert marks[0]["reason"] == "recorder stopped" and marks[-1]["reason"] == "recorder stopped"
+
+
+async def test_rows_a_failed_write_kept_then_dropped_are_inside_the_overflow_gap(
+        gateway, tmp_path):
+    """Writes fail while the market already drops rows (overflow): the rows the failed write
+    kept are dropped too, so the gap the record marks starts at the first of them, not at
+    the first row ``deliver`` dropped (later): no book is served from before the lost rows."""
+    from astra.core import BookNotInSync
+    from astra.history.query import HistoryReader
+
+    gw, _ = gateway
+    rec = await Recorder(gw.engine, _config(tmp_path, max_pending=6)).start()
+    stream = rec._streams[(MARKET, BOOK)]
+    sim_dir = rec.root / "exchange=SIM"
+    try:
+        await _until(lambda: len(stream.items) >= 2)
+        await rec.flush()  # the start snapshot and a few updates are on disk
+        sim_dir.rename(rec.root / "moved")
+        sim_dir.write_text("not a folder")  # every write of a SIM partition fails now
+        await _until(lambda: stream.items and stream.dropping)
+        first_kept = stream.items[0][0]  # the oldest row the next (failing) write keeps
+        await rec.flush()
+        assert rec.stats["write_errors"] >= 1
+        sim_dir.unlink()
+        (rec.root / "moved").rename(sim_dir)
+        await rec.flush()
+        await rec.flush()
+    finally:
+        await rec.close()
+    rows = _rows(rec.root)
+    mark = next(r for r in rows if r["reason"] == "recorder overflow")
+    assert mark["local_ts"] <= first_kept
+    assert all(r["local_ts"] < first_kept for r in rows[:rows.index(mark)])
+    with pytest.raises(BookNotInSync, match="recorder overflow"):
+        HistoryReader(rec.root).book_at(MARKET, first_kept)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 
@@ -267,3 +268,20 @@ async def test_bad_input_is_a_clear_4xx(gateway, path, params, status, code, par
     assert body.get("parameter") == parameter and body["message"]
     if parameter:
         assert parameter in body["message"] or code in ("MARKET_NOT_FOUND", "UNKNOWN_EXCHANGE")
+
+
+async def test_a_quiet_book_syncs_on_a_snapshot_alone(gateway, sim):
+    """A market with no change at all (the simulator's clock stopped, as after a replay's
+    end): its stream sends nothing, yet the book syncs on the REST snapshot within
+    QUIET_SNAPSHOT seconds of the stream opening, and equals the venue's own book."""
+    task = sim.exchange._task  # the flow's clock: stopped, nothing changes any more
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    gw, token = gateway
+    status, book = await _get(gw, token, "/orderbook", market="SIM-SPOT-BTC-USDT")
+    assert status == 200, book
+    engine = sim.exchange.sides["spot"].states["BTCUSDT"].engine
+    assert book["updateId"] == engine.update_id
+    bids, _ = engine.depth()
+    assert len(book["bids"]) == len(bids) > 0

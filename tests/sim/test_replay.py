@@ -305,6 +305,33 @@ async def test_serve_child_replays_what_the_venue_options_say(tmp_path):
             SNAPSHOT["bids"] + UPDATE_1["bids"], [])[0]]
 
 
+async def test_serve_child_relays_what_the_replay_says(tmp_path):
+    # Under astra serve the child's stdout is a pipe: its replay lines are the operator's only
+    # word of which recorded book a venue follows, and of the replay's end.
+    standard_record(tmp_path)
+    said: list[str] = []
+    both = asyncio.Event()
+
+    def say(text: str) -> None:
+        said.append(text)
+        if len(said) == 2:
+            both.set()
+
+    child = SimChild(0, 1, {"SIM": {"replay": str(tmp_path), "replay_speed": 100}}, say=say)
+    try:
+        await child.start()
+        async with asyncio.timeout(10):  # 2 s of record at speed 100: it ends at once
+            await both.wait()
+    finally:
+        await child.stop()
+    # (in either order: at speed 100 the replay may end before the banner is printed)
+    assert sorted(said) == [
+        "replay of SIM-SPOT-BTC-USDT on SIM ended at 2026-12-06T10:00:02.000Z; "
+        "its book stays as recorded last",
+        "venue SIM replays: spot BTCUSDT follows SIM-SPOT-BTC-USDT, "
+        "2026-12-06T10:00:00.000Z to 2026-12-06T10:00:02.000Z, speed 100"]
+
+
 def test_venue_options_reach_the_child_only(tmp_path):
     from astra.server.gateway import venues_from_config
 

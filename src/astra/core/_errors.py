@@ -49,6 +49,7 @@ __all__ = [
     "QuoteAlreadyAccepted",
     "QuoteExpired",
     "RateLimited",
+    "RecordUnreadable",
     "StaleBook",
     "Unauthorized",
     "UnknownExchange",
@@ -345,6 +346,16 @@ class BookNotInSync(
     """The book at a past moment that fell in a gap of the record: after a resync (the
     message names its time and reason, and when the next snapshot came) or while the
     recorder was not running. ``parameter`` is ``time``."""
+
+
+class RecordUnreadable(
+    AstraError, code="RECORD_UNREADABLE", status=500,
+    message="a file of the market data record is unreadable",
+):
+    """A file in the record (``astra.tape``) that is not Parquet, is damaged, or is not of
+    the record's schema (put there by hand, or a disk fault): the message names it (its path
+    under the record's root) so the operator can move it away. Never guessed around: the
+    rows it should hold are unknown."""
 
 
 class RateLimited(AstraError, code="RATE_LIMITED", status=429, message="rate limit exceeded"):

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 import msgspec
 
+from astra.core import RecordUnreadable
+
 __all__ = ["RecordedBook", "RecordedLevel", "RecordedMessage", "decode_message"]
 
 
@@ -57,7 +59,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 def decode_message(frame: bytes) -> RecordedMessage:
-    return _decode(frame)
+    """A recorded book frame; ``RecordUnreadable`` for one that is not a book message (the
+    recorder writes only frames it could decode: a damaged or hand-made file)."""
+    try:
+        return _decode(frame)
+    except msgspec.DecodeError as exc:  # (ValidationError included)
+        raise RecordUnreadable(f"a recorded order book frame is not a book message, the "
+                               f"record is damaged: {str(exc)[:80]}") from None
 
 
 class RecordedBook:

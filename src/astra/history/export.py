@@ -36,7 +36,6 @@ needs no memory for all of it. A file appears under its name only once complete.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,7 +47,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from astra.core import InvalidMarket, InvalidParameter
-from astra.tape import BOOK, TRADE, check_market, iter_batches, partition_files, read_table
+from astra.tape import (
+    BOOK,
+    TRADE,
+    atomic_file,
+    check_market,
+    iter_batches,
+    partition_files,
+    read_table,
+)
 
 from .book import RecordedBook, decode_message
 
@@ -283,28 +290,20 @@ def _compact(us: int) -> str:
 
 
 def _write(batches: Iterator[pa.RecordBatch], schema: pa.Schema, target: Path, fmt: str) -> int:
-    tmp = target.with_name(f".{target.name}.partial")
     rows = 0
-    try:
-        with tmp.open("wb") as sink:
-            if fmt == "parquet":
-                with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-                    for batch in batches:
-                        writer.write_batch(batch, row_group_size=_BATCH_ROWS)
-                        rows += batch.num_rows
-            else:
-                # The header as tardis writes it (pyarrow would quote each name).
-                sink.write((",".join(schema.names) + "\n").encode())
+    with atomic_file(target, target.with_name(f".{target.name}.partial")) as sink:
+        if fmt == "parquet":
+            with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
                 for batch in batches:
-                    pacsv.write_csv(batch, sink, pacsv.WriteOptions(
-                        include_header=False, quoting_style=_quoting(batch)))
+                    writer.write_batch(batch, row_group_size=_BATCH_ROWS)
                     rows += batch.num_rows
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        else:
+            # The header as tardis writes it (pyarrow would quote each name).
+            sink.write((",".join(schema.names) + "\n").encode())
+            for batch in batches:
+                pacsv.write_csv(batch, sink, pacsv.WriteOptions(
+                    include_header=False, quoting_style=_quoting(batch)))
+                rows += batch.num_rows
     return rows
 
 

@@ -20,7 +20,8 @@ Integrity rules:
 Bad input is a 4xx naming the parameter: a malformed market (400), one not recorded (404),
 ``end`` before ``start``, a range over ``MAX_RANGE_US``, a time before the retention window
 (the start of the oldest UTC day retention keeps), a ``limit`` outside 1..``MAX_LIMIT``, more
-than ``MAX_CANDLES`` candles, an unknown interval, a cursor this reader did not issue.
+than ``MAX_CANDLES`` candles, an unknown interval, a cursor not issued for that market (or
+altered).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import base64
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +51,7 @@ from astra.core import (
     MarketNotFound,
     MemberState,
     NoHistory,
+    RecordUnreadable,
     Side,
     TradesPage,
 )
@@ -91,29 +94,46 @@ NEXT_SNAPSHOT_US = 3_600_000_000  # how far past a gap to look for the snapshot 
 CANDLE_CHUNK_ROWS = 1 << 19  # candles aggregate this many trades at a time, then merge
 MARKETS_TTL = 1.0  # seconds markets() answers from its cache
 _DATA_TYPES = {BOOK: "ORDERBOOK", TRADE: "TRADE"}
-# time (ms).local_ts (µs).k: bounded so each fits an int64 (tape times end in 2100)
-_CURSOR = re.compile(r"(\d{1,13})\.(\d{1,16})\.(\d{1,9})")
+# time (ms).local_ts (µs).k: bounded so each fits an int64 (tape times end in 2100); then a
+# check of the market and those three (crc32): a cursor of another market, or altered, is a
+# 400, never a silent jump to another place in the record.
+_CURSOR = re.compile(r"(\d{1,13})\.(\d{1,16})\.(\d{1,9})\.([0-9a-f]{8})")
 _TRADE_COLUMNS = ["type", "reason", "time", "price", "quantity", "side", "trade_id"]
 _encode = msgspec.json.Encoder().encode
 _decode_members = msgspec.json.Decoder(list[MemberState]).decode
 
 
-def _cursor(time_ms: int, local_ts: int, k: int) -> str:
-    return base64.urlsafe_b64encode(f"{time_ms}.{local_ts}.{k}".encode()).decode().rstrip("=")
+def _check(market: str, position: str) -> str:
+    return f"{zlib.crc32(f'{market}|{position}'.encode()):08x}"
 
 
-def _parse_cursor(text: str) -> tuple[int, int, int]:
-    bad = InvalidParameter("cursor", "not a cursor of this endpoint: pass nextCursor as given")
-    if not isinstance(text, str) or len(text) > 64 or not text.isascii():
+def _cursor(market: str, time_ms: int, local_ts: int, k: int) -> str:
+    position = f"{time_ms}.{local_ts}.{k}"
+    raw = f"{position}.{_check(market, position)}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _parse_cursor(text: str, market: str) -> tuple[int, int, int]:
+    bad = InvalidParameter("cursor", f"not a cursor of {market[:40]}'s trades: pass nextCursor "
+                           "as given, with the same market")
+    if not isinstance(text, str) or len(text) > 96 or not text.isascii():
         raise bad
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
     except (ValueError, UnicodeDecodeError):
         raise bad from None
     m = _CURSOR.fullmatch(raw)
-    if m is None:
+    if m is None or _check(market, f"{m[1]}.{m[2]}.{m[3]}") != m[4]:
         raise bad
     return int(m[1]), int(m[2]), int(m[3])
+
+
+def _side(text: str | None) -> Side:
+    try:
+        return Side(text)
+    except ValueError:  # the recorder writes BUY/SELL only: a damaged or hand-made file
+        raise RecordUnreadable(f"a recorded trade has side {str(text)[:20]!r}, the record is "
+                               "damaged") from None
 
 
 def _last_index(mask: pa.Array) -> int | None:
@@ -321,7 +341,7 @@ class HistoryReader:
             raise InvalidParameter("limit", f"expected an integer from 1 to {MAX_LIMIT}")
         self._files(market, TRADE)
         self._check_range(start_us, end_us)
-        after = _parse_cursor(cursor) if cursor is not None else None
+        after = _parse_cursor(cursor, market) if cursor is not None else None
         t_lo, t_hi = -(-start_us // 1000), end_us // 1000  # ms, inclusive
         # From the cursor on: a row of the cursor's local time sorting after it is read
         # with its whole group (the read starts at or before that local time), or not at all.
@@ -374,7 +394,7 @@ class HistoryReader:
         more = rows is not None and rows.num_rows > limit
         page = rows.slice(0, limit) if rows is not None else None
         trades = [] if page is None else [
-            HistoricalTrade(price=p, quantity=q, side=Side(s), time=t, trade_id=i,
+            HistoricalTrade(price=p, quantity=q, side=_side(s), time=t, trade_id=i,
                             local_timestamp=lt)
             for p, q, s, t, i, lt in zip(
                 *(page.column(c).to_pylist() for c in
@@ -386,7 +406,7 @@ class HistoryReader:
             first_of_group = sum(pc.sum(pc.less(t, last.local_timestamp)).as_py() or 0
                                  for t in all_ts)
             k = page.column("pos")[-1].as_py() - first_of_group
-            next_cursor = _cursor(last.time, last.local_timestamp, k)
+            next_cursor = _cursor(market, last.time, last.local_timestamp, k)
         upper = trades[-1].time if more else t_hi
         return TradesPage(market=market, trades=trades, next_cursor=next_cursor,
                           gaps=self._gaps(gaps, after[0] if after else None, t_lo, upper))

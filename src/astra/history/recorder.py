@@ -6,7 +6,8 @@ Integrity rule: a market's book record is exactly the message sequence a live cl
 its local receive time, plus ``periodic`` snapshots the recorder takes between two messages
 (equal to the book the record rebuilds to at that point). Whatever the record misses is marked
 by a ``resync`` row: the recorder dropping rows (``recorder overflow``, from the first one
-dropped) or stopping (``recorder stopped``); the snapshot after it is a ``resync`` one.
+dropped) or stopping (``recorder stopped``; after a kill, the next run on the folder marks it
+just after the last row on disk); the snapshot after it is a ``resync`` one.
 
 Invariants:
 - The hot path (``deliver``) only appends ``(local µs, frame)`` to the market's list and counts;
@@ -42,6 +43,7 @@ from astra.marketdata.engine import MarketDataEngine
 from astra.tape import (
     BOOK,
     TRADE,
+    TapeFile,
     TapeLock,
     apply_retention,
     compact,
@@ -95,6 +97,24 @@ class _TradeFrame(msgspec.Struct):
 
 _header = msgspec.json.Decoder(_Header).decode
 _trade_frame = msgspec.json.Decoder(_TradeFrame).decode
+
+
+def _stopped(f: TapeFile) -> bool:
+    """Whether a file's last row is a ``recorder stopped`` mark (its last row group only is
+    read): a run that ended so marked its end; one killed did not."""
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(f.path) as parquet:
+            groups = parquet.metadata.num_row_groups
+            if not groups:
+                return False
+            last = parquet.read_row_group(groups - 1, columns=["type", "reason"])
+    except Exception:  # unreadable: its end is unknown, so marked (a gap, never a guess)
+        log.exception("history: reading the end of %s failed", f.path)
+        return False
+    row = last.slice(max(last.num_rows - 1, 0)).to_pylist()
+    return bool(row) and (row[0]["type"], row[0]["reason"]) == ("resync", STOPPED)
 
 
 class _Stream:
@@ -345,8 +365,11 @@ class Recorder:
             stream = _Stream(self, symbol, kind)
             files = await asyncio.to_thread(partition_files, self.root, symbol, kind)
             stream.written = files[-1].last if files else 0
+            ended = not files or await asyncio.to_thread(_stopped, files[-1])
             if (symbol, kind) in self._streams:  # recorded meanwhile (a venue's retry)
                 continue
+            if not ended:  # the last run was killed: what it had not written is a gap
+                stream.mark(stream.written + 1, STOPPED, "disconnected")
             self._streams[(symbol, kind)] = stream
             stream.remove = remove
             add(stream)
@@ -487,8 +510,10 @@ class Recorder:
                     self.pending -= lost
                     self.stats["rows_dropped"] += lost
                     stream.retry, stream.items = [], []
-                    if not stream.dropping:
-                        stream.dropping, stream.dropped_since = True, first
+                    # The gap starts at the first row lost: these may precede the first
+                    # row ``deliver`` dropped.
+                    since = min(first, stream.dropped_since) if stream.dropping else first
+                    stream.dropping, stream.dropped_since = True, since
         if self.pending >= max(1, self.max_pending // 2):
             return
         for stream in self._streams.values():

@@ -42,7 +42,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -67,7 +67,7 @@ from .auth import KeyVerifier, auth_middleware
 from .otc import otc_routes
 from .private import DEFAULT_BODY_TIMEOUT, private_routes, private_ws
 from .protocol import GatewayRunner, install_log_scrubbers
-from .replay import replay_ws
+from .replay import replay_ws, stop_replays
 from .sessions import WsSessions
 
 __all__ = ["REPLAY_OPTIONS", "Gateway", "SimChild", "load_config", "replay_args",
@@ -89,11 +89,19 @@ class SimChild:
     # One line per venue once all of them listen: "Astra simulator venue SIM2 (seed 0)
     # listening on http://127.0.0.1:7071" (older: "Astra simulator (venue SIM, seed 0) ...").
     _LISTENING = re.compile(rb"venue (SIM\d*)\b.*?listening on (http://\S+)")
+    # What a replaying child says of its replays (its banner's "replay  spot BTCUSDT follows
+    # ...", "venue SIM: ... follows ... (also recorded: ...)", "replay of ... ended at ..."):
+    # passed on to ``say``, the operator's only view of them.
+    _REPLAY = re.compile(rb"^(venue SIM\d*: .* follows |replay of )")
+    _BANNER_REPLAY = re.compile(rb"^\s+replay\s+(.* follows .*)")
 
     def __init__(self, seed: int = 0, venues: int = 1,
-                 replay: Mapping[str, Mapping[str, object]] | None = None) -> None:
+                 replay: Mapping[str, Mapping[str, object]] | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
         self.seed = seed
         self.venues = venues
+        self.say = say
+        self._venue = "SIM"  # the venue whose banner the child is printing
         # Venue code -> its [venues.CODE] replay options (replay_args): astra sim --replay.
         self.replay_args = replay_args(replay or {})
         self.proc: asyncio.subprocess.Process | None = None
@@ -128,6 +136,7 @@ class SimChild:
                     if not line:  # it exited (or closed its stdout) before listening
                         break
                     seen.append(line)
+                    self._relay(line)
                     match = self._LISTENING.search(line)
                     if match is not None:
                         self.urls[match[1].decode()] = match[2].decode()
@@ -139,8 +148,28 @@ class SimChild:
             raise RuntimeError(f"simulator did not start its {self.venues} venue(s): {got!r}")
         self.url = next(iter(self.urls.values()))
         # Keep draining its stdout so the child never blocks on a full pipe.
-        self._drain = asyncio.create_task(self.proc.stdout.read())
+        self._drain = asyncio.create_task(self._drain_lines(self.proc.stdout))
         return self.urls
+
+    def _relay(self, line: bytes) -> None:
+        if self.say is None:
+            return
+        if (listening := self._LISTENING.search(line)) is not None:
+            self._venue = listening[1].decode()
+        elif (banner := self._BANNER_REPLAY.match(line)) is not None:
+            self.say(f"venue {self._venue} replays: {banner[1].decode(errors='replace')}")
+        elif self._REPLAY.match(line):
+            self.say(line.decode(errors="replace").strip())
+
+    async def _drain_lines(self, stdout: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stdout.readline()
+            except ValueError:  # a line over the reader's limit: dropped, draining goes on
+                continue
+            if not line:
+                return
+            self._relay(line)
 
     async def stop(self) -> None:
         proc = self.proc
@@ -250,6 +279,7 @@ class Gateway:
         # another gateway); the recorder writes it when ``history.markets`` names any.
         self.history = history
         self.recorder = None  # astra.history.recorder.Recorder, once started
+        self._replays = None  # the replay handler (server/replay.py), when history is served
 
     def _desk(self, config: OtcConfig) -> Desk:
         """The OTC desk: its ledger in the same database; hedges through the router with the
@@ -288,15 +318,16 @@ class Gateway:
     async def _start(self) -> Gateway:
         install_redactor()  # exchange secrets never reach a log line, whatever logs them
         install_log_scrubbers()  # nor API keys offered as WebSocket subprotocols
+        if self.history is not None:
+            self._replays = replay_ws(self.history.dir, self.history.retention_days,
+                                      send_buffer=self._client_limits["send_buffer"])
         app = build_app(
             self.engine,
             self.metrics,
             auth=auth_middleware(self.keys, verifier=self.verifier),
             sessions=self.sessions,
             private_ws=private_ws(self.trading, self.credentials),
-            replay_ws=replay_ws(self.history.dir, self.history.retention_days,
-                                send_buffer=self._client_limits["send_buffer"])
-            if self.history is not None else None,
+            replay_ws=self._replays,
             **self._client_limits,
         )
         app.add_routes(private_routes(self.trading, self.credentials, self.body_timeout,
@@ -344,6 +375,8 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
         self._runners.clear()
+        if self._replays is not None:  # no exit while a replay thread is inside pyarrow
+            await stop_replays(self._replays)
         self.verifier.close()
         await self.trading.close()
         await self.engine.close()

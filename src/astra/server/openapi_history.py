@@ -22,6 +22,8 @@ HISTORY_MODELS = _models()
 _TIME = {"type": "string", "description": "ISO 8601 (2026-12-06T10:00:00Z) or Unix ms"}
 _NO_HISTORY = {"description": "market not recorded, or no record at that time "
                               "(NO_HISTORY: the message gives the recorded range)"}
+_UNREADABLE = {"description": "a file of the record is damaged or not the record's "
+                              "(RECORD_UNREADABLE: the message names it)"}
 
 
 def history_paths(market_schema: dict, param: Callable[..., dict],
@@ -62,18 +64,21 @@ def history_paths(market_schema: dict, param: Callable[..., dict],
     }
     for path in paths.values():
         path["get"]["responses"]["404"] = _NO_HISTORY
+        path["get"]["responses"]["500"] = _UNREADABLE
     paths["/history/orderbook"]["get"]["responses"]["409"] = {
         "description": "the book was not in sync at that time (BOOK_NOT_IN_SYNC)"}
     return paths
 
 
 def replay_params(param: Callable[..., dict]) -> list[dict]:
-    from .replay import MAX_REPLAY_MARKETS, MAX_SPEED
+    from .replay import MAX_REPLAY_MARKETS, MAX_REPLAYS, MAX_SPEED
 
     return [
         param("from", "replay the record from this time instead of live data (ORDERBOOK, "
               f"TRADE); market then takes up to {MAX_REPLAY_MARKETS} comma-separated recorded "
-              "markets, merged in receive order; the socket closes with 1000 'end of replay'",
+              "markets, merged in receive order; the socket closes with 1000 'end of replay'. "
+              f"At most {MAX_REPLAYS} replays run at once on the gateway (503 OVERLOADED "
+              "beyond); from, to, speed and dataType are given once each",
               False, _TIME),
         param("to", "replay up to this time (default: the end of the record)", False, _TIME),
         param("speed", f"1 (real time, default), any number up to {MAX_SPEED:g}, or max",

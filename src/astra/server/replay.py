@@ -13,11 +13,15 @@ code 1000 and the reason ``end of replay``.
 
 Invariants:
 - Everything is validated before the upgrade, as plain 4xx JSON naming the parameter: a
-  malformed market (400), a market with no record of that data type (404), a data type other
+  malformed market (400), a market with no record of that data type (404), a parameter
+  other than those above or one given twice (``market`` aside), a data type other
   than ORDERBOOK/TRADE, a bad time, ``to`` before ``from``, ``from`` before the retention
   window or after the end of the record, a speed that is not ``max`` or in (0, 1000].
 - A replay is a WebSocket session like a live one: counted in its API key's cap
   (``WsSessions``' middleware) and closed when the key is revoked (``attach_ws``).
+- At most ``max_replays`` (``MAX_REPLAYS``) run at once, all keys together: beyond, 503
+  ``OVERLOADED`` with Retry-After, before the upgrade. ``stop_replays`` (the gateway's close)
+  ends every reading thread before the process may exit.
 - Sending awaits the socket (its writer's buffer, ``send_buffer`` bytes, then the kernel's):
   a slow client slows its own replay only, and the reading thread stops when its hand-off is
   full. A client that leaves stops the replay; the handler returns once its thread has ended.
@@ -40,28 +44,38 @@ from typing import TYPE_CHECKING
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from astra.core import (
+    AstraError,
     DataType,
     InvalidParameter,
     MarketNotFound,
     MissingParameter,
+    Overloaded,
     parse_market,
 )
 
-from .auth import WS_PROTOCOL
+from .auth import API_KEY_QUERY, WS_PROTOCOL
 from .sessions import attach_ws
 
 if TYPE_CHECKING:
     from astra.history.replay import ReplayStream
 
-__all__ = ["END_REASON", "MAX_REPLAY_MARKETS", "MAX_SPEED", "replay_ws"]
+__all__ = ["END_REASON", "MAX_REPLAYS", "MAX_REPLAY_MARKETS", "MAX_SPEED", "replay_ws",
+           "stop_replays"]
 
 log = logging.getLogger(__name__)
 MAX_REPLAY_MARKETS = 20  # markets on one replay connection
+# Replays under way at once, all keys together (each reads on a thread of its own, and an
+# unpaced one keeps a core busy): beyond, 503 before the upgrade. The per-key WebSocket cap
+# alone would let a few keys start hundreds, starving the live feeds of the GIL.
+MAX_REPLAYS = 32
+_RETRY_AFTER = 5.0  # seconds, in the 503's Retry-After
+_STOP_WAIT = 10.0  # seconds stop_replays waits for the reading threads
 MAX_SPEED = 1000.0  # the fastest paced replay; `max` is unpaced
 END_REASON = "end of replay"
 _ABORT_AFTER = 2.0  # seconds a client that left mid-replay has to take our close
 _SPEED = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,6})?")  # plain decimals: no sign, exponent, nan
 _KINDS = {DataType.ORDERBOOK.value: "book", DataType.TRADE.value: "trade"}  # astra.tape's
+_NAMES = ("market", "dataType", "from", "to", "speed")  # (market may repeat: a list)
 
 
 class _Plan:
@@ -104,9 +118,11 @@ def _speed(request: web.Request) -> float | None:
 
 class _Replay:
     def __init__(self, root: Path, retention_days: int | None, send_buffer: int,
-                 clock: Callable[[], float], heartbeat: float) -> None:
+                 clock: Callable[[], float], heartbeat: float, max_replays: int) -> None:
         self.root, self.retention_days = Path(root), retention_days
         self.send_buffer, self.clock, self.heartbeat = send_buffer, clock, heartbeat
+        self.max_replays = max_replays
+        self.running = 0  # replays admitted (counted before the upgrade's first await)
         self.active: set[ReplayStream] = set()  # replays under way (their threads)
 
     def _spans(self, markets: list[str], kind: str) -> list[tuple[int, int]]:
@@ -125,6 +141,14 @@ class _Replay:
         from astra.tape import date_of, day_start_us, format_time, parse_time
 
         query = request.query
+        for name in query:  # as the /history routes: no guessing which of two was meant
+            if name == API_KEY_QUERY:
+                continue
+            if name not in _NAMES:
+                raise InvalidParameter(name[:40], "unknown parameter: a replay takes "
+                                       f"{', '.join(_NAMES)}")
+            if name != "market" and len(query.getall(name)) > 1:
+                raise InvalidParameter(name, "given more than once")
         data_type = query.get("dataType")
         if not data_type:
             raise MissingParameter("dataType")
@@ -155,9 +179,28 @@ class _Replay:
         return _Plan(markets, data_type, from_us, to_us, min(to_us, record_end), speed)
 
     async def ws(self, request: web.Request) -> web.StreamResponse:
+        plan = await self.plan(request)
+        if self.running >= self.max_replays:
+            raise Overloaded(f"{self.running} replays are under way, the most this gateway "
+                             "runs at once: retry shortly", retry_after=_RETRY_AFTER)
+        self.running += 1
+        try:
+            return await self._serve(request, plan)
+        finally:
+            self.running -= 1
+
+    async def stop(self, wait: float) -> None:
+        """Stop every replay's reading thread and wait (at most ``wait`` s) until each has
+        ended: the process must not exit while one is inside pyarrow."""
+        closing = [asyncio.ensure_future(stream.close()) for stream in list(self.active)]
+        if closing:
+            _, pending = await asyncio.wait(closing, timeout=wait)
+            if pending:
+                log.warning("%d replay threads still reading after %g s", len(pending), wait)
+
+    async def _serve(self, request: web.Request, plan: _Plan) -> web.StreamResponse:
         from astra.history.replay import ReplayStream, replay_events
 
-        plan = await self.plan(request)
         protocol = request.get(WS_PROTOCOL)
         ws = web.WebSocketResponse(
             protocols=(protocol,) if protocol else (),
@@ -210,6 +253,10 @@ class _Replay:
             await ws.close(code=WSCloseCode.OK, message=END_REASON.encode())
         except ConnectionError:
             return  # the client left
+        except AstraError as exc:  # a damaged record file (tape logged it, named): no trace
+            reason = f"{exc.code}: {exc.default_message} (the gateway's log names it)"
+            with contextlib.suppress(Exception):
+                await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=reason.encode()[:123])
         except Exception:
             log.exception("replay of %s failed", ",".join(plan.markets))
             with contextlib.suppress(Exception):
@@ -217,9 +264,16 @@ class _Replay:
 
 
 def replay_ws(root: Path, retention_days: int | None, *, send_buffer: int = 256 * 1024,
-              clock: Callable[[], float] = time.time, heartbeat: float = 30.0):
+              clock: Callable[[], float] = time.time, heartbeat: float = 30.0,
+              max_replays: int = MAX_REPLAYS):
     """The handler ``/ws`` delegates replays (a query with ``from``) to: the record under
     ``root``, kept ``retention_days`` days (None: no retention bound on ``from``);
     ``send_buffer`` bytes buffered per client (in the process, and in the kernel) before a
     send waits; ``heartbeat`` seconds between pings (a client that misses a pong is closed)."""
-    return _Replay(root, retention_days, send_buffer, clock, heartbeat).ws
+    return _Replay(root, retention_days, send_buffer, clock, heartbeat, max_replays).ws
+
+
+async def stop_replays(handler, wait: float = _STOP_WAIT) -> None:
+    """Stop the replays under way of ``handler`` (``replay_ws``'s) and wait for their
+    threads: the gateway calls it on close, once its server no longer takes requests."""
+    await handler.__self__.stop(wait)

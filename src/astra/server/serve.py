@@ -249,7 +249,8 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"astra serve: {where}: [venues.{code}] replay options need replay = \"DIR\" "
                   "on a simulator venue without a url (SIM, SIM2 ...)", file=sys.stderr)
             return 2
-    child = SimChild(args.seed, count, replaying) if count else None
+    child = SimChild(args.seed, count, replaying,
+                     say=lambda text: print(f"  simulator: {text}", flush=True)) if count else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

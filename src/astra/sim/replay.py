@@ -29,6 +29,10 @@ recorded levels as resting orders, one order per tick:
   ``SMART`` book) is held back until it no longer would; one that crosses a user's resting
   order trades with it, as the recorded liquidity would have;
 - at ``to`` the replay ends and the last book stays as recorded last.
+- a file of the record that is not the record's (damaged, not Parquet): met while replaying,
+  that market's replay stops there, its book as it was (a line names the file; the venue's
+  clock and other markets go on); met while building the book at ``from``, the simulator
+  refuses to start.
 
 Integrity rule: the participant changes the book only through ``MarketState.place`` /
 ``cancel``, like every other participant, so REST depth, diff streams (``U``/``u`` chain),
@@ -300,7 +304,10 @@ class BookReplay:
         """The book as recorded at ``from``: the last snapshot at or before it, then the
         updates after it up to ``from``."""
         plan = self.plan
-        snap = _last_snapshot(plan, plan.start_us)
+        try:
+            snap = _last_snapshot(plan, plan.start_us)
+        except AstraError as exc:  # a damaged record file: refused at start (astra sim: ...)
+            raise ValueError(f"--replay {plan.root}: {exc}") from None
         self._rows = _rows(plan, plan.start_us if snap is None else snap, plan.end_us)
         self._advance(plan.start_us)
 
@@ -320,7 +327,12 @@ class BookReplay:
     # -- reading the record ----------------------------------------------------------------------
     def _peek(self) -> tuple[int, str, bytes] | None:
         if self._next is None and self._rows is not None:
-            self._next = next(self._rows, None)
+            try:
+                self._next = next(self._rows, None)
+            except AstraError as exc:  # a damaged record file: this market stops, not the venue
+                self._rows, self._next, self.ended = None, None, True
+                self.say(f"replay of {self.plan.recorded} on {self.venue} stopped at "
+                         f"{format_time(self.record_us)}: {exc}; its book stays as it was")
             if self._next is None:
                 self._rows = None
         return self._next

@@ -11,22 +11,29 @@ Invariants:
 - ``read_table``/``iter_batches`` return rows with ``start <= local_ts <= end`` in row order,
   reading only the files and row groups whose ``local_ts`` range meets [start, end].
 - One writer per root: ``TapeLock`` holds an exclusive ``flock`` on ``ROOT/.lock``.
+- A file named like a part that is not one (damaged, not Parquet, another schema) is never
+  read around: a read that meets it raises ``RecordUnreadable`` naming it (and logs it);
+  ``compact`` leaves its hour as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from astra.core import RecordUnreadable
 
 from .layout import (
     TapeFile,
@@ -40,8 +47,10 @@ from .layout import (
 )
 from .schema import schema_of
 
-__all__ = ["ROW_GROUP", "TapeLock", "apply_retention", "compact", "iter_batches",
+__all__ = ["ROW_GROUP", "TapeLock", "apply_retention", "atomic_file", "compact", "iter_batches",
            "read_table", "write_rows"]
+
+log = logging.getLogger(__name__)
 
 # 8,192 rows (about 80 s of a market at 100 updates/s): a book at a time reads one or two
 # groups; 65,536 made it 4x slower (benchmarks/bench_history.py).
@@ -59,13 +68,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _write_atomic(table: pa.Table, target: Path) -> None:
+@contextlib.contextmanager
+def atomic_file(target: Path, tmp: Path | None = None) -> Iterator[BinaryIO]:
+    """A file written under a temporary name (``tmp``, default ``.tmp-<random>.parquet``
+    beside ``target``), synced, then renamed to ``target`` and its folder synced: ``target``
+    is never seen incomplete. On an error the temporary file is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{uuid.uuid4().hex}.parquet"
+    tmp = tmp or target.parent / f".tmp-{uuid.uuid4().hex}.parquet"
     try:
         with tmp.open("wb") as sink:
-            pq.write_table(table, sink, compression=_COMPRESSION, row_group_size=ROW_GROUP,
-                           write_statistics=True)
+            yield sink
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(tmp, target)
@@ -73,6 +85,12 @@ def _write_atomic(table: pa.Table, target: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(target.parent)
+
+
+def _write_atomic(table: pa.Table, target: Path) -> None:
+    with atomic_file(target) as sink:
+        pq.write_table(table, sink, compression=_COMPRESSION, row_group_size=ROW_GROUP,
+                       write_statistics=True)
 
 
 def write_rows(root: Path, market: str, kind: str, table: pa.Table, seq: int) -> list[Path]:
@@ -105,22 +123,12 @@ def _write_streamed(sources: list[TapeFile], kind: str, target: Path) -> None:
     """``sources``' rows, in order, into ``target`` (atomically), one row group at a time:
     memory stays at a few row groups whatever the files' size."""
     schema = schema_of(kind)
-    tmp = target.parent / f".tmp-{uuid.uuid4().hex}.parquet"
-    try:
-        with tmp.open("wb") as sink:
-            with pq.ParquetWriter(sink, schema, compression=_COMPRESSION,
-                                  write_statistics=True) as writer:
-                for f in sources:
-                    with pq.ParquetFile(f.path) as parquet:
-                        for batch in parquet.iter_batches(batch_size=ROW_GROUP):
-                            writer.write_batch(batch.cast(schema), row_group_size=ROW_GROUP)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+    with atomic_file(target) as sink, pq.ParquetWriter(
+            sink, schema, compression=_COMPRESSION, write_statistics=True) as writer:
+        for f in sources:
+            with pq.ParquetFile(f.path) as parquet:
+                for batch in parquet.iter_batches(batch_size=ROW_GROUP):
+                    writer.write_batch(batch.cast(schema), row_group_size=ROW_GROUP)
 
 
 def compact(root: Path, market: str, kind: str, before: int) -> int:
@@ -137,6 +145,11 @@ def compact(root: Path, market: str, kind: str, before: int) -> int:
         if not parts or len(files) < 2:
             continue
         group = sorted(files, key=lambda f: (f.first, f.last))
+        try:
+            for f in group:
+                _open(root, f, kind, None).close()
+        except (RecordUnreadable, FileNotFoundError):
+            continue  # an hour with a file that is not the record's stays as it is (logged)
         target = folder / f"c-{group[0].first:016d}-{max(f.last for f in group):016d}.parquet"
         _write_streamed(group, kind, target)
         for f in group:
@@ -190,6 +203,43 @@ def _ranged(batch: pa.RecordBatch | pa.Table, start: int | None, end: int | None
     return batch if mask is None else batch.filter(mask)
 
 
+def _unreadable(root: Path, f: TapeFile, why: object) -> RecordUnreadable:
+    try:
+        name = f.path.relative_to(root)
+    except ValueError:
+        name = f.path
+    log.error("tape: %s is unreadable (%s): move it out of the record", f.path, why)
+    return RecordUnreadable(f"the record file {name} is unreadable (damaged, not Parquet, or "
+                            "not of the record's schema): move it out of the record")
+
+
+def _open(root: Path, f: TapeFile, kind: str, columns: Sequence[str] | None) -> pq.ParquetFile:
+    """``f`` opened, its schema checked for ``columns`` (None: all) and ``local_ts`` first
+    (row groups are picked by its statistics); ``FileNotFoundError`` when it vanished (a
+    compaction or retention meanwhile), ``RecordUnreadable`` when it is not a record file."""
+    try:
+        parquet = pq.ParquetFile(f.path)
+        have = parquet.schema_arrow
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(root, f, exc) from None
+    schema = schema_of(kind)
+    for name in columns or schema.names:
+        i = have.get_field_index(name)
+        if i < 0 or have.field(i).type != schema.field(name).type or have.names[0] != "local_ts":
+            parquet.close()
+            raise _unreadable(root, f, f"column {name}: not the record's schema")
+    return parquet
+
+
+def _read(root: Path, f: TapeFile, parquet: pq.ParquetFile, **options) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from parquet.iter_batches(**options)
+    except (pa.ArrowException, OSError) as exc:  # a damaged page past a sound footer
+        raise _unreadable(root, f, exc) from None
+
+
 def iter_batches(root: Path, market: str, kind: str, start: int | None = None,
                  end: int | None = None, columns: Sequence[str] | None = None,
                  batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
@@ -197,7 +247,9 @@ def iter_batches(root: Path, market: str, kind: str, start: int | None = None,
     batches (a file's row groups are read one at a time: memory stays bounded). A file that
     vanished between the listing and its opening was compacted (its rows are in a file that
     sorts before it) or expired: the folder is listed again from the last row read on, and
-    the rows already given at that time are not given twice."""
+    the rows already given at that time are not given twice. A file that is not one of the
+    record's (damaged, not Parquet, another schema) raises ``RecordUnreadable`` naming it:
+    its rows are unknown, so nothing is guessed around it."""
     cols = list(columns) if columns is not None else None
     if cols is not None and "local_ts" not in cols:
         cols = ["local_ts", *cols]
@@ -206,15 +258,15 @@ def iter_batches(root: Path, market: str, kind: str, start: int | None = None,
     while True:
         for f in partition_files(root, market, kind, lo, end):
             try:
-                parquet = pq.ParquetFile(f.path)
+                parquet = _open(root, f, kind, cols)
             except FileNotFoundError:
                 break  # list again, from last_ts
             with parquet:
                 groups = _row_groups(parquet.metadata, lo, end)
                 if not groups:
                     continue
-                for batch in parquet.iter_batches(batch_size=batch_size, row_groups=groups,
-                                                  columns=cols):
+                for batch in _read(root, f, parquet, batch_size=batch_size, row_groups=groups,
+                                   columns=cols):
                     batch = _ranged(batch, lo, end)
                     if skip and batch.num_rows:  # resumed at last_ts: its rows come first
                         at_last = pc.sum(pc.equal(batch.column("local_ts"), last_ts)).as_py()

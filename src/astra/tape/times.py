@@ -4,6 +4,7 @@ means UTC) or Unix milliseconds (``1796580000000``). Returned as µs since the e
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 
 from astra.core import InvalidParameter
@@ -12,6 +13,9 @@ __all__ = ["MAX_TIME_US", "MIN_TIME_US", "format_time", "parse_time"]
 
 MIN_TIME_US = 946_684_800_000_000  # 2000-01-01: nothing is recorded before
 MAX_TIME_US = 4_102_444_800_000_000  # 2100-01-01
+# ASCII digits only: str.isdigit() also takes '²' (which int() refuses) and other scripts'.
+_DIGITS = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]*\.[0-9]+|[0-9]+\.[0-9]*")
 
 
 def parse_time(text: str, parameter: str) -> int:
@@ -19,13 +23,10 @@ def parse_time(text: str, parameter: str) -> int:
     raw = str(text).strip()
     if not raw or len(raw) > 40:
         raise InvalidParameter(parameter, "expected a time: ISO 8601 or Unix milliseconds")
-    if raw.isdigit():
+    if _DIGITS.fullmatch(raw):
         us = int(raw) * 1000
     else:
-        try:
-            value = float(raw) if raw.replace(".", "", 1).isdigit() else None
-        except ValueError:
-            value = None
+        value = float(raw) if _DECIMAL.fullmatch(raw) else None
         if value is not None and math.isfinite(value):
             us = int(value * 1000)
         else:

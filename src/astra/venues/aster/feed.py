@@ -12,6 +12,10 @@ Integrity rule (the venue's documented procedure), per market:
   connection) and its clients receive a fresh snapshot.
 - A connection that drops, or stays silent longer than ``silence``, is reopened with
   exponential backoff and the book resyncs from scratch. Nothing is applied out of sequence.
+- A market that stays quiet ``QUIET_SNAPSHOT`` seconds after its stream opened (nothing
+  changes: a frozen or illiquid book) syncs on the snapshot alone, with nothing to bridge;
+  its next event must still satisfy the bridge rule. Without this its book would stay
+  unsynced until its next change.
 
 ``DiffBook`` is that rule for one market, apart from any socket: here each market has its own
 connection; Binance (``astra.venues.binance``) feeds many of them from one shared connection.
@@ -35,6 +39,7 @@ from astra.venues.wsmux import RECONNECT_ERRORS, WS_TIMEOUT
 from .schemas import AggTrade, DepthUpdate
 
 __all__ = [
+    "QUIET_SNAPSHOT",
     "DiffBook",
     "DiffSync",
     "SequenceGap",
@@ -45,6 +50,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+QUIET_SNAPSHOT = 2.0  # seconds without an event after the stream opened: sync on a snapshot
 
 
 class SequenceGap(Exception):
@@ -130,16 +136,26 @@ class DiffBook:
         self.sink, self.market = sink, market
         self.sync = DiffSync(use_pu)
         self.snapshot = SnapshotRequest(market, fetch_snapshot, self._on_snapshot)
+        self._quiet = False  # the pending snapshot is the quiet stream's (delayed) one
 
     def restart(self, reason: str | None = None) -> None:
         """Forget the stream so far (a snapshot in flight is dropped); with a ``reason`` the
         sink hears that its book is no longer trustworthy."""
         self.snapshot.cancel()
+        self._quiet = False
         self.sync.reset()
         if reason is not None:
             self.sink.on_resync(reason)
 
+    def stream_live(self, quiet_after: float = QUIET_SNAPSHOT) -> None:
+        """The stream is live: if no event comes within ``quiet_after`` seconds, sync on a
+        snapshot alone (the first event, if it comes sooner, asks for one at once)."""
+        if not self.sync.synced and not self.snapshot.pending:
+            self.snapshot.request(quiet_after)
+            self._quiet = True
+
     def _on_snapshot(self, snap: Snapshot) -> None:
+        self._quiet = False
         try:
             events = self.sync.start(snap.last_update_id)
         except SnapshotTooOld:
@@ -160,7 +176,9 @@ class DiffBook:
         sync = self.sync
         if not sync.synced:
             sync.buffer(event)
-            if not self.snapshot.pending:  # the first event since the stream (re)started
+            if not self.snapshot.pending or self._quiet:  # the stream's first event: now
+                self.snapshot.cancel()
+                self._quiet = False
                 self.snapshot.request()
             return
         try:
@@ -200,6 +218,7 @@ class _BookFeed:
             try:
                 async with self.session.ws_connect(self.url, timeout=WS_TIMEOUT) as ws:
                     book.restart()
+                    book.stream_live()
                     while True:
                         msg = await ws.receive(timeout=self.silence)
                         if msg.type is not aiohttp.WSMsgType.TEXT:

@@ -62,7 +62,7 @@ class BookConsumer:
         self.book.restart(reason)
 
     def on_live(self) -> None:
-        pass  # the book syncs on its first event's snapshot
+        self.book.stream_live()  # a quiet market syncs on a snapshot alone (DiffBook)
 
     def close(self) -> None:
         self.book.snapshot.cancel()
