@@ -10,12 +10,23 @@ so a rebuilt snapshot encodes in the live schema of that market.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from astra.core import RecordUnreadable
+from astra.tape import BOOK, iter_batches, partition_files
 
-__all__ = ["RecordedBook", "RecordedLevel", "RecordedMessage", "decode_message"]
+__all__ = [
+    "FIRST_WINDOW_US",
+    "RecordedBook",
+    "RecordedLevel",
+    "RecordedMessage",
+    "decode_message",
+    "last_row_time",
+]
 
 
 class RecordedLevel(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
@@ -123,3 +134,29 @@ class RecordedBook:
         return _encode(_Snapshot(type="snapshot", market=self.market,
                                  update_id=self.update_id or 0, bids=bids, asks=asks,
                                  timestamp=self.timestamp, members=self.members))
+
+
+FIRST_WINDOW_US = 120_000_000  # snapshots come every minute or so: look back 2 min first
+
+
+def last_row_time(root: Path, market: str, types: tuple[str, ...], at_us: int) -> int | None:
+    """The local time of the last book row of one of ``types`` at or before ``at_us`` (None:
+    there is none): windows back from ``at_us``, each twice the last, down to the record's
+    first row; only ``local_ts`` and ``type`` are read, batch by batch."""
+    files = partition_files(root, market, BOOK, None, at_us)
+    if not files:
+        return None
+    first, wanted = files[0].first, pa.array(types)
+    hi, width = at_us, FIRST_WINDOW_US
+    while hi >= first:
+        lo = max(first, hi - width + 1)
+        found = None
+        for batch in iter_batches(root, market, BOOK, lo, hi, columns=["type"]):
+            hits = pc.filter(batch.column("local_ts"),
+                             pc.is_in(batch.column("type"), value_set=wanted))
+            if len(hits):
+                found = hits[-1].as_py()
+        if found is not None:
+            return found
+        hi, width = lo - 1, width * 2
+    return None

@@ -57,7 +57,7 @@ from astra.tape import (
     read_table,
 )
 
-from .book import RecordedBook, decode_message
+from .book import RecordedBook, decode_message, last_row_time
 
 __all__ = [
     "BOOK_COLUMNS",
@@ -108,21 +108,9 @@ def book_at(root: Path, market: str, time_us: int) -> RecordedBook:
     (any reason) and every message after it up to ``time_us``; ``synced`` False when the
     record has no snapshot before or a resync after the last one."""
     book = RecordedBook(market)
-    files = partition_files(root, market, BOOK, None, time_us)
-    if not files:
+    since = last_row_time(root, market, ("snapshot",), time_us)
+    if since is None:
         return book
-    earliest = files[0].first
-    window = 120_000_000  # snapshots come every minute or so: one window usually does
-    while True:
-        lo = max(earliest, time_us - window)
-        types = read_table(root, market, BOOK, lo, time_us, columns=["type"])
-        snap = _last_snapshot(types.column("type"))
-        if snap is not None:
-            since = types.column("local_ts")[snap].as_py()
-            break
-        if lo <= earliest:
-            return book
-        window *= 4
     # Several rows may share the snapshot's µs: start at the snapshot row itself.
     rows = read_table(root, market, BOOK, since, time_us, columns=["type", "frame"])
     first = _last_snapshot(rows.column("type"))

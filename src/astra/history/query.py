@@ -69,7 +69,7 @@ from astra.tape import (
     recorded,
 )
 
-from .book import RecordedBook, decode_message
+from .book import RecordedBook, decode_message, last_row_time
 
 __all__ = [
     "CANDLE_CHUNK_ROWS",
@@ -89,7 +89,6 @@ DEFAULT_LIMIT = 100
 MAX_CANDLES = 1500
 INTERVALS = {"1s": 1_000, "1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000,
              "4h": 14_400_000, "1d": 86_400_000}  # ms
-FIRST_WINDOW_US = 120_000_000  # the first look back for a snapshot; doubles up to the start
 NEXT_SNAPSHOT_US = 3_600_000_000  # how far past a gap to look for the snapshot that ended it
 CANDLE_CHUNK_ROWS = 1 << 19  # candles aggregate this many trades at a time, then merge
 MARKETS_TTL = 1.0  # seconds markets() answers from its cache
@@ -238,7 +237,7 @@ class HistoryReader:
             raise NoHistory(f"the order book of {market} is recorded from {format_time(first)} "
                             f"to {format_time(last)}: nothing at {format_time(time_us)}",
                             parameter="time")
-        snap_ts = self._last_snapshot(market, time_us, first)
+        snap_ts = last_row_time(self.root, market, ("snapshot",), time_us)
         if snap_ts is None:
             raise BookNotInSync(self._no_snapshot(market, time_us), parameter="time")
         rows = read_table(self.root, market, BOOK, snap_ts, time_us,
@@ -270,23 +269,6 @@ class HistoryReader:
             update_id=book.update_id, timestamp=book.timestamp,
             local_timestamp=ts[-1].as_py(), snapshot_local_timestamp=ts[i].as_py(),
             snapshot_reason=rows.column("reason")[i].as_py(), members=members))
-
-    def _last_snapshot(self, market: str, time_us: int, first: int) -> int | None:
-        """The local time of the last snapshot at or before ``time_us``: windows back from
-        it, each twice the last, down to the record's first row."""
-        hi, width = time_us, FIRST_WINDOW_US
-        while hi >= first:
-            lo = max(first, hi - width + 1)
-            found = None
-            for batch in iter_batches(self.root, market, BOOK, lo, hi, columns=["type"]):
-                snaps = pc.filter(batch.column("local_ts"),
-                                  pc.equal(batch.column("type"), "snapshot"))
-                if len(snaps):  # (batch by batch: a long stretch never sits in memory)
-                    found = snaps[-1].as_py()
-            if found is not None:
-                return found
-            hi, width = lo - 1, width * 2
-        return None
 
     def _next_snapshot(self, market: str, after_us: int) -> tuple[int, str | None] | None:
         """The first snapshot after ``after_us`` within ``NEXT_SNAPSHOT_US``: (time, reason)."""

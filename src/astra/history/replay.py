@@ -38,13 +38,12 @@ import msgspec
 from astra.core import BookResync, DataType, InvalidParameter, Side, Trade, TradesMessage
 from astra.tape import BOOK, TRADE, check_market, iter_batches, partition_files
 
-from .book import RecordedBook, decode_message
+from .book import RecordedBook, decode_message, last_row_time
 
 __all__ = ["ReplayStream", "book_anchor", "recorded_span", "replay_events"]
 
 _encode = msgspec.json.Encoder().encode
 _KIND = {DataType.ORDERBOOK.value: BOOK, DataType.TRADE.value: TRADE}
-_FIRST_WINDOW_US = 120_000_000  # snapshots come every minute or so: look back 2 min first
 _ANCHORS = ("snapshot", "resync")
 _SIDES = frozenset(s.value for s in Side)
 
@@ -59,25 +58,8 @@ def recorded_span(root: Path, market: str, kind: str) -> tuple[int, int] | None:
 
 def book_anchor(root: Path, market: str, at_us: int) -> int | None:
     """Local time of the last snapshot or resync row at or before ``at_us``: the book at
-    ``at_us`` is rebuilt from there. Looks back in growing windows (only ``local_ts`` and
-    ``type`` are read), so a recent anchor costs a few minutes of rows."""
-    files = partition_files(root, market, BOOK, None, at_us)
-    if not files:
-        return None
-    earliest = min(f.first for f in files)
-    hi, window = at_us, _FIRST_WINDOW_US
-    while hi >= earliest:
-        lo = max(earliest, hi - window)
-        found = None
-        for batch in iter_batches(root, market, BOOK, lo, hi, ["type"]):
-            ts, types = batch.column("local_ts").to_pylist(), batch.column("type").to_pylist()
-            for t, kind in zip(ts, types, strict=True):
-                if kind in _ANCHORS:
-                    found = t
-        if found is not None:
-            return found
-        hi, window = lo - 1, window * 4
-    return None
+    ``at_us`` is rebuilt from there."""
+    return last_row_time(root, market, _ANCHORS, at_us)
 
 
 def _book_rows(root: Path, market: str, start: int, end: int
