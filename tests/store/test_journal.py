@@ -456,6 +456,34 @@ def test_invalid_transitions_are_refused(
     assert journal.get_entry(entry.id) == before  # nothing changed
 
 
+def test_the_sender_still_sends_what_another_process_looked_up_before_it_went_out(
+    journal: OrderJournal, clock: Clock
+) -> None:
+    """Another gateway on the database reconciles an intent before its sender marks it sent
+    (not at the venue yet: UNKNOWN): the sender's mark_sent still succeeds, once."""
+    entry, created = journal.begin(KEY, "BINANCE", MARKET, "astraRaced", REQUEST)
+    assert created
+    looked = journal.reconcile(entry.id, None)  # the other process: not found, too young
+    assert (looked.state, looked.sent_at, looked.reconcile_attempts) == (S.UNKNOWN, None, 1)
+    clock.now += 5
+    sent = journal.mark_sent(entry.id)
+    assert (sent.state, sent.sent_at) == (S.SENT, clock.now)
+    assert journal.acknowledge(entry.id, "V7", {"status": "NEW"}).state is S.ACKNOWLEDGED
+    # Sent, then unknown (a timeout): never marked sent again.
+    timed_out, _ = journal.begin(KEY, "BINANCE", MARKET, "astraTimedOut", REQUEST)
+    journal.mark_sent(timed_out.id)
+    before = journal.mark_unknown(timed_out.id, TimeoutError())
+    with pytest.raises(InvalidTransition, match="mark_sent an order in state UNKNOWN"):
+        journal.mark_sent(timed_out.id)
+    assert journal.get_entry(timed_out.id) == before
+    # Not placed (the grace period passed): too late to send it.
+    late, _ = journal.begin(KEY, "BINANCE", MARKET, "astraTooLate", REQUEST)
+    clock.now += RECONCILE_GRACE_MS
+    assert journal.reconcile(late.id, None).state is S.NOT_PLACED
+    with pytest.raises(InvalidTransition, match="NOT_PLACED"):
+        journal.mark_sent(late.id)
+
+
 def test_unknown_entry_ids_raise_lookup_error(journal: OrderJournal) -> None:
     with pytest.raises(LookupError, match="12345"):
         journal.mark_sent(12345)

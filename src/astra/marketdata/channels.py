@@ -19,6 +19,9 @@ Invariants:
   that raises is logged and does not disturb the feed or the other listeners.
 - Reasons shown to clients lose anything in parentheses and any URL (they name error
   classes, not hosts).
+- Where a channel's events come from is the engine's ``source`` (a ``FeedSource``): by default
+  the venue's own connection (``VenueFeeds``); on an edge node, books mirrored off NATS. A
+  source calls the same sink methods with the same guarantees, so nothing downstream differs.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from astra.core import (
     VenueTimeout,
 )
 from astra.core._redact import squeeze, without_locations
-from astra.venues.base import RECONNECTING, Venue, VenueMarket
+from astra.venues.base import RECONNECTING, BookSink, TradeSink, Venue, VenueMarket
 from astra.venues.book import L2Book
 
 __all__ = [
@@ -52,6 +55,8 @@ __all__ = [
     "BookListener",
     "Channel",
     "Client",
+    "FeedSource",
+    "VenueFeeds",
     "public_reason",
     "resync_frame",
     "units_of",
@@ -79,11 +84,36 @@ class BookListener(Protocol):
     def book_state(self, channel: BookChannel) -> None: ...
 
 
+class FeedSource(Protocol):
+    """Where a channel's feed comes from: keeps ``sink`` supplied until cancelled, exactly as
+    ``Venue.run_book_feed`` / ``run_trade_feed`` do (a synced book or a resync reason; trades
+    and the connection's state)."""
+
+    async def run_book_feed(
+        self, venue: Venue, market: VenueMarket, sink: BookSink
+    ) -> None: ...
+
+    async def run_trade_feed(
+        self, venue: Venue, market: VenueMarket, sink: TradeSink
+    ) -> None: ...
+
+
+class VenueFeeds:
+    """The default ``FeedSource``: the venue's own connection (a single process, a feed node)."""
+
+    async def run_book_feed(self, venue: Venue, market: VenueMarket, sink: BookSink) -> None:
+        await venue.run_book_feed(market, sink)
+
+    async def run_trade_feed(self, venue: Venue, market: VenueMarket, sink: TradeSink) -> None:
+        await venue.run_trade_feed(market, sink)
+
+
 class Owner(Protocol):
     """What a channel needs of its engine (``MarketDataEngine``)."""
 
     linger: float  # seconds a feed outlives its last user
     stats: dict[str, int]
+    source: FeedSource
 
     def _retire(self, channel: Channel) -> None: ...
 
@@ -202,7 +232,7 @@ class BookChannel(Channel):
         self.listeners: set[BookListener] = set()  # internal consumers (SMART books, BBO)
 
     async def _run(self) -> None:
-        await self.venue.run_book_feed(self.market, self)
+        await self.engine.source.run_book_feed(self.venue, self.market, self)
 
     # --- state -------------------------------------------------------------------------------
 

@@ -58,12 +58,12 @@ from astra.core import (
 from astra.venues.base import Venue, VenueMarket
 
 from .bbo import BboFeed, single_bbo
-from .channels import BookChannel, Channel, Client, units_of
+from .channels import BookChannel, Channel, Client, FeedSource, VenueFeeds, units_of
 from .consolidated import SmartChannel
 from .smart import SMART_PREFIX, SmartBooks, SmartCatalog, SmartConfig, SmartMarket
 from .trades import TradeChannel
 
-__all__ = ["Client", "MarketDataEngine"]
+__all__ = ["Client", "FeedSource", "MarketDataEngine"]
 
 _encode = msgspec.json.Encoder().encode
 Subscription = tuple[Callable[[Client], None], Callable[[Client], None]]  # (add, remove)
@@ -72,9 +72,12 @@ Subscription = tuple[Callable[[Client], None], Callable[[Client], None]]  # (add
 class MarketDataEngine:
     def __init__(
         self, venues: Mapping[str, Venue], *, linger: float = 30.0, book_wait: float = 10.0,
-        smart: SmartConfig | None = None,
+        smart: SmartConfig | None = None, source: FeedSource | None = None,
     ) -> None:
         self.venues = dict(venues)
+        # Where channels' feeds come from: the venues' own connections, or (an edge node) a
+        # mirror of a feed node's books; the venues still give the markets' metadata.
+        self.source: FeedSource = source or VenueFeeds()
         self.linger = linger
         self.book_wait = book_wait
         self.channels: dict[tuple[str, DataType], Channel] = {}

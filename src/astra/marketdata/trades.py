@@ -8,6 +8,10 @@ Invariants:
   (before or after the seed lands) is kept once, by trade id. Otherwise concurrent requests
   share one REST fetch. A feed's reports are idempotent: "up" while up, or "down" while
   down, changes nothing.
+- A trade channel's ``listeners`` (the cluster feed's publisher) are told, in the feed's own
+  call, every ``on_trades`` batch (venue units, as received) and every change of connection;
+  with no listener the feed pays one emptiness check per event. A listener that raises is
+  logged and does not disturb the feed or the other listeners.
 - WebSocket clients get trades in batches (one per loop iteration). When the feed is lost
   (trades may be missed), they get the book's ``{"type":"resync","state":"disconnected"}``
   message at once, after the trades that came before it, once per drop (the feed's first
@@ -22,6 +26,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from typing import Protocol
 
 import msgspec
 
@@ -29,11 +34,19 @@ from astra.core import FeedState, Trade, TradesMessage
 
 from .channels import Channel, Client, public_reason, resync_frame
 
-__all__ = ["TRADE_MEMORY", "TradeChannel"]
+__all__ = ["TRADE_MEMORY", "TradeChannel", "TradeListener"]
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 TRADE_MEMORY = 1000  # trades a channel remembers: the largest ``GET /trades`` limit
+
+
+class TradeListener(Protocol):
+    """Told by a ``TradeChannel`` about its feed (trades in the venue's units)."""
+
+    def trade_batch(self, channel: TradeChannel, trades: list[Trade]) -> None: ...
+
+    def trade_connection(self, channel: TradeChannel, up: bool, reason: str) -> None: ...
 
 
 class TradeChannel(Channel):
@@ -55,9 +68,10 @@ class TradeChannel(Channel):
         # the first push of a trade the seed lacks (the feed has moved past the seed).
         self._seeded: set[str] = set()
         self._fetch: asyncio.Task[list[Trade]] | None = None
+        self.listeners: set[TradeListener] = set()  # internal consumers (the cluster feed)
 
     async def _run(self) -> None:
-        await self.venue.run_trade_feed(self.market, self)
+        await self.engine.source.run_trade_feed(self.venue, self.market, self)
 
     async def stop(self) -> None:
         if self._fetch is not None:
@@ -76,6 +90,8 @@ class TradeChannel(Channel):
         self.connection = next(self._connection)
         self.recent.clear()  # a gap may start here: seed again once it is up
         self._seeded = set()
+        if self.listeners:
+            self._tell("trade_connection", up, reason)
         if up:
             self.down = None
             return
@@ -100,6 +116,16 @@ class TradeChannel(Channel):
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.extend(trades)
+        if self.listeners:
+            self._tell("trade_batch", trades)
+
+    def _tell(self, event: str, *args: object) -> None:
+        for listener in tuple(self.listeners):
+            try:
+                getattr(listener, event)(self, *args)
+            except Exception:  # a consumer's bug must not stop the venue's feed
+                log.exception("%s: trade listener %r failed on %s", self.market.symbol,
+                              listener, event)
 
     def _flush(self) -> None:
         trades, self._pending = self._pending, []

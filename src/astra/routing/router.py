@@ -30,8 +30,10 @@ journal's reconciliation); a child journaled but never handed to the order journ
 ``NOT_SENT`` on reconciliation, never sent late. Rounds stop as soon as any child's outcome is
 unknown: the residual is not known, and over-filling is worse than under-filling. The same
 (API key, clientOrderId) gives one parent: a per-(key, id) lock in this process and the
-journal's UNIQUE constraint across processes. Parents left open by a stopped gateway are
-reconciled at startup (keys with stored credentials) and on the key's next SMART request.
+journal's UNIQUE constraint across processes (where the race's loser waits, polling the
+journal, for the winner's rounds to end, and answers with the same parent). Parents left
+open by a stopped gateway are reconciled at startup (keys with stored credentials) and on
+the key's next SMART request.
 A venue still unreachable when a child's unknown outcome is first looked up leaves that child
 ``UNKNOWN`` (the POST answers 202 with the other children's fills, never a 5xx for an order
 that traded); every child's send ends before its round does.
@@ -67,7 +69,7 @@ from astra.store.routing_journal import (
     RoutingJournal,
     new_parent_id,
 )
-from astra.trading.service import TradingService
+from astra.trading.service import IN_FLIGHT_MARGIN, TradingService
 
 from .legs import MAX_ROUNDS, child_client_order_id, child_request, dec, rest_choice
 from .plan import Plan
@@ -88,6 +90,7 @@ __all__ = ["DEFAULT_ROUNDS", "DEFAULT_SLIPPAGE_BPS", "SmartRouter"]
 
 log = logging.getLogger(__name__)
 DEFAULT_ROUNDS = 3
+_EXECUTING_POLL = 0.02  # seconds between reads of a parent executing in another process
 
 
 class SmartRouter(Settling):
@@ -147,9 +150,26 @@ class SmartRouter(Settling):
             raise Conflict(f"clientOrderId '{route.client_order_id}' was already used for a "
                            "different SMART order; send a new clientOrderId for a new order",
                            parameter="clientOrderId")
+        parent = await self._executed_elsewhere(parent)
         if self._settleable(parent):
             parent = await self._refresh(parent, creds_for)
         return smart_order(parent)
+
+    async def _executed_elsewhere(self, parent: ParentEntry) -> ParentEntry:
+        """A parent another process sharing the journal is executing (it won the race for
+        this client order id): wait for its rounds to end, polling the journal, so both
+        answers show the same outcome; at most as long as its rounds may take, then it is
+        answered as it stands (a parent idle for ``orphan_ms`` is an orphan: not waited for)."""
+        if parent.parent_id in self._active:
+            return parent
+        per_round = self.trading.timeout + IN_FLIGHT_MARGIN + self.settle_wait
+        deadline = time.monotonic() + self.rounds * per_round
+        while (parent.state == "EXECUTING" and time.monotonic() < deadline
+               and time.time_ns() // 1_000_000 - parent.updated_at < self.orphan_ms):
+            await asyncio.sleep(_EXECUTING_POLL)
+            parent = await asyncio.to_thread(self.journal.get, parent.key_id,
+                                             parent.parent_id) or parent
+        return parent
 
     async def _execute(self, route: Route) -> SmartOrder:
         body, key_id = route.body, route.key_id
@@ -170,7 +190,7 @@ class SmartRouter(Settling):
                 self.journal.begin, key_id, body.market, route.client_order_id,
                 self._request(route), parent_id, summary, self._intents(route, snap, 1))
             if not created:  # another gateway process took this id first
-                return smart_order(parent)
+                return smart_order(await self._executed_elsewhere(parent))
             filled, round_, kids = Decimal(0), 1, list(parent.children)
             while True:
                 if self.before_send is not None:

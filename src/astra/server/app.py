@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -59,6 +59,9 @@ class Metrics:
         self.started = time.time()
         self.desk: Any = None  # the OTC desk (astra.otc.Desk), when the gateway has one
         self.recorder: Any = None  # the history recorder (astra.history.Recorder), when on
+        self.role = "all"  # astra serve --role: all, feed or edge
+        # A cluster node's counters: part ("feed", "edge", "limits") -> name -> count.
+        self.cluster: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
 
     def render(self) -> str:
         lines = ["# TYPE astra_http_requests_total counter"]
@@ -90,6 +93,12 @@ class Metrics:
                 lines.append(f"astra_history_{name}_total {stats[name]}")
             lines.append("# TYPE astra_history_pending_rows gauge")
             lines.append(f"astra_history_pending_rows {self.recorder.pending}")
+        if self.cluster is not None:
+            for part, stats in sorted(self.cluster().items()):
+                for name, value in sorted(stats.items()):
+                    metric = f"astra_cluster_{part}_{name}_total"
+                    lines.append(f"# TYPE {metric} counter")
+                    lines.append(f"{metric} {value}")
         lines.append("# TYPE astra_uptime_seconds gauge")
         lines.append(f"astra_uptime_seconds {time.time() - self.started:.0f}")
         return "\n".join(lines) + "\n"
@@ -233,6 +242,7 @@ def build_metrics_app(metrics: Metrics) -> web.Application:
         return json_response(
             {
                 "status": "ok",
+                "role": metrics.role,
                 "venues": sorted(metrics.engine.venues),
                 "feeds": len(metrics.engine.channels),
             }

@@ -49,6 +49,7 @@ from aiohttp import web
 
 from astra.core import SIM_CODES
 from astra.history.config import HistoryConfig
+from astra.marketdata.channels import FeedSource
 from astra.marketdata.engine import MarketDataEngine
 from astra.marketdata.smart import SmartConfig
 from astra.otc import Desk, Hedger, OtcConfig, QuoteSigner
@@ -253,8 +254,9 @@ class Gateway:
         smart: SmartConfig | None = None,  # the [smart] section (consolidated markets)
         otc: OtcConfig | None = None,  # the [otc] section (the OTC desk)
         history: HistoryConfig | None = None,  # the [history] section (recorder, queries)
+        source: FeedSource | None = None,  # where books come from (an edge: its NATS mirror)
     ) -> None:
-        self.engine = MarketDataEngine(venues, linger=linger, smart=smart)
+        self.engine = MarketDataEngine(venues, linger=linger, smart=smart, source=source)
         # The private API: the order journal lives in the same database as the keys.
         self.trading = TradingService(venues, journal or OrderJournal(keys._engine))
         # Routed (SMART) orders: parents and children journaled in the same database.

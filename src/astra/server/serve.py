@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 
+from astra.cluster.wire import ClusterConfig
 from astra.core import SIM_CODES
 from astra.history.config import HistoryConfig
 from astra.marketdata.smart import SmartConfig
@@ -36,6 +37,7 @@ from astra.store.credentials import MASTER_KEY_ENV
 from astra.trading.paper import LayeredCredentials, create_paper_account
 
 from .gateway import REPLAY_OPTIONS, Gateway, SimChild, load_config, venues_from_config
+from .roles import ROLES, EdgeLink, FeedNode
 
 __all__ = ["add_serve_parser", "check_otc_precision", "check_settings", "otc_funds",
            "otc_hedge_warning", "port_arg", "serve"]
@@ -122,6 +124,13 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
         "binance,okx (URLs from --config or the venues' defaults)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the simulator's order flow")
+    p.add_argument(
+        "--role", choices=ROLES, default="all",
+        help="all: one process (default); feed: venue connections, books published to NATS; "
+        "edge: the API, books mirrored off NATS (see the README's scale-out section)")
+    p.add_argument("--nats-url", default=None,
+                   help="NATS server of --role feed|edge (default $ASTRA_NATS_URL, [cluster] "
+                   "nats_url, nats://127.0.0.1:4222)")
 
 
 def _api_key(keys: ApiKeyStore) -> None:
@@ -208,13 +217,19 @@ async def serve(args: argparse.Namespace) -> int:
         # [history]: what to record. With no configuration at all (the simulator), the
         # simulator's BTC-USDT books and trades are recorded for two days.
         history = (HistoryConfig.default_for_simulator(data_dir)
-                   if not config and not args.venues
+                   if not config and not args.venues and args.role == "all"
                    else HistoryConfig.from_config(config.get("history"), data_dir))
+        cluster = (ClusterConfig.from_config(config.get("cluster"), args.nats_url)
+                   if args.role != "all" else None)
     except ValueError as exc:
         print(f"astra serve: {where}: {exc}", file=sys.stderr)
         return 2
     for code in filter(None, (args.venues or "").split(",")):
         config.setdefault("venues", {}).setdefault(code.strip().upper(), {})
+    if args.role == "feed":  # no API, no database: venues, books, NATS
+        return await _serve_feed(args, config, cluster, smart, where)
+    if args.role == "edge" and not _edge_venues_named(config, where):
+        return 2
     engine = open_database(args.database_url, args.data_dir)
     keys = ApiKeyStore(engine)
     try:
@@ -251,10 +266,8 @@ async def serve(args: argparse.Namespace) -> int:
             return 2
     child = SimChild(args.seed, count, replaying,
                      say=lambda text: print(f"  simulator: {text}", flush=True)) if count else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
+    link: EdgeLink | None = None
     try:
         sim_urls = await child.start() if child else {}
         served = {c: u for c, u in sim_urls.items() if not venues_config or c in from_child}
@@ -272,6 +285,8 @@ async def serve(args: argparse.Namespace) -> int:
             for paper, _ in desk_accounts:
                 credentials.add_default(otc.hedge_key, paper)
         venues = venues_from_config(config, sim_urls)
+        if cluster is not None:  # an edge: books from NATS, the venues' budgets shared
+            link = await EdgeLink(cluster).start()
         gateway = Gateway(
             venues,
             keys,
@@ -284,13 +299,19 @@ async def serve(args: argparse.Namespace) -> int:
             smart=smart,
             otc=otc,
             history=history,
+            source=link.source if link is not None else None,
             **settings,
         )
+        if link is not None:
+            gateway.metrics.role, gateway.metrics.cluster = "edge", link.stats
         async with gateway:
             print(
                 f"Astra gateway listening on {gateway.base_url} "
                 f"(metrics on port {gateway.metrics_port}); venues: {', '.join(venues)}"
             )
+            if link is not None:
+                print(f"  edge node {link.name}: books mirrored from the feed nodes at NATS "
+                      f"{cluster.nats_url}", flush=True)
             for code, url in served.items():
                 print(f"  simulator ({code}) running at {url} (pid {child.proc.pid})")
             if served and first_key is not None:
@@ -318,6 +339,67 @@ async def serve(args: argparse.Namespace) -> int:
             print("shutting down", flush=True)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"astra serve: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if link is not None:
+            await link.close()
+        if child:
+            await child.stop()
+    return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _edge_venues_named(config: dict, where: object) -> bool:
+    """An edge serves the venues its feed nodes do, and trades on them itself: each must be
+    named, a simulator venue with the ``url`` of the simulator the feeds use (a child of its
+    own would be another market)."""
+    venues = config.get("venues") or {}
+    unnamed = [c for c, v in venues.items() if c in SIM_CODES and not v.get("url")]
+    if venues and not unnamed:
+        return True
+    what = (f"[venues.{unnamed[0]}] needs the url of the simulator the feed nodes use"
+            if unnamed else "name the venues the feed nodes serve ([venues.X] in --config)")
+    print(f"astra serve --role edge: {where}: {what}", file=sys.stderr)
+    return False
+
+
+async def _serve_feed(args: argparse.Namespace, config: dict, cluster: ClusterConfig,
+                      smart: SmartConfig, where: object) -> int:
+    """``astra serve --role feed``: the venues (a simulator child when none is named, as
+    ``astra serve``), their books published to NATS, ``/health`` and ``/metrics``."""
+    venues_config = {k.upper(): v or {} for k, v in (config.get("venues") or {}).items()}
+    config["venues"] = venues_config
+    from_child = [c for c, v in venues_config.items() if c in SIM_CODES and not v.get("url")]
+    count = (max(SIM_CODES.index(c) + 1 for c in from_child) if from_child
+             else 0 if venues_config else DEFAULT_SIM_VENUES)
+    child = SimChild(args.seed, count,
+                     say=lambda text: print(f"  simulator: {text}", flush=True)) if count else None
+    stop = _stop_on_signals()
+    try:
+        sim_urls = await child.start() if child else {}
+        venues = venues_from_config(config, sim_urls)
+        node = FeedNode(venues, cluster, host=args.host or config.get("host", "127.0.0.1"),
+                        metrics_port=args.metrics_port if args.metrics_port is not None
+                        else config.get("metrics_port", 9090), smart=smart)
+        async with node:
+            print(f"Astra feed node {node.name} publishing to NATS at {cluster.nats_url} "
+                  f"(health and metrics on port {node.metrics_port}); venues: "
+                  f"{', '.join(venues)}", flush=True)
+            for code, url in sim_urls.items():
+                print(f"  simulator ({code}) running at {url} (pid {child.proc.pid}): edges "
+                      f"name it as [venues.{code}] url = \"{url}\"", flush=True)
+            await stop.wait()
+            print("shutting down", flush=True)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"astra serve: {where}: {exc}" if isinstance(exc, ValueError)
+              else f"astra serve: {exc}", file=sys.stderr)
         return 1
     finally:
         if child:

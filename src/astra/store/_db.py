@@ -14,6 +14,10 @@ Invariants:
 - SQLite is shared by several processes (a running server and the ``astra keys`` CLI): every
   connection uses the WAL journal (readers never block the writer) and a busy timeout (a
   writer waits for the lock instead of failing with "database is locked").
+- Tables are created under a lock on PostgreSQL (a transaction-scoped advisory lock, the
+  check and the ``CREATE TABLE`` in one transaction): several gateway processes starting at
+  once on an empty database would otherwise both find a table missing and one fail on the
+  other's ``CREATE`` (a unique violation in the catalog).
 - The data directory is created private (``0o700``) and the SQLite file ``0o600``: they
   hold key hashes and trading state.
 """
@@ -43,6 +47,7 @@ DATABASE_FILE = "astra.db"
 BUSY_TIMEOUT_MS = 10_000
 
 METADATA = sa.MetaData()
+_SCHEMA_LOCK = 0x61737472615F6462  # "astra_db": the advisory lock creating tables takes
 
 
 def default_data_dir() -> Path:
@@ -82,5 +87,10 @@ def open_database(url: str | None = None, data_dir: Path | None = None) -> sa.En
     engine = sa.create_engine(target, pool_pre_ping=not sqlite)
     if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
-    METADATA.create_all(engine)
+        METADATA.create_all(engine)
+        return engine
+    with engine.begin() as conn:
+        if target.get_backend_name() == "postgresql":  # released at commit
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
+        METADATA.create_all(conn)
     return engine

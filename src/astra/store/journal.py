@@ -22,7 +22,7 @@ State machine (``JournalState``; any other move raises ``InvalidTransition``)::
 
     operation           from                                  to
     begin               -                                     INTENT
-    mark_sent           INTENT                                SENT
+    mark_sent           INTENT, UNKNOWN (never sent)          SENT
     acknowledge         SENT, UNKNOWN, NOT_PLACED             ACKNOWLEDGED  (same id again: no-op)
     reject              INTENT, SENT, UNKNOWN                 REJECTED      (final)
     mark_unknown        INTENT, SENT, UNKNOWN                 UNKNOWN
@@ -30,6 +30,11 @@ State machine (``JournalState``; any other move raises ``InvalidTransition``)::
     reconcile(found)    INTENT, SENT, UNKNOWN, NOT_PLACED     ACKNOWLEDGED
     reconcile(None)     INTENT, SENT, UNKNOWN                 NOT_PLACED after the grace period,
                                                               UNKNOWN before it
+
+``mark_sent`` from ``UNKNOWN`` (``sent_at`` still unset) is the sender's own move after
+another process sharing the database looked the order up at the venue before it went out
+(another gateway's reconciliation at its startup or on the key's request): "not found" was
+true, and the sender still sends it, once; it stays pending, so a later lookup finds it.
 
 ``reconcile`` stamps ``reconciled_at``: ``ACKNOWLEDGED`` with ``reconciled_at`` set is the
 "reconciled, found" outcome, ``NOT_PLACED`` the "reconciled, not found" one.
@@ -201,6 +206,22 @@ _BY_VENUE_ID = sa.select(_T).where(
     _T.c.key_id == sa.bindparam("key_id"),
     _T.c.exchange == sa.bindparam("exchange"),
     _T.c.venue_order_id == sa.bindparam("venue_order_id"),
+)
+
+_MARK_SENT = (
+    sa.update(_T)
+    .where(
+        _T.c.id == sa.bindparam("entry_id"),
+        sa.or_(
+            _T.c.state == JournalState.INTENT.value,
+            sa.and_(_T.c.state == JournalState.UNKNOWN.value, _T.c.sent_at.is_(None)),
+        ),
+    )
+    .values(
+        state=JournalState.SENT.value,
+        sent_at=sa.bindparam("new_sent_at"),
+        updated_at=sa.bindparam("new_updated_at"),
+    )
 )
 
 
@@ -559,12 +580,16 @@ class OrderJournal:
     # -- transitions
 
     def mark_sent(self, entry_id: int) -> JournalEntry:
-        """``INTENT`` -> ``SENT``: call right before the request goes on the wire."""
+        """``INTENT`` -> ``SENT``: call right before the request goes on the wire (only the
+        caller ``begin`` created it for). Also from ``UNKNOWN`` while never sent: another
+        process reconciled it meanwhile, not finding it (module docstring)."""
         now = self._clock()
-        entry, changed = self._transition(
-            entry_id, {_S.INTENT}, {"state": _S.SENT.value, "sent_at": now}, now
-        )
-        if not changed:
+        with self._engine.begin() as conn:
+            n = conn.execute(
+                _MARK_SENT, {"entry_id": entry_id, "new_sent_at": now, "new_updated_at": now}
+            ).rowcount
+            entry = self._read(conn, entry_id)
+        if n == 0:
             raise InvalidTransition(entry_id, "mark_sent", entry.state)
         return entry
 
@@ -704,6 +729,10 @@ class OrderJournal:
             detail = "the venue had acknowledged it" if entry.state is _S.ACKNOWLEDGED else ""
             raise InvalidTransition(entry_id, "reconcile (not found)", entry.state, detail)
         return entry
+
+    def now(self) -> int:
+        """The journal's clock (epoch ms): what its rows' times are measured on."""
+        return self._clock()
 
     def settles_at(self, entry: JournalEntry, grace_ms: int | None = None) -> int:
         """When (epoch ms) a "not found" from the venue makes ``reconcile`` final."""

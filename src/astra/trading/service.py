@@ -5,6 +5,12 @@ Safety rules (the order journal in ``astra.store.journal`` carries them across r
   anything is sent. A retried or concurrent ``POST /orders`` with the same ``clientOrderId``
   returns the journaled order and never sends a second one; within this process the retry
   waits for the first request's outcome.
+- Across processes sharing the journal (gateway edges on one PostgreSQL) the journal's UNIQUE
+  constraint elects the one sender; a process that loses the race for an entry still in flight
+  elsewhere (``INTENT``/``SENT``) asks the venue by client order id and, if the order is not
+  there yet, waits for the sender's answer in the journal (polling the row, at most that
+  send's timeout and a margin), so both answer with the same venue order; only then is a "not
+  found" written (``UNKNOWN``), never a second send.
 - A timeout or a connection lost after sending is not a failure: the order is reported with
   status ``UNKNOWN`` (HTTP 202) and reconciled by client order id, on the next request of the
   same Astra key for that venue (header credentials exist only during a request) and at
@@ -25,6 +31,7 @@ import hashlib
 import logging
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -50,6 +57,7 @@ from astra.store.journal import (
     ClientOrderIdConflict,
     InvalidTransition,
     JournalEntry,
+    JournalState,
     OrderJournal,
     generate_client_order_id,
     is_valid_client_order_id,
@@ -101,6 +109,12 @@ def _d(value: float) -> Decimal:
 PRICED_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT)
 STOP_TYPES = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_LIMIT,
               OrderType.TAKE_PROFIT_MARKET)
+
+# Another process's send of an entry is waited for (its answer polled in the journal) at most
+# its timeout plus this margin (a limiter wait, a venue's last price first) from its start.
+IN_FLIGHT_MARGIN = 2.0
+_IN_FLIGHT_POLL = 0.02  # seconds between reads of the row: a race's loser only, never the sender
+_IN_FLIGHT = (JournalState.INTENT, JournalState.SENT)
 
 # Larger than any real order (in base units or quote per unit); bounded so the tick and lot
 # arithmetic below stays exact instead of overflowing the decimal context.
@@ -348,7 +362,14 @@ class TradingService:
                     sent=True)
             except Exception as err:
                 if getattr(err, "code", "") == "ORDER_STATUS_UNKNOWN":
-                    await asyncio.to_thread(self.journal.mark_unknown, entry.id, err)
+                    try:
+                        await asyncio.to_thread(self.journal.mark_unknown, entry.id, err)
+                    except InvalidTransition:
+                        # Settled meanwhile by another process sharing the journal (it found
+                        # the order at the venue by client order id): its answer stands.
+                        settled = await asyncio.to_thread(self.journal.get_entry, entry.id)
+                        if settled is not None and settled.last_order is not None:
+                            return _order_from_json(settled.last_order)
                     return _unknown(entry, body, market.symbol, cid)
                 await asyncio.to_thread(self.journal.reject, entry.id, err)
                 raise
@@ -374,7 +395,7 @@ class TradingService:
         """The answer to a retried client order id: the journaled order, reconciled first when
         its outcome is not known."""
         if entry.pending:
-            entry = await self._reconcile(entry, venue, market, creds)
+            entry = await self._reconcile(entry, venue, market, creds, in_flight=True)
         if entry.last_order is not None:
             return _order_from_json(entry.last_order)
         if not entry.pending:  # REJECTED or NOT_PLACED: a retry returns that outcome
@@ -388,7 +409,10 @@ class TradingService:
         return _unknown(entry, body, market.symbol, entry.client_order_id)
 
     async def _reconcile(self, entry: JournalEntry, venue: TradingVenue, market: VenueMarket,
-                         creds: ExchangeCredentials) -> JournalEntry:
+                         creds: ExchangeCredentials, *, in_flight: bool = False) -> JournalEntry:
+        """Look ``entry`` up at the venue by client order id and journal what it says.
+        ``in_flight``: the entry may be being sent by another process right now (a retry that
+        lost the journal's race): "not found" then waits for that sender's answer first."""
         async with self._client(venue, creds) as client:
             symbol = ccxt_market(client, market)["symbol"]
             try:
@@ -397,6 +421,13 @@ class TradingService:
             except Exception as err:
                 if getattr(err, "code", "") != "ORDER_NOT_FOUND":
                     raise
+                if in_flight and entry.state in _IN_FLIGHT:
+                    # Not at the venue yet, maybe on its way: the sender's answer, else look
+                    # once more (it may have timed out with the order live) before "not found".
+                    settled = await self._sent_elsewhere(entry)
+                    if not settled.pending:
+                        return settled
+                    return await self._reconcile(settled, venue, market, creds)
                 try:
                     return await asyncio.to_thread(self.journal.reconcile, entry.id, None)
                 except InvalidTransition:
@@ -409,6 +440,20 @@ class TradingService:
         order = order_in_base(order_from_ccxt(raw, market.symbol), _units(market))
         return await asyncio.to_thread(self.journal.reconcile, entry.id, _order_json(order),
                                        venue_order_id=order.order_id)
+
+    async def _sent_elsewhere(self, entry: JournalEntry) -> JournalEntry:
+        """``entry`` as journaled once its sender (another process) has its answer, or when
+        that send has had its time: its timeout and ``IN_FLIGHT_MARGIN`` from when it was sent
+        (created, if never marked sent), and never longer than twice that here."""
+        budget = self.timeout + IN_FLIGHT_MARGIN
+        bound = time.monotonic() + 2 * budget
+        while entry.state in _IN_FLIGHT and time.monotonic() < bound:
+            started = entry.sent_at if entry.sent_at is not None else entry.created_at
+            if self.journal.now() - started >= budget * 1000:
+                break
+            await asyncio.sleep(_IN_FLIGHT_POLL)
+            entry = await asyncio.to_thread(self.journal.get_entry, entry.id) or entry
+        return entry
 
     async def reconcile_pending(self, key_id: str, exchange: str,
                                 creds: ExchangeCredentials) -> int:

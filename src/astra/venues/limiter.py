@@ -53,6 +53,23 @@ Invariants:
 - Single event loop: no awaits between checking and taking tokens, so no lock is needed.
 - ``clock`` (monotonic seconds), ``wall_clock`` (epoch seconds, for HTTP dates and ban
   timestamps) and ``sleep`` are injectable for tests.
+
+Sharing across processes (``SharedBudget``; ``astra.cluster.limits`` builds one on NATS): with
+N processes calling one venue, N local buckets would each allow the venue's whole rate. A
+limiter whose ``budget`` is given, or, when none is, the process-wide one (``set_shared_budget``:
+it reaches every limiter, those made later too), draws every request from the budget under
+its ``key`` (``VENUE.scope``: limiters of the same kind on every node share one budget, other
+kinds do not) after its local checks:
+
+- ``take`` reserves the weight in the shared bucket and answers the wait (the request then
+  sleeps the longer of that and its local wait); a wait above ``max_wait`` reserves nothing
+  and fails with ``RateLimited`` as a local one does. Shared tokens taken by a request that is
+  then cancelled or refused are not given back (the error is on the side of fewer requests).
+- a 429/418 closes the gate on every node: ``_close`` hands its end (epoch seconds) to
+  ``close_gate``; ``retry_after``/``_check_gate`` read the budget's cached view (``gate``,
+  synchronous, no round trip), and the gate is checked again after every ``take`` (which
+  refreshes that view), so a request never reaches a venue another node saw limiting.
+- without a budget nothing changes: no await, no extra work beyond one ``None`` check.
 """
 
 from __future__ import annotations
@@ -63,7 +80,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from ccxt.base import errors as ccxt_errors
@@ -82,10 +99,13 @@ from .venue_answers import (
 
 __all__ = [
     "CCXT_IDS",
+    "SharedBudget",
     "VenueLimiter",
     "attach_routed",
     "ccxt_rate",
     "retry_after_from_headers",
+    "set_shared_budget",
+    "shared_budget",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,6 +130,47 @@ _DOCUMENTED_RATES: Mapping[str, float] = {**dict.fromkeys(SIM_CODES, 100.0), "AS
 _ACCOUNT_SCOPED = frozenset((v, "-1015") for v in ("BINANCE", "ASTER", *SIM_CODES))
 
 _rates: dict[str, float] = {}
+
+
+class SharedBudget(Protocol):
+    """A rate-limit budget several processes draw from (``astra.cluster.limits.KvBudget``).
+    ``key``: a limiter's ``key``; ``until``/the answer of ``gate``: epoch seconds."""
+
+    async def take(self, key: str, weight: float, *, rate: float, capacity: float,
+                   max_wait: float, reserve: float | None = None) -> float:
+        """Normal request (``reserve`` None): reserve ``weight`` in the bucket of ``rate``
+        tokens/s and ``capacity`` shared by all nodes when the wait for them is at most
+        ``max_wait``, and answer that wait (0: now); a longer wait reserves nothing and is
+        answered as is. Low priority (``reserve`` given): take ``weight`` only when
+        ``reserve`` tokens remain after it (answer 0), else reserve nothing and answer the
+        wait until they would."""
+        ...
+
+    def close_gate(self, key: str, until: float, account: str | None = None) -> None:
+        """A 429/418 seen here: close ``key``'s gate (``account``'s only, when given) on every
+        node until ``until``. Synchronous: the sharing happens in the background."""
+        ...
+
+    def gate(self, key: str, account: str | None = None) -> float:
+        """When ``key``'s gate (or ``account``'s) reopens by the latest news, 0.0 when never
+        closed. Synchronous and cheap: called before every request."""
+        ...
+
+
+_shared: SharedBudget | None = None
+
+
+def set_shared_budget(budget: SharedBudget | None) -> SharedBudget | None:
+    """Make ``budget`` the process-wide one every ``VenueLimiter`` without its own draws from
+    (those made later too); None: stop sharing. Returns the previous one."""
+    global _shared
+    previous, _shared = _shared, budget
+    return previous
+
+
+def shared_budget() -> SharedBudget | None:
+    """The process-wide budget, None when this process does not share its limits."""
+    return _shared
 
 
 def ccxt_rate(venue: str) -> float:
@@ -144,6 +205,8 @@ class VenueLimiter:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        scope: str | None = None,
+        budget: SharedBudget | None = None,
     ) -> None:
         self.venue = str(venue)
         self.rate = ccxt_rate(self.venue) if rate is None else float(rate)
@@ -164,6 +227,12 @@ class VenueLimiter:
         self._strikes = 0  # consecutive limits without a success: the backoff's exponent
         self.signals = 0  # 429/418 observed so far
         self.blocked = 0  # requests refused locally while a gate was closed
+        # What the shared budget counts this limiter against: the same on every node for the
+        # same kind of limiter (the venue's ``scope`` name, else its numbers), so nodes share
+        # one budget per kind and kinds do not share.
+        self.scope = scope or f"{self.rate:g}x{self.capacity:g}"
+        self.key = f"{self.venue.upper()}.{self.scope}"
+        self.budget = budget  # None: the process-wide one (``set_shared_budget``), if any
 
     def __repr__(self) -> str:
         wait = self.retry_after()
@@ -177,7 +246,13 @@ class VenueLimiter:
         gate is open."""
         now = self._clock()
         until = max(self._gates.get(None, 0.0), self._gates.get(account, 0.0) if account else 0)
-        return until - now if until > now else None
+        wait = until - now if until > now else None
+        budget = self.budget if self.budget is not None else _shared
+        if budget is not None:  # another node's 429/418 (cached: no round trip)
+            shared = budget.gate(self.key, account) - self._wall_clock()
+            if shared > 0 and (wait is None or shared > wait):
+                wait = shared
+        return wait
 
     def succeeded(self) -> None:
         """A request got its answer: the backoff starts over."""
@@ -223,6 +298,9 @@ class VenueLimiter:
         if len(self._gates) > 64:  # account gates come and go: forget the ones reopened
             self._gates = {k: v for k, v in self._gates.items() if v > now}
         self._gates[key] = until = max(self._gates.get(key, 0.0), now + wait)
+        budget = self.budget if self.budget is not None else _shared
+        if budget is not None:  # every node stops, not this one alone
+            budget.close_gate(self.key, self._wall_clock() + (until - now), key)
         level = logging.WARNING if status == 418 else logging.INFO
         log.log(
             level,
@@ -361,15 +439,40 @@ class VenueLimiter:
         if wait > max_wait:
             raise self._queued(wait)
         self._tokens -= weight  # reserved now: later callers queue behind
-        if wait <= 0:
+        budget = self.budget if self.budget is not None else _shared
+        if wait <= 0 and budget is None:
             return
         try:
-            await self._sleep(wait)
-            self._check_gate(account)  # a 429 may have arrived meanwhile
+            if budget is not None:
+                wait = max(wait, await self._take_shared(budget, weight, account, max_wait))
+            if wait > 0:
+                await self._sleep(wait)
+                self._check_gate(account)  # a 429 may have arrived meanwhile
         except BaseException:
-            self._refill(self._clock())
-            self._tokens = min(self.capacity, self._tokens + weight)
+            self._give_back(weight)
             raise
+
+    def _give_back(self, weight: float) -> None:
+        self._refill(self._clock())
+        self._tokens = min(self.capacity, self._tokens + weight)
+
+    async def _take_shared(
+        self,
+        budget: SharedBudget,
+        weight: float,
+        account: str | None,
+        max_wait: float,
+        reserve: float | None = None,
+    ) -> float:
+        """The cluster's share: the wait ``budget`` reserved for ``weight`` (raises
+        ``RateLimited`` when it would exceed ``max_wait`` or when the take learnt that another
+        node's gate is closed)."""
+        wait = await budget.take(self.key, weight, rate=self.rate, capacity=self.capacity,
+                                 max_wait=max_wait, reserve=reserve)
+        if reserve is None and wait > max_wait:
+            raise self._queued(wait)
+        self._check_gate(account)  # the take refreshed the budget's view of the gate
+        return wait
 
     async def _acquire_low(self, weight: float, account: str | None, max_wait: float) -> None:
         """Tokens only when ``reserve`` remain after them; nothing held while waiting (the
@@ -382,8 +485,20 @@ class VenueLimiter:
             deficit = weight + reserve - self._tokens
             if deficit <= 0:
                 self._tokens -= weight
-                return
-            wait = deficit / self.rate
+                budget = self.budget if self.budget is not None else _shared
+                if budget is None:
+                    return
+                try:  # the cluster's reserve too: taken only when it is left after us
+                    wait = await self._take_shared(budget, weight, account, max_wait, reserve)
+                except BaseException:
+                    self._give_back(weight)
+                    raise
+                if wait <= 0:
+                    return
+                self._give_back(weight)  # nothing held while waiting
+                now = self._clock()
+            else:
+                wait = deficit / self.rate
             if now + wait > deadline:
                 raise self._queued(wait)
             await self._sleep(wait)

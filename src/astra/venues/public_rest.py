@@ -55,13 +55,20 @@ MARKETS_TIMEOUT = 30.0  # seconds markets loading may take in all
 
 
 def public_limiter(
-    code: str, *, per: float, limit: float, reserve: float = 0.0, burst: float | None = None
+    code: str,
+    *,
+    per: float,
+    limit: float,
+    reserve: float = 0.0,
+    burst: float | None = None,
+    scope: str | None = None,
 ) -> VenueLimiter:
     """A limiter for a documented budget of ``limit`` weight per ``per`` seconds; ``burst``
-    (default one second's worth) is what may go at once; ``reserve`` is kept from trades."""
+    (default one second's worth) is what may go at once; ``reserve`` is kept from trades;
+    ``scope`` names the budget across the cluster (``VenueLimiter.key``)."""
     rate = limit / per
     capacity = max(rate, burst or 0.0, reserve)
-    return VenueLimiter(code, rate=rate, capacity=capacity, reserve=reserve)
+    return VenueLimiter(code, rate=rate, capacity=capacity, reserve=reserve, scope=scope)
 
 
 def weight_for(table: Mapping[int, float], limit: int) -> float:

@@ -224,6 +224,7 @@ class BinanceVenue(Venue):
                 limit=BUDGETS[section],
                 reserve=(snap := public_rest.weight_for(DEPTH_WEIGHTS[section], snapshot_limit)),
                 burst=snap + TRADES_WEIGHTS[section],
+                scope=section,
             )
             for section in SECTIONS
         }

@@ -183,13 +183,13 @@ class HtxVenue(Venue):
         self._accounts: OrderedDict[str, list] = OrderedDict()  # by API-key hash: account ids
         self._lock = asyncio.Lock()
         self.public_limiter = public_rest.public_limiter(  # api.huobi.pro
-            code, per=MARKET_DATA_WINDOW, limit=MARKET_DATA_LIMIT
+            code, per=MARKET_DATA_WINDOW, limit=MARKET_DATA_LIMIT, scope="spot"
         )
         self.contract_limiter = public_rest.public_limiter(  # api.hbdm.com
-            code, per=MARKET_DATA_WINDOW, limit=MARKET_DATA_LIMIT
+            code, per=MARKET_DATA_WINDOW, limit=MARKET_DATA_LIMIT, scope="contract"
         )
         self.instruments_limiter = public_rest.public_limiter(
-            code, per=INSTRUMENTS_WINDOW, limit=INSTRUMENTS_LIMIT
+            code, per=INSTRUMENTS_WINDOW, limit=INSTRUMENTS_LIMIT, scope="instruments"
         )
         self.limiter = VenueLimiter(code)  # trading's: HTX counts private calls per UID
 

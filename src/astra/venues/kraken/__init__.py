@@ -125,8 +125,12 @@ class KrakenVenue(Venue):
         self.urls = urls or KrakenUrls()
         self.silence, self.depth, self.futures = silence, depth, futures
         # ccxt's throttle off (it queues every call without bound): the limiters pace.
-        self.public_limiter = public_rest.public_limiter(code, per=1.0, limit=SPOT_PUBLIC_RATE)
-        self.futures_limiter = public_rest.public_limiter(code, per=1.0, limit=FUTURES_PUBLIC_RATE)
+        self.public_limiter = public_rest.public_limiter(
+            code, per=1.0, limit=SPOT_PUBLIC_RATE, scope="spot"
+        )
+        self.futures_limiter = public_rest.public_limiter(
+            code, per=1.0, limit=FUTURES_PUBLIC_RATE, scope="futures"
+        )
         self.limiter = VenueLimiter(code)  # trading's: Kraken counts private calls per key
         self._ccxt = self.public_limiter.attach(ccxt_async.kraken({"enableRateLimit": False}))
         self._ccxt.urls["api"]["public"] = self.urls.rest

@@ -111,7 +111,9 @@ class OkxVenue(Venue):
         # without bound).
         self._ccxt = ccxt_async.okx({"enableRateLimit": False})
         self.limiters = {
-            endpoint: public_rest.public_limiter(code, per=ENDPOINT_WINDOW, limit=limit)
+            endpoint: public_rest.public_limiter(
+                code, per=ENDPOINT_WINDOW, limit=limit, scope=endpoint
+            )
             for endpoint, limit in ENDPOINT_LIMITS.items()
         }
         self.limiter = VenueLimiter(code)  # trading's: OKX counts it per account apart
