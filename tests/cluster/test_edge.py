@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import msgspec
 import nats
@@ -24,7 +25,6 @@ import pytest
 from astra.cluster.edge import MirrorSource
 from astra.cluster.feed import FeedPublisher, ensure_stream
 from astra.cluster.wire import (
-    WANT_QUEUE,
     WANT_SUBJECT,
     BookDelta,
     BookResync,
@@ -104,7 +104,7 @@ class ScriptedFeed:
         self.nc = await _connect(self.url)
         self.js = self.nc.jetstream()
         await ensure_stream(self.js, CONFIG)
-        self.sub = await self.nc.subscribe(WANT_SUBJECT, queue=WANT_QUEUE, cb=self._on_want)
+        self.sub = await self.nc.subscribe(WANT_SUBJECT, cb=self._on_want)
         return self
 
     async def close(self) -> None:
@@ -143,8 +143,10 @@ class ScriptedFeed:
         await self._publish(book_subject(market, "snap"), BookSnapshot(
             self.epoch, book.seq, book.update_id, 1000 + book.update_id, bids, asks))
 
-    async def delta(self, market: str, bids=(), asks=(), *, lost: bool = False) -> None:
-        """A change of the feed's book; ``lost``: it takes its seq but never reaches NATS."""
+    async def delta(self, market: str, bids=(), asks=(), *, lost: bool = False,
+                    sent_ns: int = 0) -> None:
+        """A change of the feed's book; ``lost``: it takes its seq but never reaches NATS;
+        ``sent_ns``: when the feed says it sent it (0: unsaid)."""
         book = self.book(market)
         for side, levels in ((book.bids, bids), (book.asks, asks)):
             for price, qty in levels:
@@ -157,7 +159,7 @@ class ScriptedFeed:
         if not lost:
             await self._publish(book_subject(market, "upd"), BookDelta(
                 self.epoch, book.seq, book.update_id, 1000 + book.update_id, list(bids),
-                list(asks)))
+                list(asks), sent_ns))
 
     async def resync(self, market: str, reason: str) -> None:
         book = self.book(market)
@@ -554,3 +556,29 @@ async def test_an_edge_mirrors_a_real_feed_publisher_exactly(nats_server, sim):
 
 def as_client_book_of(book) -> dict:
     return {"bids": dict(book.bids), "asks": dict(book.asks)}
+
+
+async def test_an_edge_that_falls_behind_its_feed_starts_again_from_the_latest_snapshot(
+        nats_server, feed, sim):
+    """Deltas that reach the edge far later than the session's best transit (an edge whose CPU
+    or link cannot keep up): not served ever older, but a resync, then the latest book."""
+    async with asyncio.timeout(60):
+        await seed(feed)
+        async with Edge(nats_server.url, sim.base_url) as edge:
+            client = await edge.subscribe()
+            await until(lambda: client.types() == ["snapshot"])
+            now = time.time_ns()
+            await feed.delta(BTC, bids=[(98.5, 1.0)], sent_ns=now)  # on time
+            await until(lambda: len(client.types()) == 2)
+            assert client.types() == ["snapshot", "update"]
+            late = now - int(5 * CONFIG.lag_seconds * 1e9)  # as if queued for 5 lag bounds
+            await feed.delta(BTC, bids=[(98.0, 1.0)], sent_ns=late)
+            await until(lambda: "resync" in client.types())
+            resync = client.frames[client.types().index("resync")]
+            assert resync["state"] == "disconnected" and "behind the feed" in resync["reason"]
+            assert edge.source.stats["lagged"] == 1
+            # The new session re-bases on a fresh snapshot: the feed's whole book, the late
+            # delta included.
+            await until(lambda: client.types()[-1] == "snapshot")
+            assert client.book() == as_client_book(feed.books[BTC])
+            assert await edge.rest() == feed.books[BTC].expected()

@@ -54,8 +54,8 @@ class Node:
                 [sys.executable, "-m", "astra", "serve", "--port", "0", "--metrics-port", "0",
                  "--config", str(path), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
 
-    async def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, pattern: str, seconds: float = 60) -> re.Match:
+        async with asyncio.timeout(seconds):
             while True:
                 text = self.log.read_text(errors="replace")
                 if found := re.search(pattern, text):

@@ -27,6 +27,10 @@ Invariants:
   with a NATS reconnect, a restarted server whose memory stream is new, a new feed), and only
   a snapshot re-bases the book. The snapshot read at the start is used only when the feed
   that answered the want published it (its epoch): a dead feed's last book is not served.
+- Never far behind: a message that reaches the edge more than ``lag_seconds`` later than the
+  session's quickest one did (its transit plus the two clocks' skew) means this edge cannot
+  keep up (its CPU, its link): the backlog is dropped and the session starts again from the
+  feed's latest snapshot, the book ``disconnected`` meanwhile (``lagged`` counts it).
 - A want nobody answers, or a feed that says no (``WantReply.error``), marks the market down
   (``reconnecting: ...``, a 503 naming why) and is tried again every ``retry`` seconds.
 - The hot path (a delta) is one decode, a few compares and ``sink.on_update``: no task, no
@@ -101,7 +105,9 @@ class _Mirror:
         self.seq = 0
         self.last = 0.0  # clock() of the last message
         self.watching = False  # subscribed and counting silence
-        self.expired = False  # silent: the session is rebuilt
+        self.expired = False  # silent (or too far behind): the session is rebuilt
+        self.behind = 0.0  # seconds this edge was behind the feed when it gave up on them
+        self.min_delay = 1 << 62  # the session's least (receive - sent) ns: transit + skew
         self.wake = asyncio.Event()  # a gap (ask a snapshot) or silence
         self.sub = None
 
@@ -117,6 +123,13 @@ class _Mirror:
     def expire(self) -> None:
         self.expired = True
         self.wake.set()
+
+    def fell_behind(self, seconds: float) -> None:
+        """This edge cannot keep up (its CPU, its link): rather than serve an ever older book,
+        drop the backlog and start again from the feed's latest snapshot."""
+        self.stats["lagged"] += 1
+        self.behind = seconds
+        self.expire()
 
     async def subscribe(self, js: JetStreamContext, subject: str, config: ConsumerConfig) -> None:
         config.ack_policy = AckPolicy.NONE  # order is the stream's; loss is a seq gap
@@ -199,6 +212,8 @@ class _BookMirror(_Mirror):
         self.wake.set()  # the session asks the feed for a snapshot
 
     async def on_msg(self, msg: Msg) -> None:
+        if self.expired:
+            return  # a backlog the session is being rebuilt past
         self.last = self.clock()
         self.stats["messages"] += 1
         try:
@@ -207,6 +222,13 @@ class _BookMirror(_Mirror):
             if self.live:
                 self.gap("undecodable message")
             return
+        if m.sent_ns:  # how far behind the feed: beyond the session's best, clock skew aside
+            delay = time.time_ns() - m.sent_ns
+            if delay < self.min_delay:
+                self.min_delay = delay
+            elif delay - self.min_delay > self.source.lag_ns:
+                self.fell_behind((delay - self.min_delay) / 1e9)
+                return
         if type(m) is BookDelta:  # the hot path
             if self.live:
                 if m.seq == self.seq + 1 and m.epoch == self.epoch:
@@ -309,7 +331,9 @@ class MirrorSource:
         self.js = nc.jetstream()
         self._clock = clock
         self.stats = dict.fromkeys(
-            ("messages", "gaps", "resyncs", "stale", "snapshots", "drifts", "wants_failed"), 0)
+            ("messages", "gaps", "resyncs", "stale", "lagged", "snapshots", "drifts",
+             "wants_failed"), 0)
+        self.lag_ns = int(config.lag_seconds * 1e9)
         self._mirrors: set[_Mirror] = set()
         self._sweeper: asyncio.Task | None = None
         self._renew = config.lease_seconds / 3
@@ -346,8 +370,9 @@ class MirrorSource:
 
     async def _session(self, mirror: _Mirror) -> None:
         """Want, subscribe, then renew the want (and ask snapshots) until the market falls
-        silent; returns after ``retry`` seconds when no feed grants the want."""
-        mirror.expired = False
+        silent (or this edge falls behind); returns after ``retry`` seconds when no feed
+        grants the want."""
+        mirror.expired, mirror.behind, mirror.min_delay = False, 0.0, 1 << 62
         reply = await self._want(mirror, mirror.needs_snapshot())
         error = None if reply.ok else reply.error
         if reply.ok:
@@ -372,6 +397,12 @@ class MirrorSource:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._renew):
                         await mirror.wake.wait()
+                if mirror.expired and mirror.behind:
+                    log.info("%s %s: %.1f s behind the feed, following it again from its "
+                             "latest snapshot", mirror.symbol, mirror.data_type, mirror.behind)
+                    mirror.down(f"{RECONNECTING}this edge fell {mirror.behind:.1f} s behind "
+                                "the feed")
+                    return
                 if mirror.expired:
                     self.stats["stale"] += 1
                     log.info("%s %s: feed silent, following it again", mirror.symbol,

@@ -1,7 +1,8 @@
 """The feed node's publisher: every market some edge wants, published to NATS per ``wire``.
 
-A ``FeedPublisher`` sits beside an ordinary ``MarketDataEngine``. It answers ``Want``s (queue
-group ``feeds`` on ``astra.want``) by holding that market's book or trade channel (a channel
+A ``FeedPublisher`` sits beside an ordinary ``MarketDataEngine``. It answers ``Want``s (on
+``astra.want``; every feed hears every want, and only the market's owner answers: see
+``owners.py``) by holding that market's book or trade channel (a channel
 reference and a listener, exactly like a WebSocket client) and publishing what the channel
 is told: a ``BookSnapshot`` on ``.snap`` for each synced book, a ``BookDelta`` per update
 and a ``BookResync`` each time the book leaves ``synced`` on ``.upd``; a ``TradeBatch`` per
@@ -53,6 +54,7 @@ from astra.marketdata.channels import BookChannel
 from astra.marketdata.trades import TradeChannel
 
 from . import wire
+from .owners import Ownership
 from .wire import (
     BookDelta,
     BookResync,
@@ -180,7 +182,8 @@ class FeedPublisher:
         self._clock = clock
         self.epoch = wire.new_epoch()
         self.stats = dict.fromkeys(
-            ("published", "bytes", "snapshots", "wants", "heartbeats", "errors"), 0)
+            ("published", "bytes", "snapshots", "wants", "heartbeats", "errors", "yielded"), 0)
+        self.owners: Ownership | None = None  # which feed publishes which market
         self._held: dict[str, _Held] = {}  # "MARKET/ORDERBOOK" -> held market
         self._seqs: dict[str, int] = {}  # a released market's last seq (this epoch goes on)
         self._queue: deque[tuple[str, bytes]] = deque()
@@ -192,6 +195,7 @@ class FeedPublisher:
         self._timer: asyncio.Task | None = None
         self._closed = False
         self._failing = False  # publishes are failing (logged once per run of failures)
+        self._alive_at = 0.0  # clock() of the last liveness write (owners.py)
 
     @property
     def markets(self) -> list[str]:
@@ -199,11 +203,15 @@ class FeedPublisher:
         return list(self._held)
 
     async def start(self) -> FeedPublisher:
-        await ensure_stream(self.nc.jetstream(), self.config)
+        js = self.nc.jetstream()
+        await ensure_stream(js, self.config)
+        self.owners = await Ownership(js, self.epoch, self.config.silence_seconds).start()
+        self._alive_at = self._clock()
         self._drainer = asyncio.create_task(self._drain(), name="feed publisher")
         self._timer = asyncio.create_task(self._tick_loop(), name="feed timer")
-        self._sub = await self.nc.subscribe(wire.WANT_SUBJECT, queue=wire.WANT_QUEUE,
-                                            cb=self._on_want)
+        # Every feed hears every want (no queue group): the market's owner answers, the
+        # others stay silent (owners.py); a want for a free market is claimed by one of them.
+        self._sub = await self.nc.subscribe(wire.WANT_SUBJECT, cb=self._on_want)
         await self.nc.flush()  # the server has the subscription: a want now finds this feed
         return self
 
@@ -227,7 +235,10 @@ class FeedPublisher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for held in list(self._held.values()):
-            self._release(held)
+            self._release(held, give_up=False)
+        if self.owners is not None:  # a standby takes these markets at the next want
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.owners.close(), 1.0)
         if self._drainer is not None:
             self._wake.set()  # it returns once the queue is empty
             try:
@@ -258,6 +269,9 @@ class FeedPublisher:
         try:
             async with asyncio.timeout(self.config.want_timeout):
                 reply = await self._hold(want)
+            if reply is None:  # another live feed publishes it: it answers
+                self.stats["yielded"] += 1
+                return
         except TimeoutError:
             error = VenueTimeout(want.market.split("-", 1)[0][:20],
                                  f"market '{want.market[:100]}' could not be resolved within "
@@ -270,7 +284,7 @@ class FeedPublisher:
             reply = WantReply(ok=False, code=AstraError.code, error="internal error")
         await self._reply(msg, reply)
 
-    async def _hold(self, want: Want) -> WantReply:
+    async def _hold(self, want: Want) -> WantReply | None:
         symbol, data_type = want.market, want.data_type
         if data_type not in (DataType.ORDERBOOK, DataType.TRADE):
             raise InvalidParameter("data_type", f"expected ORDERBOOK or TRADE, got "
@@ -289,6 +303,13 @@ class FeedPublisher:
         held = self._held.get(key)
         if held is not None:  # held by a want that resolved meanwhile
             return self._renew(held, want)
+        if self.owners is not None and not await self.owners.claim(key):
+            return None
+        held = self._held.get(key)
+        if held is not None:  # held by a want that claimed it meanwhile
+            return self._renew(held, want)
+        if self._closed:
+            raise AstraError("the feed is closing")
         channel = self.engine._channel(venue, market, DataType(data_type))
         seq = self._seqs.pop(key, 0)
         if isinstance(channel, BookChannel):
@@ -323,9 +344,13 @@ class FeedPublisher:
         except Exception:  # disconnected: the edge's request times out and it asks again
             self.stats["errors"] += 1
 
-    def _release(self, held: _Held) -> None:
+    def _release(self, held: _Held, give_up: bool = True) -> None:
+        """Stop publishing ``held``; ``give_up``: and free its ownership (close does it for
+        every market at once)."""
         if self._held.get(held.key) is not held:
             return
+        if give_up and self.owners is not None:
+            self._spawn(self.owners.release(held.key))
         del self._held[held.key]
         self._seqs[held.key] = held.seq
         if held.snapshot_later is not None:
@@ -364,6 +389,9 @@ class FeedPublisher:
         """One pass of the timer at ``clock()``: expired leases, due snapshots, heartbeats."""
         config, now = self.config, self._clock()
         quiet = config.heartbeat_seconds * QUIET
+        if self.owners is not None and now - self._alive_at >= config.heartbeat_seconds:
+            self._alive_at = now
+            self._spawn(self.owners.alive())
         for held in list(self._held.values()):
             if now - held.wanted_at >= config.lease_seconds:
                 self._release(held)
@@ -371,10 +399,22 @@ class FeedPublisher:
             synced = held.synced()
             if held.snap and synced and now - held.snapshot_at >= config.snapshot_seconds:
                 self._snapshot(held)  # type: ignore[arg-type]
+                self._spawn(self._check_owner(held))
             elif now - held.sent_at >= quiet:
                 self.stats["heartbeats"] += 1
                 self._send(held, held.subject,
                            Heartbeat(self.epoch, held.seq, synced, time.time_ns()))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _check_owner(self, held: _Held) -> None:
+        """Stop publishing a market another feed took over (this one was cut off)."""
+        if not await self.owners.owns(held.key):
+            log.warning("%s: another feed publishes it now; this feed stops", held.key)
+            self._release(held, give_up=False)
 
     async def _tick_loop(self) -> None:
         while True:

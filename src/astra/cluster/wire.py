@@ -8,7 +8,9 @@ Subjects (a market symbol is one NATS token: ``[A-Z0-9-]``, no dots)::
     astra.book.<MARKET>.upd    BookDelta, BookResync, Heartbeat (in feed order)
     astra.trade.<MARKET>       TradeBatch, TradeConnection, Heartbeat
     astra.want                 Want requests from edges (core NATS request/reply; the feed
-                               answers WantReply). Feeds listen in the queue group ``feeds``.
+                               answers WantReply). Every feed hears every want; the
+                               market's owner answers (``owners.py``: one publisher per
+                               market, decided in JetStream KV, when feeds share venues).
 
 All of ``astra.book.>`` and ``astra.trade.>`` are captured by one JetStream stream
 (``STREAM``, memory storage, ``max_age`` = ``ClusterConfig.retention_seconds``). Feeds publish
@@ -47,7 +49,6 @@ from astra.core import Trade
 __all__ = [
     "STREAM",
     "TRADE_SUBJECTS",
-    "WANT_QUEUE",
     "WANT_SUBJECT",
     "BookDelta",
     "BookMessage",
@@ -72,7 +73,6 @@ STREAM = "ASTRA_MD"
 BOOK_SUBJECTS = "astra.book.>"
 TRADE_SUBJECTS = "astra.trade.>"
 WANT_SUBJECT = "astra.want"
-WANT_QUEUE = "feeds"
 NATS_URL_ENV = "ASTRA_NATS_URL"
 _TOKEN = re.compile(r"[A-Z0-9][A-Z0-9-]{0,99}")
 
@@ -216,6 +216,7 @@ class ClusterConfig:
     lease_seconds: float = 15.0  # a feed keeps a market this long after the last want
     retention_seconds: float = 120.0  # the stream's max_age
     want_timeout: float = 2.0  # an edge's want request waits this long for a feed
+    lag_seconds: float = 1.0  # an edge further behind its feed than this starts again
 
     _LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
         "heartbeat_seconds": (0.05, 60.0),
@@ -224,6 +225,7 @@ class ClusterConfig:
         "lease_seconds": (1.0, 3600.0),
         "retention_seconds": (10.0, 86400.0),
         "want_timeout": (0.05, 60.0),
+        "lag_seconds": (0.01, 600.0),
     }
 
     @classmethod

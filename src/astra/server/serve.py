@@ -319,14 +319,16 @@ async def serve(args: argparse.Namespace) -> int:
                 print(f"  paper trading: an account on each of {', '.join(served)} with "
                       f"{funds} (spot and perp) for API key {first_key.key_id}; POST /orders "
                       "needs no exchange keys")
+            # Bound to every interface (a container): the address a user types.
+            shown = gateway.base_url.replace("://0.0.0.0:", "://localhost:")
             print(
                 f"  try: curl -H 'x-astra-api-key: Bearer <key>' "
-                f"'{gateway.base_url}/orderbook?market={next(iter(venues))}-SPOT-BTC-USDT'",
+                f"'{shown}/orderbook?market={next(iter(venues))}-SPOT-BTC-USDT'",
                 flush=True,
             )
             if len(served) > 1:  # the consolidated book of the simulated venues
                 print(f"       curl -H 'x-astra-api-key: Bearer <key>' "
-                      f"'{gateway.base_url}/orderbook?market=SMART-SPOT-BTC-USDT'", flush=True)
+                      f"'{shown}/orderbook?market=SMART-SPOT-BTC-USDT'", flush=True)
             if gateway.recorder is not None:
                 print(f"  history: recording {', '.join(gateway.recorder.markets) or 'nothing yet'}"
                       f" to {history.dir} (written every {history.flush_seconds:g} s, kept "
