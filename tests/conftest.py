@@ -60,6 +60,19 @@ def shared_fixture():
 
 
 @pytest.fixture
+def nats_server(tmp_path):
+    """A running ``nats-server -js`` on 127.0.0.1 (``.url``, ``.restart()``, ``.stop()``),
+    stopped after the test; skips, saying why, without the binary."""
+    from tests.cluster.natsd import NatsServer
+
+    server = NatsServer(tmp_path / "nats").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 async def sim():
     """A running simulator (seed 1) on 127.0.0.1 with an ephemeral port."""
     async with SimServer(SimExchange(seed=1)) as server:

@@ -22,22 +22,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from tests.cluster.natsd import NatsServer
 from tests.server.test_shared_state import MARKET, _call, _resting_price, cluster, pg  # noqa: F401
 
 TOKEN = "rolesroles23." + "r" * 10 + "OLES" + "s" * 20 + "-_xyz0123"
 AUTH = {"x-astra-api-key": f"Bearer {TOKEN}"}
 CLUSTER = ('[cluster]\nnats_url = "{url}"\nheartbeat_seconds = 0.3\nsilence_seconds = 1.5\n'
            "lease_seconds = 6\n")
-
-
-@pytest.fixture
-def nats_server(tmp_path):
-    server = NatsServer(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Node:

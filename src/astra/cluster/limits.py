@@ -351,21 +351,13 @@ class KvBudget:
             set_shared_budget(None)
 
 
-async def share_limits(
-    nc: Any,
-    *,
-    node: str,
-    bucket: str = BUCKET,
-    expected_nodes: int = 2,
-    call_timeout: float = 0.5,
-    retry_seconds: float = 1.0,
-    install: bool = True,
-) -> KvBudget:
-    """A started ``KvBudget`` on ``nc`` (a connected ``nats.aio.client.Client``), installed as
-    the process's shared budget unless ``install`` is false. ``expected_nodes``: the least
-    number of nodes the budget is split by while NATS is unreachable."""
-    budget = await KvBudget(nc, node=node, bucket=bucket, expected_nodes=expected_nodes,
-                            call_timeout=call_timeout, retry_seconds=retry_seconds).start()
+async def share_limits(nc: Any, *, node: str, install: bool = True, **options: Any) -> KvBudget:
+    """A started ``KvBudget`` on ``nc`` (a connected ``nats.aio.client.Client``) for this
+    ``node``, installed as the process's shared budget unless ``install`` is false;
+    ``options`` are ``KvBudget``'s (``bucket``, ``expected_nodes``: the least number of
+    nodes the budget is split by while NATS is unreachable, ``call_timeout``,
+    ``retry_seconds``)."""
+    budget = await KvBudget(nc, node=node, **options).start()
     if install:
         set_shared_budget(budget)
     return budget

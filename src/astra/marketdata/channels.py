@@ -206,6 +206,15 @@ class Channel:
         for client in tuple(self.clients):
             client.deliver(frame)
 
+    def _tell(self, event: str, *args: object) -> None:
+        """``listener.<event>(self, *args)`` for every listener (book or trade listeners)."""
+        for listener in tuple(self.listeners):  # type: ignore[attr-defined]
+            try:
+                getattr(listener, event)(self, *args)
+            except Exception:  # a consumer's bug must not resync or stop the venue's feed
+                log.exception("%s: listener %r failed on %s", self.market.symbol, listener,
+                              event)
+
     async def stop(self) -> None:
         if self._linger is not None:
             self._linger.cancel()
@@ -383,11 +392,3 @@ class BookChannel(Channel):
                 self._fan_out(self._resync_frame())
             if self.listeners:
                 self._tell("book_state")
-
-    def _tell(self, event: str, *levels: list[tuple[float, float]]) -> None:
-        for listener in tuple(self.listeners):
-            try:
-                getattr(listener, event)(self, *levels)
-            except Exception:  # a consumer's bug must not resync or stop the venue's feed
-                log.exception("%s: book listener %r failed on %s", self.market.symbol,
-                              listener, event)

@@ -119,14 +119,6 @@ class TradeChannel(Channel):
         if self.listeners:
             self._tell("trade_batch", trades)
 
-    def _tell(self, event: str, *args: object) -> None:
-        for listener in tuple(self.listeners):
-            try:
-                getattr(listener, event)(self, *args)
-            except Exception:  # a consumer's bug must not stop the venue's feed
-                log.exception("%s: trade listener %r failed on %s", self.market.symbol,
-                              listener, event)
-
     def _flush(self) -> None:
         trades, self._pending = self._pending, []
         if not trades:
