@@ -62,7 +62,7 @@ async def _connect(url: str):
 
 
 async def until(predicate) -> None:
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(20):
         while not predicate():  # noqa: ASYNC110 - NATS messages (other tasks) make it true
             await asyncio.sleep(0.01)
 

@@ -492,7 +492,7 @@ async def test_a_killed_serve_process_reconciles_on_restart(sor_sims, tmp_path):
     first = second = None
     feeds: list[asyncio.Task] = []
     try:
-        async with asyncio.timeout(40):
+        async with asyncio.timeout(60):
             first = await _Serve(config, data_dir, env).start()
             async with aiohttp.ClientSession(first.url, headers=headers) as http:
                 while True:  # until every member book is synced in the gateway

@@ -9,16 +9,18 @@ the next stream sequence (an ephemeral push consumer, no acks: a lost message is
 gap, which the integrity rule catches).
 
 Integrity rule (``wire``'s, the edge's half): a delta is applied only when its
-``(epoch, seq)`` is exactly the book's ``(epoch, seq + 1)``; a repeat (same epoch, an older
-seq) is dropped; anything else — a gap, another epoch, a heartbeat ahead of the book, an
-undecodable message — resyncs the book (``on_resync("gap: ...")``, clients get the resync
-message) and asks the feed for a snapshot; deltas are dropped until a snapshot re-bases the
-book. A snapshot in sequence on a live book (the feed's periodic checkpoint) is a check, not a
-re-base: the mirrored book must equal it level for level, else the drift is counted, clients
-get a resync (``checksum: ...``) and the book is re-based on it; a snapshot out of sequence
-re-bases after a resync message. A ``BookResync`` from the feed is passed on as is. Trades: the
-same per-market ``seq``; a gap is reported to the trade channel as a lost connection, then a
-new one (its memory is re-seeded).
+``(epoch, seq)`` is exactly the book's ``(epoch, seq + 1)``; one repeat (same epoch, an older
+seq) is dropped; anything else — a gap, another epoch, a second repeat in a row (the book's
+seq was pushed ahead of the feed's), a heartbeat ahead of or behind the book, an undecodable
+message (``wire.Levels``: NaN, inf, a negative quantity) — resyncs the book
+(``on_resync("gap: ...")``, clients get the resync message) and asks the feed for a
+snapshot; deltas are dropped until a snapshot re-bases the book. A snapshot in sequence on
+a live book (the feed's periodic checkpoint) is a check, not a re-base: the mirrored book
+must equal it level for level, else the drift is counted, clients get a resync
+(``checksum: ...``) and the book is re-based on it; any other snapshot (but the one the book
+stands on) re-bases after a resync message. A ``BookResync`` from the feed is passed on as
+is. Trades: the same per-market ``seq``; a gap is reported to the trade channel as a lost
+connection, then a new one (its memory is re-seeded).
 
 Invariants:
 - Never silently old: no message of any kind on a followed market for ``silence_seconds``
@@ -92,6 +94,17 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+_MAX_FLOAT = 1.7976931348623157e308
+
+
+def _valid(trades: list) -> bool:
+    """Every trade's price and quantity a finite number > 0 (NaN fails every compare)."""
+    for t in trades:
+        if not (0 < t.price <= _MAX_FLOAT and 0 < t.quantity <= _MAX_FLOAT):
+            return False
+    return True
+
+
 class _Mirror:
     """One followed market (its book or its trades): subscription, sequence, silence."""
 
@@ -108,6 +121,7 @@ class _Mirror:
         self.expired = False  # silent (or too far behind): the session is rebuilt
         self.behind = 0.0  # seconds this edge was behind the feed when it gave up on them
         self.min_delay = 1 << 62  # the session's least (receive - sent) ns: transit + skew
+        self.repeats = 0  # messages in a row behind the mirror's seq (one is tolerated)
         self.wake = asyncio.Event()  # a gap (ask a snapshot) or silence
         self.sub = None
 
@@ -195,6 +209,7 @@ class _BookMirror(_Mirror):
         book = self.book = L2Book(self.symbol)
         book.reset(snap.bids, snap.asks, snap.update_id, snap.timestamp)
         self.epoch, self.seq, self.live, self.said_down = snap.epoch, snap.seq, True, False
+        self.repeats = 0
         self.stats["snapshots"] += 1
         self.sink.on_snapshot(book)
 
@@ -233,14 +248,20 @@ class _BookMirror(_Mirror):
             if self.live:
                 if m.seq == self.seq + 1 and m.epoch == self.epoch:
                     self.seq = m.seq
+                    if self.repeats:
+                        self.repeats = 0
                     self.sink.on_update(m.update_id, m.timestamp, m.bids, m.asks)
-                elif m.seq > self.seq or m.epoch != self.epoch:  # else a repeat: dropped
+                elif m.seq > self.seq or m.epoch != self.epoch:
                     self.gap(f"expected seq {self.seq + 1}, got {m.seq}")
+                elif self.repeats:  # behind again: the book's seq is not the feed's (it was
+                    self.gap(f"seq {m.seq} behind the book's {self.seq} again")  # pushed ahead)
+                else:
+                    self.repeats = 1  # one repeat: dropped
             return
         if type(m) is BookSnapshot:
             if self.live and m.epoch == self.epoch:
-                if m.seq <= self.seq:
-                    return  # a repeat
+                if m.seq == self.seq:
+                    return  # the very snapshot the book stands on
                 if m.seq == self.seq + 1:  # a checkpoint in sequence: the book must equal it
                     self.seq = m.seq
                     if not self.matches(m):
@@ -259,8 +280,9 @@ class _BookMirror(_Mirror):
             self.epoch, self.seq, self.live = m.epoch, m.seq, False
             self.stats["resyncs"] += 1
             self.sink.on_resync(m.reason or "resyncing")  # the feed's next snapshot re-bases
-        elif self.live and (m.epoch != self.epoch or m.seq > self.seq):  # a heartbeat
-            self.gap(f"heartbeat at seq {m.seq}, book at {self.seq}")
+        elif self.live and (m.epoch != self.epoch or m.seq != self.seq):  # a heartbeat: ahead,
+            self.gap(f"heartbeat at seq {m.seq}, book at {self.seq}")  # the tail was lost;
+            # behind, the book's seq is not the feed's (a forged or corrupt message moved it)
 
 
 class _TradeMirror(_Mirror):
@@ -301,7 +323,7 @@ class _TradeMirror(_Mirror):
             self.gap("undecodable message")
             return
         if type(m) is Heartbeat:
-            if self.based and (m.epoch != self.epoch or m.seq > self.seq):
+            if self.based and (m.epoch != self.epoch or m.seq != self.seq):
                 self.gap(f"heartbeat at seq {m.seq}, trades at {self.seq}")
             self.epoch, self.seq, self.based = m.epoch, m.seq, True
             if m.synced:  # the feed's trade connection is up (or not reported)
@@ -310,11 +332,16 @@ class _TradeMirror(_Mirror):
                 self.tell(False, "the feed's venue connection is down")
             return
         if self.based and (m.seq != self.seq + 1 or m.epoch != self.epoch):
-            if m.epoch == self.epoch and m.seq <= self.seq:
-                return  # a repeat
+            if m.epoch == self.epoch and m.seq <= self.seq and not self.repeats:
+                self.repeats = 1
+                return  # one repeat: dropped; a second in a row is a gap (seq pushed ahead)
             self.gap(f"expected seq {self.seq + 1}, got {m.seq}")
+        self.repeats = 0
         self.epoch, self.seq, self.based = m.epoch, m.seq, True
         if type(m) is TradeBatch:
+            if not _valid(m.trades):  # never passed on: as if the batch were lost
+                self.gap("a trade with a price or quantity that is not a positive number")
+                return
             self.tell(True)
             self.sink.on_trades(m.trades)
         else:  # TradeConnection

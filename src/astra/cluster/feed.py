@@ -32,7 +32,13 @@ Invariants:
 - A want is answered, never left hanging and never crashing the publisher: a market the
   engine cannot resolve within ``want_timeout``, a malformed want, a ``SMART-`` market (each
   edge consolidates those itself) get ``WantReply(ok=False, error, code)`` with the
-  ``AstraError`` code an edge turns back into its 4xx/503.
+  ``AstraError`` code an edge turns back into its 4xx/503. At most ``MAX_RESOLVING`` wants
+  are resolved at once (one task each); past it a want is refused at once (``OVERLOADED``).
+- After a reconnect (a restarted server loses its memory stream and KV bucket) the stream and
+  bucket are ensured again; after it, and after a stall of the timer longer than
+  ``silence_seconds`` (this feed's liveness went stale), every held market is claimed again:
+  one another feed took over meanwhile is given up at once (not at the next periodic
+  snapshot); after a reconnect every other held synced book is snapshotted.
 """
 
 from __future__ import annotations
@@ -46,23 +52,24 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 
-from astra.core import AstraError, DataType, InvalidMarket, InvalidParameter, Trade, VenueTimeout
+from astra.core import (
+    AstraError,
+    DataType,
+    InvalidMarket,
+    InvalidParameter,
+    Overloaded,
+    VenueTimeout,
+)
 from astra.marketdata.channels import BookChannel
-from astra.marketdata.trades import TradeChannel
 
 from . import wire
+from .held import HeldBook, HeldMarket, HeldTrades, ensure_stream, trade_state
 from .owners import Ownership
 from .wire import (
-    BookDelta,
-    BookResync,
     BookSnapshot,
     ClusterConfig,
     Heartbeat,
-    TradeBatch,
-    TradeConnection,
     Want,
     WantReply,
 )
@@ -70,105 +77,20 @@ from .wire import (
 if TYPE_CHECKING:
     from nats.aio.client import Client as Nats
     from nats.aio.msg import Msg
-    from nats.js import JetStreamContext
 
     from astra.marketdata.engine import MarketDataEngine
 
-__all__ = ["MAX_QUEUE", "SNAPSHOT_MIN_INTERVAL", "FeedPublisher", "ensure_stream"]
+__all__ = ["MAX_QUEUE", "MAX_RESOLVING", "SNAPSHOT_MIN_INTERVAL", "FeedPublisher",
+           "ensure_stream"]
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_MIN_INTERVAL = 0.1  # seconds between two snapshots of one market asked by wants
 MAX_QUEUE = 20_000  # messages waiting for nc.publish; past it they are dropped (a seq gap)
+MAX_RESOLVING = 1_000  # new wants being resolved at once; past it: Overloaded, at once
 QUIET = 0.75  # a market quiet for this share of heartbeat_seconds gets a heartbeat
-_STREAM_IN_USE = 10058  # JetStream: "stream name already in use with a different configuration"
 _encode = wire.encode
 _want_decoder = msgspec.msgpack.Decoder(Want)
-
-
-async def ensure_stream(js: JetStreamContext, config: ClusterConfig) -> None:
-    """Create ``wire.STREAM`` (or bring an existing one to this config): both subject trees,
-    memory storage, ``max_age`` = ``retention_seconds``, discard old, direct gets allowed (an
-    edge reads a subject's last message). Idempotent: any number of feeds may call it."""
-    stream = StreamConfig(
-        name=wire.STREAM, subjects=[wire.BOOK_SUBJECTS, wire.TRADE_SUBJECTS],
-        storage=StorageType.MEMORY, max_age=config.retention_seconds,
-        discard=DiscardPolicy.OLD, allow_direct=True)
-    try:
-        await js.add_stream(stream)  # the same config again is accepted as is
-    except BadRequestError as exc:
-        if exc.err_code != _STREAM_IN_USE:
-            raise
-        await js.update_stream(stream)
-
-
-class _Held:
-    """One held market (a listener of its channel): subjects, seq and the clock's times."""
-
-    __slots__ = ("channel", "key", "pub", "sent_at", "seq", "snap", "snapshot_at",
-                 "snapshot_later", "subject", "symbol", "wanted_at")
-
-    def __init__(self, pub: FeedPublisher, key: str, symbol: str,
-                 channel: BookChannel | TradeChannel, subject: str, snap: str, seq: int) -> None:
-        self.pub, self.key, self.symbol, self.channel = pub, key, symbol, channel
-        self.subject, self.snap = subject, snap  # upd (or trade) subject; snap: "" for trades
-        self.seq = seq
-        self.sent_at = self.wanted_at = self.snapshot_at = pub._clock()
-        self.snapshot_later: asyncio.TimerHandle | None = None
-
-    def __repr__(self) -> str:
-        return f"<feed {self.key} seq={self.seq}>"
-
-    def synced(self) -> bool:
-        raise NotImplementedError
-
-
-class _HeldBook(_Held):
-    __slots__ = ()
-    channel: BookChannel
-
-    def book_snapshot(self, channel: BookChannel) -> None:
-        self.pub._snapshot(self)
-
-    def book_update(self, channel: BookChannel, bids: list[tuple[float, float]],
-                    asks: list[tuple[float, float]]) -> None:
-        book = channel.book
-        self.seq += 1
-        self.pub._send(self, self.subject, BookDelta(
-            self.pub.epoch, self.seq, book.update_id, book.timestamp, bids, asks,
-            time.time_ns()))
-
-    def book_state(self, channel: BookChannel) -> None:
-        if channel.state == "synced":
-            return  # the snapshot that synced it says so
-        self.seq += 1
-        self.pub._send(self, self.subject, BookResync(
-            self.pub.epoch, self.seq, (channel.reason or channel.state)[:500], time.time_ns()))
-
-    def synced(self) -> bool:
-        return self.channel.synced.is_set()
-
-
-class _HeldTrades(_Held):
-    __slots__ = ()
-    channel: TradeChannel
-
-    def trade_batch(self, channel: TradeChannel, trades: list[Trade]) -> None:
-        self.seq += 1
-        self.pub._send(self, self.subject, TradeBatch(
-            self.pub.epoch, self.seq, trades, time.time_ns()))
-
-    def trade_connection(self, channel: TradeChannel, up: bool, reason: str) -> None:
-        self.seq += 1
-        self.pub._send(self, self.subject, TradeConnection(
-            self.pub.epoch, self.seq, up, reason[:500], time.time_ns()))
-
-    def synced(self) -> bool:
-        return self.channel.live is not False  # None: not reported (yet, or ever)
-
-
-def _trade_state(channel: TradeChannel) -> str:
-    return {True: "synced", False: "disconnected", None: "connecting"}[channel.live]
 
 
 class FeedPublisher:
@@ -184,18 +106,21 @@ class FeedPublisher:
         self.stats = dict.fromkeys(
             ("published", "bytes", "snapshots", "wants", "heartbeats", "errors", "yielded"), 0)
         self.owners: Ownership | None = None  # which feed publishes which market
-        self._held: dict[str, _Held] = {}  # "MARKET/ORDERBOOK" -> held market
+        self._held: dict[str, HeldMarket] = {}  # "MARKET/ORDERBOOK" -> held market
         self._seqs: dict[str, int] = {}  # a released market's last seq (this epoch goes on)
         self._queue: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
         self._interval = min(max(config.heartbeat_seconds * (1 - QUIET), 0.01), 1.0)
         self._tasks: set[asyncio.Task] = set()  # wants of markets not held yet
+        self._resolving = 0  # of those tasks, the wants being resolved (MAX_RESOLVING)
         self._sub = None
         self._drainer: asyncio.Task | None = None
         self._timer: asyncio.Task | None = None
         self._closed = False
         self._failing = False  # publishes are failing (logged once per run of failures)
         self._alive_at = 0.0  # clock() of the last liveness write (owners.py)
+        self._reconnects = 0  # nats-py's reconnect count the stream was last ensured at
+        self._restoring: asyncio.Task | None = None
 
     @property
     def markets(self) -> list[str]:
@@ -204,6 +129,7 @@ class FeedPublisher:
 
     async def start(self) -> FeedPublisher:
         js = self.nc.jetstream()
+        self._reconnects = self.nc.stats["reconnects"]
         await ensure_stream(js, self.config)
         self.owners = await Ownership(js, self.epoch, self.config.silence_seconds).start()
         self._alive_at = self._clock()
@@ -261,9 +187,19 @@ class FeedPublisher:
         if held is not None:  # a renewal: answered at once, no engine call
             await self._reply(msg, self._renew(held, want))
             return
+        if self._resolving >= MAX_RESOLVING:  # a flood (a venue that does not answer): no
+            await self._reply(msg, WantReply(  # task per want, the edge retries later
+                ok=False, code=Overloaded.code,
+                error=f"{MAX_RESOLVING} markets are being resolved: retry shortly"))
+            return
+        self._resolving += 1
         task = asyncio.create_task(self._new_want(msg, want))  # resolving may wait on a venue
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._resolved)
+
+    def _resolved(self, task: asyncio.Task) -> None:
+        self._resolving -= 1
+        self._tasks.discard(task)
 
     async def _new_want(self, msg: Msg, want: Want) -> None:
         try:
@@ -313,28 +249,28 @@ class FeedPublisher:
         channel = self.engine._channel(venue, market, DataType(data_type))
         seq = self._seqs.pop(key, 0)
         if isinstance(channel, BookChannel):
-            held = _HeldBook(self, key, symbol, channel, subject,
+            held = HeldBook(self, key, symbol, channel, subject,
                              wire.book_subject(symbol, "snap"), seq)
         else:
-            held = _HeldTrades(self, key, symbol, channel, subject, "", seq)
+            held = HeldTrades(self, key, symbol, channel, subject, "", seq)
         self._held[key] = held
         channel.acquire()
         channel.listeners.add(held)  # type: ignore[arg-type]
-        if isinstance(held, _HeldBook):
+        if isinstance(held, HeldBook):
             if held.synced():
                 self._snapshot(held)  # the first message is a snapshot
             return WantReply(ok=True, epoch=self.epoch, state=channel.state)
         if channel.live is not None:  # the edge's trade channel learns the connection's state
             held.trade_connection(channel, channel.live, "")
-        return WantReply(ok=True, epoch=self.epoch, state=_trade_state(channel))
+        return WantReply(ok=True, epoch=self.epoch, state=trade_state(channel))
 
-    def _renew(self, held: _Held, want: Want) -> WantReply:
+    def _renew(self, held: HeldMarket, want: Want) -> WantReply:
         held.wanted_at = self._clock()
-        if isinstance(held, _HeldBook):
+        if isinstance(held, HeldBook):
             if want.snapshot:
                 self._want_snapshot(held)
             return WantReply(ok=True, epoch=self.epoch, state=held.channel.state)
-        return WantReply(ok=True, epoch=self.epoch, state=_trade_state(held.channel))
+        return WantReply(ok=True, epoch=self.epoch, state=trade_state(held.channel))
 
     async def _reply(self, msg: Msg, reply: WantReply) -> None:
         if not msg.reply:
@@ -344,7 +280,7 @@ class FeedPublisher:
         except Exception:  # disconnected: the edge's request times out and it asks again
             self.stats["errors"] += 1
 
-    def _release(self, held: _Held, give_up: bool = True) -> None:
+    def _release(self, held: HeldMarket, give_up: bool = True) -> None:
         """Stop publishing ``held``; ``give_up``: and free its ownership (close does it for
         every market at once)."""
         if self._held.get(held.key) is not held:
@@ -361,7 +297,7 @@ class FeedPublisher:
 
     # --- snapshots, heartbeats, leases -------------------------------------------------------
 
-    def _snapshot(self, held: _HeldBook) -> None:
+    def _snapshot(self, held: HeldBook) -> None:
         book = held.channel.book
         bids, asks = book.top()
         held.seq += 1
@@ -370,7 +306,7 @@ class FeedPublisher:
         self._send(held, held.snap, BookSnapshot(
             self.epoch, held.seq, book.update_id, book.timestamp, bids, asks, time.time_ns()))
 
-    def _want_snapshot(self, held: _HeldBook) -> None:
+    def _want_snapshot(self, held: HeldBook) -> None:
         if not held.synced():
             return  # the channel's next snapshot is published anyway
         wait = SNAPSHOT_MIN_INTERVAL - (self._clock() - held.snapshot_at)
@@ -380,7 +316,7 @@ class FeedPublisher:
             held.snapshot_later = asyncio.get_running_loop().call_later(
                 min(wait, SNAPSHOT_MIN_INTERVAL), self._deferred_snapshot, held)
 
-    def _deferred_snapshot(self, held: _HeldBook) -> None:
+    def _deferred_snapshot(self, held: HeldBook) -> None:
         held.snapshot_later = None
         if self._held.get(held.key) is held and held.synced():
             self._snapshot(held)
@@ -389,9 +325,17 @@ class FeedPublisher:
         """One pass of the timer at ``clock()``: expired leases, due snapshots, heartbeats."""
         config, now = self.config, self._clock()
         quiet = config.heartbeat_seconds * QUIET
+        if self.nc.stats["reconnects"] != self._reconnects and (
+                self._restoring is None or self._restoring.done()):
+            self._restoring = asyncio.get_running_loop().create_task(self._restore())
+            self._tasks.add(self._restoring)
+            self._restoring.add_done_callback(self._tasks.discard)
         if self.owners is not None and now - self._alive_at >= config.heartbeat_seconds:
+            stalled = now - self._alive_at >= config.silence_seconds  # taken over, maybe
             self._alive_at = now
             self._spawn(self.owners.alive())
+            if stalled and self._held:
+                self._spawn(self._reclaim(snapshot=False))
         for held in list(self._held.values()):
             if now - held.wanted_at >= config.lease_seconds:
                 self._release(held)
@@ -410,7 +354,41 @@ class FeedPublisher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _check_owner(self, held: _Held) -> None:
+    async def _restore(self) -> None:
+        """After a reconnect: the server may be a restarted one, its memory stream and KV
+        bucket gone (publishes then reach no stream and edges find nothing to follow). Ensure
+        both again, then snapshot every held book at once (edges re-base on it rather than
+        waiting ``snapshot_seconds``), or give up those another feed took over meanwhile.
+        Retried at the next tick until it succeeds."""
+        seen = self.nc.stats["reconnects"]
+        try:
+            async with asyncio.timeout(max(self.config.want_timeout, 1.0)):
+                await ensure_stream(self.nc.jetstream(), self.config)
+                if self.owners is not None:
+                    await self.owners.start()
+        except Exception as exc:  # JetStream not up yet: the next tick tries again
+            self.stats["errors"] += 1
+            log.debug("feed: stream not restored yet (%r)", exc)
+            return
+        self._reconnects = seen
+        await self._reclaim(snapshot=True)
+
+    async def _reclaim(self, snapshot: bool) -> None:
+        """Claim every held market again (after a reconnect or a stall): give up those
+        another feed took over meanwhile; ``snapshot``: snapshot the others (after a
+        reconnect: a restarted server's stream holds none)."""
+        for held in list(self._held.values()):
+            # Cut off long enough, another feed took the market over: stop now, not at the
+            # next periodic snapshot (two epochs on one subject make every edge resync).
+            # Claimed again, not just read: a restarted server's bucket is empty.
+            if self.owners is not None and not await self.owners.claim(held.key):
+                log.warning("%s: another feed publishes it now; this feed stops", held.key)
+                self._release(held, give_up=False)
+            elif (snapshot and held.snap and held.synced()
+                  and self._held.get(held.key) is held):
+                self._snapshot(held)  # type: ignore[arg-type]
+
+    async def _check_owner(self, held: HeldMarket) -> None:
         """Stop publishing a market another feed took over (this one was cut off)."""
         if not await self.owners.owns(held.key):
             log.warning("%s: another feed publishes it now; this feed stops", held.key)
@@ -426,7 +404,7 @@ class FeedPublisher:
 
     # --- publishing --------------------------------------------------------------------------
 
-    def _send(self, held: _Held, subject: str, message: msgspec.Struct) -> None:
+    def _send(self, held: HeldMarket, subject: str, message: msgspec.Struct) -> None:
         """The hot path: encode once, queue for the drainer (never awaits)."""
         held.sent_at = self._clock()
         queue = self._queue

@@ -21,14 +21,18 @@ Integrity rule (the edge's): every message of one market's book — snapshot, de
 carries ``seq``, the feed node's per-market sequence, +1 per message, starting at 1 when the
 feed starts the market, and the feed's ``epoch`` (a random id per feed process). Heartbeats
 carry the last ``seq`` sent without taking a new one. An edge applies a delta only when its
-``(epoch, seq)`` is exactly its book's ``(epoch, seq + 1)``; anything else (a gap, a repeat
-of an older seq is dropped silently only when ``seq`` <= the book's within the same epoch) marks
-the book resyncing and asks for a snapshot; a snapshot always re-bases the book (any epoch,
-any seq). A heartbeat whose ``seq`` is ahead of the book's is a gap too (the tail was lost).
+``(epoch, seq)`` is exactly its book's ``(epoch, seq + 1)``; anything else marks the book
+resyncing and asks for a snapshot, except a single repeat (a delta whose ``seq`` <= the book's
+within the same epoch), which is dropped: a second one in a row means the book's seq is not
+the feed's (it was pushed ahead), a gap too. A snapshot always re-bases the book (any epoch,
+any seq), except the very one the book stands on. A heartbeat whose ``seq`` differs from the
+book's (ahead: the tail was lost; behind: the book is not the feed's) is a gap too. A message
+that does not decode (``Levels``: finite prices > 0, finite quantities >= 0) is a gap.
 Silence — no message at all on a market for ``silence_seconds`` — marks the book
 ``disconnected`` (REST 503, WS resync) until the next snapshot. Trades carry their own
 per-market ``seq`` with the same rule; a gap there is reported to the edge's trade channel as
-a lost connection (its clients get the resync message, its memory is re-seeded).
+a lost connection (its clients get the resync message, its memory is re-seeded); one repeat
+is dropped, a second in a row (or a heartbeat behind) is a gap.
 
 Book levels are in the venue's units, exactly as the feed's ``BookChannel`` applied them
 (the edge's channel converts contracts to base units itself, once, as a single process does).
@@ -40,7 +44,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -76,7 +80,16 @@ WANT_SUBJECT = "astra.want"
 NATS_URL_ENV = "ASTRA_NATS_URL"
 _TOKEN = re.compile(r"[A-Z0-9][A-Z0-9-]{0,99}")
 
-Levels = list[tuple[float, float]]
+# What an edge accepts (checked by the decoder, in C): a price is a finite number > 0, a
+# quantity a finite number >= 0 (0 deletes), an epoch a short id. Anything else — NaN, inf,
+# a negative quantity, a megabyte of epoch — fails to decode, which the edge treats as a gap:
+# it is never applied to a book served to clients. (``new_epoch`` ids are 12 characters.)
+_MAX_FLOAT = 1.7976931348623157e308
+Price = Annotated[float, msgspec.Meta(gt=0, le=_MAX_FLOAT)]
+Quantity = Annotated[float, msgspec.Meta(ge=0, le=_MAX_FLOAT)]
+Epoch = Annotated[str, msgspec.Meta(max_length=64)]
+Reason = Annotated[str, msgspec.Meta(max_length=1000)]
+Levels = list[tuple[Price, Quantity]]
 
 
 def _token(market: str) -> str:
@@ -102,7 +115,7 @@ def new_epoch() -> str:
 
 
 class BookSnapshot(msgspec.Struct, tag="s", array_like=True):
-    epoch: str
+    epoch: Epoch
     seq: int
     update_id: int
     timestamp: int
@@ -112,7 +125,7 @@ class BookSnapshot(msgspec.Struct, tag="s", array_like=True):
 
 
 class BookDelta(msgspec.Struct, tag="u", array_like=True):
-    epoch: str
+    epoch: Epoch
     seq: int
     update_id: int
     timestamp: int
@@ -125,9 +138,9 @@ class BookResync(msgspec.Struct, tag="r", array_like=True):
     """The feed's book left ``synced`` (its channel's ``on_resync`` reason: a reason
     starting with ``RECONNECTING`` means the venue connection is down)."""
 
-    epoch: str
+    epoch: Epoch
     seq: int
-    reason: str
+    reason: Reason
     sent_ns: int = 0
 
 
@@ -135,7 +148,7 @@ class Heartbeat(msgspec.Struct, tag="h", array_like=True):
     """Sent on a market's ``upd`` (or trade) subject after ``heartbeat_seconds`` without any
     other message; ``seq`` is the last one sent (not a new one); ``synced`` the feed book's."""
 
-    epoch: str
+    epoch: Epoch
     seq: int
     synced: bool = True
     sent_ns: int = 0
@@ -148,7 +161,7 @@ BookMessage = BookSnapshot | BookDelta | BookResync | Heartbeat
 
 
 class TradeBatch(msgspec.Struct, tag="t", array_like=True):
-    epoch: str
+    epoch: Epoch
     seq: int
     trades: list[Trade]  # venue units, as the feed's TradeChannel received them
     sent_ns: int = 0
@@ -157,10 +170,10 @@ class TradeBatch(msgspec.Struct, tag="t", array_like=True):
 class TradeConnection(msgspec.Struct, tag="c", array_like=True):
     """The feed's ``TradeSink.on_connection(up, reason)``."""
 
-    epoch: str
+    epoch: Epoch
     seq: int
     up: bool
-    reason: str = ""
+    reason: Reason = ""
     sent_ns: int = 0
 
 

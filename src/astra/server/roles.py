@@ -9,7 +9,8 @@ single process of ``gateway.py``).
 
 Both share every venue's rate-limit budget with the rest of the cluster (``astra.cluster.
 limits``). Invariant: a node either runs with its NATS connection, stream and budget in place,
-or fails to start with a message naming the NATS URL (no node runs half-connected at start;
+or fails to start with a message naming the NATS URL (a password or token in it shown as
+``***``, as in every banner; no node runs half-connected at start;
 after start, nats-py reconnects by itself and the edges' books go stale, never silently old,
 while it is away).
 """
@@ -33,7 +34,7 @@ from astra.venues.base import Venue
 from .app import Metrics, build_metrics_app
 from .protocol import GatewayRunner
 
-__all__ = ["ROLES", "EdgeLink", "FeedNode", "connect_nats", "node_name"]
+__all__ = ["ROLES", "EdgeLink", "FeedNode", "connect_nats", "node_name", "shown_url"]
 
 ROLES = ("all", "feed", "edge")
 
@@ -41,6 +42,18 @@ ROLES = ("all", "feed", "edge")
 def node_name(role: str) -> str:
     """``feed-<host>-<pid>``: how this node appears to NATS and in its wants."""
     return f"{role}-{socket.gethostname()}-{os.getpid()}"
+
+
+def shown_url(url: str) -> str:
+    """``url`` as banners and errors print it: its password (``nats://user:pw@host``) or
+    token (``nats://token@host``) replaced by ``***``, so no log carries the cluster's
+    credentials."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    secret = "***" if parts.password is None else f"{parts.username}:***"
+    return parts._replace(netloc=f"{secret}@{host}").geturl()
 
 
 async def connect_nats(config: ClusterConfig, name: str):
@@ -56,7 +69,7 @@ async def connect_nats(config: ClusterConfig, name: str):
             _, writer = await asyncio.open_connection(parts.hostname, parts.port or 4222)
         writer.close()
     except (OSError, TimeoutError, ValueError) as exc:
-        raise RuntimeError(f"cannot reach NATS at {config.nats_url} "
+        raise RuntimeError(f"cannot reach NATS at {shown_url(config.nats_url)} "
                            f"({type(exc).__name__})") from None
     try:
         return await nats.connect(
@@ -65,7 +78,7 @@ async def connect_nats(config: ClusterConfig, name: str):
             # No callbacks: nats-py would log each reconnect attempt as an error otherwise.
             error_cb=_quiet, disconnected_cb=_quiet_event, reconnected_cb=_quiet_event)
     except Exception as exc:  # OSError, NoServersError, TimeoutError ...
-        raise RuntimeError(f"cannot reach NATS at {config.nats_url} "
+        raise RuntimeError(f"cannot reach NATS at {shown_url(config.nats_url)} "
                            f"({type(exc).__name__})") from None
 
 

@@ -5,7 +5,9 @@ Ctrl-C.
 Invariant: the top-level settings of ``--config`` are checked before anything starts
 (``check_settings``): a value of the wrong type or out of its range ends ``astra serve`` with
 exit status 2 and a message naming the setting, rather than a gateway that fails every
-connection or refuses every WebSocket.
+connection or refuses every WebSocket. So is a flag its ``--role`` would ignore
+(``wrong_role_flag``: ``--database-url`` on a feed, which keeps no state; ``--nats-url`` on
+``all``, which uses no NATS).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import os
 import signal
 import sys
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from astra.cluster.wire import ClusterConfig
 from astra.core import SIM_CODES
@@ -37,10 +40,10 @@ from astra.store.credentials import MASTER_KEY_ENV
 from astra.trading.paper import LayeredCredentials, create_paper_account
 
 from .gateway import REPLAY_OPTIONS, Gateway, SimChild, load_config, venues_from_config
-from .roles import ROLES, EdgeLink, FeedNode
+from .roles import ROLES, EdgeLink, FeedNode, shown_url
 
-__all__ = ["add_serve_parser", "check_otc_precision", "check_settings", "otc_funds",
-           "otc_hedge_warning", "port_arg", "serve"]
+__all__ = ["add_serve_parser", "check_otc_precision", "check_settings", "edge_config_hint",
+           "otc_funds", "otc_hedge_warning", "port_arg", "serve", "wrong_role_flag"]
 
 API_KEY_ENV = "ASTRA_API_KEY"
 DEFAULT_SIM_VENUES = 3  # with no configuration: SIM, SIM2 and SIM3 around one fair price
@@ -201,7 +204,44 @@ async def _otc_account(gateway: Gateway, key_id: str) -> None:
           '"fromAmount": 0.1}', flush=True)
 
 
+def wrong_role_flag(args: argparse.Namespace) -> str | None:
+    """Why a flag given does not fit ``--role`` (``None`` when all do): said and refused
+    (exit 2) rather than ignored, since the operator expects it to do something."""
+    if args.role == "feed" and args.database_url:
+        return ("a feed node keeps no state (no API keys, journal or ledger): --database-url "
+                "is for the edges")
+    if args.role == "all" and args.nats_url:
+        return "--nats-url is for --role feed|edge (one process uses no NATS)"
+    return None
+
+
+def edge_config_hint(sim_urls: Mapping[str, str], nats_url: str) -> str:
+    """What a feed node running its own simulator prints for the edges: the ``--config`` they
+    need, as TOML lines to paste (indented, which TOML ignores), and how to trade there."""
+    lines = ["  edges on this machine name its venues in their --config (the simulator stops "
+             "with this feed: for a feed you restart, or a standby, run astra sim on its own "
+             "and name it in every node's config):"]
+    for code, url in sim_urls.items():
+        lines += [f"    [venues.{code}]", f'    url = "{url}"']
+    lines += ["    [cluster]", f'    nats_url = "{nats_url}"']
+    lines.append("  orders on the edges need a simulator account: "
+                 + _account_command(*next(iter(sim_urls.items()))))
+    return "\n".join(lines)
+
+
+def _account_command(code: str, url: str) -> str:
+    # The simulator's admin endpoint answers on loopback only: run on its own machine.
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        url = f"{parts.scheme}://127.0.0.1:{parts.port or 80} on the simulator's machine"
+    return (f"astra sim account create --url {url} (on {code}; each venue has its own), then "
+            "the x-astra-exchange-* headers or astra credentials set")
+
+
 async def serve(args: argparse.Namespace) -> int:
+    if (wrong := wrong_role_flag(args)) is not None:
+        print(f"astra serve --role {args.role}: {wrong}", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config)
     except (OSError, tomllib.TOMLDecodeError) as exc:  # missing, unreadable or not TOML
@@ -311,9 +351,13 @@ async def serve(args: argparse.Namespace) -> int:
             )
             if link is not None:
                 print(f"  edge node {link.name}: books mirrored from the feed nodes at NATS "
-                      f"{cluster.nats_url}", flush=True)
+                      f"{shown_url(cluster.nats_url)}", flush=True)
             for code, url in served.items():
                 print(f"  simulator ({code}) running at {url} (pid {child.proc.pid})")
+            # Simulator venues by url (an edge's, or a shared `astra sim`): no paper account.
+            if by_url := [c for c in venues if c in SIM_CODES and c not in served]:
+                print(f"  orders on {', '.join(by_url)} need a simulator account: "
+                      f"{_account_command(by_url[0], venues_config[by_url[0]]['url'])}")
             if served and first_key is not None:
                 funds = ", ".join(f"{v} {k}" for k, v in paper_funds.items())
                 print(f"  paper trading: an account on each of {', '.join(served)} with "
@@ -326,7 +370,7 @@ async def serve(args: argparse.Namespace) -> int:
                 f"'{shown}/orderbook?market={next(iter(venues))}-SPOT-BTC-USDT'",
                 flush=True,
             )
-            if len(served) > 1:  # the consolidated book of the simulated venues
+            if sum(c in SIM_CODES for c in venues) > 1:  # the simulated venues' SMART book
                 print(f"       curl -H 'x-astra-api-key: Bearer <key>' "
                       f"'{shown}/orderbook?market=SMART-SPOT-BTC-USDT'", flush=True)
             if gateway.recorder is not None:
@@ -391,12 +435,14 @@ async def _serve_feed(args: argparse.Namespace, config: dict, cluster: ClusterCo
                         metrics_port=args.metrics_port if args.metrics_port is not None
                         else config.get("metrics_port", 9090), smart=smart)
         async with node:
-            print(f"Astra feed node {node.name} publishing to NATS at {cluster.nats_url} "
-                  f"(health and metrics on port {node.metrics_port}); venues: "
+            print(f"Astra feed node {node.name} publishing to NATS at "
+                  f"{shown_url(cluster.nats_url)} (health and metrics on port "
+                  f"{node.metrics_port}); venues: "
                   f"{', '.join(venues)}", flush=True)
             for code, url in sim_urls.items():
-                print(f"  simulator ({code}) running at {url} (pid {child.proc.pid}): edges "
-                      f"name it as [venues.{code}] url = \"{url}\"", flush=True)
+                print(f"  simulator ({code}) running at {url} (pid {child.proc.pid})")
+            if sim_urls:
+                print(edge_config_hint(sim_urls, shown_url(cluster.nats_url)), flush=True)
             await stop.wait()
             print("shutting down", flush=True)
     except (ValueError, OSError, RuntimeError) as exc:
