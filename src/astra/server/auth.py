@@ -31,21 +31,28 @@ Invariants:
   ``OVERLOADED`` with ``Retry-After`` and never reaches the store. A flood of random key ids
   therefore cannot delay journaling nor grow a queue without bound. (503, not 401: the key
   may well be valid, and a 401 would tell its client to stop using it.)
+- Scopes (``scopes.py``), expiry and IP allow-list are checked in memory on the cached
+  ``KeyInfo``: an expired key is a 401 saying so, a request from outside the allow-list or
+  outside the key's scopes a 403 naming the address or scope.
+- A key's last-used time is written at most every ``touch_every`` seconds per key, on the
+  verifier's threads: never on the loop, never awaited by the request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 from aiohttp import hdrs, web
 
-from astra.core import AstraError, Overloaded, Unauthorized
-from astra.store import ApiKeyStore, KeyInfo, parse_token
+from astra.core import AstraError, Forbidden, Overloaded, Unauthorized
+from astra.store import TOUCH_EVERY, ApiKeyStore, KeyInfo, ip_allowed, parse_token
 
 from .errors import error_response, is_websocket_path
+from .scopes import check_scope
 
 __all__ = [
     "API_KEY",
@@ -137,9 +144,12 @@ class KeyVerifier:
     """
 
     def __init__(self, store: ApiKeyStore, *, max_pending: int = MAX_PENDING_KEY_LOADS,
-                 threads: int = KEY_LOAD_THREADS) -> None:
+                 threads: int = KEY_LOAD_THREADS, touch_every: float = TOUCH_EVERY,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.max_pending = max_pending
+        self.touch_every, self.clock = touch_every, clock
+        self._touched: dict[str, float] = {}  # key id -> when its last-used time was written
         self._loading: dict[str, asyncio.Future] = {}
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="astra-keys")
 
@@ -153,6 +163,23 @@ class KeyVerifier:
 
     def _run(self, fn: Callable, *args: object) -> asyncio.Future:
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def touch(self, key_id: str) -> None:
+        """Record a use of ``key_id``, at most once per ``touch_every``, off the loop."""
+        now = self.clock()
+        last = self._touched.get(key_id)
+        if last is not None and now - last < self.touch_every:
+            return
+        if len(self._touched) >= 10_000:  # bounded: only verified keys get here anyway
+            self._touched.clear()
+        self._touched[key_id] = now
+        self._executor.submit(self._write_touch, key_id, int(now * 1000))
+
+    def _write_touch(self, key_id: str, when_ms: int) -> None:
+        try:
+            self.store.touch(key_id, when_ms)
+        except Exception:  # advisory: a failed write must not surface; retried next period
+            self._touched.pop(key_id, None)
 
     async def verify(self, token: str) -> KeyInfo | None:
         parsed = parse_token(token)
@@ -182,6 +209,11 @@ async def _check(verifier: KeyVerifier, request: web.BaseRequest) -> tuple[KeyIn
     info = await verifier.verify(token)
     if info is None:
         raise Unauthorized(_INVALID)
+    if info.expired(int(verifier.clock() * 1000)):
+        raise Unauthorized(f"API key {info.key_id} has expired")
+    if not ip_allowed(info.allow_ips, request.remote):
+        raise Forbidden(f"API key {info.key_id} is not allowed from {request.remote}")
+    verifier.touch(info.key_id)
     return info, proto
 
 
@@ -201,10 +233,11 @@ def _reject(err: Unauthorized) -> web.Response:
 
 def auth_middleware(
     store: ApiKeyStore, exempt: frozenset[str] = frozenset(), *,
-    verifier: KeyVerifier | None = None,
+    verifier: KeyVerifier | None = None, scoped: bool = False,
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Middleware requiring a valid key on every path except those in ``exempt`` (exact).
-    ``verifier``: the caller's (which it closes), else one of the middleware's own."""
+    ``verifier``: the caller's (which it closes), else one of the middleware's own.
+    ``scoped``: also require the route's scope (``scopes.ROUTE_SCOPES``; the gateway does)."""
     verifier = verifier or KeyVerifier(store)
 
     @web.middleware
@@ -215,8 +248,13 @@ def auth_middleware(
             info, proto = await _check(verifier, request)
         except Unauthorized as err:
             return _reject(err)
-        except AstraError as err:  # Overloaded: a 503 with Retry-After
+        except AstraError as err:  # Overloaded: a 503 with Retry-After; Forbidden: a 403
             return error_response(err)
+        if scoped:
+            try:
+                check_scope(request, info.scopes)
+            except Forbidden as err:
+                return error_response(err)
         request[API_KEY] = info
         request[WS_PROTOCOL] = proto
         return await handler(request)

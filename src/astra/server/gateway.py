@@ -63,6 +63,7 @@ from astra.trading.service import TradingService
 from astra.venues import build_venue
 from astra.venues.base import Venue
 
+from .api_keys import api_key_routes
 from .app import Metrics, build_app, build_metrics_app
 from .auth import KeyVerifier, auth_middleware
 from .otc import otc_routes
@@ -326,7 +327,7 @@ class Gateway:
         app = build_app(
             self.engine,
             self.metrics,
-            auth=auth_middleware(self.keys, verifier=self.verifier),
+            auth=auth_middleware(self.keys, verifier=self.verifier, scoped=True),
             sessions=self.sessions,
             private_ws=private_ws(self.trading, self.credentials),
             replay_ws=self._replays,
@@ -335,6 +336,7 @@ class Gateway:
         app.add_routes(private_routes(self.trading, self.credentials, self.body_timeout,
                                       self.router))
         app.add_routes(otc_routes(self.desk, self.body_timeout))
+        app.add_routes(api_key_routes(self.keys, self.body_timeout))  # admin scope
         if self.history is not None:
             # pyarrow loads with the history modules: not on every `astra` command's start.
             from astra.history.query import HistoryReader

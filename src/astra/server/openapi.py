@@ -61,6 +61,7 @@ from astra.trading.service import MAX_ORDER_VALUE, PRICED_TYPES, STOP_TYPES
 from astra.venues.base import BALANCE_ACCOUNTS, Capabilities, Venue
 
 from .openapi_history import HISTORY_MODELS, history_paths, replay_params
+from .openapi_keys import API_KEY_SCHEMAS, api_key_paths
 from .otc import ACCOUNT_ID_RE, DEFAULT_CONVERTS_LIMIT, MAX_CONVERTS_LIMIT
 from .params import DEFAULT_TRADES_LIMIT, MAX_DEPTH, MAX_SINCE, MAX_TRADES_LIMIT, WS_DATA_TYPES
 
@@ -104,7 +105,8 @@ _ERRORS = {
     str(s): {"description": d, "content": {"application/json": {"schema": _ref("Error")}}}
     for s, d in (
         (400, "bad request: the message names the parameter"),
-        (401, "missing or invalid API key"),
+        (401, "missing, invalid or expired API key"),
+        (403, "the API key lacks this route's scope, or is not allowed from this address"),
         (404, "unknown market, or an exchange this gateway does not serve"),
         (405, "method not allowed: Allow lists the methods"),
         (503, "venue unavailable, or too many API key lookups at once (OVERLOADED; "
@@ -172,7 +174,8 @@ _TRADING_ERRORS = {
     str(s): {"description": d, "content": {"application/json": {"schema": _ref("Error")}}}
     for s, d in (
         (401, "missing Astra API key, or missing/invalid exchange credentials"),
-        (403, "the exchange refused the credentials' permissions"),
+        (403, "the API key lacks the 'trade' scope, or the exchange refused the "
+              "credentials' permissions"),
         (404, "unknown market or order"),
         (409, "clientOrderId reused for a different order"),
         (408, "request body not received in time (REQUEST_TIMEOUT; the connection closes)"),
@@ -224,7 +227,7 @@ _OTC_ERRORS = {
         (400, "a bad parameter (named), exactly one amount, INVALID_QUOTE_SIGNATURE (any "
               "field changed, or a signature the desk never issued), UNSUPPORTED_PAIR"),
         (401, "missing or invalid API key"),
-        (403, "the account belongs to another API key"),
+        (403, "the account belongs to another API key, or the key lacks the 'otc' scope"),
         (404, "no such OTC account (ACCOUNT_NOT_FOUND)"),
         (409, "QUOTE_ALREADY_ACCEPTED: accepted for another account (the same account gets "
               "its trade again)"),
@@ -508,9 +511,11 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
                 {"type": "array", "items": _ref("Position")}),
             **_otc_paths(),
             **history_paths(market_schema, _param, _get, _ref),
+            **api_key_paths(_param, _ref, _ERRORS),
         },
         "components": {
-            "schemas": _otc_components(_tighten(components, market_schema)),
+            "schemas": {**_otc_components(_tighten(components, market_schema)),
+                        **API_KEY_SCHEMAS},
             "securitySchemes": {
                 "apiKey": {
                     "type": "apiKey",

@@ -13,7 +13,8 @@ Invariants:
   ``API key revoked``: at once when the key is revoked through this process's store
   (``ApiKeyStore.on_revoke``), and otherwise (e.g. ``astra keys revoke`` in another process)
   within ``revalidate_every`` seconds, as the keys of open sessions are re-read from the store
-  (uncached, in a worker thread) on that period. A key that no longer exists counts as revoked.
+  (uncached, in a worker thread) on that period. A key that no longer exists counts as revoked;
+  so does a key past its expiry (found on that period).
   The re-read refreshes the store's cache, so new requests with that key are refused too.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import WSCloseCode, web
@@ -142,8 +144,10 @@ class WsSessions:
             # load (uncached read) also refreshes the store's cache: new requests with a
             # revoked key are refused from now on, not only after the cache's TTL.
             info = await asyncio.to_thread(self.store.load, key_id)
-            if info is None or not info.active:
-                log.info("API key %s revoked: closing its WebSocket sessions", key_id)
+            # An expired key's sessions end too (close reason as for a revocation).
+            if info is None or not info.active or info.expired(time.time_ns() // 1_000_000):
+                log.info("API key %s revoked or expired: closing its WebSocket sessions",
+                         key_id)
                 self.revoke(key_id)
 
     async def _revalidate_forever(self) -> None:

@@ -42,6 +42,16 @@ from .journal import (
     generate_client_order_id,
     is_valid_client_order_id,
 )
+from .key_scopes import (
+    API_KEY_SCOPES,
+    SCOPES,
+    TOUCH_EVERY,
+    ScopeError,
+    ip_allowed,
+    parse_allow_ips,
+    parse_expiry,
+    parse_scopes,
+)
 from .keys import API_KEYS, ApiKeyStore, IssuedKey, KeyInfo, parse_token
 from .keys_cli import add_keys_parser, run_keys
 from .otc import AccountRow, DuplicateSignature, HedgeRow, OtcStore, QuoteRow, TradeRow
@@ -49,6 +59,7 @@ from .otc_cli import add_otc_parser, run_otc
 
 __all__ = [
     "API_KEYS",
+    "API_KEY_SCOPES",
     "CLIENT_ORDER_ID_PREFIX",
     "DATABASE_FILE",
     "DATABASE_URL_ENV",
@@ -58,6 +69,8 @@ __all__ = [
     "METADATA",
     "ORDERS_JOURNAL",
     "RECONCILE_GRACE_MS",
+    "SCOPES",
+    "TOUCH_EVERY",
     "AccountRow",
     "ApiKeyStore",
     "ClientOrderIdConflict",
@@ -75,6 +88,7 @@ __all__ = [
     "OrderJournal",
     "OtcStore",
     "QuoteRow",
+    "ScopeError",
     "StoredCredentials",
     "TradeRow",
     "UnknownApiKey",
@@ -84,9 +98,13 @@ __all__ = [
     "default_data_dir",
     "generate_client_order_id",
     "generate_master_key",
+    "ip_allowed",
     "is_valid_client_order_id",
     "load_master_key",
     "open_database",
+    "parse_allow_ips",
+    "parse_expiry",
+    "parse_scopes",
     "parse_token",
     "run_credentials",
     "run_keys",

@@ -13,6 +13,9 @@ Invariants:
   every ``ApiKeyStore`` within its ``cache_ttl``; revocation is final (``register`` never
   revives a revoked key). A revocation through this store also calls its revocation
   listeners at once (``on_revoke``: a server closes the key's open sessions).
+- Scopes, expiry, IP allow-list and last-used time are in ``api_key_scopes``
+  (``key_scopes.py``); a key without a row there (every key issued before scopes) has full
+  access. ``verify`` returns the key whatever its expiry: the caller decides (401 "expired").
 - Only ``load`` and the uncached reads touch the database; ``is_cached`` and a ``verify``
   of a cached key id never do, so an event loop can run misses in a thread (``load``) and
   verify on the loop. Unknown key ids are cached too (negative entries), and the cache is
@@ -34,13 +37,20 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ._db import METADATA
+from .key_scopes import (
+    ALL_SCOPES,
+    API_KEY_SCOPES,
+    parse_allow_ips,
+    parse_expiry,
+    parse_scopes,
+)
 
 __all__ = [
     "API_KEYS",
@@ -89,10 +99,17 @@ class KeyInfo:
     label: str
     created_at: int
     revoked_at: int | None = None
+    scopes: frozenset[str] = ALL_SCOPES
+    expires_at: int | None = None
+    allow_ips: tuple[str, ...] = ()  # CIDRs; empty: any address
+    last_used_at: int | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def expired(self, now_ms: int) -> bool:
+        return self.expires_at is not None and self.expires_at <= now_ms
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -160,7 +177,28 @@ def _now_ms() -> int:
 
 
 def _info(row: sa.Row) -> KeyInfo:
-    return KeyInfo(row.key_id, row.label, row.created_at, row.revoked_at)
+    if row.scopes is None:  # no api_key_scopes row: a key from before scopes, full access
+        return KeyInfo(row.key_id, row.label, row.created_at, row.revoked_at,
+                       last_used_at=row.last_used_at)
+    return KeyInfo(
+        row.key_id, row.label, row.created_at, row.revoked_at,
+        frozenset(s for s in row.scopes.split(",") if s),
+        row.expires_at,
+        tuple(n for n in (row.allow_ips or "").split(",") if n),
+        row.last_used_at,
+    )
+
+
+def _joined() -> sa.Join:
+    return API_KEYS.outerjoin(API_KEY_SCOPES, API_KEY_SCOPES.c.key_id == API_KEYS.c.key_id)
+
+
+_EXTRA = (
+    API_KEY_SCOPES.c.scopes,
+    API_KEY_SCOPES.c.expires_at,
+    API_KEY_SCOPES.c.allow_ips,
+    API_KEY_SCOPES.c.last_used_at,
+)
 
 
 _Entry = tuple[KeyInfo, tuple[bytes, bytes] | None]
@@ -187,6 +225,7 @@ class ApiKeyStore:
         self._cache: dict[str, tuple[float, _Entry | None]] = {}
         self._revoke_listeners: list[Callable[[str], None]] = []
         API_KEYS.create(engine, checkfirst=True)
+        API_KEY_SCOPES.create(engine, checkfirst=True)
 
     def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(key_id)`` after each key this store revokes (in the revoking
@@ -199,14 +238,32 @@ class ApiKeyStore:
         url = self._engine.url.render_as_string(hide_password=True)
         return f"ApiKeyStore({url!r}, cache_ttl={self._ttl})"
 
-    def create(self, label: str = "") -> IssuedKey:
-        """Issue a new key. Its secret is in the returned ``IssuedKey`` only."""
+    def create(
+        self,
+        label: str = "",
+        *,
+        scopes: Iterable[str] | str | None = None,
+        expires_at: object = None,
+        allow_ips: Iterable[str] | str | None = None,
+    ) -> IssuedKey:
+        """Issue a new key. Its secret is in the returned ``IssuedKey`` only.
+
+        ``scopes`` None: every scope. ``expires_at``: epoch ms or an ISO date, in the future.
+        ``allow_ips``: CIDRs. Bad values raise ``key_scopes.ScopeError`` (a ValueError naming
+        the parameter) before anything is written."""
         _check_label(label)
+        attrs = None
+        if scopes is not None or expires_at is not None or allow_ips is not None:
+            attrs = {
+                "scopes": ",".join(sorted(ALL_SCOPES if scopes is None else parse_scopes(scopes))),
+                "expires_at": parse_expiry(expires_at, _now_ms()),
+                "allow_ips": ",".join(parse_allow_ips(allow_ips)) or None,
+            }
         while True:
             key_id = "".join(secrets.choice(KEY_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
             key = IssuedKey(key_id, secrets.token_urlsafe(32))
             try:
-                self._insert(key.key_id, key.secret, label)
+                self._insert(key.key_id, key.secret, label, attrs)
             except IntegrityError:  # a key id collision (59 random bits): draw again
                 continue
             return key
@@ -293,11 +350,32 @@ class ApiKeyStore:
             ).all()
         return [_info(r) for r in rows]
 
+    def touch(self, key_id: str, when_ms: int) -> None:
+        """Record that ``key_id`` was used at ``when_ms`` (blocking: call from a thread).
+        A key without a scopes row gets one with every scope, so its access is unchanged."""
+        t = API_KEY_SCOPES
+        for _ in range(2):  # an insert racing another process's: the update then finds it
+            with self._engine.begin() as conn:
+                n = conn.execute(
+                    sa.update(t).where(t.c.key_id == key_id).values(last_used_at=when_ms)
+                ).rowcount
+                if n:
+                    return
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(sa.insert(t).values(
+                        key_id=key_id, scopes=",".join(sorted(ALL_SCOPES)),
+                        last_used_at=when_ms))
+                return
+            except IntegrityError:
+                continue
+
     def _select(self) -> sa.Select:
         c = API_KEYS.c
-        return sa.select(c.key_id, c.label, c.created_at, c.revoked_at)
+        return sa.select(c.key_id, c.label, c.created_at, c.revoked_at, *_EXTRA).select_from(
+            _joined())
 
-    def _insert(self, key_id: str, secret: str, label: str) -> None:
+    def _insert(self, key_id: str, secret: str, label: str, attrs: dict | None = None) -> None:
         with self._engine.begin() as conn:
             conn.execute(
                 sa.insert(API_KEYS).values(
@@ -307,6 +385,8 @@ class ApiKeyStore:
                     created_at=_now_ms(),
                 )
             )
+            if attrs is not None:  # same transaction: a key never exists without its limits
+                conn.execute(sa.insert(API_KEY_SCOPES).values(key_id=key_id, **attrs))
         self._cache.pop(key_id, None)
 
     def is_cached(self, key_id: str) -> bool:
@@ -328,7 +408,10 @@ class ApiKeyStore:
 
     def _read(self, key_id: str) -> _Entry | None:
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(API_KEYS).where(API_KEYS.c.key_id == key_id)).first()
+            row = conn.execute(
+                sa.select(API_KEYS, *_EXTRA).select_from(_joined())
+                .where(API_KEYS.c.key_id == key_id)
+            ).first()
         entry = None if row is None else (_info(row), _parse_hash(row.secret_hash))
         if self._ttl > 0:
             now = self._clock()
