@@ -521,41 +521,51 @@ async def test_a_cut_edge_connection_resyncs_and_converges(nats_server, feed, si
             await proxy.close()
 
 
+@contextlib.asynccontextmanager
+async def real_feed_and_edge(url: str, sim):
+    """The real ``FeedPublisher`` over the simulator and an ``Edge`` whose client follows
+    BTC: ``(edge, client, mirrored, source)`` (the edge's and the feed's book channels) once
+    the client has its snapshot."""
+    feed_nc = await _connect(url)
+    feed_engine = MarketDataEngine({"SIM": build_venue("SIM", {"url": sim.base_url})})
+    publisher = await FeedPublisher(feed_engine, feed_nc, CONFIG).start()
+    try:
+        async with Edge(url, sim.base_url) as edge:
+            client = await edge.subscribe()
+            await until(lambda: "snapshot" in client.types())
+            yield (edge, client, edge.engine.channels[(BTC, DataType.ORDERBOOK)],
+                   feed_engine.channels[(BTC, DataType.ORDERBOOK)])
+    finally:
+        await publisher.close()
+        await feed_engine.close()
+        await feed_nc.close()
+
+
+async def books_level(edge: Edge, mirrored, source, times: int) -> None:
+    """At ``times`` distinct update ids where the edge's synced book and the feed's stand at
+    the same id, they are equal level for level."""
+    seen: set[int] = set()
+
+    def level() -> bool:
+        return (edge.state() == "synced" and mirrored.book is not None
+                and source.book is not None and mirrored.book.update_id == source.book.update_id
+                and mirrored.book.update_id not in seen)
+
+    while len(seen) < times:
+        await until(level)
+        assert mirrored.book.bids == source.book.bids
+        assert mirrored.book.asks == source.book.asks
+        seen.add(mirrored.book.update_id)
+
+
 async def test_an_edge_mirrors_a_real_feed_publisher_exactly(nats_server, sim):
     """With ``cluster.feed.FeedPublisher`` over the simulator's live book: at equal update
     ids, the edge's book is the feed's, level for level."""
-    async with asyncio.timeout(60):
-        feed_nc = await _connect(nats_server.url)
-        feed_engine = MarketDataEngine({"SIM": build_venue("SIM", {"url": sim.base_url})})
-        publisher = await FeedPublisher(feed_engine, feed_nc, CONFIG).start()
-        try:
-            async with Edge(nats_server.url, sim.base_url) as edge:
-                client = await edge.subscribe()
-                await until(lambda: "snapshot" in client.types())
-                mirrored = edge.engine.channels[(BTC, DataType.ORDERBOOK)]
-                source = feed_engine.channels[(BTC, DataType.ORDERBOOK)]
-                seen: set[int] = set()
-
-                def level() -> bool:
-                    return (mirrored.book is not None and source.book is not None
-                            and mirrored.book.update_id == source.book.update_id
-                            and mirrored.book.update_id not in seen)
-
-                while len(seen) < 20:  # twenty moments (update ids) the two books are level
-                    await until(level)
-                    assert mirrored.book.bids == source.book.bids
-                    assert mirrored.book.asks == source.book.asks
-                    assert client.book() == as_client_book_of(mirrored.book)
-                    seen.add(mirrored.book.update_id)
-                assert edge.source.stats["gaps"] == 0
-        finally:
-            await publisher.close()
-            await feed_engine.close()
-            await feed_nc.close()
-
-
-def as_client_book_of(book) -> dict:
-    return {"bids": dict(book.bids), "asks": dict(book.asks)}
+    async with asyncio.timeout(60), real_feed_and_edge(nats_server.url, sim) as (
+            edge, client, mirrored, source):
+        await books_level(edge, mirrored, source, 20)  # twenty moments the books are level
+        assert client.book() == as_client_book(mirrored.book)
+        assert edge.source.stats["gaps"] == 0
 
 
 async def test_an_edge_that_falls_behind_its_feed_starts_again_from_the_latest_snapshot(

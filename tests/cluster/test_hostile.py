@@ -39,7 +39,18 @@ from astra.marketdata.engine import MarketDataEngine
 from astra.venues import build_venue
 
 from .proxy import CutProxy
-from .test_edge import BTC, CONFIG, Edge, ScriptedFeed, _connect, as_client_book, seed, until
+from .test_edge import (
+    BTC,
+    CONFIG,
+    Edge,
+    ScriptedFeed,
+    _connect,
+    as_client_book,
+    books_level,
+    real_feed_and_edge,
+    seed,
+    until,
+)
 
 HUGE_SEQ = 2**63
 
@@ -225,36 +236,13 @@ async def test_a_real_feed_and_edge_converge_after_a_nats_server_restart(nats_se
     """The real ``FeedPublisher`` and an edge while deltas flow: the nats-server restarts (its
     memory stream and KV bucket are gone). The edge goes stale, then its book is the feed's
     again, level for level at equal update ids."""
-    async with asyncio.timeout(90):
-        feed_nc = await _connect(nats_server.url)
-        feed_engine = MarketDataEngine({"SIM": build_venue("SIM", {"url": sim.base_url})})
-        publisher = await FeedPublisher(feed_engine, feed_nc, CONFIG).start()
-        try:
-            async with Edge(nats_server.url, sim.base_url) as edge:
-                client = await edge.subscribe()
-                await until(lambda: "snapshot" in client.types())
-                mirrored = edge.engine.channels[(BTC, DataType.ORDERBOOK)]
-                source = feed_engine.channels[(BTC, DataType.ORDERBOOK)]
-                nats_server.restart()  # the stream and the consumers are gone: silence
-                await until(lambda: edge.source.stats["stale"] >= 1)
-                await until(lambda: feed_nc.is_connected and edge.nc.is_connected)
-
-                def level() -> bool:
-                    return (edge.state() == "synced" and source.book is not None
-                            and mirrored.book.update_id == source.book.update_id)
-
-                async with asyncio.timeout(30):
-                    seen = 0
-                    while seen < 5:
-                        await until(level)
-                        assert mirrored.book.bids == source.book.bids
-                        assert mirrored.book.asks == source.book.asks
-                        seen += 1
-                        await asyncio.sleep(0.05)
-        finally:
-            await publisher.close()
-            await feed_engine.close()
-            await feed_nc.close()
+    async with asyncio.timeout(90), real_feed_and_edge(nats_server.url, sim) as (
+            edge, _client, mirrored, source):
+        nats_server.restart()  # the stream and the consumers are gone: silence
+        await until(lambda: edge.source.stats["stale"] >= 1)
+        await until(lambda: edge.nc.is_connected)
+        async with asyncio.timeout(30):
+            await books_level(edge, mirrored, source, 5)
 
 
 async def test_a_want_flood_for_unknown_markets_is_answered_and_holds_nothing(nats_server, sim):
@@ -443,39 +431,17 @@ async def test_a_stalled_loop_resyncs_once_then_follows_without_flapping(nats_se
     a CPU hog), with the real ``FeedPublisher`` over the simulator: the edge may go stale or
     fall behind once, then its book is the feed's at equal update ids, and stays so without
     further resyncs."""
-    async with asyncio.timeout(90):
-        feed_nc = await _connect(nats_server.url)
-        feed_engine = MarketDataEngine({"SIM": build_venue("SIM", {"url": sim.base_url})})
-        publisher = await FeedPublisher(feed_engine, feed_nc, CONFIG).start()
-        try:
-            async with Edge(nats_server.url, sim.base_url) as edge:
-                client = await edge.subscribe()
-                await until(lambda: "snapshot" in client.types())
-                mirrored = edge.engine.channels[(BTC, DataType.ORDERBOOK)]
-                source = feed_engine.channels[(BTC, DataType.ORDERBOOK)]
-                time.sleep(2 * CONFIG.silence_seconds + CONFIG.lag_seconds)  # noqa: ASYNC251
-
-                def level(seen: set[int]) -> bool:
-                    return (edge.state() == "synced" and mirrored.book.update_id
-                            == source.book.update_id and mirrored.book.update_id not in seen)
-
-                seen: set[int] = set()
-                await until(lambda: level(seen))
-                await asyncio.sleep(4 * CONFIG.silence_seconds)  # settled
-                stats = dict(edge.source.stats)
-                while len(seen) < 15:
-                    await until(lambda: level(seen))
-                    assert mirrored.book.bids == source.book.bids
-                    assert mirrored.book.asks == source.book.asks
-                    seen.add(mirrored.book.update_id)
-                after = edge.source.stats
-                assert (after["stale"], after["lagged"], after["gaps"]) == (
-                    stats["stale"], stats["lagged"], stats["gaps"])
-                assert client.book() == as_client_book(mirrored.book)
-        finally:
-            await publisher.close()
-            await feed_engine.close()
-            await feed_nc.close()
+    async with asyncio.timeout(90), real_feed_and_edge(nats_server.url, sim) as (
+            edge, client, mirrored, source):
+        time.sleep(2 * CONFIG.silence_seconds + CONFIG.lag_seconds)  # noqa: ASYNC251
+        await books_level(edge, mirrored, source, 1)
+        await asyncio.sleep(4 * CONFIG.silence_seconds)  # settled
+        stats = dict(edge.source.stats)
+        await books_level(edge, mirrored, source, 15)
+        after = edge.source.stats
+        assert (after["stale"], after["lagged"], after["gaps"]) == (
+            stats["stale"], stats["lagged"], stats["gaps"])
+        assert client.book() == as_client_book(mirrored.book)
 
 
 class Clock:
