@@ -342,3 +342,16 @@ async def otc_desk(sor_sims, key_store):
         yield desk
     finally:
         await desk.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One real ``astra serve`` (no configuration: simulator child, paper accounts, SMART,
+    the OTC desk) for a whole test module: ``.base``, ``.token``, ``.otc_account``."""
+    from tests.serve_process import ServedAstra
+
+    server = ServedAstra(tmp_path_factory.mktemp("served") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()

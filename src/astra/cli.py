@@ -1,5 +1,5 @@
 """The ``astra`` command line: ``serve`` (the gateway), ``sim`` (the simulator), ``keys``,
-``credentials``, ``otc``, ``history``."""
+``credentials``, ``otc``, ``history``, ``book`` (a live ladder of one book)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,22 @@ def _add_sim_account_parser(sim: argparse.ArgumentParser) -> None:
         "simulator's, as for astra serve's paper account; 'none' for an empty account)",
     )
     create.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_book_parser(sub: argparse._SubParsersAction) -> None:
+    # Here, not in astra.client.ladder: importing the SDK and rich would slow every command.
+    book = sub.add_parser("book", help="a live ladder of one book in the terminal (the SDK)")
+    book.add_argument("market", help="e.g. SIM-SPOT-BTC-USDT or SMART-SPOT-BTC-USDT")
+    book.add_argument("--depth", type=int, default=10, help="levels a side (default 10)")
+    book.add_argument("--url", default=os.environ.get("ASTRA_URL", "http://127.0.0.1:8080"),
+                      help="the gateway (default $ASTRA_URL or http://127.0.0.1:8080)")
+    book.add_argument("--key", help="the API key (default $ASTRA_API_KEY)")
+    book.add_argument("--count", type=int, metavar="N",
+                      help="print N frames to stdout (no live redraw) and exit")
+    book.add_argument("--once", dest="count", action="store_const", const=1,
+                      help="print one frame and exit (--count 1)")
+    book.add_argument("--width", type=int, default=100, help=argparse.SUPPRESS)
+    book.add_argument("--timeout", type=float, default=30.0, help=argparse.SUPPRESS)
 
 
 def _exit_at_stdin_eof() -> None:
@@ -155,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     add_credentials_parser(sub)
     add_otc_parser(sub)
     add_history_parser(sub)
+    _add_book_parser(sub)
     return parser
 
 
@@ -195,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from astra.history.cli import run_history
 
         sys.exit(run_history(args))
+    elif args.command == "book":
+        from astra.client.ladder import run_book
+
+        sys.exit(run_book(args))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Scoped API keys through the real gateway over the simulator (loopback, real SQLite):
-scope refusals name the scope, /api-keys creates (secret once), lists (never a secret) and
-revokes (open WebSockets closed, next request 401), expiry, IP allow-list, keys from before
-scopes keep full access, last-used time, and every route of the built app has a scope."""
+"""Scoped API keys through the real gateway over the simulator (loopback, real SQLite, and
+real PostgreSQL too when ``ASTRA_TEST_POSTGRES_URL`` names a database: every test here runs on
+each, the keys in a throwaway schema): scope refusals name the scope, /api-keys creates
+(secret once), lists (never a secret) and revokes (open WebSockets closed, next request 401),
+expiry, IP allow-list, keys from before scopes keep full access, last-used time, and every
+route of the built app has a scope."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import aiohttp
 import jsonschema
 import pytest
 from aiohttp import web
+from tests.store.test_journal import PG_URL, PG_URL_ENV, Db
+from tests.store.test_journal import db as db  # the fixture, on every backend
 
 from astra.server.auth import auth_middleware
 from astra.server.scopes import ROUTE_SCOPES
@@ -20,6 +24,19 @@ from astra.store import ApiKeyStore
 
 TIMEOUT = 20
 MARKET = "SIM-SPOT-BTC-USDT"
+
+
+@pytest.fixture
+def key_store(db: Db) -> ApiKeyStore:
+    """conftest's key store, on each backend (SQLite in the test's directory; PostgreSQL in a
+    schema of its own, dropped after): the ``gateway`` fixture takes this one here."""
+    return ApiKeyStore(db.engine)
+
+
+def test_postgresql_variants_are_configured() -> None:
+    if not PG_URL:
+        pytest.skip(f"PostgreSQL variants of the scope tests not run: set {PG_URL_ENV} to a "
+                    "database URL (e.g. postgresql+psycopg://user@127.0.0.1/astra_test)")
 
 
 def _auth(token: str) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """Scopes, expiry, IP allow-list and last-used time of API keys (``store/key_scopes.py``) on
-real SQLite files: a database made before scopes existed keeps working with full access."""
+real SQLite files, and on PostgreSQL too when ``ASTRA_TEST_POSTGRES_URL`` names a database
+(the order journal's ``db`` fixture: a throwaway schema per test): a database made before
+scopes existed keeps working with full access."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from astra.store import (
     parse_scopes,
     run_keys,
 )
+
+from .test_journal import PG_URL, PG_URL_ENV, Db
+from .test_journal import db as db  # the fixture, on every backend
 
 NOW = 1_800_000_000_000  # 2027-01-15
 
@@ -61,10 +66,30 @@ def test_parse_expiry():
         assert exc.value.parameter == "expiresAt"
 
 
-def test_a_database_from_before_scopes_keeps_full_access(tmp_path: Path):
+def test_postgresql_variants_are_configured() -> None:
+    if not PG_URL:
+        pytest.skip(f"PostgreSQL variants of the key-scope tests not run: set {PG_URL_ENV} to "
+                    "a database URL (e.g. postgresql+psycopg://user@127.0.0.1/astra_test)")
+
+
+def _url(db: Db) -> str:
+    """``db``'s URL as another engine (or a process) opens it: on PostgreSQL with the test's
+    schema as its search path."""
+    if not db.schema:
+        return db.url
+    return f"{db.url}{'&' if '?' in db.url else '?'}options=-csearch_path%3D{db.schema}"
+
+
+def _empty_database(db: Db, tmp_path: Path) -> str:
+    """The URL of a database with no table yet (``db``'s own SQLite file has them all)."""
+    return _url(db) if db.schema else f"sqlite:///{tmp_path / 'old.db'}"
+
+
+def test_a_database_from_before_scopes_keeps_full_access(db: Db, tmp_path: Path):
     # The old layout: only api_keys, a key in it, created by the old store's code path.
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+    url = _empty_database(db, tmp_path)
     old = sa.create_engine(url)
+    assert sa.inspect(old).get_table_names() == []
     API_KEYS.create(old)
     token = "legacykey234.Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe"
     from astra.store.keys import _hash
@@ -89,8 +114,8 @@ def test_a_database_from_before_scopes_keeps_full_access(tmp_path: Path):
         engine.dispose()
 
 
-def test_create_with_limits_and_nothing_written_on_bad_input(tmp_path: Path):
-    store = ApiKeyStore(open_database(data_dir=tmp_path), cache_ttl=0)
+def test_create_with_limits_and_nothing_written_on_bad_input(db: Db):
+    store = ApiKeyStore(db.engine, cache_ttl=0)
     key = store.create("bot", scopes="read,otc", expires_at="2999-01-01",
                        allow_ips="10.0.0.0/8")
     info = store.verify(key.token)
@@ -110,16 +135,17 @@ def _keys(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_cli_create_with_scopes_and_list(tmp_path: Path, capsys, monkeypatch):
+def test_cli_create_with_scopes_and_list(db: Db, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.delenv("ASTRA_DATABASE_URL", raising=False)
-    d = ["--data-dir", str(tmp_path)]
+    url = _url(db)
+    d = ["--database-url", url] if db.schema else ["--data-dir", str(tmp_path)]
     code, out, err = _keys(capsys, "create", "--label", "ro", "--scope", "read,trade",
                            "--expires", "2999-01-01", "--allow-ip", "10.0.0.0/8", *d)
     assert code == 0, err
     token = out.strip()
     code, out, _ = _keys(capsys, "create", "--label", "full", *d)
     assert code == 0
-    engine = open_database(data_dir=tmp_path)
+    engine = open_database(url) if db.schema else open_database(data_dir=tmp_path)
     try:
         info = ApiKeyStore(engine, cache_ttl=0).verify(token)
         assert info.scopes == {"read", "trade"} and info.allow_ips == ("10.0.0.0/8",)

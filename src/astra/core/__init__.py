@@ -49,6 +49,7 @@ from ._errors import (
     VenueUnavailable,
     WebSocketUpgradeRequired,
 )
+from ._feeds import MAX_RECENT_RESYNCS, FeedStatus, ResyncEvent
 from ._history import (
     Candle,
     HistoricalBook,
@@ -99,6 +100,7 @@ from ._units import ContractUnits
 __all__ = [
     "MARKET_PATTERN",
     "MAX_MARKET_LENGTH",
+    "MAX_RECENT_RESYNCS",
     "MAX_SIM_VENUES",
     "SIM_CODES",
     "SMART",
@@ -125,6 +127,7 @@ __all__ = [
     "Exchange",
     "ExchangeNotServed",
     "FeedState",
+    "FeedStatus",
     "FeedUnavailable",
     "Forbidden",
     "HistoricalBook",
@@ -162,6 +165,7 @@ __all__ = [
     "RateLimited",
     "RecordUnreadable",
     "RequestTimeout",
+    "ResyncEvent",
     "Side",
     "StaleBook",
     "Trade",

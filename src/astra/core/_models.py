@@ -187,8 +187,10 @@ class OrderBook(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"
 class BookUpdate(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     """WebSocket ORDERBOOK message: first a full ``snapshot``, then ``update`` deltas.
 
-    ``update_id`` is the venue's sequence id: larger means later, per market.
-    ``timestamp`` is the venue's event time when it sends one.
+    ``update_id`` is the venue's sequence id: larger means later, per market (a venue may
+    advance it by more than one per message). ``prev_update_id`` (updates of a live book) is
+    the ``update_id`` of the message before it on this stream: a client whose last id differs
+    has missed one and must resync. ``timestamp`` is the venue's event time when it sends one.
     """
 
     type: Literal["snapshot", "update"]
@@ -197,6 +199,7 @@ class BookUpdate(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel
     bids: list[Level]
     asks: list[Level]
     timestamp: int | None = None
+    prev_update_id: int | None = None
 
 
 class FeedState(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):

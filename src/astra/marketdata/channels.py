@@ -22,6 +22,9 @@ Invariants:
 - Where a channel's events come from is the engine's ``source`` (a ``FeedSource``): by default
   the venue's own connection (``VenueFeeds``); on an edge node, books mirrored off NATS. A
   source calls the same sink methods with the same guarantees, so nothing downstream differs.
+- Counters for ``GET /feeds`` (``status()``): every ``on_resync`` counts, the last
+  ``MAX_RECENT_RESYNCS`` kept with their time and public reason; an update costs one counter,
+  one ``time.time_ns()`` and two attribute writes (latency is worked out when read).
 """
 
 from __future__ import annotations
@@ -31,19 +34,23 @@ import contextlib
 import logging
 import re
 import time
+from collections import deque
 from typing import Protocol
 
 import msgspec
 
 from astra.core import (
+    MAX_RECENT_RESYNCS,
     BookResync,
     BookUpdate,
     ContractUnits,
     DataType,
     FeedState,
+    FeedStatus,
     FeedUnavailable,
     Level,
     OrderBook,
+    ResyncEvent,
     VenueTimeout,
 )
 from astra.core._redact import squeeze, without_locations
@@ -57,6 +64,7 @@ __all__ = [
     "Client",
     "FeedSource",
     "VenueFeeds",
+    "latency_ms",
     "public_reason",
     "resync_frame",
     "units_of",
@@ -65,6 +73,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _PARENS = re.compile(r"\([^()]*\)")
+_time_ns = time.time_ns  # the update path's one clock read (a global, not an attribute)
 
 
 class Client(Protocol):
@@ -130,6 +139,13 @@ def public_reason(reason: str) -> str:
     return squeeze(without_locations(text), 160)
 
 
+def latency_ms(received_ns: int, event_ms: int) -> float | None:
+    """Venue event time to local receipt (ms), or None when the venue gave no event time."""
+    if not received_ns or event_ms <= 0:
+        return None
+    return round(received_ns / 1e6 - event_ms, 3)
+
+
 def units_of(market: VenueMarket) -> ContractUnits | None:
     """How this market's venue quantities become base units (None: they already are)."""
     meta = market.metadata
@@ -162,6 +178,14 @@ class Channel:
         self.task: asyncio.Task | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._touched_at = 0.0  # loop time of the last REST read while lingering
+        # For ``GET /feeds``: resyncs (or trade-feed drops) since the channel started, the
+        # last few as (epoch ms, public reason), and the last applied update's local receipt
+        # (ns) and venue event time (ms).
+        self.resyncs = 0
+        self.recent_resyncs: deque[tuple[int, str]] = deque(maxlen=MAX_RECENT_RESYNCS)
+        self.updates = 0
+        self.received_ns = 0
+        self.event_ms = 0
 
     def acquire(self) -> None:
         self.refs += 1
@@ -201,6 +225,24 @@ class Channel:
 
     async def _run(self) -> None:
         raise NotImplementedError
+
+    def _note_resync(self, reason: str) -> None:
+        self.resyncs += 1
+        self.recent_resyncs.append((_now_ms(), public_reason(reason) if reason else "resync"))
+
+    def _status(self, state: str, since: int, reason: str | None) -> FeedStatus:
+        listeners = getattr(self, "listeners", ())
+        return FeedStatus(
+            market=self.market.symbol, venue=self.venue.code, data_type=self.key[1].value,
+            state=state, since=since, reason=reason, resyncs=self.resyncs,  # type: ignore[arg-type]
+            recent_resyncs=[ResyncEvent(at=at, reason=why)
+                            for at, why in reversed(self.recent_resyncs)],
+            updates=self.updates,
+            last_update=self.received_ns // 1_000_000 if self.received_ns else None,
+            latency_ms=latency_ms(self.received_ns, self.event_ms),
+            # A BBO stream of this book (a listener with clients) is this feed's clients too.
+            clients=len(self.clients) + sum(len(getattr(li, "clients", ())) for li in listeners),
+        )
 
     def _fan_out(self, frame: bytes) -> None:
         for client in tuple(self.clients):
@@ -254,6 +296,11 @@ class BookChannel(Channel):
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         return True
+
+    def status(self) -> FeedStatus:
+        """This book's row of ``GET /feeds``."""
+        reason = public_reason(self.reason) if self.reason and self.state != "synced" else None
+        return self._status(self.state, self.since, reason)
 
     def feed_state(self) -> FeedState:
         state = self.state if self.state != "synced" else "resyncing"
@@ -365,8 +412,12 @@ class BookChannel(Channel):
         bids: list[tuple[float, float]],
         asks: list[tuple[float, float]],
     ) -> None:
+        prev_update_id = self.book.update_id  # the chain a client checks (prevUpdateId)
         self.book.apply(bids, asks, update_id, timestamp)
         self.engine.stats["book_updates"] += 1
+        self.updates += 1
+        self.received_ns = _time_ns()
+        self.event_ms = timestamp
         if self.clients:
             frame = _encode(
                 BookUpdate(
@@ -376,6 +427,7 @@ class BookChannel(Channel):
                     bids=_levels(bids, self.units),
                     asks=_levels(asks, self.units),
                     timestamp=timestamp,
+                    prev_update_id=prev_update_id,
                 )
             )
             self._fan_out(frame)
@@ -385,6 +437,7 @@ class BookChannel(Channel):
     def on_resync(self, reason: str) -> None:
         self.synced.clear()
         self.engine.stats["resyncs"] += 1
+        self._note_resync(reason)
         state = "disconnected" if reason.startswith(RECONNECTING) else "resyncing"
         if self._set_state(state, reason):
             log.info("%s: %s (%s)", self.market.symbol, state, reason)

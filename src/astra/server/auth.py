@@ -52,7 +52,7 @@ from astra.core import AstraError, Forbidden, Overloaded, Unauthorized
 from astra.store import TOUCH_EVERY, ApiKeyStore, KeyInfo, ip_allowed, parse_token
 
 from .errors import error_response, is_websocket_path
-from .scopes import check_scope
+from .scopes import PUBLIC, check_scope, required_scope
 
 __all__ = [
     "API_KEY",
@@ -242,7 +242,7 @@ def auth_middleware(
 
     @web.middleware
     async def astra_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in exempt:
+        if request.path in exempt or (scoped and required_scope(request) == PUBLIC):
             return await handler(request)
         try:
             info, proto = await _check(verifier, request)

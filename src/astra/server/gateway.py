@@ -66,11 +66,13 @@ from astra.venues.base import Venue
 from .api_keys import api_key_routes
 from .app import Metrics, build_app, build_metrics_app
 from .auth import KeyVerifier, auth_middleware
+from .feeds import feeds_routes
 from .otc import otc_routes
 from .private import DEFAULT_BODY_TIMEOUT, private_routes, private_ws
 from .protocol import GatewayRunner, install_log_scrubbers
 from .replay import replay_ws, stop_replays
 from .sessions import WsSessions
+from .terminal import terminal_routes
 
 __all__ = ["REPLAY_OPTIONS", "Gateway", "SimChild", "load_config", "replay_args",
            "venues_from_config"]
@@ -337,6 +339,8 @@ class Gateway:
                                       self.router))
         app.add_routes(otc_routes(self.desk, self.body_timeout))
         app.add_routes(api_key_routes(self.keys, self.body_timeout))  # admin scope
+        app.add_routes(feeds_routes(self.engine))  # GET /feeds: each live feed's state
+        app.add_routes(terminal_routes())  # the Astra Terminal at / (its files need no key)
         if self.history is not None:
             # pyarrow loads with the history modules: not on every `astra` command's start.
             from astra.history.query import HistoryReader

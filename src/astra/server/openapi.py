@@ -27,6 +27,7 @@ from astra.core import (
     ConsolidatedUpdate,
     Error,
     Exchange,
+    FeedStatus,
     MarketMetadata,
     OrderBook,
     TradesMessage,
@@ -60,6 +61,7 @@ from astra.store.journal import CLIENT_ORDER_ID_PATTERN
 from astra.trading.service import MAX_ORDER_VALUE, PRICED_TYPES, STOP_TYPES
 from astra.venues.base import BALANCE_ACCOUNTS, Capabilities, Venue
 
+from .openapi_feeds import feeds_paths
 from .openapi_history import HISTORY_MODELS, history_paths, replay_params
 from .openapi_keys import API_KEY_SCHEMAS, api_key_paths
 from .otc import ACCOUNT_ID_RE, DEFAULT_CONVERTS_LIMIT, MAX_CONVERTS_LIMIT
@@ -382,7 +384,7 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
         f"(?:{p})" for p in [*id_patterns, "sor-[0-9A-Za-z]{20}"]) + ")$"}
     _, components = msgspec.json.schema_components(
         [MarketMetadata, OrderBook, BookUpdate, BookResync, TradesMessage, Error, ExchangeInfo,
-         ConsolidatedBook, ConsolidatedUpdate, Bbo,
+         ConsolidatedBook, ConsolidatedUpdate, Bbo, FeedStatus,
          PlaceOrder, Order, Fill, Balance, Position, OrdersMessage, FillsMessage,
          BalancesMessage, ResyncMessage, SmartOrderRequest, SmartOrder, SmartPlan,
          *_OTC_MODELS, *HISTORY_MODELS],
@@ -512,6 +514,7 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
             **_otc_paths(),
             **history_paths(market_schema, _param, _get, _ref),
             **api_key_paths(_param, _ref, _ERRORS),
+            **feeds_paths(with_smart, market_schema, _param, _get, _ref),
         },
         "components": {
             "schemas": {**_otc_components(_tighten(components, market_schema)),

@@ -17,9 +17,10 @@ from astra.core import Forbidden
 
 from .params import PRIVATE_DATA_TYPES
 
-__all__ = ["ANY_SCOPE", "ROUTE_SCOPES", "check_scope", "required_scope"]
+__all__ = ["ANY_SCOPE", "PUBLIC", "ROUTE_SCOPES", "check_scope", "required_scope"]
 
 ANY_SCOPE = "any"  # any valid key (the API description)
+PUBLIC = "public"  # no key at all: the terminal's static files (they hold no data)
 
 ROUTE_SCOPES: dict[tuple[str, str], str] = {
     # public market data and history
@@ -28,6 +29,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/bbo"): "read",
     ("GET", "/trades"): "read",
     ("GET", "/exchanges"): "read",
+    ("GET", "/feeds"): "read",  # each live feed's state (server/feeds.py)
     ("GET", "/ws"): "read",  # private data types: trade (required_scope)
     ("GET", "/history/markets"): "read",
     ("GET", "/history/trades"): "read",
@@ -55,6 +57,9 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/api-keys"): "admin",
     ("POST", "/api-keys"): "admin",
     ("DELETE", "/api-keys/{keyId}"): "admin",
+    # the Astra Terminal's static files (server/terminal.py): its calls carry the user's key
+    ("GET", "/"): PUBLIC,
+    ("GET", "/terminal/{path}"): PUBLIC,
 }
 
 

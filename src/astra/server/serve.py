@@ -373,6 +373,7 @@ async def serve(args: argparse.Namespace) -> int:
             if sum(c in SIM_CODES for c in venues) > 1:  # the simulated venues' SMART book
                 print(f"       curl -H 'x-astra-api-key: Bearer <key>' "
                       f"'{shown}/orderbook?market=SMART-SPOT-BTC-USDT'", flush=True)
+            print(f"  terminal: {shown}/ in a browser (sign in with the key)", flush=True)
             if gateway.recorder is not None:
                 print(f"  history: recording {', '.join(gateway.recorder.markets) or 'nothing yet'}"
                       f" to {history.dir} (written every {history.flush_seconds:g} s, kept "
