@@ -20,16 +20,18 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["START_BOUND", "ServedAstra"]
+__all__ = ["LISTENING", "START_BOUND", "TOKEN", "ServedAstra", "serve_env"]
 
-_TOKEN = re.compile(r"x-astra-api-key: Bearer (\S+)")
-_LISTENING = re.compile(r"Astra gateway listening on (http://\S+)")
+TOKEN = re.compile(r"x-astra-api-key: Bearer (\S+)")
+LISTENING = re.compile(r"Astra gateway listening on (http://\S+)")
 _METRICS = re.compile(r"metrics on port (\d+)")
 _OTC = re.compile(r"OTC desk: account ([0-9a-f-]{36})")
 START_BOUND = 90.0  # seconds: two Python processes and three venues on a busy machine
 
 
-def _env() -> dict[str, str]:
+def serve_env() -> dict[str, str]:
+    """The environment of an ``astra serve`` child: no inherited data dir, database or keys
+    (the first start makes a key and prints it), this checkout's ``src`` on the path."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("ASTRA_DATABASE_URL", "ASTRA_DATA_DIR", "ASTRA_MASTER_KEY",
                         "ASTRA_OTC_SIGNING_KEY")}
@@ -53,7 +55,7 @@ class ServedAstra:
 
     @property
     def base(self) -> str:
-        return _LISTENING.search(self.out)[1]
+        return LISTENING.search(self.out)[1]
 
     @property
     def ws_base(self) -> str:
@@ -65,7 +67,7 @@ class ServedAstra:
 
     @property
     def token(self) -> str:
-        return _TOKEN.search(self.out)[1]
+        return TOKEN.search(self.out)[1]
 
     @property
     def otc_account(self) -> str:
@@ -78,7 +80,7 @@ class ServedAstra:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "astra", "serve", "--data-dir", str(self.data_dir),
              "--port", "0", "--metrics-port", "0", *self.extra],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=serve_env(),
             start_new_session=True)  # its own process group: the simulator child is in it
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

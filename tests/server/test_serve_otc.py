@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from tests.serve_process import LISTENING, START_BOUND, TOKEN, serve_env
 
 from astra.core.credentials import ExchangeCredentials
 from astra.otc import OtcConfig
@@ -32,21 +33,8 @@ from astra.server.serve import check_otc_precision, otc_funds, otc_hedge_warning
 from astra.store import ApiKeyStore, OtcStore, QuoteRow, open_database
 from astra.trading.paper import LayeredCredentials
 
-_TOKEN = re.compile(r"x-astra-api-key: Bearer (\S+)")
-_LISTENING = re.compile(r"Astra gateway listening on (http://\S+)")
 _SIM_PID = re.compile(r"simulator \(SIM\) running at \S+ \(pid (\d+)\)")
 _OTC = re.compile(r"OTC desk: account ([0-9a-f-]{36}) \(([^)]*)\)")
-START_BOUND = 90.0  # seconds: two Python processes and three venues on a busy machine
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ASTRA_DATABASE_URL", "ASTRA_DATA_DIR", "ASTRA_MASTER_KEY",
-                        "ASTRA_OTC_SIGNING_KEY")}
-    env["ASTRA_API_KEY"] = ""  # the first start creates a key and prints it
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src") + os.pathsep + \
-        env.get("PYTHONPATH", "")
-    return env
 
 
 class Serve:
@@ -56,7 +44,7 @@ class Serve:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "astra", "serve", "--data-dir", str(data_dir),
              "--port", "0", "--metrics-port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=serve_env(),
             start_new_session=True)  # its own process group: the simulator child is in it
         self.out = ""
         self.sim_pid: int | None = None
@@ -77,7 +65,7 @@ class Serve:
 
     @property
     def base(self) -> str:
-        return _LISTENING.search(self.out)[1]
+        return LISTENING.search(self.out)[1]
 
     async def stop(self) -> int:
         """SIGINT by its pid, as Ctrl-C; its exit status. The simulator child must be gone."""
@@ -137,7 +125,7 @@ async def _quote(http: aiohttp.ClientSession, base: str, body: dict) -> dict:
 def _status(data_dir: Path) -> dict:
     out = subprocess.run([sys.executable, "-m", "astra", "otc", "status", "--json",
                           "--data-dir", str(data_dir)],
-                         capture_output=True, text=True, timeout=60, env=_env())
+                         capture_output=True, text=True, timeout=60, env=serve_env())
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -211,13 +199,13 @@ def test_serve_exits_2_on_a_precision_setting_after_a_cli_deposit(tmp_path):
     cli = [sys.executable, "-m", "astra"]
     deposit = subprocess.run([*cli, "otc", "accounts", "deposit", account.account_id, "BTC",
                                     "1", "--data-dir", str(data)],
-                             capture_output=True, text=True, timeout=60, env=_env())
+                             capture_output=True, text=True, timeout=60, env=serve_env())
     assert deposit.returncode == 0, deposit.stderr
     config = tmp_path / "astra.toml"
     config.write_text("[otc.precision]\nBTC = 6\n")
     served = subprocess.run([*cli, "serve", "--data-dir", str(data), "--port", "0",
                                    "--metrics-port", "0", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60, env=_env())
+                            capture_output=True, text=True, timeout=60, env=serve_env())
     assert served.returncode == 2, (served.stdout, served.stderr)
     assert "precision.BTC = 6" in served.stderr and "Traceback" not in served.stderr
     assert "simulator" not in served.stdout  # refused before anything started
@@ -250,7 +238,7 @@ async def test_serve_gives_an_otc_account_that_trades_hedges_and_survives_a_rest
         account, funds = otc[1], otc[2]
         assert funds == "2 BTC, 20 ETH, 100000 USD, 100000 USDT"
         assert "hedges there will fail" not in first.out  # the desk's own simulator accounts
-        token = _TOKEN.search(first.out)[1]
+        token = TOKEN.search(first.out)[1]
         headers = {"x-astra-api-key": f"Bearer {token}"}
         async with aiohttp.ClientSession(headers=headers) as http:
             quoted = await _quote(http, first.base, {

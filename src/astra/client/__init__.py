@@ -18,7 +18,7 @@ answer came.
 
 from ._api import AsyncAstra, TimeArg
 from ._book import BookGap, LocalBook
-from ._http import TransportError
+from ._http import ClientClosed, TransportError
 from ._models import ApiKey, CanceledOrders, CreatedApiKey, ExchangeCapabilities, ExchangeInfo
 from ._streams import Dropped, WsFeed
 from ._sync import Astra, SyncIterator
@@ -29,6 +29,7 @@ __all__ = [
     "AsyncAstra",
     "BookGap",
     "CanceledOrders",
+    "ClientClosed",
     "CreatedApiKey",
     "Dropped",
     "ExchangeCapabilities",

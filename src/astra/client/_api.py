@@ -8,6 +8,9 @@ Invariants:
   server answers the same order for the same id); every other POST and DELETE is sent once.
 - Parameters keep the API's names in the query or body (``feeAdjusted``, ``clientOrderId``);
   ``None`` is "not sent" (the server's default).
+- An id in a path (order, account, key) is quoted as one segment: it cannot reach another
+  route or add a query; a non-finite OTC amount is refused here (JSON has no NaN), as the
+  server refuses a bad parameter (``InvalidParameter`` naming it).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from decimal import Decimal
 from functools import cache
 from typing import Any, Literal
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -30,6 +34,7 @@ from astra.core import (
     FeedStatus,
     HistoricalBook,
     HistoryMarket,
+    InvalidParameter,
     MarketMetadata,
     OrderBook,
     Trade,
@@ -95,9 +100,23 @@ def _time(value: TimeArg | None) -> str | None:
     return str(value)
 
 
-def _amount(value: Amount | None) -> Decimal | None:
+def _amount(value: Amount | None, parameter: str) -> Decimal | None:
     # Through str: a float's shortest repr (0.1), never its binary expansion.
-    return None if value is None else Decimal(str(value))
+    if value is None:
+        return None
+    amount = Decimal(str(value))
+    if not amount.is_finite():  # JSON has no NaN/Infinity: refuse it as the server would
+        raise InvalidParameter(parameter, f"expected a finite number, got {value!r}")
+    return amount
+
+
+def _segment(value: str, parameter: str) -> str:
+    """``value`` as one path segment: quoted, so that an id can never reach another route
+    (``../api-keys``) nor add a query (``x?market=``)."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise InvalidParameter(parameter, f"not an id: {text!r}")
+    return quote(text, safe="")
 
 
 def _is_smart(market: str) -> bool:
@@ -228,7 +247,7 @@ class AsyncAstra:
     async def order(self, order_id: str, market: str) -> Order | SmartOrder:
         """``GET /orders/{orderId}?market=``."""
         kind = SmartOrder if _is_smart(market) else Order
-        return await self._get(kind, f"/orders/{order_id}", market=market)
+        return await self._get(kind, f"/orders/{_segment(order_id, 'orderId')}", market=market)
 
     async def cancel_order(self, market: str, order_id: str | None = None, *,
                            client_order_id: str | None = None) -> Order | SmartOrder:
@@ -263,7 +282,8 @@ class AsyncAstra:
         of ``from_amount`` (in ``from_asset``) and ``to_amount``. Sent once (never retried:
         each request is a new quote)."""
         req = QuoteRequest(account_id=account_id, from_asset=from_asset, to_asset=to_asset,
-                           from_amount=_amount(from_amount), to_amount=_amount(to_amount))
+                           from_amount=_amount(from_amount, "fromAmount"),
+                           to_amount=_amount(to_amount, "toAmount"))
         if method == "GET":
             params = msgspec.to_builtins(req)
             raw = await self.transport.request("GET", "/request-quote", params=params,
@@ -281,20 +301,23 @@ class AsyncAstra:
             body = AcceptQuote(quote=quote.quote, quote_id=quote.quote_id)
         else:
             body = AcceptQuote(quote=quote)
-        path = "/accept-quote" if account_id is None else f"/otc/accept-quote/{account_id}"
+        path = "/accept-quote" if account_id is None else \
+            f"/otc/accept-quote/{_segment(account_id, 'accountId')}"
         return _decode(AcceptedQuote, await self.transport.request("POST", path, body=body))
 
     async def converts(self, account_id: str, limit: int | None = None,
                        before: int | None = None) -> list[Convert]:
         """The account's OTC trades, newest first (``before``: Unix ms)."""
-        return (await self._get(ConvertsMessage, f"/converts/{account_id}", limit=limit,
+        path = f"/converts/{_segment(account_id, 'accountId')}"
+        return (await self._get(ConvertsMessage, path, limit=limit,
                                 before=before)).converts
 
     async def otc_accounts(self) -> list[OtcAccount]:
         return (await self._get(OtcAccountsMessage, "/otc/accounts")).accounts
 
     async def otc_account(self, account_id: str) -> OtcAccount:
-        return await self._get(OtcAccount, f"/otc/accounts/{account_id}")
+        path = f"/otc/accounts/{_segment(account_id, 'accountId')}"
+        return await self._get(OtcAccount, path)
 
     # --- history ----------------------------------------------------------------------------
 
@@ -339,7 +362,8 @@ class AsyncAstra:
 
     async def revoke_api_key(self, key_id: str) -> ApiKey:
         """Revoke at once: the key's open WebSockets close, its next request is a 401."""
-        return _decode(ApiKey, await self.transport.request("DELETE", f"/api-keys/{key_id}"))
+        path = f"/api-keys/{_segment(key_id, 'keyId')}"
+        return _decode(ApiKey, await self.transport.request("DELETE", path))
 
     # --- streams ----------------------------------------------------------------------------
 
@@ -349,6 +373,9 @@ class AsyncAstra:
         update; it checks ``updateId`` continuity and resyncs itself (reconnecting) on a
         gap, and reconnects with backoff when the connection drops. ``depth`` cuts its
         ``bids``/``asks``; ``yield_resyncs``: also yield while it waits for a snapshot."""
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)
+                                  or depth < 1):
+            raise InvalidParameter("depth", f"expected a positive integer, got {depth!r}")
         return watch_book(self.transport, market, depth, yield_resyncs, self._feed_options)
 
     def watch_trades(self, market: str) -> AsyncIterator[TradesMessage | BookResync]:
@@ -370,6 +397,7 @@ class AsyncAstra:
                      ) -> AsyncIterator[QuoteResponse | AstraError]:
         """``WS /ws/stream-otc-quotes/{accountId}``: a fresh quote each round; a refused
         round is yielded as its ``AstraError`` (not raised: the stream goes on)."""
-        params = {"from": from_asset, "to": to_asset, "fromQty": _amount(from_amount),
-                  "toQty": _amount(to_amount)}
-        return watch_quotes(self.transport, account_id, params, self._feed_options)
+        params = {"from": from_asset, "to": to_asset, "fromQty": _amount(from_amount, "fromQty"),
+                  "toQty": _amount(to_amount, "toQty")}
+        return watch_quotes(self.transport, _segment(account_id, "accountId"), params,
+                            self._feed_options)

@@ -12,10 +12,13 @@ Invariants:
 - ``{"type":"resync"}`` empties the book and marks it ``resyncing``/``disconnected``;
   updates are ignored until the next snapshot.
 - Quantity 0 deletes a level. ``bids`` are descending, ``asks`` ascending, cut to ``depth``
-  when one is set; the sorted views are cached until the next write.
+  when one is set. Each side's prices are kept in order as levels come and go (bisect), so
+  ``best_bid``/``best_ask``/``spread`` cost O(1) and the full views are built only when read.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_left, insort
 
 import msgspec
 
@@ -80,6 +83,10 @@ class LocalBook:
         self.ask_venues: dict[float, dict[str, float]] = {}
         self._bids: dict[float, float] = {}
         self._asks: dict[float, float] = {}
+        # Each side's prices kept ascending (bisect: a level's insert or delete does not sort
+        # the book again); the best bid is the last, the best ask the first.
+        self._bid_keys: list[float] = []
+        self._ask_keys: list[float] = []
         self._sorted: tuple[list, list] | None = None
 
     # --- reading ---------------------------------------------------------------------------
@@ -89,11 +96,12 @@ class LocalBook:
         return self.state == "synced"
 
     def _views(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        if self._sorted is None:
-            bids = sorted(self._bids.items(), reverse=True)
-            asks = sorted(self._asks.items())
-            if self.depth is not None:
-                bids, asks = bids[: self.depth], asks[: self.depth]
+        if self._sorted is None:  # built from the kept order, once per write that is read
+            keys, book = self._bid_keys, self._bids
+            n = len(keys) if self.depth is None else min(self.depth, len(keys))
+            bids = [(p, book[p]) for p in reversed(keys[len(keys) - n:])] if n else []
+            keys, book = self._ask_keys, self._asks
+            asks = [(p, book[p]) for p in (keys if self.depth is None else keys[: self.depth])]
             self._sorted = (bids, asks)
         return self._sorted
 
@@ -107,17 +115,19 @@ class LocalBook:
 
     @property
     def best_bid(self) -> tuple[float, float] | None:
-        return self.bids[0] if self.bids else None
+        keys = self._bid_keys
+        return (keys[-1], self._bids[keys[-1]]) if keys else None
 
     @property
     def best_ask(self) -> tuple[float, float] | None:
-        return self.asks[0] if self.asks else None
+        keys = self._ask_keys
+        return (keys[0], self._asks[keys[0]]) if keys else None
 
     @property
     def spread(self) -> float | None:
-        if not (self.bids and self.asks):
+        if not (self._bid_keys and self._ask_keys):
             return None
-        return self.asks[0][0] - self.bids[0][0]
+        return self._ask_keys[0] - self._bid_keys[-1]
 
     def venues(self, side: str, price: float) -> dict[str, float]:
         """A SMART level's quantity by venue (``side``: ``bids`` or ``asks``); {} elsewhere."""
@@ -170,21 +180,28 @@ class LocalBook:
     def _clear(self) -> None:
         self._bids.clear()
         self._asks.clear()
+        self._bid_keys.clear()
+        self._ask_keys.clear()
         self.bid_venues.clear()
         self.ask_venues.clear()
         self._sorted = None
 
     def _write(self, msg: _BookMessage) -> None:
-        for levels, book, venues in ((msg.bids, self._bids, self.bid_venues),
-                                     (msg.asks, self._asks, self.ask_venues)):
+        for levels, book, keys, venues in (
+                (msg.bids, self._bids, self._bid_keys, self.bid_venues),
+                (msg.asks, self._asks, self._ask_keys, self.ask_venues)):
             for lv in levels:
+                price = lv.price
                 if lv.quantity == 0:
-                    book.pop(lv.price, None)
-                    venues.pop(lv.price, None)
+                    if book.pop(price, None) is not None:
+                        del keys[bisect_left(keys, price)]
+                    venues.pop(price, None)
                 else:
-                    book[lv.price] = lv.quantity
+                    if price not in book:
+                        insort(keys, price)
+                    book[price] = lv.quantity
                     if lv.venues is not None:
-                        venues[lv.price] = lv.venues
+                        venues[price] = lv.venues
         self._sorted = None
         self.update_id = msg.update_id
         if msg.timestamp is not None:

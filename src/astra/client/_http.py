@@ -15,6 +15,8 @@ Invariants:
 - A session passed in is the caller's: it is used, never closed (nor changed: aiohttp's own
   single resend of a DELETE on a dropped connection stays on in it; the client's own session
   turns that off).
+- ``close()`` is final: a request, or a stream's reconnection, after it raises
+  ``ClientClosed`` instead of opening a new session (which nothing would close).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import msgspec
 
 from astra.core import AstraError, Error
 
-__all__ = ["API_KEY_HEADER", "RETRY_STATUSES", "Transport", "TransportError", "api_error",
-           "query_params"]
+__all__ = ["API_KEY_HEADER", "RETRY_STATUSES", "ClientClosed", "Transport", "TransportError",
+           "api_error", "query_params"]
 
 API_KEY_HEADER = "x-astra-api-key"
 RETRY_STATUSES = frozenset({429, 503})  # the server said "later", and nothing was done
@@ -53,6 +55,10 @@ class TransportError(AstraError):
     def __init__(self, message: str, *, sent: bool = True) -> None:
         super().__init__(message)
         self.sent = sent
+
+
+class ClientClosed(RuntimeError):
+    """The client was closed: make a new one to talk to the gateway again."""
 
 
 def api_error(status: int, body: bytes, retry_after: str | None = None) -> AstraError:
@@ -109,6 +115,7 @@ class Transport:
         self.max_retry_wait = max_retry_wait
         self._session = session
         self._own_session = session is None
+        self.closed = False
 
     @property
     def ws_url(self) -> str:
@@ -118,6 +125,8 @@ class Transport:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self.closed:
+            raise ClientClosed(f"the client of {self.url} is closed")
         if self._session is None or self._session.closed:
             if not self._own_session:
                 raise RuntimeError("the aiohttp session given to the client is closed")
@@ -130,6 +139,7 @@ class Transport:
         return self._session
 
     async def close(self) -> None:
+        self.closed = True
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None

@@ -9,7 +9,9 @@ Invariants:
 - ``--count N`` renders N frames one after another to stdout (no live redraw, no colour) and
   exits 0: the headless mode tests and scripts use. Live mode redraws at most
   ``REFRESH_PER_SECOND`` times a second whatever the update rate.
-- Errors print ``astra book: CODE: message`` on stderr and exit 1 (2 for a missing key).
+- Errors print ``astra book: CODE: message`` on stderr and exit 1 (2 for a missing key or a
+  depth below 1). The book is read once over REST first: a wrong key, an unknown market or a
+  gateway that does not answer is that error, not a ladder forever "disconnected".
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ async def _main(args: argparse.Namespace, key: str) -> int:
         if args.count is not None else Console()
     async with AsyncAstra(args.url, key, timeout=args.timeout) as client:
         try:
+            await client.orderbook(args.market, depth=1)  # key, scope, market, reachability
             await watch_ladder(client, args.market, args.depth, args.count, console)
         except AstraError as err:
             print(f"astra book: {err.code}: {err.message}", file=sys.stderr)
@@ -115,6 +118,9 @@ def run_book(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get("ASTRA_API_KEY")
     if not key:
         print("astra book: give an API key with --key or ASTRA_API_KEY", file=sys.stderr)
+        return 2
+    if args.depth < 1:
+        print(f"astra book: --depth must be at least 1, got {args.depth}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_main(args, key))

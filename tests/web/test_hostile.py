@@ -1,0 +1,161 @@
+"""The terminal attacked as a hostile user would, in real Chromium against a real ``astra
+serve``: markup in data (a key's label, a market in the URL) renders as text; a key revoked
+while a live page is open signs the tab out with a message and stops its WebSockets (no
+reconnect storm); keys with partial scopes visit every page without a script error, and a page
+they cannot use names the missing scope; malformed routes; the key never leaves the tab's
+session storage (no URL, no DOM, no localStorage)."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+
+import pytest
+from tests.web.browser import shot, sign_in
+
+SPOT = "SIM-SPOT-BTC-USDT"
+PAGES = ["markets", "market", "trade", "orders", "otc", "venues", "keys"]
+XSS = '<img src=x onerror="window.__xss=1">"><script>window.__xss=2</script>'
+
+
+def _rest(served, method: str, path: str, body=None, token: str | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    headers = {**served.headers(token), "content-type": "application/json"}
+    request = urllib.request.Request(served.base + path, data=data, method=method,
+                                     headers=headers)
+    with urllib.request.urlopen(request, timeout=15) as resp:
+        return json.loads(resp.read())
+
+
+def _new_key(served, scopes: list[str], label: str = "hostile") -> dict:
+    return _rest(served, "POST", "/api-keys", {"label": label, "scopes": scopes})
+
+
+def _route(page, route: str) -> None:
+    page.evaluate("route => { location.hash = route; }", route)
+
+
+def _no_markup_ran(page) -> None:
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("main img[src=x], main script").count() == 0
+
+
+def test_markup_in_a_key_label_and_in_the_route_is_text(page, served):
+    created = _new_key(served, ["read"], label=XSS)
+    sign_in(page, served)
+    _route(page, "#/keys")
+    row = page.locator(f"[data-testid=keys-row][data-key-id='{created['keyId']}']")
+    row.wait_for()
+    assert row.locator("td").nth(1).text_content() == XSS
+    _no_markup_ran(page)
+    # A market that is markup, in the URL: the page says it is unknown, as text.
+    _route(page, "#/market?market=" + urllib.parse.quote("SIM-SPOT-<b>X</b>-" + XSS))
+    error = page.locator("main .error[role=alert]")
+    error.wait_for()
+    assert "<b>X</b>" in error.text_content()
+    assert page.locator("main b", has_text="X").count() == 0
+    _route(page, "#/trade?market=" + urllib.parse.quote(XSS))
+    page.get_by_test_id("trade-ticket").wait_for()
+    assert page.get_by_test_id("trade-market").input_value() == XSS
+    page.locator("[data-testid=trade-market-info] .error").wait_for()
+    _no_markup_ran(page)
+
+
+@pytest.mark.parametrize("route", ["#/market?market=", "#/nope", "#/trade?market=%00",
+                                   "#/market?market=%E0%A4%A", "#/orders?exchange=%00",
+                                   "#/otc?account=..%2F..%2Fapi-keys", "#/market?market=SIM"])
+def test_malformed_routes_show_a_page_or_an_error_never_a_script_error(page, served, route):
+    sign_in(page, served)
+    _route(page, route)
+    page.wait_for_function("() => document.querySelector('main .page-root') &&"
+                           " document.querySelector('main .page-root').childElementCount > 0")
+    text = page.locator("main").text_content()
+    assert "undefined" not in text and "[object Object]" not in text, text
+
+
+def test_the_key_stays_in_session_storage_only(page, served):
+    seen: list[str] = []
+    page.on("request", lambda req: seen.append(req.url))
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    sign_in(page, served)
+    for name in PAGES:
+        _route(page, f"#/{name}")
+        page.locator(f"main .page-root[data-page={name}]").wait_for()
+    page.get_by_test_id("market-state").count()  # the last pages' streams had time to open
+    assert served.token not in page.content()
+    assert page.evaluate("JSON.stringify(localStorage)") == "{}"
+    assert page.evaluate("document.cookie") == ""
+    origin = served.base
+    assert all(url.startswith((origin, "data:")) for url in seen), seen
+    assert all(served.token not in url for url in seen + sockets)
+    assert sockets and all(url.startswith(served.ws_base) for url in sockets)
+
+
+def _count_handshakes(page) -> list[str]:
+    handshakes: list[str] = []
+    page.on("websocket", lambda ws: handshakes.append(ws.url))
+    return handshakes
+
+
+def test_revoking_the_signed_in_key_signs_the_market_page_out(page, served):
+    created = _new_key(served, ["read", "trade"])
+    handshakes = _count_handshakes(page)
+    sign_in(page, served, created["token"])
+    _route(page, f"#/market?market={SPOT}")
+    page.wait_for_function("() => document.querySelector('[data-testid=market-state]') &&"
+                           " document.querySelector('[data-testid=market-state]').textContent"
+                           " === 'synced'")
+    opened = len(handshakes)
+    assert opened >= 2  # the book and the trades
+    _rest(served, "DELETE", f"/api-keys/{created['keyId']}")
+    page.locator("#sign-in").wait_for(state="visible")
+    assert "refused" in page.get_by_test_id("sign-in-error").text_content()
+    assert page.evaluate("sessionStorage.getItem('astra.apiKey')") is None
+    shot(page, "hostile-revoked")
+    # Signed out: no stream reconnects with the dead key (let any stray timer fire).
+    page.wait_for_timeout(5000)
+    assert len(handshakes) == opened, handshakes[opened:]
+
+
+def test_revoking_the_key_while_the_ticket_is_open_signs_out(page, served):
+    created = _new_key(served, ["read", "trade"])
+    handshakes = _count_handshakes(page)
+    sign_in(page, served, created["token"])
+    _route(page, f"#/trade?market={SPOT}")
+    page.wait_for_function("() => document.querySelector('[data-testid=trade-bbo-state]') &&"
+                           " document.querySelector('[data-testid=trade-bbo-state]')"
+                           ".textContent === 'live'")
+    opened = len(handshakes)
+    _rest(served, "DELETE", f"/api-keys/{created['keyId']}")
+    page.locator("#sign-in").wait_for(state="visible")
+    page.wait_for_timeout(5000)
+    assert len(handshakes) == opened, handshakes[opened:]
+
+
+SCOPED = {"read": ["read"], "trade": ["trade"], "otc": ["otc"]}
+# The pages a key with only these scopes cannot use, and the scope each one names.
+NEEDS = {"read": {"orders": "trade", "otc": "otc", "keys": "admin"},
+         "trade": {"markets": "read", "market": "read", "otc": "otc", "keys": "admin"},
+         "otc": {"markets": "read", "market": "read", "orders": "trade", "keys": "admin"}}
+
+
+@pytest.mark.parametrize("who", sorted(SCOPED))
+def test_a_partial_key_visits_every_page_without_a_script_error(page, served, who):
+    created = _new_key(served, SCOPED[who], label=f"only {who}")
+    sign_in(page, served, created["token"])
+    for name in PAGES:
+        _route(page, f"#/{name}")
+        page.locator(f"main .page-root[data-page={name}]").wait_for()
+        page.wait_for_function("() => document.querySelector('main .page-root')"
+                               ".childElementCount > 0")
+        needed = NEEDS[who].get(name)
+        if needed:
+            page.wait_for_function(
+                "scope => document.querySelector('main').textContent.includes(`'${scope}'`)"
+                " || document.querySelector('main').textContent.includes(scope + ' scope')",
+                arg=needed)
+        shot(page, f"hostile-{who}-{name}")
+        # Still signed in: a 403 is not a revoked key.
+        assert page.locator("#nav").is_visible()
