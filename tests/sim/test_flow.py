@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from astra.sim import SimExchange
-from astra.sim.flow import ARB_BAND, STEP_MS
+from astra.sim.admin import parse_deposits
+from astra.sim.cluster import SimCluster
+from astra.sim.engine import BUY, SELL
+from astra.sim.flow import ARB_BAND, STEP_MS, TAKER_BAND
+from astra.sim.orders import OrderRequest
 from astra.sim.views import funding_rate
 
 
@@ -105,3 +109,35 @@ def test_funding_rate_follows_the_documented_formula():
              0.01: 0.0031, -0.01: -0.0029}
     for premium, rate in cases.items():
         assert funding_rate(premium) == pytest.approx(rate, abs=1e-12), premium
+
+
+def test_takers_never_sweep_a_thin_side_down_to_a_far_resting_order():
+    """A user's limit 5 % away from the market rests: the flow's takers trade with price
+    protection (at most ``TAKER_BAND`` from fair), as venues protect market orders. Without
+    it, on three venues sharing a fair path, such orders filled within minutes (seed 0: all
+    three in 200 simulated seconds)."""
+    cluster = SimCluster(3, 0, clock=False, latency=False)
+    for _ in range(20):
+        cluster.step()
+    placed = []
+    for exchange in cluster.exchanges.values():
+        creds = exchange.create_account(parse_deposits("USDT=10000000,BTC=100"))
+        account = exchange.registry.by_api_key(creds.apiKey)
+        state = exchange.state("spot", "BTCUSDT")
+        m = state.market
+        far_bid = int(state.engine.best_bid() * 0.95) // m.tick * m.tick
+        far_ask = -(-int(state.engine.best_ask() * 1.05) // m.tick) * m.tick
+        for side, price in ((BUY, far_bid), (SELL, far_ask)):
+            placed.append(exchange.sides["spot"].trading.place(account.id, OrderRequest(
+                "BTCUSDT", side, "LIMIT", qty=m.typical_size, price=price, tif="GTC")))
+    lowest, highest = float("inf"), 0.0
+    for _ in range(4000):  # 200 simulated seconds
+        cluster.step()
+        for exchange in cluster.exchanges.values():
+            state = exchange.state("spot", "BTCUSDT")
+            flow = next(f for f in exchange.sides["spot"].flows if f.state is state)
+            fair = flow.fair * 10**state.market.price_dp
+            for trade in list(state.trades)[-20:]:
+                lowest, highest = min(lowest, trade.price / fair), max(highest, trade.price / fair)
+    assert [order.status for order in placed] == ["NEW"] * 6
+    assert 1 - TAKER_BAND - 0.001 <= lowest and highest <= 1 + TAKER_BAND + 0.001

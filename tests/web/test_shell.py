@@ -24,3 +24,13 @@ def test_a_bad_key_is_refused_and_a_good_one_signs_in(page, served):
     page.get_by_test_id("sign-out").click()
     page.locator("#sign-in").wait_for(state="visible")
     assert page.evaluate("sessionStorage.getItem('astra.apiKey')") is None
+
+
+def test_the_key_pasted_with_its_header_signs_in(page, served):
+    """`astra serve` prints `x-astra-api-key: Bearer <key>`: pasting that whole line works,
+    and only the key itself is kept."""
+    page.goto(served.base + "/")
+    page.get_by_test_id("api-key-input").fill(f"x-astra-api-key: Bearer {served.token}")
+    page.get_by_test_id("sign-in").click()
+    page.locator("#nav").wait_for(state="visible")
+    assert page.evaluate("sessionStorage.getItem('astra.apiKey')") == served.token

@@ -15,7 +15,9 @@ Shape of the flow, per step (``STEP_MS`` of simulated time):
   walk held within ``MAX_BASIS``;
 - makers (post-only) refresh, add and withdraw quotes laddered around fair at the market's
   level spacing, never crossing the opposite best, withdrawing stale quotes first;
-- takers send market orders, leaning towards the side that brings the mid back to fair;
+- takers send market orders with price protection (IOC limits ``TAKER_BAND`` beyond fair, as
+  venues protect their own market orders), leaning towards the side that brings the mid back
+  to fair: a side thinned by takers is never swept down to a far-away resting (user) order;
 - on a perpetual, an arbitrageur then takes every bid above index * (1 + ``ARB_BAND``) and
   every ask below index * (1 - ``ARB_BAND``) (IOC limit orders at those prices), so the
   perpetual's best prices never stray further from the spot price than that, whatever the
@@ -41,7 +43,7 @@ from typing import Protocol
 from .engine import BUY, SELL
 from .state import MarketState
 
-__all__ = ["ARB_BAND", "MAX_BASIS", "STEP_MS", "FairSource", "SyntheticFlow"]
+__all__ = ["ARB_BAND", "MAX_BASIS", "STEP_MS", "TAKER_BAND", "FairSource", "SyntheticFlow"]
 
 STEP_MS = 50
 MAKERS = (-1, -2, -3)  # owner ids < 0 are the simulator's own participants
@@ -55,6 +57,7 @@ MAX_BASIS = 0.0003
 BASIS_PULL = 0.005
 BASIS_STEP = 0.00002  # per-step standard deviation of the basis (stationary sd ~0.02 %)
 ARB_BAND = 0.0005
+TAKER_BAND = 0.01  # a taker's worst price, as a fraction of fair (1 %): a venue's price protection
 
 
 class FairSource(Protocol):
@@ -246,7 +249,13 @@ class SyntheticFlow:
         side = BUY if self.rng.random() < 0.5 + lean else SELL
         if (side == BUY and ask is None) or (side == SELL and bid is None):
             return self._quote(MAKERS[0], SELL if side == BUY else BUY)
-        self.state.place(TAKER, side, self._size(-0.5))
+        market = self.state.market
+        if side == BUY:  # the last tick at or below fair * (1 + band)
+            limit = int(self.fair * (1 + TAKER_BAND) * self._unit) // market.tick * market.tick
+        else:  # the first tick at or above fair * (1 - band)
+            low = math.ceil(self.fair * (1 - TAKER_BAND) * self._unit)
+            limit = -(-low // market.tick) * market.tick
+        self.state.place(TAKER, side, self._size(-0.5), max(limit, market.tick), ioc=True)
 
     def _size(self, mu: float = 0.0) -> int:
         market = self.state.market

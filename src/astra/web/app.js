@@ -81,7 +81,8 @@ function showSignedIn() {
 async function signIn(event) {
   event.preventDefault();
   const input = document.getElementById("api-key");
-  const key = input.value.trim();
+  // The key as `astra serve` prints it may come with its header: keep the key itself.
+  const key = input.value.trim().replace(/^x-astra-api-key:\s*/i, "").replace(/^bearer\s+/i, "");
   const error = document.getElementById("sign-in-error");
   error.textContent = "";
   try {
