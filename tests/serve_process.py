@@ -50,7 +50,6 @@ class ServedAstra:
         self.extra = extra
         self.proc: subprocess.Popen | None = None
         self.out = ""
-        self._lines: list[str] = []
         self._reader: threading.Thread | None = None
 
     @property
@@ -77,6 +76,9 @@ class ServedAstra:
         return {"x-astra-api-key": f"Bearer {token or self.token}"}
 
     def start(self) -> ServedAstra:
+        """Start it (again, after ``stop()``: on the same data directory); what it prints from
+        now on replaces ``out``."""
+        self.out = ""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "astra", "serve", "--data-dir", str(self.data_dir),
              "--port", "0", "--metrics-port", "0", *self.extra],

@@ -100,7 +100,8 @@ async def test_books_bbo_and_trades(served):
     async with AsyncAstra(served.base, served.token) as client, asyncio.timeout(BOUND):
         book = await client.orderbook(SPOT, 3)
         assert type(book) is OrderBook and book.market == SPOT
-        assert len(book.bids) == len(book.asks) == 3
+        # At most the depth asked for (a side the flow just swept may hold fewer levels).
+        assert 1 <= len(book.bids) <= 3 and 1 <= len(book.asks) <= 3
         assert [lv.price for lv in book.bids] == sorted((lv.price for lv in book.bids),
                                                         reverse=True)
         assert book.bids[0].price < book.asks[0].price

@@ -3,13 +3,19 @@ serve``: markup in data (a key's label, a market in the URL) renders as text; a 
 while a live page is open signs the tab out with a message and stops its WebSockets (no
 reconnect storm); keys with partial scopes visit every page without a script error, and a page
 they cannot use names the missing scope; malformed routes; the key never leaves the tab's
-session storage (no URL, no DOM, no localStorage)."""
+session storage (no URL, no DOM, no localStorage) and no page breaks the CSP; a stream the key
+may not open says why and is not retried."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 from tests.web.browser import shot, sign_in
@@ -68,8 +74,8 @@ def test_markup_in_a_key_label_and_in_the_route_is_text(page, served):
 def test_malformed_routes_show_a_page_or_an_error_never_a_script_error(page, served, route):
     sign_in(page, served)
     _route(page, route)
-    page.wait_for_function("() => document.querySelector('main .page-root') &&"
-                           " document.querySelector('main .page-root').childElementCount > 0")
+    page.wait_for_function("() => document.querySelector('main .page-root')"
+                           "?.childElementCount > 0")
     text = page.locator("main").text_content()
     assert "undefined" not in text and "[object Object]" not in text, text
 
@@ -79,6 +85,9 @@ def test_the_key_stays_in_session_storage_only(page, served):
     page.on("request", lambda req: seen.append(req.url))
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
+    csp: list[str] = []
+    page.on("console", lambda msg: csp.append(msg.text)
+            if "Content Security Policy" in msg.text else None)
     sign_in(page, served)
     for name in PAGES:
         _route(page, f"#/{name}")
@@ -91,6 +100,7 @@ def test_the_key_stays_in_session_storage_only(page, served):
     assert all(url.startswith((origin, "data:")) for url in seen), seen
     assert all(served.token not in url for url in seen + sockets)
     assert sockets and all(url.startswith(served.ws_base) for url in sockets)
+    assert csp == []  # no page breaks its own Content-Security-Policy
 
 
 def _count_handshakes(page) -> list[str]:
@@ -137,8 +147,10 @@ def test_revoking_the_key_while_the_ticket_is_open_signs_out(page, served):
 SCOPED = {"read": ["read"], "trade": ["trade"], "otc": ["otc"]}
 # The pages a key with only these scopes cannot use, and the scope each one names.
 NEEDS = {"read": {"orders": "trade", "otc": "otc", "keys": "admin"},
-         "trade": {"markets": "read", "market": "read", "otc": "otc", "keys": "admin"},
-         "otc": {"markets": "read", "market": "read", "orders": "trade", "keys": "admin"}}
+         "trade": {"markets": "read", "market": "read", "trade": "read", "orders": "read",
+                   "venues": "read", "otc": "otc", "keys": "admin"},
+         "otc": {"markets": "read", "market": "read", "trade": "read", "orders": "read",
+                 "venues": "read", "keys": "admin"}}
 
 
 @pytest.mark.parametrize("who", sorted(SCOPED))
@@ -148,8 +160,9 @@ def test_a_partial_key_visits_every_page_without_a_script_error(page, served, wh
     for name in PAGES:
         _route(page, f"#/{name}")
         page.locator(f"main .page-root[data-page={name}]").wait_for()
-        page.wait_for_function("() => document.querySelector('main .page-root')"
-                               ".childElementCount > 0")
+        page.wait_for_function("name => document.querySelector("
+                               "`main .page-root[data-page=${name}]`)?.childElementCount > 0",
+                               arg=name)
         needed = NEEDS[who].get(name)
         if needed:
             page.wait_for_function(
@@ -159,3 +172,101 @@ def test_a_partial_key_visits_every_page_without_a_script_error(page, served, wh
         shot(page, f"hostile-{who}-{name}")
         # Still signed in: a 403 is not a revoked key.
         assert page.locator("#nav").is_visible()
+
+
+def test_a_stream_the_key_may_not_open_says_why_and_is_not_retried(page, served):
+    created = _new_key(served, ["read"], label="read only, private streams")
+    handshakes = _count_handshakes(page)
+    sign_in(page, served, created["token"])
+    _route(page, "#/orders?exchange=SIM")
+    badge = page.get_by_test_id("orders-stream-ORDERS")
+    badge.wait_for()
+    page.wait_for_function("() => document.querySelector("
+                           "'[data-testid=orders-stream-ORDERS]')?.textContent.endsWith('closed')")
+    assert "'trade' scope" in badge.get_attribute("title")
+    private = [url for url in handshakes if "dataType=ORDERS" in url]
+    page.wait_for_timeout(3000)  # past the first retry's delay (0.5 s)
+    assert [url for url in handshakes if "dataType=ORDERS" in url] == private
+    assert len(private) == 1
+    assert page.locator("#nav").is_visible()  # a missing scope is not a sign-out
+
+
+def _simulator_pid(server) -> int:
+    """The pid of ``astra serve``'s simulator child (its only child process)."""
+    pid = server.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert children, f"no simulator child under {pid}"
+    return int(children[0])
+
+
+def test_a_venue_dying_under_the_ticket_blanks_its_quotes(page, tmp_path):
+    """Its own ``astra serve`` (the simulator is killed): the ticket's best bid/ask is not
+    left showing the dead venue's last prices as live."""
+    from tests.serve_process import ServedAstra
+
+    server = ServedAstra(tmp_path / "data").start()
+    try:
+        sign_in(page, server)
+        _route(page, f"#/trade?market={SPOT}")
+        state = page.get_by_test_id("trade-bbo-state")
+        page.wait_for_function("""() => {
+            const q = (id) => document.querySelector(`[data-testid=${id}]`)?.textContent || "";
+            return q("trade-bbo-state") === "live" && q("trade-best-bid").includes("SIM");
+        }""")
+        os.kill(_simulator_pid(server), signal.SIGKILL)
+        page.wait_for_function("() => document.querySelector("
+                               "'[data-testid=trade-bbo-state]')?.textContent !== 'live'")
+        assert state.text_content() in ("disconnected", "resyncing"), state.text_content()
+        assert state.get_attribute("title")  # the reason the gateway gave
+        bid = page.get_by_test_id("trade-best-bid").text_content()
+        ask = page.get_by_test_id("trade-best-ask").text_content()
+        assert bid == "Bid—" and ask == "Ask—", (bid, ask)
+        shot(page, "hostile-ticket-venue-down")
+    finally:
+        server.stop()
+
+
+def test_the_market_page_recovers_after_the_gateway_restarts(page, tmp_path):
+    """``astra serve`` stopped and started again on the same data dir and port while the market
+    page is open: the page keeps retrying (never a storm: the backoff grows to 8 s) and is
+    synced again once the gateway is back, without a reload or a new sign-in."""
+    from tests.serve_process import ServedAstra
+
+    with socket.socket() as probe:  # a free port, kept across the restart
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ServedAstra(tmp_path / "data", "--port", str(port)).start()
+    try:
+        handshakes = _count_handshakes(page)
+        sign_in(page, server)
+        _route(page, f"#/market?market={SPOT}")
+        synced = ("() => document.querySelector('[data-testid=market-state]')?.textContent"
+                  " === 'synced'")
+        page.wait_for_function(synced)
+        server.stop()
+        before = len(handshakes)
+        # Six failed handshakes of the book: one past the fifth (after 0.5 + 1 + 2 + 4 + 8 s),
+        # where the stream used to give up for good.
+        deadline = time.monotonic() + 60
+        while sum("ORDERBOOK" in url for url in handshakes[before:]) < 6:
+            assert time.monotonic() < deadline, handshakes[before:]
+            page.wait_for_timeout(500)
+        failed = len(handshakes) - before
+        server.start()
+        page.wait_for_function(synced, timeout=60_000)
+        assert page.locator("#nav").is_visible()
+        assert len(handshakes) - before <= failed + 6  # the book and the trades, once more
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("pasted", ["ключ-не-тот", "astra key with spaces", "🔑"])
+def test_pasting_something_that_is_no_key_says_so(page, served, pasted):
+    page.goto(served.base + "/")
+    page.get_by_test_id("api-key-input").fill(pasted)
+    page.get_by_test_id("sign-in").click()
+    page.wait_for_function("() => document.getElementById('sign-in-error').textContent")
+    error = page.get_by_test_id("sign-in-error").text_content()
+    assert "not an API key" in error or "not valid" in error, error
+    assert "did not answer" not in error
+    assert page.locator("#nav").is_hidden()

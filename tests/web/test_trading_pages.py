@@ -353,3 +353,30 @@ def test_a_perpetual_fill_shows_a_position(page, served):
     assert [(p["market"], p["side"], p["quantity"]) for p in positions] == [
         (perp, "LONG", 0.003)]
     shot(page, "orders-live")
+
+
+def test_cancel_all_asks_for_a_confirmation_first(page, served):
+    """One click on "Cancel all" only arms it; the second cancels the market's every order."""
+    bid = _call(served, "GET", f"/orderbook?market={MARKET}&depth=1")[1]["bids"][0]["price"]
+    ids = []
+    for i in range(2):
+        code, order = _call(served, "POST", "/orders", {
+            "market": MARKET, "side": "BUY", "type": "LIMIT", "quantity": 0.001,
+            "price": round(bid * 0.5) + i, "clientOrderId": f"cancel-all-{i}-{id(page)}"})
+        assert code == 200 and order["status"] == "NEW", order
+        ids.append(order["orderId"])
+    sign_in(page, served, "orders?exchange=SIM")
+    rows = [page.locator(f'[data-testid="orders-open-row"][data-order-id="{oid}"]')
+            for oid in ids]
+    for row in rows:
+        row.wait_for()
+    button = page.locator(f'[data-testid="orders-cancel-all"][data-market="{MARKET}"]')
+    button.click()
+    assert "Confirm" in button.text_content()
+    for oid in ids:  # nothing was sent yet
+        assert _call(served, "GET", f"/orders/{oid}?market={MARKET}")[1]["status"] == "NEW"
+    button.click()
+    for row in rows:
+        row.wait_for(state="detached")
+    for oid in ids:
+        assert _call(served, "GET", f"/orders/{oid}?market={MARKET}")[1]["status"] == "CANCELED"

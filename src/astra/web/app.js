@@ -85,6 +85,12 @@ async function signIn(event) {
   const key = input.value.trim().replace(/^x-astra-api-key:\s*/i, "").replace(/^bearer\s+/i, "");
   const error = document.getElementById("sign-in-error");
   error.textContent = "";
+  // A header carries only printable ASCII: fetch() would fail with a misleading
+  // "the gateway did not answer" on anything else pasted in.
+  if (!/^[\x21-\x7e]+$/.test(key)) {
+    error.textContent = "That is not an API key: a key is printable ASCII, with no spaces.";
+    return;
+  }
   try {
     await api("GET", "/openapi.json", { key }); // any valid key may read it
   } catch (err) {

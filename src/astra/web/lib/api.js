@@ -63,7 +63,9 @@ export const del = (path, query) => api("DELETE", path, { query });
 /**
  * A WebSocket on ``path`` (``/ws`` or ``/ws/...``) with ``query``, reconnecting with backoff.
  * onMessage(obj) for each JSON message; onState(state, detail) with "open", "reconnecting",
- * "closed" (for good: closed by us, or refused: revoked key, missing scope).
+ * "closed" (for good: closed by us, or refused: revoked key, missing scope, whose detail is
+ * the server's "CODE: message"). A revoked or expired key signs the tab out (through
+ * onUnauthorized), as a REST 401 does.
  * Returns { close() }.
  */
 export function stream(path, query, { onMessage, onState = () => {} }) {
@@ -85,8 +87,13 @@ export function stream(path, query, { onMessage, onState = () => {} }) {
     };
     ws.onclose = (event) => {
       if (stopped) return;
-      // 1008: the key was revoked or lacks the scope; a refused handshake never opens.
-      if (event.code === 1008 || (!opened && delay >= 8000)) {
+      // 1008 (the key was revoked or expired): ask over REST, whose 401 signs the tab out
+      // (closing this stream) even on a page that makes no REST call of its own.
+      if (event.code === 1008) api("GET", "/openapi.json").catch(() => {});
+      if (!opened) explainRefusal();
+      // Anything else (the gateway restarting, a network blip) is retried for as long as
+      // the page is open, at most every 8 s: the page recovers once the gateway is back.
+      if (event.code === 1008) {
         stopped = true;
         onState("closed", event.reason || `closed (${event.code})`);
         return;
@@ -96,6 +103,22 @@ export function stream(path, query, { onMessage, onState = () => {} }) {
       delay = Math.min(delay * 2, 8000);
     };
   }
+  // A browser hides why a handshake was refused. The same URL as a plain GET is refused the
+  // same way, with the server's JSON: a 401 signs the tab out (api() does); any other 4xx (a
+  // scope the key lacks, an unknown market) ends the stream with the server's message
+  // instead of retrying it. WEBSOCKET_UPGRADE_REQUIRED means the handshake itself would be
+  // accepted; 408/429 and no answer at all are worth retrying.
+  function explainRefusal() {
+    api("GET", path, { query }).catch((err) => {
+      const final = err.status >= 400 && err.status < 500 && err.status !== 408 &&
+        err.status !== 429 && err.code !== "WEBSOCKET_UPGRADE_REQUIRED";
+      if (stopped || !final) return;
+      stopped = true;
+      clearTimeout(timer);
+      onState("closed", `${err.code}: ${err.message}`);
+    });
+  }
+
   connect();
   return {
     close() {

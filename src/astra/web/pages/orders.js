@@ -108,6 +108,22 @@ export async function mount(root, ctx) {
     renderOrders();
   }
 
+  // Cancel all asks once more (the button turns into "Confirm", for 4 s): one stray click
+  // must not cancel a market's every order. Armed per market, not per button: the bar is
+  // redrawn on every order update.
+  const armed = new Map(); // market -> time the confirmation expires
+  const isArmed = (market) => (armed.get(market) || 0) > Date.now();
+  function confirmCancelAll(market) {
+    if (isArmed(market)) {
+      armed.delete(market);
+      renderOrders();
+      return cancelAll(market);
+    }
+    armed.set(market, Date.now() + 4000);
+    renderOrders();
+    setTimeout(() => { if (!isArmed(market)) renderOrders(); }, 4100);
+  }
+
   async function cancelAll(market) {
     try {
       const answer = await del("/orders", { market });
@@ -147,8 +163,8 @@ export async function mount(root, ctx) {
     for (const o of rows) perMarket.set(o.market, (perMarket.get(o.market) || 0) + 1);
     clear(cancelAllBar).append(...[...perMarket].map(([market, n]) => h("button", {
       type: "button", class: "small danger", "data-testid": "orders-cancel-all",
-      "data-market": market, onclick: () => cancelAll(market) },
-    `Cancel all ${market} (${n})`)));
+      "data-market": market, onclick: () => confirmCancelAll(market) },
+    isArmed(market) ? `Confirm: cancel all ${market} (${n})` : `Cancel all ${market} (${n})`)));
     clear(recentBody).append(...(recent.length ? recent.map((o) => h("tr",
       { "data-testid": "orders-recent-row", "data-order-id": o.orderId || "" },
       h("td", { class: "mono muted" }, time(o.updatedAt || o.createdAt)),

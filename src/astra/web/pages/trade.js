@@ -6,6 +6,8 @@
 // - SMART: "Send routed order" is enabled only by a dry-run preview of exactly the fields on
 //   the ticket; any change invalidates that preview.
 // - The best bid/ask comes from GET /bbo, then the BBO stream; the stream closes on unmount.
+//   A resync (the venue's feed went down) blanks it until the next quote: never stale prices
+//   shown as live.
 
 import { post, get, stream } from "../lib/api.js";
 import { clear, errorText, h, num, time, toast, venueTag } from "../lib/dom.js";
@@ -211,11 +213,14 @@ export async function mount(root, ctx) {
     clearErrors();
     const param = err.parameter ? String(err.parameter).split(".")[0] : null;
     const box = param && form.querySelector(`.tt-field[data-field="${CSS.escape(param)}"]`);
-    if (box) {
+    if (box) { // said once, next to the field it names; the code goes in its tooltip
       box.classList.add("invalid");
       box.querySelector(".tt-field-error").textContent = err.message;
+      box.title = err.code || "";
+    } else {
+      formError.textContent = errorText(err);
     }
-    formError.textContent = errorText(err);
+    resultPanel.hidden = true; // the last order's answer is not this one's
   }
 
   function usePrice(which) {
@@ -246,6 +251,12 @@ export async function mount(root, ctx) {
       spreadCell.textContent = "";
     }
     layout();
+  }
+
+  function showStreamState(s, detail) {
+    streamState.textContent = s === "open" ? "live" : s;
+    streamState.className = `state state-${s}`;
+    streamState.title = detail || "";
   }
 
   async function watchMarket() {
@@ -284,12 +295,17 @@ export async function mount(root, ctx) {
       return;
     }
     bboStream = stream("/ws", { market, dataType: "BBO" }, {
-      onMessage: (msg) => { if (msg.type === "bbo" && msg.market === market) renderBbo(msg); },
-      onState: (s, detail) => {
-        streamState.textContent = s === "open" ? "live" : s;
-        streamState.className = `state state-${s}`;
-        if (detail) streamState.title = detail;
+      onMessage: (msg) => {
+        if (msg.type === "resync") {
+          // The venue's feed is down or resyncing: its last prices are stale, not "live".
+          renderBbo({});
+          showStreamState(msg.state || "resyncing", msg.reason);
+        } else if (msg.type === "bbo" && msg.market === market) {
+          if (streamState.textContent !== "live") showStreamState("open");
+          renderBbo(msg);
+        }
       },
+      onState: (s, detail) => showStreamState(s, detail),
     });
   }
 
@@ -431,7 +447,7 @@ export async function mount(root, ctx) {
           h("th", { class: "num" }, "Fee"), h("th", { class: "num" }, "Latency"))),
         h("tbody", {}, children.map((c) => h("tr", { "data-testid": "trade-result-child" },
           h("td", {}, venueTag(c.venue)), h("td", {}, `${c.round}`),
-          h("td", { class: "muted" }, `${c.leg + 1}`),
+          h("td", { class: "muted" }, `${c.leg}`), // the API's leg number (from 0)
           h("td", {}, c.timeInForce), h("td", { class: "num" }, num(c.quantity)),
           h("td", { class: "num" }, num(c.price)),
           h("td", {}, h("span", { class: `state state-${c.status}` }, c.status),
