@@ -12,7 +12,7 @@ __all__ = ["CHROMIUM", "FLAGS", "SCREENSHOTS", "TIMEOUT_MS", "shot", "sign_in"]
 CHROMIUM = os.environ.get("ASTRA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("ASTRA_SCREENSHOTS")
                    or Path(__file__).resolve().parents[2] / "build" / "screenshots")
-TIMEOUT_MS = 20_000  # every wait on the page: books and orders on a busy 2-core machine
+TIMEOUT_MS = 30_000  # every wait on the page: books and orders on a busy 2-core machine
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage"]

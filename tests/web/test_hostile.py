@@ -109,38 +109,28 @@ def _count_handshakes(page) -> list[str]:
     return handshakes
 
 
-def test_revoking_the_signed_in_key_signs_the_market_page_out(page, served):
+@pytest.mark.parametrize(("route", "ready", "text"), [
+    (f"#/market?market={SPOT}", "market-state", "synced"),  # the book and the trades
+    (f"#/trade?market={SPOT}", "trade-bbo-state", "live"),  # the ticket's quotes
+])
+def test_revoking_the_signed_in_key_signs_the_open_page_out(page, served, route, ready, text):
+    """A page with only live streams open: the key revoked -> the tab signs out with the
+    reason, forgets the key, and no stream reconnects with the dead key."""
     created = _new_key(served, ["read", "trade"])
     handshakes = _count_handshakes(page)
     sign_in(page, served, created["token"])
-    _route(page, f"#/market?market={SPOT}")
-    page.wait_for_function("() => document.querySelector('[data-testid=market-state]') &&"
-                           " document.querySelector('[data-testid=market-state]').textContent"
-                           " === 'synced'")
+    _route(page, route)
+    page.wait_for_function("([id, text]) => document.querySelector(`[data-testid=${id}]`)"
+                           "?.textContent === text", arg=[ready, text])
     opened = len(handshakes)
-    assert opened >= 2  # the book and the trades
+    assert opened >= 1
     _rest(served, "DELETE", f"/api-keys/{created['keyId']}")
     page.locator("#sign-in").wait_for(state="visible")
     assert "refused" in page.get_by_test_id("sign-in-error").text_content()
     assert page.evaluate("sessionStorage.getItem('astra.apiKey')") is None
-    shot(page, "hostile-revoked")
-    # Signed out: no stream reconnects with the dead key (let any stray timer fire).
-    page.wait_for_timeout(5000)
-    assert len(handshakes) == opened, handshakes[opened:]
-
-
-def test_revoking_the_key_while_the_ticket_is_open_signs_out(page, served):
-    created = _new_key(served, ["read", "trade"])
-    handshakes = _count_handshakes(page)
-    sign_in(page, served, created["token"])
-    _route(page, f"#/trade?market={SPOT}")
-    page.wait_for_function("() => document.querySelector('[data-testid=trade-bbo-state]') &&"
-                           " document.querySelector('[data-testid=trade-bbo-state]')"
-                           ".textContent === 'live'")
-    opened = len(handshakes)
-    _rest(served, "DELETE", f"/api-keys/{created['keyId']}")
-    page.locator("#sign-in").wait_for(state="visible")
-    page.wait_for_timeout(5000)
+    if ready == "market-state":
+        shot(page, "hostile-revoked")
+    page.wait_for_timeout(5000)  # let any stray reconnect timer fire
     assert len(handshakes) == opened, handshakes[opened:]
 
 
