@@ -10,7 +10,7 @@ import re
 import aiohttp
 
 from astra.server.scopes import PUBLIC, ROUTE_SCOPES
-from astra.server.terminal import WEB_FILES
+from astra.server.terminal import web_files
 
 TIMEOUT = 20
 _JS_IMPORTS = re.compile(r'^\s*(?:import|export)\s[^;]*?\bfrom\s+["\']([^"\']+)["\']'
@@ -33,7 +33,7 @@ async def _get(http: aiohttp.ClientSession, url: str, **kw) -> tuple[int, object
 
 async def test_the_shell_and_every_file_are_served_without_a_key(gateway):
     gw, _ = gateway
-    files = WEB_FILES()
+    files = web_files()
     assert {"index.html", "app.js", "lib/api.js", "lib/dom.js", "style.css"} <= set(files)
     assert not any(name.endswith(".py") for name in files)
     async with asyncio.timeout(TIMEOUT), aiohttp.ClientSession() as http:

@@ -26,12 +26,12 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from astra.core import AstraError, BookResync, Error, TradesMessage, Unauthorized
+from astra.core import AstraError, BookResync, TradesMessage, Unauthorized
 from astra.core._otc import QuoteResponse
 from astra.core._trading import BalancesMessage, FillsMessage, OrdersMessage, ResyncMessage
 
 from ._book import BookGap, LocalBook
-from ._http import Transport, api_error, query_params
+from ._http import Transport, _decode_error, api_error, query_params
 
 __all__ = ["Dropped", "WsFeed", "watch_book", "watch_private", "watch_quotes",
            "watch_trades"]
@@ -48,7 +48,6 @@ _decode_resync = msgspec.json.Decoder(BookResync).decode
 _decode_quote = msgspec.json.Decoder(QuoteResponse).decode
 
 
-_decode_error_frame = msgspec.json.Decoder(Error).decode  # {"type":"error","code",...}
 
 
 class Dropped:
@@ -225,7 +224,7 @@ async def watch_quotes(transport: Transport, account_id: str, params: Mapping[st
             if isinstance(frame, Dropped):
                 continue  # no state to lose: the next quote is as good
             if b'"type":"error"' in frame:
-                yield AstraError.from_model(_decode_error_frame(frame))
+                yield AstraError.from_model(_decode_error(frame))  # {"type":"error",...}
             else:
                 yield _decode_quote(frame)
     finally:

@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from astra.core import (
+    MAX_RECENT_RESYNCS,
+    SMART,
     Bbo,
     BookResync,
     ConsolidatedBook,
@@ -44,13 +46,15 @@ from astra.core import (
     ConsolidatedUpdate,
     DataType,
     FeedState,
+    FeedStatus,
     FeedUnavailable,
     MemberState,
+    ResyncEvent,
 )
 from astra.venues.base import Venue, VenueMarket
 
 from .bbo import BboFeed, best_quotes, total
-from .channels import Channel, Client
+from .channels import Channel, Client, latency_ms
 from .smart import MemberBook, SmartMarket
 from .smart_members import SETTLED, Member, merge_levels, now_ms
 
@@ -201,6 +205,44 @@ class SmartChannel(Channel):
         reason = "no member book in sync: " + ", ".join(
             f"{m.venue_code} {s}" for m, s in zip(members, states, strict=True))
         return FeedState(state=state, since=now_ms(), reason=reason)  # type: ignore[arg-type]
+
+    def status(self) -> FeedStatus | None:
+        """This book's row of ``GET /feeds``, or None with no member attached: ``synced`` while
+        any member contributes (since the earliest such member's change), else the members'
+        combined state (since the latest change); its counters add up its members' (every
+        member resync gives its clients a fresh snapshot), its recent resyncs are theirs,
+        each prefixed with the venue; its latency is the member's that updated last."""
+        members = [m for m in self.members.values() if m.channel is not None]
+        if not members:
+            return None
+        books = [m.channel for m in members]
+        live = [m for m in members if m.live]
+        if live:
+            state, reason = "synced", None
+            since = min(m.channel.since for m in live)
+        else:
+            states = [m.state for m in members]
+            state = ("connecting" if "connecting" in states else
+                     "resyncing" if "resyncing" in states or "stale" in states else
+                     "disconnected")
+            reason = "no member book in sync: " + ", ".join(
+                f"{m.venue_code} {s}" for m, s in zip(members, states, strict=True))
+            since = max(m.stale_since if m.state == "stale" else m.channel.since
+                        for m in members)
+        recent = sorted(((at, f"{m.venue_code}: {why}") for m in members
+                         for at, why in m.channel.recent_resyncs), reverse=True)
+        last = max(books, key=lambda b: b.received_ns)
+        return FeedStatus(
+            market=self.smart.symbol, venue=SMART, data_type="ORDERBOOK",
+            state=state, since=since, reason=reason,  # type: ignore[arg-type]
+            resyncs=sum(b.resyncs for b in books),
+            recent_resyncs=[ResyncEvent(at=at, reason=why)
+                            for at, why in recent[:MAX_RECENT_RESYNCS]],
+            updates=sum(b.updates for b in books),
+            last_update=last.received_ns // 1_000_000 if last.received_ns else None,
+            latency_ms=latency_ms(last.received_ns, last.event_ms),
+            clients=len(self.clients) + len(self.bbo.clients),
+        )
 
     def _resync_frame(self) -> bytes | None:
         members = list(self.members.values())

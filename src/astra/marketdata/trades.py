@@ -107,8 +107,7 @@ class TradeChannel(Channel):
         if self._pending:
             self._flush()  # what came before the drop goes out before the resync
         reason = public_reason(reason) if reason else "disconnected"
-        self.resyncs += 1
-        self.recent_resyncs.append((self.since, reason))
+        self._note_resync(reason)
         self.down = FeedState(state="disconnected", since=self.since, reason=reason)
         if self.clients:
             self._fan_out(resync_frame(self.market.symbol, self.down))

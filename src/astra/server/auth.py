@@ -52,6 +52,7 @@ from astra.core import AstraError, Forbidden, Overloaded, Unauthorized
 from astra.store import TOUCH_EVERY, ApiKeyStore, KeyInfo, ip_allowed, parse_token
 
 from .errors import error_response, is_websocket_path
+from .params import API_KEY_QUERY
 from .scopes import PUBLIC, check_scope, required_scope
 
 __all__ = [
@@ -72,7 +73,6 @@ API_KEY_HEADER = "x-astra-api-key"
 # Typed request-storage keys: the verified key, and the subprotocol a WebSocket must echo.
 API_KEY = web.RequestKey("api_key", KeyInfo)
 WS_PROTOCOL = web.RequestKey("ws_protocol", str)
-API_KEY_QUERY = "apiKey"
 KEY_LOAD_THREADS = 2
 MAX_PENDING_KEY_LOADS = 64  # key ids being read at once; a burst of new clients fits
 _MISSING = (

@@ -24,13 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from astra.core import InvalidParameter, Overloaded, parse_market
+from astra.core import Overloaded, parse_market
 from astra.history.query import DEFAULT_LIMIT, MAX_LIMIT, HistoryReader
 from astra.tape import parse_time
 
-from .auth import API_KEY_QUERY
 from .errors import json_response
-from .params import MAX_DEPTH, int_param, required
+from .params import MAX_DEPTH, int_param, only_params, required
 
 __all__ = ["DEFAULT_SPAN_US", "MAX_QUERIES", "QUERY_THREADS", "history_routes"]
 
@@ -40,16 +39,7 @@ MAX_QUERIES = 64  # history queries running or waiting for a thread; beyond, 503
 
 
 def _query(request: web.Request, names: tuple[str, ...]) -> Mapping[str, str]:
-    query = request.query
-    for name in query:
-        if name == API_KEY_QUERY:
-            continue
-        if name not in names:
-            takes = ", ".join(names) or "no parameter"
-            raise InvalidParameter(name[:40], f"unknown parameter: {request.path} takes {takes}")
-        if len(query.getall(name)) > 1:
-            raise InvalidParameter(name, "given more than once")
-    return query
+    return only_params(request.query, names, request.path)
 
 
 def _market(query: Mapping[str, str]) -> str:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from multidict import MultiMapping
+
 from astra.core import DataType, InvalidParameter, MissingParameter
 
 __all__ = [
+    "API_KEY_QUERY",
     "DEFAULT_TRADES_LIMIT",
     "MAX_DEPTH",
     "MAX_SINCE",
@@ -23,6 +26,7 @@ __all__ = [
     "WS_DATA_TYPES",
     "bool_param",
     "int_param",
+    "only_params",
     "required",
     "venues_param",
 ]
@@ -37,6 +41,23 @@ WS_DATA_TYPES = (*(d.value for d in DataType), *PRIVATE_DATA_TYPES)
 
 
 MAX_VENUES = 32  # GET /orderbook?venues=: codes in the list
+API_KEY_QUERY = "apiKey"  # a WebSocket handshake's key in its URL (auth.py judges it)
+
+
+def only_params(query: MultiMapping[str], names: tuple[str, ...], where: str, *,
+                repeatable: tuple[str, ...] = ()) -> MultiMapping[str]:
+    """``query`` when each of its names is one of ``names`` (or the handshake's key), given
+    once unless ``repeatable``: a misspelt or doubled parameter is a 400 naming it, never
+    silently ignored (which of two was meant?)."""
+    for name in query:
+        if name == API_KEY_QUERY:
+            continue
+        if name not in names:
+            takes = ", ".join(names) or "no parameter"
+            raise InvalidParameter(name[:40], f"unknown parameter: {where} takes {takes}")
+        if name not in repeatable and len(query.getall(name)) > 1:
+            raise InvalidParameter(name, "given more than once")
+    return query
 
 
 def bool_param(query: Mapping[str, str], name: str) -> bool:

@@ -53,7 +53,8 @@ from astra.core import (
     parse_market,
 )
 
-from .auth import API_KEY_QUERY, WS_PROTOCOL
+from .auth import WS_PROTOCOL
+from .params import only_params
 from .sessions import attach_ws
 
 if TYPE_CHECKING:
@@ -140,15 +141,7 @@ class _Replay:
         # pyarrow loads with astra.tape: only once a replay is asked for, not at CLI start.
         from astra.tape import date_of, day_start_us, format_time, parse_time
 
-        query = request.query
-        for name in query:  # as the /history routes: no guessing which of two was meant
-            if name == API_KEY_QUERY:
-                continue
-            if name not in _NAMES:
-                raise InvalidParameter(name[:40], "unknown parameter: a replay takes "
-                                       f"{', '.join(_NAMES)}")
-            if name != "market" and len(query.getall(name)) > 1:
-                raise InvalidParameter(name, "given more than once")
+        query = only_params(request.query, _NAMES, "a replay", repeatable=("market",))
         data_type = query.get("dataType")
         if not data_type:
             raise MissingParameter("dataType")

@@ -19,7 +19,7 @@ from importlib import resources
 
 from aiohttp import web
 
-__all__ = ["WEB_FILES", "terminal_routes"]
+__all__ = ["terminal_routes", "web_files"]
 
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html",
           ".svg": "image/svg+xml", ".json": "application/json"}
@@ -27,7 +27,7 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
-def _load() -> dict[str, tuple[bytes, str, str]]:
+def web_files() -> dict[str, tuple[bytes, str, str]]:
     """relative path -> (body, content type, etag) of every file of the package but Python's."""
     files: dict[str, tuple[bytes, str, str]] = {}
 
@@ -49,12 +49,9 @@ def _load() -> dict[str, tuple[bytes, str, str]]:
     return files
 
 
-WEB_FILES = _load  # a function: tests read the package's files as the server does
-
-
 def terminal_routes() -> list[web.RouteDef]:
     """``GET /`` (the shell) and ``GET /terminal/{path}`` (its modules and styles)."""
-    files = _load()
+    files = web_files()
 
     def answer(request: web.Request, name: str) -> web.Response:
         found = files.get(name)

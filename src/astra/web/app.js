@@ -37,6 +37,7 @@ async function show() {
   const turn = ++mounted;
   await unmount();
   if (!getKey()) return showSignIn();
+  const hash = location.hash;
   const { name, params } = parseHash();
   for (const link of document.querySelectorAll("#nav a")) {
     link.classList.toggle("active", link.dataset.page === name ||
@@ -50,7 +51,10 @@ async function show() {
     root.append(h("p", { class: "error" }, `page ${name} failed to load: ${err}`));
     return;
   }
-  if (turn !== mounted) return;
+  // The hash may have changed while the module loaded, its hashchange event not yet handled:
+  // that event mounts the right page. Mounting this one now would let it take the new hash
+  // for its own (pages compare location.hash to tell they were left).
+  if (turn !== mounted || location.hash !== hash) return;
   // Each page mounts into its own node: a page left while it still loads writes into a
   // detached node, never into the next page; its cleanup runs as soon as its mount returns.
   const holder = h("div", { class: "page-root", "data-page": name });

@@ -89,15 +89,15 @@ export function stream(path, query, { onMessage, onState = () => {} }) {
       if (stopped) return;
       // 1008 (the key was revoked or expired): ask over REST, whose 401 signs the tab out
       // (closing this stream) even on a page that makes no REST call of its own.
-      if (event.code === 1008) api("GET", "/openapi.json").catch(() => {});
-      if (!opened) explainRefusal();
-      // Anything else (the gateway restarting, a network blip) is retried for as long as
-      // the page is open, at most every 8 s: the page recovers once the gateway is back.
       if (event.code === 1008) {
         stopped = true;
+        api("GET", "/openapi.json").catch(() => {});
         onState("closed", event.reason || `closed (${event.code})`);
         return;
       }
+      if (!opened) explainRefusal();
+      // Anything else (the gateway restarting, a network blip) is retried for as long as
+      // the page is open, at most every 8 s: the page recovers once the gateway is back.
       onState("reconnecting", event.reason || `closed (${event.code})`);
       timer = setTimeout(connect, delay);
       delay = Math.min(delay * 2, 8000);

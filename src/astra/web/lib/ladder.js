@@ -70,11 +70,8 @@ export class Ladder {
     const maxLevel = Math.max(0, ...bids.map((l) => l.quantity), ...asks.map((l) => l.quantity));
     this._fill(this.bids, bids, maxTotal, maxLevel);
     this._fill(this.asks, asks, maxTotal, maxLevel);
-    const bid = bids[0];
-    const ask = asks[0];
-    if (bid && ask) {
-      const spread = ask.price - bid.price;
-      const mid = (ask.price + bid.price) / 2;
+    const { spread, mid } = book;
+    if (spread !== null) {
       this.spreadPrice.textContent = fixed(mid, this.priceDigits + 1);
       this.spreadText.textContent =
         `spread ${fixed(spread, this.priceDigits)} · ${(spread / mid * 1e4).toFixed(2)} bps`;
