@@ -17,7 +17,11 @@ STREAMS = "/".join(
 
 
 async def test_slow_client_is_dropped_and_fast_client_keeps_flowing(stalled_ws):
-    limits = WsLimits(max_streams=1024, messages_per_second=5, ping_interval=180.0, max_queue=50)
+    # A step's frames are queued at once and a late clock runs steps back to back, so the
+    # bound leaves room for a few steps' burst (a fast client on a loaded machine) and is
+    # still soon reached by a client that never reads.
+    limits = WsLimits(max_streams=1024, messages_per_second=5, ping_interval=180.0,
+                      max_queue=400)
     async with SimServer(SimExchange(seed=2, ws_limits={"spot": limits})) as sim:
         side = sim.exchange.sides["spot"]
         stalled = await stalled_ws(sim.port, f"/sstream/stream?streams={STREAMS}")
