@@ -1,15 +1,23 @@
-"""Gateway throughput, measured side by side in one run.
+"""Gateway REST throughput against its ceiling, measured side by side in one run.
 
-``astra serve`` runs as a child process (with its simulator child); the load comes from
-this process (WebSocket clients) and from ``wrk`` when it is installed (HTTP).
+``astra serve`` runs as a child process (with its simulator child, one simulated venue); the
+load comes from ``wrk`` (``/usr/bin/wrk``: -t1 -c32, the same for every target).
 
-1. ``GET /orderbook?depth=20`` requests/s from the gateway's live synced book, next to
-   ``GET /api/v1/depth?limit=20`` straight from the simulator (the venue's own REST): ratio.
-2. ORDERBOOK WebSocket: 100 clients on one market; update frames/s delivered in total, and
-   the share of the upstream updates each client received (1.00 = nothing dropped).
-3. Encode once vs encode per client, for one update fanned out to 100 clients: ratio.
+1. ``GET /orderbook?market=SIM-SPOT-BTC-USDT&depth=20`` from the gateway's live synced book,
+   with the API key header (every request authenticated, scoped, counted and timed), next to
+   the ceiling: a bare aiohttp app in its own child process (uvloop like ``astra serve``,
+   access log off) answering every GET with the gateway's own answer, fetched once (the same
+   bytes). Runs alternate gateway / ceiling, best of ``--rounds`` each; prints
+   ``gateway r/s``, ``ceiling r/s`` and ``ratio``, and each server process's CPU time per
+   request (user + system from /proc, the gateway's own process without its simulator):
+   throughput depends on the machine's load, the CPU cost per request much less.
+2. Encode once vs encode per client, for one update fanned out to 100 clients: ratio.
 
-Usage: python benchmarks/bench_gateway.py [--clients 100] [--seconds 5]
+(The WebSocket fan-out benchmark is ``benchmarks/bench_fanout.py``. The simulator's own REST
+is no reference here: it rate-limits per IP like the venue it imitates, so under wrk most of
+its answers are 429s.)
+
+Usage: python benchmarks/bench_gateway.py [--seconds 3] [--rounds 3] [--clients 100]
 """
 
 from __future__ import annotations
@@ -30,14 +38,15 @@ import msgspec
 from astra.core import BookUpdate, Level
 
 TOKEN = "benchbench23." + "b" * 10 + "ENCH" + "c" * 20 + "-_xyz0123"
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+BOOK_PATH = "/orderbook?market=SIM-SPOT-BTC-USDT&depth=20"
 
 
-def start_gateway() -> tuple[subprocess.Popen, str, str]:
+def start_gateway() -> tuple[subprocess.Popen, str]:
     data_dir = tempfile.mkdtemp()
     env = dict(os.environ, ASTRA_API_KEY=TOKEN, ASTRA_DATA_DIR=data_dir)
     config = os.path.join(data_dir, "bench.toml")
-    with open(config, "w") as f:  # every benchmark client shares one key: lift the per-key cap
-        f.write("ws_connections_per_key = 10000\n")
+    with open(config, "w") as f:
         # One simulated venue (serve's default is three): the figures stay comparable with
         # earlier runs, and the simulator's CPU does not crowd the gateway on a small machine.
         f.write("[venues.SIM]\n")
@@ -57,47 +66,84 @@ def start_gateway() -> tuple[subprocess.Popen, str, str]:
             gateway = m[1]
         if m := re.search(r"running at (http://\S+)", line):
             sim = m[1]
-    return proc, gateway, sim
+    return proc, gateway
 
 
-def wrk(url: str, seconds: float, headers: dict[str, str]) -> float | None:
-    if shutil.which("wrk") is None:
-        return None
-    args = ["wrk", "-t1", "-c32", f"-d{int(seconds)}s"]
+# --- the ceiling: a bare aiohttp server answering precomputed bytes ---------------------------
+
+def serve_ceiling(body_file: str) -> None:
+    """Child process: GET on any path answers the file's bytes as application/json."""
+    import uvloop
+    from aiohttp import web
+
+    with open(body_file, "rb") as f:
+        body = f.read()
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", answer)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        print(f"ceiling on http://127.0.0.1:{port}", flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def start_ceiling(body: bytes) -> tuple[subprocess.Popen, str]:
+    fd, path = tempfile.mkstemp(suffix=".json")
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--serve-ceiling", path],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    m = re.search(r"ceiling on (http://\S+)", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError("ceiling server did not start")
+    return proc, m[1]
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (not its children), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: float, headers: dict[str, str], pid: int | None = None,
+        ) -> tuple[float, float]:
+    """(requests/s, server CPU µs per request; nan without ``pid``) of one wrk run."""
+    args = [WRK, "-t1", "-c32", f"-d{int(seconds)}s"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
+    cpu = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 30)
+    cpu = cpu_seconds(pid) - cpu if pid is not None else float("nan")
     m = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
-    return float(m[1]) if m else None
+    n = re.search(r"(\d+) requests in", out.stdout)
+    if m is None or n is None:
+        raise RuntimeError(f"wrk gave no figure: {out.stdout} {out.stderr}")
+    if "Non-2xx" in out.stdout:
+        raise RuntimeError(f"non-2xx answers from {url}: {out.stdout}")
+    return float(m[1]), cpu * 1e6 / max(int(n[1]), 1)
 
 
-async def ws_fanout(gateway: str, clients: int, seconds: float) -> tuple[float, float]:
-    url = (
-        f"{gateway.replace('http', 'ws')}/ws?market=SIM-PERP-BTC-USDT&dataType=ORDERBOOK"
-        f"&apiKey={TOKEN}"
-    )
-    counts = [0] * clients
-    max_update = [0] * clients
-    stop = time.monotonic() + seconds
-
-    async def client(i: int) -> None:
-        async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
-            first = msgspec.json.decode((await ws.receive(timeout=10)).data)
-            start_id = first["updateId"]
-            while time.monotonic() < stop:
-                try:
-                    msg = await ws.receive(timeout=1)
-                except TimeoutError:
-                    continue
-                counts[i] += 1
-                max_update[i] = msgspec.json.decode(msg.data)["updateId"] - start_id
-
-    begin = time.monotonic()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    elapsed = time.monotonic() - begin
-    # Every client should receive every upstream update: compare with the busiest client.
-    expected = max(counts)
-    return sum(counts) / elapsed, (sum(counts) / clients) / expected if expected else 0.0
+async def fetch(url: str, headers: dict[str, str]) -> bytes:
+    async with aiohttp.ClientSession(headers=headers) as s, s.get(url) as r:
+        body = await r.read()
+        assert r.status == 200, body
+        return body
 
 
 def encode_fanout(clients: int = 100, n: int = 2000) -> tuple[float, float]:
@@ -130,28 +176,44 @@ def encode_fanout(clients: int = 100, n: int = 2000) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated runs per target")
+    parser.add_argument("--serve-ceiling", metavar="BODY_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    proc, gateway, sim = start_gateway()
+    if args.serve_ceiling:
+        serve_ceiling(args.serve_ceiling)
+        return
+    if not os.path.exists(WRK):
+        sys.exit("wrk is not installed (apt-get install wrk): the HTTP figures need it")
+    proc, gateway = start_gateway()
+    ceiling_proc = None
     try:
         headers = {"x-astra-api-key": f"Bearer {TOKEN}"}
-        book_url = f"{gateway}/orderbook?market=SIM-SPOT-BTC-USDT&depth=20"
-        asyncio.run(_warm(book_url, headers))
-        ours = wrk(book_url, args.seconds, headers)
-        venue = wrk(f"{sim}/api/v1/depth?symbol=BTCUSDT&limit=20", args.seconds, {})
-        if ours is None:
-            print("wrk not installed: HTTP figures skipped (apt-get install wrk)")
-        else:
-            print(
-                f"GET /orderbook depth=20: {ours:,.0f} req/s from the gateway vs "
-                f"{venue:,.0f} req/s from the venue's own REST = {ours / venue:.2f}x"
-            )
-        rate, share = asyncio.run(ws_fanout(gateway, args.clients, args.seconds))
-        print(
-            f"WS ORDERBOOK, {args.clients} clients: {rate:,.0f} updates/s delivered; each "
-            f"client got {share:.2f} of the updates the busiest client got"
-        )
+        book_url = gateway + BOOK_PATH
+        body = asyncio.run(fetch(book_url, headers))  # also starts the book's feed
+        ceiling_proc, ceiling = start_ceiling(body)
+        ceiling_url = ceiling + BOOK_PATH
+        assert len(asyncio.run(fetch(ceiling_url, headers))) == len(body)
+        wrk(book_url, 1, headers)  # warm both: connections, caches, the feed's first updates
+        wrk(ceiling_url, 1, headers)
+        ours, top = [], []
+        for _ in range(args.rounds):
+            ours.append(wrk(book_url, args.seconds, headers, proc.pid))
+            top.append(wrk(ceiling_url, args.seconds, headers, ceiling_proc.pid))
+        g, c = max(r for r, _ in ours), max(r for r, _ in top)
+        g_cpu, c_cpu = min(u for _, u in ours), min(u for _, u in top)
+        print(f"GET /orderbook depth=20 ({len(body)} bytes), wrk -c32, best of {args.rounds} "
+              f"alternated {args.seconds:g} s runs:")
+        for name, best, runs in (("gateway", g, ours), ("ceiling", c, top)):
+            print(f"  {name} r/s  {best:>9,.0f}   (runs: "
+                  f"{', '.join(f'{x:,.0f}' for x, _ in runs)}; server CPU µs/request: "
+                  f"{', '.join(f'{u:.1f}' for _, u in runs)})")
+        print(f"  ratio        {g / c:>9.2f}   (target >= 0.80; server CPU per request, best: "
+              f"gateway {g_cpu:.1f} µs, ceiling {c_cpu:.1f} µs = {c_cpu / g_cpu:.2f})")
     finally:
+        if ceiling_proc is not None:
+            ceiling_proc.terminate()
+            ceiling_proc.wait(timeout=15)
         proc.terminate()
         proc.wait(timeout=15)
     once, each = encode_fanout(args.clients)
@@ -159,11 +221,6 @@ def main() -> None:
         f"fan-out of one update to {args.clients} clients: encode once {once:,.0f}/s vs "
         f"encode per client {each:,.0f}/s = {once / each:.1f}x"
     )
-
-
-async def _warm(url: str, headers: dict[str, str]) -> None:
-    async with aiohttp.ClientSession(headers=headers) as s, s.get(url) as r:
-        assert r.status == 200, await r.text()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "astra"
 ENTRY = 100  # astra itself, cli, __main__
 RANK = {
     "core": 0,
+    "telemetry": 0.5,  # astra.telemetry: the metrics families; imports nothing from astra
     "net": 1,
     "store": 2,
     "tape": 2.5,  # recorded market data on disk (history writes it, the simulator replays it)

@@ -35,9 +35,11 @@ def _query_cases() -> list[tuple[str, str, dict, int | None, str]]:
         ("GET", "/trades", "market"), ("GET", "/orders", "market"),
         ("DELETE", "/orders", "market"), ("GET", "/orders/1", "market"),
         ("GET", "/fills", "market"), ("GET", "/balances", "exchange"),
-        ("GET", "/positions", "exchange"), ("GET", "/ws", "dataType"),
+        ("GET", "/positions", "exchange"),
     ):
         cases.append((method, path, {}, 400, name))
+    # (/ws with neither market nor dataType is a connection with no subscription yet)
+    cases.append(("GET", "/ws", {"market": SPOT}, 400, "dataType"))
     cases.append(("GET", "/ws", {"dataType": "TRADE"}, 400, "market"))
     cases.append(("GET", "/ws", {"dataType": "ORDERS"}, 400, "exchange"))
     for market, status in BAD_MARKETS:

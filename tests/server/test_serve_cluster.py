@@ -223,7 +223,7 @@ def _levels(book: dict) -> dict:
 
 async def _metric(http: aiohttp.ClientSession, ops: str, name: str) -> int:
     async with http.get(f"{ops}/metrics") as resp:
-        found = re.search(rf"^{name} (\d+)$", await resp.text(), re.M)
+        found = re.search(rf"^{name} (\d+)(?:\.0)?$", await resp.text(), re.M)
     assert found, name
     return int(found[1])
 

@@ -763,3 +763,86 @@ def test_generated_client_order_ids_suit_every_venue() -> None:
 )
 def test_client_order_id_rules(value: Any, exchange: str | None, ok: bool) -> None:
     assert is_valid_client_order_id(value, exchange) is ok
+
+
+# --- one commit for the intent, the acknowledgement deferred ------------------------------------
+
+
+def _state_seen_by(db: Db, entry_id: int) -> str:
+    """The row's state as another connection sees it (committed rows only)."""
+    other = (sa.create_engine(db.engine.url) if not db.schema
+             else _pg_engine(db.url, db.schema))
+    try:
+        with other.connect() as conn:
+            return conn.execute(sa.select(ORDERS_JOURNAL.c.state).where(
+                ORDERS_JOURNAL.c.id == entry_id)).scalar_one()
+    finally:
+        other.dispose()
+
+
+def test_begin_sent_commits_the_intent_as_sent_at_once(journal: OrderJournal, db: Db,
+                                                       clock: Clock) -> None:
+    entry, created = journal.begin("k1", "SIM", "SIM-SPOT-BTC-USDT", "s1", {"q": 1}, sent=True)
+    assert created and entry.state is JournalState.SENT and entry.sent_at == clock.now
+    assert _state_seen_by(db, entry.id) == "SENT"
+    assert [e.id for e in journal.pending()] == [entry.id]  # reconciled like any sent order
+    again, created = journal.begin("k1", "SIM", "SIM-SPOT-BTC-USDT", "s1", {"q": 1}, sent=True)
+    assert not created and again.id == entry.id
+    assert journal.acknowledge(entry.id, "9", {"status": "NEW"}).state is (
+        JournalState.ACKNOWLEDGED)
+
+
+def test_a_deferred_acknowledgement_is_seen_by_every_later_call(journal: OrderJournal,
+                                                                db: Db) -> None:
+    entry, _ = journal.begin("k1", "SIM", "SIM-SPOT-BTC-USDT", "d1", {"q": 1}, sent=True)
+    journal.acknowledge_later(entry.id, "77", {"status": "FILLED"})
+    # SQLite: inline with no running loop, so at once; PostgreSQL: on the writer thread.
+    # Either way another thread's read sees it.
+    seen: list[JournalEntry | None] = []
+    reader = threading.Thread(target=lambda: seen.append(journal.get_entry(entry.id)))
+    reader.start()
+    reader.join(10)
+    assert seen and seen[0].state is JournalState.ACKNOWLEDGED and seen[0].venue_order_id == "77"
+    assert _state_seen_by(db, entry.id) == "ACKNOWLEDGED"
+
+
+def test_deferred_writes_run_before_the_next_call_of_any_thread(journal: OrderJournal,
+                                                                db: Db) -> None:
+    entries = [journal.begin("k1", "SIM", "SIM-SPOT-BTC-USDT", f"q{i}", {"q": i}, sent=True)[0]
+               for i in range(3)]
+    journal._deferred.inline = False  # on the writer thread, whatever the backend
+
+    gate = threading.Event()
+    journal._deferred.submit(gate.wait, 10)  # holds the writer until released
+    for e in entries:
+        journal.acknowledge_later(e.id, str(100 + e.id), {"status": "NEW"})
+    assert journal._deferred.pending >= 3
+    threading.Timer(0.2, gate.set).start()
+    listed = journal.list_orders("k1")  # waits for (or runs) the queued writes first
+    assert all(e.state is JournalState.ACKNOWLEDGED for e in listed)
+    assert {e.venue_order_id for e in listed} == {str(100 + e.id) for e in entries}
+
+
+def test_a_failed_deferred_write_leaves_the_entry_pending(journal: OrderJournal) -> None:
+    entry, _ = journal.begin("k1", "SIM", "SIM-SPOT-BTC-USDT", "f1", {"q": 1})  # INTENT
+    journal.acknowledge_later(entry.id, "5", {"status": "NEW"})  # not allowed from INTENT
+    journal.flush()
+    got = journal.get_entry(entry.id)
+    assert got.state is JournalState.INTENT and got.pending
+
+
+def test_writes_are_observed_by_operation(db: Db, clock: Clock) -> None:
+    from astra.telemetry import Telemetry
+
+    telemetry = Telemetry()
+    journal = OrderJournal(db.engine, clock=clock, telemetry=telemetry)
+    a, _ = journal.begin("k1", "SIM", "SIM-SPOT-BTC-USDT", "t1", {"q": 1})
+    journal.mark_sent(a.id)
+    journal.acknowledge_later(a.id, "1", {"status": "NEW"})
+    journal.update_order(a.id, {"status": "FILLED"})
+    b, _ = journal.begin("k1", "SIM", "SIM-SPOT-BTC-USDT", "t2", {"q": 2}, sent=True)
+    journal.reject(b.id, {"code": "INVALID_ORDER", "message": "no"})
+    sample = telemetry.registry.get_sample_value
+    for operation, count in (("begin", 2), ("sent", 1), ("ack", 1), ("update", 1),
+                             ("reject", 1)):
+        assert sample("astra_journal_write_seconds_count", {"operation": operation}) == count

@@ -153,6 +153,7 @@ class SlowFirstWriteJournal(OrderJournal):
     def __init__(self, engine) -> None:
         super().__init__(engine)
         self.slowed = False
+        self.inline_writes = False  # its writes on a thread, as the sleep below assumes
 
     def begin(self, *args, **kwargs):
         entry, created = super().begin(*args, **kwargs)

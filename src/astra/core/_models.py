@@ -44,6 +44,9 @@ __all__ = [
     "Side",
     "Trade",
     "TradesMessage",
+    "WsAck",
+    "WsError",
+    "WsId",
     "sim_code",
     "venue_family",
 ]
@@ -244,8 +247,8 @@ class Trade(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", gc
 
 
 class TradesMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """WebSocket TRADE message: the trades since the previous message. ``market`` is set on a
-    replay (``WS /ws?from=…``), where one connection may carry several markets."""
+    """WebSocket TRADE message: the trades since the previous message, and their market (set on
+    live streams and replays, where one connection may carry several markets)."""
 
     trades: list[Trade]
     market: str | None = None
@@ -262,6 +265,28 @@ class Error(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     retry_after: float | None = None  # seconds; also sent as a Retry-After header on HTTP
     feed: FeedState | None = None  # a market's feed state, when its live data is unavailable
     members: list[MemberState] | None = None  # a SMART market's member books, when none is live
+
+
+# --- WS /ws control messages (one connection, many subscriptions) -----------------------------
+
+WsId = str | int | float  # a client message's ``id``: any JSON string or number, echoed back
+
+
+class WsAck(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+    """The answer to a ``{"op":"subscribe"|"unsubscribe",...}`` message on ``WS /ws``."""
+
+    type: Literal["subscribed", "unsubscribed"]
+    market: str
+    data_type: str
+    id: WsId | None = None  # the message's own ``id``, when it had one
+
+
+class WsError(Error, kw_only=True, omit_defaults=True, rename="camel", tag_field="type",
+              tag="error"):
+    """A refused message on ``WS /ws``: ``{"type":"error"}`` and the HTTP error body of the
+    same fault, plus the message's ``id``; the connection stays open."""
+
+    id: WsId | None = None
 
 
 # --- the consolidated (SMART) book and best bid/offer ------------------------------------------

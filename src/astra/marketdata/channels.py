@@ -25,6 +25,11 @@ Invariants:
 - Counters for ``GET /feeds`` (``status()``): every ``on_resync`` counts, the last
   ``MAX_RECENT_RESYNCS`` kept with their time and public reason; an update costs one counter,
   one ``time.time_ns()`` and two attribute writes (latency is worked out when read).
+- With the engine's ``telemetry``, a book update that has WebSocket clients observes
+  ``feed_latency_seconds`` (per venue): from its arrival in ``on_update`` (the feed calls it
+  as the venue frame is parsed) to its frame written or queued for every client.
+- Fan-out encodes each message once and hands the same bytes object to every client
+  (``BoundedSender`` frames it once too, and writes it without a task switch per client).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import contextlib
 import logging
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Protocol
 
 import msgspec
@@ -183,9 +188,16 @@ class Channel:
         # (ns) and venue event time (ms).
         self.resyncs = 0
         self.recent_resyncs: deque[tuple[int, str]] = deque(maxlen=MAX_RECENT_RESYNCS)
+        self.resync_reasons: Counter[str] = Counter()  # /metrics: by kind (_note_resync)
         self.updates = 0
         self.received_ns = 0
         self.event_ms = 0
+        # The engine's telemetry (None: not measured): update receipt to fanned out, per venue.
+        telemetry = getattr(engine, "telemetry", None)
+        self._observe_fan_out = (
+            telemetry.observer(telemetry.feed_latency_seconds, getattr(venue, "code", "SMART"))
+            if telemetry is not None else None
+        )
 
     def acquire(self) -> None:
         self.refs += 1
@@ -228,7 +240,13 @@ class Channel:
 
     def _note_resync(self, reason: str) -> None:
         self.resyncs += 1
-        self.recent_resyncs.append((_now_ms(), public_reason(reason) if reason else "resync"))
+        why = public_reason(reason) if reason else "resync"
+        self.recent_resyncs.append((_now_ms(), why))
+        # A metrics label: numbers out (sequence ids), and a bounded set per channel.
+        kind = re.sub(r"\d+", "N", why)[:80]
+        if kind not in self.resync_reasons and len(self.resync_reasons) >= 32:
+            kind = "other"
+        self.resync_reasons[kind] += 1
 
     def _status(self, state: str, since: int, reason: str | None) -> FeedStatus:
         listeners = getattr(self, "listeners", ())
@@ -416,7 +434,7 @@ class BookChannel(Channel):
         self.book.apply(bids, asks, update_id, timestamp)
         self.engine.stats["book_updates"] += 1
         self.updates += 1
-        self.received_ns = _time_ns()
+        self.received_ns = received_ns = _time_ns()
         self.event_ms = timestamp
         if self.clients:
             frame = _encode(
@@ -431,6 +449,8 @@ class BookChannel(Channel):
                 )
             )
             self._fan_out(frame)
+            if (observe := self._observe_fan_out) is not None:
+                observe((_time_ns() - received_ns) * 1e-9)
         if self.listeners:
             self._tell("book_update", bids, asks)
 

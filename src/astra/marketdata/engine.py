@@ -10,9 +10,11 @@ Invariants:
   that arrive while the book is unsynced are never forwarded (the feed does not emit them).
 - Each update is encoded once; the same bytes go to every subscriber's bounded queue, so
   a slow client costs the feed nothing (see ``astra.net.BoundedSender``).
-- REST reads are served from the same synced book; a read of an unsynced book waits for the
-  next snapshot, bounded by ``book_wait`` (then 504), and fails at once (503, with the feed's
-  state) while the venue's connection is known to be down (``channels.py``).
+- REST reads are served from the same synced book (``order_book_now``: with no await and the
+  body cached per depth until the book's next update, while its channel runs and is synced);
+  a read of an unsynced book waits for the next snapshot, bounded by ``book_wait`` (then
+  504), and fails at once (503, with the feed's state) while the venue's connection is known
+  to be down (``channels.py``).
 - Recent trades come from the running trade feed where the venue reports its connection
   (one REST seed per connection); elsewhere from REST. Either way a venue failure is a 503
   that names the venue, not its URL; a local rate limit is a 429 with ``Retry-After``.
@@ -55,6 +57,7 @@ from astra.core import (
     VenueUnavailable,
     parse_market,
 )
+from astra.telemetry import Telemetry
 from astra.venues.base import Venue, VenueMarket
 
 from .bbo import BboFeed, single_bbo
@@ -69,12 +72,16 @@ _encode = msgspec.json.Encoder().encode
 Subscription = tuple[Callable[[Client], None], Callable[[Client], None]]  # (add, remove)
 
 
+_ORDERBOOK = DataType.ORDERBOOK  # (an enum attribute lookup per REST read otherwise)
+
 class MarketDataEngine:
     def __init__(
         self, venues: Mapping[str, Venue], *, linger: float = 30.0, book_wait: float = 10.0,
         smart: SmartConfig | None = None, source: FeedSource | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.venues = dict(venues)
+        self.telemetry = telemetry  # channels observe fan-out latency into it (None: not measured)
         # Where channels' feeds come from: the venues' own connections, or (an edge node) a
         # mirror of a feed node's books; the venues still give the markets' metadata.
         self.source: FeedSource = source or VenueFeeds()
@@ -139,6 +146,17 @@ class MarketDataEngine:
     async def order_book(self, symbol: str, depth: int | None = None) -> bytes:
         """The encoded ``OrderBook`` from the live synced book (starting its feed if needed)."""
         return (await self._synced_book(symbol)).rest_frame(depth)
+
+    def order_book_now(self, symbol: str, depth: int | None = None) -> bytes | None:
+        """``order_book`` without an await when ``symbol``'s book channel runs and is synced
+        (the REST hot path: one dict lookup, the body encoded once per book version and
+        depth); None otherwise: call ``order_book`` (resolve, start the feed, wait)."""
+        channel = self.channels.get((symbol, _ORDERBOOK))
+        # (Only a resolved market has a channel; a SMART symbol's is no BookChannel.)
+        if type(channel) is not BookChannel or not channel.synced.is_set():
+            return None
+        channel.touch()
+        return channel.rest_frame(depth)
 
     async def _synced_book(self, symbol: str) -> BookChannel:
         """``symbol``'s book channel once synced (starting its feed if needed)."""

@@ -12,11 +12,12 @@ Invariants:
   call, every ``on_trades`` batch (venue units, as received) and every change of connection;
   with no listener the feed pays one emptiness check per event. A listener that raises is
   logged and does not disturb the feed or the other listeners.
-- WebSocket clients get trades in batches (one per loop iteration). When the feed is lost
-  (trades may be missed), they get the book's ``{"type":"resync","state":"disconnected"}``
-  message at once, after the trades that came before it, once per drop (the feed's first
-  report of "down" counts as a drop, even if it was never up); a client that joins while it is
-  down gets it at once too. Trades resume without a snapshot.
+- WebSocket clients get trades in batches (one per loop iteration, each naming its market).
+  When the feed is lost (trades may be missed), they get the book's
+  ``{"type":"resync","state":"disconnected"}`` message at once, after the trades that came
+  before it, once per drop (the feed's first report of "down" counts as a drop, even if it was
+  never up); a client that joins while it is down gets it at once too. Trades resume without
+  a snapshot.
 - For ``GET /feeds`` (``status()``): the feed is ``connecting`` until its first report (or,
   on a venue that reports no connection, its first trades), then ``synced`` while up and
   ``disconnected`` while down; every drop counts as a resync, with its reason. A batch
@@ -149,7 +150,7 @@ class TradeChannel(Channel):
         if self.clients:
             if self.units is not None:  # converted only when someone receives them
                 trades = self.units.trades(trades)
-            frame = _encode(TradesMessage(trades=trades))
+            frame = _encode(TradesMessage(trades=trades, market=self.market.symbol))
             self._fan_out(frame)
 
     async def recent_trades(self, limit: int) -> list[Trade]:

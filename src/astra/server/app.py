@@ -12,96 +12,37 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
-from astra.core import DataType, InvalidParameter, MissingParameter, TradesMessage
+from astra.core import InvalidParameter, MissingParameter, TradesMessage
 from astra.marketdata.engine import MarketDataEngine
 from astra.marketdata.smart import SMART_PREFIX
-from astra.net import BoundedSender
+from astra.telemetry import Telemetry
 
-from .auth import WS_PROTOCOL
-from .errors import MAX_BODY_BYTES, error_middleware, json_response
+from .auth import ApiKeyAuth
+from .errors import FRONT_DOOR, MAX_BODY_BYTES, error_middleware, front_door, json_response
+from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .openapi import openapi_document
 from .params import (
     DEFAULT_TRADES_LIMIT,
     MAX_DEPTH,
     MAX_TRADES_LIMIT,
     PRIVATE_DATA_TYPES,
-    WS_DATA_TYPES,
     bool_param,
     int_param,
     required,
     venues_param,
 )
-from .sessions import WsSessions, attach_ws
+from .sessions import WsSessions
+from .ws import LiveStreams
 
 __all__ = ["Metrics", "build_app", "build_metrics_app"]
 
 log = logging.getLogger(__name__)
-_DATA_TYPES = {d.value: d for d in DataType}
-
-
-class Metrics:
-    """Counters behind ``/metrics`` (Prometheus text format)."""
-
-    def __init__(self, engine: MarketDataEngine) -> None:
-        self.engine = engine
-        self.requests: Counter[tuple[str, int]] = Counter()
-        self.ws_clients: Counter[str] = Counter()
-        self.started = time.time()
-        self.desk: Any = None  # the OTC desk (astra.otc.Desk), when the gateway has one
-        self.recorder: Any = None  # the history recorder (astra.history.Recorder), when on
-        self.role = "all"  # astra serve --role: all, feed or edge
-        # A cluster node's counters: part ("feed", "edge", "limits") -> name -> count.
-        self.cluster: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
-
-    def render(self) -> str:
-        lines = ["# TYPE astra_http_requests_total counter"]
-        for (route, status), n in sorted(self.requests.items()):
-            lines.append(f'astra_http_requests_total{{route="{route}",status="{status}"}} {n}')
-        lines.append("# TYPE astra_ws_clients gauge")
-        for data_type in DataType:
-            lines.append(f'astra_ws_clients{{dataType="{data_type}"}} {self.ws_clients[data_type]}')
-        for name, value in self.engine.stats.items():
-            lines.append(f"# TYPE astra_{name}_total counter")
-            lines.append(f"astra_{name}_total {value}")
-        lines.append("# TYPE astra_feeds gauge")
-        lines.append(f"astra_feeds {len(self.engine.channels)}")
-        if self.desk is not None:
-            lines.append("# TYPE astra_otc_events_total counter")
-            for name in ("quotes", "quotes_refused", "trades", "accepts_refused",
-                         "accepts_repeated"):
-                lines.append(f'astra_otc_events_total{{event="{name}"}} {self.desk.stats[name]}')
-            hedger = self.desk.hedger
-            lines.append("# TYPE astra_otc_hedge_legs_failed_total counter")
-            lines.append(f"astra_otc_hedge_legs_failed_total {hedger.failed if hedger else 0}")
-        if self.recorder is not None:
-            stats = self.recorder.stats
-            lines.append("# TYPE astra_history_rows_total counter")
-            for name in ("rows_recorded", "rows_dropped"):
-                lines.append(f'astra_history_rows_total{{outcome="{name[5:]}"}} {stats[name]}')
-            for name in ("files_written", "flushes", "write_errors"):
-                lines.append(f"# TYPE astra_history_{name}_total counter")
-                lines.append(f"astra_history_{name}_total {stats[name]}")
-            lines.append("# TYPE astra_history_pending_rows gauge")
-            lines.append(f"astra_history_pending_rows {self.recorder.pending}")
-        if self.cluster is not None:
-            for part, stats in sorted(self.cluster().items()):
-                for name, value in sorted(stats.items()):
-                    metric = f"astra_cluster_{part}_{name}_total"
-                    lines.append(f"# TYPE {metric} counter")
-                    lines.append(f"{metric} {value}")
-        lines.append("# TYPE astra_uptime_seconds gauge")
-        lines.append(f"astra_uptime_seconds {time.time() - self.started:.0f}")
-        return "\n".join(lines) + "\n"
+_QUERY_MEMO = 1024  # parsed GET /orderbook query strings kept (then all forgotten at once)
 
 
 class _Routes:
@@ -118,23 +59,47 @@ class _Routes:
         self.private_ws = private_ws  # ORDERS / FILLS / BALANCES subscriptions
         self.replay_ws = replay_ws  # recorded data: a query with `from` (server/replay.py)
         self.max_queue, self.send_buffer = max_queue, send_buffer
+        self.live = LiveStreams(engine, metrics, max_queue, send_buffer)
+        # GET /orderbook: raw query string -> (market, depth), for single venues' books
+        self._book_queries: dict[str, tuple[str, int | None]] = {}
 
     async def markets(self, request: web.Request) -> web.Response:
         return json_response(await self.engine.markets(required(request.query, "exchange")))
 
     async def orderbook(self, request: web.Request) -> web.Response:
+        # A query string seen before (a client polling one book) is not parsed again.
+        raw = request.rel_url.raw_query_string
+        parsed = self._book_queries.get(raw)
+        if parsed is None:
+            parsed = self._book_query(request)
+            if parsed is None:  # the consolidated book (venues=, feeAdjusted=)
+                return web.Response(body=await self.engine.smart_order_book(
+                    required(request.query, "market"),
+                    int_param(request.query, "depth", None, MAX_DEPTH),
+                    venues_param(request.query), bool_param(request.query, "feeAdjusted")),
+                    content_type="application/json")
+            if len(self._book_queries) >= _QUERY_MEMO:
+                self._book_queries.clear()
+            self._book_queries[raw] = parsed
+        market, depth = parsed
+        # The live book's cached bytes as they are (encoded once per version and depth).
+        body = self.engine.order_book_now(market, depth)
+        if body is None:  # not yet running or synced: resolve, start the feed, wait
+            body = await self.engine.order_book(market, depth)
+        return web.Response(body=body, content_type="application/json")
+
+    @staticmethod
+    def _book_query(request: web.Request) -> tuple[str, int | None] | None:
+        """(market, depth) of a single venue's book; None for a SMART market; raises for a
+        bad query (nothing remembered)."""
         market = required(request.query, "market")
         depth = int_param(request.query, "depth", None, MAX_DEPTH)
-        if market.startswith(SMART_PREFIX):  # the consolidated book (venues=, feeAdjusted=)
-            body = await self.engine.smart_order_book(
-                market, depth, venues_param(request.query),
-                bool_param(request.query, "feeAdjusted"))
-        else:
-            for name in ("venues", "feeAdjusted"):  # a book that is not what was asked: 400
-                if name in request.query:
-                    raise InvalidParameter(name, "only SMART markets take " + name)
-            body = await self.engine.order_book(market, depth)  # encoded once per book version
-        return web.Response(body=body, content_type="application/json")
+        if market.startswith(SMART_PREFIX):
+            return None
+        for name in ("venues", "feeAdjusted"):  # a book that is not what was asked: 400
+            if name in request.query:
+                raise InvalidParameter(name, "only SMART markets take " + name)
+        return market, depth
 
     async def bbo(self, request: web.Request) -> web.Response:
         market = required(request.query, "market")
@@ -165,38 +130,9 @@ class _Routes:
         for name in ("to", "speed"):  # replay parameters without a replay
             if name in request.query:
                 raise MissingParameter("from")
-        raw_type = required(request.query, "dataType")
-        if self.private_ws is not None and raw_type in PRIVATE_DATA_TYPES:
+        if self.private_ws is not None and request.query.get("dataType") in PRIVATE_DATA_TYPES:
             return await self.private_ws(request)
-        market = required(request.query, "market")
-        data_type = _DATA_TYPES.get(raw_type)
-        if data_type is None:
-            raise InvalidParameter("dataType", f"expected one of {', '.join(WS_DATA_TYPES)}")
-        add, remove = await self.engine.subscription(market, data_type)
-        protocol = request.get(WS_PROTOCOL)
-        ws = web.WebSocketResponse(
-            protocols=(protocol,) if protocol else (),
-            heartbeat=30.0,
-            max_msg_size=4096,
-            writer_limit=self.send_buffer,  # bytes buffered in the process before backpressure
-        )
-        await ws.prepare(request)
-        attach_ws(request, ws)  # its key's revocation closes it from now on
-        client = BoundedSender(ws, request.transport, self.max_queue, send_buffer=self.send_buffer)
-        writer = asyncio.create_task(client.writer())
-        add(client)
-        self.metrics.ws_clients[data_type] += 1
-        try:
-            async for _ in ws:  # one subscription per connection: client messages are ignored
-                if writer.done():
-                    break
-        finally:
-            self.metrics.ws_clients[data_type] -= 1
-            remove(client)
-            client.close(WSCloseCode.OK, "")
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await asyncio.wait_for(writer, 5)
-        return ws
+        return await self.live(request)  # market streams, many per connection (server/ws.py)
 
 
 def build_app(
@@ -209,17 +145,30 @@ def build_app(
     send_buffer: int = 256 * 1024,
     private_ws: Callable | None = None,
     replay_ws: Callable | None = None,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """The public API. ``auth`` is the API-key middleware (None only in tests of routing);
     ``sessions`` caps and tracks WebSockets per key (closing a revoked key's);
     ``max_queue`` (frames) and ``send_buffer`` (bytes) bound what a slow client may hold;
-    ``replay_ws`` serves ``/ws`` requests with ``from`` (replays, ``server/replay.py``)."""
-    middlewares = [error_middleware(metrics.requests)]
-    if auth is not None:
-        middlewares.append(auth)
-    if sessions is not None:  # after auth: it counts by the verified key
-        middlewares.append(sessions.middleware)
+    ``replay_ws`` serves ``/ws`` requests with ``from`` (replays, ``server/replay.py``);
+    ``telemetry`` is what the app observes into (default ``metrics.telemetry``: the registry
+    ``/metrics`` exposes)."""
+    telemetry = telemetry if telemetry is not None else metrics.telemetry
+    door = None
+    if auth is None or isinstance(auth, ApiKeyAuth):
+        # One frame per request for errors, timing, the key and sessions (errors.FrontDoor);
+        # sessions after the key: they count by the verified key. Under GatewayRunner the
+        # door is the server's request handler (no middleware frame); under any other
+        # runner, the app's only middleware: the same checks either way.
+        door = front_door(metrics.requests, telemetry, gate=auth, sessions=sessions)
+        middlewares: list = [door]
+    else:  # another auth middleware (tests): the same order, as separate middlewares
+        middlewares = [error_middleware(metrics.requests, telemetry), auth]
+        if sessions is not None:
+            middlewares.append(sessions.middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    if door is not None:
+        app[FRONT_DOOR] = door
     routes = _Routes(engine, metrics, max_queue, send_buffer, private_ws, replay_ws)
     app.add_routes(
         [
@@ -249,7 +198,10 @@ def build_metrics_app(metrics: Metrics) -> web.Application:
         )
 
     async def prometheus(request: web.Request) -> web.Response:
-        return web.Response(text=metrics.render(), content_type="text/plain")
+        # prometheus_client's exposition of this gateway's own registry (server/metrics.py)
+        response = web.Response(body=metrics.exposition())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
 
     app = web.Application()
     app.add_routes([web.get("/health", health), web.get("/metrics", prometheus)])

@@ -36,11 +36,22 @@ Invariants:
   outside the key's scopes a 403 naming the address or scope.
 - A key's last-used time is written at most every ``touch_every`` seconds per key, on the
   verifier's threads: never on the loop, never awaited by the request.
+- The hot path (a cached key id) has no await: one token parse, one dict lookup, one SHA-256
+  compared in constant time, the route's scope found once per route (``ApiKeyAuth``). A
+  revocation through this process's store drops the key id from the cache, so the very next
+  request reads it again and is refused.
+- On a keep-alive connection (``protocol.GatewayProtocol``) the same header as the last
+  verified one is the same key without the parse and the SHA-256: the header is compared in
+  constant time and the store's cache entry it was verified against must still be the live
+  one (the same object), so a revocation, a re-read after the cache's TTL (another process's
+  revocation or scope change) or an eviction is seen on the very next request; expiry, the IP
+  allow-list and the scope are checked on every request as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +64,7 @@ from astra.store import TOUCH_EVERY, ApiKeyStore, KeyInfo, ip_allowed, parse_tok
 
 from .errors import error_response, is_websocket_path
 from .params import API_KEY_QUERY
-from .scopes import PUBLIC, check_scope, required_scope
+from .scopes import ANY_SCOPE, PUBLIC, check_scope, required_scope, route_scope
 
 __all__ = [
     "API_KEY",
@@ -61,7 +72,9 @@ __all__ = [
     "API_KEY_QUERY",
     "KEY_LOAD_THREADS",
     "MAX_PENDING_KEY_LOADS",
+    "PER_REQUEST",
     "WS_PROTOCOL",
+    "ApiKeyAuth",
     "KeyVerifier",
     "auth_middleware",
     "authenticate",
@@ -89,6 +102,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _from_header(value: str) -> str | None:
+    if value.startswith("Bearer "):  # the usual form, without a split
+        return value[7:].strip() or None
     parts = value.strip().split(None, 1)
     if not parts:
         return None
@@ -181,40 +196,56 @@ class KeyVerifier:
         except Exception:  # advisory: a failed write must not surface; retried next period
             self._touched.pop(key_id, None)
 
-    async def verify(self, token: str) -> KeyInfo | None:
+    def verify_now(self, token: str) -> KeyInfo | bool | None:
+        """``verify`` without awaiting when it can: the key (or None) when the token is
+        malformed or its key id cached; False when the key id must be read first (``verify``).
+        The hot path of every request: one parse, one dict lookup, one SHA-256."""
         parsed = parse_token(token)
         if parsed is None:
             return None
-        key_id = parsed[0]
+        return self.store.verify_cached(*parsed)
+
+    async def verify(self, token: str) -> KeyInfo | None:
+        found = self.verify_now(token)
+        if found is not False:
+            return found  # type: ignore[return-value]
+        key_id = token.partition(".")[0]  # verify_now parsed it: well formed
         store = self.store
-        if not store.is_cached(key_id):
-            load = self._loading.get(key_id)
-            if load is None:
-                if len(self._loading) >= self.max_pending:
-                    raise Overloaded("too many API key lookups in progress: retry shortly",
-                                     retry_after=1.0)
-                load = self._run(store.load, key_id)
-                self._loading[key_id] = load
-                load.add_done_callback(lambda _: self._loading.pop(key_id, None))
-            await asyncio.shield(load)
-            if not store.is_cached(key_id):  # cache disabled, or expired meanwhile
-                return await self._run(store.verify, token)
-        return store.verify(token)
+        load = self._loading.get(key_id)
+        if load is None:
+            if len(self._loading) >= self.max_pending:
+                raise Overloaded("too many API key lookups in progress: retry shortly",
+                                 retry_after=1.0)
+            load = self._run(store.load, key_id)
+            self._loading[key_id] = load
+            load.add_done_callback(lambda _: self._loading.pop(key_id, None))
+        await asyncio.shield(load)
+        found = self.verify_now(token)
+        if found is False:  # cache disabled, or expired meanwhile
+            return await self._run(store.verify, token)
+        return found  # type: ignore[return-value]
+
+
+def _admit(verifier: KeyVerifier, request: web.BaseRequest, info: KeyInfo | None) -> KeyInfo:
+    """The checks on a verified key, all in memory: unknown, expired, IP allow-list."""
+    if info is None:
+        raise Unauthorized(_INVALID)
+    if info.expires_at is not None and info.expired(int(verifier.clock() * 1000)):
+        raise Unauthorized(f"API key {info.key_id} has expired")
+    if info.allow_ips and not ip_allowed(info.allow_ips, request.remote):
+        raise Forbidden(f"API key {info.key_id} is not allowed from {request.remote}")
+    verifier.touch(info.key_id)
+    return info
 
 
 async def _check(verifier: KeyVerifier, request: web.BaseRequest) -> tuple[KeyInfo, str | None]:
     token, proto = extract_token(request)
     if token is None:
         raise Unauthorized(_MISSING)
-    info = await verifier.verify(token)
-    if info is None:
-        raise Unauthorized(_INVALID)
-    if info.expired(int(verifier.clock() * 1000)):
-        raise Unauthorized(f"API key {info.key_id} has expired")
-    if not ip_allowed(info.allow_ips, request.remote):
-        raise Forbidden(f"API key {info.key_id} is not allowed from {request.remote}")
-    verifier.touch(info.key_id)
-    return info, proto
+    info = verifier.verify_now(token)
+    if info is False:
+        info = await verifier.verify(token)
+    return _admit(verifier, request, info), proto  # type: ignore[arg-type]
 
 
 async def authenticate(verifier: KeyVerifier, request: web.BaseRequest) -> KeyInfo:
@@ -231,32 +262,141 @@ def _reject(err: Unauthorized) -> web.Response:
     )
 
 
-def auth_middleware(
-    store: ApiKeyStore, exempt: frozenset[str] = frozenset(), *,
-    verifier: KeyVerifier | None = None, scoped: bool = False,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """Middleware requiring a valid key on every path except those in ``exempt`` (exact).
-    ``verifier``: the caller's (which it closes), else one of the middleware's own.
-    ``scoped``: also require the route's scope (``scopes.ROUTE_SCOPES``; the gateway does)."""
-    verifier = verifier or KeyVerifier(store)
+class _Memo:
+    """A connection's last verified key header: the header's bytes, the store's cache entry
+    it was verified against (compared by identity) and the key."""
 
-    @web.middleware
-    async def astra_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in exempt or (scoped and required_scope(request) == PUBLIC):
-            return await handler(request)
+    __slots__ = ("entry", "header", "info")
+
+    def __init__(self, header: bytes, entry: object, info: KeyInfo) -> None:
+        self.header, self.entry, self.info = header, entry, info
+
+
+_NO_MEMO = object()  # a connection handler without an ``auth_memo`` attribute: no memo
+# The scope of a route that depends on the request (``/ws``'s data type): found per request.
+PER_REQUEST = object()
+
+
+def _header_bytes(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")  # aiohttp's decoding, undone
+
+
+class ApiKeyAuth:
+    """The API-key check: an aiohttp middleware (``__call__``), and the same check in two
+    calls for a front door that runs it inside its own frame (``errors.FrontDoor``):
+    ``admit_now(request, scope)`` decides without awaiting whenever it can (None: admitted,
+    with ``request[API_KEY]`` and ``request[WS_PROTOCOL]`` set; a response: refused; False:
+    the key id must be read first), then ``await admit(request, scope)`` decides the rest.
+    ``scope`` is ``route_scope(route)``, found once per route by the front door.
+
+    Per connection (a connection handler with an ``auth_memo`` attribute, like
+    ``protocol.GatewayProtocol``), the last verified ``x-astra-api-key`` header is
+    remembered: the same header again is the same key, with no token parse and no SHA-256,
+    while the store's cache entry it was verified against is still the live one (compared by
+    identity: a revocation through the store, a re-read after the cache's TTL, an eviction
+    all replace or drop it, and the next request is verified in full). The header is compared
+    in constant time. Expiry, IP allow-list and scope are checked on every request."""
+
+    __middleware_version__ = 1  # aiohttp's mark of a new-style middleware
+
+    def __init__(self, store: ApiKeyStore, exempt: frozenset[str], verifier: KeyVerifier,
+                 scoped: bool) -> None:
+        self.store, self.exempt, self.verifier, self.scoped = store, exempt, verifier, scoped
+
+    def route_scope(self, route: web.AbstractRoute) -> object:
+        """The scope ``route`` requires (``scopes.ROUTE_SCOPES``; None: none, refused), or
+        ``PER_REQUEST`` when it depends on the request (WebSocket routes, 404/405s)."""
+        resource = route.resource
+        if (not self.scoped or resource is None or route.method == hdrs.METH_ANY
+                or is_websocket_path(resource.canonical)):
+            return PER_REQUEST
+        return route_scope(route.method, resource.canonical)
+
+    def admit_now(self, request: web.Request, scope: object = PER_REQUEST,
+                  ) -> web.StreamResponse | bool | None:
+        if self.scoped:
+            if scope is PER_REQUEST:
+                scope = required_scope(request)
+            if scope == PUBLIC:
+                return None
+        if self.exempt and request.path in self.exempt:
+            return None
         try:
-            info, proto = await _check(verifier, request)
+            header = request.headers.get(API_KEY_HEADER)
+            if header is not None:
+                memo = getattr(request.protocol, "auth_memo", _NO_MEMO)
+                if (memo is not None and memo is not _NO_MEMO
+                        and hmac.compare_digest(memo.header, _header_bytes(header))
+                        and self.store.cache_entry(memo.info.key_id) is memo.entry):
+                    self._grant(request, memo.info, None, scope)  # the same key, unchanged
+                    return None
+            token, proto = extract_token(request)
+            if token is None:
+                raise Unauthorized(_MISSING)
+            info = self.verifier.verify_now(token)  # the hot path: no await
+            if info is False:  # the key id is read off the loop first: admit()
+                return False
+            self._remember(request, header, proto, info)  # type: ignore[arg-type]
+            self._grant(request, info, proto, scope)  # type: ignore[arg-type]
+        except Unauthorized as err:
+            return _reject(err)
+        except AstraError as err:  # Forbidden: a 403
+            return error_response(err)
+        return None
+
+    async def admit(self, request: web.Request, scope: object = PER_REQUEST,
+                    ) -> web.StreamResponse | None:
+        """``admit_now``'s answer once the key id has been read (it may be Overloaded)."""
+        if self.scoped and scope is PER_REQUEST:
+            scope = required_scope(request)
+        try:
+            token, proto = extract_token(request)
+            if token is None:
+                raise Unauthorized(_MISSING)
+            info = await self.verifier.verify(token)
+            self._remember(request, request.headers.get(API_KEY_HEADER), proto, info)
+            self._grant(request, info, proto, scope)
         except Unauthorized as err:
             return _reject(err)
         except AstraError as err:  # Overloaded: a 503 with Retry-After; Forbidden: a 403
             return error_response(err)
-        if scoped:
-            try:
-                check_scope(request, info.scopes)
-            except Forbidden as err:
-                return error_response(err)
+        return None
+
+    def _remember(self, request: web.Request, header: str | None, proto: str | None,
+                  info: KeyInfo | None) -> None:
+        """Memo a key verified from the header on this connection (see the class doc)."""
+        if info is None or header is None or proto is not None:
+            return
+        protocol = request.protocol
+        if getattr(protocol, "auth_memo", _NO_MEMO) is _NO_MEMO:
+            return
+        entry = self.store.cache_entry(info.key_id)
+        # (No entry: the cache is off or already stale; nothing to compare with next time.)
+        protocol.auth_memo = None if entry is None else _Memo(_header_bytes(header), entry, info)
+
+    def _grant(self, request: web.Request, info: KeyInfo | None, proto: str | None,
+               scope: object) -> None:
+        info = _admit(self.verifier, request, info)
+        # The scope check in memory; check_scope words a refusal (and knows 404s).
+        if self.scoped and (scope is None or (scope != ANY_SCOPE and scope not in info.scopes)):
+            check_scope(request, info.scopes)
         request[API_KEY] = info
         request[WS_PROTOCOL] = proto
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = self.admit_now(request)
+        if refused is False:
+            refused = await self.admit(request)
+        if refused is not None:
+            return refused  # type: ignore[return-value]
         return await handler(request)
 
-    return astra_auth
+
+def auth_middleware(
+    store: ApiKeyStore, exempt: frozenset[str] = frozenset(), *,
+    verifier: KeyVerifier | None = None, scoped: bool = False,
+) -> ApiKeyAuth:
+    """Middleware requiring a valid key on every path except those in ``exempt`` (exact).
+    ``verifier``: the caller's (which it closes), else one of the middleware's own.
+    ``scoped``: also require the route's scope (``scopes.ROUTE_SCOPES``; the gateway does)."""
+    return ApiKeyAuth(store, exempt, verifier or KeyVerifier(store), scoped)

@@ -20,7 +20,12 @@ a request's headers, default 10), ``keepalive_timeout`` (idle keep-alive connect
 ``ws_connections_per_key`` (concurrent WebSockets per API key, 50) and
 ``session_revalidate_seconds`` (how often open WebSockets' keys are re-checked, 5) and
 ``body_timeout`` (seconds to receive a request's body, 30); ``astra serve`` checks their types
-and ranges before starting (``astra.server.serve.check_settings``).
+and ranges before starting (``astra.server.serve.check_settings``), and ``log_format``
+(``text``, the default, or ``json``: ``astra.server.logformat``).
+
+Metrics: one ``astra.telemetry.Telemetry`` per gateway (its own registry), handed to what
+observes (the app's middleware, the engine, trading, the key store); ``/metrics`` on the
+metrics port exposes that registry with the state read at scrape time (``server/metrics.py``).
 
 Invariants:
 - The child never outlives the gateway: terminated, then killed, on shutdown; and if the
@@ -58,15 +63,17 @@ from astra.store import ApiKeyStore
 from astra.store.journal import OrderJournal
 from astra.store.otc import OtcStore
 from astra.store.routing_journal import RoutingJournal
+from astra.telemetry import Telemetry
 from astra.trading.credentials import CredentialSource, install_redactor
 from astra.trading.service import TradingService
 from astra.venues import build_venue
 from astra.venues.base import Venue
 
 from .api_keys import api_key_routes
-from .app import Metrics, build_app, build_metrics_app
+from .app import build_app, build_metrics_app
 from .auth import KeyVerifier, auth_middleware
 from .feeds import feeds_routes
+from .metrics import Metrics
 from .otc import otc_routes
 from .private import DEFAULT_BODY_TIMEOUT, private_routes, private_ws
 from .protocol import GatewayRunner, install_log_scrubbers
@@ -74,8 +81,15 @@ from .replay import replay_ws, stop_replays
 from .sessions import WsSessions
 from .terminal import terminal_routes
 
-__all__ = ["REPLAY_OPTIONS", "Gateway", "SimChild", "load_config", "replay_args",
-           "venues_from_config"]
+__all__ = ["REPLAY_OPTIONS", "Gateway", "SimChild", "hand_telemetry", "load_config",
+           "replay_args", "venues_from_config"]
+
+
+def hand_telemetry(part: object, telemetry: Telemetry) -> None:
+    """Give ``part`` the gateway's telemetry when it takes one (has a ``telemetry``
+    attribute): a store handed on to a later gateway (a restart) observes into the later's."""
+    if hasattr(part, "telemetry"):
+        part.telemetry = telemetry
 
 
 def load_config(path: Path | None) -> dict:
@@ -259,16 +273,21 @@ class Gateway:
         history: HistoryConfig | None = None,  # the [history] section (recorder, queries)
         source: FeedSource | None = None,  # where books come from (an edge: its NATS mirror)
     ) -> None:
-        self.engine = MarketDataEngine(venues, linger=linger, smart=smart, source=source)
+        # This gateway's metrics (its own registry: /metrics), handed to what observes.
+        self.telemetry = Telemetry()
+        self.engine = MarketDataEngine(venues, linger=linger, smart=smart, source=source,
+                                       telemetry=self.telemetry)
         # The private API: the order journal lives in the same database as the keys.
         self.trading = TradingService(venues, journal or OrderJournal(keys._engine))
+        for part in (self.trading, self.trading.journal, keys):
+            hand_telemetry(part, self.telemetry)
         # Routed (SMART) orders: parents and children journaled in the same database.
         self.router = SmartRouter(self.engine, self.trading,
                                   RoutingJournal(self.trading.journal._engine))
         self.credentials = credentials
         self.desk = self._desk(otc or OtcConfig())
         self._reconciler: asyncio.Task | None = None
-        self.metrics = Metrics(self.engine)
+        self.metrics = Metrics(self.engine, self.telemetry)
         self.metrics.desk = self.desk
         self.keys = keys
         self.host, self.port, self.metrics_port = host, port, metrics_port
@@ -279,6 +298,7 @@ class Gateway:
         self.sessions = WsSessions(
             keys, per_key=ws_connections_per_key, revalidate_every=session_revalidate_seconds
         )
+        self.metrics.ws_connections = self.sessions.open_count
         self.verifier = KeyVerifier(keys)  # key reads on their own threads, bounded
         # History: queries and replay read ``history.dir`` (also a record made earlier, or by
         # another gateway); the recorder writes it when ``history.markets`` names any.
@@ -290,6 +310,7 @@ class Gateway:
         """The OTC desk: its ledger in the same database; hedges through the router with the
         desk's own venue credentials (``config.hedge_key``), unless ``hedge = "off"``."""
         store = OtcStore(self.trading.journal._engine, precision=config.precision)
+        hand_telemetry(store, self.telemetry)
         hedger = None
         if config.hedge == "sor":
             lookup = self.credentials.get if self.credentials is not None else (
@@ -333,6 +354,7 @@ class Gateway:
             sessions=self.sessions,
             private_ws=private_ws(self.trading, self.credentials),
             replay_ws=self._replays,
+            telemetry=self.telemetry,
             **self._client_limits,
         )
         app.add_routes(private_routes(self.trading, self.credentials, self.body_timeout,

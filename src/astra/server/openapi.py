@@ -31,6 +31,8 @@ from astra.core import (
     MarketMetadata,
     OrderBook,
     TradesMessage,
+    WsAck,
+    WsError,
     market_pattern,
 )
 from astra.core._otc import (
@@ -65,7 +67,15 @@ from .openapi_feeds import feeds_paths
 from .openapi_history import HISTORY_MODELS, history_paths, replay_params
 from .openapi_keys import API_KEY_SCHEMAS, api_key_paths
 from .otc import ACCOUNT_ID_RE, DEFAULT_CONVERTS_LIMIT, MAX_CONVERTS_LIMIT
-from .params import DEFAULT_TRADES_LIMIT, MAX_DEPTH, MAX_SINCE, MAX_TRADES_LIMIT, WS_DATA_TYPES
+from .params import (
+    DEFAULT_TRADES_LIMIT,
+    MAX_DEPTH,
+    MAX_SINCE,
+    MAX_TRADES_LIMIT,
+    MAX_WS_MESSAGE_BYTES,
+    MAX_WS_SUBSCRIPTIONS,
+    WS_DATA_TYPES,
+)
 
 __all__ = ["openapi_document"]
 
@@ -387,7 +397,7 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
          ConsolidatedBook, ConsolidatedUpdate, Bbo, FeedStatus,
          PlaceOrder, Order, Fill, Balance, Position, OrdersMessage, FillsMessage,
          BalancesMessage, ResyncMessage, SmartOrderRequest, SmartOrder, SmartPlan,
-         *_OTC_MODELS, *HISTORY_MODELS],
+         WsAck, WsError, *_OTC_MODELS, *HISTORY_MODELS],
         ref_template="#/components/schemas/{name}",
     )
     market = _param("market", "Astra market symbol, e.g. SIM-SPOT-BTC-USDT",
@@ -447,15 +457,25 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
                 {"type": "array", "items": _ref("ExchangeInfo")},
             ),
             "/ws": _get(
-                "WebSocket: one subscription per connection. ORDERBOOK sends a "
+                "WebSocket: the subscription in the query (market, dataType). ORDERBOOK sends a "
                 "snapshot then updates (BookUpdate), and BookResync at once whenever the book "
                 "stops being trustworthy, before its next snapshot; TRADE sends "
                 "TradesMessage. BBO sends Bbo whenever the best bid or offer changes. On a "
                 "SMART- market ORDERBOOK sends ConsolidatedUpdate (gateway-assigned updateId; "
-                "a fresh snapshot whenever a member's state changes). The private "
+                "a fresh snapshot whenever a member's state changes). Every market-data "
+                "message names its market. More streams on the same connection (up to "
+                f"{MAX_WS_SUBSCRIPTIONS}; with neither market nor dataType it opens with "
+                "none): send text messages {\"op\":\"subscribe\"|\"unsubscribe\","
+                "\"market\":...,\"dataType\":\"ORDERBOOK\"|\"TRADE\"|\"BBO\",\"id\":"
+                "optional string or number}; each is answered in order with WsAck "
+                "(subscribed: that stream's frames follow it; unsubscribed: none after it) or "
+                "WsError (the HTTP error's code, message and parameter, plus the id; the "
+                "connection stays open). A message over "
+                f"{MAX_WS_MESSAGE_BYTES} bytes closes the connection with 1009. The private "
                 "types ORDERS, FILLS, BALANCES (with exchange=, and exchange credentials as "
-                "for the private REST API) stream OrdersMessage, FillsMessage, "
-                "BalancesMessage, and ResyncMessage when the venue's user stream restarted.",
+                "for the private REST API; query-string form only) stream OrdersMessage, "
+                "FillsMessage, BalancesMessage, and ResyncMessage when the venue's user "
+                "stream restarted.",
                 [
                     _param("market", "Astra market symbol (ORDERBOOK, TRADE, BBO)", False,
                            market_schema),
@@ -463,13 +483,14 @@ def _document(served: tuple[tuple[str, str, tuple[str, ...]], ...] | None) -> di
                            exchange_schema),
                     _param(
                         "dataType",
-                        ", ".join(WS_DATA_TYPES),
+                        ", ".join(WS_DATA_TYPES) + " (required with market or exchange)",
+                        False,
                         schema={"type": "string", "enum": list(WS_DATA_TYPES)},
                     ),
                     *replay_params(_param),
                 ],
                 {"oneOf": [_ref(n) for n in ("BookUpdate", "BookResync", "TradesMessage",
-                                             "ConsolidatedUpdate", "Bbo",
+                                             "ConsolidatedUpdate", "Bbo", "WsAck", "WsError",
                                              "OrdersMessage",
                                              "FillsMessage", "BalancesMessage",
                                              "ResyncMessage")]},

@@ -22,6 +22,8 @@ __all__ = [
     "MAX_SINCE",
     "MAX_TRADES_LIMIT",
     "MAX_VENUES",
+    "MAX_WS_MESSAGE_BYTES",
+    "MAX_WS_SUBSCRIPTIONS",
     "PRIVATE_DATA_TYPES",
     "WS_DATA_TYPES",
     "bool_param",
@@ -38,6 +40,8 @@ MAX_SINCE = 10**15 - 1  # GET /fills?since=: epoch ms, 15 digits (year 33658)
 # WS /ws?dataType=: the market streams, then the account streams (with exchange=).
 PRIVATE_DATA_TYPES = ("ORDERS", "FILLS", "BALANCES")
 WS_DATA_TYPES = (*(d.value for d in DataType), *PRIVATE_DATA_TYPES)
+MAX_WS_SUBSCRIPTIONS = 100  # WS /ws: market streams on one connection
+MAX_WS_MESSAGE_BYTES = 4096  # WS /ws: a client message (larger: closed with 1009)
 
 
 MAX_VENUES = 32  # GET /orderbook?venues=: codes in the list

@@ -131,8 +131,11 @@ class _Private:
 
     async def place(self, request: web.Request) -> web.Response:
         try:
-            async with asyncio.timeout(self.body_timeout):
+            if request.content.is_eof():  # the whole body is in (nearly always): no timer
                 raw = await request.read()
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    raw = await request.read()
         except TimeoutError:
             resp = error_response(RequestTimeout(
                 f"request body not received within {self.body_timeout:g} seconds",

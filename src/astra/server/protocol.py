@@ -1,7 +1,9 @@
 """The gateway's HTTP connection layer: aiohttp's per-connection protocol, hardened.
 
 ``GatewayRunner`` is an ``aiohttp.web.AppRunner`` whose connections are served by
-``GatewayProtocol`` (a ``RequestHandler``), with ``RedactingAccessLogger`` as access log.
+``GatewayProtocol`` (a ``RequestHandler``), with ``RedactingAccessLogger`` as access log. An
+app with a front door (``errors.FRONT_DOOR``: the gateway's) has its requests handled by the
+door itself (``FrontDoor.serving``), which resolves the route and answers in one frame.
 
 Invariants:
 - Nothing from a request's request line, headers or URL reaches a log record or a response
@@ -38,6 +40,8 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 
 from astra.core import Error
+
+from .errors import FRONT_DOOR
 
 __all__ = [
     "GatewayProtocol",
@@ -111,6 +115,7 @@ class GatewayProtocol(web.RequestHandler):
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
         self._last_payload: Any = None  # the latest request's body stream
+        self.auth_memo: Any = None  # the last verified API key header (auth.ApiKeyAuth)
 
     # --- parser and handler errors -----------------------------------------------------
 
@@ -221,9 +226,13 @@ class GatewayRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's startup; aiohttp's own Server
+        # The app's front door (errors.FrontDoor), when it can, handles requests itself: the
+        # route resolved and answered in one frame, in place of Application._handle.
+        door = self.app.get(FRONT_DOOR)
+        handler = door.serving(self.app) if door is not None else None
         # Rebuilt with the same arguments, so each connection gets a GatewayProtocol.
         return _GatewayServer(
-            plain.request_handler,
+            handler or plain.request_handler,
             request_factory=plain.request_factory,
             handler_cancellation=plain.handler_cancellation,
             loop=plain._loop,

@@ -29,9 +29,11 @@ from aiohttp import web
 from astra.cluster.wire import ClusterConfig
 from astra.marketdata.engine import MarketDataEngine
 from astra.marketdata.smart import SmartConfig
+from astra.telemetry import Telemetry
 from astra.venues.base import Venue
 
-from .app import Metrics, build_metrics_app
+from .app import build_metrics_app
+from .metrics import Metrics
 from .protocol import GatewayRunner
 
 __all__ = ["ROLES", "EdgeLink", "FeedNode", "connect_nats", "node_name", "shown_url"]
@@ -142,8 +144,10 @@ class FeedNode:
                  name: str | None = None) -> None:
         self.config = config
         self.name = name or node_name("feed")
-        self.engine = MarketDataEngine(venues, linger=linger, smart=smart)
-        self.metrics = Metrics(self.engine)
+        self.telemetry = Telemetry()  # this node's own registry (/metrics)
+        self.engine = MarketDataEngine(venues, linger=linger, smart=smart,
+                                       telemetry=self.telemetry)
+        self.metrics = Metrics(self.engine, self.telemetry)
         self.metrics.role = "feed"
         self.host, self.metrics_port = host, metrics_port
         self.nc = None

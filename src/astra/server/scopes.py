@@ -17,7 +17,7 @@ from astra.core import Forbidden
 
 from .params import PRIVATE_DATA_TYPES
 
-__all__ = ["ANY_SCOPE", "PUBLIC", "ROUTE_SCOPES", "check_scope", "required_scope"]
+__all__ = ["ANY_SCOPE", "PUBLIC", "ROUTE_SCOPES", "check_scope", "required_scope", "route_scope"]
 
 ANY_SCOPE = "any"  # any valid key (the API description)
 PUBLIC = "public"  # no key at all: the terminal's static files (they hold no data)
@@ -63,6 +63,11 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
 }
 
 
+def route_scope(method: str, canonical: str | None) -> str | None:
+    """The table's scope for a route (HEAD as GET); None when the route is not in it."""
+    return ROUTE_SCOPES.get(("GET" if method == "HEAD" else method, canonical))
+
+
 def required_scope(request: web.BaseRequest) -> str | None:
     """The scope the request's route needs; None when no route matched (the 404/405 path)
     or the matched route is not in the table (the caller refuses it)."""
@@ -70,9 +75,8 @@ def required_scope(request: web.BaseRequest) -> str | None:
     if match is None or match.http_exception is not None:
         return None
     route = match.route
-    method = "GET" if request.method == "HEAD" else request.method
     canonical = route.resource.canonical if route.resource is not None else None
-    scope = ROUTE_SCOPES.get((method, canonical))
+    scope = route_scope(request.method, canonical)
     if scope == "read" and canonical == "/ws" and (
             request.query.get("dataType") in PRIVATE_DATA_TYPES):
         return "trade"

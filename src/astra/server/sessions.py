@@ -81,6 +81,11 @@ class WsSessions:
     def count(self, key_id: str) -> int:
         return len(self._by_key.get(key_id, ()))
 
+    def open_count(self) -> int:
+        """Upgraded WebSockets still open, of every key (``astra_ws_connections``)."""
+        return sum(1 for sessions in self._by_key.values() for session in sessions
+                   if session.ws is not None and not session.ws.closed)
+
     # --- wiring into the app -----------------------------------------------------------
 
     @web.middleware

@@ -21,7 +21,7 @@
 State machine (``JournalState``; any other move raises ``InvalidTransition``)::
 
     operation           from                                  to
-    begin               -                                     INTENT
+    begin               -                                     INTENT (SENT with sent=True)
     mark_sent           INTENT, UNKNOWN (never sent)          SENT
     acknowledge         SENT, UNKNOWN, NOT_PLACED             ACKNOWLEDGED  (same id again: no-op)
     reject              INTENT, SENT, UNKNOWN                 REJECTED      (final)
@@ -73,12 +73,37 @@ Invariants:
   in messages redacted and the message truncated.
 - Times are integer milliseconds since the Unix epoch.
 
-Threading: the methods are synchronous SQLAlchemy calls (about half a millisecond per write
-transaction on the embedded SQLite in WAL mode, ~1.5 ms for the three writes of an order; a
-network round trip each on PostgreSQL). An asyncio caller runs them in a thread
-(``asyncio.to_thread`` or a dedicated executor) so the event loop never waits on the database;
-an ``OrderJournal`` is safe to share between threads (the engine's pool gives each call its
-own connection).
+``begin(..., sent=True)`` writes the intent already marked sent, in one commit: for a caller
+that sends right after it (the gateway) ``INTENT`` then ``SENT`` were two commits on the
+order's path for one fact, "this may be at the venue from now on", which ``SENT`` states.
+
+Deferred acknowledgement (``acknowledge_later``): once the venue has answered, the caller need
+not wait for the write. It runs soon after (``deferred.DeferredWrites``: for SQLite on the
+event loop, ``ACK_DELAY`` later at most, or earlier inside the next order's intent
+transaction, one commit for both; on a thread for a server database) and every later call on
+this journal, in any thread, runs or waits for it first (read-your-writes in the process); a
+crash before it commits leaves the entry ``SENT``, reconciled like any other.
+
+Inline writes (``inline(method, ...)``, when ``inline_writes``: an SQLite file): an event loop
+calls the journal in its own thread, on a connection with no busy wait, so an order's write
+costs its ~0.1 ms and no thread wake-up (which costs milliseconds on a loaded machine); when
+another writer holds the lock the call raises ``JournalBusy`` at once, having written
+nothing, and the caller runs it on a thread instead. The loop never waits on a lock, nor on
+a WAL checkpoint (``journal_inline``: the intent's INSERT and the acknowledgement's UPDATE as
+plain SQL on one kept DB-API connection, checkpoints on a thread).
+
+Durability: SQLite runs in WAL mode with ``synchronous=NORMAL`` (``_db.py``): a commit is
+durable across a crash of the process (the WAL is in the OS's page cache and written by it),
+but the last commits may be lost in a power loss or OS crash, which reconciliation covers for
+the journal (a lost ``SENT`` row is the one case it cannot, so a desk that needs it across
+power loss runs on PostgreSQL, or SQLite with ``synchronous=FULL``).
+
+Threading: the methods are synchronous SQLAlchemy calls (~0.1-0.2 ms per write transaction on
+the embedded SQLite in WAL mode, a network round trip each on PostgreSQL). An asyncio caller
+runs them in a thread so the event loop never waits on the database; an ``OrderJournal`` is
+safe to share between threads (the engine's pool gives each call its own connection).
+``telemetry`` (``astra.telemetry.Telemetry``, settable) observes each write's time until
+committed as ``journal_write_seconds`` by operation.
 
 Client order ids (``generate_client_order_id``): what the venues accept differs. Binance,
 Aster and the simulator take ``[.A-Z:/a-z0-9_-]{1,36}``; OKX ``clOrdId`` only ASCII letters
@@ -91,28 +116,65 @@ Generated ids are ``astra`` + base62: 32 characters (7 of them a millisecond tim
 sortable and readable by an operator, then 119 random bits) where the venue allows it, 18
 (77 random bits) for Kraken and when no venue is given. The prefix tells Astra's orders from
 orders placed by hand on the venue's own site.
+
+Modules: ``journal_schema`` (table, states, rows, errors), ``journal_payloads`` (client order
+ids, what is stored and what never is), ``journal_reads`` (the reads), ``journal_inline``
+(the event loop's SQLite path); every public name is importable from here.
 """
 
 from __future__ import annotations
 
-import functools
-import re
-import secrets
+import contextlib
+import logging
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from astra.core import MAX_MARKET_LENGTH, SIM_CODES, AstraError, Conflict
+from astra.core import MAX_MARKET_LENGTH, AstraError
 
-from ._db import METADATA
+from .deferred import DeferredWrites
+from .journal_inline import AckRow, InlineWriter, busy, inline_pragmas
+from .journal_payloads import (
+    CLIENT_ORDER_ID_PATTERN,
+    CLIENT_ORDER_ID_PREFIX,
+    _check_str,
+    _decode,
+    _encode,
+    _encode_error,
+    _now_ms,
+    generate_client_order_id,
+    is_valid_client_order_id,
+)
+from .journal_reads import JournalReads
+from .journal_schema import (
+    _EXCHANGE_RE,
+    _INSERT,
+    _KEY_ID_MAX,
+    _MARK_SENT,
+    _VENUE_ORDER_ID_MAX,
+    CLIENT_ORDER_ID_MAX_LENGTH,
+    CLOSED_ORDER_STATUSES,
+    ORDERS_JOURNAL,
+    PENDING_STATES,
+    RECONCILE_GRACE_MS,
+    ClientOrderIdConflict,
+    InvalidTransition,
+    JournalBusy,
+    JournalEntry,
+    JournalState,
+    _order_status,
+    _update,
+)
 
 __all__ = [
+    "ACK_DELAY",
     "CLIENT_ORDER_ID_MAX_LENGTH",
     "CLIENT_ORDER_ID_PATTERN",
     "CLIENT_ORDER_ID_PREFIX",
@@ -122,6 +184,7 @@ __all__ = [
     "RECONCILE_GRACE_MS",
     "ClientOrderIdConflict",
     "InvalidTransition",
+    "JournalBusy",
     "JournalEntry",
     "JournalState",
     "OrderJournal",
@@ -129,366 +192,18 @@ __all__ = [
     "is_valid_client_order_id",
 ]
 
-CLIENT_ORDER_ID_PREFIX = "astra"
-CLIENT_ORDER_ID_MAX_LENGTH = 64  # what the journal stores; each venue is stricter (see above)
-RECONCILE_GRACE_MS = 120_000
-MAX_REQUEST_BYTES = 64 * 1024
-MAX_ERROR_MESSAGE_LENGTH = 500
-_KEY_ID_MAX = 64
-_EXCHANGE_RE = re.compile(r"[A-Z][A-Z0-9_]{0,15}")
-_VENUE_ORDER_ID_MAX = 128
-_ORDER_STATUS_MAX = 32
-
-# Order statuses (``last_order["status"]``, upper-cased) after which an acknowledged order is no
-# longer open. Covers the Binance-style and the ccxt vocabularies.
-CLOSED_ORDER_STATUSES = frozenset(
-    {"FILLED", "CANCELED", "CANCELLED", "REJECTED", "EXPIRED", "EXPIRED_IN_MATCH", "CLOSED"}
-)
-
-
-class JournalState(StrEnum):
-    INTENT = "INTENT"  # written, not yet (known to be) sent
-    SENT = "SENT"  # about to go / gone on the wire, no answer yet
-    ACKNOWLEDGED = "ACKNOWLEDGED"  # the venue has the order (venue_order_id is set)
-    REJECTED = "REJECTED"  # the venue refused it, or it failed before being sent: final
-    UNKNOWN = "UNKNOWN"  # sent, outcome unknown (timeout, connection lost): reconcile it
-    NOT_PLACED = "NOT_PLACED"  # reconciled: the venue does not have it after the grace period
-
-
-PENDING_STATES = frozenset({JournalState.INTENT, JournalState.SENT, JournalState.UNKNOWN})
-_PENDING_VALUES = sorted(s.value for s in PENDING_STATES)
+log = logging.getLogger(__name__)
 _S = JournalState
-
-ORDERS_JOURNAL = sa.Table(
-    "orders_journal",
-    METADATA,
-    # INTEGER PRIMARY KEY on SQLite (the rowid, autoincrementing); BIGINT identity elsewhere.
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    sa.Column("key_id", sa.String(_KEY_ID_MAX), nullable=False),  # the owner (Astra API key id)
-    sa.Column("exchange", sa.String(16), nullable=False),
-    sa.Column("market", sa.String(MAX_MARKET_LENGTH), nullable=False),  # Astra symbol
-    sa.Column("client_order_id", sa.String(CLIENT_ORDER_ID_MAX_LENGTH), nullable=False),
-    sa.Column("request", sa.Text, nullable=False),  # JSON, keys sorted, no credentials
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("venue_order_id", sa.String(_VENUE_ORDER_ID_MAX), nullable=True),
-    sa.Column("last_order", sa.Text, nullable=True),  # JSON of the last normalized order
-    sa.Column("order_status", sa.String(_ORDER_STATUS_MAX), nullable=True),  # its "status"
-    sa.Column("error", sa.Text, nullable=True),  # JSON {code, message, venue?, venueCode?}
-    sa.Column("created_at", sa.BigInteger, nullable=False),
-    sa.Column("updated_at", sa.BigInteger, nullable=False),
-    sa.Column("sent_at", sa.BigInteger, nullable=True),
-    sa.Column("reconciled_at", sa.BigInteger, nullable=True),
-    sa.Column("reconcile_attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.UniqueConstraint(
-        "key_id", "exchange", "client_order_id", name="uq_orders_journal_client_order_id"
-    ),
-    sa.Index("ix_orders_journal_state", "state"),
-    sa.Index("ix_orders_journal_venue_order", "exchange", "venue_order_id"),
-    sa.Index("ix_orders_journal_owner", "key_id", "exchange", "market"),
-)
 _T = ORDERS_JOURNAL
-
-# Statements are built once with bound parameters: constructing and cache-keying a fresh
-# SQLAlchemy statement costs more than SQLite takes to run it, and three run per order.
-_INSERT = sa.insert(_T)
-_BY_ID = sa.select(_T).where(_T.c.id == sa.bindparam("entry_id"))
-_BY_CLIENT_ID = sa.select(_T).where(
-    _T.c.key_id == sa.bindparam("key_id"),
-    _T.c.exchange == sa.bindparam("exchange"),
-    _T.c.client_order_id == sa.bindparam("client_order_id"),
-)
-_BY_VENUE_ID = sa.select(_T).where(
-    _T.c.key_id == sa.bindparam("key_id"),
-    _T.c.exchange == sa.bindparam("exchange"),
-    _T.c.venue_order_id == sa.bindparam("venue_order_id"),
-)
-
-_MARK_SENT = (
-    sa.update(_T)
-    .where(
-        _T.c.id == sa.bindparam("entry_id"),
-        sa.or_(
-            _T.c.state == JournalState.INTENT.value,
-            sa.and_(_T.c.state == JournalState.UNKNOWN.value, _T.c.sent_at.is_(None)),
-        ),
-    )
-    .values(
-        state=JournalState.SENT.value,
-        sent_at=sa.bindparam("new_sent_at"),
-        updated_at=sa.bindparam("new_updated_at"),
-    )
-)
-
-
-@functools.cache
-def _update(
-    allowed: frozenset[str], columns: tuple[str, ...], settled: bool = False, bump: bool = False
-) -> sa.Update:
-    """``UPDATE ... SET <columns> WHERE id = :entry_id AND state IN <allowed>``; ``settled``
-    adds ``AND coalesce(sent_at, created_at) <= :settled_before``, ``bump`` increments
-    ``reconcile_attempts``. Values are bound as ``new_<column>``."""
-    where = [_T.c.id == sa.bindparam("entry_id"), _T.c.state.in_(sorted(allowed))]
-    if settled:
-        where.append(
-            sa.func.coalesce(_T.c.sent_at, _T.c.created_at) <= sa.bindparam("settled_before")
-        )
-    values: dict[str, Any] = {c: sa.bindparam(f"new_{c}") for c in columns}
-    if bump:
-        values["reconcile_attempts"] = _T.c.reconcile_attempts + 1
-    return sa.update(_T).where(*where).values(values)
-
-
-class ClientOrderIdConflict(Conflict):
-    """A client order id reused for a different order (409, code ``CONFLICT``)."""
-
-    def __init__(self, exchange: str, client_order_id: str) -> None:
-        super().__init__(
-            f"clientOrderId '{client_order_id}' was already used on {exchange} for a different "
-            "order; send a new clientOrderId for a new order",
-            parameter="clientOrderId",
-        )
-
-
-class InvalidTransition(RuntimeError):
-    """A journal operation not allowed from the entry's current state (a bug or a lost race)."""
-
-    def __init__(self, entry_id: int, operation: str, state: str, detail: str = "") -> None:
-        self.entry_id = entry_id
-        self.operation = operation
-        self.state = JournalState(state)
-        msg = f"order journal entry {entry_id}: cannot {operation} an order in state {state}"
-        super().__init__(msg + (f" ({detail})" if detail else ""))
-
-
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One journaled order. ``request``, ``last_order`` and ``error`` are decoded JSON."""
-
-    id: int
-    key_id: str
-    exchange: str
-    market: str
-    client_order_id: str
-    request: dict[str, Any]
-    state: JournalState
-    created_at: int
-    updated_at: int
-    venue_order_id: str | None = None
-    last_order: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    sent_at: int | None = None
-    reconciled_at: int | None = None
-    reconcile_attempts: int = 0
-
-    @property
-    def pending(self) -> bool:
-        """The outcome at the venue is not known yet: reconcile before trusting it."""
-        return self.state in PENDING_STATES
-
-    @property
-    def order_status(self) -> str | None:
-        status = (self.last_order or {}).get("status")
-        return _order_status(status)
-
-
-# ---------------------------------------------------------------------------- client order ids
-
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-# Any venue's client order id at most: the OpenAPI document publishes this same pattern.
-CLIENT_ORDER_ID_PATTERN = rf"[A-Za-z0-9._:/-]{{1,{CLIENT_ORDER_ID_MAX_LENGTH}}}"
-_GENERIC_ID = re.compile(CLIENT_ORDER_ID_PATTERN)
-_BINANCE_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
-_HEX = "[0-9a-fA-F]"
-_VENUE_IDS: dict[str, re.Pattern[str]] = {
-    "BINANCE": _BINANCE_ID,
-    "ASTER": _BINANCE_ID,
-    **dict.fromkeys(SIM_CODES, _BINANCE_ID),
-    "OKX": re.compile(r"[A-Za-z0-9]{1,32}"),
-    "KUCOIN": re.compile(r"[A-Za-z0-9_-]{1,40}"),
-    "KRAKEN": re.compile(
-        rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}|{_HEX}{{32}}"
-        r"|[A-Za-z0-9_-]{1,18}"
-    ),
-}
-_SHORT_ID_VENUES = frozenset({"KRAKEN"})
-
-
-def _base62(n: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        n, r = divmod(n, 62)
-        out.append(_BASE62[r])
-    return "".join(reversed(out))
-
-
-def generate_client_order_id(exchange: str | None = None) -> str:
-    """A fresh client order id the venue accepts: ``astra`` + base62 (see the module docstring).
-
-    32 characters (a millisecond timestamp, then 119 random bits) for venues that allow it;
-    18 characters (77 random bits) for Kraken and when ``exchange`` is None (valid everywhere).
-    """
-    if exchange is None or str(exchange) in _SHORT_ID_VENUES:
-        return CLIENT_ORDER_ID_PREFIX + "".join(secrets.choice(_BASE62) for _ in range(13))
-    stamp = _base62(time.time_ns() // 1_000_000, 7)  # 62**7 ms lasts until the year 2081
-    return CLIENT_ORDER_ID_PREFIX + stamp + "".join(secrets.choice(_BASE62) for _ in range(20))
-
-
-def is_valid_client_order_id(value: object, exchange: str | None = None) -> bool:
-    """Whether the journal stores ``value`` and, given ``exchange``, that venue accepts it.
-
-    Without a known venue rule only the journal's own bound applies: 1 to 64 characters of
-    ``[A-Za-z0-9._:/-]``.
-    """
-    if not isinstance(value, str) or _GENERIC_ID.fullmatch(value) is None:
-        return False
-    rule = _VENUE_IDS.get(str(exchange)) if exchange is not None else None
-    return rule is None or rule.fullmatch(value) is not None
-
-
-# ------------------------------------------------------------------- payloads, no credentials
-
-_CREDENTIAL_WORDS = (
-    "secret",
-    "apikey",
-    "privatekey",
-    "privkey",
-    "passphrase",
-    "password",
-    "mnemonic",
-    "seedphrase",
-    "credential",
-    "accesskey",
-    "authorization",
-)
-_REDACT = re.compile(
-    r"(?i)\b(signature|sign|api[_-]?key|api[_-]?secret|secret|passphrase|password"
-    r"|private[_-]?key|access[_-]?key|token)(\"?\s*[:=]\s*\"?)([^&\s\"',}]+)"
-)
-
-
-def _normalized_key(key: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", key.lower())
-
-
-def _check_no_credentials(value: Any, what: str, depth: int = 0) -> None:
-    if depth > 32:
-        raise ValueError(f"{what} is nested too deeply")
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ValueError(f"{what} keys must be strings")
-            norm = _normalized_key(k)
-            if any(word in norm for word in _CREDENTIAL_WORDS):
-                # Name the key, never its value.
-                raise ValueError(
-                    f"{what} must not carry credentials: refusing the field '{k[:64]}'"
-                )
-            _check_no_credentials(v, what, depth + 1)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _check_no_credentials(v, what, depth + 1)
-
-
-def _to_builtins(payload: Any, what: str) -> dict[str, Any]:
-    if isinstance(payload, msgspec.Struct):
-        payload = msgspec.to_builtins(payload)
-    if not isinstance(payload, Mapping):
-        raise TypeError(f"{what} must be a mapping or a msgspec Struct, not {type(payload)!r}")
-    _check_no_credentials(payload, what)
-    return dict(payload)
-
-
-def _encode(payload: Any, what: str) -> str:
-    data = msgspec.json.encode(_to_builtins(payload, what), order="sorted")
-    if len(data) > MAX_REQUEST_BYTES:
-        raise ValueError(f"{what} is too large ({len(data)} bytes > {MAX_REQUEST_BYTES})")
-    return data.decode()
-
-
-def _decode(text: str | None) -> Any:
-    return None if text is None else msgspec.json.decode(text)
-
-
-def _redact(message: str) -> str:
-    message = _REDACT.sub(lambda m: f"{m[1]}{m[2]}<redacted>", message)
-    if len(message) > MAX_ERROR_MESSAGE_LENGTH:
-        message = message[: MAX_ERROR_MESSAGE_LENGTH - 3] + "..."
-    return message
-
-
-def _encode_error(error: AstraError | BaseException | Mapping[str, Any]) -> str:
-    """The error as ``{code, message, venue?, venueCode?}``: nothing else is kept."""
-    if isinstance(error, AstraError):
-        fields: dict[str, Any] = {
-            "code": error.code,
-            "message": error.message,
-            "venue": error.venue,
-            "venueCode": error.venue_code,
-        }
-    elif isinstance(error, Mapping):
-        fields = {
-            "code": error.get("code"),
-            "message": error.get("message"),
-            "venue": error.get("venue"),
-            "venueCode": error.get("venueCode", error.get("venue_code")),
-        }
-    elif isinstance(error, BaseException):
-        fields = {"code": AstraError.code, "message": f"{type(error).__name__}: {error}"}
-    else:
-        raise TypeError(f"error must be an exception or a mapping, not {type(error)!r}")
-    code = str(fields.get("code") or AstraError.code)[:64]
-    out: dict[str, str] = {"code": code, "message": _redact(str(fields.get("message") or code))}
-    for k in ("venue", "venueCode"):
-        if fields.get(k) is not None:
-            out[k] = _redact(str(fields[k]))[:64]
-    return msgspec.json.encode(out).decode()
-
-
-def _order_status(status: object) -> str | None:
-    return str(status).upper()[:_ORDER_STATUS_MAX] if status not in (None, "") else None
-
-
-def _check_str(value: object, name: str, max_len: int) -> str:
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        raise ValueError(f"{name} must be a non-empty string of at most {max_len} characters")
-    if not value.isprintable() or value.strip() != value:
-        raise ValueError(f"{name} must not contain control characters or surrounding spaces")
-    return value
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _entry(row: sa.Row) -> JournalEntry:
-    return JournalEntry(
-        id=row.id,
-        key_id=row.key_id,
-        exchange=row.exchange,
-        market=row.market,
-        client_order_id=row.client_order_id,
-        request=_decode(row.request),
-        state=JournalState(row.state),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        venue_order_id=row.venue_order_id,
-        last_order=_decode(row.last_order),
-        error=_decode(row.error),
-        sent_at=row.sent_at,
-        reconciled_at=row.reconciled_at,
-        reconcile_attempts=row.reconcile_attempts,
-    )
+# How long an acknowledgement waits for the next intent to share its commit (the inline,
+# SQLite path): at most this much later it is committed on its own.
+ACK_DELAY = 0.002
 
 
 # ---------------------------------------------------------------------------------- the journal
 
 
-class OrderJournal:
+class OrderJournal(JournalReads):
     """The ``orders_journal`` table of ``engine`` and its state machine (module docstring).
 
     ``grace_ms`` is the default reconciliation grace period; ``clock`` (epoch milliseconds)
@@ -501,11 +216,177 @@ class OrderJournal:
         *,
         grace_ms: int = RECONCILE_GRACE_MS,
         clock: Callable[[], int] = _now_ms,
+        telemetry: Any = None,
     ) -> None:
         self._engine = engine
         self._grace_ms = grace_ms
         self._clock = clock
+        url = engine.url
+        # Inline writes: on an embedded SQLite file only (a write is ~0.1 ms of local work);
+        # a server database's round trip belongs on a thread. Settable (False: always thread).
+        self.inline_writes = url.get_backend_name() == "sqlite" and url.database not in (
+            None, "", ":memory:") and "mode=memory" not in str(url)
+        self._inline_engine: sa.Engine | None = None
+        self._writer: InlineWriter | None = None  # the hot statements' kept connection
+        self._local = threading.local()
+        self._deferred = DeferredWrites(inline=self.inline_writes, name="astra-journal",
+                                        delay=ACK_DELAY)
+        self._observers: dict[str, Callable[[float], None]] = {}
+        self.telemetry = telemetry
         ORDERS_JOURNAL.create(engine, checkfirst=True)
+
+    @property
+    def telemetry(self) -> Any:
+        return self._telemetry
+
+    @telemetry.setter
+    def telemetry(self, telemetry: Any) -> None:
+        self._telemetry = telemetry
+        self._observers = {}
+
+    def _observe(self, operation: str, started: float) -> None:
+        telemetry = self._telemetry
+        if telemetry is None:
+            return
+        observe = self._observers.get(operation)
+        if observe is None:
+            observe = self._observers[operation] = telemetry.observer(
+                telemetry.journal_write_seconds, operation)
+        observe(time.perf_counter() - started)
+
+    def flush(self) -> None:
+        """Run (or wait for) the deferred writes submitted so far (``acknowledge_later``)."""
+        self._deferred.settle()
+
+    def inline(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)`` (a method of this journal) in the calling thread on a
+        connection that never waits for SQLite's write lock: ``JournalBusy`` when another
+        writer holds it (nothing written; call it on a thread instead). For an event loop's
+        own calls when ``inline_writes`` is set: no thread hop, no wait on the loop."""
+        outer = getattr(self._local, "inline", False)
+        self._local.inline = True
+        try:
+            return method(*args, **kwargs)
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            if busy(exc):
+                raise JournalBusy(str(getattr(exc, "orig", exc))[:200]) from None
+            raise
+        finally:
+            self._local.inline = outer
+
+    def _engine_now(self) -> sa.Engine:
+        if not getattr(self._local, "inline", False):
+            return self._engine
+        return self._inline()
+
+    def _inline(self) -> sa.Engine:
+        if self._inline_engine is None:
+            engine = sa.create_engine(self._engine.url)
+            event.listen(engine, "connect", inline_pragmas)
+            self._inline_engine = engine
+        return self._inline_engine
+
+    def _fast(self) -> InlineWriter | None:
+        """The inline writer, in an inline call on an SQLite file (else None)."""
+        if not (self.inline_writes and getattr(self._local, "inline", False)):
+            return None
+        if self._writer is None:
+            self._writer = InlineWriter(self._inline(), self._engine)
+        return self._writer
+
+    def close(self) -> None:
+        """Commit the deferred writes and release the inline connection (the engine is the
+        caller's)."""
+        self._deferred.settle()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._inline_engine is not None:
+            self._inline_engine.dispose()
+            self._inline_engine = None
+
+    def _tx(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        return self._engine_now().begin()
+
+    def _reader(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        return self._engine_now().connect()
+
+    def _acknowledge_soon(self, entry_id: int, venue_order_id: str, order: Any) -> None:
+        if self.inline_writes:
+            try:
+                self.inline(self._acknowledge_unread, entry_id, venue_order_id, order)
+                return
+            except JournalBusy:
+                pass  # another writer holds the lock: wait for it (rare, short)
+        outer = getattr(self._local, "inline", False)
+        self._local.inline = False  # (run from an inline call: this one may wait)
+        try:
+            self._acknowledge_unread(entry_id, venue_order_id, order)
+        finally:
+            self._local.inline = outer
+
+    def _acknowledge_unread(self, entry_id: int, venue_order_id: str, order: Any) -> None:
+        """``acknowledge`` with no caller to give the row to: one conditional UPDATE, the row
+        read back only when it did not apply (``acknowledge``'s checks then decide)."""
+        order_text = _encode(order, "order")
+        started = time.perf_counter()
+        now = self._clock()
+        fast = self._fast()
+        if fast is not None:
+            row: AckRow = (venue_order_id, order_text, self._status_of(order_text), now,
+                           entry_id)
+            n = fast.acknowledge([row])[0]
+        else:
+            values = self._ack_values(venue_order_id, order_text) | {"updated_at": now}
+            with self._tx() as conn:
+                n = self._apply(conn, entry_id, {_S.SENT, _S.UNKNOWN, _S.NOT_PLACED}, values)
+        self._observe("ack", started)
+        if n == 0:
+            self.acknowledge(entry_id, venue_order_id, order)
+
+    def _ack_rows(self, claimed: list[tuple], now: int) -> tuple[list[AckRow], list[tuple]]:
+        """Claimed ``_acknowledge_soon`` arguments as ``AckRow``s, and those kept with them
+        (one whose order cannot be journaled is logged and dropped, as a failed deferred
+        write: its entry stays pending)."""
+        rows, kept = [], []
+        for args in claimed:
+            entry_id, venue_order_id, order = args
+            try:
+                text = _encode(order, "order")
+            except (TypeError, ValueError) as exc:
+                log.warning("a deferred journal write failed (%s: %s); the entry stays "
+                            "pending and is reconciled", type(exc).__name__, str(exc)[:200])
+                continue
+            rows.append((venue_order_id, text, self._status_of(text), now, entry_id))
+            kept.append(args)
+        return rows, kept
+
+    def _insert_inline(self, fast: InlineWriter, values: dict[str, Any],
+                       started: float) -> int:
+        """``begin``'s INSERT on the inline writer, the acknowledgements waiting in the same
+        commit (``journal_inline``); an acknowledgement that did not apply is judged by
+        ``acknowledge`` after (logged if it fails, as any deferred write)."""
+        columns = (values["key_id"], values["exchange"], values["market"],
+                   values["client_order_id"], values["request"], values["state"],
+                   values["created_at"], values["updated_at"], values["sent_at"])
+        with self._deferred.claim(self._acknowledge_soon) as claimed:
+            if claimed is None:  # other writes queued, or the queue is running: settle
+                self._deferred.settle()
+                claimed = []
+            rows, kept = self._ack_rows(claimed, values["created_at"])
+            # (IntegrityError or JournalBusy here: the claimed acks go back to the queue)
+            entry_id, counts = fast.begin(columns, rows)
+        for _ in counts:  # each waited for this commit
+            self._observe("ack", started)
+        for args, n in zip(kept, counts, strict=True):
+            if n == 0:
+                try:
+                    self.acknowledge(*args)
+                except Exception as exc:
+                    log.warning("a deferred journal write failed (%s: %s); the entry stays "
+                                "pending and is reconciled", type(exc).__name__,
+                                str(exc)[:200])
+        return entry_id
 
     def __repr__(self) -> str:
         url = self._engine.url.render_as_string(hide_password=True)
@@ -520,8 +401,12 @@ class OrderJournal:
         market: str,
         client_order_id: str,
         request: Mapping[str, Any] | msgspec.Struct,
+        *,
+        sent: bool = False,
     ) -> tuple[JournalEntry, bool]:
-        """Journal an order intent: ``(entry, True)`` when this call created it.
+        """Journal an order intent: ``(entry, True)`` when this call created it; ``sent``: the
+        caller sends it right after this returns, so it is written ``SENT`` at once (one commit
+        for ``begin`` and ``mark_sent``).
 
         ``(existing, False)`` when the client order id is already journaled for this owner and
         exchange with the same market and an equal request (a retry: send nothing, answer with
@@ -540,22 +425,32 @@ class OrderJournal:
                 "[A-Za-z0-9._:/-]"
             )
         body = _encode(request, "order request")
+        fast = self._fast()
+        if fast is None:  # (the inline writer runs the deferred writes in its transaction)
+            self._deferred.settle()
+        started = time.perf_counter()
         now = self._clock()
+        state = _S.SENT if sent else _S.INTENT
         values = {
             "key_id": key_id,
             "exchange": exchange,
             "market": market,
             "client_order_id": client_order_id,
             "request": body,
-            "state": _S.INTENT.value,
+            "state": state.value,
             "created_at": now,
             "updated_at": now,
+            "sent_at": now if sent else None,
             "reconcile_attempts": 0,
         }
         try:
-            with self._engine.begin() as conn:
-                entry_id = conn.execute(_INSERT, values).inserted_primary_key[0]
-        except IntegrityError:
+            if fast is not None:
+                entry_id = self._insert_inline(fast, values, started)
+            else:
+                with self._tx() as conn:
+                    entry_id = conn.execute(_INSERT, values).inserted_primary_key[0]
+            self._observe("begin", started)
+        except (IntegrityError, sqlite3.IntegrityError):
             existing = self.get(key_id, exchange, client_order_id)
             if existing is None:  # some other constraint failed
                 raise
@@ -570,9 +465,10 @@ class OrderJournal:
                 market=market,
                 client_order_id=client_order_id,
                 request=_decode(body),
-                state=_S.INTENT,
+                state=state,
                 created_at=now,
                 updated_at=now,
+                sent_at=now if sent else None,
             ),
             True,
         )
@@ -583,12 +479,15 @@ class OrderJournal:
         """``INTENT`` -> ``SENT``: call right before the request goes on the wire (only the
         caller ``begin`` created it for). Also from ``UNKNOWN`` while never sent: another
         process reconciled it meanwhile, not finding it (module docstring)."""
+        self._deferred.settle()
+        started = time.perf_counter()
         now = self._clock()
-        with self._engine.begin() as conn:
+        with self._tx() as conn:
             n = conn.execute(
                 _MARK_SENT, {"entry_id": entry_id, "new_sent_at": now, "new_updated_at": now}
             ).rowcount
             entry = self._read(conn, entry_id)
+        self._observe("sent", started)
         if n == 0:
             raise InvalidTransition(entry_id, "mark_sent", entry.state)
         return entry
@@ -613,6 +512,7 @@ class OrderJournal:
             {_S.SENT, _S.UNKNOWN, _S.NOT_PLACED},
             self._ack_values(venue_order_id, order_text),
             now,
+            "ack",
         )
         if changed:
             return entry
@@ -623,6 +523,18 @@ class OrderJournal:
             _S.ACKNOWLEDGED: f"already acknowledged as {entry.venue_order_id}",
         }.get(entry.state, "")
         raise InvalidTransition(entry_id, "acknowledge", entry.state, detail)
+
+    def acknowledge_later(
+        self,
+        entry_id: int,
+        venue_order_id: str,
+        order: Mapping[str, Any] | msgspec.Struct,
+    ) -> None:
+        """``acknowledge`` soon, without waiting for it (module docstring: every later call of
+        this journal runs or waits for it first; a failure is logged and leaves the entry
+        pending). The argument checks run here, in the caller."""
+        _check_str(venue_order_id, "venue_order_id", _VENUE_ORDER_ID_MAX)
+        self._deferred.submit(self._acknowledge_soon, entry_id, venue_order_id, order)
 
     def reject(
         self, entry_id: int, error: AstraError | BaseException | Mapping[str, Any]
@@ -638,6 +550,7 @@ class OrderJournal:
             {_S.INTENT, _S.SENT, _S.UNKNOWN},
             {"state": _S.REJECTED.value, "error": _encode_error(error)},
             now,
+            "reject",
         )
         if not changed:
             raise InvalidTransition(entry_id, "reject", entry.state)
@@ -653,6 +566,7 @@ class OrderJournal:
             {_S.INTENT, _S.SENT, _S.UNKNOWN},
             {"state": _S.UNKNOWN.value, "error": _encode_error(error)},
             now,
+            "unknown",
         )
         if not changed:
             raise InvalidTransition(entry_id, "mark_unknown", entry.state)
@@ -669,6 +583,7 @@ class OrderJournal:
             {_S.ACKNOWLEDGED},
             {"last_order": order_text, "order_status": self._status_of(order_text)},
             now,
+            "update",
         )
         if not changed:
             raise InvalidTransition(entry_id, "update_order", entry.state)
@@ -698,7 +613,7 @@ class OrderJournal:
             order_text = _encode(order, "order")
             values = self._ack_values(venue_order_id, order_text) | {"reconciled_at": now}
             entry, changed = self._transition(
-                entry_id, {*PENDING_STATES, _S.NOT_PLACED}, values, now
+                entry_id, {*PENDING_STATES, _S.NOT_PLACED}, values, now, "reconcile"
             )
             if changed:
                 return entry
@@ -707,7 +622,9 @@ class OrderJournal:
             raise InvalidTransition(entry_id, "reconcile (found)", entry.state)
 
         grace = self._grace_ms if grace_ms is None else grace_ms
-        with self._engine.begin() as conn:  # both updates in one write transaction
+        self._deferred.settle()
+        started = time.perf_counter()
+        with self._tx() as conn:  # both updates in one write transaction
             n = self._apply(
                 conn,
                 entry_id,
@@ -725,6 +642,7 @@ class OrderJournal:
                     bump=True,
                 )
             entry = self._read(conn, entry_id)
+        self._observe("reconcile", started)
         if n == 0 and entry.state is not _S.NOT_PLACED:
             detail = "the venue had acknowledged it" if entry.state is _S.ACKNOWLEDGED else ""
             raise InvalidTransition(entry_id, "reconcile (not found)", entry.state, detail)
@@ -738,86 +656,6 @@ class OrderJournal:
         """When (epoch ms) a "not found" from the venue makes ``reconcile`` final."""
         grace = self._grace_ms if grace_ms is None else grace_ms
         return (entry.sent_at if entry.sent_at is not None else entry.created_at) + grace
-
-    # -- reading
-
-    def get(self, key_id: str, exchange: str, client_order_id: str) -> JournalEntry | None:
-        """The entry of this owner's client order id on ``exchange``, or None."""
-        return self._one(
-            _BY_CLIENT_ID,
-            {"key_id": key_id, "exchange": str(exchange), "client_order_id": client_order_id},
-        )
-
-    def get_entry(self, entry_id: int) -> JournalEntry | None:
-        return self._one(_BY_ID, {"entry_id": entry_id})
-
-    def by_venue_order(
-        self, key_id: str, exchange: str, venue_order_id: str
-    ) -> JournalEntry | None:
-        """The entry of this owner whose venue order id is ``venue_order_id``, or None."""
-        return self._one(
-            _BY_VENUE_ID,
-            {"key_id": key_id, "exchange": str(exchange), "venue_order_id": venue_order_id},
-        )
-
-    def pending(
-        self,
-        exchange: str | None = None,
-        *,
-        key_id: str | None = None,
-        older_than_ms: int = 0,
-    ) -> list[JournalEntry]:
-        """Entries whose outcome at the venue is unknown (``INTENT``, ``SENT``, ``UNKNOWN``),
-        oldest first: what to reconcile on startup.
-
-        ``older_than_ms`` skips entries touched more recently: for periodic sweeps while other
-        gateway processes may own young in-flight entries (on startup of the only process,
-        everything pending is orphaned: 0, the default).
-        """
-        where = [_T.c.state.in_(_PENDING_VALUES)]
-        if exchange is not None:
-            where.append(_T.c.exchange == str(exchange))
-        if key_id is not None:
-            where.append(_T.c.key_id == key_id)
-        if older_than_ms > 0:
-            where.append(_T.c.updated_at <= self._clock() - older_than_ms)
-        return self._many(sa.select(_T).where(*where).order_by(_T.c.id))
-
-    def list_orders(
-        self,
-        key_id: str,
-        exchange: str | None = None,
-        market: str | None = None,
-        open_only: bool = False,
-        limit: int | None = None,
-    ) -> list[JournalEntry]:
-        """This owner's entries, newest first.
-
-        ``open_only`` keeps what may be live at the venue: pending entries, and acknowledged
-        ones whose last known status is not in ``CLOSED_ORDER_STATUSES``.
-        """
-        where = [_T.c.key_id == key_id]
-        if exchange is not None:
-            where.append(_T.c.exchange == str(exchange))
-        if market is not None:
-            where.append(_T.c.market == market)
-        if open_only:
-            where.append(
-                sa.or_(
-                    _T.c.state.in_(_PENDING_VALUES),
-                    sa.and_(
-                        _T.c.state == _S.ACKNOWLEDGED.value,
-                        sa.or_(
-                            _T.c.order_status.is_(None),
-                            _T.c.order_status.not_in(sorted(CLOSED_ORDER_STATUSES)),
-                        ),
-                    ),
-                )
-            )
-        query = sa.select(_T).where(*where).order_by(_T.c.id.desc())
-        if limit is not None:
-            query = query.limit(limit)
-        return self._many(query)
 
     # -- helpers
 
@@ -840,11 +678,15 @@ class OrderJournal:
         allowed: frozenset[JournalState] | set[JournalState],
         values: dict[str, Any],
         now: int,
+        operation: str = "update",
     ) -> tuple[JournalEntry, bool]:
         """One conditional UPDATE, then the row: ``(entry, whether this call changed it)``."""
-        with self._engine.begin() as conn:  # the UPDATE first: a write lock, never an upgrade
+        self._deferred.settle()
+        started = time.perf_counter()
+        with self._tx() as conn:  # the UPDATE first: a write lock, never an upgrade
             n = self._apply(conn, entry_id, allowed, values | {"updated_at": now})
             entry = self._read(conn, entry_id)
+        self._observe(operation, started)
         return entry, n > 0
 
     @staticmethod
@@ -868,19 +710,3 @@ class OrderJournal:
         if settled_before is not None:
             params["settled_before"] = settled_before
         return conn.execute(stmt, params).rowcount
-
-    @staticmethod
-    def _read(conn: sa.Connection, entry_id: int) -> JournalEntry:
-        row = conn.execute(_BY_ID, {"entry_id": entry_id}).first()
-        if row is None:
-            raise LookupError(f"no order journal entry with id {entry_id}")
-        return _entry(row)
-
-    def _one(self, stmt: sa.Select, params: dict[str, Any]) -> JournalEntry | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(stmt, params).first()
-        return None if row is None else _entry(row)
-
-    def _many(self, query: sa.Select) -> list[JournalEntry]:
-        with self._engine.connect() as conn:
-            return [_entry(r) for r in conn.execute(query)]

@@ -16,10 +16,11 @@ Invariants:
 - Scopes, expiry, IP allow-list and last-used time are in ``api_key_scopes``
   (``key_scopes.py``); a key without a row there (every key issued before scopes) has full
   access. ``verify`` returns the key whatever its expiry: the caller decides (401 "expired").
-- Only ``load`` and the uncached reads touch the database; ``is_cached`` and a ``verify``
-  of a cached key id never do, so an event loop can run misses in a thread (``load``) and
-  verify on the loop. Unknown key ids are cached too (negative entries), and the cache is
-  bounded (expired entries, then the oldest, are evicted).
+- Only ``load`` and the uncached reads touch the database; ``is_cached``, ``cache_entry``,
+  ``verify_cached`` and a ``verify`` of a cached key id never do, so an event loop can run
+  misses in a thread (``load``) and verify on the loop. Unknown key ids are cached too
+  (negative entries), and the cache is bounded (expired entries, then the oldest, are
+  evicted). A cache entry is never changed in place, only replaced or dropped.
 
 Why one salted SHA-256 and not bcrypt/scrypt/argon2: slow KDFs exist to make guessing
 low-entropy passwords expensive. These secrets are uniformly random with at least 192 bits
@@ -38,10 +39,14 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+
+from astra.telemetry import timed
 
 from ._db import METADATA
 from .key_scopes import (
@@ -224,6 +229,8 @@ class ApiKeyStore:
         # key_id -> (expires_at, (info, (salt, digest)) or None when the id is unknown)
         self._cache: dict[str, tuple[float, _Entry | None]] = {}
         self._revoke_listeners: list[Callable[[str], None]] = []
+        # astra.telemetry.Telemetry: the database reads and writes timed (a gateway sets it)
+        self.telemetry: Any = None
         API_KEYS.create(engine, checkfirst=True)
         API_KEY_SCOPES.create(engine, checkfirst=True)
 
@@ -308,7 +315,7 @@ class ApiKeyStore:
 
     def revoke(self, key_id: str) -> bool:
         """Revoke an active key: True if this call revoked it, False if unknown or revoked."""
-        with self._engine.begin() as conn:
+        with self._timed("revoke"), self._engine.begin() as conn:
             n = conn.execute(
                 sa.update(API_KEYS)
                 .where(API_KEYS.c.key_id == key_id, API_KEYS.c.revoked_at.is_(None))
@@ -342,6 +349,21 @@ class ApiKeyStore:
             return None
         return info
 
+    def verify_cached(self, key_id: str, secret: str) -> KeyInfo | bool | None:
+        """``verify`` of a parsed token (``parse_token``) from the cache alone: False when
+        ``key_id`` is not cached (``load`` it off the loop, then call again); otherwise the
+        active key, or None, exactly as ``verify`` would answer. Never reads the database."""
+        hit = self._cache.get(key_id)
+        if hit is None or hit[0] <= self._clock():
+            return False
+        entry = hit[1]
+        if entry is None:
+            return None
+        info, parsed_hash = entry
+        if not _matches(parsed_hash, key_id, secret) or not info.active:
+            return None
+        return info
+
     def list(self) -> list[KeyInfo]:
         """Every key, oldest first, with no secret material."""
         with self._engine.connect() as conn:
@@ -355,14 +377,14 @@ class ApiKeyStore:
         A key without a scopes row gets one with every scope, so its access is unchanged."""
         t = API_KEY_SCOPES
         for _ in range(2):  # an insert racing another process's: the update then finds it
-            with self._engine.begin() as conn:
+            with self._timed("touch"), self._engine.begin() as conn:
                 n = conn.execute(
                     sa.update(t).where(t.c.key_id == key_id).values(last_used_at=when_ms)
                 ).rowcount
                 if n:
                     return
             try:
-                with self._engine.begin() as conn:
+                with self._timed("touch"), self._engine.begin() as conn:
                     conn.execute(sa.insert(t).values(
                         key_id=key_id, scopes=",".join(sorted(ALL_SCOPES)),
                         last_used_at=when_ms))
@@ -370,13 +392,18 @@ class ApiKeyStore:
             except IntegrityError:
                 continue
 
+    def _timed(self, operation: str) -> AbstractContextManager[None]:
+        """``astra_db_query_seconds{store="api_keys",operation}`` around a round trip (the
+        commit included), when a gateway gave this store its telemetry."""
+        return timed(self.telemetry, "db_query_seconds", "api_keys", operation)
+
     def _select(self) -> sa.Select:
         c = API_KEYS.c
         return sa.select(c.key_id, c.label, c.created_at, c.revoked_at, *_EXTRA).select_from(
             _joined())
 
     def _insert(self, key_id: str, secret: str, label: str, attrs: dict | None = None) -> None:
-        with self._engine.begin() as conn:
+        with self._timed("insert"), self._engine.begin() as conn:
             conn.execute(
                 sa.insert(API_KEYS).values(
                     key_id=key_id,
@@ -388,6 +415,13 @@ class ApiKeyStore:
             if attrs is not None:  # same transaction: a key never exists without its limits
                 conn.execute(sa.insert(API_KEY_SCOPES).values(key_id=key_id, **attrs))
         self._cache.pop(key_id, None)
+
+    def cache_entry(self, key_id: str) -> object | None:
+        """The cache's live entry for ``key_id`` (None: not cached, or stale), to compare by
+        identity with one seen before: a re-read, a revocation through this store or an
+        eviction replaces or drops it, so the same object means the same verified key."""
+        hit = self._cache.get(key_id)
+        return hit if hit is not None and hit[0] > self._clock() else None
 
     def is_cached(self, key_id: str) -> bool:
         """True when ``verify`` of a token with this key id needs no database read."""
@@ -407,7 +441,7 @@ class ApiKeyStore:
         return self._read(key_id)
 
     def _read(self, key_id: str) -> _Entry | None:
-        with self._engine.connect() as conn:
+        with self._timed("read"), self._engine.connect() as conn:
             row = conn.execute(
                 sa.select(API_KEYS, *_EXTRA).select_from(_joined())
                 .where(API_KEYS.c.key_id == key_id)

@@ -47,6 +47,7 @@ from astra.core import (
     OtcAccountNotFound,
 )
 from astra.core._otc import ASSET_PRECISION, DEFAULT_PRECISION
+from astra.telemetry import timed
 
 from . import otc_ledger as ledger
 from .otc_schema import (
@@ -124,6 +125,8 @@ class OtcStore:
             if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p <= 18:
                 raise ValueError(f"precision of {asset!r} must be an integer from 0 to 18")
         self._precision: dict[str, int] = {}  # fixed once written: safe to cache forever
+        # astra.telemetry.Telemetry: quote writes, accepts and reads timed (a gateway sets it)
+        self.telemetry: Any = None
         for table in OTC_TABLES:
             table.create(engine, checkfirst=True)
 
@@ -221,7 +224,8 @@ class OtcStore:
 
     def balances(self, account_id: str) -> dict[str, Decimal]:
         """The account's non-zero balances by asset."""
-        with self._engine.connect() as conn:
+        with timed(self.telemetry, "db_query_seconds", "otc", "balances"), \
+                self._engine.connect() as conn:
             rows = conn.execute(sa.select(OTC_BALANCES.c.asset, OTC_BALANCES.c.units).where(
                 OTC_BALANCES.c.account_id == account_id, OTC_BALANCES.c.units != 0)
                 .order_by(OTC_BALANCES.c.asset)).all()
@@ -252,7 +256,8 @@ class OtcStore:
         for asset in (row.from_asset, row.to_asset):
             check_asset(asset)
         try:
-            with self._engine.begin() as conn:
+            with timed(self.telemetry, "db_query_seconds", "otc", "save_quote"), \
+                    self._engine.begin() as conn:
                 conn.execute(sa.insert(OTC_QUOTES).values(
                     quote_id=row.quote_id, signature=row.signature,
                     signing_key_id=row.signing_key_id, account_id=row.account_id,
@@ -290,7 +295,8 @@ class OtcStore:
             return conn.execute(sa.delete(q).where(q.c.quote_id.in_(ids))).rowcount
 
     def _quote(self, where: sa.ColumnElement[bool]) -> QuoteRow | None:
-        with self._engine.connect() as conn:
+        with timed(self.telemetry, "db_query_seconds", "otc", "read_quote"), \
+                self._engine.connect() as conn:
             row = conn.execute(sa.select(OTC_QUOTES).where(where)).first()
         return None if row is None else quote_row(row)
 
@@ -316,7 +322,8 @@ class OtcStore:
         hedges = None
         if hedge:
             hedges = list(q.detail.get("hedges") or ())
-        with self._engine.begin() as conn:
+        with timed(self.telemetry, "db_query_seconds", "otc", "accept"), \
+                self._engine.begin() as conn:
             trade, created = ledger.accept(
                 conn, q, account_id=account_id, now_us=now_us, now_ms=self._clock(), day=day,
                 units=units, precision=prec,

@@ -18,6 +18,16 @@ Safety rules (the order journal in ``astra.store.journal`` carries them across r
 - Quantities and prices are checked against the market's tick, lot, minimum quantity and
   minimum notional before a venue round trip (422 naming the parameter), and sent at the
   venue's precision.
+- The intent is committed (``SENT``, one commit: ``begin(..., sent=True)``) before any byte of
+  the order leaves; the venue's acknowledgement is journaled after the answer is returned
+  (``acknowledge_later``: a crash before it commits leaves the entry ``SENT``, reconciled by
+  client order id like any other), and this process's later journal reads wait for it.
+- Venues whose private client has a ``native`` order path (Aster and the simulator:
+  ``astra.venues.aster.native``) send creates and cancels through it; every other call, and
+  every other venue, goes through ccxt.
+- ``telemetry`` (settable; the gateway hands its own) observes each order operation's venue
+  round trip as ``order_round_trip_seconds`` (venue, ``create``/``cancel``,
+  ``ok``/``rejected``/``unknown``).
 - Exchange credentials live only in memory: in the ccxt client cached for them
   (``clients.py``: built once, closed after ``idle_ttl`` unused) and in the redactor's
   registry while that client lives; nothing here logs, stores or echoes them.
@@ -56,6 +66,7 @@ from astra.store import CredentialStoreError
 from astra.store.journal import (
     ClientOrderIdConflict,
     InvalidTransition,
+    JournalBusy,
     JournalEntry,
     JournalState,
     OrderJournal,
@@ -170,8 +181,10 @@ class TradingService:
         timeout: float = 10.0,
         limiters: dict[str, VenueLimiter] | None = None,
         clients: ClientCache | None = None,
+        telemetry: Any = None,
     ) -> None:
         self.venues = venues
+        self.telemetry = telemetry
         self.journal = journal
         self.timeout = timeout
         self.limiters = limiters if limiters is not None else {}
@@ -181,6 +194,51 @@ class TradingService:
         self.clients = clients if clients is not None else ClientCache()
 
     # -- plumbing ----------------------------------------------------------------------------
+    @property
+    def telemetry(self) -> Any:
+        return self._telemetry
+
+    @telemetry.setter
+    def telemetry(self, telemetry: Any) -> None:
+        self._telemetry = telemetry
+        self._observers: dict[tuple[str, str, str], Any] = {}
+
+    def _round_trip(self, venue: str, operation: str, outcome: str, started: float) -> None:
+        telemetry = self._telemetry
+        if telemetry is None:
+            return
+        key = (venue, operation, outcome)
+        observe = self._observers.get(key)
+        if observe is None:
+            observe = self._observers[key] = telemetry.observer(
+                telemetry.order_round_trip_seconds, *key)
+        observe(time.perf_counter() - started)
+
+    async def _journal(self, method, *args: Any, **kwargs: Any) -> Any:
+        """A journal call: inline on this loop where the journal allows it (SQLite: no thread
+        hop), else, or when the database is busy, on a thread."""
+        journal = self.journal
+        if getattr(journal, "inline_writes", False):
+            try:
+                return journal.inline(method, *args, **kwargs)
+            except JournalBusy:
+                pass  # another writer holds the lock: wait for it on a thread
+        return await asyncio.to_thread(method, *args, **kwargs)
+
+    async def _venue_call(self, operation: str, venue: TradingVenue, creds: ExchangeCredentials,
+                          coro_factory, *, market: VenueMarket, sent: bool = True) -> Any:
+        """``_call`` of an order operation, its round trip observed by outcome."""
+        started = time.perf_counter()
+        try:
+            result = await self._call(venue, creds, coro_factory, market=market, sent=sent)
+        except Exception as err:
+            unknown = getattr(err, "code", "") == "ORDER_STATUS_UNKNOWN"
+            self._round_trip(venue.code, operation, "unknown" if unknown else "rejected",
+                             started)
+            raise
+        self._round_trip(venue.code, operation, "ok", started)
+        return result
+
     def _venue(self, exchange: str) -> TradingVenue:
         venue = self.venues.get(exchange)
         if venue is None:
@@ -275,7 +333,13 @@ class TradingService:
         return {"enableRateLimit": False, "timeout_on_exit": 0, "ssl_context": self._tls}
 
     async def close(self) -> None:
-        """Close the cached clients (HTTP sessions belong to the venues, closed with them)."""
+        """Close the cached clients (HTTP sessions belong to the venues, closed with them),
+        once the journal's deferred writes are done (and its inline connection released)."""
+        close = getattr(self.journal, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+        else:
+            await self._journal(self.journal.flush)
         await self.clients.close()
 
     async def _call(self, venue: TradingVenue, creds: ExchangeCredentials, coro_factory, *,
@@ -319,8 +383,9 @@ class TradingService:
         future: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
         self._inflight[key] = (future, request)
         try:
-            entry, created = await asyncio.to_thread(
-                self.journal.begin, key_id, venue.code, market.symbol, cid, request)
+            # Written SENT at once: the order leaves right after (one commit, not two).
+            entry, created = await self._journal(
+                self.journal.begin, key_id, venue.code, market.symbol, cid, request, sent=True)
             if created:
                 order = await self._send(entry, venue, market, creds, body, cid)
             else:
@@ -337,47 +402,51 @@ class TradingService:
     async def _send(self, entry: JournalEntry, venue: TradingVenue, market: VenueMarket,
                     creds: ExchangeCredentials, body: PlaceOrder, cid: str) -> Order:
         async with self._client(venue, creds) as client:
-            symbol = ccxt_market(client, market)["symbol"]
-            kind = _CCXT_TYPES[body.type]
-            params: dict[str, Any] = {"clientOrderId": cid}
-            if body.time_in_force is not None:
-                params["timeInForce"] = body.time_in_force.value
-            if body.post_only:
-                params["postOnly"] = True
-            if body.reduce_only:
-                params["reduceOnly"] = True
-            if body.stop_price is not None:
-                params["stopPrice"] = client.price_to_precision(symbol, body.stop_price)
             units, at = _units(market), body.price or body.stop_price
-            if units is not None and units.inverse and at is None:  # a market order
-                at = await self._last_price(venue, creds, client, market, symbol)
-            amount = client.amount_to_precision(
-                symbol, _venue_quantity(client, symbol, units, body.quantity, at))
-            price = (client.price_to_precision(symbol, body.price)
-                     if body.price is not None else None)
-            await asyncio.to_thread(self.journal.mark_sent, entry.id)
             try:
-                raw = await self._call(venue, creds, lambda: client.create_order(
-                    symbol, kind, body.side.lower(), amount, price, params), market=market,
-                    sent=True)
+                symbol = ccxt_market(client, market)["symbol"]
+                kind = _CCXT_TYPES[body.type]
+                params: dict[str, Any] = {"clientOrderId": cid}
+                if body.time_in_force is not None:
+                    params["timeInForce"] = body.time_in_force.value
+                if body.post_only:
+                    params["postOnly"] = True
+                if body.reduce_only:
+                    params["reduceOnly"] = True
+                if body.stop_price is not None:
+                    params["stopPrice"] = client.price_to_precision(symbol, body.stop_price)
+                if units is not None and units.inverse and at is None:  # a market order
+                    at = await self._last_price(venue, creds, client, market, symbol)
+                amount = client.amount_to_precision(
+                    symbol, _venue_quantity(client, symbol, units, body.quantity, at))
+                price = (client.price_to_precision(symbol, body.price)
+                         if body.price is not None else None)
+            except Exception as err:  # nothing was sent: certainly not placed
+                await self._journal(self.journal.reject, entry.id, err)
+                raise
+            native = getattr(client, "native", None)
+            create = native.create_order if native is not None else client.create_order
+            try:
+                raw = await self._venue_call("create", venue, creds, lambda: create(
+                    symbol, kind, body.side.lower(), amount, price, params), market=market)
             except Exception as err:
                 if getattr(err, "code", "") == "ORDER_STATUS_UNKNOWN":
                     try:
-                        await asyncio.to_thread(self.journal.mark_unknown, entry.id, err)
+                        await self._journal(self.journal.mark_unknown, entry.id, err)
                     except InvalidTransition:
                         # Settled meanwhile by another process sharing the journal (it found
                         # the order at the venue by client order id): its answer stands.
-                        settled = await asyncio.to_thread(self.journal.get_entry, entry.id)
+                        settled = await self._journal(self.journal.get_entry, entry.id)
                         if settled is not None and settled.last_order is not None:
                             return _order_from_json(settled.last_order)
                     return _unknown(entry, body, market.symbol, cid)
-                await asyncio.to_thread(self.journal.reject, entry.id, err)
+                await self._journal(self.journal.reject, entry.id, err)
                 raise
         order = order_in_base(order_from_ccxt(raw, market.symbol), units, at)
         if not order.client_order_id:
             order.client_order_id = cid
-        await asyncio.to_thread(self.journal.acknowledge, entry.id, order.order_id,
-                                _order_json(order))
+        # Not awaited: the answer need not wait for this commit (module docstring).
+        self.journal.acknowledge_later(entry.id, order.order_id, _order_json(order))
         return order
 
     async def _last_price(self, venue: TradingVenue, creds: ExchangeCredentials, client: Any,
@@ -429,16 +498,16 @@ class TradingService:
                         return settled
                     return await self._reconcile(settled, venue, market, creds)
                 try:
-                    return await asyncio.to_thread(self.journal.reconcile, entry.id, None)
+                    return await self._journal(self.journal.reconcile, entry.id, None)
                 except InvalidTransition:
                     # settled meanwhile (another process's send was acknowledged after our
                     # lookup): the journal's answer stands, "not found" was just early
-                    settled = await asyncio.to_thread(self.journal.get_entry, entry.id)
+                    settled = await self._journal(self.journal.get_entry, entry.id)
                     if settled is None:
                         raise
                     return settled
         order = order_in_base(order_from_ccxt(raw, market.symbol), _units(market))
-        return await asyncio.to_thread(self.journal.reconcile, entry.id, _order_json(order),
+        return await self._journal(self.journal.reconcile, entry.id, _order_json(order),
                                        venue_order_id=order.order_id)
 
     async def _sent_elsewhere(self, entry: JournalEntry) -> JournalEntry:
@@ -452,14 +521,14 @@ class TradingService:
             if self.journal.now() - started >= budget * 1000:
                 break
             await asyncio.sleep(_IN_FLIGHT_POLL)
-            entry = await asyncio.to_thread(self.journal.get_entry, entry.id) or entry
+            entry = await self._journal(self.journal.get_entry, entry.id) or entry
         return entry
 
     async def reconcile_pending(self, key_id: str, exchange: str,
                                 creds: ExchangeCredentials) -> int:
         """Settle this key's orders of unknown outcome on ``exchange`` (header credentials
         exist only during a request, so this runs at the start of that key's requests)."""
-        entries = await asyncio.to_thread(self.journal.pending, exchange, key_id=key_id)
+        entries = await self._journal(self.journal.pending, exchange, key_id=key_id)
         done = 0
         for entry in entries:
             if (key_id, exchange, entry.client_order_id) in self._inflight:
@@ -473,7 +542,7 @@ class TradingService:
         """At startup: settle every order of unknown outcome whose Astra key has credentials
         in ``source`` (a ``CredentialSource``); header-mode keys settle on their next request."""
         done = 0
-        for entry in await asyncio.to_thread(self.journal.pending):
+        for entry in await self._journal(self.journal.pending):
             try:
                 # (a row stored under another ASTRA_MASTER_KEY raises: that key's orders wait,
                 # the others' do not)
@@ -498,14 +567,16 @@ class TradingService:
         if order_id is None and client_order_id is not None:
             # The journal knows the venue's id for orders placed through Astra: venues that
             # cannot cancel by client id (Coinbase) then need no search.
-            entry = await asyncio.to_thread(self.journal.get, key_id, venue.code, client_order_id)
+            entry = await self._journal(self.journal.get, key_id, venue.code, client_order_id)
             if entry is not None and entry.venue_order_id:
                 order_id = entry.venue_order_id
         async with self._client(venue, creds) as client:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
             params = {"clientOrderId": client_order_id} if order_id is None else {}
-            raw = await self._call(venue, creds, lambda: client.cancel_order(
-                order_id or "", ccxt_symbol, params), market=market)
+            native = getattr(client, "native", None)
+            cancel = native.cancel_order if native is not None else client.cancel_order
+            raw = await self._venue_call("cancel", venue, creds, lambda: cancel(
+                order_id or "", ccxt_symbol, params), market=market, sent=False)
         order = order_in_base(order_from_ccxt(raw, market.symbol), _units(market))
         await self._journal_update(key_id, venue.code, order)
         return order
@@ -583,10 +654,10 @@ class TradingService:
     async def _journal_update(self, key_id: str, exchange: str, order: Order) -> None:
         if order.order_id is None:
             return
-        entry = await asyncio.to_thread(self.journal.by_venue_order, key_id, exchange,
+        entry = await self._journal(self.journal.by_venue_order, key_id, exchange,
                                         order.order_id)
         if entry is not None and not entry.pending:
-            await asyncio.to_thread(self.journal.update_order, entry.id, _order_json(order))
+            await self._journal(self.journal.update_order, entry.id, _order_json(order))
 
 
 # -- JSON helpers ----------------------------------------------------------------------------

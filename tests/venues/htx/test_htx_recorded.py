@@ -74,9 +74,8 @@ def test_recorded_full_books_rebuild_exactly_from_snapshot_and_diffs(recording):
         for raw, msg in frames:
             tick = decode_depth(gunzip(raw)).tick
             if book is None:  # the first push is the snapshot handed to the sink
-                diff.load(tick)
                 book = L2Book(topic)
-                book.reset(diff.bids.items(), diff.asks.items(), tick.version, tick.ts)
+                book.reset(*diff.load(tick), tick.version, tick.ts)
             else:
                 changes = diff.changes(tick)
                 assert changes is not None  # versions strictly increase in the recording
@@ -94,10 +93,8 @@ def test_recorded_full_books_rebuild_exactly_from_snapshot_and_diffs(recording):
 
 def test_diffs_are_minimal_and_removed_levels_are_zeroed():
     diff = FullBookDiff()
-    diff.load(DepthTick(bids=[(10.0, 1.0), (9.0, 2.0)], asks=[(11.0, 1.0)], version=5))
-    bids, asks = diff.changes(
-        DepthTick(bids=[(10.0, 1.0), (9.5, 3.0)], asks=[(11.0, 4.0)], version=9)
-    )
+    diff.load(DepthTick.of([(10.0, 1.0), (9.0, 2.0)], [(11.0, 1.0)], version=5))
+    bids, asks = diff.changes(DepthTick.of([(10.0, 1.0), (9.5, 3.0)], [(11.0, 4.0)], version=9))
     assert sorted(bids) == [(9.0, 0.0), (9.5, 3.0)]  # 10.0 unchanged: not sent
     assert asks == [(11.0, 4.0)]
 

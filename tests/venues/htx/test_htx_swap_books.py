@@ -62,9 +62,8 @@ def test_every_recorded_swap_push_is_applied_and_the_book_equals_it(swap_recordi
         for raw, _ in frames:
             tick = decode_depth(gunzip(raw)).tick
             if book is None:  # the first push is the snapshot handed to the sink
-                diff.load(tick)
                 book = L2Book(topic)
-                book.reset(diff.bids.items(), diff.asks.items(), diff.seq, tick.ts)
+                book.reset(*diff.load(tick), diff.seq, tick.ts)
             else:
                 bids, asks = diff.changes(tick)  # never None: no push is stale here
                 if bids or asks:
@@ -86,7 +85,7 @@ SECOND = 1603707576
 
 
 def _push(mrid: int, second: int, ms: int, bids: list, asks: list) -> DepthTick:
-    return DepthTick(bids=bids, asks=asks, version=second, mrid=mrid, ts=second * 1000 + ms)
+    return DepthTick.of(bids, asks, version=second, mrid=mrid, ts=second * 1000 + ms)
 
 
 def test_pushes_sharing_a_version_are_each_applied_in_mrid_order():
@@ -109,7 +108,7 @@ def test_pushes_sharing_a_version_are_each_applied_in_mrid_order():
     for tick, (bids, asks) in steps:
         assert diff.changes(tick) == (bids, asks)
         assert diff.seq == tick.mrid
-    assert (diff.bids, diff.asks) == ({13068.0: 5.0}, {13099.7: 371.0})
+    assert diff.levels() == ([(13068.0, 5.0)], [(13099.7, 371.0)])
 
 
 def test_a_restated_push_changes_nothing_and_a_stale_one_is_dropped():
@@ -122,7 +121,7 @@ def test_a_restated_push_changes_nothing_and_a_stale_one_is_dropped():
     assert diff.changes(_push(510, SECOND, 300, [(10.0, 2.0)], [(11.0, 1.0)])) == ([], [])
     # Taken before the held push (lower mrid, same second): an older book, not applied.
     assert diff.changes(_push(505, SECOND, 150, [(10.0, 9.0)], [(11.0, 9.0)])) is None
-    assert (diff.seq, diff.bids, diff.asks) == (510, {10.0: 2.0}, {11.0: 1.0})
+    assert (diff.seq, diff.levels()) == (510, ([(10.0, 2.0)], [(11.0, 1.0)]))
 
 
 def test_an_mrid_that_restarts_in_a_later_second_is_a_resync():

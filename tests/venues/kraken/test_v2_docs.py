@@ -13,6 +13,7 @@ import pytest
 from astra.core import Side
 from astra.venues.kraken.feed import ChecksumMismatch, KrakenBook, checksum_of
 from astra.venues.kraken.schemas import (
+    BookData,
     BookMessage,
     ChannelMessage,
     Heartbeat,
@@ -184,3 +185,19 @@ def test_trade_message_to_trades():
 def test_rfc3339_ms(ts):
     expected = int(datetime.fromisoformat(ts).astimezone(UTC).timestamp() * 1000)
     assert rfc3339_ms(ts) == expected
+
+
+@pytest.mark.parametrize(
+    "ts",
+    ["2023-10-06T17:35:55.440295Z", "2023-10-06T17:35:55.000001Z", "2024-02-29T23:59:59.999999Z"],
+)
+def test_the_inlined_v2_timestamp_equals_the_general_parse(ts):
+    data = BookData(symbol="BTC/USD", checksum=0, timestamp=ts)
+    general = int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
+    assert data.timestamp_ms(0) == rfc3339_ms(ts) == general
+
+
+def test_a_malformed_v2_timestamp_is_not_read_as_a_time():
+    with pytest.raises(ValueError):
+        bad = BookData(symbol="BTC/USD", checksum=0, timestamp="2023-10-06T17:35:55.4x0295Z")
+        bad.timestamp_ms(0)

@@ -34,6 +34,7 @@ import msgspec
 from astra.venues.base import BookSink, TradeSink
 from astra.venues.book import L2Book
 from astra.venues.retry import SnapshotRequest, backoff
+from astra.venues.silence import SilenceWatchdog
 from astra.venues.wsmux import RECONNECT_ERRORS, WS_TIMEOUT
 
 from .schemas import AggTrade, DepthUpdate
@@ -219,12 +220,16 @@ class _BookFeed:
                 async with self.session.ws_connect(self.url, timeout=WS_TIMEOUT) as ws:
                     book.restart()
                     book.stream_live()
-                    while True:
-                        msg = await ws.receive(timeout=self.silence)
-                        if msg.type is not aiohttp.WSMsgType.TEXT:
-                            raise ConnectionError(f"upstream sent {msg.type.name}")
-                        attempt = 0
-                        book.on_event(decode(msg.data))
+                    receive, text = ws.receive, aiohttp.WSMsgType.TEXT
+                    # One watchdog per connection, not a timeout per message (silence.py).
+                    with SilenceWatchdog(self.silence) as watch:
+                        while True:
+                            msg = await receive()
+                            if msg.type is not text:
+                                raise ConnectionError(f"upstream sent {msg.type.name}")
+                            watch.heard += 1
+                            attempt = 0
+                            book.on_event(decode(msg.data))
             except RECONNECT_ERRORS as exc:
                 reason = "silent for too long" if isinstance(exc, TimeoutError) else repr(exc)
                 book.restart(f"reconnecting: {reason}")

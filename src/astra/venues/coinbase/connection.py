@@ -29,6 +29,7 @@ import aiohttp
 import msgspec
 
 from astra.venues.retry import backoff as _backoff
+from astra.venues.silence import SilenceWatchdog
 
 from .feed import Router, SequenceRegression, SnapshotTimeout
 from .schemas import SubscribeRequest
@@ -155,19 +156,22 @@ class Connection:
             self._send("subscribe", None, "heartbeats")
             if router.products:
                 self._send("subscribe", list(router.products))
-            while True:
-                msg = await ws.receive(timeout=self.settings.silence)
-                if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
-                    now = loop.time()
-                    resync = router.on_message(msg.data, now)
-                    if resync:  # fresh snapshots for every product on this connection
-                        self._send("unsubscribe", resync)
-                        self._send("subscribe", resync)
-                    router.check_timeouts(now)
-                elif msg.type is aiohttp.WSMsgType.ERROR:
-                    raise ConnectionError(f"websocket error: {ws.exception()!r}")
-                else:
-                    return f"closed by the venue ({msg.type.name}, code {ws.close_code})"
+            # One watchdog per connection, not a timeout per message (raises TimeoutError).
+            with SilenceWatchdog(self.settings.silence) as watch:
+                while True:
+                    msg = await ws.receive()
+                    if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                        watch.heard += 1
+                        now = loop.time()
+                        resync = router.on_message(msg.data, now)
+                        if resync:  # fresh snapshots for every product on this connection
+                            self._send("unsubscribe", resync)
+                            self._send("subscribe", resync)
+                        router.check_timeouts(now)
+                    elif msg.type is aiohttp.WSMsgType.ERROR:
+                        raise ConnectionError(f"websocket error: {ws.exception()!r}")
+                    else:
+                        return f"closed by the venue ({msg.type.name}, code {ws.close_code})"
         finally:
             self._queue = None
             writer.cancel()

@@ -24,6 +24,8 @@ Book, full (``market.$symbol.depth.step0``, spot and swaps): every push is the w
 push does not restate. The first push is the snapshot; every later push is applied, as the
 difference from the previous push (changed levels, and removed levels with quantity 0), so
 clients see small in-sequence updates and the gateway's book equals the latest push exactly.
+The difference is taken on the pushes' text (``fullbook.py``: only changed levels are parsed);
+``DepthBookHandler`` is this per-push rule without the connection.
 Pushes are ordered by ``mrid`` where they carry one (contracts: there ``version`` is only the
 push's epoch second, shared by every push within it), else by ``version`` (spot), and that
 id is the update's ``updateId``. A push with the held id restates the held book (nothing to
@@ -49,11 +51,19 @@ import msgspec
 from astra.venues.base import BookSink, TradeSink
 from astra.venues.book import L2Book
 from astra.venues.retry import backoff as _backoff
+from astra.venues.silence import SilenceWatchdog
 
-from .schemas import DepthMessage, MbpMessage, MbpTick, TradeMessage
-from .sequencing import FullBookDiff, MbpSync, SequenceGap, SnapshotMisaligned, VersionRegressed
+from .fullbook import FullBookDiff
+from .schemas import DepthMessage, DepthTick, MbpMessage, MbpTick, TradeMessage
+from .sequencing import MbpSync, SequenceGap, SnapshotMisaligned, VersionRegressed
+
+try:  # zlib-ng (ccxt depends on it) inflates HTX's frames about 1.6x faster than zlib
+    from zlib_ng import zlib_ng as _inflate
+except ImportError:  # pragma: no cover - same results, slower
+    _inflate = zlib
 
 __all__ = [
+    "DepthBookHandler",
     "FeedError",
     "FullBookDiff",
     "MbpSync",
@@ -84,6 +94,7 @@ _FEED_ERRORS = (
     TimeoutError,
     msgspec.DecodeError,
     zlib.error,
+    _inflate.error,
     ValueError,
     FeedError,
 )
@@ -91,7 +102,7 @@ _FEED_ERRORS = (
 
 def gunzip(frame: bytes) -> bytes:
     """The JSON inside one HTX frame (wbits 31: a gzip member, header and trailer checked)."""
-    return zlib.decompress(frame, 31)
+    return _inflate.decompress(frame, 31)
 
 
 def pong_frame(ping: int) -> str:
@@ -126,20 +137,23 @@ class _Stream:
                 async with self.session.ws_connect(self.url, timeout=_WS_TIMEOUT) as ws:
                     await self.on_open(ws)
                     await ws.send_str(_encode({"sub": self.topic, "id": self.next_id()}).decode())
-                    while True:
-                        msg = await ws.receive(timeout=self.silence)
-                        if msg.type is aiohttp.WSMsgType.BINARY:
-                            m = decode(gunzip(msg.data))
-                        elif msg.type is aiohttp.WSMsgType.TEXT:
-                            m = decode(msg.data)
-                        else:
-                            raise ConnectionError(f"upstream sent {msg.type.name}")
-                        if m.ping is not None:
-                            await ws.send_str(pong_frame(m.ping))
-                        elif m.status == "error":
-                            raise FeedError(f"{self.topic}: {m.err_code} {m.err_msg}")
-                        else:
-                            await self.on_message(ws, m)
+                    # One watchdog per connection, not a timeout per message (silence.py).
+                    with SilenceWatchdog(self.silence) as watch:
+                        while True:
+                            msg = await ws.receive()
+                            if msg.type is aiohttp.WSMsgType.BINARY:
+                                m = decode(gunzip(msg.data))
+                            elif msg.type is aiohttp.WSMsgType.TEXT:
+                                m = decode(msg.data)
+                            else:
+                                raise ConnectionError(f"upstream sent {msg.type.name}")
+                            watch.heard += 1
+                            if m.ping is not None:
+                                await ws.send_str(pong_frame(m.ping))
+                            elif m.status == "error":
+                                raise FeedError(f"{self.topic}: {m.err_code} {m.err_msg}")
+                            else:
+                                await self.on_message(ws, m)
             except _FEED_ERRORS as exc:
                 reason = "silent for too long" if isinstance(exc, TimeoutError) else repr(exc)
                 log.warning("%s %s: %s; reconnecting", self.url, self.topic, reason)
@@ -255,25 +269,20 @@ class _MbpBookFeed(_Stream):
             self.sink.on_update(tick.seqNum, ts, tick.bids, tick.asks)
 
 
-class _DepthBookFeed(_Stream):
-    message_type = DepthMessage
+class DepthBookHandler:
+    """The ``depth.step0`` rule of one market, push by push, without the connection: each
+    push goes to ``sink`` as the snapshot, an update, or nothing (see the module docstring)."""
 
-    def __init__(self, session, url, topic, sink: BookSink, market: str, silence: float):
-        super().__init__(session, url, topic, silence)
+    def __init__(self, sink: BookSink, market: str) -> None:
         self.sink, self.market = sink, market
         self.diff = FullBookDiff()
 
-    async def on_open(self, ws) -> None:
+    def reset(self) -> None:
+        """A new connection: the next push is a snapshot."""
         self.diff.reset()
 
-    def on_drop(self, reason: str) -> None:
-        self.sink.on_resync(reason)
-
-    async def on_message(self, ws, m: DepthMessage) -> None:
-        tick = m.tick
-        if tick is None:  # sub acknowledgement
-            return
-        ts = tick.ts or m.ts
+    def on_push(self, tick: DepthTick, ts: int) -> bool:
+        """Hand ``tick`` (book time ``ts``) to the sink; True when it went out as a snapshot."""
         diff = self.diff
         if diff.synced:
             held = diff.seq
@@ -283,15 +292,34 @@ class _DepthBookFeed(_Stream):
                 self.sink.on_resync(str(exc))
             else:
                 if changes is None or not (changes[0] or changes[1]):
-                    return  # stale, or the held book restated
+                    return False  # stale, or the held book restated
                 if diff.seq != held:
                     self.sink.on_update(diff.seq, ts, *changes)
-                    return
+                    return False
                 # Another book under the held id: sent whole (readers cache by update id).
-        diff.load(tick)
-        self.attempt = 0
-        book = _book(self.market, diff.bids.items(), diff.asks.items(), diff.seq, ts)
-        self.sink.on_snapshot(book)
+        bids, asks = diff.load(tick)
+        self.sink.on_snapshot(_book(self.market, bids, asks, diff.seq, ts))
+        return True
+
+
+class _DepthBookFeed(_Stream):
+    message_type = DepthMessage
+
+    def __init__(self, session, url, topic, sink: BookSink, market: str, silence: float):
+        super().__init__(session, url, topic, silence)
+        self.sink = sink
+        self.handler = DepthBookHandler(sink, market)
+
+    async def on_open(self, ws) -> None:
+        self.handler.reset()
+
+    def on_drop(self, reason: str) -> None:
+        self.sink.on_resync(reason)
+
+    async def on_message(self, ws, m: DepthMessage) -> None:
+        tick = m.tick
+        if tick is not None and self.handler.on_push(tick, tick.ts or m.ts):
+            self.attempt = 0  # a snapshot went out (a None tick: the sub acknowledgement)
 
 
 class _TradeFeed(_Stream):

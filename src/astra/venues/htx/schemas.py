@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 Level = tuple[float, float]  # [price, size]
+_encode = msgspec.json.Encoder().encode
 
 
 class _Envelope(msgspec.Struct, kw_only=True, gc=False):
@@ -70,7 +71,9 @@ class MbpMessage(_Envelope, kw_only=True, gc=False):
 
 class DepthTick(msgspec.Struct, kw_only=True, gc=False):
     """``market.$symbol.depth.step0`` (spot and contracts): the whole aggregated book, up to
-    150 levels a side.
+    150 levels a side. Each side is kept as its JSON text (``[[price, size], ...]``, numbers
+    or numeric strings): ``FullBookDiff`` compares it with the previous push's text and parses
+    only the levels that changed (``fullbook.py``). ``of`` builds one from levels.
 
     Spot: ``version`` increases from one push to the next (not by 1). Contracts (coin- and
     USDT-margined): ``version`` and ``id`` are the push's epoch second, shared by every push
@@ -78,11 +81,25 @@ class DepthTick(msgspec.Struct, kw_only=True, gc=False):
     identification") is what orders the pushes. ``ts`` (ms) is when the book was taken
     and is not monotonic (recorded: 8 ms backwards with ``mrid`` going forwards)."""
 
-    bids: list[Level] = []
-    asks: list[Level] = []
+    bids: msgspec.Raw = msgspec.Raw(b"[]")
+    asks: msgspec.Raw = msgspec.Raw(b"[]")
     version: int
     mrid: int | None = None  # contracts only
     ts: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        bids: list[Level],
+        asks: list[Level],
+        *,
+        version: int,
+        mrid: int | None = None,
+        ts: int = 0,
+    ) -> DepthTick:
+        """The push of these levels, as the decoder would give it."""
+        bids_text, asks_text = msgspec.Raw(_encode(bids)), msgspec.Raw(_encode(asks))
+        return cls(bids=bids_text, asks=asks_text, version=version, mrid=mrid, ts=ts)
 
 
 class DepthMessage(_Envelope, kw_only=True, gc=False):

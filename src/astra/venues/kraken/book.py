@@ -7,8 +7,16 @@ Invariants:
   low), price then quantity, each written with the pair's precision (price: ``pair_decimals``
   places, quantity: ``lot_decimals``), the ``.`` removed and leading zeros stripped, all
   concatenated; the value is ``zlib.crc32`` of it, unsigned 32-bit.
-- The checksum is cached until a change lands in the top 10, and each top level's text until
-  that level changes: most updates are deeper and cost no hashing.
+- Each side is three parallel lists and no dict (a float's hash costs about as much as the
+  bisect): ``keys`` sorted (bids negated, so both run best first), ``qtys[i]`` the quantity
+  at ``keys[i]``, ``texts[i]`` its checksum text or None until it is needed. A level is found
+  by ``bisect_left`` and an equality test at the index; an insert or delete at that index in
+  the three lists when a level appears or goes, no sort ever.
+- The checksum input of a side is its first 10 ``texts`` (a slice; a None is written once,
+  when the level is in the top 10); the ask side's CRC and the bid side's joined bytes are
+  cached until a change lands in that side's top 10, and the CRC of the whole continues from
+  the cached ask CRC (``zlib.crc32(bids, crc_of_asks)``): a message (usually one level)
+  re-joins at most the side it touched.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import zlib
 from bisect import bisect_left
 from collections.abc import Iterable
+from operator import neg
 
 from astra.venues.book import L2Book
 
@@ -30,8 +39,11 @@ class ChecksumMismatch(Exception):
     """The rebuilt book's top 10 levels do not hash to the venue's checksum."""
 
 
-def _fragment(value: float, fmt: str) -> str:
-    return format(value, fmt).replace(".", "").lstrip("0")
+def _fragment(value: float, scale: float) -> str:
+    """``value`` written with ``log10(scale)`` places, the point removed, leading zeros
+    stripped: the integer ``value * scale`` in decimal (exact for up to 15 significant
+    digits, as the float itself; one multiply and round instead of format + strip)."""
+    return str(round(value * scale))
 
 
 def checksum_of(
@@ -41,115 +53,155 @@ def checksum_of(
     qty_decimals: int,
 ) -> int:
     """Kraken's CRC32 over the given best asks (ascending) then best bids (descending)."""
-    pf, qf = f".{price_decimals}f", f".{qty_decimals}f"
-    text = "".join(_fragment(p, pf) + _fragment(q, qf) for p, q in asks)
-    text += "".join(_fragment(p, pf) + _fragment(q, qf) for p, q in bids)
+    ps, qs = 10.0**price_decimals, 10.0**qty_decimals
+    text = "".join(_fragment(p, ps) + _fragment(q, qs) for p, q in asks)
+    text += "".join(_fragment(p, ps) + _fragment(q, qs) for p, q in bids)
     return zlib.crc32(text.encode())
 
 
 class KrakenBook:
-    """The venue's view of one book: at most ``depth`` levels a side, float keys, kept with a
-    sorted key list per side (bids negated) so truncation and the top 10 cost no sort.
-
-    The checksum is cached until a change lands in the top 10 (most updates are deeper), and
-    each top level's checksum text is cached until that level changes."""
+    """The venue's view of one book: at most ``depth`` levels a side, in three parallel lists
+    per side (see the module docstring); ``bids``/``asks`` are dicts made on demand (tests,
+    diagnostics), never on the message path."""
 
     __slots__ = (
+        "_ask_crc",
         "_ask_keys",
-        "_ask_text",
+        "_ask_qtys",
+        "_ask_texts",
         "_bid_keys",
-        "_bid_text",
+        "_bid_qtys",
+        "_bid_texts",
+        "_bid_top",
         "_checksum",
-        "_pf",
-        "_qf",
-        "asks",
-        "bids",
+        "_ps",
+        "_qs",
         "depth",
+        "verified",
     )
 
     def __init__(self, depth: int, price_decimals: int, qty_decimals: int) -> None:
         self.depth = depth
-        self._pf, self._qf = f".{price_decimals}f", f".{qty_decimals}f"
+        self._ps, self._qs = 10.0**price_decimals, 10.0**qty_decimals
+        self.verified = 0  # checksums compared (and equal) over this book's life
         self.reset([], [])
 
     def reset(self, bids: Levels, asks: Levels) -> None:
-        self.bids: dict[float, float] = {}
-        self.asks: dict[float, float] = {}
+        """Replace the book with a snapshot (levels applied in order, then truncated)."""
         self._bid_keys: list[float] = []  # -price, ascending: best bid first
+        self._bid_qtys: list[float] = []  # _bid_qtys[i]: the quantity at -_bid_keys[i]
+        self._bid_texts: list[str | None] = []  # its checksum text, None until needed
         self._ask_keys: list[float] = []  # price, ascending: best ask first
-        self._bid_text: dict[float, str] = {}  # price -> its checksum text
-        self._ask_text: dict[float, str] = {}
-        self._checksum: int | None = None
-        self.apply(bids, asks)
+        self._ask_qtys: list[float] = []
+        self._ask_texts: list[str | None] = []
+        for keys, qtys, texts, levels, sign in (
+            (self._bid_keys, self._bid_qtys, self._bid_texts, bids, -1.0),
+            (self._ask_keys, self._ask_qtys, self._ask_texts, asks, 1.0),
+        ):
+            side: dict[float, float] = {}
+            for p, q in levels:
+                if q > 0:
+                    side[p * sign] = q
+                else:
+                    side.pop(p * sign, None)
+            keys.extend(sorted(side)[: self.depth])
+            qtys.extend(map(side.__getitem__, keys))
+            texts.extend([None] * len(keys))
+        self._bid_top: bytes | None = None  # the top 10 bid texts joined, encoded
+        self._ask_crc: int | None = None  # CRC32 of the top 10 ask texts
+        self._checksum: int | None = None  # of both tops; None when either is stale
 
     def apply(self, bids: Levels, asks: Levels) -> tuple[Levels, Levels]:
         """Apply one message's levels in order, then truncate to ``depth``. Returns the
         changes to forward: the given lists, plus a delete per level truncated away."""
-        if bids:
-            self._apply_side(self.bids, self._bid_keys, self._bid_text, bids, -1.0)
-        if asks:
-            self._apply_side(self.asks, self._ask_keys, self._ask_text, asks, 1.0)
+        if bids and self._apply_side(self._bid_keys, self._bid_qtys, self._bid_texts, bids, -1.0):
+            self._bid_top = self._checksum = None
+        if asks and self._apply_side(self._ask_keys, self._ask_qtys, self._ask_texts, asks, 1.0):
+            self._ask_crc = self._checksum = None
         return bids, asks
 
-    def _apply_side(self, side: dict, keys: list, text: dict, changes: Levels, sign: float) -> None:
-        top = len(keys) < _CHECKSUM_LEVELS  # a short side: any change is in its top 10
+    def _apply_side(
+        self, keys: list, qtys: list, texts: list, changes: Levels, sign: float
+    ) -> bool:
+        """Apply one side's changes; True when one landed in its top 10."""
+        n = len(keys)
+        top = n < _CHECKSUM_LEVELS  # a short side: any change is in its top 10
         for p, q in changes:
             k = p * sign
+            i = bisect_left(keys, k)
             if q > 0:
-                i = bisect_left(keys, k)
-                if p not in side:
+                if i != n and keys[i] == k:
+                    qtys[i] = q
+                    texts[i] = None
+                else:
                     keys.insert(i, k)
-                side[p] = q
-            elif p in side:
-                del side[p]
-                i = bisect_left(keys, k)
-                del keys[i]
+                    qtys.insert(i, q)
+                    texts.insert(i, None)
+                    n += 1
+            elif i != n and keys[i] == k:
+                del keys[i], qtys[i], texts[i]
+                n -= 1
             else:
                 continue  # deleting an absent level: nothing changed
-            text.pop(p, None)
             if i < _CHECKSUM_LEVELS:
                 top = True
-        if top:
-            self._checksum = None
-        if len(keys) > self.depth:  # the tail only: the top 10 stays as it is
-            for k in keys[self.depth :]:
-                p = k * sign
-                del side[p]
-                text.pop(p, None)
-                changes.append((p, 0.0))
-            del keys[self.depth :]
+        depth = self.depth
+        if n > depth:  # the tail only: the top 10 stays as it is
+            changes.extend([(k * sign, 0.0) for k in keys[depth:]])
+            del keys[depth:], qtys[depth:], texts[depth:]
+        return top
+
+    @property
+    def bids(self) -> dict[float, float]:
+        return dict(zip(map(neg, self._bid_keys), self._bid_qtys, strict=True))
+
+    @property
+    def asks(self) -> dict[float, float]:
+        return dict(zip(self._ask_keys, self._ask_qtys, strict=True))
 
     def top(self, n: int = _CHECKSUM_LEVELS) -> tuple[Levels, Levels]:
-        bids, asks = self.bids, self.asks
         return (
-            [(-k, bids[-k]) for k in self._bid_keys[:n]],
-            [(k, asks[k]) for k in self._ask_keys[:n]],
+            list(zip(map(neg, self._bid_keys[:n]), self._bid_qtys[:n], strict=True)),
+            list(zip(self._ask_keys[:n], self._ask_qtys[:n], strict=True)),
         )
+
+    def _top_bytes(self, keys: list, qtys: list, texts: list, sign: float) -> bytes:
+        top = texts[:_CHECKSUM_LEVELS]
+        if None in top:  # levels new to the top 10 (or changed): written once
+            ps, qs, i = self._ps, self._qs, 0
+            for _ in range(top.count(None)):
+                i = top.index(None, i)
+                # int(x + 0.5) == round(x) here: x > 0, within 1e-6 of an integer
+                top[i] = texts[i] = "%d%d" % (keys[i] * sign * ps + 0.5, qtys[i] * qs + 0.5)  # noqa: UP031 (2x an f-string of round()s)
+        return "".join(top).encode()
 
     def checksum(self) -> int:
         if self._checksum is not None:
             return self._checksum
-        pf, qf, parts = self._pf, self._qf, []
-        for keys, side, text, sign in (
-            (self._ask_keys, self.asks, self._ask_text, 1.0),
-            (self._bid_keys, self.bids, self._bid_text, -1.0),
-        ):
-            for k in keys[:_CHECKSUM_LEVELS]:
-                p = k * sign
-                t = text.get(p)
-                if t is None:
-                    t = text[p] = _fragment(p, pf) + _fragment(side[p], qf)
-                parts.append(t)
-        self._checksum = value = zlib.crc32("".join(parts).encode())
+        ask_crc = self._ask_crc
+        if ask_crc is None:
+            ask_crc = self._ask_crc = zlib.crc32(
+                self._top_bytes(self._ask_keys, self._ask_qtys, self._ask_texts, 1.0)
+            )
+        bids = self._bid_top
+        if bids is None:
+            bids = self._bid_top = self._top_bytes(
+                self._bid_keys, self._bid_qtys, self._bid_texts, -1.0
+            )
+        self._checksum = value = zlib.crc32(bids, ask_crc)  # the CRC continues from the asks
         return value
 
     def verify(self, expected: int) -> None:
-        got = self.checksum()
+        got = self._checksum
+        if got is None:
+            got = self.checksum()
         if got != expected:
             raise ChecksumMismatch(f"checksum {got} != venue's {expected}")
+        self.verified += 1
 
     def to_l2book(self, market: str, update_id: int, timestamp: int) -> L2Book:
         """A copy for the sink: the feed keeps mutating its own book."""
         book = L2Book(market)
-        book.reset(self.bids.items(), self.asks.items(), update_id, timestamp)
+        bids = zip(map(neg, self._bid_keys), self._bid_qtys, strict=True)
+        book.reset(bids, zip(self._ask_keys, self._ask_qtys, strict=True), update_id, timestamp)
         return book

@@ -205,7 +205,8 @@ class SpotBook(BookSubscription):
         self.book.verify(data.checksum)
         self.failures = 0
         self.update_id += 1
-        self.sink.on_update(self.update_id, data.timestamp_ms(_now_ms()), bids, asks)
+        # The clock only when the venue sent no time (timestamp_ms gives the default, 0).
+        self.sink.on_update(self.update_id, data.timestamp_ms(0) or _now_ms(), bids, asks)
 
 
 class SpotTrades(TradeSubscription):

@@ -44,8 +44,13 @@ def _epoch_seconds(prefix: str) -> int:
     return calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
 
 
+_MILLIS = {f"{i:03d}": i for i in range(1000)}  # "440" -> 440: a lookup, not an int() parse
+
+
 def rfc3339_ms(ts: str) -> int:
     """Epoch milliseconds of Kraken's ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``."""
+    if len(ts) == 27 and ts[19] == "." and ts[26] == "Z":  # what v2 sends: microseconds
+        return _epoch_seconds(ts[:19]) * 1000 + int(ts[20:23])
     if len(ts) >= 20 and ts[-1] == "Z" and ts[10] == "T":
         frac = ts[20:-1] if ts[19] == "." else ""
         return _epoch_seconds(ts[:19]) * 1000 + int((frac[:3] or "0").ljust(3, "0"))
@@ -68,15 +73,23 @@ class BookData(msgspec.Struct, gc=False):
     timestamp: str | UnsetType = UNSET  # updates; recent snapshots too
 
     def to_changes(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        """Bid and ask changes as (price, quantity); quantity 0 deletes the level."""
+        """Bid and ask changes as (price, quantity); quantity 0 deletes the level. Fresh
+        lists (the book appends truncation deletes); an update usually touches one side."""
+        bids, asks = self.bids, self.asks
         return (
-            [(lv.price, lv.qty) for lv in self.bids],
-            [(lv.price, lv.qty) for lv in self.asks],
+            [(lv.price, lv.qty) for lv in bids] if bids else [],
+            [(lv.price, lv.qty) for lv in asks] if asks else [],
         )
 
     def timestamp_ms(self, default: int) -> int:
         ts = self.timestamp
-        return default if ts is UNSET else rfc3339_ms(ts)
+        if ts is UNSET:
+            return default
+        if len(ts) == 27 and ts[19] == "." and ts[26] == "Z":  # v2's form, inlined (hot)
+            ms = _MILLIS.get(ts[20:23])
+            if ms is not None:
+                return _epoch_seconds(ts[:19]) * 1000 + ms
+        return rfc3339_ms(ts)
 
 
 class BookMessage(msgspec.Struct, tag_field="channel", tag="book", gc=False):

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from astra.venues.silence import SilenceWatchdog
 from astra.venues.wsmux import BatchedConnection, MuxPool, OutboxItem
 
 __all__ = ["Consumer", "Dialect", "Key", "KrakenStream", "StreamPool"]
@@ -153,18 +154,18 @@ class KrakenStream(BatchedConnection):
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         """Route frames until the connection fails or closes (raises either way)."""
-        route, silence = self.dialect.route, self.silence
-        while True:
-            try:
-                msg = await ws.receive(timeout=silence)
-            except TimeoutError:
-                raise TimeoutError(f"silent for {silence:g} s") from None
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                route(msg.data, self)
-            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-                raise ConnectionError("closed by the venue")
-            else:
-                raise ConnectionError(f"upstream sent {msg.type.name}")
+        route, receive, text = self.dialect.route, ws.receive, aiohttp.WSMsgType.TEXT
+        # One watchdog per connection, not a timeout per message (raises TimeoutError).
+        with SilenceWatchdog(self.silence) as watch:
+            while True:
+                msg = await receive()
+                if msg.type is text:
+                    watch.heard += 1
+                    route(msg.data, self)
+                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    raise ConnectionError("closed by the venue")
+                else:
+                    raise ConnectionError(f"upstream sent {msg.type.name}")
 
 
 class StreamPool(MuxPool[KrakenStream]):

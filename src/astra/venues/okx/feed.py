@@ -27,15 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
-from bisect import bisect_left, insort
 from itertools import count
 
 from astra.venues.base import BookSink, TradeSink
 from astra.venues.book import L2Book
 from astra.venues.retry import backoff
 
-from .schemas import BookData, BookLevel, Push, TradeData
+from .book import BookSide, book_checksum
+from .schemas import BookData, Push, TradeData
 from .stream import StreamPool
 
 __all__ = [
@@ -50,13 +49,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+Changes = list[tuple[float, float]]
 
 
 def _backoff(failures: int) -> float:
     """A book's wait before resubscribing: none after a first failure, then doubling."""
     return 0.0 if failures <= 0 else backoff(failures - 1)
-CHECKSUM_LEVELS = 25
-Changes = list[tuple[float, float]]
 
 
 class BookOutOfSync(Exception):
@@ -71,66 +69,29 @@ class ChecksumMismatch(BookOutOfSync):
     """The rebuilt top 25 levels disagree with OKX's checksum."""
 
 
-def book_checksum(bids: list[str], asks: list[str]) -> int:
-    """OKX's checksum of ``price:size`` entries, best first per side, as a signed int32."""
-    parts: list[str] = []
-    for i in range(max(len(bids), len(asks))):
-        if i < len(bids):
-            parts.append(bids[i])
-        if i < len(asks):
-            parts.append(asks[i])
-    crc = zlib.crc32(":".join(parts).encode())
-    return crc - 0x1_0000_0000 if crc & 0x8000_0000 else crc
-
-
-class _Side:
-    """One side's levels as OKX sent them: price -> "price:size", plus prices kept sorted
-    ascending (bisect on ~400 floats is a short memmove) so the top 25 is a slice."""
-
-    __slots__ = ("entries", "prices")
-
-    def __init__(self) -> None:
-        self.entries: dict[float, str] = {}
-        self.prices: list[float] = []
-
-    def apply(self, levels: list[BookLevel], out: Changes) -> None:
-        entries, prices = self.entries, self.prices
-        for level in levels:
-            text, size = level[0], level[1]
-            price, qty = float(text), float(size)
-            if qty > 0:
-                if price not in entries:
-                    insort(prices, price)
-                entries[price] = f"{text}:{size}"
-            elif entries.pop(price, None) is not None:
-                del prices[bisect_left(prices, price)]
-            out.append((price, qty))
-
-
 class BookSync:
     """One market's book kept exactly as OKX sent it, for the integrity rule (pure: no I/O)."""
 
     def __init__(self, market: str, verify_checksum: bool = True) -> None:
         self.market, self.verify_checksum = market, verify_checksum
         self._ids = count(1)  # update ids when OKX sends no seqId (old recordings)
+        self.verified = 0  # checksums compared (and equal) over this object's life
         self.reset()
 
     def reset(self) -> None:
         self.synced = False
         self.seq: int | None = None
-        self.bids, self.asks = _Side(), _Side()
+        self.bids, self.asks = BookSide(descending=True), BookSide(descending=False)
 
     def checksum(self) -> int:
-        bids, asks = self.bids, self.asks
-        top_bids = [bids.entries[p] for p in bids.prices[: -CHECKSUM_LEVELS - 1 : -1]]
-        top_asks = [asks.entries[p] for p in asks.prices[:CHECKSUM_LEVELS]]
-        return book_checksum(top_bids, top_asks)
+        return book_checksum(self.bids.top(), self.asks.top())
 
     def _verify(self, data: BookData) -> None:
         if self.verify_checksum and data.checksum != 0:
-            local = self.checksum()
+            local = book_checksum(self.bids.top(), self.asks.top())
             if local != data.checksum:
                 raise ChecksumMismatch(f"checksum {data.checksum} but rebuilt book gives {local}")
+            self.verified += 1
 
     def _update_id(self, data: BookData) -> int:
         seq = data.seqId
@@ -139,10 +100,8 @@ class BookSync:
     def snapshot(self, data: BookData) -> L2Book:
         """Start over from a snapshot; returns the synced book for the sink."""
         self.reset()
-        bids: Changes = []
-        asks: Changes = []
-        self.bids.apply(data.bids, bids)
-        self.asks.apply(data.asks, asks)
+        bids = self.bids.load(data.bids)
+        asks = self.asks.load(data.asks)
         self._verify(data)
         seq = data.seqId
         self.seq = seq if isinstance(seq, int) else None
@@ -163,10 +122,8 @@ class BookSync:
             if seq == prev and (data.bids or data.asks):
                 raise SequenceGap(f"seqId {seq} did not advance over a change")
             self.seq = seq
-        bids: Changes = []
-        asks: Changes = []
-        self.bids.apply(data.bids, bids)
-        self.asks.apply(data.asks, asks)
+        bids = self.bids.apply(data.bids) if data.bids else []
+        asks = self.asks.apply(data.asks) if data.asks else []
         self._verify(data)
         if not bids and not asks:
             return None

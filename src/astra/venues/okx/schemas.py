@@ -4,6 +4,8 @@ Field names are OKX's own (``instId``, ``seqId``, ``px``, ``sz``) so a Struct de
 and encodes to, exactly the documented payload. Prices and sizes stay decimal strings, as on
 the wire: the book checksum is computed over the strings as sent, never over re-formatted
 floats. Sizes of SWAP/FUTURES/OPTION are in contracts (see ``MarketMetadata.contract_size``).
+A book level (``BookLevel``) keeps only its price and size (the only fields the book uses;
+skipping the rest makes the decode cheaper), so it re-encodes as those two.
 
 Every push has the same envelope (``Push``): ``arg`` names the channel and instrument,
 ``action`` is ``snapshot``/``update`` on the incremental book channels, ``data`` is a list.
@@ -24,8 +26,15 @@ __all__ = ["Arg", "BookData", "BookLevel", "Push", "SubscribeRequest", "TradeDat
 
 T = TypeVar("T")
 
-# [price, size, "0" (deprecated: liquidated orders), number of orders]
-BookLevel = list[str]
+
+class BookLevel(msgspec.Struct, array_like=True, gc=False):
+    """A level as OKX sends it, ``[price, size, "0" (deprecated), number of orders]``: the
+    first two are kept as text (the checksum is over that text), the rest is not decoded.
+    Missing fields decode as "" so a malformed level fails its market's float parse (a
+    resync of that market) instead of the whole connection's decode."""
+
+    px: str = ""
+    sz: str = ""
 
 
 class Arg(msgspec.Struct, frozen=True, gc=False):
