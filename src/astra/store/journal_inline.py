@@ -102,12 +102,20 @@ class InlineWriter:
         """Insert the intent ``values`` (``_INSERT_SQL``'s order), the ``acks`` first, in one
         commit: ``(new id, each ack's rowcount)``. Raises ``JournalBusy`` or sqlite3's
         ``IntegrityError`` (the client order id taken) with nothing written."""
+        return self._commit(acks, values)
+
+    def acknowledge(self, acks: list[AckRow]) -> list[int]:
+        """The ``acks`` in one commit: each one's rowcount (0: not applicable from the row's
+        state, for ``OrderJournal.acknowledge`` to judge)."""
+        return self._commit(acks, None)[1]
+
+    def _commit(self, acks: list[AckRow], values: tuple | None) -> tuple[int, list[int]]:
         with self.lock:
             conn = self._driver()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 counts = [conn.execute(_ACK_SQL, row).rowcount for row in acks]
-                entry_id = conn.execute(_INSERT_SQL, values).lastrowid
+                entry_id = conn.execute(_INSERT_SQL, values).lastrowid if values else 0
                 conn.commit()
             except BaseException as exc:
                 self._rollback(conn)
@@ -116,23 +124,6 @@ class InlineWriter:
                 raise
             self._committed()
         return entry_id, counts
-
-    def acknowledge(self, acks: list[AckRow]) -> list[int]:
-        """The ``acks`` in one commit: each one's rowcount (0: not applicable from the row's
-        state, for ``OrderJournal.acknowledge`` to judge)."""
-        with self.lock:
-            conn = self._driver()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                counts = [conn.execute(_ACK_SQL, row).rowcount for row in acks]
-                conn.commit()
-            except BaseException as exc:
-                self._rollback(conn)
-                if isinstance(exc, sqlite3.OperationalError) and busy(exc):
-                    raise JournalBusy(str(exc)[:200]) from None
-                raise
-            self._committed()
-        return counts
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
