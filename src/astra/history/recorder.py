@@ -16,8 +16,9 @@ Invariants:
 - Local times come from one clock per recorder: wall time at start plus a monotonic delta, so
   they never go back within a run.
 - Snapshot reasons: the first snapshot of a market in this run is ``start``; one the recorder
-  asked for is ``periodic`` (taken in the event loop, between two messages, only while the
-  channel is synced); every other one (after a resync, a SMART member's change) is ``resync``.
+  asked for is ``periodic`` (taken right after the update that makes it due, or on a timer
+  between two messages, only while the channel is synced); every other one (after a resync,
+  a SMART member's change) is ``resync``.
 - At most ``max_pending`` rows wait (new, in flight, kept after a failed write); beyond, a
   market's new rows are dropped until the writer catches up, then a ``recorder overflow``
   resync row (at the first dropped row's time) and a fresh snapshot are recorded. A write
@@ -128,7 +129,6 @@ class _Stream:
         self.dropping = False  # rows are being dropped (overflow) until the writer catches up
         self.dropped_since = 0  # local µs of the first row dropped
         self.updates = 0  # book updates since the last snapshot
-        self.scheduled = False  # a periodic snapshot is due on the loop
         self.snapshot_at = 0  # local µs of the last snapshot
         # The writer's (thread-side) state:
         self.started = False  # a snapshot of this run was written: the next ones are resyncs
@@ -146,9 +146,10 @@ class _Stream:
         if self.book:
             if frame.startswith(_UPDATE):
                 self.updates += 1
-                if self.updates >= rec.snapshot_every and not self.scheduled:
-                    self.scheduled = True
-                    asyncio.get_running_loop().call_soon(self.periodic)
+                if self.updates >= rec.snapshot_every:
+                    # Now, not on a later turn: the feed may deliver several updates in one
+                    # turn, and the channel's book is exactly the one this row leaves.
+                    self.periodic()
             else:  # a snapshot or a resync: the next checkpoint counts from here
                 self.updates, self.snapshot_at = 0, now
 
@@ -180,15 +181,15 @@ class _Stream:
         return True
 
     def periodic(self) -> None:
-        """The checkpoint ``deliver`` scheduled after ``snapshot_every`` updates."""
-        self.scheduled = False
+        """The checkpoint ``deliver`` takes after ``snapshot_every`` updates (once every
+        ``snapshot_every`` updates: one encode of the book, amortized)."""
         if not self.dropping and self.rec.pending < self.rec.max_pending:
             self.snapshot("periodic")
 
     def checkpoint_due(self, now: int, every: int) -> bool:
         """A timed checkpoint is due: ``every`` µs since the last snapshot and something to
         add (updates since, or a new day: each day's partition starts from a snapshot)."""
-        return (self.book and not self.dropping and not self.scheduled
+        return (self.book and not self.dropping
                 and now - self.snapshot_at >= every
                 and (self.updates > 0 or date_of(self.snapshot_at) != date_of(now)))
 

@@ -25,6 +25,7 @@ from astra.core import InvalidParameter, NotFound, RequestTimeout
 from astra.store import ApiKeyStore, KeyInfo, ScopeError
 
 from .errors import error_response, json_response
+from .params import check_json_nesting
 
 __all__ = ["api_key_routes", "key_json"]
 
@@ -64,6 +65,7 @@ def api_key_routes(store: ApiKeyStore, body_timeout: float = 30.0) -> list:
             await resp.write_eof()
             request.protocol.force_close()
             return resp
+        check_json_nesting(raw)  # before the decoder recurses into it
         try:
             body = msgspec.json.decode(raw)
         except msgspec.DecodeError:

@@ -41,7 +41,8 @@ Invariants:
   revocation through this process's store drops the key id from the cache, so the very next
   request reads it again and is refused.
 - On a keep-alive connection (``protocol.GatewayProtocol``) the same header as the last
-  verified one is the same key without the parse and the SHA-256: the header is compared in
+  verified one (a header that carried the key itself, never one beside ``?apiKey=``) is the
+  same key without the parse and the SHA-256: the header is compared in
   constant time and the store's cache entry it was verified against must still be the live
   one (the same object), so a revocation, a re-read after the cache's TTL (another process's
   revocation or scope change) or an eviction is seen on the very next request; expiry, the IP
@@ -365,13 +366,18 @@ class ApiKeyAuth:
     def _remember(self, request: web.Request, header: str | None, proto: str | None,
                   info: KeyInfo | None) -> None:
         """Memo a key verified from the header on this connection (see the class doc)."""
-        if info is None or header is None or proto is not None:
+        if info is None or header is None or proto is not None or not _from_header(header):
+            # Only a key the header itself carried: with an empty one ("Bearer"), a
+            # handshake's key came from ?apiKey=, and the next request on this connection
+            # (a proxy's pooled upstream connection: another client's) with the same empty
+            # header would be admitted with it.
             return
         protocol = request.protocol
         if getattr(protocol, "auth_memo", _NO_MEMO) is _NO_MEMO:
             return
-        entry = self.store.cache_entry(info.key_id)
-        # (No entry: the cache is off or already stale; nothing to compare with next time.)
+        entry = self.store.cache_entry(info.key_id, holding=info)
+        # (No entry: the cache is off, stale, or replaced since this key was verified (a
+        # revocation read by another thread): nothing to compare with next time.)
         protocol.auth_memo = None if entry is None else _Memo(_header_bytes(header), entry, info)
 
     def _grant(self, request: web.Request, info: KeyInfo | None, proto: str | None,

@@ -69,7 +69,7 @@ from astra.otc.assets import ACCOUNT_ID_RE, DECIMAL_TEXT, MAX_AMOUNT, MAX_PLACES
 
 from .auth import API_KEY, API_KEY_HEADER, API_KEY_QUERY, WS_PROTOCOL
 from .errors import error_response
-from .params import MAX_SINCE, int_param
+from .params import MAX_SINCE, check_json_nesting, int_param
 from .sessions import attach_ws
 
 __all__ = [
@@ -163,6 +163,7 @@ def _bad_input(exc: msgspec.ValidationError, names: Mapping[str, str] | None = N
 
 
 def _decode(decoder, raw: bytes):
+    check_json_nesting(raw)  # before the decoder recurses into it
     try:
         return decoder(raw)
     except msgspec.ValidationError as exc:

@@ -19,6 +19,7 @@ __all__ = [
     "API_KEY_QUERY",
     "DEFAULT_TRADES_LIMIT",
     "MAX_DEPTH",
+    "MAX_JSON_BRACKETS",
     "MAX_SINCE",
     "MAX_TRADES_LIMIT",
     "MAX_VENUES",
@@ -27,6 +28,7 @@ __all__ = [
     "PRIVATE_DATA_TYPES",
     "WS_DATA_TYPES",
     "bool_param",
+    "check_json_nesting",
     "int_param",
     "only_params",
     "required",
@@ -45,6 +47,8 @@ MAX_WS_MESSAGE_BYTES = 4096  # WS /ws: a client message (larger: closed with 100
 
 
 MAX_VENUES = 32  # GET /orderbook?venues=: codes in the list
+# '[' and '{' in a JSON request body or WS message, checked before decoding (check_json_nesting)
+MAX_JSON_BRACKETS = 256
 API_KEY_QUERY = "apiKey"  # a WebSocket handshake's key in its URL (auth.py judges it)
 
 
@@ -112,3 +116,19 @@ def int_param(
     if not minimum <= value <= maximum:
         raise InvalidParameter(name, f"{expected}, got {value}")
     return value
+
+
+def check_json_nesting(raw: bytes | str, parameter: str = "body") -> None:
+    """Refuse (400) JSON with more than ``MAX_JSON_BRACKETS`` '[' and '{' before it is decoded.
+    msgspec's decoders recurse once per nesting level, bounded only by the interpreter's
+    recursion limit: at the default limit a deep body raises ``RecursionError`` (a 500), and a
+    dependency may raise the limit (py_ecc, imported with eth_account for wallet keys, sets
+    100000), deep enough for ~60 KB of '[' to overflow the C stack and kill the process. Two
+    C-speed counts; no body or message the API takes comes near the bound."""
+    if isinstance(raw, str):
+        brackets = raw.count("[") + raw.count("{")
+    else:
+        brackets = raw.count(b"[") + raw.count(b"{")
+    if brackets > MAX_JSON_BRACKETS:
+        raise InvalidParameter(parameter, f"at most {MAX_JSON_BRACKETS} JSON arrays and "
+                               "objects, nested or not")

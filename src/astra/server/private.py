@@ -60,7 +60,7 @@ from astra.venues.ccxt_normalize import fill_in_base, order_in_base
 
 from .auth import API_KEY, WS_PROTOCOL
 from .errors import error_response, json_response
-from .params import MAX_SINCE, int_param, required
+from .params import MAX_SINCE, check_json_nesting, int_param, required
 from .sessions import attach_ws
 
 __all__ = ["DEFAULT_BODY_TIMEOUT", "private_routes", "private_ws"]
@@ -147,6 +147,7 @@ class _Private:
             await resp.write_eof()
             request.protocol.force_close()  # the transport flushes the answer, then closes
             return resp
+        check_json_nesting(raw)  # before any decoder recurses into it
         smart = self._smart_body(raw)
         try:
             body = _decode_smart(raw) if smart else _decode_order(raw)

@@ -17,8 +17,10 @@ Invariants:
   so the client reads them in that order; a client too slow for them is dropped whole (1013;
   counted under its one data type, or ``MULTI``), every subscription released.
 - A bad message gets one ``{"type":"error",…}`` (the code, message and parameter the same fault
-  gets over HTTP, and the message's ``id``), changes nothing, and the connection stays open. A
-  message over ``MAX_WS_MESSAGE_BYTES`` is the exception: aiohttp closes with 1009.
+  gets over HTTP, and the message's ``id``), changes nothing, and the connection stays open
+  (JSON with more arrays and objects than ``MAX_JSON_BRACKETS`` is refused before it is
+  decoded: ``params.check_json_nesting``). A message over ``MAX_WS_MESSAGE_BYTES`` is the
+  exception: aiohttp closes with 1009.
 - At most ``MAX_WS_SUBSCRIPTIONS`` per connection; (market, dataType) at most once.
 - Every subscription's channel is released (the engine's ``remove``) when it is unsubscribed
   or the connection ends, however it ends.
@@ -63,6 +65,7 @@ from .params import (
     MAX_WS_SUBSCRIPTIONS,
     PRIVATE_DATA_TYPES,
     WS_DATA_TYPES,
+    check_json_nesting,
     required,
 )
 from .scopes import ROUTE_SCOPES
@@ -165,9 +168,13 @@ class LiveStreams:
     async def _handle(self, request: web.Request, conn: _Connection, raw: str | bytes) -> None:
         msg_id: WsId | None = None
         try:
+            check_json_nesting(raw)  # before the decoder recurses into it
             message = _decode(raw)
         except msgspec.DecodeError:
             self._refuse(conn, InvalidParameter("body", "not JSON"), None)
+            return
+        except InvalidParameter as err:
+            self._refuse(conn, err, None)
             return
         try:
             if not isinstance(message, dict):

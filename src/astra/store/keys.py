@@ -416,12 +416,18 @@ class ApiKeyStore:
                 conn.execute(sa.insert(API_KEY_SCOPES).values(key_id=key_id, **attrs))
         self._cache.pop(key_id, None)
 
-    def cache_entry(self, key_id: str) -> object | None:
+    def cache_entry(self, key_id: str, holding: KeyInfo | None = None) -> object | None:
         """The cache's live entry for ``key_id`` (None: not cached, or stale), to compare by
         identity with one seen before: a re-read, a revocation through this store or an
-        eviction replaces or drops it, so the same object means the same verified key."""
+        eviction replaces or drops it, so the same object means the same verified key. With
+        ``holding``, only an entry holding that very ``KeyInfo`` (one verified from it): an
+        entry another thread replaced since the verification is not that key's."""
         hit = self._cache.get(key_id)
-        return hit if hit is not None and hit[0] > self._clock() else None
+        if hit is None or hit[0] <= self._clock():
+            return None
+        if holding is not None and (hit[1] is None or hit[1][0] is not holding):
+            return None
+        return hit
 
     def is_cached(self, key_id: str) -> bool:
         """True when ``verify`` of a token with this key id needs no database read."""
