@@ -9,6 +9,7 @@ Invariants:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from multidict import MultiMapping
@@ -19,7 +20,7 @@ __all__ = [
     "API_KEY_QUERY",
     "DEFAULT_TRADES_LIMIT",
     "MAX_DEPTH",
-    "MAX_JSON_BRACKETS",
+    "MAX_JSON_NESTING",
     "MAX_SINCE",
     "MAX_TRADES_LIMIT",
     "MAX_VENUES",
@@ -48,7 +49,7 @@ MAX_WS_MESSAGE_BYTES = 4096  # WS /ws: a client message (larger: closed with 100
 
 MAX_VENUES = 32  # GET /orderbook?venues=: codes in the list
 # '[' and '{' in a JSON request body or WS message, checked before decoding (check_json_nesting)
-MAX_JSON_BRACKETS = 256
+MAX_JSON_NESTING = 256  # arrays and objects inside each other (check_json_nesting)
 API_KEY_QUERY = "apiKey"  # a WebSocket handshake's key in its URL (auth.py judges it)
 
 
@@ -119,16 +120,24 @@ def int_param(
 
 
 def check_json_nesting(raw: bytes | str, parameter: str = "body") -> None:
-    """Refuse (400) JSON with more than ``MAX_JSON_BRACKETS`` '[' and '{' before it is decoded.
-    msgspec's decoders recurse once per nesting level, bounded only by the interpreter's
-    recursion limit: at the default limit a deep body raises ``RecursionError`` (a 500), and a
-    dependency may raise the limit (py_ecc, imported with eth_account for wallet keys, sets
-    100000), deep enough for ~60 KB of '[' to overflow the C stack and kill the process. Two
-    C-speed counts; no body or message the API takes comes near the bound."""
-    if isinstance(raw, str):
-        brackets = raw.count("[") + raw.count("{")
-    else:
-        brackets = raw.count(b"[") + raw.count(b"{")
-    if brackets > MAX_JSON_BRACKETS:
-        raise InvalidParameter(parameter, f"at most {MAX_JSON_BRACKETS} JSON arrays and "
-                               "objects, nested or not")
+    """Refuse (400) JSON nested deeper than ``MAX_JSON_NESTING`` arrays and objects before it
+    is decoded. msgspec's decoders recurse once per nesting level, bounded only by the
+    interpreter's recursion limit: at the default limit a deep body raises ``RecursionError``
+    (a 500), and a dependency may raise the limit (py_ecc, imported with eth_account for
+    wallet keys, sets 100000), deep enough for ~60 KB of '[' to overflow the C stack and kill
+    the process. Cost: two C-speed counts; only a text with more brackets than the bound is
+    measured (its strings removed, then its brackets walked)."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") <= MAX_JSON_NESTING:
+        return  # cannot nest deeper than it has brackets
+    depth = 0
+    for byte in _STRING.sub(b'""', data).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in _OPENERS else -1
+        if depth > MAX_JSON_NESTING:  # at once: a deep body is refused after 257 brackets
+            raise InvalidParameter(parameter,
+                                   f"JSON nested deeper than {MAX_JSON_NESTING} levels")
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')  # a JSON string, escapes included
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = frozenset(b"[{")

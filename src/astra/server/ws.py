@@ -18,7 +18,7 @@ Invariants:
   counted under its one data type, or ``MULTI``), every subscription released.
 - A bad message gets one ``{"type":"error",…}`` (the code, message and parameter the same fault
   gets over HTTP, and the message's ``id``), changes nothing, and the connection stays open
-  (JSON with more arrays and objects than ``MAX_JSON_BRACKETS`` is refused before it is
+  (JSON nested deeper than ``MAX_JSON_NESTING`` arrays and objects is refused before it is
   decoded: ``params.check_json_nesting``). A message over ``MAX_WS_MESSAGE_BYTES`` is the
   exception: aiohttp closes with 1009.
 - At most ``MAX_WS_SUBSCRIPTIONS`` per connection; (market, dataType) at most once.
