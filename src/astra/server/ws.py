@@ -24,8 +24,8 @@ Invariants:
 - At most ``MAX_WS_SUBSCRIPTIONS`` per connection; (market, dataType) at most once.
 - Every subscription's channel is released (the engine's ``remove``) when it is unsubscribed
   or the connection ends, however it ends.
-- ``metrics.ws_clients[dataType]`` counts current subscriptions, ``connections`` open live
-  connections (the gateway's ``astra_ws_connections`` gauge counts its sessions, every kind).
+- ``metrics.ws_clients[dataType]`` counts current subscriptions (open connections, of every
+  kind, are the gateway's sessions: the ``astra_ws_connections`` gauge).
 - Private data types (ORDERS, FILLS, BALANCES) stream only in the query-string form
   (``private.py``); a message asking for one is refused. A subscribe needs the scope the
   handshake needs (``scopes.ROUTE_SCOPES``).
@@ -109,7 +109,6 @@ class LiveStreams:
     ) -> None:
         self.engine, self.metrics = engine, metrics
         self.max_queue, self.send_buffer = max_queue, send_buffer
-        self.connections = 0  # open live connections (``astra_ws_connections`` counts all kinds)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         query = request.query
@@ -136,7 +135,6 @@ class LiveStreams:
                                telemetry=self.engine.telemetry, data_type=_MULTI)
         conn = _Connection(client)
         writer = asyncio.create_task(client.writer())
-        self.connections += 1
         try:
             if first is not None:
                 market, data_type, (add, remove) = first
@@ -149,7 +147,6 @@ class LiveStreams:
                 elif msg.type is WSMsgType.ERROR:  # e.g. over max_msg_size: aiohttp closed it
                     break
         finally:
-            self.connections -= 1
             for (_, data_type), remove in conn.subscriptions.items():
                 self.metrics.ws_clients[data_type] -= 1
                 remove(client)

@@ -231,28 +231,13 @@ class OrderJournal(JournalReads):
         self._local = threading.local()
         self._deferred = DeferredWrites(inline=self.inline_writes, name="astra-journal",
                                         delay=ACK_DELAY)
-        self._observers: dict[str, Callable[[float], None]] = {}
-        self.telemetry = telemetry
+        self.telemetry = telemetry  # the gateway may set it later (None: not measured)
         ORDERS_JOURNAL.create(engine, checkfirst=True)
 
-    @property
-    def telemetry(self) -> Any:
-        return self._telemetry
-
-    @telemetry.setter
-    def telemetry(self, telemetry: Any) -> None:
-        self._telemetry = telemetry
-        self._observers = {}
-
     def _observe(self, operation: str, started: float) -> None:
-        telemetry = self._telemetry
-        if telemetry is None:
-            return
-        observe = self._observers.get(operation)
-        if observe is None:
-            observe = self._observers[operation] = telemetry.observer(
-                telemetry.journal_write_seconds, operation)
-        observe(time.perf_counter() - started)
+        if (telemetry := self.telemetry) is not None:  # its observer is bound once per label
+            telemetry.observer(telemetry.journal_write_seconds, operation)(
+                time.perf_counter() - started)
 
     def flush(self) -> None:
         """Run (or wait for) the deferred writes submitted so far (``acknowledge_later``)."""

@@ -194,25 +194,10 @@ class TradingService:
         self.clients = clients if clients is not None else ClientCache()
 
     # -- plumbing ----------------------------------------------------------------------------
-    @property
-    def telemetry(self) -> Any:
-        return self._telemetry
-
-    @telemetry.setter
-    def telemetry(self, telemetry: Any) -> None:
-        self._telemetry = telemetry
-        self._observers: dict[tuple[str, str, str], Any] = {}
-
     def _round_trip(self, venue: str, operation: str, outcome: str, started: float) -> None:
-        telemetry = self._telemetry
-        if telemetry is None:
-            return
-        key = (venue, operation, outcome)
-        observe = self._observers.get(key)
-        if observe is None:
-            observe = self._observers[key] = telemetry.observer(
-                telemetry.order_round_trip_seconds, *key)
-        observe(time.perf_counter() - started)
+        if (telemetry := self.telemetry) is not None:  # its observer is bound once per label
+            telemetry.observer(telemetry.order_round_trip_seconds, venue, operation, outcome)(
+                time.perf_counter() - started)
 
     async def _journal(self, method, *args: Any, **kwargs: Any) -> Any:
         """A journal call: inline on this loop where the journal allows it (SQLite: no thread
