@@ -254,6 +254,9 @@ async def test_a_want_flood_for_unknown_markets_is_answered_and_holds_nothing(na
         feed_engine = MarketDataEngine({"SIM": build_venue("SIM", {"url": sim.base_url})})
         publisher = await FeedPublisher(feed_engine, feed_nc, CONFIG).start()
         try:
+            # The venue's markets loaded first: the flood tests the refusal, not the first
+            # load (on a busy machine, that load alone can outlast want_timeout: VENUE_TIMEOUT).
+            assert await feed_engine.markets("SIM")
             decode = msgspec.msgpack.Decoder(WantReply).decode
 
             async def ask(i: int) -> WantReply:
