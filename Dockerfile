@@ -6,7 +6,8 @@
 #   docker run -d -p 8080:8080 -p 9090:9090 --env ASTRA_API_KEY=$ASTRA_API_KEY --name astra-gateway astra
 #
 # Invariants: the runtime stage holds no compiler, no pip and no source tree, only the
-# virtualenv built in the builder stage (both stages share BASE, so the venv's interpreter
+# virtualenv built in the builder stage (with the compiled book cores: the builder has gcc and
+# zlib's headers, and its import line fails the build if one of them did not compile) (both stages share BASE, so the venv's interpreter
 # link stays valid); it runs as the unprivileged user `astra` (uid 10001), which owns /data.
 # BASE defaults to the official python:3.11-slim; any Debian-like image with `python` 3.11+
 # and its venv module works (scripts/docker-check.sh builds one with debootstrap).
@@ -19,10 +20,17 @@ LABEL io.astra.stage=builder
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# A C compiler and zlib's headers for the book cores (setup.py); Python's own headers where the
+# base image lacks them (the official image has them, a debootstrap one does not).
+RUN apt-get update -q \
+ && apt-get install -y -q --no-install-recommends gcc libc6-dev zlib1g-dev \
+ && { python -c "import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()['include'] + '/Python.h'))" \
+      || apt-get install -y -q --no-install-recommends python3-dev; } \
+ && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/astra
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone: a source change does not re-download them.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 RUN mkdir -p src/astra && touch src/astra/__init__.py \
  && /opt/astra/bin/pip install ".[postgres]" \
  && /opt/astra/bin/pip uninstall -y astra
@@ -30,7 +38,7 @@ COPY src ./src
 # Not editable: the package is copied into the venv, the source tree stays in this stage.
 # Then what nothing imports at run time: pip, headers, bundled test suites, Cython sources,
 # Arrow Flight (RPC: nothing in astra uses it). The import line fails the build if a trim
-# went too far.
+# went too far, or if a book core was not compiled.
 RUN /opt/astra/bin/pip install --no-deps ".[postgres]" \
  && /opt/astra/bin/pip uninstall -y pip \
  && cd /opt/astra/lib/python3*/site-packages \
@@ -38,7 +46,9 @@ RUN /opt/astra/bin/pip install --no-deps ".[postgres]" \
       pyarrow/libarrow_flight.so* pyarrow/_flight.* pyarrow/flight.py \
  && find . \( -name '*.pyi' -o -name '*.pxd' -o -name '*.pyx' \) -delete \
  && /opt/astra/bin/python -c "import astra.cli, astra.history.query, astra.history.export, astra.tape.files, \
-      pyarrow.parquet, pyarrow.dataset, pyarrow.csv, psycopg, ccxt.async_support, ccxt.pro"
+      pyarrow.parquet, pyarrow.dataset, pyarrow.csv, psycopg, ccxt.async_support, ccxt.pro, \
+      astra.venues._levels, astra.venues.okx._okxbook, astra.venues.kraken._krakenbook, \
+      astra.venues.htx._htxbook"
 
 FROM ${BASE}
 RUN groupadd --system --gid 10001 astra \

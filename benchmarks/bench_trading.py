@@ -6,7 +6,8 @@ that alternate which goes first (so drift in the machine's load hits each alike)
 1. ``ccxt direct``: ccxt's ``aster`` straight to the simulator, as a user without Astra would
    (its fastest setup: no throttle, the C Keccak Astra installs, markets loaded once).
 2. ``native direct``: Astra's native signed client (``astra.venues.aster.native``) straight to
-   the simulator: the floor the gateway stands on.
+   the simulator, with the call the gateway makes (``place``: the answer read into an Astra
+   ``Order``): the floor the gateway stands on.
 3. ``gateway``: ``POST /orders`` through an in-process ``Gateway`` (credentials in headers,
    the order journaled in SQLite: intent committed before sending, acknowledgement deferred,
    the limiter, normalization, the HTTP hop), which sends through the native client.
@@ -17,6 +18,11 @@ path's time is CPU work (the simulator's is the same for all three), measured wi
 scheduler in the way: on this shared 2-core machine, waking another process costs 1-10 ms
 depending on what else runs, which swamps what is measured here and varies from run to run.
 A child is closer to production on an idle machine; the ratios are what to compare.
+
+The event loop (``--loop``): ``uvloop`` (the default, as ``astra serve`` runs the gateway, see
+``astra.cli``) or ``asyncio``'s own. All three paths share the loop, so each is measured on
+the same one; the gateway's path crosses it twice (the client's request, then the venue's),
+so the loop's own cost per request weighs on it twice.
 
 Pacing (``--rate``, orders per second over all paths, default 90): the three paths trade on
 one simulator account, whose documented limit is 1,000 orders per 10 s (100/s), and the
@@ -31,7 +37,7 @@ Printed: median and p90 of each, ``gateway - native direct`` (target <= 1 ms) an
 on this thread, and unlike wall time it does not grow when other processes take the cores).
 
 Usage: python benchmarks/bench_trading.py [--orders 300] [--rounds 6] [--sim inprocess|child]
-       [--rate 90]
+       [--rate 90] [--loop uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -121,8 +127,8 @@ async def main(orders: int, rounds: int, where: str, rate: float = 90.0) -> None
             async def via_ccxt(side: str) -> None:
                 await ccxt.create_order("BTC/USDT", "market", side, 0.001)
 
-            async def via_native(side: str) -> None:
-                await native.create_order("BTC/USDT", "market", side, "0.001")
+            async def via_native(side: str) -> None:  # the call the gateway makes
+                await native.place("BTC/USDT", "market", side, "0.001", market=MARKET)
 
             async def via_gateway(side: str) -> None:
                 async with http.post("/orders", json={
@@ -180,7 +186,17 @@ if __name__ == "__main__":
     parser.add_argument("--sim", choices=("inprocess", "child"), default="inprocess")
     parser.add_argument("--rate", type=float, default=90.0,
                         help="orders per second over all paths (0: back to back)")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="the event loop (uvloop: as astra serve runs)")
     args = parser.parse_args()
-    print(f"simulator: {args.sim}, {args.rate:g} orders/s" if args.rate > 0
-          else f"simulator: {args.sim}, unpaced")
-    asyncio.run(main(args.orders, args.rounds, args.sim, args.rate))
+    run = asyncio.run
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # (optional where it cannot be installed, as for astra serve)
+            args.loop = "asyncio (uvloop is not installed)"
+        else:
+            run = uvloop.run
+    pace = f"{args.rate:g} orders/s" if args.rate > 0 else "unpaced"
+    print(f"simulator: {args.sim}, {pace}, loop: {args.loop}")
+    run(main(args.orders, args.rounds, args.sim, args.rate))

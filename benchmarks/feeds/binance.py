@@ -10,6 +10,8 @@ so the ``U == previous u + 1`` chain stays intact:
 - ``ccxt``: ``json.loads`` + ccxt.pro ``binance.handle_message`` on a stub client, whose
   book was reset from the same snapshot (it checks the same chain).
 
+Each side is timed in CPU seconds, the best of ``rounds``, the sides alternated (``timing.py``).
+
 Usage: python benchmarks/feeds/binance.py ../shared/fixtures/recorded/BINANCE.ws.1.0
 """
 
@@ -27,6 +29,9 @@ import msgspec
 from astra.venues.aster.feed import DiffSync
 from astra.venues.binance.schemas import DepthUpdate
 from astra.venues.book import L2Book
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import best_rates
 
 _WS = re.compile(r"^[\d.]+: (\{.*\})$")
 _SYMBOL = "NKNUSDT"
@@ -85,39 +90,51 @@ def _ccxt_exchange(path: Path, snapshot: dict):
     return exchange
 
 
-def bench(frames_path, repeat: int = 400) -> dict:
+def bench(frames_path, repeat: int = 400, rounds: int = 5) -> dict:
+    """Best of ``rounds`` per side in CPU time, the sides alternated (``timing.py``)."""
     path = Path(frames_path)
     snapshot, events = _session(path)
     tape = _tape(snapshot, events, repeat)
-
+    last_id = json.loads(tape[-1])["u"]
     decode = msgspec.json.Decoder(DepthUpdate).decode
-    sync = DiffSync(use_pu=False)
-    sync.start(snapshot["lastUpdateId"])
-    book = L2Book(_SYMBOL)
-    book.reset(
-        [(float(p), float(q)) for p, q in snapshot["bids"]],
-        [(float(p), float(q)) for p, q in snapshot["asks"]],
-        snapshot["lastUpdateId"],
-        0,
-    )
-    start = time.perf_counter()
-    for raw in tape:
-        event = decode(raw)
-        if sync.push(event):
-            bids, asks = event.to_changes()
-            book.apply(bids, asks, event.u, event.E)
-    astra = len(tape) / (time.perf_counter() - start)
-    assert book.update_id == json.loads(tape[-1])["u"]
 
-    exchange = _ccxt_exchange(path, snapshot)
-    client = _StubClient()
-    start = time.perf_counter()
-    for raw in tape:
-        exchange.handle_message(client, json.loads(raw))
-    ccxt_rate = len(tape) / (time.perf_counter() - start)
-    (ccxt_book,) = exchange.orderbooks.values()
-    assert ccxt_book["nonce"] == book.update_id  # both followed the whole chain
-    return {"messages": len(tape), "astra_msgs_per_s": astra, "ccxt_msgs_per_s": ccxt_rate}
+    def astra() -> float:
+        sync = DiffSync(use_pu=False)
+        sync.start(snapshot["lastUpdateId"])
+        book = L2Book(_SYMBOL)
+        book.reset(
+            [(float(p), float(q)) for p, q in snapshot["bids"]],
+            [(float(p), float(q)) for p, q in snapshot["asks"]],
+            snapshot["lastUpdateId"],
+            0,
+        )
+        start = time.process_time()
+        for raw in tape:
+            event = decode(raw)
+            if sync.push(event):
+                bids, asks = event.to_changes()
+                book.apply(bids, asks, event.u, event.E)
+        elapsed = time.process_time() - start
+        assert book.update_id == last_id  # the whole chain was followed
+        return elapsed
+
+    def ccxt() -> float:
+        exchange = _ccxt_exchange(path, snapshot)
+        client = _StubClient()
+        start = time.process_time()
+        for raw in tape:
+            exchange.handle_message(client, json.loads(raw))
+        elapsed = time.process_time() - start
+        (ccxt_book,) = exchange.orderbooks.values()
+        assert ccxt_book["nonce"] == last_id  # ccxt followed the same chain
+        return elapsed
+
+    rates = best_rates({"astra": (len(tape), astra), "ccxt": (len(tape), ccxt)}, rounds)
+    return {
+        "messages": len(tape),
+        "astra_msgs_per_s": rates["astra"],
+        "ccxt_msgs_per_s": rates["ccxt"],
+    }
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ messages/s for:
 - ``ccxt``: ``json.loads`` + ccxt.pro ``coinbase.handle_message`` on a stub client (it keeps
   its own book and checks no sequence number).
 
+Each side is timed in CPU seconds, the best of ``rounds``, the sides alternated (``timing.py``).
+
 Usage: python benchmarks/feeds/coinbase.py [/tmp/coinbase-level2.jsonl]
 """
 
@@ -28,21 +30,9 @@ import ccxt.pro
 from astra.venues.coinbase import parse_products
 from astra.venues.coinbase.feed import BookRouter
 
-
-class _Sink:
-    """The engine's part: keep the snapshot's book and apply every update to it."""
-
-    def __init__(self) -> None:
-        self.book = None
-
-    def on_snapshot(self, book) -> None:
-        self.book = book
-
-    def on_update(self, update_id, timestamp, bids, asks) -> None:
-        self.book.apply(bids, asks, update_id, timestamp)
-
-    def on_resync(self, reason: str) -> None:
-        raise AssertionError(f"unexpected resync: {reason}")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import EngineSink as _Sink
+from timing import best_rates
 
 
 class _StubClient:
@@ -98,20 +88,26 @@ def synthesize(path: Path, updates: int = 20_000, seed: int = 1) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def bench(frames_path, repeat: int = 3) -> dict:
+def bench(frames_path, repeat: int = 3, rounds: int = 5) -> dict:
+    """Best of ``rounds`` per side in CPU time, the sides alternated (``timing.py``); a run is
+    ``repeat`` passes over the session, each from an empty book."""
     path = Path(frames_path)
     if not path.exists():
         synthesize(path)
     frames = [line.encode() for line in path.read_text().splitlines() if line]
 
-    start = time.perf_counter()
-    for _ in range(repeat):
-        router, sink = BookRouter(), _Sink()
-        router.add("BTC-USD", sink, 0.0, "COINBASE-SPOT-BTC-USD")
-        router.connected(0.0)
-        for raw in frames:
-            router.on_message(raw, 0.0)
-    astra = len(frames) * repeat / (time.perf_counter() - start)
+    def astra() -> float:
+        routers = []
+        for _ in range(repeat):
+            router = BookRouter()
+            router.add("BTC-USD", _Sink(), 0.0, "COINBASE-SPOT-BTC-USD")
+            router.connected(0.0)
+            routers.append(router)
+        start = time.process_time()
+        for router in routers:
+            for raw in frames:
+                router.on_message(raw, 0.0)
+        return time.process_time() - start
 
     exchange = ccxt.pro.coinbase()
     product = {
@@ -123,17 +119,18 @@ def bench(frames_path, repeat: int = 3) -> dict:
     }
     exchange.set_markets(parse_products(exchange, [product]))
     client = _StubClient()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        exchange.orderbooks = {}
-        for raw in frames:
-            exchange.handle_message(client, json.loads(raw))
-    ccxt_rate = len(frames) * repeat / (time.perf_counter() - start)
-    return {
-        "messages": len(frames) * repeat,
-        "astra_msgs_per_s": astra,
-        "ccxt_msgs_per_s": ccxt_rate,
-    }
+
+    def ccxt_pro() -> float:
+        start = time.process_time()
+        for _ in range(repeat):
+            exchange.orderbooks = {}
+            for raw in frames:
+                exchange.handle_message(client, json.loads(raw))
+        return time.process_time() - start
+
+    n = len(frames) * repeat
+    rates = best_rates({"astra": (n, astra), "ccxt": (n, ccxt_pro)}, rounds)
+    return {"messages": n, "astra_msgs_per_s": rates["astra"], "ccxt_msgs_per_s": rates["ccxt"]}
 
 
 if __name__ == "__main__":

@@ -4,21 +4,26 @@
 gives ccxt its markets) and returns messages/s for:
 
 - ``depth_astra``: the recorded ``depth.step0`` frames (292 pushes of ten markets, each run
-  ``passes`` sessions of them) through the feed's gunzip + msgspec decode +
-  ``DepthBookHandler`` (mrid/version order, the diff from the previous push) into a sink
-  that keeps an ``L2Book`` (``reset`` on a snapshot, ``apply`` on an update: what the gateway
-  does with them);
+  ``passes`` sessions of them) through what the feed runs: one ``Inflater`` per session,
+  ``depth_fields`` (C; any frame it does not read is decoded by msgspec, as everywhere
+  without the extension) + ``DepthBookHandler`` (mrid/version order, the diff from the
+  previous push) into a sink that keeps an ``L2Book`` (``reset`` on a snapshot, ``apply`` on
+  an update: what the gateway does with them);
 - ``depth_ccxt``: the same frames through gunzip + ``json.loads`` + ccxt.pro
   ``htx.handle_message``. ccxt keeps no book from ``depth.step0`` (it only caches pushes that
   carry no ``prevSeqNum``), so this is a lower bound on its cost for these frames (its CPU
   plus the collections its parsed frames cause; with the collector off it runs ~3x faster);
 - ``mbp_astra`` / ``mbp_ccxt``: synthetic ``mbp.150`` increments (gzip, a few levels each,
-  ``prevSeqNum`` chained) through ``MbpSync`` + ``L2Book`` vs ccxt.pro's handler on a book
-  already synced to the first ``prevSeqNum`` (both apply every increment).
+  ``prevSeqNum`` chained) through ``Inflater`` + msgspec + ``MbpSync`` + ``L2Book`` vs
+  ccxt.pro's handler on a book already synced to the first ``prevSeqNum`` (both apply every
+  increment).
 
 Each figure is the best of ``rounds`` runs, the four kinds of run alternated, timed in CPU
 seconds of this process (``time.process_time``): on a machine shared with other work, wall
 time mostly measures how often the process was preempted.
+
+Which implementation runs (``IMPLEMENTATION``: "c" with the extension built, "python" without
+it or with ``ASTRA_NATIVE=0``) is printed first when run as a script.
 
 Usage: python benchmarks/feeds/htx.py ../shared/fixtures/recorded/HUOBI.ws.44.0
 """
@@ -39,9 +44,18 @@ from pathlib import Path
 import msgspec
 
 from astra.venues.book import L2Book
-from astra.venues.htx.feed import DepthBookHandler, MbpSync, gunzip
+from astra.venues.htx.feed import (
+    IMPLEMENTATION,
+    DepthBookHandler,
+    Inflater,
+    MbpSync,
+    depth_fields,
+)
 from astra.venues.htx.schemas import DepthMessage, MbpMessage
 from astra.venues.htx.symbols import ccxt_markets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import EngineSink as _BookSink
 
 _RECV = re.compile(r"^[\d.]+: (b['\"].*)$")
 
@@ -100,39 +114,35 @@ def _best_rates(runs: dict, rounds: int) -> dict[str, float]:
     return best
 
 
-class _BookSink:
-    """What the gateway's book engine does with a feed's events, minus the fan-out."""
-
-    def __init__(self) -> None:
-        self.book: L2Book | None = None
-
-    def on_snapshot(self, book: L2Book) -> None:
-        self.book = book
-
-    def on_update(self, update_id: int, timestamp: int, bids, asks) -> None:
-        self.book.apply(bids, asks, update_id, timestamp)
-
-    def on_resync(self, reason: str) -> None:
-        raise AssertionError(reason)  # none in the recording
-
-
 def _astra_depth(frames: list[bytes]) -> None:
     decode = msgspec.json.Decoder(DepthMessage, strict=False).decode
+    inflate = Inflater().inflate  # one per connection, as the feed keeps it
     handlers: dict[str, DepthBookHandler] = {}
     for raw in frames:
-        m = decode(gunzip(raw))
-        handler = handlers.get(m.ch)
+        data = inflate(raw)
+        # As _DepthBookFeed: the push read by depth_fields where built, else decoded.
+        fields = None if depth_fields is None else depth_fields(data)
+        if fields is not None:
+            ch = fields[0]
+        else:
+            m = decode(data)
+            ch = m.ch
+        handler = handlers.get(ch)
         if handler is None:
-            handler = handlers[m.ch] = DepthBookHandler(_BookSink(), m.ch)
-        handler.on_push(m.tick, m.tick.ts or m.ts)
+            handler = handlers[ch] = DepthBookHandler(_BookSink(), ch)
+        if fields is not None:
+            handler.on_fields(fields)
+        else:
+            handler.on_push(m.tick, m.tick.ts or m.ts)
 
 
 def _astra_mbp(start: int, frames: list[bytes]) -> None:
     decode = msgspec.json.Decoder(MbpMessage, strict=False).decode
+    inflate = Inflater().inflate
     sync, book = MbpSync(), L2Book("X")
     sync.start(start)
     for raw in frames:
-        m = decode(gunzip(raw))
+        m = decode(inflate(raw))
         if sync.push(m.tick):
             book.apply(m.tick.bids, m.tick.asks, m.tick.seqNum, m.ts)
 
@@ -187,5 +197,6 @@ def bench(frames_path, rounds: int = 7, passes: int = 3) -> dict:
 
 
 if __name__ == "__main__":
+    print(f"implementation: {IMPLEMENTATION}")
     for name, rate in bench(sys.argv[1]).items():
         print(f"{name:12s} {rate:12,.0f} msg/s")

@@ -3,12 +3,16 @@
 The recorded session (``../shared/fixtures/recorded/KRAKEN.ws.50.0``, WebSocket v1
 ``book-1000`` of ten pairs) is converted to v2 messages first, as Kraken sends them today:
 numbers instead of text, and a checksum in every message, computed here from exact decimals at
-each pair's precision (the places its v1 text uses). ``bench(frames_path)`` returns messages/s,
-the best of a few rounds per side, the sides alternated:
+each pair's precision (the places its v1 text uses). ``bench(frames_path)`` returns messages
+per CPU second, the best of a few rounds per side, the sides alternated (``timing.py``):
 
-- ``astra``: msgspec decode of the v2 message + ``KrakenBook`` apply/truncate + CRC32 check
-  of the top 10 + ``L2Book.apply`` in the sink (what the gateway does per message); every
-  message's checksum is compared, and the count of comparisons is asserted;
+- ``astra``: the real feed's objects and path, each frame handed to ``SpotDialect.route`` as
+  the receive loop does: msgspec decode of the v2 message, ``KrakenStream.deliver`` to the
+  pair's ``SpotBook``, whose ``on_message`` runs ``KrakenBook.update`` (timestamp, levels
+  applied and truncated, CRC32 of the top 10 compared) and the sink's ``L2Book.apply`` (what
+  the gateway does per message). Every message's checksum is compared, and the count of
+  comparisons, and of messages that reached the sink, is asserted. ``book`` in the result
+  says which ``KrakenBook`` ran (``c``, or ``python`` with ``ASTRA_NATIVE=0`` or unbuilt);
 - ``ccxt``: ``json.loads`` + ccxt.pro ``kraken.handle_message`` on a stub client (its own
   book; its checksum check is off by default and stays off, as shipped).
 
@@ -25,11 +29,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import ccxt.pro
-import msgspec
 
-from astra.venues.book import L2Book
-from astra.venues.kraken.feed import KrakenBook
-from astra.venues.kraken.schemas import BookMessage, ChannelMessage
+from astra.venues.kraken.feed import IMPLEMENTATION, SpotBook, SpotDialect, SpotPool
+from astra.venues.kraken.stream import KrakenStream
+from astra.venues.kraken.symbols import KrakenMarket
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import EngineSink as _Sink
+from timing import best_rates
 
 DEFAULT = Path(__file__).resolve().parents[3] / "shared/fixtures/recorded/KRAKEN.ws.50.0"
 
@@ -43,8 +50,9 @@ def _number(text: str) -> str:
     return format(d, "f") if d else "0"
 
 
-def convert(path: Path) -> tuple[list[bytes], dict[str, tuple[int, int]]]:
-    """v1 recording -> v2 book messages (bytes) and each pair's (price, qty) places."""
+def convert(path: Path) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """v1 recording -> v2 book messages (text, as the socket hands them to ``route``) and
+    each pair's (price, qty) places."""
     frames, books, places = [], {}, {}
     for line in path.read_text().splitlines():
         _, _, body = line.partition(": ")
@@ -75,41 +83,50 @@ def convert(path: Path) -> tuple[list[bytes], dict[str, tuple[int, int]]]:
 
         kind = "snapshot" if snapshot else "update"
         frames.append(
-            (
-                f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"{pair}",'
-                f'"bids":[{levels(bids)}],"asks":[{levels(asks)}],'
-                f'"checksum":{zlib.crc32(text.encode())},'
-                f'"timestamp":"2021-04-17T16:48:54.259469Z"}}]}}'
-            ).encode()
+            f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"{pair}",'
+            f'"bids":[{levels(bids)}],"asks":[{levels(asks)}],'
+            f'"checksum":{zlib.crc32(text.encode())},'
+            f'"timestamp":"2021-04-17T16:48:54.259469Z"}}]}}'
         )
     return frames, places
 
 
-def bench_astra(frames: list[bytes], places: dict) -> float:
-    decode = msgspec.json.Decoder(ChannelMessage).decode
-    books: dict[str, KrakenBook] = {}
-    made: list[KrakenBook] = []  # every book, replaced ones too (their checksums count)
-    sinks: dict[str, L2Book] = {}
-    start = time.perf_counter()
-    for i, raw in enumerate(frames):
-        msg = decode(raw)
-        assert type(msg) is BookMessage
-        data = msg.data[0]
-        if msg.type == "snapshot":
-            book = books[data.symbol] = KrakenBook(1000, *places[data.symbol])
-            made.append(book)
-            book.reset(*data.to_changes())
-            book.verify(data.checksum)
-            sinks[data.symbol] = book.to_l2book(data.symbol, i, 0)
-        else:
-            bids, asks = books[data.symbol].apply(*data.to_changes())
-            books[data.symbol].verify(data.checksum)
-            sinks[data.symbol].apply(bids, asks, i, data.timestamp_ms(0))
-    rate = len(frames) / (time.perf_counter() - start)
+def _feed(places: dict) -> tuple[SpotDialect, KrakenStream, list[SpotBook]]:
+    """The real feed's objects: the v2 dialect, one connection and a ``SpotBook`` per pair
+    registered on it (no socket: frames are handed to ``route`` as the receive loop does)."""
+    pool = SpotPool(lambda: None, "wss://ws.kraken.com/v2")  # type: ignore[arg-type,return-value]
+    stream = KrakenStream(lambda: None, pool.url, pool.dialect)  # type: ignore[arg-type,return-value]
+    feeds = []
+    for pair, (pd, qd) in places.items():
+        market = KrakenMarket(
+            symbol=f"KRAKEN-SPOT-{pair.replace('/', '-')}",
+            exchange_symbol=pair,
+            kind="spot",
+            metadata=None,  # type: ignore[arg-type]
+            ws_symbol=pair,
+            price_decimals=pd,
+            qty_decimals=qd,
+        )
+        feed = SpotBook(pool, market, 1000, _Sink())
+        stream.consumers[feed.key] = (feed,)
+        feeds.append(feed)
+    return pool.dialect, stream, feeds
+
+
+def bench_astra(frames: list[str], places: dict) -> float:
+    """CPU seconds of the feed's own path over every frame: ``SpotDialect.route`` (decode)
+    -> ``KrakenStream.deliver`` -> ``SpotBook.on_message`` (book update, checksum) -> sink."""
+    dialect, stream, feeds = _feed(places)
+    route = dialect.route
+    start = time.process_time()
+    for raw in frames:
+        route(raw, stream)
+    elapsed = time.process_time() - start
     # Every message carries a checksum and every one was compared (none skipped).
-    verified = sum(book.verified for book in made)
+    verified = sum(feed.book.verified for feed in feeds)
     assert verified == len(frames), f"checksums verified: {verified} of {len(frames)}"
-    return rate
+    assert sum(feed.update_id for feed in feeds) == len(frames)  # each one reached the sink
+    return elapsed
 
 
 class _StubClient:
@@ -125,27 +142,31 @@ class _StubClient:
         raise AssertionError(f"ccxt rejected {message_hash}: {error}")
 
 
-def bench_ccxt(frames: list[bytes]) -> float:
+def bench_ccxt(frames: list[str]) -> float:
+    """CPU seconds of ccxt.pro's handler over every frame (``json.loads`` included)."""
     exchange = ccxt.pro.kraken()
     client = _StubClient()
-    start = time.perf_counter()
+    start = time.process_time()
     for raw in frames:
         exchange.handle_message(client, json.loads(raw))
-    return len(frames) / (time.perf_counter() - start)
+    return time.process_time() - start
 
 
 def bench(frames_path: str | Path = DEFAULT, rounds: int = 5) -> dict:
-    """Best of ``rounds`` for each side, the two alternated (a busy machine slows both)."""
+    """Best of ``rounds`` per side in CPU time, the sides alternated (``timing.py``)."""
     frames, places = convert(Path(frames_path))
-    astra = ccxt_rate = 0.0
-    for _ in range(rounds):
-        astra = max(astra, bench_astra(frames, places))
-        ccxt_rate = max(ccxt_rate, bench_ccxt(frames))
+    n = len(frames)
+    runs = {
+        "astra": (n, lambda: bench_astra(frames, places)),
+        "ccxt": (n, lambda: bench_ccxt(frames)),
+    }
+    rates = best_rates(runs, rounds)
     return {
-        "messages": len(frames),
-        "checksums_verified": len(frames),  # asserted per round by bench_astra
-        "astra_msgs_per_s": round(astra),
-        "ccxt_msgs_per_s": round(ccxt_rate),
+        "messages": n,
+        "checksums_verified": n,  # asserted per round by bench_astra
+        "book": IMPLEMENTATION,  # the compiled KrakenBook, or the Python one
+        "astra_msgs_per_s": round(rates["astra"]),
+        "ccxt_msgs_per_s": round(rates["ccxt"]),
     }
 
 

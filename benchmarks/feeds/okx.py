@@ -5,11 +5,17 @@ ccxt its markets) and returns messages/s for the recorded ``books`` frames (snap
 updates, 3 instruments, replayed in order several times), the best of a few rounds per side,
 the sides alternated:
 
-- ``astra``: msgspec decode of ``Push[BookData]`` + ``BookFeed.on_push`` (seqId chain when
-  present, CRC32 of the top 25 on every message: the count of comparisons is asserted) +
+- ``astra``: ``book.decode_push`` (the stream's decoder: a books push parsed by the C core
+  where it is built, else msgspec's ``Push[BookData]``) + ``BookFeed.on_push`` (seqId chain
+  when present, CRC32 of the top 25 on every message: the count of comparisons is asserted) +
   ``L2Book.apply`` (what the gateway does);
 - ``ccxt``: ``json.loads`` + ccxt.pro ``okx.handle_message`` on a stub client, which keeps
   its own book but verifies no checksum (it checks only seqId, absent from this recording).
+
+Both sides get each frame as the socket gives it (text). Each side is timed in CPU seconds,
+the best of ``rounds``, the sides alternated (``timing.py``); a run's books start empty (set
+up untimed) and are built by the recorded snapshots inside the timed loop. The output says
+which book core ran (``book_core``: ``c`` or ``python``, see ``okx/book.py``).
 
 Usage: python benchmarks/feeds/okx.py ../shared/fixtures/recorded/OKX.ws.1.0
 """
@@ -23,29 +29,16 @@ import time
 from pathlib import Path
 
 import ccxt.pro
-import msgspec
 
+from astra.venues.okx.book import IMPLEMENTATION, decode_push
 from astra.venues.okx.feed import BookFeed
-from astra.venues.okx.schemas import BookData, Push
 from astra.venues.okx.symbols import instruments_from_raw
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import EngineSink as _Sink
+from timing import best_rates
+
 _RECV = re.compile(r"^[\d.]+: (\{.*\})$")
-
-
-class _Sink:
-    """The engine's part: keep the snapshot's book and apply every update to it."""
-
-    def __init__(self) -> None:
-        self.book = None
-
-    def on_snapshot(self, book) -> None:
-        self.book = book
-
-    def on_update(self, update_id, timestamp, bids, asks) -> None:
-        self.book.apply(bids, asks, update_id, timestamp)
-
-    def on_resync(self, reason: str) -> None:
-        raise AssertionError(f"unexpected resync: {reason}")
 
 
 class _StubClient:
@@ -82,54 +75,68 @@ def _ccxt_exchange(frames_path: Path):
     return exchange
 
 
-def bench_astra(frames: list[str], repeat: int) -> tuple[float, int]:
-    """Messages/s through the feed, and how many checksums it compared."""
-    encoded = [f.encode() for f in frames]
-    decode = msgspec.json.Decoder(Push[BookData]).decode
-    feeds: dict[str, BookFeed] = {}
-    for text in frames[: len(frames) // repeat]:
-        inst = json.loads(text)["arg"]["instId"]
-        feeds.setdefault(inst, BookFeed(None, "books", inst, inst, _Sink()))  # type: ignore[arg-type]
-    keys = [json.loads(f)["arg"]["instId"] for f in frames[: len(frames) // repeat]] * repeat
-    start = time.perf_counter()
-    for inst, raw in zip(keys, encoded, strict=True):
-        feeds[inst].on_push(decode(raw))
-    rate = len(frames) / (time.perf_counter() - start)
-    return rate, sum(feed.sync.verified for feed in feeds.values())
+def astra_run(frames: list[str], repeat: int):
+    """A run of the feed over ``frames``: returns its CPU seconds; ``run.verified`` is how
+    many checksums the last run compared."""
+    decode = decode_push  # what OkxVenue's book stream decodes with
+    once = frames[: len(frames) // repeat]
+    keys = [json.loads(f)["arg"]["instId"] for f in once] * repeat
+
+    def run() -> float:
+        feeds = {inst: BookFeed(None, "books", inst, inst, _Sink()) for inst in set(keys)}  # type: ignore[arg-type]
+        targets = [feeds[inst].on_push for inst in keys]
+        start = time.process_time()
+        for on_push, raw in zip(targets, frames, strict=True):
+            on_push(decode(raw))
+        elapsed = time.process_time() - start
+        run.verified = sum(feed.sync.verified for feed in feeds.values())
+        # Every recorded message carries a checksum and every one was compared.
+        assert run.verified == len(frames), f"checksums verified: {run.verified} of {len(frames)}"
+        return elapsed
+
+    run.verified = 0
+    return run
 
 
-def bench_ccxt(frames: list[str], path: Path) -> float:
-    encoded = [f.encode() for f in frames]
-    exchange = _ccxt_exchange(path)
-    client = _StubClient()
-    for inst in {json.loads(f)["arg"]["instId"] for f in frames}:
-        symbol = exchange.safe_market(inst)["symbol"]
-        client.subscriptions[f"books:{symbol}"] = True
-    start = time.perf_counter()
-    for raw in encoded:
-        exchange.handle_message(client, json.loads(raw))
-    return len(frames) / (time.perf_counter() - start)
+def ccxt_run(frames: list[str], path: Path):
+    """A run of ccxt.pro's handler over ``frames`` on a fresh exchange: its CPU seconds."""
+    insts = {json.loads(f)["arg"]["instId"] for f in frames}
+
+    def run() -> float:
+        exchange = _ccxt_exchange(path)
+        client = _StubClient()
+        for inst in insts:
+            client.subscriptions[f"books:{exchange.safe_market(inst)['symbol']}"] = True
+        handle = exchange.handle_message
+        start = time.process_time()
+        for raw in frames:
+            handle(client, json.loads(raw))
+        elapsed = time.process_time() - start
+        assert len(exchange.orderbooks) == len(insts)  # every book was kept
+        return elapsed
+
+    return run
 
 
-def bench(frames_path, repeat: int = 20, rounds: int = 3) -> dict:
-    """Best of ``rounds`` for each side, the two alternated (a busy machine slows both)."""
+def bench(frames_path, repeat: int = 20, rounds: int = 5) -> dict:
+    """Messages per CPU second of each side, best of ``rounds``, the sides alternated."""
     path = Path(frames_path)
     frames = _frames(path) * repeat
-    astra = ccxt_rate = 0.0
-    for _ in range(rounds):
-        rate, verified = bench_astra(frames, repeat)
-        # Every recorded message carries a checksum and every one was compared.
-        assert verified == len(frames), f"checksums verified: {verified} of {len(frames)}"
-        astra = max(astra, rate)
-        ccxt_rate = max(ccxt_rate, bench_ccxt(frames, path))
+    astra = astra_run(frames, repeat)
+    rates = best_rates(
+        {"astra": (len(frames), astra), "ccxt": (len(frames), ccxt_run(frames, path))}, rounds
+    )
     return {
         "messages": len(frames),
-        "checksums_verified": verified,
-        "astra_msgs_per_s": astra,
-        "ccxt_msgs_per_s": ccxt_rate,
+        "checksums_verified": astra.verified,
+        "astra_msgs_per_s": rates["astra"],
+        "ccxt_msgs_per_s": rates["ccxt"],
+        "book_core": IMPLEMENTATION,
     }
 
 
 if __name__ == "__main__":
     result = bench(sys.argv[1] if len(sys.argv) > 1 else "../shared/fixtures/recorded/OKX.ws.1.0")
-    print(json.dumps({k: round(v) for k, v in result.items()}, indent=2))
+    ratio = result["astra_msgs_per_s"] / result["ccxt_msgs_per_s"]
+    print(json.dumps({k: round(v) if isinstance(v, float) else v for k, v in result.items()}))
+    print(f"astra / ccxt.pro: {ratio:.1f}x")

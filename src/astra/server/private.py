@@ -161,10 +161,10 @@ class _Private:
             raise InvalidParameter("body", "not a JSON object") from None
         if smart:
             return await self._place_smart(request, body)
-        _, venue = await self._market(request, body.market)
-        creds = self._creds(request, venue.code)
+        resolved = await self.service.market(body.market)  # (a bad market named first)
+        creds = self._creds(request, resolved[0].code)
         key_id = self._key_id(request)
-        order = await self.service.place(key_id, creds, body)
+        order = await self.service.place(key_id, creds, body, resolved=resolved)
         return json_response(order, 202 if order.status == OrderStatus.UNKNOWN else 200)
 
     def _smart_body(self, raw: bytes) -> bool:

@@ -39,6 +39,7 @@ from astra.store import (
 )
 from astra.store.credentials import MASTER_KEY_ENV
 from astra.trading.paper import LayeredCredentials, create_paper_account
+from astra.venues.native import book_cores
 
 from .gateway import REPLAY_OPTIONS, Gateway, SimChild, load_config, venues_from_config
 from .logformat import LOG_FORMATS, install_log_format
@@ -383,6 +384,7 @@ async def serve(args: argparse.Namespace) -> int:
                 print(f"       curl -H 'x-astra-api-key: Bearer <key>' "
                       f"'{shown}/orderbook?market=SMART-SPOT-BTC-USDT'", flush=True)
             print(f"  terminal: {shown}/ in a browser (sign in with the key)", flush=True)
+            print(f"  book cores: {book_cores()}", flush=True)
             if gateway.recorder is not None:
                 print(f"  history: recording {', '.join(gateway.recorder.markets) or 'nothing yet'}"
                       f" to {history.dir} (written every {history.flush_seconds:g} s, kept "

@@ -111,6 +111,13 @@ def credentials_from_headers(
         if field in found:
             _invalid(ex, name, "was sent more than once", what=name)
         found[field] = value
+    if found:
+        # Valid (nearly always): checked once, by the constructor. Otherwise ``from_fields``
+        # says why, naming the headers (or answers None: every value empty).
+        try:
+            return ExchangeCredentials(ex, **found)
+        except (InvalidCredentials, MissingCredentials):
+            pass
     return ExchangeCredentials.from_fields(ex, found, HEADERS)
 
 

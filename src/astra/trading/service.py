@@ -23,8 +23,10 @@ Safety rules (the order journal in ``astra.store.journal`` carries them across r
   (``acknowledge_later``: a crash before it commits leaves the entry ``SENT``, reconciled by
   client order id like any other), and this process's later journal reads wait for it.
 - Venues whose private client has a ``native`` order path (Aster and the simulator:
-  ``astra.venues.aster.native``) send creates and cancels through it; every other call, and
-  every other venue, goes through ccxt.
+  ``astra.venues.aster.native``) send creates and cancels through it, which answers the
+  ``Order`` itself (the one ``order_from_ccxt`` would make of ccxt's reading) and rounds to
+  the market's precision as ccxt does, remembered per value; every other call, and every
+  other venue, goes through ccxt.
 - ``telemetry`` (settable; the gateway hands its own) observes each order operation's venue
   round trip as ``order_round_trip_seconds`` (venue, ``create``/``cancel``,
   ``ok``/``rejected``/``unknown``).
@@ -42,7 +44,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -285,10 +287,11 @@ class TradingService:
                 limiter = self.limiters[exchange] = VenueLimiter(exchange)
         return limiter
 
-    @contextlib.asynccontextmanager
-    async def _client(self, venue: TradingVenue, creds: ExchangeCredentials) -> AsyncIterator[Any]:
+    def _client(self, venue: TradingVenue,
+                creds: ExchangeCredentials) -> contextlib.AbstractAsyncContextManager[Any]:
         """The ccxt client holding ``creds`` on ``venue``, leased for one call: built on first
-        use and kept (``clients.py``: its secrets stay redacted from logs until it closes)."""
+        use and kept (``clients.py``: its secrets stay redacted from logs until it closes).
+        (The cache's lease itself, not a context manager around it: one fewer per order.)"""
 
         def build() -> Any:
             config = creds.ccxt_config()
@@ -303,8 +306,7 @@ class TradingService:
                           account=_limit_account(creds), key=self)
             return client
 
-        async with self.clients.lease(venue.code, creds, build) as client:
-            yield client
+        return self.clients.lease(venue.code, creds, build)
 
     def _transport(self) -> dict[str, Any]:
         """No ccxt-side pacing or exit delay on private clients: pacing is the venue
@@ -348,8 +350,11 @@ class TradingService:
             ) from None
 
     # -- orders ------------------------------------------------------------------------------
-    async def place(self, key_id: str, creds: ExchangeCredentials, body: PlaceOrder) -> Order:
-        venue, market = await self.market(body.market)
+    async def place(self, key_id: str, creds: ExchangeCredentials, body: PlaceOrder, *,
+                    resolved: tuple[TradingVenue, VenueMarket] | None = None) -> Order:
+        """Place ``body`` (module docstring); ``resolved``: ``market(body.market)`` when the
+        caller has just looked it up (the route does, to name a bad market first)."""
+        venue, market = resolved if resolved is not None else await self.market(body.market)
         check_order(body, market)
         cid = body.client_order_id
         if cid is None:  # (an empty one is refused below, not silently replaced)
@@ -388,6 +393,8 @@ class TradingService:
                     creds: ExchangeCredentials, body: PlaceOrder, cid: str) -> Order:
         async with self._client(venue, creds) as client:
             units, at = _units(market), body.price or body.stop_price
+            native = getattr(client, "native", None)
+            precise = native if native is not None else client  # (native: remembered)
             try:
                 symbol = ccxt_market(client, market)["symbol"]
                 kind = _CCXT_TYPES[body.type]
@@ -399,21 +406,26 @@ class TradingService:
                 if body.reduce_only:
                     params["reduceOnly"] = True
                 if body.stop_price is not None:
-                    params["stopPrice"] = client.price_to_precision(symbol, body.stop_price)
+                    params["stopPrice"] = precise.price_to_precision(symbol, body.stop_price)
                 if units is not None and units.inverse and at is None:  # a market order
                     at = await self._last_price(venue, creds, client, market, symbol)
-                amount = client.amount_to_precision(
+                amount = precise.amount_to_precision(
                     symbol, _venue_quantity(client, symbol, units, body.quantity, at))
-                price = (client.price_to_precision(symbol, body.price)
+                price = (precise.price_to_precision(symbol, body.price)
                          if body.price is not None else None)
             except Exception as err:  # nothing was sent: certainly not placed
                 await self._journal(self.journal.reject, entry.id, err)
                 raise
-            native = getattr(client, "native", None)
-            create = native.create_order if native is not None else client.create_order
+            if native is not None:  # its answer read straight into an Order (same result)
+                def create() -> Any:
+                    return native.place(symbol, kind, body.side.lower(), amount, price, params,
+                                        market=market.symbol)
+            else:
+                def create() -> Any:
+                    return client.create_order(symbol, kind, body.side.lower(), amount, price,
+                                               params)
             try:
-                raw = await self._venue_call("create", venue, creds, lambda: create(
-                    symbol, kind, body.side.lower(), amount, price, params), market=market)
+                raw = await self._venue_call("create", venue, creds, create, market=market)
             except Exception as err:
                 if getattr(err, "code", "") == "ORDER_STATUS_UNKNOWN":
                     try:
@@ -427,11 +439,13 @@ class TradingService:
                     return _unknown(entry, body, market.symbol, cid)
                 await self._journal(self.journal.reject, entry.id, err)
                 raise
-        order = order_in_base(order_from_ccxt(raw, market.symbol), units, at)
+        order = raw if native is not None else order_from_ccxt(raw, market.symbol)
+        order = order_in_base(order, units, at)
         if not order.client_order_id:
             order.client_order_id = cid
-        # Not awaited: the answer need not wait for this commit (module docstring).
-        self.journal.acknowledge_later(entry.id, order.order_id, _order_json(order))
+        # Not awaited: the answer need not wait for this commit (module docstring). The
+        # Order itself (the journal encodes it then; nothing changes it once answered).
+        self.journal.acknowledge_later(entry.id, order.order_id, order)
         return order
 
     async def _last_price(self, venue: TradingVenue, creds: ExchangeCredentials, client: Any,
@@ -559,10 +573,17 @@ class TradingService:
             ccxt_symbol = ccxt_market(client, market)["symbol"]
             params = {"clientOrderId": client_order_id} if order_id is None else {}
             native = getattr(client, "native", None)
-            cancel = native.cancel_order if native is not None else client.cancel_order
-            raw = await self._venue_call("cancel", venue, creds, lambda: cancel(
-                order_id or "", ccxt_symbol, params), market=market, sent=False)
-        order = order_in_base(order_from_ccxt(raw, market.symbol), _units(market))
+            if native is not None:
+                def cancel() -> Any:
+                    return native.cancel(order_id or "", ccxt_symbol, params,
+                                         market=market.symbol)
+            else:
+                def cancel() -> Any:
+                    return client.cancel_order(order_id or "", ccxt_symbol, params)
+            raw = await self._venue_call("cancel", venue, creds, cancel, market=market,
+                                         sent=False)
+        order = raw if native is not None else order_from_ccxt(raw, market.symbol)
+        order = order_in_base(order, _units(market))
         await self._journal_update(key_id, venue.code, order)
         return order
 

@@ -11,15 +11,42 @@ Invariants:
   venue's event time (ms) of that change.
 - The sorted view (bids descending, asks ascending) is built on the first read after a
   change and cached until the next change: readers between two updates share one sort.
+- The per-level loops are ``apply_side``/``fill_side``: compiled (``_levels.c``, ~2x the
+  Python loop) where the extension was built and ``ASTRA_NATIVE`` is not ``0``, else the
+  Python functions below, which define the behaviour (``IMPLEMENTATION`` says which runs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["L2Book"]
+from astra.venues.native import load_native
+
+__all__ = ["IMPLEMENTATION", "L2Book", "apply_side", "fill_side"]
 
 LevelPairs = list[tuple[float, float]]
+
+
+def _apply_side(side: dict, pairs: Iterable[tuple[float, float]]) -> None:
+    """Absolute quantities in order: ``q > 0`` sets, anything else deletes (absent: no error)."""
+    for p, q in pairs:
+        if q > 0:
+            side[p] = q
+        else:
+            side.pop(p, None)
+
+
+def _fill_side(side: dict, pairs: Iterable[tuple[float, float]]) -> None:
+    """A snapshot's levels: those with ``q > 0`` set (a later one wins), the others skipped."""
+    for p, q in pairs:
+        if q > 0:
+            side[p] = q
+
+
+_native = load_native("astra.venues._levels")
+IMPLEMENTATION = "python" if _native is None else "c"
+apply_side = _apply_side if _native is None else _native.apply_side
+fill_side = _fill_side if _native is None else _native.fill_side
 
 
 class L2Book:
@@ -42,8 +69,9 @@ class L2Book:
         timestamp: int,
     ) -> None:
         """Replace the whole book with a snapshot."""
-        self.bids = {p: q for p, q in bids if q > 0}
-        self.asks = {p: q for p, q in asks if q > 0}
+        self.bids, self.asks = {}, {}
+        fill_side(self.bids, bids)
+        fill_side(self.asks, asks)
         self.update_id = update_id
         self.timestamp = timestamp
         self._bids_view = self._asks_view = None
@@ -51,20 +79,10 @@ class L2Book:
     def apply(self, bids: LevelPairs, asks: LevelPairs, update_id: int, timestamp: int) -> None:
         """Apply absolute level quantities (0 deletes)."""
         if bids:
-            side = self.bids
-            for p, q in bids:
-                if q > 0:
-                    side[p] = q
-                else:
-                    side.pop(p, None)
+            apply_side(self.bids, bids)
             self._bids_view = None
         if asks:
-            side = self.asks
-            for p, q in asks:
-                if q > 0:
-                    side[p] = q
-                else:
-                    side.pop(p, None)
+            apply_side(self.asks, asks)
             self._asks_view = None
         self.update_id = update_id
         self.timestamp = timestamp

@@ -13,9 +13,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from astra.venues.okx.book import CHECKSUM_LEVELS, BookSide, book_checksum
+from astra.venues.okx.book import CHECKSUM_LEVELS, BookSide, book_checksum, parse_levels
 from astra.venues.okx.feed import BookFeed, BookSync
-from astra.venues.okx.schemas import BookData, BookLevel, Push
+from astra.venues.okx.schemas import BookData, Push
 
 decode = msgspec.json.Decoder(Push[BookData]).decode
 
@@ -25,8 +25,9 @@ def _text(i: int) -> str:
     return str(Decimal(i) / 4 + 100)
 
 
-def _levels(pairs) -> list[BookLevel]:
-    return [BookLevel(px, sz) for px, sz in pairs]
+def _levels(pairs) -> bytes:
+    """A message's levels as OKX sends them (the JSON text a BookSide parses)."""
+    return msgspec.json.encode([[px, sz, "0", "1"] for px, sz in pairs])
 
 
 def _reference_top(ref: dict[Decimal, str], descending: bool, n: int | None = None) -> list[str]:
@@ -163,7 +164,7 @@ def _top_victim(frames: list[str]) -> tuple[int, str, int]:
             continue
         for side in ("bids", "asks"):
             top = getattr(sync, side).top()
-            for j, level in enumerate(getattr(push.data[0], side)):
+            for j, level in enumerate(parse_levels(getattr(push.data[0], side))):
                 if f"{level.px}:{level.sz}" in top:
                     return k, side, j
     raise AssertionError("no update touches the top 25")

@@ -5,16 +5,21 @@ typed-data encoding rebuilt per request (a dozen Keccak hashes, the domain each 
 wallet-address check, header and proxy bookkeeping. ``AsterNative`` signs the same
 parameter string, byte for byte, with the domain separator computed once and one Keccak per
 request around libsecp256k1 (``coincurve``, already ccxt's signer), and sends it on the
-venue's kept-alive session.
+venue's kept-alive aiohttp session.
 
-What stays ccxt's, so behaviour is the same as before: the request parameters
-(``create_order_request``, ccxt's own mapping of types, precision and flags), the answer's
-classification (``handle_errors``/``handle_http_status_code``: the venue's codes become the
-same ccxt exceptions, which ``astra.trading.errors`` maps to Astra errors with ``venue`` and
+What stays ccxt's, so behaviour is the same as before: the request parameters (ccxt's
+``create_order_request``; ``order_request`` builds a plain MARKET/LIMIT order the way that
+code does, key for key, and leaves everything else to it; the rounding to the market's
+precision is ccxt's, remembered per value), the answer's classification
+(``handle_errors``/``handle_http_status_code``: the venue's codes become the same ccxt
+exceptions, which ``astra.trading.errors`` maps to Astra errors with ``venue`` and
 ``venueCode``), the ``on_rest_response`` hook (where the venue limiter sees 429/418 and
-``Retry-After``), and ``parse_order``. Transport failures become the exceptions ccxt raises
-for them (``RequestTimeout``, ``ExchangeNotAvailable``, ``ExchangeError``) chained to the
-aiohttp error, so "sent or not" is judged as before.
+``Retry-After``), and, for ``create_order``/``cancel_order``, ``parse_order``; ``place`` and
+``cancel`` answer the Astra ``Order`` itself (``orders.decode_order``: the same one, read
+without ccxt). Transport failures become the exceptions ccxt raises for them
+(``RequestTimeout``, ``ExchangeNotAvailable``, ``ExchangeError``) chained to aiohttp's
+error, so "sent or not" is judged as before. Tests hold each restatement to ccxt's own code
+(``tests/venues/aster/test_native_orders.py``).
 
 Invariants:
 - The string signed is the string sent: ``nonce``, ``user``, ``signer``, then the request's
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -42,10 +48,20 @@ from ccxt.base.errors import ExchangeError, ExchangeNotAvailable, RequestTimeout
 from coincurve import PrivateKey
 from Crypto.Hash import keccak as _keccak
 
+from astra.core._trading import Order
+from astra.venues.ccxt_normalize import order_from_ccxt
+
+from .orders import decode_order
+
 __all__ = ["ASTER_DOMAIN_SEPARATOR", "AsterNative", "eip712_digest", "v3_signature"]
 
 _ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 _FORM = "application/x-www-form-urlencoded"
+# What ``urllib.parse.quote(text, safe="~()*!.'")`` (ccxt's encode_uri_component) returns as is
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~()*!'-]*")
+_MEMO_TYPES = frozenset({str, float, int})
+_MEMO_SIZE = 4096
+_PLAIN_TIF = frozenset({"GTC", "IOC", "FOK"})  # no post-only reading: ccxt's is_post_only is False
 _decode = msgspec.json.Decoder().decode
 
 
@@ -108,15 +124,18 @@ class AsterNative:
         self._recv_window = recv_window
         self._quote = client.encode_uri_component
         self._timeout = aiohttp.ClientTimeout(total=client.timeout / 1000)
+        self._memo: dict[tuple, Any] = {}  # ``_precise``'s
+        self._memo_markets: Any = None
 
     # -- signing -------------------------------------------------------------------------------
 
     def _encode(self, values: dict[str, Any]) -> str:
-        """ccxt's ``encode_values_with_json``: key=quoted value, JSON for lists and dicts."""
-        quote, parts = self._quote, []
+        """ccxt's ``encode_values_with_json``: key=quoted value, JSON for lists and dicts (a
+        value of characters the quoting keeps as they are is not run through it)."""
+        quote, unquoted, parts = self._quote, _UNQUOTED.fullmatch, []
         for key, value in values.items():
             text = self.client.json(value) if isinstance(value, list | dict) else str(value)
-            parts.append(f"{key}={quote(text)}")
+            parts.append(f"{key}={text if unquoted(text) else quote(text)}")
         return "&".join(parts)
 
     def v1_signature(self, query: str) -> str:
@@ -185,15 +204,113 @@ class AsterNative:
     async def create_order(self, symbol: str, type: str, side: str, amount: Any,
                            price: Any = None, params: dict | None = None) -> dict:
         """ccxt's ``create_order``, natively signed and sent."""
-        client = self.client
-        market = client.market(symbol)
-        request = client.create_order_request(symbol, type, side, amount, price, params or {})
+        market, raw = await self._create(symbol, type, side, amount, price, params)
+        return self.client.parse_order(raw, market)
+
+    async def place(self, symbol: str, type: str, side: str, amount: Any, price: Any = None,
+                    params: dict | None = None, *, market: str) -> Order:
+        """``create_order``'s order as the Astra ``Order`` on ``market`` (an Astra symbol),
+        read from the venue's answer by ``orders.decode_order`` (ccxt's ``parse_order`` and
+        ``order_from_ccxt`` only for an answer it does not read: the same result)."""
+        ccxt_market, raw = await self._create(symbol, type, side, amount, price, params)
+        return decode_order(raw, market, self._through_ccxt(ccxt_market, market))
+
+    async def _create(self, symbol: str, type: str, side: str, amount: Any, price: Any,
+                      params: dict | None) -> tuple[dict, Any]:
+        market = self.client.market(symbol)
+        request = self.order_request(market, symbol, type, side, amount, price, params or {})
         api = "fapiPrivate" if market["swap"] else "sapiPrivate"
-        raw = await self.request(api, "v3/order", "POST", request)
-        return client.parse_order(raw, market)
+        return market, await self.request(api, "v3/order", "POST", request)
+
+    def amount_to_precision(self, symbol: str, amount: Any) -> Any:
+        """The client's ``amount_to_precision(symbol, amount)``, remembered (``_precise``)."""
+        return self._precise(0, self.client.amount_to_precision, symbol, amount)
+
+    def price_to_precision(self, symbol: str, price: Any) -> Any:
+        """The client's ``price_to_precision(symbol, price)``, remembered (``_precise``)."""
+        return self._precise(1, self.client.price_to_precision, symbol, price)
+
+    def _precise(self, kind: int, fn: Callable[[str, Any], Any], symbol: str,
+                 value: Any) -> Any:
+        """``fn(symbol, value)`` remembered per value: ccxt's decimal rounding costs more
+        than an order's signature, and it is a function of the market's precision alone
+        (the memo starts over when the client's markets are replaced; a failure is never
+        remembered)."""
+        if value.__class__ not in _MEMO_TYPES:
+            return fn(symbol, value)
+        markets = self.client.markets
+        if markets is not self._memo_markets:
+            self._memo.clear()
+            self._memo_markets = markets
+        key = (kind, symbol, value.__class__, value)
+        found = self._memo.get(key)
+        if found is None:
+            found = fn(symbol, value)
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = found
+        return found
+
+    def _plain(self, market: dict, kind: str | None, side: Any, price: Any, params: dict,
+               tif: Any, cid: Any) -> bool:
+        """Whether ``order_request`` builds this order itself (see there)."""
+        safe_string = self.client.safe_string  # ccxt's test of a precision that is there
+        precision = market["precision"]
+        if kind == "MARKET":
+            if price is not None:  # (ccxt: a quote quantity from it, on spot)
+                return False
+        elif kind != "LIMIT" or price is None or tif is None \
+                or safe_string(precision, "price") is None:
+            return False
+        return (len(params) == (cid is not None) + (tif is not None)
+                and (tif is None or (tif.__class__ is str and tif in _PLAIN_TIF))
+                and (cid is None or (cid.__class__ is str and cid != ""))
+                and isinstance(side, str) and safe_string(precision, "amount") is not None)
+
+    def order_request(self, market: dict, symbol: str, type: str, side: str, amount: Any,
+                      price: Any, params: dict) -> dict:
+        """ccxt's ``create_order_request(symbol, type, side, amount, price, params)``, key
+        for key and in its order. A plain order (MARKET without a price; LIMIT with a price
+        and a GTC/IOC/FOK ``timeInForce``; no parameter but ``clientOrderId`` and
+        ``timeInForce``) is built here, as ccxt's own code builds it for those inputs (ccxt
+        spends more on its general case than on the order's signature); anything else is
+        ccxt's to build (and to refuse)."""
+        client = self.client
+        kind = type.upper() if isinstance(type, str) else None  # (``type``: the order's)
+        tif = params.get("timeInForce")
+        cid = params.get("clientOrderId")
+        if not self._plain(market, kind, side, price, params, tif, cid):
+            return client.create_order_request(symbol, type, side, amount, price, params)
+        request: dict[str, Any] = {"symbol": market["id"], "side": side.upper()}
+        if cid is not None:
+            request["newClientOrderId"] = cid
+        request["type"] = kind
+        request["quantity"] = self.amount_to_precision(symbol, amount)
+        if kind == "LIMIT":
+            request["price"] = self.price_to_precision(symbol, price)
+        if market["swap"] is True and client.safe_bool(client.options, "builderFee", False):
+            request["builder"] = client.safe_string(client.options, "builder")
+            request["feeRate"] = client.safe_string(client.options, "builderRate")
+        if tif is not None:  # (ccxt: the parameters it does not consume, last)
+            request["timeInForce"] = tif
+        return request
+
+    def _through_ccxt(self, ccxt_market: dict, market: str) -> Callable[[Any], Order]:
+        parse = self.client.parse_order
+        return lambda raw: order_from_ccxt(parse(raw, ccxt_market), market)
 
     async def cancel_order(self, id: str, symbol: str, params: dict | None = None) -> dict:
         """ccxt's ``cancel_order``, natively signed and sent."""
+        market, raw = await self._cancel(id, symbol, params)
+        return self.client.parse_order(raw, market)
+
+    async def cancel(self, id: str, symbol: str, params: dict | None = None, *,
+                     market: str) -> Order:
+        """``cancel_order``'s order as the Astra ``Order`` on ``market`` (as ``place``)."""
+        ccxt_market, raw = await self._cancel(id, symbol, params)
+        return decode_order(raw, market, self._through_ccxt(ccxt_market, market))
+
+    async def _cancel(self, id: str, symbol: str, params: dict | None) -> tuple[dict, Any]:
         client = self.client
         market = client.market(symbol)
         params = dict(params or {})
@@ -206,5 +323,4 @@ class AsterNative:
         else:
             request["orderId"] = id
         api = "fapiPrivate" if market["swap"] else "sapiPrivate"
-        raw = await self.request(api, "v3/order", "DELETE", {**request, **params})
-        return client.parse_order(raw, market)
+        return market, await self.request(api, "v3/order", "DELETE", {**request, **params})

@@ -5,6 +5,15 @@ Wire: every frame HTX sends is gzip-compressed JSON (binary frames). The server 
 ``{"pong": n}`` with the same ``n``: every connection here answers each ping at once, before
 anything else is processed. A connection silent for ``silence`` seconds (pings included) is
 dead: it is closed and reopened with exponential backoff, and the book resyncs from scratch.
+Each connection inflates with one ``Inflater``: a frame must be one gzip member (header,
+CRC-32 and length checked; bytes after it ignored) inflating to at most ``MAX_FRAME`` bytes
+(a gzip bomb fails without using more), else ``zlib.error`` and a reconnect.
+
+Compiled core (``_htxbook.c``, ``IMPLEMENTATION == "c"`` where it was built and
+``ASTRA_NATIVE`` is not ``0``): the ``Inflater``, the full-book diff (``fullbook.py``) and
+``depth_fields``, which reads a ``depth.step0`` push without msgspec (any other frame or
+shape is decoded as before). The Python code here is the reference: the same values, the
+same exception classes, the same state after an error (tests/venues/htx/test_htx_native.py).
 
 Book, incremental (``market.$symbol.mbp.$levels``, spot; the default). Integrity rule, per
 market, on one connection:
@@ -50,9 +59,11 @@ import msgspec
 
 from astra.venues.base import BookSink, TradeSink
 from astra.venues.book import L2Book
+from astra.venues.native import load_native
 from astra.venues.retry import backoff as _backoff
 from astra.venues.silence import SilenceWatchdog
 
+from .fullbook import IMPLEMENTATION as _FULLBOOK_IMPLEMENTATION
 from .fullbook import FullBookDiff
 from .schemas import DepthMessage, DepthTick, MbpMessage, MbpTick, TradeMessage
 from .sequencing import MbpSync, SequenceGap, SnapshotMisaligned, VersionRegressed
@@ -62,14 +73,22 @@ try:  # zlib-ng (ccxt depends on it) inflates HTX's frames about 1.6x faster tha
 except ImportError:  # pragma: no cover - same results, slower
     _inflate = zlib
 
+_native = load_native("astra.venues.htx._htxbook")
+# Which code runs the hot path (frames and the full-book diff): "c" or "python".
+IMPLEMENTATION = "c" if _native is not None and _FULLBOOK_IMPLEMENTATION == "c" else "python"
+
 __all__ = [
+    "IMPLEMENTATION",
+    "MAX_FRAME",
     "DepthBookHandler",
     "FeedError",
     "FullBookDiff",
+    "Inflater",
     "MbpSync",
     "SequenceGap",
     "SnapshotMisaligned",
     "VersionRegressed",
+    "depth_fields",
     "gunzip",
     "pong_frame",
     "run_depth_feed",
@@ -94,15 +113,58 @@ _FEED_ERRORS = (
     TimeoutError,
     msgspec.DecodeError,
     zlib.error,
-    _inflate.error,
     ValueError,
     FeedError,
 )
 
 
+# The largest frame payload accepted: a frame inflating to more (a gzip bomb) is an error.
+MAX_FRAME = 64 << 20
+# Deflate expands at most 1032:1 (a 258-byte match coded in two bits): a frame shorter than
+# limit // _MAX_RATIO cannot inflate past the limit, so it may be inflated in one call.
+_MAX_RATIO = 1032
+
+
+class _PyInflater:
+    """The frame rule (the reference for ``_htxbook.Inflater``): a frame is one gzip member
+    (wbits 31: header checked, trailer CRC-32 and length checked); bytes after it are ignored;
+    anything else, or a payload over ``limit`` bytes, raises ``zlib.error`` (the message of
+    ``zlib.decompress``). Holds no state between frames."""
+
+    def __init__(self, limit: int = MAX_FRAME) -> None:
+        if not 1 <= limit <= 1 << 30:
+            raise ValueError("limit must be between 1 and 2**30")
+        self.limit = limit
+
+    def inflate(self, frame) -> bytes:
+        limit = self.limit
+        try:
+            if len(frame) <= limit // _MAX_RATIO:
+                return _inflate.decompress(frame, 31)
+            d = _inflate.decompressobj(31)
+            out = d.decompress(frame, limit + 1)  # one byte past the limit tells a bomb
+        except _inflate.error as exc:  # zlib-ng's class: raise zlib's, as the C one does
+            if _inflate is zlib:
+                raise
+            raise zlib.error(*exc.args) from None
+        if len(out) > limit:
+            raise zlib.error(f"Error: inflated frame exceeds {limit} bytes")
+        if not d.eof:
+            raise zlib.error("Error -5 while decompressing data: incomplete or truncated stream")
+        return out
+
+
+# One per connection: the C one keeps its zlib stream (and window) from frame to frame.
+Inflater = _PyInflater if _native is None else _native.Inflater
+# A depth.step0 push's JSON read without msgspec (C): (ch, ts, bids text, asks text, version,
+# mrid, tick ts), the values msgspec's DepthMessage would hold, or None for any other frame
+# or shape (then: decode it). None itself where the extension is not built.
+depth_fields = None if _native is None else _native.depth_push
+
+
 def gunzip(frame: bytes) -> bytes:
-    """The JSON inside one HTX frame (wbits 31: a gzip member, header and trailer checked)."""
-    return _inflate.decompress(frame, 31)
+    """The JSON inside one HTX frame (``Inflater``'s rule; a connection keeps one Inflater)."""
+    return _PyInflater().inflate(frame)
 
 
 def pong_frame(ping: int) -> str:
@@ -130,8 +192,15 @@ class _Stream:
     def next_id(self) -> str:
         return f"astra{next(self._ids)}"
 
+    def fast_path(self):
+        """A callable taking a frame's JSON, True when it handled the frame whole (no
+        decode needed); None: every frame is decoded."""
+        return None
+
     async def run(self) -> None:
         decode = msgspec.json.Decoder(self.message_type, strict=False).decode
+        inflate = Inflater().inflate  # reset per frame, kept across reconnects
+        fast = self.fast_path()
         while True:
             try:
                 async with self.session.ws_connect(self.url, timeout=_WS_TIMEOUT) as ws:
@@ -142,7 +211,11 @@ class _Stream:
                         while True:
                             msg = await ws.receive()
                             if msg.type is aiohttp.WSMsgType.BINARY:
-                                m = decode(gunzip(msg.data))
+                                data = inflate(msg.data)
+                                if fast is not None and fast(data):
+                                    watch.heard += 1
+                                    continue
+                                m = decode(data)
                             elif msg.type is aiohttp.WSMsgType.TEXT:
                                 m = decode(msg.data)
                             else:
@@ -283,11 +356,20 @@ class DepthBookHandler:
 
     def on_push(self, tick: DepthTick, ts: int) -> bool:
         """Hand ``tick`` (book time ``ts``) to the sink; True when it went out as a snapshot."""
+        return self.on_text(bytes(tick.bids), bytes(tick.asks), tick.version, tick.mrid, ts)
+
+    def on_fields(self, fields: tuple) -> bool:
+        """``on_push`` of a push read by ``depth_fields``."""
+        _, ts, bids, asks, version, mrid, tick_ts = fields
+        return self.on_text(bids, asks, version, mrid, tick_ts or ts)
+
+    def on_text(self, bids: bytes, asks: bytes, version: int, mrid: int | None, ts: int) -> bool:
+        """``on_push`` of a push given as its sides' JSON texts and its ids."""
         diff = self.diff
         if diff.synced:
             held = diff.seq
             try:
-                changes = diff.changes(tick)
+                changes = diff.changes_text(bids, asks, version, mrid)
             except VersionRegressed as exc:
                 self.sink.on_resync(str(exc))
             else:
@@ -297,7 +379,7 @@ class DepthBookHandler:
                     self.sink.on_update(diff.seq, ts, *changes)
                     return False
                 # Another book under the held id: sent whole (readers cache by update id).
-        bids, asks = diff.load(tick)
+        bids, asks = diff.load_text(bids, asks, version, mrid)
         self.sink.on_snapshot(_book(self.market, bids, asks, diff.seq, ts))
         return True
 
@@ -312,6 +394,21 @@ class _DepthBookFeed(_Stream):
 
     async def on_open(self, ws) -> None:
         self.handler.reset()
+
+    def fast_path(self):
+        if depth_fields is None:
+            return None
+        handler = self.handler
+
+        def on_json(data: bytes) -> bool:
+            fields = depth_fields(data)
+            if fields is None:
+                return False  # not a plain push: decoded, then on_message
+            if handler.on_fields(fields):
+                self.attempt = 0  # a snapshot went out
+            return True
+
+        return on_json
 
     def on_drop(self, reason: str) -> None:
         self.sink.on_resync(reason)

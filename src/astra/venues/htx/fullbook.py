@@ -24,16 +24,27 @@ Invariants:
 - levels with a size of 0 or less are not in the book; JSON whitespace is ignored;
 - pushes are ordered by ``mrid`` where they carry one (contracts, whose ``version`` is only
   the push's epoch second), else by ``version`` (spot).
+
+Implementations: ``_side_changes_py`` below defines the side diff. Where the extension
+``_htxbook`` was built and ``ASTRA_NATIVE`` is not ``0`` (``IMPLEMENTATION == "c"``), the
+same algorithm runs in C (``_htxbook.c``: the same cuts, anchors and dict diff, so the same
+list in the same order; numbers read bit for bit as msgspec reads them); any text outside
+the strict form it reads (whitespace, strings, malformed or out-of-range numbers) goes to
+``_side_changes_py``, which gives the result or raises the error.
 """
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
+
+from astra.venues.native import load_native
 
 from .schemas import DepthTick, Level
 from .sequencing import VersionRegressed
 
-__all__ = ["FullBookDiff"]
+__all__ = ["IMPLEMENTATION", "FullBookDiff"]
 
 _SEP = b"],["  # between two levels of a side: [[p,q],[p,q]]
 _decode_levels = msgspec.json.Decoder(list[Level], strict=False).decode
@@ -63,10 +74,15 @@ class FullBookDiff:
 
     def load(self, tick: DepthTick) -> tuple[list[Level], list[Level]]:
         """Take ``tick`` as the snapshot; its (bids, asks) levels, sizes above 0."""
-        bids_text, asks_text = bytes(tick.bids), bytes(tick.asks)
+        return self.load_text(bytes(tick.bids), bytes(tick.asks), tick.version, tick.mrid)
+
+    def load_text(
+        self, bids_text: bytes, asks_text: bytes, version: int, mrid: int | None
+    ) -> tuple[list[Level], list[Level]]:
+        """``load`` of a push given as its sides' JSON texts and its ids."""
         bids, asks = _positive(bids_text), _positive(asks_text)  # every level validated
         self._bids, self._asks = bids_text, asks_text
-        self.seq, self.version = _order_id(tick), tick.version
+        self.seq, self.version = version if mrid is None else mrid, version
         return bids, asks
 
     def levels(self) -> tuple[list[Level], list[Level]]:
@@ -77,30 +93,31 @@ class FullBookDiff:
         """The level changes from the held book to ``tick`` (which becomes the held book),
         empty for a push that restates it; None for a stale push (dropped). Raises
         VersionRegressed when the id goes back otherwise (the venue restarted)."""
-        seq = _order_id(tick)
+        return self.changes_text(bytes(tick.bids), bytes(tick.asks), tick.version, tick.mrid)
+
+    def changes_text(
+        self, bids_text: bytes, asks_text: bytes, version: int, mrid: int | None
+    ) -> tuple[list[Level], list[Level]] | None:
+        """``changes`` of a push given as its sides' JSON texts and its ids."""
+        seq = version if mrid is None else mrid
         if seq < self.seq:
-            if tick.mrid is not None and tick.version <= self.version:
+            if mrid is not None and version <= self.version:
                 return None  # taken before the held push: an older book
-            name = "version" if tick.mrid is None else "mrid"
+            name = "version" if mrid is None else "mrid"
             raise VersionRegressed(f"{name} {seq} after {self.seq}")
-        bids_text, asks_text = bytes(tick.bids), bytes(tick.asks)
         bids = _side_changes(self._bids, bids_text)
         asks = _side_changes(self._asks, asks_text)
         # Only now (both sides parsed): a malformed push leaves the held book as it was.
         self._bids, self._asks = bids_text, asks_text
-        self.seq, self.version = seq, tick.version
+        self.seq, self.version = seq, version
         return bids, asks
-
-
-def _order_id(tick: DepthTick) -> int:
-    return tick.version if tick.mrid is None else tick.mrid
 
 
 def _positive(text: bytes) -> list[Level]:
     return [lv for lv in _decode_levels(text) if lv[1] > 0]
 
 
-def _side_changes(held: bytes, text: bytes) -> list[Level]:
+def _side_changes_py(held: bytes, text: bytes) -> list[Level]:
     """The changes from the side ``held`` to the side ``text`` (both JSON texts)."""
     if text == held:
         return []
@@ -120,6 +137,15 @@ def _side_changes(held: bytes, text: bytes) -> list[Level]:
     out = [(p, q) for p, q in now.items() if get(p) != q]
     out += [(p, 0.0) for p in was if p not in now]
     return out
+
+
+_native = load_native("astra.venues.htx._htxbook")
+IMPLEMENTATION = "python" if _native is None else "c"
+# The compiled side diff, handing what it does not read to the reference (None: not built).
+_side_changes_c = (
+    None if _native is None else functools.partial(_native.side_changes, _side_changes_py)
+)
+_side_changes = _side_changes_py if _side_changes_c is None else _side_changes_c
 
 
 def _parse(runs: list[bytes]) -> list[Level]:

@@ -10,7 +10,9 @@ Integrity rule (Kraken's documented procedure), per pair:
   levels are forwarded to the sink as deletes so its book matches), then compare the CRC32
   of the top 10 levels with the message's ``checksum`` (``book.py`` builds the string from
   the pair's precision: v2 sends numbers as JSON numbers, v1 sent the text itself).
-- A mismatch (in a snapshot or an update) means the book cannot be trusted: the sink gets
+- A mismatch (in a snapshot or an update), or a message the book refuses (a price not finite
+  or not > 0, a quantity not finite, a malformed timestamp: ``ValueError``, raised before
+  the book changes), means the book cannot be trusted: the sink gets
   ``on_resync``, *that pair* is unsubscribed and resubscribed on the same connection (the
   other pairs there carry on), every update is dropped until the new snapshot, and the sink
   gets ``on_snapshot`` once that snapshot's checksum holds. Repeated failures back off.
@@ -28,6 +30,9 @@ Kraken has no update ids; ``update_id`` given to the sink counts applied message
 (monotonic across resyncs). Floats hold the wire values exactly for up to 15 significant
 digits; beyond that a checksum can fail falsely, which resyncs (never drifts).
 
+The book is ``book.KrakenBook``: compiled (``_krakenbook.c``) where it is built, else the
+pure-Python reference; ``IMPLEMENTATION`` says which (``ASTRA_NATIVE=0`` forces Python).
+
 Kraken Futures (PERP/FUT) speak another protocol with another integrity rule (per-product
 ``seq``): see ``futures_feed.py``.
 """
@@ -44,7 +49,7 @@ import msgspec
 
 from astra.venues.base import BookSink, TradeSink
 
-from .book import ChecksumMismatch, KrakenBook, checksum_of
+from .book import IMPLEMENTATION, ChecksumMismatch, KrakenBook, checksum_of
 from .schemas import (
     BookData,
     BookMessage,
@@ -60,6 +65,7 @@ from .symbols import KrakenMarket
 
 __all__ = [
     "BOOK_DEPTHS",
+    "IMPLEMENTATION",
     "MAX_SUBSCRIPTIONS_PER_CONNECTION",
     "MAX_SYMBOLS_PER_REQUEST",
     "ChecksumMismatch",
@@ -182,31 +188,30 @@ class SpotBook(BookSubscription):
         self.update_id = 0
 
     def on_message(self, kind: str, data: BookData) -> None:
-        try:
-            if kind == "snapshot":
-                self._on_snapshot(data)
-            elif self.synced:
-                self._on_update(data)
-        except ChecksumMismatch as exc:
-            self.resync(f"{self.market.symbol}: {exc}")
-
-    def _on_snapshot(self, data: BookData) -> None:
         book = self.book
-        book.reset(*data.to_changes())
-        book.verify(data.checksum)
+        if kind != "snapshot":
+            if not self.synced:
+                return
+            try:  # timestamp, levels applied and truncated, checksum verified: one call
+                bids, asks, timestamp = book.update(data)
+            except (ChecksumMismatch, ValueError) as exc:  # a level or timestamp refused
+                self.resync(f"{self.market.symbol}: {exc}")
+                return
+            self.failures = 0
+            self.update_id = update_id = self.update_id + 1
+            # The clock only when the venue sent no time (update gives 0 then).
+            self.sink.on_update(update_id, timestamp or _now_ms(), bids, asks)
+            return
+        try:
+            timestamp = book.snapshot(data)
+        except (ChecksumMismatch, ValueError) as exc:
+            self.resync(f"{self.market.symbol}: {exc}")
+            return
         self.update_id += 1
         self.accepted()
         self.sink.on_snapshot(
-            book.to_l2book(self.market.symbol, self.update_id, data.timestamp_ms(_now_ms()))
+            book.to_l2book(self.market.symbol, self.update_id, timestamp or _now_ms())
         )
-
-    def _on_update(self, data: BookData) -> None:
-        bids, asks = self.book.apply(*data.to_changes())
-        self.book.verify(data.checksum)
-        self.failures = 0
-        self.update_id += 1
-        # The clock only when the venue sent no time (timestamp_ms gives the default, 0).
-        self.sink.on_update(self.update_id, data.timestamp_ms(0) or _now_ms(), bids, asks)
 
 
 class SpotTrades(TradeSubscription):

@@ -39,9 +39,10 @@ from astra.venues.ccxt_user_stream import ccxt_symbols
 from astra.venues.limiter import VenueLimiter
 from astra.venues.private_http import PrivateHttp
 
+from .book import decode_push
 from .feed import run_book_feed, run_trade_feed
 from .private import OkxPrivate
-from .schemas import BookData, Push, TradeData
+from .schemas import Push, TradeData
 from .stream import StreamPool
 from .symbols import instruments_from_raw, markets_from_ccxt
 from .userdata import OkxUserStream, run_user_stream
@@ -135,7 +136,7 @@ class OkxVenue(Venue):
         self.book_pool = StreamPool(
             self._http,
             self.urls.public_ws,
-            msgspec.json.Decoder(Push[BookData]).decode,
+            decode_push,  # books pushes parsed by the C core where built, else msgspec
             **stream_options,
         )
         self.trade_pool = StreamPool(

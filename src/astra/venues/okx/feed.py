@@ -33,7 +33,7 @@ from astra.venues.base import BookSink, TradeSink
 from astra.venues.book import L2Book
 from astra.venues.retry import backoff
 
-from .book import BookSide, book_checksum
+from .book import Book, BookOutOfSync, ChecksumMismatch, book_checksum
 from .schemas import BookData, Push, TradeData
 from .stream import StreamPool
 
@@ -52,21 +52,19 @@ log = logging.getLogger(__name__)
 Changes = list[tuple[float, float]]
 
 
+def _has_levels(levels: bytes) -> bool:
+    """Whether a levels array (JSON text) is not ``[]`` (read only on OKX's rare no-change
+    message; a malformed one counts as levels: a resync either way)."""
+    return b"".join(bytes(levels).split()) != b"[]"
+
+
 def _backoff(failures: int) -> float:
     """A book's wait before resubscribing: none after a first failure, then doubling."""
     return 0.0 if failures <= 0 else backoff(failures - 1)
 
 
-class BookOutOfSync(Exception):
-    """The local book can no longer be trusted; a fresh snapshot is needed."""
-
-
-class SequenceGap(BookOutOfSync):
+class SequenceGap(BookOutOfSync):  # BookOutOfSync and ChecksumMismatch: book.py's
     """``prevSeqId`` does not name the previous message: messages were lost."""
-
-
-class ChecksumMismatch(BookOutOfSync):
-    """The rebuilt top 25 levels disagree with OKX's checksum."""
 
 
 class BookSync:
@@ -75,23 +73,31 @@ class BookSync:
     def __init__(self, market: str, verify_checksum: bool = True) -> None:
         self.market, self.verify_checksum = market, verify_checksum
         self._ids = count(1)  # update ids when OKX sends no seqId (old recordings)
-        self.verified = 0  # checksums compared (and equal) over this object's life
+        self._verified = 0  # checksums compared by the books before the current one
+        self.book = Book()  # book.py: the C core where it is built, else the Python one
         self.reset()
+
+    @property
+    def verified(self) -> int:
+        """Checksums compared (and equal) over this object's life."""
+        return self._verified + self.book.verified
 
     def reset(self) -> None:
         self.synced = False
         self.seq: int | None = None
-        self.bids, self.asks = BookSide(descending=True), BookSide(descending=False)
+        self._verified += self.book.verified
+        self.book = Book()
+        self.bids, self.asks = self.book.bids, self.book.asks
 
     def checksum(self) -> int:
-        return book_checksum(self.bids.top(), self.asks.top())
+        return self.book.checksum()
 
     def _verify(self, data: BookData) -> None:
         if self.verify_checksum and data.checksum != 0:
-            local = book_checksum(self.bids.top(), self.asks.top())
+            local = self.book.checksum()
             if local != data.checksum:
                 raise ChecksumMismatch(f"checksum {data.checksum} but rebuilt book gives {local}")
-            self.verified += 1
+            self._verified += 1
 
     def _update_id(self, data: BookData) -> int:
         seq = data.seqId
@@ -100,8 +106,7 @@ class BookSync:
     def snapshot(self, data: BookData) -> L2Book:
         """Start over from a snapshot; returns the synced book for the sink."""
         self.reset()
-        bids = self.bids.load(data.bids)
-        asks = self.asks.load(data.asks)
+        bids, asks = self.book.load(data.bids, data.asks)
         self._verify(data)
         seq = data.seqId
         self.seq = seq if isinstance(seq, int) else None
@@ -113,21 +118,22 @@ class BookSync:
     def update(self, data: BookData) -> tuple[int, Changes, Changes] | None:
         """Apply an update: ``(update_id, bid changes, ask changes)``, or None when it changes
         nothing. Raises BookOutOfSync (the caller resyncs; this state is then void)."""
-        if self.seq is not None:
-            prev, seq = data.prevSeqId, data.seqId
-            if prev != self.seq or not isinstance(seq, int):
-                raise SequenceGap(f"prevSeqId={prev} but previous seqId={self.seq}")
+        seq = data.seqId
+        last = self.seq
+        if last is not None:
+            prev = data.prevSeqId
+            if prev != last or not isinstance(seq, int):
+                raise SequenceGap(f"prevSeqId={prev} but previous seqId={last}")
             if seq < prev:
                 raise SequenceGap(f"sequence reset by the venue: seqId={seq} < prevSeqId={prev}")
-            if seq == prev and (data.bids or data.asks):
+            if seq == prev and (_has_levels(data.bids) or _has_levels(data.asks)):
                 raise SequenceGap(f"seqId {seq} did not advance over a change")
             self.seq = seq
-        bids = self.bids.apply(data.bids) if data.bids else []
-        asks = self.asks.apply(data.asks) if data.asks else []
-        self._verify(data)
+        # Both sides and the checksum (_verify's rule, counted by the book) in one call.
+        bids, asks = self.book.update(data, self.verify_checksum)
         if not bids and not asks:
             return None
-        return self._update_id(data), bids, asks
+        return seq if isinstance(seq, int) else next(self._ids), bids, asks
 
 
 class BookFeed:
@@ -152,20 +158,22 @@ class BookFeed:
         self._synced_at = 0.0
 
     def on_push(self, push: Push[BookData]) -> None:
-        sync, sink = self.sync, self.sink
+        sync = self.sync
         try:
-            for data in push.data:
-                if push.action == "snapshot":
-                    sink.on_snapshot(sync.snapshot(data))
+            if push.action == "snapshot":
+                for data in push.data:
+                    self.sink.on_snapshot(sync.snapshot(data))
                     self._synced_at = time.monotonic()
-                elif sync.synced:
-                    changes = sync.update(data)
-                    if changes is not None:
-                        sink.on_update(changes[0], int(data.ts), changes[1], changes[2])
-                # else: an update of a subscription being replaced; its snapshot follows
+            else:
+                for data in push.data:
+                    if sync.synced:  # else: of a subscription being replaced; a snapshot follows
+                        changes = sync.update(data)
+                        if changes is not None:
+                            update_id, bids, asks = changes
+                            self.sink.on_update(update_id, int(data.ts), bids, asks)
         except (BookOutOfSync, ValueError, IndexError) as exc:  # also: garbage in a level
             sync.reset()
-            sink.on_resync(f"{self.key[1]}: {exc}")
+            self.sink.on_resync(f"{self.key[1]}: {exc}")
             self._lost = True
             self._wake.set()
 

@@ -4,8 +4,10 @@ Field names are OKX's own (``instId``, ``seqId``, ``px``, ``sz``) so a Struct de
 and encodes to, exactly the documented payload. Prices and sizes stay decimal strings, as on
 the wire: the book checksum is computed over the strings as sent, never over re-formatted
 floats. Sizes of SWAP/FUTURES/OPTION are in contracts (see ``MarketMetadata.contract_size``).
-A book level (``BookLevel``) keeps only its price and size (the only fields the book uses;
-skipping the rest makes the decode cheaper), so it re-encodes as those two.
+A book message's ``bids``/``asks`` stay the JSON text OKX sent (``msgspec.Raw``): the book
+side (``book.py``) parses them itself, so a message costs no Python object per level and a
+malformed level resyncs its market instead of failing the connection's decode. ``BookLevel``
+is that text's shape (price and size kept, the rest skipped), used by the pure-Python side.
 
 Every push has the same envelope (``Push``): ``arg`` names the channel and instrument,
 ``action`` is ``snapshot``/``update`` on the incremental book channels, ``data`` is a list.
@@ -47,14 +49,18 @@ class Arg(msgspec.Struct, frozen=True, gc=False):
 class BookData(msgspec.Struct, kw_only=True, gc=False):
     """One element of ``data`` on ``books`` / ``books-l2-tbt`` / ``books50-l2-tbt``.
 
+    ``bids``/``asks`` are the levels' JSON (``msgspec.Raw``: best first, a list of
+    ``BookLevel``), parsed by ``book.BookSide``; ``msgspec.json.decode(data.bids,
+    type=list[BookLevel])`` reads them as Structs.
+
     ``seqId`` numbers this message and ``prevSeqId`` names the previous one (``-1`` on a
     snapshot); both are absent in recordings older than 2022-06. ``checksum`` is the signed
     CRC32 of the top 25 levels after applying this message; OKX sends 0 once it deprecates
     the field (announced for June 2026), and 0 is never checked.
     """
 
-    asks: list[BookLevel]
-    bids: list[BookLevel]
+    asks: msgspec.Raw  # [["px", "sz", "0", "n"], ...] as sent: see BookLevel
+    bids: msgspec.Raw
     ts: str
     checksum: int = 0
     seqId: int | UnsetType = UNSET
