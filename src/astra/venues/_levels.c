@@ -8,7 +8,9 @@
  *   are skipped (a snapshot holds no deletes), so a later positive pair wins.
  * - A pair is any sequence of exactly two items (tuples and lists on the fast path); anything
  *   else raises ValueError/TypeError as Python's unpacking does, after the pairs before it
- *   were applied (as the Python loop leaves them).
+ *   were applied (as the Python loop leaves them). `pairs` is read as the loop reads it: a
+ *   list or tuple by index (its length re-read each step), any other iterable one item at a
+ *   time, so an error it raises also leaves the pairs before it applied.
  * - qty is compared with 0 as Python's `qty > 0` does: floats directly, other objects by
  *   rich comparison (an int, a Decimal: never coerced).
  */
@@ -56,52 +58,72 @@ static int unpack(PyObject *pair, PyObject **price, PyObject **qty, PyObject **o
     return 0;
 }
 
+/* One pair, as the Python loop's body; 0, or -1 with an error set. */
+static int one(PyObject *side, PyObject *pair, int deletes) {
+    PyObject *price, *qty, *owned;
+    Py_INCREF(pair);
+    int rc = unpack(pair, &price, &qty, &owned);
+    if (rc == 0) {
+        Py_INCREF(price);
+        Py_INCREF(qty);
+        int gt = positive(qty);
+        if (gt > 0) {
+            rc = PyDict_SetItem(side, price, qty);
+        } else if (gt == 0) {
+            if (deletes) {
+                /* side.pop(price, None): an absent price is no error */
+                if (PyDict_DelItem(side, price) < 0) {
+                    if (PyErr_ExceptionMatches(PyExc_KeyError))
+                        PyErr_Clear();
+                    else
+                        rc = -1;
+                }
+            }
+        } else {
+            rc = -1;
+        }
+        Py_DECREF(price);
+        Py_DECREF(qty);
+        Py_XDECREF(owned);
+    }
+    Py_DECREF(pair);
+    return rc;
+}
+
 static PyObject *run(PyObject *args, int deletes) {
     PyObject *side, *pairs;
     if (!PyArg_ParseTuple(args, "O!O:apply_side", &PyDict_Type, &side, &pairs))
         return NULL;
-    PyObject *seq = PySequence_Fast(pairs, "pairs must be iterable");
-    if (seq == NULL)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        /* The list may change under a __gt__ written in Python: re-read it each time. */
-        if (i >= PySequence_Fast_GET_SIZE(seq))
-            break;
-        PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
-        Py_INCREF(pair);
-        PyObject *price, *qty, *owned;
-        int rc = unpack(pair, &price, &qty, &owned);
-        if (rc == 0) {
-            Py_INCREF(price);
-            Py_INCREF(qty);
-            int gt = positive(qty);
-            if (gt > 0) {
-                rc = PyDict_SetItem(side, price, qty);
-            } else if (gt == 0) {
-                if (deletes) {
-                    /* side.pop(price, None): an absent price is no error */
-                    if (PyDict_DelItem(side, price) < 0) {
-                        if (PyErr_ExceptionMatches(PyExc_KeyError))
-                            PyErr_Clear();
-                        else
-                            rc = -1;
-                    }
-                }
-            } else {
-                rc = -1;
+    if (PyList_CheckExact(pairs) || PyTuple_CheckExact(pairs)) {
+        PyObject *seq = Py_NewRef(pairs);
+        for (Py_ssize_t i = 0;; i++) {
+            /* The list may change under a __gt__ written in Python: re-read it each time. */
+            if (i >= PySequence_Fast_GET_SIZE(seq))
+                break;
+            if (one(side, PySequence_Fast_GET_ITEM(seq, i), deletes) < 0) {
+                Py_DECREF(seq);
+                return NULL;
             }
-            Py_DECREF(price);
-            Py_DECREF(qty);
-            Py_XDECREF(owned);
         }
+        Py_DECREF(seq);
+        Py_RETURN_NONE;
+    }
+    /* Any other iterable one item at a time, as the Python loop takes it: an error from the
+     * iterator leaves the pairs before it applied (PySequence_Fast would read it all first). */
+    PyObject *it = PyObject_GetIter(pairs), *pair;
+    if (it == NULL)
+        return NULL;
+    while ((pair = PyIter_Next(it)) != NULL) {
+        int rc = one(side, pair, deletes);
         Py_DECREF(pair);
         if (rc < 0) {
-            Py_DECREF(seq);
+            Py_DECREF(it);
             return NULL;
         }
     }
-    Py_DECREF(seq);
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
     Py_RETURN_NONE;
 }
 

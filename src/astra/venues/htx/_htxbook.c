@@ -3,13 +3,10 @@
  * The pure-Python modules define the behaviour and stay the fallback (feed.py, fullbook.py);
  * this module does the same work faster and is tested against them value for value.
  *
- * Inflater: one per connection. A frame of BIG_FRAME bytes or more (depth.step0 pushes) is
- * inflated by libdeflate (the `deflate` package, where installed: ~1.5x zlib-ng on them) when
- * the trailer's length is within the limit; a smaller one (mbp increments, trades: there the
- * per-call setup of zlib or libdeflate is most of the cost) by the fast decoder below when it
- * can (a plain gzip member with complete Huffman codes: every HTX frame seen), its output
- * accepted only when the trailer's CRC-32 (computed by zlib-ng) matches. Anything either
- * refuses goes to the connection's z_stream (system zlib, reset per frame), which then
+ * Inflater: one per connection. A frame is inflated by the fast decoder below when it can (a
+ * plain gzip member with complete Huffman codes: every HTX frame seen), its output accepted
+ * only when the trailer's CRC-32 (computed by zlib-ng) and length match. Anything it refuses
+ * goes to the connection's z_stream (system zlib, reset per frame), which then
  * decides the result or the error. Integrity rule: a frame must be one complete gzip member (wbits 31: header
  * checked, trailer CRC-32 and length checked by zlib); bytes after the member are ignored
  * (as zlib.decompress does). Anything else raises zlib.error with zlib.decompress's message.
@@ -497,10 +494,9 @@ static Py_ssize_t fast_gunzip(const uint8_t *in, Py_ssize_t n, uint8_t *out, Py_
 /* The CRC-32 of a bytes object: zlib-ng's (a folding CRC, ~10x system zlib 1.2's on a 4 KB
  * frame, ~0.9 us of a depth push) when it is installed, else zlib's. -1 with an error set. */
 static PyObject *crc_function;
-/* deflate.gzip_decompress (libdeflate) where installed: faster than the decoder above on
- * frames of a few KB (a depth.step0 push: ~10 us against ~14). */
-static PyObject *big_inflate;
-#define BIG_FRAME 512
+/* No libdeflate (the `deflate` package), though it is faster on frames of a few KB: it
+ * accepts members zlib refuses (HLIT > 286 or HDIST > 30 code counts, distance codes 30/31,
+ * an FHCRC header CRC it never checks), so its result is not zlib's decision. */
 
 static int64_t crc_of(PyObject *data) {
     PyObject *value = PyObject_CallOneArg(crc_function, data);
@@ -599,30 +595,6 @@ static PyObject *Inflater_inflate(Inflater *self, PyObject *frame) {
     if (out == NULL) {
         PyBuffer_Release(&view);
         return NULL;
-    }
-    if (big_inflate != NULL && n >= BIG_FRAME && n >= 18) {
-        /* libdeflate (the deflate package): a whole gzip member, CRC and size checked by it;
-         * it sizes its output by the trailer's ISIZE, so only when that is within the limit.
-         * Anything it refuses, zlib decides below. */
-        const unsigned char *t = in + n - 4;
-        uint32_t isize = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 |
-                         (uint32_t)t[3] << 24;
-        if ((Py_ssize_t)isize <= self->limit && (Py_ssize_t)isize <= n * MAX_RATIO) {
-            PyObject *got = PyObject_CallOneArg(big_inflate, frame);
-            if (got != NULL && PyByteArray_Check(got) && PyByteArray_GET_SIZE(got) <= self->limit) {
-                PyObject *bytes = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(got),
-                                                            PyByteArray_GET_SIZE(got));
-                Py_CLEAR(got);
-                if (bytes != NULL) {
-                    self->fast++;
-                    PyBuffer_Release(&view);
-                    Py_DECREF(out);
-                    return bytes;
-                }
-            }
-            Py_XDECREF(got);
-            PyErr_Clear();
-        }
     }
     uint32_t trailer_crc = 0;
     Py_ssize_t got = fast_gunzip(in, n, (uint8_t *)PyBytes_AS_STRING(out), cap, &trailer_crc);
@@ -1358,8 +1330,44 @@ static Py_ssize_t find_close2(const char *s, Py_ssize_t from, Py_ssize_t n) {
     return -1;
 }
 
-/* A side: "[]", or "[[" up to the first "]]" (levels are flat pairs, so that is its end in
- * any well-formed side; what lies between is checked by the diff, see above). */
+/* 1 when s[0..n) holds only the bytes of numbers, commas and brackets ('+' to '9', 'e',
+ * 'E', '[', ']') with as many '[' as ']'. Then the first "]]" after a side's "[[" is where
+ * JSON ends the array: no string, whitespace or deeper nesting can hide its end (a frame
+ * with "[[1,2] ]" or "[[1,[2]],..." would otherwise be cut at the wrong "]]", the side
+ * reaching into the next keys, a parse msgspec never makes). */
+static int side_ok(const char *s, Py_ssize_t n) {
+    Py_ssize_t j = 0, opens = 0, closes = 0;
+#ifdef __SSE2__
+    const __m128i base = _mm_set1_epi8(0x2B), span = _mm_set1_epi8(14);
+    const __m128i e = _mm_set1_epi8('e'), E = _mm_set1_epi8('E');
+    const __m128i open = _mm_set1_epi8('['), close = _mm_set1_epi8(']');
+    for (; j + 16 <= n; j += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(s + j));
+        __m128i t = _mm_sub_epi8(a, base);
+        __m128i o = _mm_cmpeq_epi8(a, open), c = _mm_cmpeq_epi8(a, close);
+        __m128i ok = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(t, span), t),
+                                  _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(a, e), _mm_cmpeq_epi8(a, E)),
+                                               _mm_or_si128(o, c)));
+        if (_mm_movemask_epi8(ok) != 0xFFFF)
+            return 0;
+        opens += __builtin_popcount((unsigned)_mm_movemask_epi8(o));
+        closes += __builtin_popcount((unsigned)_mm_movemask_epi8(c));
+    }
+#endif
+    for (; j < n; j++) {
+        unsigned char ch = (unsigned char)s[j];
+        if (ch == '[')
+            opens++;
+        else if (ch == ']')
+            closes++;
+        else if (!((unsigned)(ch - 0x2B) <= 14u || ch == 'e' || ch == 'E'))
+            return 0;
+    }
+    return opens == closes;
+}
+
+/* A side: "[]", or "[[" up to the first "]]" when side_ok (levels are flat pairs, so that is
+ * its end in any well-formed side; the numbers between are checked by the diff, see above). */
 static int side_extent(Reader *r, Py_ssize_t *start, Py_ssize_t *len) {
     const char *s = r->s;
     Py_ssize_t i = r->i, n = r->n;
@@ -1370,7 +1378,7 @@ static int side_extent(Reader *r, Py_ssize_t *start, Py_ssize_t *len) {
         end = i + 2;
     else if (s[i + 1] == '[') {
         Py_ssize_t at = find_close2(s, i + 2, n);
-        if (at < 0)
+        if (at < 0 || !side_ok(s + i, at + 2 - i))
             return 0;
         end = at + 2;
     } else
@@ -1515,11 +1523,6 @@ PyMODINIT_FUNC PyInit__htxbook(void) {
     if (ng != NULL) {
         crc_function = PyObject_GetAttrString(ng, "crc32");
         Py_DECREF(ng);
-    }
-    PyObject *libdeflate = PyImport_ImportModule("deflate");
-    if (libdeflate != NULL) {
-        big_inflate = PyObject_GetAttrString(libdeflate, "gzip_decompress");
-        Py_DECREF(libdeflate);
     }
     PyErr_Clear();
     if (crc_function == NULL) { /* zlib-ng missing: the system zlib's */

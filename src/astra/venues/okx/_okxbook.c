@@ -670,6 +670,19 @@ static Tok *next_tok(Side *s, Py_ssize_t count) {
     return &s->toks[count];
 }
 
+/* The token scratch kept between calls: a usual message's (OKX sends up to 400 levels a
+ * snapshot); one huge message's (a hostile frame of a few MB: ~56 bytes a level) is released
+ * after it, so the input of one message does not stay allocated for the process's life. */
+#define TOKS_KEPT 1024
+
+static void trim_toks(Side *s) {
+    if (s->tokcap > TOKS_KEPT) {
+        PyMem_Free(s->toks);
+        s->toks = NULL;
+        s->tokcap = 0;
+    }
+}
+
 /* One levels array at c->p (its '['; whitespace before it already skipped) into s->toks
  * from index `count` on (no level applied yet); leaves c->p just past its ']'. The new
  * token count, or -1. The caller has refused a backslash anywhere in the input. */
@@ -822,6 +835,7 @@ static PyObject *side_apply(Side *self, PyObject *levels) {
     Py_ssize_t count = parse_arg(self, levels, &view);
     PyObject *changes = count < 0 ? NULL : apply_toks(self, self->toks, count);
     PyBuffer_Release(&view);
+    trim_toks(self);
     return changes;
 }
 
@@ -889,6 +903,7 @@ fail:
     Py_CLEAR(changes);
 out:
     PyBuffer_Release(&view);
+    trim_toks(self);
     return changes;
 }
 
@@ -1060,6 +1075,7 @@ static PyObject *CHECKSUM_ERROR; /* book.ChecksumMismatch, raised by Book.update
 static PyObject *ARG_CACHE;      /* an arg object's exact text -> its Arg (repeated every push) */
 static PyObject *EMPTY, *INT_ZERO;
 #define ARG_CACHE_MAX 4096 /* bounded: arg texts come from the network */
+#define ARG_TEXT_MAX 256   /* and so are their lengths: a longer text (padding) is not kept */
 static Side SCRATCH;       /* tokens of the element being parsed (the GIL serialises) */
 
 /* One data element: the BookData fields, and the levels as tokens pointing into `frame`. */
@@ -1204,6 +1220,8 @@ static PyObject *arg_value(Cursor *c) {
     if (c->p == c->end || *c->p != '{' || skip_value(c) < 0)
         return NULL;
     Py_ssize_t len = c->p - start;
+    if (len > ARG_TEXT_MAX) /* OKX's are ~50 bytes: made each time, never cached */
+        return make_arg(start, c->p);
     for (int k = 0; k < RECENT; k++) {
         PyObject *text = RECENT_TEXT[k];
         if (text != NULL && PyBytes_GET_SIZE(text) == len &&
@@ -1339,7 +1357,7 @@ static PyObject *data_value(Cursor *c, PyObject *frame) {
 
 /* A `books` push frame (str or bytes) as a PushFrame; NULL, no error set, when it is not
  * fully understood here (see the section comment). */
-static PyObject *parse_push(PyObject *frame) {
+static PyObject *parse_push_once(PyObject *frame) {
     const char *buf;
     Py_ssize_t len;
     if (PyUnicode_CheckExact(frame)) {
@@ -1410,6 +1428,12 @@ out:
 punt:
     PyErr_Clear(); /* whatever went wrong here, msgspec decides the frame */
     return NULL;
+}
+
+static PyObject *parse_push(PyObject *frame) {
+    PyObject *push = parse_push_once(frame);
+    trim_toks(&SCRATCH); /* each Msg copied its tokens out */
+    return push;
 }
 
 static int configured(void) {
