@@ -1330,39 +1330,71 @@ static Py_ssize_t find_close2(const char *s, Py_ssize_t from, Py_ssize_t n) {
     return -1;
 }
 
-/* 1 when s[0..n) holds only the bytes of numbers, commas and brackets ('+' to '9', 'e',
- * 'E', '[', ']') with as many '[' as ']'. Then the first "]]" after a side's "[[" is where
- * JSON ends the array: no string, whitespace or deeper nesting can hide its end (a frame
- * with "[[1,2] ]" or "[[1,[2]],..." would otherwise be cut at the wrong "]]", the side
- * reaching into the next keys, a parse msgspec never makes). */
+/* Where JSON ends the array that opens at s[0]: the index past its ']' with strings skipped
+ * (a backslash: -1, not judged here), or -1 when it does not end in s[0..n). */
+static Py_ssize_t array_end(const char *s, Py_ssize_t n) {
+    Py_ssize_t depth = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        char ch = s[j];
+        if (ch == '"') {
+            for (j++; j < n && s[j] != '"'; j++)
+                if (s[j] == '\\')
+                    return -1;
+        } else if (ch == '[') {
+            depth++;
+        } else if (ch == ']' && --depth == 0) {
+            return j + 1;
+        }
+    }
+    return -1;
+}
+
+/* 1 when s[0..n), a side's "[[" to its first "]]", is where JSON ends that array (then
+ * msgspec's Raw is the same bytes). Levels are flat pairs, so that holds in any side without
+ * whitespace, strings or deeper nesting; with whitespace ("[[1,2] ]") or a stray value
+ * ("[[1,2],3]") the first "]]" lies past the array's end, in the next keys: a cut msgspec
+ * never makes, so such a frame is msgspec's (any byte <= 0x21 is refused outright: the
+ * whitespace, and '!', which no JSON holds outside a string). Without
+ * a '"' the bracket counts decide (the span cannot reach another key: keys are strings);
+ * with one, array_end. (Levels that are not numbers are refused by the diff, which reads
+ * every level that differs from the held, validated, text.) */
 static int side_ok(const char *s, Py_ssize_t n) {
     Py_ssize_t j = 0, opens = 0, closes = 0;
+    int quote = 0;
 #ifdef __SSE2__
-    const __m128i base = _mm_set1_epi8(0x2B), span = _mm_set1_epi8(14);
-    const __m128i e = _mm_set1_epi8('e'), E = _mm_set1_epi8('E');
+    /* Branch-free: per-lane byte counters (flushed before they can wrap) and one OR of
+     * every chunk's "whitespace or quote" lanes, tested once. */
+    const __m128i low = _mm_set1_epi8(0x21), dq = _mm_set1_epi8('"'), zero = _mm_setzero_si128();
     const __m128i open = _mm_set1_epi8('['), close = _mm_set1_epi8(']');
-    for (; j + 16 <= n; j += 16) {
-        __m128i a = _mm_loadu_si128((const __m128i *)(s + j));
-        __m128i t = _mm_sub_epi8(a, base);
-        __m128i o = _mm_cmpeq_epi8(a, open), c = _mm_cmpeq_epi8(a, close);
-        __m128i ok = _mm_or_si128(_mm_cmpeq_epi8(_mm_min_epu8(t, span), t),
-                                  _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(a, e), _mm_cmpeq_epi8(a, E)),
-                                               _mm_or_si128(o, c)));
-        if (_mm_movemask_epi8(ok) != 0xFFFF)
-            return 0;
-        opens += __builtin_popcount((unsigned)_mm_movemask_epi8(o));
-        closes += __builtin_popcount((unsigned)_mm_movemask_epi8(c));
+    __m128i ws = zero, qs = zero;
+    while (j + 16 <= n) {
+        __m128i co = zero, cc = zero;
+        for (int k = 0; k < 255 && j + 16 <= n; k++, j += 16) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(s + j));
+            ws = _mm_or_si128(ws, _mm_cmpeq_epi8(_mm_min_epu8(a, low), a)); /* a <= 0x21 */
+            qs = _mm_or_si128(qs, _mm_cmpeq_epi8(a, dq));
+            co = _mm_sub_epi8(co, _mm_cmpeq_epi8(a, open));
+            cc = _mm_sub_epi8(cc, _mm_cmpeq_epi8(a, close));
+        }
+        __m128i so = _mm_sad_epu8(co, zero), sc = _mm_sad_epu8(cc, zero);
+        opens += _mm_cvtsi128_si32(so) + _mm_extract_epi16(so, 4);
+        closes += _mm_cvtsi128_si32(sc) + _mm_extract_epi16(sc, 4);
     }
+    /* ws also holds lanes equal to 0x21 ('!'): refused too (never in a side) */
+    if (_mm_movemask_epi8(ws))
+        return 0;
+    quote = _mm_movemask_epi8(qs) != 0;
 #endif
     for (; j < n; j++) {
         unsigned char ch = (unsigned char)s[j];
-        if (ch == '[')
-            opens++;
-        else if (ch == ']')
-            closes++;
-        else if (!((unsigned)(ch - 0x2B) <= 14u || ch == 'e' || ch == 'E'))
+        if (ch <= 0x21)
             return 0;
+        quote |= ch == '"';
+        opens += ch == '[';
+        closes += ch == ']';
     }
+    if (quote)
+        return array_end(s, n) == n;
     return opens == closes;
 }
 
