@@ -24,7 +24,7 @@ def _native(name: str, source: str, libraries: tuple[str, ...] = ()) -> Extensio
 _EXTENSIONS = [
     _native("astra.venues._levels", "src/astra/venues/_levels.c"),
     _native("astra.venues.okx._okxbook", "src/astra/venues/okx/_okxbook.c", ("z",)),
-    _native("astra.venues.kraken._krakenbook", "src/astra/venues/kraken/_krakenbook.c", ("z",)),
+    _native("astra.venues.kraken._krakenbook", "src/astra/venues/kraken/_krakenbook.c"),
     _native("astra.venues.htx._htxbook", "src/astra/venues/htx/_htxbook.c", ("z",)),
 ]
 

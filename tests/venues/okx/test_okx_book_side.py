@@ -112,10 +112,10 @@ def _expected(bids: list[list[str]], asks: list[list[str]]) -> int:
 def test_a_level_deleted_inside_the_top_25_brings_the_26th_into_the_checksum():
     sync, bids, asks = _deep_book()
     assert sync.checksum() == _expected(bids, asks)
-    assert sync.bids.top()[-1] == "76:25"  # the 25th best bid; 75 (the 26th) is outside
+    assert sync.book.bids.top()[-1] == "76:25"  # the 25th best bid; 75 (the 26th) is outside
     remaining = bids[:2] + bids[3:]  # the third best bid goes
     _update(sync, [["98", "0", "0", "0"]], [], _expected(remaining, asks))
-    assert sync.bids.top()[-1] == "75:26"
+    assert sync.book.bids.top()[-1] == "75:26"
     assert sync.verified == 1
 
 

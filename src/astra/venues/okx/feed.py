@@ -87,7 +87,6 @@ class BookSync:
         self.seq: int | None = None
         self._verified += self.book.verified
         self.book = Book()
-        self.bids, self.asks = self.book.bids, self.book.asks
 
     def checksum(self) -> int:
         return self.book.checksum()
