@@ -125,7 +125,8 @@ def test_a_change_beyond_the_top_25_keeps_the_checksum_and_the_book_right():
     changed = _update(sync, [["72", "7.5", "0", "2"], ["60", "1", "0", "1"]], [], before)
     assert changed is not None and changed[1] == [(72.0, 7.5), (60.0, 1.0)]
     assert sync.checksum() == before and sync.verified == 1
-    assert sync.bids.levels()[28] == (72.0, "72:7.5") and sync.bids.levels()[-1] == (60.0, "60:1")
+    bids = sync.book.bids.levels()
+    assert bids[28] == (72.0, "72:7.5") and bids[-1] == (60.0, "60:1")
 
 
 def test_after_the_recorded_session_each_side_equals_plain_dicts_sorted_at_the_end(
@@ -147,7 +148,7 @@ def test_after_the_recorded_session_each_side_equals_plain_dicts_sorted_at_the_e
         assert sync.verified == len(frames)
         for side, descending in (("bids", True), ("asks", False)):
             want = [(float(p), plain[side][p]) for p in sorted(plain[side], reverse=descending)]
-            assert getattr(sync, side).levels() == want, (inst, side)
+            assert getattr(sync.book, side).levels() == want, (inst, side)
 
 
 def _top_victim(frames: list[str]) -> tuple[int, str, int]:
@@ -163,7 +164,7 @@ def _top_victim(frames: list[str]) -> tuple[int, str, int]:
         if k < 3:
             continue
         for side in ("bids", "asks"):
-            top = getattr(sync, side).top()
+            top = getattr(sync.book, side).top()
             for j, level in enumerate(parse_levels(getattr(push.data[0], side))):
                 if f"{level.px}:{level.sz}" in top:
                     return k, side, j
