@@ -454,7 +454,9 @@ async def test_trades_pass_through_and_a_gap_is_a_dropped_connection(nats_server
             await feed.trades(BTC, [1.0, 2.0])
             await feed.trades(BTC, [3.0])
             await until(lambda: sum(len(f.get("trades", ())) for f in client.frames) == 3)
-            assert [t["price"] for f in client.frames for t in f["trades"]] == [1.0, 2.0, 3.0]
+            # A slow heartbeat under load may put a resync frame among them: trades in order.
+            prices = [t["price"] for f in client.frames for t in f.get("trades", ())]
+            assert prices == [1.0, 2.0, 3.0]
 
             await feed.trades(BTC, [4.0], lost=True)
             await feed.trades(BTC, [5.0])
