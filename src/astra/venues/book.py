@@ -4,25 +4,33 @@ It lives in ``venues/``, the lowest layer that uses it: venue feeds build it fro
 ``marketdata/`` keeps one per market (a lower layer never imports a higher one).
 
 Invariants:
-- Each side is a plain dict ``price -> quantity`` (floats, as the public schema); a level
-  exists only with a positive quantity: applying quantity 0 deletes it, and deleting a level
-  that is not there is not an error (venues do send such deletes).
+- Each side is a mapping ``price -> quantity`` (floats, as the public schema): where the C
+  core is built, a ``Side`` (``_levels.c``: a hash table of doubles that touches no Python
+  object per change, with the dict methods readers use: ``[]``, ``get``, ``in``, ``len``,
+  iteration, ``items``, ``==`` a dict), else a plain dict. Readers use only that common part
+  and never rely on its iteration order (``sorted_bids``/``top`` are the sorted reads).
+- A level exists only with a positive quantity: applying quantity 0 deletes it, and deleting
+  a level that is not there is not an error (venues do send such deletes).
+- A NaN price is refused (ValueError) before anything of its pair is stored: it has no place
+  in a sorted read (the Python loops check it too, so both cores refuse the same input).
 - ``update_id`` is the venue sequence id of the last change applied; ``timestamp`` the
   venue's event time (ms) of that change.
 - The sorted view (bids descending, asks ascending) is built on the first read after a
-  change and cached until the next change: readers between two updates share one sort.
-- The per-level loops are ``apply_side``/``fill_side``: compiled (``_levels.c``, ~2x the
-  Python loop) where the extension was built and ``ASTRA_NATIVE`` is not ``0``, else the
-  Python functions below, which define the behaviour (``IMPLEMENTATION`` says which runs).
+  change and cached until the next change: readers between two updates share it (a C side
+  selects or sorts it in C; a dict is sorted). ``top(depth)`` with no view cached asks a C
+  side for its best ``depth`` levels alone.
+- The per-level loops are ``apply_side``/``fill_side``: compiled (``_levels.c``) where the
+  extension was built and ``ASTRA_NATIVE`` is not ``0``, else the Python functions below,
+  which define the behaviour (``IMPLEMENTATION`` says which runs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 
 from astra.venues.native import load_native
 
-__all__ = ["IMPLEMENTATION", "L2Book", "apply_side", "fill_side"]
+__all__ = ["IMPLEMENTATION", "L2Book", "apply_side", "fill_side", "new_side"]
 
 LevelPairs = list[tuple[float, float]]
 
@@ -30,6 +38,8 @@ LevelPairs = list[tuple[float, float]]
 def _apply_side(side: dict, pairs: Iterable[tuple[float, float]]) -> None:
     """Absolute quantities in order: ``q > 0`` sets, anything else deletes (absent: no error)."""
     for p, q in pairs:
+        if p != p:
+            raise ValueError("a book level's price is NaN")
         if q > 0:
             side[p] = q
         else:
@@ -39,6 +49,8 @@ def _apply_side(side: dict, pairs: Iterable[tuple[float, float]]) -> None:
 def _fill_side(side: dict, pairs: Iterable[tuple[float, float]]) -> None:
     """A snapshot's levels: those with ``q > 0`` set (a later one wins), the others skipped."""
     for p, q in pairs:
+        if p != p:
+            raise ValueError("a book level's price is NaN")
         if q > 0:
             side[p] = q
 
@@ -48,14 +60,22 @@ IMPLEMENTATION = "python" if _native is None else "c"
 apply_side = _apply_side if _native is None else _native.apply_side
 fill_side = _fill_side if _native is None else _native.fill_side
 
+if _native is not None:
+    MutableMapping.register(_native.Side)
+
+
+def new_side(bids: bool) -> MutableMapping[float, float]:
+    """An empty book side: a C ``Side`` where built (``bids`` sets its order), else a dict."""
+    return {} if _native is None else _native.Side(bids)
+
 
 class L2Book:
     __slots__ = ("_asks_view", "_bids_view", "asks", "bids", "market", "timestamp", "update_id")
 
     def __init__(self, market: str) -> None:
         self.market = market
-        self.bids: dict[float, float] = {}
-        self.asks: dict[float, float] = {}
+        self.bids: MutableMapping[float, float] = new_side(True)
+        self.asks: MutableMapping[float, float] = new_side(False)
         self.update_id = 0
         self.timestamp = 0
         self._bids_view: LevelPairs | None = None
@@ -69,7 +89,7 @@ class L2Book:
         timestamp: int,
     ) -> None:
         """Replace the whole book with a snapshot."""
-        self.bids, self.asks = {}, {}
+        self.bids, self.asks = new_side(True), new_side(False)
         fill_side(self.bids, bids)
         fill_side(self.asks, asks)
         self.update_id = update_id
@@ -91,18 +111,33 @@ class L2Book:
         view = self._bids_view
         if view is None:
             bids = self.bids
-            view = self._bids_view = [(p, bids[p]) for p in sorted(bids, reverse=True)]
+            view = self._bids_view = (
+                [(p, bids[p]) for p in sorted(bids, reverse=True)]
+                if type(bids) is dict
+                else bids.top()
+            )
         return view
 
     def sorted_asks(self) -> LevelPairs:
         view = self._asks_view
         if view is None:
             asks = self.asks
-            view = self._asks_view = [(p, asks[p]) for p in sorted(asks)]
+            view = self._asks_view = (
+                [(p, asks[p]) for p in sorted(asks)] if type(asks) is dict else asks.top()
+            )
         return view
 
     def top(self, depth: int | None = None) -> tuple[LevelPairs, LevelPairs]:
-        bids, asks = self.sorted_bids(), self.sorted_asks()
         if depth is None:
-            return bids, asks
-        return bids[:depth], asks[:depth]
+            return self.sorted_bids(), self.sorted_asks()
+        bids, asks = self._bids_view, self._asks_view
+        # A C side selects a short top in one pass, cheaper than sorting the whole side.
+        if bids is None and type(self.bids) is not dict:
+            bids = self.bids.top(depth)
+        else:
+            bids = self.sorted_bids()[:depth]
+        if asks is None and type(self.asks) is not dict:
+            asks = self.asks.top(depth)
+        else:
+            asks = self.sorted_asks()[:depth]
+        return bids, asks
