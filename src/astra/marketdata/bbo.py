@@ -8,13 +8,14 @@ Invariants:
   SMART, the per-venue split of either side); while its book is not in sync it sends one
   ``{"type":"resync"}`` message, and the BBO again once the book is back. Each message is
   encoded once for all its clients.
-- The best price is found by a scan of the book's dict side (no sort): on a single venue only
-  when an update touches a price at or better than the current best (or removes it).
+- The best price is found by a scan of the book's side (no sort; a C side's ``best()`` scans
+  in C, a dict is scanned by ``max``/``min``): on a single venue only when an update touches a
+  price at or better than the current best (or removes it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from math import fsum
 
 import msgspec
@@ -26,7 +27,7 @@ from .channels import BookChannel, Client
 __all__ = ["BboFeed", "best_quotes", "single_bbo", "total"]
 
 _encode = msgspec.json.Encoder().encode
-Source = tuple[str, dict[float, float], ContractUnits | None]  # venue, one book side, units
+Source = tuple[str, Mapping[float, float], ContractUnits | None]  # venue, one book side, units
 
 
 def total(quantities: list[float]) -> float:
@@ -42,12 +43,19 @@ def _base(units: ContractUnits | None, qty: float, price: float) -> float:
     return qty if units is None else units.to_base(qty, price)
 
 
+def _best_price(side: Mapping[float, float], pick: Callable) -> float:
+    """A non-empty side's best price: a C side finds it in one pass of its table."""
+    if isinstance(side, dict):
+        return pick(side)
+    return side.best()[0]
+
+
 def _best(sources: Iterable[Source], bid: bool, smart: bool) -> BboQuote | None:
     sources = [s for s in sources if s[1]]
     if not sources:
         return None
     pick = max if bid else min
-    price = pick(pick(side) for _, side, _ in sources)
+    price = pick(_best_price(side, pick) for _, side, _ in sources)
     venues = {v: _base(u, side[price], price) for v, side, u in sources if price in side}
     venue = max(venues, key=venues.__getitem__)  # first of the largest, in venue order
     return BboQuote(price=price, quantity=total(list(venues.values())), venue=venue,
