@@ -11,6 +11,7 @@ Invariants:
 from __future__ import annotations
 
 import functools
+import os
 import re
 import secrets
 import time
@@ -80,6 +81,24 @@ def _base62(n: int, width: int) -> str:
     return "".join(out)
 
 
+# One 128-bit draw covers the 62**20 suffixes 482 times over: a draw below the largest
+# multiple of 62**20 taken modulo 62**20 is uniform (the rest, < 1 in 480, is drawn again).
+_LONG_DRAW_LIMIT = (1 << 128) // _LONG_SPACE * _LONG_SPACE
+_urandom = os.urandom
+
+
+def _long_suffix() -> int:
+    """A uniform draw below ``62**20``: one 16-byte read of the OS's generator nearly always
+    (``secrets.randbelow`` reads 15 bytes per try and keeps about half of them)."""
+    while True:
+        n = int.from_bytes(_urandom(16), "big")
+        if n < _LONG_DRAW_LIMIT:
+            return n % _LONG_SPACE
+
+
+_stamp_cache: tuple[int, str] = (-1, "")
+
+
 def generate_client_order_id(exchange: str | None = None) -> str:
     """A fresh client order id the venue accepts: ``astra`` + base62 (see the module docstring).
 
@@ -88,9 +107,14 @@ def generate_client_order_id(exchange: str | None = None) -> str:
     """
     if exchange is None or str(exchange) in _SHORT_ID_VENUES:
         return CLIENT_ORDER_ID_PREFIX + _base62(secrets.randbelow(_SHORT_SPACE), 13)
-    stamp = _base62(time.time_ns() // 1_000_000, 7)  # 62**7 ms lasts until the year 2081
+    global _stamp_cache
+    ms = time.time_ns() // 1_000_000
+    cached_ms, stamp = _stamp_cache
+    if ms != cached_ms:  # (a tuple swapped whole: a thread reads a matching pair)
+        stamp = _base62(ms, 7)  # 62**7 ms lasts until the year 2081
+        _stamp_cache = (ms, stamp)
     # one draw over the 62**20 suffixes: the same uniform suffix as 20 draws of a digit
-    return CLIENT_ORDER_ID_PREFIX + stamp + _base62(secrets.randbelow(_LONG_SPACE), 20)
+    return CLIENT_ORDER_ID_PREFIX + stamp + _base62(_long_suffix(), 20)
 
 
 def is_valid_client_order_id(value: object, exchange: str | None = None) -> bool:

@@ -21,13 +21,12 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,12 +81,14 @@ class ClientCache:
             digest.update(b"\x00" + name.encode() + b"\x00" + value.encode())
         return digest.digest()
 
-    @contextlib.asynccontextmanager
-    async def lease(
-        self, venue_code: str, creds: ExchangeCredentials, build: Callable[[], Any]
-    ) -> AsyncIterator[Any]:
+    def lease(self, venue_code: str, creds: ExchangeCredentials,
+              build: Callable[[], Any]) -> _Lease:
         """The cached client for ``creds`` on ``venue_code`` (``build()`` makes one when there
-        is none), held for the block."""
+        is none), held for the ``async with`` block."""
+        return _Lease(self, venue_code, creds, build)
+
+    def _acquire(self, venue_code: str, creds: ExchangeCredentials,
+                 build: Callable[[], Any]) -> _Entry:
         now = self._clock()
         key = self._key(venue_code, creds)
         entry = self._entries.get(key)
@@ -111,13 +112,13 @@ class ClientCache:
             self._entries.move_to_end(key)
         entry.used = now
         entry.leases += 1
-        try:
-            yield entry.client
-        finally:
-            entry.leases -= 1
-            entry.used = self._clock()
-            if entry.evicted and entry.leases == 0:
-                self._close_later(entry)
+        return entry
+
+    def _release(self, entry: _Entry) -> None:
+        entry.leases -= 1
+        entry.used = self._clock()
+        if entry.evicted and entry.leases == 0:
+            self._close_later(entry)
 
     def _evict(self, key: bytes) -> None:
         entry = self._entries.pop(key)
@@ -145,3 +146,28 @@ class ClientCache:
             self._evict(key)
         if self._closing:
             await asyncio.gather(*self._closing)
+
+
+class _Lease:
+    """``ClientCache.lease``'s block: a plain async context manager (on every order's path,
+    where ``contextlib.asynccontextmanager``'s generator and wrapper cost more than the
+    lookup). The client is taken on entry and given back on exit, whatever the block did."""
+
+    __slots__ = ("_args", "_cache", "_entry")
+
+    def __init__(self, cache: ClientCache, venue_code: str, creds: ExchangeCredentials,
+                 build: Callable[[], Any]) -> None:
+        self._cache = cache
+        self._args = (venue_code, creds, build)
+        self._entry: _Entry | None = None
+
+    async def __aenter__(self) -> Any:
+        if self._entry is not None:
+            raise RuntimeError("a client lease is entered once")
+        self._entry = self._cache._acquire(*self._args)
+        return self._entry.client
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            self._cache._release(entry)
