@@ -186,3 +186,61 @@ def test_l2book_reads_the_same_on_either_core(native, monkeypatch) -> None:
     b.apply([], [(101.0, 0.0)], 3, 30)
     assert b.top(1) == ([(98.0, 1.0)], [(102.0, 4.0)])  # the asks' view was dropped
     assert (b.update_id, b.timestamp) == (3, 30)
+
+
+def _books() -> list:
+    """A C-state book and a Python-state book (book.py's reference ``_BookState``)."""
+
+    class PyBook(book._BookState):
+        __slots__ = ()
+
+    c, py = book.L2Book("X"), PyBook()
+    py.bids, py.asks, py.update_id, py.timestamp = {}, {}, 0, 0
+    py._bids_view = py._asks_view = None
+    assert isinstance(c, levels.BookState)
+    return [c, py]
+
+
+@given(updates=st.lists(st.tuples(changes, changes), max_size=8))
+def test_book_state_apply_equals_the_python_reference(updates) -> None:
+    books = _books()
+    for i, (bids, asks) in enumerate(updates):
+        for b in books:
+            b.sorted_bids() if hasattr(b, "sorted_bids") else None
+            b.apply(bids, asks, i, 10 * i)
+        c, py = books
+        assert c.bids == py.bids and c.asks == py.asks
+        assert (c.update_id, c.timestamp) == (py.update_id, py.timestamp) == (i, 10 * i)
+        assert c._bids_view is None or not bids  # a changed side's view was dropped
+        assert c._asks_view is None or not asks
+
+
+def test_book_state_failing_part_way_drops_the_view_and_keeps_the_prefix() -> None:
+    for b in _books():
+        b.bids.update({1.0: 1.0}) if isinstance(b.bids, dict) else levels.fill_side(
+            b.bids, [(1.0, 1.0)]
+        )
+        b._bids_view = [(1.0, 1.0)]
+        with pytest.raises(ValueError, match="NaN"):
+            b.apply([(2.0, 2.0), (math.nan, 1.0)], [(5.0, 1.0)], 7, 70)
+        assert b._bids_view is None and b.bids == {1.0: 1.0, 2.0: 2.0}
+        assert b.asks == {} and (b.update_id, b.timestamp) == (0, 0)
+    with pytest.raises(TypeError, match="4 arguments"):
+        _books()[0].apply([], [])
+
+
+def test_a_book_in_a_reference_cycle_is_collected() -> None:
+    import gc
+    import weakref
+
+    class Holder:
+        pass
+
+    b = book.L2Book("X")
+    h = Holder()
+    b._bids_view = [h]  # book -> list -> holder -> book
+    h.book = b
+    ref = weakref.ref(h)
+    del b, h
+    gc.collect()
+    assert ref() is None

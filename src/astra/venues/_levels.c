@@ -21,6 +21,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -686,10 +687,9 @@ static PyTypeObject SideType = {
     .tp_new = side_new,
 };
 
-static PyObject *run(PyObject *args, int deletes) {
-    PyObject *side, *pairs;
-    if (!PyArg_ParseTuple(args, "OO:apply_side", &side, &pairs))
-        return NULL;
+/* Every pair of `pairs` into `side` (a Side or a dict), as the Python loops do: 0, or -1 with
+ * an error set (the pairs before the failing one stay applied). */
+static int pairs_into(PyObject *side, PyObject *pairs, int deletes) {
     int (*step)(PyObject *, PyObject *, int);
     if (Side_Check(side)) {
         step = (int (*)(PyObject *, PyObject *, int))side_one;
@@ -698,7 +698,7 @@ static PyObject *run(PyObject *args, int deletes) {
     } else {
         PyErr_Format(PyExc_TypeError, "side must be a dict or a Side, not %.100s",
                      Py_TYPE(side)->tp_name);
-        return NULL;
+        return -1;
     }
     if (PyList_CheckExact(pairs) || PyTuple_CheckExact(pairs)) {
         PyObject *seq = Py_NewRef(pairs);
@@ -708,40 +708,151 @@ static PyObject *run(PyObject *args, int deletes) {
                 break;
             if (step(side, PySequence_Fast_GET_ITEM(seq, i), deletes) < 0) {
                 Py_DECREF(seq);
-                return NULL;
+                return -1;
             }
         }
         Py_DECREF(seq);
-        Py_RETURN_NONE;
+        return 0;
     }
     /* Any other iterable one item at a time, as the Python loop takes it: an error from the
      * iterator leaves the pairs before it applied (PySequence_Fast would read it all first). */
     PyObject *it = PyObject_GetIter(pairs), *pair;
     if (it == NULL)
-        return NULL;
+        return -1;
     while ((pair = PyIter_Next(it)) != NULL) {
         int rc = step(side, pair, deletes);
         Py_DECREF(pair);
         if (rc < 0) {
             Py_DECREF(it);
-            return NULL;
+            return -1;
         }
     }
     Py_DECREF(it);
-    if (PyErr_Occurred())
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *run(PyObject *const *args, Py_ssize_t nargs, int deletes, const char *name) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (side, pairs), %zd given", name,
+                     nargs);
+        return NULL;
+    }
+    if (pairs_into(args[0], args[1], deletes) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
-static PyObject *apply_side(PyObject *module, PyObject *args) { return run(args, 1); }
+static PyObject *apply_side(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    return run(args, nargs, 1, "apply_side");
+}
 
-static PyObject *fill_side(PyObject *module, PyObject *args) { return run(args, 0); }
+static PyObject *fill_side(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    return run(args, nargs, 0, "fill_side");
+}
+
+/* ---- BookState: L2Book's fields and its per-update `apply`, the base L2Book extends ----
+ *
+ * The same fields and the same `apply` as book.py's Python `BookState` (the reference): one C
+ * call per update where the Python method took a frame and two calls. A side's cached sorted
+ * view is dropped before that side changes, so a failure part way never leaves a stale view.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *bids, *asks, *update_id, *timestamp, *bids_view, *asks_view;
+} BookState;
+
+static int state_traverse(BookState *b, visitproc visit, void *arg) {
+    Py_VISIT(b->bids);
+    Py_VISIT(b->asks);
+    Py_VISIT(b->update_id);
+    Py_VISIT(b->timestamp);
+    Py_VISIT(b->bids_view);
+    Py_VISIT(b->asks_view);
+    return 0;
+}
+
+static int state_clear(BookState *b) {
+    Py_CLEAR(b->bids);
+    Py_CLEAR(b->asks);
+    Py_CLEAR(b->update_id);
+    Py_CLEAR(b->timestamp);
+    Py_CLEAR(b->bids_view);
+    Py_CLEAR(b->asks_view);
+    return 0;
+}
+
+static void state_dealloc(BookState *b) {
+    PyObject_GC_UnTrack(b);
+    state_clear(b);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+static PyObject *state_apply(BookState *b, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "apply() takes 4 arguments (bids, asks, update_id, timestamp), %zd given",
+                     nargs);
+        return NULL;
+    }
+    for (int k = 0; k < 2; k++) {
+        int any = PyObject_IsTrue(args[k]);
+        if (any < 0)
+            return NULL;
+        if (!any)
+            continue;
+        PyObject **view = k ? &b->asks_view : &b->bids_view;
+        Py_XSETREF(*view, Py_NewRef(Py_None));
+        PyObject *side = k ? b->asks : b->bids;
+        if (side == NULL) {
+            PyErr_SetString(PyExc_AttributeError, k ? "asks" : "bids");
+            return NULL;
+        }
+        Py_INCREF(side); /* a Python __gt__ could rebind the attribute meanwhile */
+        int rc = pairs_into(side, args[k], 1);
+        Py_DECREF(side);
+        if (rc < 0)
+            return NULL;
+    }
+    Py_XSETREF(b->update_id, Py_NewRef(args[2]));
+    Py_XSETREF(b->timestamp, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
+static PyMemberDef state_members[] = {
+    {"bids", T_OBJECT_EX, offsetof(BookState, bids), 0, NULL},
+    {"asks", T_OBJECT_EX, offsetof(BookState, asks), 0, NULL},
+    {"update_id", T_OBJECT_EX, offsetof(BookState, update_id), 0, NULL},
+    {"timestamp", T_OBJECT_EX, offsetof(BookState, timestamp), 0, NULL},
+    {"_bids_view", T_OBJECT, offsetof(BookState, bids_view), 0, NULL},
+    {"_asks_view", T_OBJECT, offsetof(BookState, asks_view), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef state_methods[] = {
+    {"apply", (PyCFunction)(void (*)(void))state_apply, METH_FASTCALL,
+     "apply(bids, asks, update_id, timestamp): absolute level quantities (0 deletes)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject BookStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "astra.venues._levels.BookState",
+    .tp_basicsize = sizeof(BookState),
+    .tp_dealloc = (destructor)state_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "L2Book's fields and apply() (book.py's BookState, in C).",
+    .tp_traverse = (traverseproc)state_traverse,
+    .tp_clear = (inquiry)state_clear,
+    .tp_methods = state_methods,
+    .tp_members = state_members,
+    .tp_new = PyType_GenericNew,
+};
 
 static PyMethodDef methods[] = {
-    {"apply_side", apply_side, METH_VARARGS,
+    {"apply_side", (PyCFunction)(void (*)(void))apply_side, METH_FASTCALL,
      "apply_side(side: dict, pairs) -> None\n\nApply absolute (price, qty) levels in order: "
      "qty > 0 sets, anything else deletes (an absent price is no error)."},
-    {"fill_side", fill_side, METH_VARARGS,
+    {"fill_side", (PyCFunction)(void (*)(void))fill_side, METH_FASTCALL,
      "fill_side(side: dict, pairs) -> None\n\nSet every (price, qty) with qty > 0 (a "
      "snapshot: the others are skipped)."},
     {NULL, NULL, 0, NULL},
@@ -758,7 +869,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__levels(void) {
     if (zero == NULL && (zero = PyLong_FromLong(0)) == NULL)
         return NULL;
-    if (PyType_Ready(&SideType) < 0)
+    if (PyType_Ready(&SideType) < 0 || PyType_Ready(&BookStateType) < 0)
         return NULL;
     if (seed == 0) {
         /* Per process: where this module was loaded (ASLR) and when. */
@@ -768,7 +879,8 @@ PyMODINIT_FUNC PyInit__levels(void) {
                ((uint64_t)now.tv_nsec << 20) ^ (uint64_t)now.tv_sec ^ (uint64_t)getpid();
     }
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddObjectRef(m, "Side", (PyObject *)&SideType) < 0)
+    if (m != NULL && (PyModule_AddObjectRef(m, "Side", (PyObject *)&SideType) < 0 ||
+                      PyModule_AddObjectRef(m, "BookState", (PyObject *)&BookStateType) < 0))
         Py_CLEAR(m);
     return m;
 }

@@ -19,9 +19,10 @@ Invariants:
   change and cached until the next change: readers between two updates share it (a C side
   selects or sorts it in C; a dict is sorted). ``top(depth)`` with no view cached asks a C
   side for its best ``depth`` levels alone.
-- The per-level loops are ``apply_side``/``fill_side``: compiled (``_levels.c``) where the
-  extension was built and ``ASTRA_NATIVE`` is not ``0``, else the Python functions below,
-  which define the behaviour (``IMPLEMENTATION`` says which runs).
+- The per-level loops are ``apply_side``/``fill_side``, and ``apply`` (one update) comes from
+  ``BookState``: compiled (``_levels.c``) where the extension was built and ``ASTRA_NATIVE``
+  is not ``0``, else the Python code below, which defines the behaviour
+  (``IMPLEMENTATION`` says which runs).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Iterable, MutableMapping
 
 from astra.venues.native import load_native
 
-__all__ = ["IMPLEMENTATION", "L2Book", "apply_side", "fill_side", "new_side"]
+__all__ = ["IMPLEMENTATION", "BookState", "L2Book", "apply_side", "fill_side", "new_side"]
 
 LevelPairs = list[tuple[float, float]]
 
@@ -69,8 +70,29 @@ def new_side(bids: bool) -> MutableMapping[float, float]:
     return {} if _native is None else _native.Side(bids)
 
 
-class L2Book:
-    __slots__ = ("_asks_view", "_bids_view", "asks", "bids", "market", "timestamp", "update_id")
+class _BookState:
+    """L2Book's fields and ``apply``: the reference of ``_levels.BookState`` (the same in C)."""
+
+    __slots__ = ("_asks_view", "_bids_view", "asks", "bids", "timestamp", "update_id")
+
+    def apply(self, bids: LevelPairs, asks: LevelPairs, update_id: int, timestamp: int) -> None:
+        """Apply absolute level quantities (0 deletes). A side's cached view is dropped before
+        the side changes (a failure part way leaves no stale view)."""
+        if bids:
+            self._bids_view = None
+            apply_side(self.bids, bids)
+        if asks:
+            self._asks_view = None
+            apply_side(self.asks, asks)
+        self.update_id = update_id
+        self.timestamp = timestamp
+
+
+BookState = _BookState if _native is None else _native.BookState
+
+
+class L2Book(BookState):
+    __slots__ = ("market",)
 
     def __init__(self, market: str) -> None:
         self.market = market
@@ -95,17 +117,6 @@ class L2Book:
         self.update_id = update_id
         self.timestamp = timestamp
         self._bids_view = self._asks_view = None
-
-    def apply(self, bids: LevelPairs, asks: LevelPairs, update_id: int, timestamp: int) -> None:
-        """Apply absolute level quantities (0 deletes)."""
-        if bids:
-            apply_side(self.bids, bids)
-            self._bids_view = None
-        if asks:
-            apply_side(self.asks, asks)
-            self._asks_view = None
-        self.update_id = update_id
-        self.timestamp = timestamp
 
     def sorted_bids(self) -> LevelPairs:
         view = self._bids_view
