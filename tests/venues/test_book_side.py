@@ -7,22 +7,17 @@ Skipped when the extension is not built, unless ``ASTRA_REQUIRE_NATIVE=1`` (CI).
 from __future__ import annotations
 
 import math
-import os
 import random
 from collections.abc import MutableMapping
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.venues.native_cores import require_native
 
 from astra.venues import book
-from astra.venues.native import load_native
 
-levels = load_native("astra.venues._levels")
-if levels is None:
-    if os.environ.get("ASTRA_REQUIRE_NATIVE") == "1":
-        raise AssertionError("ASTRA_REQUIRE_NATIVE=1 but astra.venues._levels is not built")
-    pytest.skip("astra.venues._levels is not built here", allow_module_level=True)
+levels = require_native("astra.venues._levels")
 
 Side = levels.Side
 

@@ -6,19 +6,12 @@ Skipped when the extension is not built, unless ``ASTRA_REQUIRE_NATIVE=1`` (CI).
 
 from __future__ import annotations
 
-import importlib
-import os
-
 import pytest
+from tests.venues.native_cores import require_native
 
 from astra.venues import book
 
-try:
-    _levels = importlib.import_module("astra.venues._levels")
-except ImportError as exc:  # pragma: no cover - depends on the build
-    if os.environ.get("ASTRA_REQUIRE_NATIVE") == "1":
-        raise AssertionError(f"ASTRA_REQUIRE_NATIVE=1 but _levels is not built: {exc}") from exc
-    pytest.skip(f"astra.venues._levels is not built ({exc})", allow_module_level=True)
+_levels = require_native("astra.venues._levels")
 
 PAIRS = {
     "apply": (book._apply_side, _levels.apply_side),

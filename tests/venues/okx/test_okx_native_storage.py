@@ -8,21 +8,14 @@ Skipped when the extension is not built here, unless ``ASTRA_REQUIRE_NATIVE=1`` 
 
 from __future__ import annotations
 
-import importlib
-import os
 import random
 import struct
 
-import pytest
+from tests.venues.native_cores import require_native
 
 from astra.venues.okx import book
 
-try:
-    _okxbook = importlib.import_module("astra.venues.okx._okxbook")
-except ImportError as exc:  # pragma: no cover - depends on the build
-    if os.environ.get("ASTRA_REQUIRE_NATIVE") == "1":
-        raise AssertionError(f"ASTRA_REQUIRE_NATIVE=1 but _okxbook is not built: {exc}") from exc
-    pytest.skip(f"astra.venues.okx._okxbook is not built ({exc})", allow_module_level=True)
+_okxbook = require_native("astra.venues.okx._okxbook")
 
 
 def _bits(x: float) -> bytes:
