@@ -25,15 +25,11 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.venues.native_cores import require_native
 
 from astra.venues.htx import feed, fullbook
 
-try:
-    from astra.venues.htx import _htxbook
-except ImportError as exc:  # pragma: no cover - depends on the build
-    if os.environ.get("ASTRA_REQUIRE_NATIVE") == "1":
-        raise AssertionError(f"ASTRA_REQUIRE_NATIVE=1 but _htxbook is not built: {exc}") from exc
-    pytest.skip(f"_htxbook is not built ({exc})", allow_module_level=True)
+_htxbook = require_native("astra.venues.htx._htxbook")
 
 _c_changes = _htxbook.side_changes
 _decode_levels = msgspec.json.Decoder(list[tuple[float, float]], strict=False).decode

@@ -13,15 +13,11 @@ import struct
 import zlib
 
 import pytest
+from tests.venues.native_cores import require_native
 
 from astra.venues.htx import feed
 
-try:
-    from astra.venues.htx import _htxbook
-except ImportError as exc:  # pragma: no cover - depends on the build
-    if os.environ.get("ASTRA_REQUIRE_NATIVE") == "1":
-        raise AssertionError(f"ASTRA_REQUIRE_NATIVE=1 but _htxbook is not built: {exc}") from exc
-    pytest.skip(f"_htxbook is not built ({exc})", allow_module_level=True)
+_htxbook = require_native("astra.venues.htx._htxbook")
 
 
 def _outcome(inflate, frame):

@@ -11,7 +11,11 @@
  * checked, trailer CRC-32 and length checked by zlib); bytes after the member are ignored
  * (as zlib.decompress does). Anything else raises zlib.error with zlib.decompress's message.
  * The output never exceeds the inflater's limit: a larger frame (a gzip bomb) raises
- * zlib.error without growing past limit + 1 bytes. The stream is reset after every frame,
+ * zlib.error without growing past limit + 1 bytes (+ OUT_SLACK, the fast decoder's room).
+ * The fast decoder writes only inside its buffer (every index bounded by the buffer's
+ * size or, in its fast loop, by FAST_ROOM bytes of room checked per symbol), reads only
+ * inside the frame (8-byte loads while 16 bytes remain), and never trusts a table entry it
+ * did not build from a complete code. The stream is reset after every frame,
  * success or failure, so a bad frame leaves no state behind.
  *
  * depth_push(json): a depth.step0 push's fields without msgspec, or None (see its section).
@@ -27,6 +31,9 @@
  *   of range, malformed text) is not judged here: the whole side goes to fallback(held, text)
  *   (the Python implementation), which gives the same result or raises the same error. So C
  *   never accepts what the Python path rejects, and never raises where it would not.
+ *
+ * positive_levels(side): a snapshot's side (fullbook._positive) read under the same strict
+ * form and number rule, or None (then msgspec reads it, and raises on what it rejects).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -48,6 +55,10 @@ static PyObject *ZlibError; /* zlib.error: the class the feed already handles */
  * gzip trailer is never trusted beyond that, so a lying trailer cannot make us allocate. */
 #define MAX_RATIO 1032
 #define MAX_LIMIT ((Py_ssize_t)1 << 30)
+/* Room allocated past the expected payload (for payloads of SLACK_ABOVE bytes or more), so
+ * the fast loop (which needs FAST_ROOM, 266 bytes, ahead of it) runs to the payload's end. */
+#define OUT_SLACK 288
+#define SLACK_ABOVE 1024
 
 /* ------------------------------------------------------------------------------------ */
 /* Fast inflate                                                                           */
@@ -77,10 +88,14 @@ typedef struct {
 
 static uint32_t pack_length(uint32_t e);
 static uint32_t pack_dist(uint32_t e);
-static uint32_t no_pack(uint32_t e) { return e; }
+/* What a table entry holds past (symbol << 8) | length: nothing (code lengths), or a
+ * length's or distance's base and extra bits (see PACKED). */
+enum { PACK_NONE, PACK_LENGTH, PACK_DIST };
+
+static uint8_t REV8[256]; /* bits of each byte reversed (set once, at import) */
 
 /* Build a canonical code from lengths, each table entry passed through pack. 0: a complete code; -1: anything else (fall back). */
-static int huff_build(Huff *h, const uint8_t *lens, int n, uint32_t (*pack)(uint32_t)) {
+static int huff_build(Huff *h, const uint8_t *lens, int n, int pack) {
     uint16_t offs[16];
     /* Four histograms: most lengths are 0 in a row, and one counter's increments would
      * wait on each other through memory. */
@@ -108,6 +123,9 @@ static int huff_build(Huff *h, const uint8_t *lens, int n, uint32_t (*pack)(uint
     }
     if (left > 0)
         return -1; /* incomplete */
+    /* Symbols in canonical order (by length, then value), the unused ones (length 0)
+     * left out. (Storing those too, with no branch, was slower: the long runs of unused
+     * symbols in a small frame's code made one store wait on the last.) */
     offs[1] = 0;
     for (int len = 1; len < 15; len++)
         offs[len + 1] = (uint16_t)(offs[len] + h->count[len]);
@@ -120,27 +138,25 @@ static int huff_build(Huff *h, const uint8_t *lens, int n, uint32_t (*pack)(uint
     /* A table no wider than the longest code: a small block's few short codes fill a small
      * table (a complete code of longest length L fills exactly 2**L entries). */
     h->bits = longest < h->max_bits ? longest : h->max_bits;
-    int size = 1 << h->bits;
-    if (longest > h->bits) /* entries no short code fills are prefixes of long codes */
-        for (int i = 0; i < size; i++)
-            h->table[i] = LONG_CODE;
-    /* Canonical codes in order, tracked reversed (the stream sends codes MSB first): each
-     * short one fills every index ending in its reversed code. A reversed increment is the
-     * code's increment; a longer code (code << 1) has the same reversed value. */
-    unsigned rev = 0;
+    /* Level by level, doubling: at level len the table has 2**len entries, each code of
+     * length len is stored once at its reversed code (the stream sends codes MSB first),
+     * then the table is copied after itself, which fills every longer index ending in a
+     * shorter code with a memcpy instead of one store per entry and stride. Slots no code
+     * fills (prefixes of codes longer than the table) start as LONG_CODE and stay so.
+     * Codes are canonical (RFC 1951 3.2.2): those of one length are consecutive, from
+     * code; each is reversed by table. */
+    h->table[0] = h->table[1] = LONG_CODE;
+    unsigned code = 0;
     int k = 0;
-    for (int len = 1; len <= longest && len <= h->bits; len++) {
-        for (int c = 0; c < h->count[len]; c++, k++) {
-            uint32_t entry = pack(((uint32_t)h->symbol[k] << 8) | (uint32_t)len);
-            for (unsigned i = rev; i < (unsigned)size; i += 1u << len)
-                h->table[i] = entry;
-            unsigned bit = 1u << (len - 1);
-            while (rev & bit) {
-                rev ^= bit;
-                bit >>= 1;
-            }
-            rev |= bit;
+    for (int len = 1; len <= h->bits; len++) {
+        for (int c = 0; c < h->count[len]; c++, k++, code++) {
+            unsigned rev = ((unsigned)REV8[code & 0xFF] << 8 | REV8[code >> 8]) >> (16 - len);
+            uint32_t e = ((uint32_t)h->symbol[k] << 8) | (uint32_t)len;
+            h->table[rev] = pack == PACK_LENGTH ? pack_length(e) : pack == PACK_DIST ? pack_dist(e) : e;
         }
+        code <<= 1;
+        if (len < h->bits)
+            memcpy(h->table + ((size_t)1 << len), h->table, sizeof(uint32_t) << len);
     }
     return 0;
 }
@@ -225,22 +241,26 @@ static const uint8_t DIST_EXTRA[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5,
 static const uint8_t CL_ORDER[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
 
 /* Table entries of lengths and distances carry their base and extra-bit count, so a match
- * costs no second table load: PACKED | base << 16 | extra << 8 | code length. */
+ * costs no second table load: PACKED | base << 16 | extra << 12 | code length << 8 |
+ * (code length + extra). The low byte is what to consume, as in every other entry: the
+ * shift that decides the next lookup waits on no addition. */
 #define PACKED 0x80000000u
 
 static uint32_t pack_length(uint32_t e) {
     uint32_t sym = e >> 8;
     if (sym < 257 || sym > 285)
         return e; /* literal, end of block, or not a symbol (286, 287) */
-    return PACKED | (uint32_t)LEN_BASE[sym - 257] << 16 | (uint32_t)LEN_EXTRA[sym - 257] << 8 |
-           (e & 15);
+    uint32_t ex = LEN_EXTRA[sym - 257];
+    return PACKED | (uint32_t)LEN_BASE[sym - 257] << 16 | ex << 12 | (e & 15) << 8 |
+           ((e & 15) + ex);
 }
 
 static uint32_t pack_dist(uint32_t e) {
     uint32_t sym = e >> 8;
     if (sym >= 30)
         return e; /* not a distance (30, 31): left unpacked, refused when met */
-    return PACKED | (uint32_t)DIST_BASE[sym] << 16 | (uint32_t)DIST_EXTRA[sym] << 8 | (e & 15);
+    uint32_t ex = DIST_EXTRA[sym];
+    return PACKED | (uint32_t)DIST_BASE[sym] << 16 | ex << 12 | (e & 15) << 8 | ((e & 15) + ex);
 }
 
 static uint32_t fixed_lit_table[1 << LIT_BITS], fixed_dist_table[1 << DIST_BITS];
@@ -248,14 +268,20 @@ static Huff fixed_lit = {.table = fixed_lit_table, .max_bits = LIT_BITS};
 static Huff fixed_dist = {.table = fixed_dist_table, .max_bits = DIST_BITS};
 
 static int fixed_init(void) { /* RFC 1951 3.2.6; 30 distance codes + 2 unused = complete */
+    for (int i = 0; i < 256; i++) {
+        unsigned r = 0;
+        for (int j = 0; j < 8; j++)
+            r |= ((unsigned)i >> j & 1u) << (7 - j);
+        REV8[i] = (uint8_t)r;
+    }
     uint8_t lens[288];
     for (int s = 0; s < 288; s++)
         lens[s] = s < 144 ? 8 : s < 256 ? 9 : s < 280 ? 7 : 8;
-    if (huff_build(&fixed_lit, lens, 288, pack_length) < 0)
+    if (huff_build(&fixed_lit, lens, 288, PACK_LENGTH) < 0)
         return -1;
     for (int s = 0; s < 32; s++)
         lens[s] = 5;
-    if (huff_build(&fixed_dist, lens, 32, pack_dist) < 0)
+    if (huff_build(&fixed_dist, lens, 32, PACK_DIST) < 0)
         return -1;
     return 0;
 }
@@ -315,7 +341,7 @@ static inline __attribute__((always_inline)) Py_ssize_t fast_deflate_body(Bits *
                 refill(b); /* 19 * 3 bits is more than one refill holds */
                 cll[CL_ORDER[i]] = (uint8_t)take(b, 3);
             }
-            if (huff_build(&cl, cll, 19, no_pack) < 0)
+            if (huff_build(&cl, cll, 19, PACK_NONE) < 0)
                 return -1;
             unsigned i = 0;
             while (i < hlit + hdist) {
@@ -344,8 +370,8 @@ static inline __attribute__((always_inline)) Py_ssize_t fast_deflate_body(Bits *
                 while (rep--)
                     lens[i++] = val;
             }
-            if (lens[256] == 0 || huff_build(&lit, lens, (int)hlit, pack_length) < 0 ||
-                huff_build(&dist, lens + hlit, (int)hdist, pack_dist) < 0)
+            if (lens[256] == 0 || huff_build(&lit, lens, (int)hlit, PACK_LENGTH) < 0 ||
+                huff_build(&dist, lens + hlit, (int)hdist, PACK_DIST) < 0)
                 return -1;
             hl = &lit;
             hd = &dist;
@@ -354,6 +380,110 @@ static inline __attribute__((always_inline)) Py_ssize_t fast_deflate_body(Bits *
         }
         const uint32_t *lt = hl->table;
         const uint64_t lmask = ((uint64_t)1 << hl->bits) - 1;
+        /* Fast loop: while 16 input bytes remain (two 8-byte refills) and the output has
+         * room for a longest match plus an 8-byte overshoot (FAST_ROOM), nothing is
+         * bounds-checked but the distance. One refill before each symbol (56 bits) covers
+         * a length and its distance (11 + 5 + 15 + 13 bits): no refill in between. The
+         * rest of the block (near either end, or from a literal/length code longer than
+         * the table on: none in HTX's frames) goes to the careful loop below, which checks
+         * everything. */
+        {
+            const uint8_t *in = b->in, *const in_end = b->end;
+            uint64_t buf = b->buf;
+            unsigned cnt = (unsigned)b->cnt;
+            uint8_t *o = out + pos, *const o_end = out + cap;
+            const uint32_t *dt = hd->table;
+            const uint64_t dmask = ((uint64_t)1 << hd->bits) - 1;
+            int ended = 0;
+#define FAST_REFILL()                                                                        \
+    do {                                                                                     \
+        uint64_t w_;                                                                         \
+        memcpy(&w_, in, 8); /* little-endian load (x86-64, aarch64) */                       \
+        buf |= w_ << cnt;   /* the bits above cnt are 0, or these same bits read ahead */    \
+        in += (63 - cnt) >> 3;                                                               \
+        cnt |= 56;                                                                           \
+    } while (0)
+#define FAST_ROOM (258 + 8)
+            while (in_end - in >= 16 && o_end - o >= FAST_ROOM) {
+                FAST_REFILL();
+                uint32_t e = lt[buf & lmask];
+                if (e < (256u << 8)) { /* literals: three on one refill (codes in the table
+                                          * are at most LIT_BITS long: 3 x 11 bits) */
+                    *o++ = (uint8_t)(e >> 8);
+                    buf >>= e & 63;
+                    cnt -= e & 63;
+                    e = lt[buf & lmask];
+                    if (e < (256u << 8)) {
+                        *o++ = (uint8_t)(e >> 8);
+                        buf >>= e & 63;
+                        cnt -= e & 63;
+                        e = lt[buf & lmask];
+                        if (e < (256u << 8)) {
+                            *o++ = (uint8_t)(e >> 8);
+                            buf >>= e & 63;
+                            cnt -= e & 63;
+                            continue;
+                        }
+                    }
+                    /* e (looked up from bits already held) stays valid: a refill only
+                     * adds bits above cnt. The second refill is in bounds (16 bytes). */
+                    FAST_REFILL();
+                }
+                /* LONG_CODE has every bit set, PACKED too: it is tested first, or it would
+                 * pass for a length of up to 65534 bytes */
+                if (e == LONG_CODE)
+                    break; /* a code longer than the table: the careful loop */
+                if (!(e & PACKED)) {
+                    if ((e >> 8) != 256)
+                        return -1; /* 286, 287: not symbols */
+                    buf >>= e & 63;
+                    cnt -= e & 63;
+                    ended = 1;
+                    break;
+                }
+                /* a length: code and extra bits in one shift, then its distance */
+                unsigned cl = e >> 8 & 15, ex = e >> 12 & 15;
+                unsigned len = (e >> 16 & 0x7FFF) + (unsigned)((buf >> cl) & ((1u << ex) - 1));
+                buf >>= e & 63;
+                cnt -= e & 63;
+                uint32_t de = dt[buf & dmask];
+                if (de == LONG_CODE) {
+                    int got = decode_long(buf, hd);
+                    if (got < 0)
+                        return -1;
+                    de = pack_dist((uint32_t)got);
+                }
+                if (!(de & PACKED))
+                    return -1; /* distance code 30 or 31 */
+                cl = de >> 8 & 15;
+                ex = de >> 12 & 15;
+                size_t d = (de >> 16 & 0x7FFF) + (size_t)((buf >> cl) & ((1u << ex) - 1));
+                buf >>= de & 63;
+                cnt -= de & 63;
+                if (d > (size_t)(o - out))
+                    return -1; /* before the start of the output */
+                const uint8_t *src = o - d;
+                if (d >= 8) {
+                    /* 8-byte steps never read bytes not yet written (d >= 8); they write
+                     * up to 7 bytes past the match, inside FAST_ROOM, overwritten later */
+                    memcpy(o, src, 8);
+                    for (unsigned k = 8; k < len; k += 8)
+                        memcpy(o + k, src + k, 8);
+                } else {
+                    for (unsigned k = 0; k < len; k++)
+                        o[k] = src[k];
+                }
+                o += len;
+            }
+#undef FAST_REFILL
+#undef FAST_ROOM
+            b->in = in;
+            b->buf = buf;
+            b->cnt = (int)cnt;
+            pos = o - out;
+            if (ended)
+                goto block_done;
+        }
         for (;;) { /* the symbols of a Huffman block */
             refill(b);
             /* Literals in a row without refilling (56 bits hold three codes of up to 15
@@ -404,7 +534,7 @@ static inline __attribute__((always_inline)) Py_ssize_t fast_deflate_body(Bits *
                 break;
             }
             /* A length: code and extra bits taken in one shift. */
-            int cl = (int)(e & 15), ex = (int)(e >> 8 & 15);
+            int cl = (int)(e >> 8 & 15), ex = (int)(e >> 12 & 15);
             unsigned len = (e >> 16 & 0x7FFF) + (unsigned)((b->buf >> cl) & ((1u << ex) - 1));
             b->buf >>= cl + ex;
             b->cnt -= cl + ex;
@@ -418,8 +548,8 @@ static inline __attribute__((always_inline)) Py_ssize_t fast_deflate_body(Bits *
             }
             if (!(e & PACKED))
                 return -1; /* distance code 30 or 31 */
-            cl = (int)(e & 15);
-            ex = (int)(e >> 8 & 15);
+            cl = (int)(e >> 8 & 15);
+            ex = (int)(e >> 12 & 15);
             Py_ssize_t d = (e >> 16 & 0x7FFF) + (Py_ssize_t)((b->buf >> cl) & ((1u << ex) - 1));
             b->buf >>= cl + ex;
             b->cnt -= cl + ex;
@@ -438,6 +568,7 @@ static inline __attribute__((always_inline)) Py_ssize_t fast_deflate_body(Bits *
             }
             pos += len;
         }
+    block_done:
         if (b->overrun)
             return -1;
     } while (!last);
@@ -591,15 +722,22 @@ static PyObject *Inflater_inflate(Inflater *self, PyObject *frame) {
     }
     if (cap > most)
         cap = most;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, cap);
+    /* OUT_SLACK bytes past cap let the fast loop run to the payload's end (it needs room
+     * for a longest match and its overshoot); anything it writes there is past cap, so
+     * refused below. zlib is given cap, as before. Only for payloads of some size: below
+     * it the resize to the payload (a copy, for pymalloc's small blocks) costs more than
+     * the slack saves. */
+    Py_ssize_t slack = cap >= SLACK_ABOVE ? OUT_SLACK : 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, cap + slack);
     if (out == NULL) {
         PyBuffer_Release(&view);
         return NULL;
     }
     uint32_t trailer_crc = 0;
-    Py_ssize_t got = fast_gunzip(in, n, (uint8_t *)PyBytes_AS_STRING(out), cap, &trailer_crc);
-    if (got >= 0 && got <= self->limit) {
-        if (got != cap && _PyBytes_Resize(&out, got) < 0) {
+    Py_ssize_t got = fast_gunzip(in, n, (uint8_t *)PyBytes_AS_STRING(out), cap + slack,
+                                 &trailer_crc);
+    if (got >= 0 && got <= cap && got <= self->limit) {
+        if (got != cap + slack && _PyBytes_Resize(&out, got) < 0) {
             PyBuffer_Release(&view);
             return NULL;
         }
@@ -667,7 +805,7 @@ static PyObject *Inflater_inflate(Inflater *self, PyObject *frame) {
     }
     inflateReset(zs);
     PyBuffer_Release(&view);
-    if (used != cap && _PyBytes_Resize(&out, used) < 0)
+    if (used != PyBytes_GET_SIZE(out) && _PyBytes_Resize(&out, used) < 0)
         return NULL;
     return out;
 fail:
@@ -882,6 +1020,52 @@ static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
+/* SWAR digit runs: with 8 bytes readable at p, the count of leading ASCII digits in them
+ * (0..8), and their value. A byte is a digit when its high nibble is 3 and adding 6 keeps
+ * it so (0x30-0x39); a carry out of a byte >= 0xFA can only change bytes after it, which
+ * lie past the first non-digit and are not counted. No loop over the digits, so no branch
+ * exit the predictor misses once a number. */
+static inline int digits8(const char *p, uint64_t *value) {
+    uint64_t w;
+    memcpy(&w, p, 8); /* little-endian: p[0] is the low byte */
+    uint64_t bad = ((w & 0xF0F0F0F0F0F0F0F0ull) ^ 0x3030303030303030ull) |
+                   (((w + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) ^ 0x3030303030303030ull);
+    int k = bad ? __builtin_ctzll(bad) >> 3 : 8;
+    if (k == 0) {
+        *value = 0;
+        return 0;
+    }
+    /* digits to the top bytes (the bytes after them, and any borrow from them, shift out):
+     * eight digits with leading zeros, p[0]'s digit the most significant */
+    uint64_t v = (w - 0x3030303030303030ull) << (8 * (8 - k));
+    v = v * 10 + (v >> 8); /* each even byte: two digits (<= 99) */
+    v = ((v & 0x000000FF000000FFull) * (100 + (1000000ull << 32)) +
+         ((v >> 16) & 0x000000FF000000FFull) * (1 + (10000ull << 32))) >> 32;
+    *value = v;
+    return k;
+}
+
+static const uint64_t U64POW10[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000,
+                                     100000000};
+
+/* Digits from s[*i] on (s[0..n)) into *m (wrapping past 19 digits, as the caller allows). */
+static inline void scan_digits(const char *s, Py_ssize_t n, Py_ssize_t *i, uint64_t *m) {
+    Py_ssize_t j = *i;
+    while (n - j >= 8) {
+        uint64_t v;
+        int k = digits8(s + j, &v);
+        *m = *m * U64POW10[k] + v;
+        j += k;
+        if (k < 8) {
+            *i = j;
+            return;
+        }
+    }
+    while (j < n && (unsigned)(s[j] - '0') <= 9)
+        *m = *m * 10 + (unsigned)(s[j++] - '0');
+    *i = j;
+}
+
 /* One JSON number at s[0..n) into *out, exactly as msgspec reads it into a float. Returns
  * the bytes consumed, 0 when it is not a number of the strict form (caller falls back),
  * -1 with an exception set. */
@@ -892,32 +1076,40 @@ static Py_ssize_t parse_number(const char *s, Py_ssize_t n, double *out) {
         neg = 1;
         i++;
     }
+    /* One pass: the digits are accumulated as they are scanned (each digit loop's exit is a
+     * branch the predictor misses about once a number; a second loop over the same digits
+     * doubled that). m wraps past 19 digits; it is used only for at most 18 (integers) or
+     * 15 (decimals), where it is exact. */
+    uint64_t m = 0;
     Py_ssize_t int_start = i;
     if (i < n && s[i] == '0')
         i++;
     else if (i < n && s[i] >= '1' && s[i] <= '9')
-        while (i < n && s[i] >= '0' && s[i] <= '9')
-            i++;
+        scan_digits(s, n, &i, &m);
     else
         return 0;
     Py_ssize_t int_digits = i - int_start, frac_start = 0, frac_digits = 0;
     if (i < n && s[i] == '.') {
         frac_start = ++i;
-        while (i < n && s[i] >= '0' && s[i] <= '9')
-            i++;
+        scan_digits(s, n, &i, &m);
         frac_digits = i - frac_start;
         if (frac_digits == 0)
             return 0;
     }
     int has_exp = 0;
+    long e = 0;
+    int eneg = 0;
     if (i < n && (s[i] == 'e' || s[i] == 'E')) {
         has_exp = 1;
         i++;
         if (i < n && (s[i] == '+' || s[i] == '-'))
-            i++;
+            eneg = s[i++] == '-';
         Py_ssize_t exp_start = i;
-        while (i < n && s[i] >= '0' && s[i] <= '9')
+        while (i < n && (unsigned)(s[i] - '0') <= 9) {
+            if (e < 100000) /* bounded: any exponent this long is out of the fast range */
+                e = e * 10 + (s[i] - '0');
             i++;
+        }
         if (i == exp_start)
             return 0;
     }
@@ -925,9 +1117,7 @@ static Py_ssize_t parse_number(const char *s, Py_ssize_t n, double *out) {
         /* An integer: msgspec reads it as one and converts (round to nearest even). */
         if (int_digits > 18)
             return 0;
-        int64_t v = 0;
-        for (Py_ssize_t j = int_start; j < i; j++)
-            v = v * 10 + (s[j] - '0');
+        int64_t v = (int64_t)m;
         *out = (double)(neg ? -v : v);
         return i;
     }
@@ -935,27 +1125,8 @@ static Py_ssize_t parse_number(const char *s, Py_ssize_t n, double *out) {
         /* Clinger's fast path: m < 10**15 < 2**53 and 10**k (k <= 22) are exact doubles, and
          * one IEEE multiplication or division rounds correctly: the same double as a
          * correctly rounded decimal parse (x86-64 SSE2 arithmetic, FLT_EVAL_METHOD 0). */
-        int64_t m = 0;
-        for (Py_ssize_t j = int_start; j < int_start + int_digits; j++)
-            m = m * 10 + (s[j] - '0');
-        for (Py_ssize_t j = frac_start; j < frac_start + frac_digits; j++)
-            m = m * 10 + (s[j] - '0');
-        long e10 = -(long)frac_digits;
-        int exp_ok = 1;
-        if (has_exp) {
-            Py_ssize_t j = frac_digits ? frac_start + frac_digits : int_start + int_digits;
-            j++; /* 'e' */
-            int eneg = s[j] == '-';
-            if (s[j] == '+' || s[j] == '-')
-                j++;
-            long e = 0;
-            for (; j < i && e < 1000; j++) /* bounded: a long exponent is not fast */
-                e = e * 10 + (s[j] - '0');
-            if (j < i)
-                exp_ok = 0;
-            e10 += eneg ? -e : e;
-        }
-        if (exp_ok && e10 >= -22 && e10 <= 22) {
+        long e10 = -(long)frac_digits + (eneg ? -e : e);
+        if (e10 >= -22 && e10 <= 22) {
             double v = e10 < 0 ? (double)m / POW10[-e10] : (double)m * POW10[e10];
             *out = neg ? -v : v;
             return i;
@@ -1518,11 +1689,55 @@ done:
     return out;
 }
 
+/* positive_levels(side): fullbook._positive in C for a side of the strict form
+ * "[[p,q],...,[p,q]]" (no whitespace, numbers read as msgspec reads them): the levels with a
+ * size above 0, in order, as (price, size) tuples. None for anything else ("[]", whitespace,
+ * strings, malformed or out-of-range numbers): the caller decodes it with msgspec, which
+ * gives the result or raises. So it never accepts what msgspec rejects. */
+static PyObject *positive_levels(PyObject *module, PyObject *arg) {
+    if (!PyBytes_Check(arg))
+        Py_RETURN_NONE; /* str, memoryview...: msgspec's, as in the reference */
+    const char *t = PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    if (n < 4 || memcmp(t, "[[", 2) != 0 || memcmp(t + n - 2, "]]", 2) != 0)
+        Py_RETURN_NONE;
+    Span run = {t + 2, n - 4};
+    Levels lv = {NULL, 0, 0};
+    int ok = parse_runs(&run, 1, &lv);
+    PyObject *out = NULL;
+    if (ok < 0)
+        goto done;
+    if (ok == 0) {
+        out = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < lv.n; i += 2)
+        kept += lv.v[i + 1] > 0;
+    if ((out = PyList_New(kept)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0, k = 0; i < lv.n; i += 2) {
+        if (!(lv.v[i + 1] > 0))
+            continue;
+        PyObject *lvl = level(lv.v[i], lv.v[i + 1]);
+        if (lvl == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, k++, lvl);
+    }
+done:
+    PyMem_Free(lv.v);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"side_changes", (PyCFunction)(void (*)(void))side_changes, METH_FASTCALL,
      "side_changes(fallback, held, text) -> list: fullbook._side_changes (see the module doc)."},
     {"depth_push", depth_push, METH_O,
      "depth_push(json) -> (ch, ts, bids, asks, version, mrid, tick_ts) | None (see the source)."},
+    {"positive_levels", positive_levels, METH_O,
+     "positive_levels(side) -> list | None: fullbook._positive of a strict-form side, or None."},
     {"parse_levels", parse_levels, METH_O,
      "parse_levels(text) -> list | None: levels 'p,q],[p,q' read as msgspec does, or None."},
     {NULL, NULL, 0, NULL},
@@ -1532,7 +1747,8 @@ static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "astra.venues.htx._htxbook",
     .m_doc = "HTX feed cores in C: Inflater (gzip frames), depth_push (a depth.step0 push's\n"
-             "fields) and side_changes (the full-book diff).\n\n"
+             "fields), side_changes (the full-book diff) and positive_levels (a snapshot's\n"
+             "side).\n\n"
              "The pure-Python implementations (feed.py, fullbook.py) define the behaviour;\n"
              "these give the same results and raise the same errors (see _htxbook.c).",
     .m_size = -1,

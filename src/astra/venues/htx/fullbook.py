@@ -30,7 +30,8 @@ Implementations: ``_side_changes_py`` below defines the side diff. Where the ext
 same algorithm runs in C (``_htxbook.c``: the same cuts, anchors and dict diff, so the same
 list in the same order; numbers read bit for bit as msgspec reads them); any text outside
 the strict form it reads (whitespace, strings, malformed or out-of-range numbers) goes to
-``_side_changes_py``, which gives the result or raises the error.
+``_side_changes_py``, which gives the result or raises the error. A snapshot's sides are read
+the same way (``_positive_c``: C for the strict form, else msgspec, ``_positive_py``).
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class FullBookDiff:
         return bids, asks
 
 
-def _positive(text: bytes) -> list[Level]:
+def _positive_py(text: bytes) -> list[Level]:
+    """A side's levels with a size above 0, in push order (every level validated)."""
     return [lv for lv in _decode_levels(text) if lv[1] > 0]
 
 
@@ -146,6 +148,17 @@ _side_changes_c = (
     None if _native is None else functools.partial(_native.side_changes, _side_changes_py)
 )
 _side_changes = _side_changes_py if _side_changes_c is None else _side_changes_c
+
+
+def _positive_c(text: bytes) -> list[Level]:
+    """``_positive_py`` read in C when the side is of the strict form it reads (the same
+    levels, bit for bit), else by ``_positive_py`` (which gives the result or raises)."""
+    levels = _positive_levels(text)
+    return _positive_py(text) if levels is None else levels
+
+
+_positive_levels = None if _native is None else _native.positive_levels
+_positive = _positive_py if _native is None else _positive_c
 
 
 def _parse(runs: list[bytes]) -> list[Level]:
