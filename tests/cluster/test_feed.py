@@ -84,7 +84,15 @@ async def until(predicate: Callable[[], bool], seconds: float = 15.0) -> None:
 async def want(nc, market: str, data_type: str = "ORDERBOOK", snapshot: bool = False
                ) -> WantReply:
     request = Want(market=market, data_type=data_type, edge="test", snapshot=snapshot)
-    msg = await nc.request(wire.WANT_SUBJECT, wire.encode(request), timeout=5)
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                msg = await nc.request(wire.WANT_SUBJECT, wire.encode(request), timeout=5)
+                break
+            except nats.errors.NoRespondersError:
+                # A client reconnecting under CI load (its subscriptions re-sent) answers
+                # the next want; an edge asks again the same way.
+                await asyncio.sleep(0.05)
     return msgspec.msgpack.decode(msg.data, type=WantReply)
 
 
