@@ -130,9 +130,10 @@ static int one(PyObject *side, PyObject *pair, int deletes) {
  * Python object, and the sorted view readers want is built when they read (`top`).
  *
  * Invariants:
- * - A slot is empty iff its qty is 0: every stored qty is > 0 (`qty > 0` decides), so
- *   applying 0 (or less, or NaN) deletes. Prices are unique as a dict's float keys are
- *   (1 == 1.0, 0.0 == -0.0: the hash of 0 is the same for both signs).
+ * - A slot is empty iff its qty is 0: every stored qty is > 0 (`qty > 0` decides, and the
+ *   double stored must be > 0 too: a quantity whose float() is 0.0 or NaN is that float, a
+ *   delete), so applying 0 (or less, or NaN) deletes. Prices are unique as a dict's float
+ *   keys are (1 == 1.0, 0.0 == -0.0: the hash of 0 is the same for both signs).
  * - Linear probing, at most half full; a delete shifts the following run back (no
  *   tombstones), so a lookup stops at the first empty slot. The table halves when it falls
  *   under 1/8 full, so memory follows the book down after a huge snapshot.
@@ -268,12 +269,17 @@ static int read_price(PyObject *o, double *out) {
     return 0;
 }
 
+/* A quantity `qty > 0` accepted, as the double the Side stores: 1 when that double is > 0,
+ * 0 when it is not (an object above 0 whose float() is 0.0, e.g. Decimal("1e-400"), or NaN),
+ * -1 on error. Stored, such a 0 would mark its slot empty in the middle of a probe run (the
+ * levels after it lost, `n` counting a level no slot holds): the side treats it as the float
+ * it becomes, a 0 (a delete, or skipped in a snapshot). */
 static int read_qty(PyObject *o, double *out) {
     double v = PyFloat_CheckExact(o) ? PyFloat_AS_DOUBLE(o) : PyFloat_AsDouble(o);
     if (v == -1.0 && PyErr_Occurred())
         return -1;
     *out = v;
-    return 0;
+    return v > 0.0;
 }
 
 /* One (price, qty) pair into a Side, as `one` does for a dict. */
@@ -302,10 +308,12 @@ static int side_one(SideObject *s, PyObject *pair, int deletes) {
         Py_INCREF(price);
         Py_INCREF(qty);
         int gt = read_price(price, &p) < 0 ? -1 : positive(qty);
+        if (gt > 0)
+            gt = read_qty(qty, &q); /* 0 if its float is not > 0: see read_qty */
         if (gt < 0)
             rc = -1;
         else if (gt > 0)
-            rc = read_qty(qty, &q) < 0 ? -1 : side_set(s, p, q);
+            rc = side_set(s, p, q);
         else if (deletes)
             side_del(s, p);
         Py_DECREF(price);
@@ -335,7 +343,9 @@ static void side_dealloc(SideObject *s) {
 static Py_ssize_t side_len(SideObject *s) { return s->n; }
 
 /* The slot of a Python price: 1 found (*at set), 0 absent, -1 error. A key that is not a
- * number (or NaN, or too large for a float) is simply absent, as in a dict of floats. */
+ * number (or NaN, or too large for a float) is simply absent, as in a dict of floats; so is
+ * a number no float equals (2**53 + 1, Decimal("0.1")): a dict finds a key only by `==`, and
+ * float() alone would round such a key onto a stored price. */
 static int lookup(SideObject *s, PyObject *price, size_t *at) {
     double p;
     if (PyFloat_CheckExact(price)) {
@@ -348,6 +358,14 @@ static int lookup(SideObject *s, PyObject *price, size_t *at) {
                 return -1;
             PyErr_Clear();
             return 0;
+        }
+        if (!PyFloat_Check(price) && p == p) {
+            /* int, Decimal, Fraction: their `==` with a float is exact */
+            PyObject *f = PyFloat_FromDouble(p);
+            int eq = f == NULL ? -1 : PyObject_RichCompareBool(price, f, Py_EQ);
+            Py_XDECREF(f);
+            if (eq <= 0)
+                return eq;
         }
     } else {
         return 0;
@@ -380,7 +398,9 @@ static int side_ass(SideObject *s, PyObject *price, PyObject *qty) {
         return -1;
     }
     int gt = positive(qty);
-    if (gt < 0 || read_qty(qty, &q) < 0)
+    if (gt > 0)
+        gt = read_qty(qty, &q);
+    if (gt < 0)
         return -1;
     if (!gt) {
         PyErr_SetString(PyExc_ValueError, "a book level's quantity must be > 0");
@@ -500,7 +520,8 @@ static PyObject *side_top(SideObject *s, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     if (nargs == 1 && args[0] != Py_None) {
-        limit = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+        /* clipped, as a slice clips: top(10**30) is every level, not OverflowError */
+        limit = PyNumber_AsSsize_t(args[0], NULL);
         if (limit == -1 && PyErr_Occurred())
             return NULL;
         if (limit < 0) {

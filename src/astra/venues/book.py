@@ -17,8 +17,9 @@ Invariants:
   venue's event time (ms) of that change.
 - The sorted view (bids descending, asks ascending) is built on the first read after a
   change and cached until the next change: readers between two updates share it (a C side
-  selects or sorts it in C; a dict is sorted). ``top(depth)`` with no view cached asks a C
-  side for its best ``depth`` levels alone.
+  selects or sorts it in C; a dict is sorted). ``top(depth)`` is that view's ``[:depth]``
+  (any int a slice takes, a negative one too); with no view cached and ``depth >= 0`` a C
+  side is asked for its best ``depth`` levels alone.
 - The per-level loops are ``apply_side``/``fill_side``, and ``apply`` (one update) comes from
   ``BookState``: compiled (``_levels.c``) where the extension was built and ``ASTRA_NATIVE``
   is not ``0``, else the Python code below, which defines the behaviour
@@ -142,12 +143,15 @@ class L2Book(BookState):
         if depth is None:
             return self.sorted_bids(), self.sorted_asks()
         bids, asks = self._bids_view, self._asks_view
-        # A C side selects a short top in one pass, cheaper than sorting the whole side.
-        if bids is None and type(self.bids) is not dict:
+        # A C side selects a short top in one pass, cheaper than sorting the whole side. A
+        # negative depth is the slice's (all but the last levels): the sorted view's, as
+        # when a view is cached (a C side's own top() refuses it).
+        native = depth >= 0
+        if bids is None and native and type(self.bids) is not dict:
             bids = self.bids.top(depth)
         else:
             bids = self.sorted_bids()[:depth]
-        if asks is None and type(self.asks) is not dict:
+        if asks is None and native and type(self.asks) is not dict:
             asks = self.asks.top(depth)
         else:
             asks = self.sorted_asks()[:depth]

@@ -1328,16 +1328,18 @@ static PyObject *int_value(Cursor *c) {
     int neg = p < end && *p == '-';
     p += neg;
     const unsigned char *d = p;
-    long long v = 0;
+    /* Unsigned: the 19th digit (read only to refuse the number) may pass LLONG_MAX, and a
+     * signed overflow is undefined behaviour even when the value is then dropped. */
+    unsigned long long v = 0;
     while (p < end && (unsigned)(*p - '0') < 10 && p - d < 19)
-        v = v * 10 + (*p++ - '0');
+        v = v * 10 + (unsigned)(*p++ - '0');
     Py_ssize_t nd = p - d;
     if (nd == 0 || nd > 18 || (nd > 1 && *d == '0'))
         return NULL;
     if (p < end && ((unsigned)(*p - '0') < 10 || *p == '.' || *p == 'e' || *p == 'E'))
         return NULL;
     c->p = p;
-    return PyLong_FromLongLong(neg ? -v : v);
+    return PyLong_FromLongLong(neg ? -(long long)v : (long long)v);
 }
 
 /* Arg(channel, instId) from an arg object's text [start, end) (validated JSON). */
