@@ -60,9 +60,15 @@ async def test_one_socket_carries_two_markets_and_three_data_types(
               (SPOT_BTC, "TRADE", 3.5), (PERP_ETH, "BBO", None)]
     headers = {"x-astra-api-key": f"Bearer {token}"}
     async with aiohttp.ClientSession(headers=headers) as http, asyncio.timeout(30):
-        for market in truths:  # books already synced: a subscribe's snapshot comes at once
-            async with http.get(f"{gw.base_url}/orderbook", params={"market": market}) as r:
-                assert r.status == 200
+        for market in truths:  # books already synced: a subscribe's snapshot comes at once,
+            # at the gateway's update id, which must be one the truth saw (it records from its
+            # subscription above on): wait until the gateway holds such an id.
+            while True:
+                async with http.get(f"{gw.base_url}/orderbook", params={"market": market}) as r:
+                    assert r.status == 200
+                    if (await r.json())["updateId"] in truths[market].books:
+                        break
+                await asyncio.sleep(0.02)
     async with aiohttp.ClientSession() as s, s.ws_connect(_url(gw, token)) as ws, \
             asyncio.timeout(60):
         for market, data_type, msg_id in wanted:
