@@ -167,7 +167,7 @@ quantities = st.one_of(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     bids=st.booleans(),
     snapshot=st.lists(st.tuples(prices, quantities), max_size=80),

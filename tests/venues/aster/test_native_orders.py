@@ -328,7 +328,7 @@ def _regular_answers(draw):
 
 
 _HYPOTHESIS = settings(
-    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
@@ -552,7 +552,7 @@ def test_plain_orders_are_built_natively(sim_data):
 
 
 @settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
 def test_the_request_is_ccxts_on_asters_markets(aster_markets, data):
