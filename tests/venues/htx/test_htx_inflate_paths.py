@@ -25,6 +25,7 @@ import struct
 import zlib
 
 import pytest
+from tests.venues.htx.deflate_writer import Bits, canonical
 from tests.venues.native_cores import require_native
 
 from astra.venues.htx import feed
@@ -49,50 +50,6 @@ def _symbol(value: int, bases: list[int], extra: list[int]) -> tuple[int, int, i
                 continue  # 258 has its own symbol; 227..257 are symbol 27 + 5 bits
             return s, value - bases[s], extra[s]
     raise AssertionError(value)
-
-
-class _Bits:
-    """LSB-first bit writer (RFC 1951 3.1.1)."""
-
-    def __init__(self) -> None:
-        self.acc = self.n = 0
-        self.out = bytearray()
-
-    def put(self, value: int, n: int) -> None:
-        self.acc |= (value & ((1 << n) - 1)) << self.n
-        self.n += n
-        while self.n >= 8:
-            self.out.append(self.acc & 255)
-            self.acc >>= 8
-            self.n -= 8
-
-    def code(self, code: int, length: int) -> None:  # Huffman codes go MSB first
-        self.put(int(format(code, f"0{length}b")[::-1], 2), length)
-
-    def align(self) -> None:
-        if self.n:
-            self.put(0, 8 - self.n)
-
-    def done(self) -> bytes:
-        self.align()
-        return bytes(self.out)
-
-
-def _canonical(lengths: list[int]) -> list[int | None]:
-    count = [0] * 16
-    for n in lengths:
-        count[n] += 1
-    count[0] = 0
-    code, first = 0, [0] * 16
-    for n in range(1, 16):
-        code = (code + count[n - 1]) << 1
-        first[n] = code
-    codes: list[int | None] = []
-    for n in lengths:
-        codes.append(first[n] if n else None)
-        if n:
-            first[n] += 1
-    return codes
 
 
 def _huffman(freqs: list[int], limit: int = 15) -> list[int]:
@@ -137,7 +94,7 @@ def _run(tokens) -> bytes:
     return bytes(out)
 
 
-def _dynamic(w: _Bits, tokens, final: bool, lit=None, dist=None) -> tuple[list, list]:
+def _dynamic(w: Bits, tokens, final: bool, lit=None, dist=None) -> tuple[list, list]:
     """One dynamic-Huffman block of tokens; lit/dist code lengths given or from frequency."""
     lf, df = [0] * 286, [0] * 30
     for t in tokens:
@@ -157,7 +114,7 @@ def _dynamic(w: _Bits, tokens, final: bool, lit=None, dist=None) -> tuple[list, 
     w.put(19 - 4, 4)
     for s in _ORDER:
         w.put(pre[s], 3)
-    pc = _canonical(pre)
+    pc = canonical(pre)
     for n in lit + dist:
         w.code(pc[n], pre[n])
     _symbols(w, tokens, lit, dist)
@@ -169,7 +126,7 @@ def _fixed_lengths() -> tuple[list[int], list[int]]:
     return lit, [5] * 32
 
 
-def _fixed(w: _Bits, tokens, final: bool, raw_symbols=()) -> None:
+def _fixed(w: Bits, tokens, final: bool, raw_symbols=()) -> None:
     """A fixed-Huffman block; raw_symbols: (index, ("lit"|"dist", symbol)) to splice in."""
     w.put(int(final), 1)
     w.put(1, 2)
@@ -177,8 +134,8 @@ def _fixed(w: _Bits, tokens, final: bool, raw_symbols=()) -> None:
     _symbols(w, tokens, lit, dist, dict(raw_symbols))
 
 
-def _symbols(w: _Bits, tokens, lit, dist, raw=None) -> None:
-    lc, dc = _canonical(lit), _canonical(dist)
+def _symbols(w: Bits, tokens, lit, dist, raw=None) -> None:
+    lc, dc = canonical(lit), canonical(dist)
     for i, t in enumerate(tokens):
         if raw and i in raw:
             kind, s = raw[i]
@@ -200,7 +157,7 @@ def _symbols(w: _Bits, tokens, lit, dist, raw=None) -> None:
     w.code(lc[256], lit[256])
 
 
-def _stored(w: _Bits, data: bytes, final: bool) -> None:
+def _stored(w: Bits, data: bytes, final: bool) -> None:
     w.put(int(final), 1)
     w.put(0, 2)
     w.align()
@@ -260,7 +217,7 @@ def test_matches_of_every_distance_and_length_inflate_the_same(seed):
     lens = [*range(3, 20), 31, 32, 33, 64, 100, 227, 250, 257, 258]
     tokens = _tokens(rng, 1500, dists, lens)
     data = _run(tokens)
-    w = _Bits()
+    w = Bits()
     _dynamic(w, tokens, final=True)
     assert _same(_member(w.done(), data), fast=True) == ("ok", data)
 
@@ -269,7 +226,7 @@ def test_overlapping_copies_byte_by_byte_and_in_8_byte_steps():
     for d in range(1, 17):
         tokens = list(range(65, 65 + 16)) * 4 + [(258, d), (100, d), (9, d)] * 20 + [66] * 300
         data = _run(tokens)
-        w = _Bits()
+        w = Bits()
         _dynamic(w, tokens, final=True)
         assert _same(_member(w.done(), data), fast=True) == ("ok", data)
 
@@ -303,7 +260,7 @@ def test_codes_longer_than_the_tables_inflate_the_same():
         else:
             tokens.append((rng.randrange(3, 31), _DIST_BASE[rng.randrange(16)]))
     data = _run(tokens)
-    w = _Bits()
+    w = Bits()
     _dynamic(w, tokens, final=True, lit=lit, dist=dist)
     assert _same(_member(w.done(), data), fast=True) == ("ok", data)
 
@@ -312,7 +269,7 @@ def test_blocks_with_same_and_other_code_lengths_and_a_stored_block_between():
     rng = random.Random(3)
     a = _tokens(rng, 800, [1, 2, 9, 17, 30, 300], [3, 4, 8, 20, 258])
     b = _tokens(rng, 800, [5, 8, 15, 64], [3, 5, 6, 7, 100])
-    w = _Bits()
+    w = Bits()
     lit, dist = _dynamic(w, a, final=False)
     _dynamic(w, a, final=False, lit=lit, dist=dist)  # the same lengths again
     raw = bytes(rng.randrange(256) for _ in range(700))
@@ -335,7 +292,7 @@ def test_frames_of_every_size_around_the_fast_loops_margins():
         tokens = _tokens(rng, 70 + n, [1, 3, 8, 12, 40], [3, 4, 9, 16, 258])[: 64 + n]
         data = _run(tokens)
         for kind in ("dynamic", "fixed"):
-            w = _Bits()
+            w = Bits()
             if kind == "dynamic":
                 _dynamic(w, tokens, final=True)
             else:
@@ -356,7 +313,7 @@ def test_a_distance_before_the_start_is_zlibs_error(at):
     data = _run(tokens[:at])
     assert len(data) < 32768  # one past the start is still a distance DEFLATE can code
     tokens = [*tokens[:at], (5, len(data) + 1), *tokens[at:]]
-    w = _Bits()
+    w = Bits()
     _dynamic(w, tokens, final=True)
     outcome = _same(_member(w.done(), data), fast=False)
     assert outcome == (
@@ -371,7 +328,7 @@ def test_a_distance_before_the_start_is_zlibs_error(at):
 def test_fixed_codes_unused_symbols_are_zlibs_error(at, raw):
     tokens = _long_tokens()
     data = _run(tokens)
-    w = _Bits()
+    w = Bits()
     _fixed(w, tokens, final=True, raw_symbols=[(at, raw)])
     outcome = _same(_member(w.done(), data), fast=False)
     assert outcome[:2] == ("raised", zlib.error)
@@ -382,7 +339,7 @@ def test_fixed_codes_unused_symbols_are_zlibs_error(at, raw):
 def test_a_wrong_length_in_the_trailer_is_zlibs_error(delta):
     tokens = _long_tokens()
     data = _run(tokens)
-    w = _Bits()
+    w = Bits()
     _dynamic(w, tokens, final=True)
     outcome = _same(_member(w.done(), data, size=len(data) + delta), fast=False)
     assert outcome == (
@@ -395,7 +352,7 @@ def test_a_wrong_length_in_the_trailer_is_zlibs_error(delta):
 def test_a_wrong_crc_in_the_trailer_is_zlibs_error():
     tokens = _long_tokens()
     data = _run(tokens)
-    w = _Bits()
+    w = Bits()
     _dynamic(w, tokens, final=True)
     outcome = _same(_member(w.done(), data, crc=zlib.crc32(data) ^ 1), fast=False)
     assert outcome == (
@@ -408,7 +365,7 @@ def test_a_wrong_crc_in_the_trailer_is_zlibs_error():
 def test_every_cut_of_a_generated_frame_fails_alike():
     tokens = _long_tokens(9)[:500]
     data = _run(tokens)
-    w = _Bits()
+    w = Bits()
     _dynamic(w, tokens, final=True)
     frame = _member(w.done(), data)
     for cut in range(len(frame)):
@@ -433,7 +390,7 @@ def test_bit_flips_in_frames_of_every_path_fail_or_pass_alike():
     tokens = _long_tokens(21)
     frames = []
     for toks, kind in ((long_codes, "skewed"), (tokens, "dynamic"), (tokens, "fixed")):
-        w = _Bits()
+        w = Bits()
         if kind == "skewed":
             _dynamic(w, toks, final=True, lit=lit, dist=dist)
         elif kind == "dynamic":

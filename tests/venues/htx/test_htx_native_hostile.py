@@ -13,6 +13,7 @@ import struct
 import zlib
 
 import pytest
+from tests.venues.htx.deflate_writer import Bits, canonical
 from tests.venues.native_cores import require_native
 
 from astra.venues.htx import feed
@@ -33,47 +34,6 @@ def _same(frame: bytes):
     return py
 
 
-class _Bits:
-    """LSB-first bit writer (RFC 1951 3.1.1)."""
-
-    def __init__(self) -> None:
-        self.acc = self.n = 0
-        self.out = bytearray()
-
-    def put(self, value: int, n: int) -> None:
-        self.acc |= (value & ((1 << n) - 1)) << self.n
-        self.n += n
-        while self.n >= 8:
-            self.out.append(self.acc & 255)
-            self.acc >>= 8
-            self.n -= 8
-
-    def code(self, code: int, length: int) -> None:  # Huffman codes go MSB first
-        self.put(int(format(code, f"0{length}b")[::-1], 2), length)
-
-    def done(self) -> bytes:
-        if self.n:
-            self.out.append(self.acc & 255)
-        return bytes(self.out)
-
-
-def _canonical(lengths: list[int]) -> list[int | None]:
-    count = [0] * 16
-    for n in lengths:
-        count[n] += 1
-    count[0] = 0
-    code, first = 0, [0] * 16
-    for n in range(1, 16):
-        code = (code + count[n - 1]) << 1
-        first[n] = code
-    codes: list[int | None] = []
-    for n in lengths:
-        codes.append(first[n] if n else None)
-        if n:
-            first[n] += 1
-    return codes
-
-
 _ORDER = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15]
 
 
@@ -87,8 +47,8 @@ def _dynamic_block(data: bytes, n_lit: int, n_dist: int) -> bytes:
     pre = [0] * 19
     for symbol in (0, 1, 8, 9):
         pre[symbol] = 2
-    pre_codes, lit_codes = _canonical(pre), _canonical(lit)
-    w = _Bits()
+    pre_codes, lit_codes = canonical(pre), canonical(lit)
+    w = Bits()
     w.put(1, 1)  # final
     w.put(2, 2)  # dynamic
     w.put(n_lit - 257, 5)
