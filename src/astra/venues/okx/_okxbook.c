@@ -665,6 +665,23 @@ done:
     return rc;
 }
 
+/* After an array element: 1 at its closing ']' (consumed), 0 after a ',' (consumed, and the
+ * whitespace after it), -1 with an error set on anything else. */
+static inline int array_next(Cursor *c) {
+    skip_ws(c);
+    if (c->p == c->end)
+        return fail(c, "truncated input");
+    if (*c->p == ']') {
+        c->p++;
+        return 1;
+    }
+    if (*c->p != ',')
+        return fail(c, "expected ',' or ']'");
+    c->p++;
+    skip_ws(c);
+    return 0;
+}
+
 static Tok *next_tok(Side *s, Py_ssize_t count) {
     if (count == s->tokcap) {
         Py_ssize_t cap = s->tokcap ? s->tokcap * 2 : 64;
@@ -751,32 +768,20 @@ static Py_ssize_t parse_array(Cursor *cp, Side *s, Py_ssize_t count) {
                 } else if (skip_value(&c) < 0) {
                     return -1;
                 }
-                skip_ws(&c);
-                if (c.p == c.end)
-                    return fail(&c, "truncated input");
-                if (*c.p == ']') {
-                    c.p++;
+                int end = array_next(&c);
+                if (end < 0)
+                    return -1;
+                if (end)
                     break;
-                }
-                if (*c.p != ',')
-                    return fail(&c, "expected ',' or ']'");
-                c.p++;
-                skip_ws(&c);
             }
         }
         count++;
-    next:
-        skip_ws(&c);
-        if (c.p == c.end)
-            return fail(&c, "truncated input");
-        if (*c.p == ']') {
-            c.p++;
+    next:; /* (a label needs a statement before the declaration) */
+        int last = array_next(&c);
+        if (last < 0)
+            return -1;
+        if (last)
             break;
-        }
-        if (*c.p != ',')
-            return fail(&c, "expected ',' or ']'");
-        c.p++;
-        skip_ws(&c);
     }
 tail:
     *cp = c;
