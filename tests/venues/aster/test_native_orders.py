@@ -161,6 +161,18 @@ def _compare(client: AsterPrivate, raw, ccxt_market: dict) -> bool:
     return not fell_back
 
 
+# The order types Aster documents (its exchangeInfo's orderTypes).
+ASTER_ORDER_TYPES = [
+    "LIMIT",
+    "MARKET",
+    "STOP",
+    "STOP_MARKET",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_MARKET",
+    "TRAILING_STOP_MARKET",
+]
+
+
 _MISSING = object()
 _ZEROS = st.sampled_from(["0", "0.0", "0.00", "0.00000", "00", "0.000000000000"])
 _DECIMALS = st.one_of(
@@ -230,21 +242,7 @@ _FIELDS = {
     ),
     "type": st.one_of(
         st.sampled_from(
-            [
-                "LIMIT",
-                "MARKET",
-                "STOP",
-                "STOP_MARKET",
-                "TAKE_PROFIT",
-                "TAKE_PROFIT_MARKET",
-                "TRAILING_STOP_MARKET",
-                "limit",
-                "Market",
-                "stop_limit",
-                "take_profit_limit",
-                "",
-                "X",
-            ]
+            [*ASTER_ORDER_TYPES, "limit", "Market", "stop_limit", "take_profit_limit", "", "X"]
         ),
         _TEXT,
     ),
@@ -302,19 +300,7 @@ def _regular_answers(draw):
         "origQty": draw(_DECIMALS),
         "executedQty": draw(_DECIMALS),
         "timeInForce": draw(st.sampled_from(["GTC", "IOC", "FOK", "GTX"])),
-        "type": draw(
-            st.sampled_from(
-                [
-                    "LIMIT",
-                    "MARKET",
-                    "STOP",
-                    "STOP_MARKET",
-                    "TAKE_PROFIT",
-                    "TAKE_PROFIT_MARKET",
-                    "TRAILING_STOP_MARKET",
-                ]
-            )
-        ),
+        "type": draw(st.sampled_from(ASTER_ORDER_TYPES)),
         "side": draw(st.sampled_from(["BUY", "SELL"])),
         "stopPrice": draw(_DECIMALS),
         "time": draw(st.integers(0, 2**53 - 1)),

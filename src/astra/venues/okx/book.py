@@ -213,7 +213,7 @@ class PyBook:
         return self.bids.apply(bids), self.asks.apply(asks)
 
     def checksum(self) -> int:
-        return book_checksum(self.bids.top(), self.asks.top())
+        return py_checksum(self.bids, self.asks)
 
     def update(self, data: BookData, verify: bool) -> tuple[Changes, Changes]:
         """``apply`` of a message's levels, then OKX's integrity rule when ``verify`` and
