@@ -14,6 +14,7 @@ import pytest
 
 from astra.core import InsufficientLiquidity
 from astra.core._trading import SmartOrderRequest
+from astra.sim.flow import STEP_MS
 
 SMART = "SMART-SPOT-BTC-USDT"
 D = Decimal
@@ -212,6 +213,77 @@ async def test_the_residual_is_rerouted_when_the_book_moves_before_send(sor_desk
     assert sum(_d(c.filled_quantity) for c in order.children) == _d(order.filled_quantity)
     assert order.status == "FILLED" and _d(order.filled_quantity) == D("1.0")
     assert order.report.rounds == max(c.round for c in order.children) >= 2
+
+
+class _FlushOnWait:
+    """The router's market-data engine, except that when the router waits for a venue's next
+    book update, that venue's held diffs are published then (and only then)."""
+
+    def __init__(self, engine, desk) -> None:
+        self.engine, self.desk, self.waited = engine, desk, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    async def member_updates(self, symbol, venues, wait):
+        self.waited.append(list(venues))
+        waiting = asyncio.create_task(self.engine.member_updates(symbol, venues, wait))
+        await asyncio.sleep(0)  # the wait has noted each book's update id
+        for code in venues:  # a whole second of steps: every diff cadence's period ends
+            for side in self.desk.sims[code].exchange.sides.values():
+                for _ in range(1000 // STEP_MS):
+                    side.feeds.tick()
+        return await waiting
+
+
+async def test_a_leg_that_found_nothing_waits_for_its_venues_next_update_before_rerouting(
+        sor_desk):
+    """A venue's book in the gateway is behind the venue (a venue publishes every 100 ms):
+    the leg's level is gone when the child arrives, and it fills nothing. The next round must
+    not plan on that same stale book: it waits for the venue's next update, then fills."""
+    desk = sor_desk
+    gw = await _fund_and_freeze(desk)
+    for task in desk.feeds:  # from now on a venue's diffs go out only when the test says
+        task.cancel()
+    gw.router.engine = flushing = _FlushOnWait(gw.engine, desk)
+    swept: dict = {}
+
+    async def sweep_the_leg(round_: int, plan) -> None:
+        """Before round 1 goes out: another account takes every ask up to the leg's limit,
+        unpublished, so the child finds nothing and the gateway's book still shows it."""
+        if round_ != 1:
+            return
+        (leg,) = plan.legs
+        sim = desk.sims[leg.venue]
+        _, asks = desk.venue_depth(leg.venue, "spot", "BTCUSDT")
+        quantity = sum(_d(q) for p, q in asks if _d(p) <= leg.limit_price)
+        rival = sim.exchange.create_account({"USDT": 10**7 * 10**8})
+        client = ccxt_async.aster({"privateKey": rival.signerPrivateKey,
+                                   "enableRateLimit": False, "options": {"builderFee": False}})
+        api = client.urls["api"]
+        api["sapiPublic"] = api["sapiPrivate"] = sim.base_url + "/api"
+        api["fapiPublic"] = api["fapiPrivate"] = sim.base_url + "/fapi"
+        try:
+            await client.load_markets()
+            await client.create_order("BTC/USDT", "limit", "buy", float(quantity),
+                                      float(leg.limit_price), {"timeInForce": "IOC"})
+        finally:
+            await client.close()
+        swept["limit"] = leg.limit_price
+        _, asks = desk.venue_depth(leg.venue, "spot", "BTCUSDT")
+        assert asks[0][0] > leg.limit_price  # the venue has nothing left at the leg's price
+
+    gw.router.before_send = sweep_the_leg
+    async with asyncio.timeout(60):
+        order = await gw.router.place(desk.key_id, desk.creds_for, SmartOrderRequest(
+            market=SMART, side="BUY", type="MARKET", quantity=0.05, max_slippage_bps=200,
+            venues=["SIM2"]))
+    first = [c for c in order.children if c.round == 1]
+    assert [c.filled_quantity for c in first] == [0.0]
+    assert flushing.waited[0] == ["SIM2"]  # after round 1, for the venue it sent to
+    second = [c for c in order.children if c.round == 2]
+    assert second and all(_d(c.price) > swept["limit"] for c in second)  # the fresh book
+    assert order.status == "FILLED" and _d(order.filled_quantity) == D("0.05")
 
 
 async def test_fok_that_the_books_cannot_cover_is_refused_and_nothing_is_sent(sor_desk):

@@ -19,8 +19,10 @@ How an order runs (``SmartRouter.place``):
 4. The residual (requested - filled) is re-planned on refreshed books and balances, bounded by
    the same arrival price (once every child of the round has its answer, the balances of the
    venues planned on are read again while the gateway waits, woken by the book events, for
-   each traded venue's next book update, so both show the round's fills), for at most
-   ``rounds`` rounds (3), stopping at an empty plan. GTC:
+   the next book update of each venue the round sent to: a traded venue's shows the round's
+   fills, and a venue whose leg found less than its book showed was behind it, so the next
+   round does not resend at the same stale price), for at most ``rounds`` rounds (3),
+   stopping at an empty plan. GTC:
    the rest then rests as one LIMIT at the parent's price on the member with the lowest maker
    fee that can hold it.
 
@@ -204,13 +206,13 @@ class SmartRouter(Settling):
                 residual = requested - filled
                 if residual <= 0:
                     break
-                traded = {c.venue for c, (f, _) in zip(kids, outcomes, strict=True) if f}
+                sent = {c.venue for c in kids}
                 try:
                     # Every child has its answer: balances read from now on show its fills,
                     # so they are read while the books catch up with them (both end here).
                     caps, shown = await asyncio.gather(
                         capacities(self.trading, route, list(route.capacities)),
-                        self._books_show_fills(route, traded), return_exceptions=True)
+                        self._books_caught_up(route, sent), return_exceptions=True)
                     for result in (caps, shown):
                         if isinstance(result, BaseException):
                             raise result
@@ -246,13 +248,16 @@ class SmartRouter(Settling):
         return await snapshot(self.engine, self.trading, route, quantity, arrival_mid,
                               self.book_wait, read)
 
-    async def _books_show_fills(self, route: Route, traded: set[str]) -> None:
-        """Before re-planning: wait (at most ``settle_wait``) until each venue this round
-        traded on has published a book update after its answers, so the next round does not
-        plan on liquidity this round already took (woken by the books' own events)."""
-        if not traded or self.settle_wait <= 0:
+    async def _books_caught_up(self, route: Route, sent: set[str]) -> None:
+        """Before re-planning: wait (at most ``settle_wait``) until each venue this round sent
+        to has published a book update after its answers (woken by the books' own events).
+        Where a leg traded, the next round must not plan on liquidity this one took; where it
+        found less than the book showed (a venue publishing every 100 ms, its makers requoting
+        in between), the book was behind the venue, and re-planning on it at once would send
+        the same price to the same missing level."""
+        if not sent or self.settle_wait <= 0:
             return
-        await self.engine.member_updates(route.body.market, sorted(traded), self.settle_wait)
+        await self.engine.member_updates(route.body.market, sorted(sent), self.settle_wait)
 
     def _intents(self, route: Route, snap: Snapshot, round_: int) -> list[ChildIntent]:
         fees = {b.venue: b.taker_fee for b in snap.books}
