@@ -326,8 +326,16 @@ async def test_a_feed_cut_off_and_taken_over_stops_publishing_when_it_comes_back
 
 
 async def ask(nc, market: str = BTC) -> WantReply:
-    msg = await nc.request(WANT_SUBJECT, encode(
-        Want(market=market, data_type="ORDERBOOK", edge="test")), timeout=2)
+    """A want, as an edge sends it: asked again (for up to 5 s) while the server knows no
+    subscriber, as when a connection is re-sending its subscriptions on a loaded machine."""
+    async with asyncio.timeout(5):
+        while True:
+            try:
+                msg = await nc.request(WANT_SUBJECT, encode(
+                    Want(market=market, data_type="ORDERBOOK", edge="test")), timeout=2)
+                break
+            except nats.errors.NoRespondersError:
+                await asyncio.sleep(0.05)
     return msgspec.msgpack.decode(msg.data, type=WantReply)
 
 
