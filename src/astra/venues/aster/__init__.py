@@ -95,8 +95,8 @@ class AsterVenue(Venue):
         this venue's URLs, sharing the markets already loaded (no extra round trip)."""
         options = {"builderFee": False, **(config.get("options") or {})}
         client = AsterPrivate(
-            {**config, "options": options, "session": self._trading_http(), "timeout_on_exit": 0}
-        )
+            {**config, "options": options, "session": self._trading_http(), "timeout_on_exit": 0},
+            keepalive=self._private_http.keepalive())
         api = client.urls["api"]
         api["sapiPublic"] = api["sapiPrivate"] = self.urls.spot_rest
         api["fapiPublic"] = api["fapiPrivate"] = self.urls.perp_rest

@@ -5,7 +5,8 @@ typed-data encoding rebuilt per request (a dozen Keccak hashes, the domain each 
 wallet-address check, header and proxy bookkeeping. ``AsterNative`` signs the same
 parameter string, byte for byte, with the domain separator computed once and one Keccak per
 request around libsecp256k1 (``coincurve``, already ccxt's signer), and sends it on the
-venue's kept-alive aiohttp session.
+client's kept-alive connections (``client.keepalive``: ``astra.net.keepalive``, a venue's
+shared by its private clients).
 
 What stays ccxt's, so behaviour is the same as before: the request parameters (ccxt's
 ``create_order_request``; ``order_request`` builds a plain MARKET/LIMIT order the way that
@@ -17,9 +18,9 @@ exceptions, which ``astra.trading.errors`` maps to Astra errors with ``venue`` a
 ``Retry-After``), and, for ``create_order``/``cancel_order``, ``parse_order``; ``place`` and
 ``cancel`` answer the Astra ``Order`` itself (``orders.decode_order``: the same one, read
 without ccxt). Transport failures become the exceptions ccxt raises for them
-(``RequestTimeout``, ``ExchangeNotAvailable``, ``ExchangeError``) chained to aiohttp's
-error, so "sent or not" is judged as before. Tests hold each restatement to ccxt's own code
-(``tests/venues/aster/test_native_orders.py``).
+(``RequestTimeout``, ``ExchangeNotAvailable``, ``ExchangeError``) chained to the
+transport's error, so "sent or not" is judged as with aiohttp's. Tests hold each
+restatement to ccxt's own code (``tests/venues/aster/test_native_orders.py``).
 
 Invariants:
 - The string signed is the string sent: ``nonce``, ``user``, ``signer``, then the request's
@@ -34,6 +35,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -41,14 +43,13 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import msgspec
-import yarl
 from ccxt.base.errors import ExchangeError, ExchangeNotAvailable, RequestTimeout
 from coincurve import PrivateKey
 from Crypto.Hash import keccak as _keccak
 
 from astra.core._trading import Order
+from astra.net.keepalive import BadAnswer
 from astra.venues.ccxt_normalize import order_from_ccxt
 
 from .orders import decode_order
@@ -123,7 +124,7 @@ class AsterNative:
         recv_window = client.safe_integer(client.options, "recvWindow")
         self._recv_window = recv_window
         self._quote = client.encode_uri_component
-        self._timeout = aiohttp.ClientTimeout(total=client.timeout / 1000)
+        self._timeout = client.timeout / 1000
         self._memo: dict[tuple, Any] = {}  # ``_precise``'s
         self._memo_markets: Any = None
 
@@ -172,22 +173,20 @@ class AsterNative:
                                               if k != "Content-Type"}
         else:
             body = query
-        session: aiohttp.ClientSession = client.session
         try:
-            async with session.request(method, yarl.URL(url, encoded=True),
-                                       data=body.encode() if body else None,
-                                       headers=headers, timeout=self._timeout) as response:
-                text = await response.text(errors="replace")
-                status, reason = response.status, response.reason or ""
-                answer_headers = dict(response.headers)
+            async with asyncio.timeout(self._timeout):
+                answer = await client.keepalive.request(
+                    method, url, body=body.encode() if body else None, headers=headers)
         except socket.gaierror as e:
             raise ExchangeNotAvailable(f"{client.id} {method}") from e
-        except TimeoutError as e:
+        except TimeoutError as e:  # (before OSError: a TimeoutError is one)
             raise RequestTimeout(f"{client.id} {method}") from e
-        except aiohttp.ClientConnectionError as e:
+        except (ConnectionError, OSError) as e:
             raise ExchangeNotAvailable(f"{client.id} {method}") from e
-        except aiohttp.ClientError as e:
+        except (BadAnswer, ValueError) as e:
             raise ExchangeError(f"{client.id} {method}") from e
+        status, reason, answer_headers = answer.status, answer.reason, answer.headers
+        text = answer.body.decode("utf-8", errors="replace")
         # ccxt's order of things: the hook (the limiter sees 429/418), then the venue's error
         # codes, then the HTTP status.
         text = client.on_rest_response(status, reason, url, method, answer_headers, text,

@@ -33,6 +33,7 @@ the same requests and answers, signed without ccxt's per-request EIP-712 encodin
 from __future__ import annotations
 
 import hashlib
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from typing import Any
 
 import ccxt.async_support as ccxt_async
 
+from astra.net.keepalive import KeepAliveHttp
 from astra.venues.ccxt_errors import ServerErrorsUnavailable
 
 __all__ = ["NONCES", "AsterPrivate", "MonotonicNonce", "v1_path"]
@@ -89,13 +91,17 @@ class AsterPrivate(ServerErrorsUnavailable, ccxt_async.aster):
     """ccxt's ``aster`` with strictly increasing v3 nonces and v1 (HMAC) signing for a key
     + secret; an unclassified server error reads as the venue unavailable.
 
-    ``nonces``: where v3 nonces come from (default the process-wide ``NONCES``).
+    ``nonces``: where v3 nonces come from (default the process-wide ``NONCES``);
+    ``keepalive``: the connections its orders go out on (``native``; default its own, closed
+    with it; a venue's private clients share the venue's).
     """
 
     def __init__(self, config: dict | None = None, *,
-                 nonces: Callable[[], int] | None = None) -> None:
+                 nonces: Callable[[], int] | None = None,
+                 keepalive: KeepAliveHttp | None = None) -> None:
         super().__init__(config or {})
         self._nonces = nonces or NONCES
+        self._keepalive, self._owns_keepalive = keepalive, keepalive is None
         self.hmac_v1 = not self.privateKey and bool(self.apiKey) and bool(self.secret)
         if self.hmac_v1:
             # ccxt's own check (privateKey required) would refuse a key + secret outright.
@@ -112,6 +118,20 @@ class AsterPrivate(ServerErrorsUnavailable, ccxt_async.aster):
             native = self.__dict__["_astra_native"] = AsterNative(
                 self, nonces=self._nonces, v1_path=v1_path)
         return native
+
+    @property
+    def keepalive(self) -> KeepAliveHttp:
+        """The kept-alive connections ``native`` sends on."""
+        if self._keepalive is None:
+            tls = self.ssl_context if isinstance(self.ssl_context, ssl.SSLContext) else None
+            self._keepalive = KeepAliveHttp(ssl_context=tls)
+        return self._keepalive
+
+    async def close(self, *args: Any, **kwargs: Any) -> None:
+        if self._owns_keepalive and self._keepalive is not None:
+            await self._keepalive.close()
+            self._keepalive = None
+        await super().close(*args, **kwargs)
 
     async def sign_in(self, params: dict | None = None) -> bool:
         if self.hmac_v1:
