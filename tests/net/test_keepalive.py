@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 import pytest
-from tests.venues.loopback import until
 
 from astra.net.keepalive import MAX_HEADER_BYTES, BadAnswer, KeepAliveHttp
 
@@ -57,6 +56,12 @@ class Server:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             await self.script(reader, writer, self)
         writer.close()
+
+
+async def until(condition) -> None:
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110 - what the sockets do, seen from outside
+            await asyncio.sleep(0.01)
 
 
 def answer(body: bytes, status: str = "200 OK", extra: str = "") -> bytes:
