@@ -10,7 +10,11 @@ that alternate which goes first (so drift in the machine's load hits each alike)
    ``Order``): the floor the gateway stands on.
 3. ``gateway``: ``POST /orders`` through an in-process ``Gateway`` (credentials in headers,
    the order journaled in SQLite: intent committed before sending, acknowledgement deferred,
-   the limiter, normalization, the HTTP hop), which sends through the native client.
+   the limiter, normalization, the HTTP hop), which sends through the native client, from a
+   plain aiohttp client (any HTTP client a user may have);
+4. ``gateway via the SDK``: the same ``POST /orders`` from Astra's own Python client
+   (``AsyncAstra.place_order``: the order built and read back as Astra models, on its
+   kept-alive connections), as a Python user of Astra places an order.
 
 Where the simulator runs (``--sim``): ``inprocess`` (the default) on this process's event loop,
 or ``child`` (``astra sim`` as a child process, as ``astra serve`` runs it). In process, every
@@ -31,10 +35,11 @@ outrun the limit and wait for tokens (~10 ms each, which was the p90 here before
 direct and native direct, unthrottled, do not. Paced under the limit, every path is measured
 on the same terms; ``--rate 0`` sends back to back as before.
 
-Printed: median and p90 of each, ``gateway - native direct`` (target <= 1 ms) and
-``gateway / ccxt direct`` (target < 1), on wall time and on this thread's CPU time per order
-(``time.thread_time``: with the simulator in process, all of a path's work but the kernel's is
-on this thread, and unlike wall time it does not grow when other processes take the cores).
+Printed: median and p90 of each, ``gateway - native direct`` (target <= 1 ms),
+``gateway / ccxt direct`` and ``via the SDK / ccxt direct`` (target < 1), on wall time and
+on this thread's CPU time per order (``time.thread_time``: with the simulator in process,
+all of a path's work but the kernel's is on this thread, and unlike wall time it does not
+grow when other processes take the cores).
 
 Usage: python benchmarks/bench_trading.py [--orders 300] [--rounds 6] [--sim inprocess|child]
        [--rate 90] [--loop uvloop|asyncio]
@@ -52,6 +57,7 @@ from pathlib import Path
 import aiohttp
 import ccxt.async_support as ccxt_async
 
+from astra.client import AsyncAstra
 from astra.server.gateway import Gateway, SimChild, venues_from_config
 from astra.store import ApiKeyStore, open_database
 from astra.trading.paper import create_paper_account
@@ -123,6 +129,8 @@ async def main(orders: int, rounds: int, where: str, rate: float = 90.0) -> None
             headers = {"x-astra-api-key": f"Bearer {token}",
                        "x-astra-exchange-private-key": creds.private_key}
             http = aiohttp.ClientSession(gw.base_url, headers=headers)
+            sdk = AsyncAstra(gw.base_url, token, headers={
+                "x-astra-exchange-private-key": creds.private_key})
 
             async def via_ccxt(side: str) -> None:
                 await ccxt.create_order("BTC/USDT", "market", side, 0.001)
@@ -137,8 +145,12 @@ async def main(orders: int, rounds: int, where: str, rate: float = 90.0) -> None
                     body = await resp.read()
                     assert resp.status == 200, body
 
+            async def via_sdk(side: str) -> None:
+                order = await sdk.place_order(MARKET, side.upper(), "MARKET", 0.001)
+                assert order.status == "FILLED", order
+
             paths = {"ccxt direct": via_ccxt, "native direct": via_native,
-                     "gateway POST /orders": via_gateway}
+                     "gateway POST /orders": via_gateway, "gateway via the SDK": via_sdk}
             samples: dict[str, list[float]] = {name: [] for name in paths}
             cpu: dict[str, list[float]] = {name: [] for name in paths}
             for fn in paths.values():  # warm-up: connections, caches, the gateway's client
@@ -158,6 +170,7 @@ async def main(orders: int, rounds: int, where: str, rate: float = 90.0) -> None
                         samples[name].append(time.perf_counter() - start)
                         cpu[name].append(time.thread_time() - start_cpu)
             await http.close()
+            await sdk.close()
         finally:
             await gw.close()
             await ccxt.close()
@@ -173,10 +186,11 @@ async def main(orders: int, rounds: int, where: str, rate: float = 90.0) -> None
         print(f"{name:<22} median {med:6.2f} ms   p90 {p90:6.2f} ms   "
               f"this thread's CPU median {cpus[name]:5.2f} ms   (n={len(values)})")
     for label, figures in (("wall", meds), ("CPU", cpus)):
-        g, n, c = (figures[k] for k in ("gateway POST /orders", "native direct", "ccxt direct"))
+        g, n, c, k = (figures[x] for x in ("gateway POST /orders", "native direct",
+                                           "ccxt direct", "gateway via the SDK"))
         print(f"[{label}] gateway - native direct: {g - n:+.2f} ms (target <= 1 ms); "
-              f"gateway / ccxt direct: {g / c:.2f}x (target < 1); "
-              f"native / ccxt direct: {n / c:.2f}x")
+              f"gateway / ccxt direct: {g / c:.2f}x, via the SDK / ccxt direct: {k / c:.2f}x "
+              f"(target < 1); native / ccxt direct: {n / c:.2f}x")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,19 @@ def test_header_names_are_case_insensitive_and_values_trimmed() -> None:
     assert creds == ExchangeCredentials(Exchange.BINANCE, api_key=KEY, secret=SECRET)
 
 
+def test_the_same_headers_again_are_the_same_checked_credentials_per_exchange() -> None:
+    headers = {H_KEY: KEY, H_SECRET: SECRET}
+    first = credentials_from_headers(headers, "BINANCE")
+    assert credentials_from_headers(dict(headers), "BINANCE") is first  # checked once
+    other = credentials_from_headers(headers, "KRAKEN")
+    assert other is not first and other.exchange == Exchange.KRAKEN
+    wallet = credentials_from_headers({H_PK: PRIVATE_KEY}, "SIM")
+    assert credentials_from_headers({H_PK: PRIVATE_KEY}, "SIM") is wallet
+    # A value that differs is checked afresh: a bad one is refused, not served from memory.
+    with pytest.raises(InvalidCredentials):
+        credentials_from_headers({H_PK: PRIVATE_KEY[:-2] + "zz"}, "SIM")
+
+
 def test_no_credential_headers_is_none() -> None:
     assert credentials_from_headers({}, "OKX") is None
     assert credentials_from_headers({"x-astra-api-key": "k", "accept": "*/*"}, "OKX") is None

@@ -6,7 +6,8 @@ open. ``aiohttp.ClientSession.request`` spends ~150-300 µs of Python per such r
 cookie filter) where the wire needs a formatted header block and a response parser:
 ``KeepAliveHttp`` writes the request in one ``transport.write`` and reads the answer with
 ``httptools`` (llhttp, the parser uvicorn uses), ~3x less per request (``benchmarks/
-bench_trading.py``). Everything else Astra sends (market data, account reads) stays on aiohttp.
+bench_trading.py``). The SDK's REST calls use it too; everything else Astra sends (market
+data, account reads through ccxt, WebSockets) stays on aiohttp.
 
 Invariants:
 - One request at a time per connection (no pipelining); a connection goes back to the idle
@@ -16,8 +17,8 @@ Invariants:
   closing) closes its connection: nothing late is read on a reused socket.
 - A request is written once and never retried: whether a failed POST reached the venue is the
   caller's question (the order journal's reconciliation), as with aiohttp. Failures raise
-  ``ConnectionError`` (not sent, or sent with no complete answer), ``TimeoutError`` or
-  ``BadAnswer``; the caller tells them apart as it does aiohttp's.
+  ``ConnectFailed`` (no connection: certainly not sent), ``ConnectionError`` (sent, no
+  complete answer), ``TimeoutError`` or ``BadAnswer``.
 - An idle connection is not reused after ``idle_seconds`` (below the usual server keep-alive
   timeouts, as aiohttp's 15 s), nor once its peer has closed it: a request is not written
   into a socket the server is closing when it can be known.
@@ -38,7 +39,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["MAX_HEADER_BYTES", "Answer", "BadAnswer", "KeepAliveHttp"]
+__all__ = ["MAX_HEADER_BYTES", "Answer", "BadAnswer", "ConnectFailed", "KeepAliveHttp"]
 
 MAX_HEADER_BYTES = 64 * 1024
 _FORBIDDEN = ("\r", "\n", "\0")
@@ -46,6 +47,11 @@ _FORBIDDEN = ("\r", "\n", "\0")
 
 class BadAnswer(Exception):
     """The peer's answer is not HTTP/1.1 this client reads (malformed, or over the limits)."""
+
+
+class ConnectFailed(ConnectionError):
+    """No connection could be made (refused, unreachable, a name that does not resolve, a
+    TLS handshake refused): the request was certainly not sent."""
 
 
 class Answer(NamedTuple):
@@ -271,9 +277,14 @@ class KeepAliveHttp:
         if origin.scheme == "https":
             tls = self._ssl if self._ssl is not None else ssl.create_default_context()
         max_body = self._max_body
-        _, conn = await loop.create_connection(
-            lambda: _Connection(max_body), origin.host, origin.port, ssl=tls,
-            server_hostname=origin.host if tls is not None else None)
+        try:
+            _, conn = await loop.create_connection(
+                lambda: _Connection(max_body), origin.host, origin.port, ssl=tls,
+                server_hostname=origin.host if tls is not None else None)
+        except TimeoutError:
+            raise
+        except (OSError, ssl.SSLError) as exc:  # (gaierror and SSL errors are OSErrors)
+            raise ConnectFailed(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
         return conn
 
     async def close(self) -> None:

@@ -70,6 +70,11 @@ HEADERS: Mapping[str, str] = {
     "account": "x-astra-exchange-account",
 }
 _FIELD_BY_HEADER = {h: f for f, h in HEADERS.items()}
+# Header values -> their checked ExchangeCredentials (immutable): validating a wallet key
+# costs more than the rest of a request's header handling. Bounded; the values are in memory
+# anyway while the ccxt client built for them is cached (``clients.py``).
+_CHECKED: dict[tuple, ExchangeCredentials] = {}
+_CHECKED_MAX = 256
 
 
 def _invalid(exchange: Exchange, name: str, reason: str, *, what: str) -> NoReturn:
@@ -112,12 +117,22 @@ def credentials_from_headers(
             _invalid(ex, name, "was sent more than once", what=name)
         found[field] = value
     if found:
-        # Valid (nearly always): checked once, by the constructor. Otherwise ``from_fields``
-        # says why, naming the headers (or answers None: every value empty).
+        # Valid (nearly always): checked once, by the constructor, and remembered for the
+        # same headers (the same client's next order). Otherwise ``from_fields`` says why,
+        # naming the headers (or answers None: every value empty).
+        key = (ex, *sorted(found.items()))
+        creds = _CHECKED.get(key)
+        if creds is not None:
+            return creds
         try:
-            return ExchangeCredentials(ex, **found)
+            creds = ExchangeCredentials(ex, **found)
         except (InvalidCredentials, MissingCredentials):
             pass
+        else:
+            if len(_CHECKED) >= _CHECKED_MAX:
+                _CHECKED.clear()
+            _CHECKED[key] = creds
+            return creds
     return ExchangeCredentials.from_fields(ex, found, HEADERS)
 
 
