@@ -31,6 +31,14 @@ async def _ready(desk, deposits: dict[str, str] | None = None) -> None:
     await desk.freeze()
 
 
+def _resting_buy_price(books, below: int) -> float:
+    """A BUY price ``below`` under every member's bids and asks: the venues are independent
+    books, and one venue's best ask may lie under another's best bid (a routed buy at such a
+    price would take it)."""
+    lowest = min(min(m.bids[0][0], m.asks[0][0]) for m in books.members)
+    return float(int(lowest) - below)
+
+
 def _venue_orders(desk) -> dict[str, list]:
     return {code: list(sim.exchange.sides["spot"].trading.by_account.get(
         (desk.account_id(code), "BTCUSDT"), [])) for code, sim in desk.sims.items()}
@@ -95,8 +103,7 @@ async def test_gtc_rests_on_the_cheapest_maker_venue_and_delete_cancels_it(sor_d
     desk = sor_desk
     await _ready(desk)
     books = await desk.gw.engine.member_books(SMART)
-    best_bid = max(m.bids[0][0] for m in books.members)
-    price = float(int(best_bid) - 50)  # below every bid: nothing to take, all of it rests
+    price = _resting_buy_price(books, 50)  # nothing to take, all of it rests
     makers = {m.venue: m.maker_fee for m in books.members}
     cheapest = min(makers, key=lambda v: (makers[v], list(makers).index(v)))
     async with _session(desk) as http:
@@ -125,7 +132,7 @@ async def test_delete_by_client_order_id_and_every_open_parent(sor_desk):
     desk = sor_desk
     await _ready(desk)
     books = await desk.gw.engine.member_books(SMART)
-    price = float(int(max(m.bids[0][0] for m in books.members)) - 80)
+    price = _resting_buy_price(books, 80)
     async with _session(desk) as http:
         ids = []
         for cid in ("rest-a", "rest-b", "rest-c"):
