@@ -55,6 +55,20 @@ def _water_fill(books: dict[str, list], fees: dict[str, Decimal], qty: Decimal,
     return out
 
 
+async def _buy_at_the_venue(sim, account, *order) -> None:
+    """``create_order("BTC/USDT", *order)`` as another account, through the venue's own API."""
+    client = ccxt_async.aster({"privateKey": account.signerPrivateKey,
+                               "enableRateLimit": False, "options": {"builderFee": False}})
+    api = client.urls["api"]
+    api["sapiPublic"] = api["sapiPrivate"] = sim.base_url + "/api"
+    api["fapiPublic"] = api["fapiPrivate"] = sim.base_url + "/fapi"
+    try:
+        await client.load_markets()
+        await client.create_order("BTC/USDT", *order)
+    finally:
+        await client.close()
+
+
 async def _fund_and_freeze(desk, deposits: dict[str, str] | None = None):
     for code in ("SIM", "SIM2", "SIM3"):
         desk.fund(code, (deposits or {}).get(code, "USDT=500000,BTC=5"))
@@ -189,17 +203,7 @@ async def test_the_residual_is_rerouted_when_the_book_moves_before_send(sor_desk
         sim = desk.sims[leg.venue]
         creds = rival if leg.venue == "SIM3" else sim.exchange.create_account(
             {"USDT": 10**6 * 10**8})
-        client = ccxt_async.aster({"privateKey": creds.signerPrivateKey,
-                                   "enableRateLimit": False, "options": {"builderFee": False}})
-        api = client.urls["api"]
-        api["sapiPublic"] = api["sapiPrivate"] = sim.base_url + "/api"
-        api["fapiPublic"] = api["fapiPrivate"] = sim.base_url + "/fapi"
-        try:
-            await client.load_markets()
-            await client.create_order("BTC/USDT", "market", "buy",
-                                      float(leg.quantity) * 0.8)
-        finally:
-            await client.close()
+        await _buy_at_the_venue(sim, creds, "market", "buy", float(leg.quantity) * 0.8)
         await desk.publish()  # the venue's diff reaches the gateway's book before round 2
 
     gw.router.before_send = take_liquidity
@@ -258,17 +262,8 @@ async def test_a_leg_that_found_nothing_waits_for_its_venues_next_update_before_
         _, asks = desk.venue_depth(leg.venue, "spot", "BTCUSDT")
         quantity = sum(_d(q) for p, q in asks if _d(p) <= leg.limit_price)
         rival = sim.exchange.create_account({"USDT": 10**7 * 10**8})
-        client = ccxt_async.aster({"privateKey": rival.signerPrivateKey,
-                                   "enableRateLimit": False, "options": {"builderFee": False}})
-        api = client.urls["api"]
-        api["sapiPublic"] = api["sapiPrivate"] = sim.base_url + "/api"
-        api["fapiPublic"] = api["fapiPrivate"] = sim.base_url + "/fapi"
-        try:
-            await client.load_markets()
-            await client.create_order("BTC/USDT", "limit", "buy", float(quantity),
-                                      float(leg.limit_price), {"timeInForce": "IOC"})
-        finally:
-            await client.close()
+        await _buy_at_the_venue(sim, rival, "limit", "buy", float(quantity),
+                                float(leg.limit_price), {"timeInForce": "IOC"})
         swept["limit"] = leg.limit_price
         _, asks = desk.venue_depth(leg.venue, "spot", "BTCUSDT")
         assert asks[0][0] > leg.limit_price  # the venue has nothing left at the leg's price
