@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from astra.net.keepalive import MAX_HEADER_BYTES, BadAnswer, KeepAliveHttp
+from astra.net.keepalive import MAX_HEADER_BYTES, BadAnswer, ConnectFailed, KeepAliveHttp
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 
@@ -324,3 +326,258 @@ async def test_close_aborts_a_request_in_flight():
         await http.close()
         with pytest.raises(ConnectionError):
             await pending
+
+
+# -- review: answers split anywhere, bounds as bytes arrive, truncations, races with close
+
+
+async def test_an_answer_split_at_every_byte_boundary_is_read_whole():
+    wire = (b"HTTP/1.1 201 Created fine\r\nX-A: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n")
+
+    async def split(reader, writer, server):
+        cut = 0
+        while await server.read_request(reader) is not None:
+            cut += 1
+            writer.write(wire[:cut])
+            await writer.drain()
+            await asyncio.sleep(0.002)  # two segments, read apart
+            writer.write(wire[cut:])
+
+    async with Server(split) as server, asyncio.timeout(20):
+        http = KeepAliveHttp()
+        try:
+            got = [await http.request("GET", server.url + "/") for _ in range(len(wire) - 1)]
+        finally:
+            await http.close()
+    assert {(a.status, a.reason, a.body) for a in got} == {(201, "Created fine", b'{"a":1}')}
+    assert {tuple(a.headers.items()) for a in got} == {
+        (("X-A", "b"), ("Transfer-Encoding", "chunked"))}
+    assert server.connections == 1
+
+
+async def test_headers_that_never_end_are_refused_as_they_arrive():
+    async def endless(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+        for _ in range(64):  # 64 MiB unless the client stops reading
+            writer.write(b"a" * (1 << 20))
+            await writer.drain()
+
+    async with Server(endless) as server, asyncio.timeout(10):
+        http = KeepAliveHttp()
+        try:
+            with pytest.raises(BadAnswer, match="headers exceed"):
+                await http.request("GET", server.url + "/")
+        finally:
+            await http.close()
+
+
+async def test_a_body_ended_by_a_reset_not_a_close_is_a_connection_error():
+    async def reset(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n{\"partial")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST: the body was cut, not ended
+
+    async with Server(reset) as server, asyncio.timeout(10):
+        http = KeepAliveHttp()
+        try:
+            with pytest.raises(ConnectionError):
+                await http.request("GET", server.url + "/")
+        finally:
+            await http.close()
+
+
+async def test_close_during_a_body_ended_by_the_close_fails_the_request():
+    async def partial(reader, writer, server):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n{\"partial")
+        await writer.drain()
+        await reader.read()
+
+    async with Server(partial) as server, asyncio.timeout(10):
+        http = KeepAliveHttp()
+        pending = asyncio.create_task(http.request("GET", server.url + "/"))
+        await until(lambda: http._busy and next(iter(http._busy))._body)
+        await http.close()
+        with pytest.raises(ConnectionError):
+            await pending  # not the truncated body as an answer
+
+
+async def test_close_while_connecting_writes_nothing():
+    async with Server(echo_path) as server, asyncio.timeout(10):
+        http = KeepAliveHttp()
+        pending = asyncio.create_task(http.request("POST", server.url + "/", body=b"x"))
+        await asyncio.sleep(0)  # the request is connecting
+        await http.close()
+        with pytest.raises(ConnectFailed):
+            await pending
+        await server.closed.wait()
+    assert server.requests == []
+
+
+async def test_a_connection_lost_before_the_write_is_not_written_to():
+    async with Server(echo_path) as server, asyncio.timeout(10):
+        http = KeepAliveHttp()
+        try:
+            origin, _ = http._split(server.url + "/")
+            conn = await http._connect(origin)
+            conn.connection_lost(None)  # as when the peer closes right after accepting
+            with pytest.raises(ConnectFailed):
+                async with asyncio.timeout(1):  # (it waited for an answer forever)
+                    await conn.exchange(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            conn.abort()
+        finally:
+            await http.close()
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/x HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET /y"), ("GET", "/a b"), ("GET", "/a\0"),
+    ("GET /z HTTP/1.1\r\n\r\nGET", "/")])
+async def test_a_second_request_in_the_request_line_is_refused(method, path):
+    async with Server(echo_path) as server, asyncio.timeout(10):
+        http = KeepAliveHttp()
+        try:
+            with pytest.raises(ValueError, match="request line"):
+                await http.request(method, server.url + path)
+        finally:
+            await http.close()
+    assert server.connections == 0
+
+
+async def test_max_idle_zero_keeps_no_connection_and_answers():
+    async with Server(echo_path) as server, asyncio.timeout(10):
+        http = KeepAliveHttp(max_idle=0)
+        try:
+            assert (await http.request("GET", server.url + "/a")).body == b"GET /a HTTP/1.1"
+            assert not any(http._idle.values())
+        finally:
+            await http.close()
+
+
+async def test_cancelling_at_any_point_never_pools_a_connection_mid_answer():
+    async def slow_split(reader, writer, server):
+        while (req := await server.read_request(reader)) is not None:
+            line = answer(req[0].split(b"\r\n")[0])
+            cut = len(req[0]) % len(line)
+            writer.write(line[:cut])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+            writer.write(line[cut:])
+
+    async with Server(slow_split) as server, asyncio.timeout(30):
+        http = KeepAliveHttp(max_idle=2)
+        try:
+            for i in range(150):
+                tasks = [asyncio.create_task(http.request("GET", f"{server.url}/{i}/{j}"))
+                         for j in range(3)]
+                await asyncio.sleep((i % 7) * 0.0005)
+                tasks[i % 3].cancel()
+                for j, task in enumerate(tasks):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        assert (await task).body == f"GET /{i}/{j} HTTP/1.1".encode()
+                assert not http._busy
+                for idle in http._idle.values():
+                    assert all(c._waiter is None and c._complete for c in idle)
+        finally:
+            await http.close()
+
+
+async def test_https_to_a_self_signed_loopback_server(tmp_path):
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    client_ctx = ssl.create_default_context(cafile=str(tmp_path / "c.pem"))
+
+    async def serve(reader, writer):
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                writer.write(answer(head.split(b"\r\n")[0]))
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with asyncio.timeout(10):
+            http = KeepAliveHttp(ssl_context=client_ctx)
+            try:
+                assert (await http.request("GET", url + "/a")).body == b"GET /a HTTP/1.1"
+                assert (await http.request("GET", url + "/b")).body == b"GET /b HTTP/1.1"
+                assert sum(len(idle) for idle in http._idle.values()) == 1
+            finally:
+                await http.close()
+            untrusting = KeepAliveHttp()  # the system's CAs: the self-signed cert is refused
+            try:
+                with pytest.raises(ConnectFailed, match="cannot connect"):
+                    await untrusting.request("POST", url + "/", body=b"x")
+            finally:
+                await untrusting.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _silent(reader, writer, server):
+    await server.read_request(reader)
+    await reader.read()
+
+
+async def _drop(reader, writer, server):
+    await server.read_request(reader)
+
+
+async def _garbage(reader, writer, server):
+    await server.read_request(reader)
+    writer.write(b"SPDY/9 200 OK\r\n\r\n")
+    await reader.read()
+
+
+@pytest.mark.parametrize(("script", "raised", "cause"), [
+    (None, "ExchangeNotAvailable", ConnectFailed), (_silent, "RequestTimeout", TimeoutError),
+    (_drop, "ExchangeNotAvailable", ConnectionError), (_garbage, "ExchangeError", BadAnswer)])
+async def test_aster_native_maps_transport_failures_as_ccxt_does(script, raised, cause):
+    from ccxt.base.errors import BaseError
+
+    from astra.venues.aster.trading import AsterPrivate
+
+    async with Server(script or echo_path) as server, asyncio.timeout(10):
+        http = KeepAliveHttp()
+        client = AsterPrivate({"apiKey": "k", "secret": "s", "timeout": 300}, keepalive=http)
+        if script is None:  # a port nobody listens on
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                server.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        client.urls["api"]["sapiPrivate"] = server.url + "/api"
+        try:
+            with pytest.raises(BaseError) as caught:
+                await client.native.request("sapiPrivate", "v3/order", "POST", {"symbol": "X"})
+        finally:
+            await client.close()
+            await http.close()
+    assert type(caught.value).__name__ == raised
+    assert isinstance(caught.value.__cause__, cause)

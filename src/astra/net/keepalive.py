@@ -22,9 +22,13 @@ Invariants:
 - An idle connection is not reused after ``idle_seconds`` (below the usual server keep-alive
   timeouts, as aiohttp's 15 s), nor once its peer has closed it: a request is not written
   into a socket the server is closing when it can be known.
-- Header names and values are checked for CR, LF and NUL before anything is written (no
-  header injection from a key or secret a user supplied); answers are bounded
-  (``max_body`` bytes, ``MAX_HEADER_BYTES`` of headers).
+- Header names and values, the method and the URL's target are checked for CR, LF and NUL
+  (and the request line for blanks) before anything is written (no header injection or
+  second request from a key, secret or path a user supplied); answers are bounded
+  (``max_body`` bytes, ``MAX_HEADER_BYTES`` of headers, counted as they arrive).
+- An answer is complete only when its parser says so, or, for a body delimited by the
+  connection's end, when the peer closed it cleanly: a reset, or this client's own abort
+  (``close``), fails the request rather than returning a truncated body.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = ["MAX_HEADER_BYTES", "Answer", "BadAnswer", "ConnectFailed", "KeepAliv
 
 MAX_HEADER_BYTES = 64 * 1024
 _FORBIDDEN = ("\r", "\n", "\0")
+_FORBIDDEN_IN_LINE = (*_FORBIDDEN, " ", "\t")  # the request line's separators too
 
 
 class BadAnswer(Exception):
@@ -78,6 +83,7 @@ class _Connection(asyncio.Protocol):
         self._max_body = max_body
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Answer] | None = None
+        self._head_bytes = 0  # bytes fed before the headers were complete, this request
         self._reset()
 
     def _reset(self) -> None:
@@ -100,7 +106,8 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         headers = {k.lower() for k in self._headers}
-        if self._headers_done and not {"content-length", "transfer-encoding"} & headers:
+        if exc is None and self._headers_done \
+                and not {"content-length", "transfer-encoding"} & headers:
             self._answer()  # a body delimited by the connection's end (RFC 9112 6.3)
         else:
             waiter.set_exception(ConnectionError("the venue closed the connection before "
@@ -113,6 +120,12 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if not self._headers_done:
+                # httptools holds a header until its end: bound what it may hold meanwhile.
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEADER_BYTES:
+                    self._fail(BadAnswer(f"the answer's headers exceed {MAX_HEADER_BYTES} "
+                                         "bytes"))
         except httptools.HttpParserUpgrade:
             self._fail(BadAnswer("the venue answered with a protocol upgrade"))
         except httptools.HttpParserError as exc:
@@ -129,7 +142,8 @@ class _Connection(asyncio.Protocol):
             raise BadAnswer("the venue sent an answer nobody asked for")
 
     def on_status(self, reason: bytes) -> None:
-        self._reason = reason.decode("latin-1")[:200]
+        # (called once per piece of the status line as it arrives)
+        self._reason = (self._reason + reason.decode("latin-1"))[:200]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
@@ -168,6 +182,10 @@ class _Connection(asyncio.Protocol):
         self.abort()
 
     def abort(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():  # (not a body "ended by the close")
+            waiter.set_exception(ConnectionError("the connection was closed before its "
+                                                 "answer was complete"))
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -177,7 +195,11 @@ class _Connection(asyncio.Protocol):
                 and not self.transport.is_closing() and self._keep_alive)
 
     async def exchange(self, request: bytes) -> Answer:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            # (a peer that closed right after accepting): a write would be dropped unseen
+            raise ConnectFailed("the connection closed before the request was written")
         self._reset()
+        self._head_bytes = 0
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
             self.transport.write(request)  # type: ignore[union-attr]
@@ -208,6 +230,9 @@ class KeepAliveHttp:
         if self._closed:
             raise ConnectionError("this HTTP client is closed")
         origin, target = self._split(url)
+        if any(c in method or c in target for c in _FORBIDDEN_IN_LINE):
+            raise ValueError(f"{method[:10]!r} {target[:60]!r}: blanks, CR, LF and NUL are "
+                             "not allowed in the request line")
         head = [f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
         for name, value in (headers or {}).items():
             if any(c in name or c in value for c in _FORBIDDEN):
@@ -220,6 +245,9 @@ class KeepAliveHttp:
         if body:
             raw += body
         conn = self._take(origin) or await self._connect(origin)
+        if self._closed:  # closed while connecting: nothing was written
+            conn.abort()
+            raise ConnectFailed("this HTTP client was closed while connecting")
         self._busy.add(conn)
         try:
             answer = await conn.exchange(raw)
@@ -262,7 +290,7 @@ class KeepAliveHttp:
         return None
 
     def _give_back(self, origin: _Origin, conn: _Connection) -> None:
-        if self._closed or not conn.reusable():
+        if self._closed or not conn.reusable() or self._max_idle <= 0:
             conn.abort()
             return
         idle = self._idle.setdefault(origin, deque())
