@@ -117,12 +117,17 @@ class DeferredWrites:
             self._local.running = True
             try:
                 while self._queue:
-                    fn, args = self._queue.popleft()
+                    # Left in the queue while it runs: another thread's ``settle`` then sees
+                    # it and waits for this lock, instead of reading around a write that has
+                    # left the queue but not committed.
+                    fn, args = self._queue[0]
                     try:
                         fn(*args)
                     except Exception as exc:
                         log.warning("a deferred journal write failed (%s: %s); the entry stays "
                                     "pending and is reconciled", type(exc).__name__,
                                     str(exc)[:200])
+                    finally:
+                        self._queue.popleft()
             finally:
                 self._local.running = False
