@@ -79,14 +79,10 @@ async def echo_path(reader, writer, server: Server) -> None:
 
 
 async def test_the_request_as_written_and_the_answer_as_read():
-    async with Server(echo_path) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            got = await http.request("POST", server.url + "/api/v3/order?x=1", body=b"a=1&b=2",
-                                     headers={"Content-Type": "application/x-www-form-urlencoded",
-                                              "X-MBX-APIKEY": "key"})
-        finally:
-            await http.close()
+    async with Server(echo_path) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        got = await http.request("POST", server.url + "/api/v3/order?x=1", body=b"a=1&b=2",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded",
+                                          "X-MBX-APIKEY": "key"})
     port = server.url.rsplit(":", 1)[1]
     head, body = server.requests[0]
     assert head == (f"POST /api/v3/order?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -98,12 +94,8 @@ async def test_the_request_as_written_and_the_answer_as_read():
 
 
 async def test_one_connection_serves_request_after_request():
-    async with Server(echo_path) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            bodies = [(await http.request("GET", f"{server.url}/n/{i}")).body for i in range(5)]
-        finally:
-            await http.close()
+    async with Server(echo_path) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        bodies = [(await http.request("GET", f"{server.url}/n/{i}")).body for i in range(5)]
     assert bodies == [f"GET /n/{i} HTTP/1.1".encode() for i in range(5)]
     assert server.connections == 1
     assert b"Content-Length" not in server.requests[0][0]  # a GET without a body
@@ -115,18 +107,14 @@ async def test_concurrent_requests_each_get_their_own_answer_and_idle_connection
             await asyncio.sleep(0.01)
             writer.write(answer(req[0].split(b"\r\n")[0]))
 
-    async with Server(slow_echo) as server, asyncio.timeout(20):
-        http = KeepAliveHttp(max_idle=4)
-        try:
-            got = await asyncio.gather(*(http.request("GET", f"{server.url}/c/{i}")
-                                         for i in range(20)))
-            assert [a.body for a in got] == [f"GET /c/{i} HTTP/1.1".encode() for i in range(20)]
-            assert server.connections == 20
-            assert sum(len(idle) for idle in http._idle.values()) == 4
-            again = await http.request("GET", f"{server.url}/after")
-            assert again.body == b"GET /after HTTP/1.1" and server.connections == 20
-        finally:
-            await http.close()
+    async with Server(slow_echo) as server, KeepAliveHttp(max_idle=4) as http, asyncio.timeout(20):
+        got = await asyncio.gather(*(http.request("GET", f"{server.url}/c/{i}")
+                                     for i in range(20)))
+        assert [a.body for a in got] == [f"GET /c/{i} HTTP/1.1".encode() for i in range(20)]
+        assert server.connections == 20
+        assert sum(len(idle) for idle in http._idle.values()) == 4
+        again = await http.request("GET", f"{server.url}/after")
+        assert again.body == b"GET /after HTTP/1.1" and server.connections == 20
 
 
 async def test_chunked_answers_and_a_body_ended_by_the_close_are_read_whole():
@@ -138,14 +126,10 @@ async def test_chunked_answers_and_a_body_ended_by_the_close_are_read_whole():
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
         await writer.drain()
 
-    async with Server(chunked) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            assert (await http.request("GET", server.url + "/")).body == b'{"a":1}'
-            assert (await http.request("GET", server.url + "/")).body == b"until the end"
-            assert server.connections == 1 and not any(http._idle.values())
-        finally:
-            await http.close()
+    async with Server(chunked) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        assert (await http.request("GET", server.url + "/")).body == b'{"a":1}'
+        assert (await http.request("GET", server.url + "/")).body == b"until the end"
+        assert server.connections == 1 and not any(http._idle.values())
 
 
 async def test_an_interim_100_continue_is_skipped():
@@ -154,12 +138,8 @@ async def test_an_interim_100_continue_is_skipped():
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"done", "201 Created"))
         await reader.read()  # until the client closes
 
-    async with Server(interim) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            got = await http.request("POST", server.url + "/", body=b"x")
-        finally:
-            await http.close()
+    async with Server(interim) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        got = await http.request("POST", server.url + "/", body=b"x")
     assert (got.status, got.reason, got.body) == (201, "Created", b"done")
 
 
@@ -173,15 +153,11 @@ async def test_connection_close_and_http_1_0_answers_are_not_reused():
         await writer.drain()
         await reader.read()  # until the client closes
 
-    async with Server(closing) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            assert (await http.request("GET", server.url + "/")).body == b"one"
-            assert (await http.request("GET", server.url + "/")).body == b"two"
-            assert (await http.request("GET", server.url + "/")).body == b"two"
-            assert server.connections == 3
-        finally:
-            await http.close()
+    async with Server(closing) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        assert (await http.request("GET", server.url + "/")).body == b"one"
+        assert (await http.request("GET", server.url + "/")).body == b"two"
+        assert (await http.request("GET", server.url + "/")).body == b"two"
+        assert server.connections == 3
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced_not_written_to():
@@ -190,28 +166,21 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_not_written
         writer.write(answer(req[0].split(b"\r\n")[0]))
         await writer.drain()  # then close (its keep-alive timeout, say)
 
-    async with Server(one_per_connection) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            await http.request("GET", server.url + "/first")
-            (conn,) = next(iter(http._idle.values()))
-            await until(lambda: conn.closed)  # the server's FIN reaches the idle connection
-            got = await http.request("GET", server.url + "/second")
-        finally:
-            await http.close()
+    async with Server(one_per_connection) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        await http.request("GET", server.url + "/first")
+        (conn,) = next(iter(http._idle.values()))
+        await until(lambda: conn.closed)  # the server's FIN reaches the idle connection
+        got = await http.request("GET", server.url + "/second")
     assert got.body == b"GET /second HTTP/1.1" and server.connections == 2
     assert len(server.requests) == 2  # nothing was written into the closed one
 
 
 async def test_idle_connections_older_than_idle_seconds_are_not_reused():
-    async with Server(echo_path) as server, asyncio.timeout(10):
-        http = KeepAliveHttp(idle_seconds=0.05)
-        try:
-            await http.request("GET", server.url + "/a")
-            await asyncio.sleep(0.1)
-            await http.request("GET", server.url + "/b")
-        finally:
-            await http.close()
+    async with (Server(echo_path) as server, KeepAliveHttp(idle_seconds=0.05) as http,
+                asyncio.timeout(10)):
+        await http.request("GET", server.url + "/a")
+        await asyncio.sleep(0.1)
+        await http.request("GET", server.url + "/b")
     assert server.connections == 2
 
 
@@ -221,14 +190,10 @@ async def test_a_peer_closing_mid_answer_is_a_connection_error():
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial\"")
         await writer.drain()
 
-    async with Server(truncated) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            with pytest.raises(ConnectionError, match="before its answer was complete"):
-                await http.request("POST", server.url + "/", body=b"x")
-            assert not any(http._idle.values())
-        finally:
-            await http.close()
+    async with Server(truncated) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        with pytest.raises(ConnectionError, match="before its answer was complete"):
+            await http.request("POST", server.url + "/", body=b"x")
+        assert not any(http._idle.values())
 
 
 async def test_a_timeout_closes_the_connection_and_the_next_request_opens_another():
@@ -238,16 +203,12 @@ async def test_a_timeout_closes_the_connection_and_the_next_request_opens_anothe
                 continue  # never answers the first connection
             writer.write(answer(req[0].split(b"\r\n")[0]))
 
-    async with Server(silent_first) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.2):
-                    await http.request("POST", server.url + "/slow", body=b"x")
-            await asyncio.wait_for(server.closed.wait(), 5)  # the server saw it closed
-            got = await http.request("GET", server.url + "/next")
-        finally:
-            await http.close()
+    async with Server(silent_first) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await http.request("POST", server.url + "/slow", body=b"x")
+        await asyncio.wait_for(server.closed.wait(), 5)  # the server saw it closed
+        got = await http.request("GET", server.url + "/next")
     assert got.body == b"GET /next HTTP/1.1" and server.connections == 2
 
 
@@ -266,14 +227,10 @@ async def test_garbage_and_oversized_answers_are_bad_answers(wire, message):
         await writer.drain()
         await reader.read()  # until the client closes
 
-    async with Server(bad) as server, asyncio.timeout(10):
-        http = KeepAliveHttp(max_body=1024)
-        try:
-            with pytest.raises(BadAnswer, match=f"(?i){message}"):
-                await http.request("GET", server.url + "/")
-            assert not any(http._idle.values())
-        finally:
-            await http.close()
+    async with Server(bad) as server, KeepAliveHttp(max_body=1024) as http, asyncio.timeout(10):
+        with pytest.raises(BadAnswer, match=f"(?i){message}"):
+            await http.request("GET", server.url + "/")
+        assert not any(http._idle.values())
 
 
 async def test_a_second_answer_nobody_asked_for_closes_the_connection():
@@ -283,25 +240,17 @@ async def test_a_second_answer_nobody_asked_for_closes_the_connection():
         await writer.drain()
         await reader.read()  # until the client closes
 
-    async with Server(twice) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            assert (await http.request("GET", server.url + "/")).body == b"first"
-            assert not any(http._idle.values())  # never read "second" as another answer
-        finally:
-            await http.close()
+    async with Server(twice) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        assert (await http.request("GET", server.url + "/")).body == b"first"
+        assert not any(http._idle.values())  # never read "second" as another answer
 
 
 @pytest.mark.parametrize("headers", [{"X-MBX-APIKEY": "key\r\nX-Evil: 1"},
                                      {"X-A\nB": "v"}, {"X-Nul": "a\0b"}])
 async def test_header_injection_is_refused_before_anything_is_written(headers):
-    async with Server(echo_path) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            with pytest.raises(ValueError, match="CR, LF and NUL"):
-                await http.request("POST", server.url + "/", body=b"x", headers=headers)
-        finally:
-            await http.close()
+    async with Server(echo_path) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        with pytest.raises(ValueError, match="CR, LF and NUL"):
+            await http.request("POST", server.url + "/", body=b"x", headers=headers)
     assert server.connections == 0 and server.requests == []
 
 
@@ -344,12 +293,8 @@ async def test_an_answer_split_at_every_byte_boundary_is_read_whole():
             await asyncio.sleep(0.002)  # two segments, read apart
             writer.write(wire[cut:])
 
-    async with Server(split) as server, asyncio.timeout(20):
-        http = KeepAliveHttp()
-        try:
-            got = [await http.request("GET", server.url + "/") for _ in range(len(wire) - 1)]
-        finally:
-            await http.close()
+    async with Server(split) as server, KeepAliveHttp() as http, asyncio.timeout(20):
+        got = [await http.request("GET", server.url + "/") for _ in range(len(wire) - 1)]
     assert {(a.status, a.reason, a.body) for a in got} == {(201, "Created fine", b'{"a":1}')}
     assert {tuple(a.headers.items()) for a in got} == {
         (("X-A", "b"), ("Transfer-Encoding", "chunked"))}
@@ -364,13 +309,9 @@ async def test_headers_that_never_end_are_refused_as_they_arrive():
             writer.write(b"a" * (1 << 20))
             await writer.drain()
 
-    async with Server(endless) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            with pytest.raises(BadAnswer, match="headers exceed"):
-                await http.request("GET", server.url + "/")
-        finally:
-            await http.close()
+    async with Server(endless) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        with pytest.raises(BadAnswer, match="headers exceed"):
+            await http.request("GET", server.url + "/")
 
 
 async def test_a_body_ended_by_a_reset_not_a_close_is_a_connection_error():
@@ -383,13 +324,9 @@ async def test_a_body_ended_by_a_reset_not_a_close_is_a_connection_error():
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()  # RST: the body was cut, not ended
 
-    async with Server(reset) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            with pytest.raises(ConnectionError):
-                await http.request("GET", server.url + "/")
-        finally:
-            await http.close()
+    async with Server(reset) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        with pytest.raises(ConnectionError):
+            await http.request("GET", server.url + "/")
 
 
 async def test_close_during_a_body_ended_by_the_close_fails_the_request():
@@ -421,42 +358,30 @@ async def test_close_while_connecting_writes_nothing():
 
 
 async def test_a_connection_lost_before_the_write_is_not_written_to():
-    async with Server(echo_path) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            origin, _ = http._split(server.url + "/")
-            conn = await http._connect(origin)
-            conn.connection_lost(None)  # as when the peer closes right after accepting
-            with pytest.raises(ConnectFailed):
-                async with asyncio.timeout(1):  # (it waited for an answer forever)
-                    await conn.exchange(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            conn.abort()
-        finally:
-            await http.close()
+    async with Server(echo_path) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        origin, _ = http._split(server.url + "/")
+        conn = await http._connect(origin)
+        conn.connection_lost(None)  # as when the peer closes right after accepting
+        with pytest.raises(ConnectFailed):
+            async with asyncio.timeout(1):  # (it waited for an answer forever)
+                await conn.exchange(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.abort()
 
 
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/x HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET /y"), ("GET", "/a b"), ("GET", "/a\0"),
     ("GET /z HTTP/1.1\r\n\r\nGET", "/")])
 async def test_a_second_request_in_the_request_line_is_refused(method, path):
-    async with Server(echo_path) as server, asyncio.timeout(10):
-        http = KeepAliveHttp()
-        try:
-            with pytest.raises(ValueError, match="request line"):
-                await http.request(method, server.url + path)
-        finally:
-            await http.close()
+    async with Server(echo_path) as server, KeepAliveHttp() as http, asyncio.timeout(10):
+        with pytest.raises(ValueError, match="request line"):
+            await http.request(method, server.url + path)
     assert server.connections == 0
 
 
 async def test_max_idle_zero_keeps_no_connection_and_answers():
-    async with Server(echo_path) as server, asyncio.timeout(10):
-        http = KeepAliveHttp(max_idle=0)
-        try:
-            assert (await http.request("GET", server.url + "/a")).body == b"GET /a HTTP/1.1"
-            assert not any(http._idle.values())
-        finally:
-            await http.close()
+    async with Server(echo_path) as server, KeepAliveHttp(max_idle=0) as http, asyncio.timeout(10):
+        assert (await http.request("GET", server.url + "/a")).body == b"GET /a HTTP/1.1"
+        assert not any(http._idle.values())
 
 
 async def test_cancelling_at_any_point_never_pools_a_connection_mid_answer():
@@ -469,22 +394,18 @@ async def test_cancelling_at_any_point_never_pools_a_connection_mid_answer():
             await asyncio.sleep(0.001)
             writer.write(line[cut:])
 
-    async with Server(slow_split) as server, asyncio.timeout(30):
-        http = KeepAliveHttp(max_idle=2)
-        try:
-            for i in range(150):
-                tasks = [asyncio.create_task(http.request("GET", f"{server.url}/{i}/{j}"))
-                         for j in range(3)]
-                await asyncio.sleep((i % 7) * 0.0005)
-                tasks[i % 3].cancel()
-                for j, task in enumerate(tasks):
-                    with contextlib.suppress(asyncio.CancelledError):
-                        assert (await task).body == f"GET /{i}/{j} HTTP/1.1".encode()
-                assert not http._busy
-                for idle in http._idle.values():
-                    assert all(c._waiter is None and c._complete for c in idle)
-        finally:
-            await http.close()
+    async with Server(slow_split) as server, KeepAliveHttp(max_idle=2) as http, asyncio.timeout(30):
+        for i in range(150):
+            tasks = [asyncio.create_task(http.request("GET", f"{server.url}/{i}/{j}"))
+                     for j in range(3)]
+            await asyncio.sleep((i % 7) * 0.0005)
+            tasks[i % 3].cancel()
+            for j, task in enumerate(tasks):
+                with contextlib.suppress(asyncio.CancelledError):
+                    assert (await task).body == f"GET /{i}/{j} HTTP/1.1".encode()
+            assert not http._busy
+            for idle in http._idle.values():
+                assert all(c._waiter is None and c._complete for c in idle)
 
 
 async def test_https_to_a_self_signed_loopback_server(tmp_path):

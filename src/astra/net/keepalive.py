@@ -210,7 +210,8 @@ class _Connection(asyncio.Protocol):
 
 class KeepAliveHttp:
     """Kept-alive HTTP/1.1 connections per origin (scheme, host, port). ``request`` sends one
-    request and returns its ``Answer``; ``close`` closes every connection."""
+    request and returns its ``Answer``; ``close`` (or leaving ``async with``) closes every
+    connection."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, max_idle: int = 16,
                  idle_seconds: float = 15.0, max_body: int = 16 * 1024 * 1024) -> None:
@@ -311,9 +312,15 @@ class KeepAliveHttp:
                 server_hostname=origin.host if tls is not None else None)
         except TimeoutError:
             raise
-        except (OSError, ssl.SSLError) as exc:  # (gaierror and SSL errors are OSErrors)
+        except OSError as exc:  # (a name that does not resolve and a TLS refusal are too)
             raise ConnectFailed(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
         return conn
+
+    async def __aenter__(self) -> KeepAliveHttp:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         self._closed = True

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_MARKETS", "SimMarket", "format_fixed"]
+__all__ = ["DEFAULT_MARKETS", "PERP_ORDER_TYPES", "SPOT_ORDER_TYPES", "SimMarket",
+           "format_fixed"]
+
+# The order types each side's exchangeInfo lists, as Aster documents them.
+SPOT_ORDER_TYPES = ("LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT",
+                    "TAKE_PROFIT_MARKET")
+PERP_ORDER_TYPES = (*SPOT_ORDER_TYPES, "TRAILING_STOP_MARKET")
 
 MAX_NOTIONAL = "9000000"  # spot, as the live venue lists it
 
@@ -147,15 +153,7 @@ class SimMarket:
                         "ltMultiplierUp": "0",
                     },
                 ],
-                "orderTypes": [
-                    "LIMIT",
-                    "MARKET",
-                    "STOP",
-                    "STOP_MARKET",
-                    "TAKE_PROFIT",
-                    "TAKE_PROFIT_MARKET",
-                    "TRAILING_STOP_MARKET",
-                ],
+                "orderTypes": list(PERP_ORDER_TYPES),
                 "timeInForce": ["GTC", "IOC", "FOK", "GTX", "HIDDEN"],
             }
         return {
@@ -190,14 +188,7 @@ class SimMarket:
                     "filterType": "PERCENT_PRICE",
                 },
             ],
-            "orderTypes": [
-                "LIMIT",
-                "MARKET",
-                "STOP",
-                "STOP_MARKET",
-                "TAKE_PROFIT",
-                "TAKE_PROFIT_MARKET",
-            ],
+            "orderTypes": list(SPOT_ORDER_TYPES),
             "timeInForce": ["GTC", "IOC", "FOK", "GTX", "HIDDEN"],
             "symbol": self.symbol,
             "ocoAllowed": False,

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from astra.core._trading import Order
 from astra.sim.admin import parse_deposits
 from astra.sim.app import SimExchange
+from astra.sim.markets import PERP_ORDER_TYPES
 from astra.sim.server import SimServer
 from astra.venues.aster.orders import OrderResponse, decode_order
 from astra.venues.aster.trading import AsterPrivate
@@ -161,16 +162,7 @@ def _compare(client: AsterPrivate, raw, ccxt_market: dict) -> bool:
     return not fell_back
 
 
-# The order types Aster documents (its exchangeInfo's orderTypes).
-ASTER_ORDER_TYPES = [
-    "LIMIT",
-    "MARKET",
-    "STOP",
-    "STOP_MARKET",
-    "TAKE_PROFIT",
-    "TAKE_PROFIT_MARKET",
-    "TRAILING_STOP_MARKET",
-]
+ASTER_ORDER_TYPES = list(PERP_ORDER_TYPES)  # the perpetual side's (the spot side's and one)
 
 
 _MISSING = object()

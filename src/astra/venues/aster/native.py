@@ -39,7 +39,6 @@ import asyncio
 import hashlib
 import hmac
 import re
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -177,11 +176,9 @@ class AsterNative:
             async with asyncio.timeout(self._timeout):
                 answer = await client.keepalive.request(
                     method, url, body=body.encode() if body else None, headers=headers)
-        except socket.gaierror as e:
-            raise ExchangeNotAvailable(f"{client.id} {method}") from e
         except TimeoutError as e:  # (before OSError: a TimeoutError is one)
             raise RequestTimeout(f"{client.id} {method}") from e
-        except (ConnectionError, OSError) as e:
+        except OSError as e:  # (ConnectFailed, a refused name among them, or a drop)
             raise ExchangeNotAvailable(f"{client.id} {method}") from e
         except (BadAnswer, ValueError) as e:
             raise ExchangeError(f"{client.id} {method}") from e

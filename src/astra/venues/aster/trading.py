@@ -123,7 +123,11 @@ class AsterPrivate(ServerErrorsUnavailable, ccxt_async.aster):
     def keepalive(self) -> KeepAliveHttp:
         """The kept-alive connections ``native`` sends on."""
         if self._keepalive is None:
-            tls = self.ssl_context if isinstance(self.ssl_context, ssl.SSLContext) else None
+            tls = self.ssl_context  # ccxt's own, once it has made it; else made as ccxt does
+            if not isinstance(tls, ssl.SSLContext):
+                tls = ssl.create_default_context(cafile=self.cafile)
+                if not self.verify:  # (ccxt's ``verify=False``: no certificate check)
+                    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
             self._keepalive = KeepAliveHttp(ssl_context=tls)
         return self._keepalive
 
